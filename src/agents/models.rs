@@ -1,0 +1,405 @@
+//! Model providers: OpenAI-compatible endpoints reached through `async-openai`.
+//!
+//! Each configured provider gets one `async_openai::Client` whose HTTP stack is ours: a
+//! retry layer that honours `Retry-After`, backs off with jitter, never retries a quota error,
+//! and bounds each attempt with a timeout. Streaming calls additionally treat a stream that
+//! stops short (no `finish_reason`) or goes quiet as a failed attempt and retry it.
+
+use std::{collections::HashMap, pin::Pin, sync::Arc, task::Poll, time::Duration};
+
+use async_openai::{
+    Client,
+    config::Config as OpenAiConfig,
+    error::OpenAIError,
+    middleware::{HttpRequestFactory, ReqwestService},
+    types::chat::{
+        ChatCompletionRequestMessage, ChatCompletionStreamOptions, CreateChatCompletionRequest,
+    },
+};
+use futures::StreamExt;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use secrecy::SecretString;
+
+use crate::config::{AUTHORIZATION, ModelSettings, ProviderConfig};
+
+/// Which model to call: a configured provider and a model name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelRef {
+    pub provider: String,
+    pub model: String,
+}
+
+/// A finished completion: its text and the tokens it cost.
+#[derive(Debug, Clone, Default)]
+pub struct Completion {
+    pub content: String,
+    pub tokens: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("no model provider named `{0}` is configured")]
+    UnknownProvider(String),
+    #[error("{0}")]
+    Api(String),
+    #[error("the model's stream broke off: {0}")]
+    BrokenStream(String),
+    #[error("the model sent no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// The configured providers, by name.
+#[derive(Clone)]
+pub struct Models {
+    providers: Arc<HashMap<String, Provider>>,
+    settings: ModelSettings,
+}
+
+#[derive(Clone)]
+struct Provider {
+    client: Client<ProviderAuth>,
+    default_model: Option<String>,
+}
+
+impl Models {
+    pub fn new(providers: &[ProviderConfig], settings: &ModelSettings) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build()?;
+        let mut map = HashMap::new();
+        for config in providers {
+            let service = RetryService {
+                inner: ReqwestService::new(http.clone()),
+                settings: settings.clone(),
+            };
+            let client = Client::with_config(ProviderAuth::new(config)?).with_http_service(service);
+            map.insert(
+                config.name.clone(),
+                Provider { client, default_model: config.default_model.clone() },
+            );
+        }
+        Ok(Self { providers: Arc::new(map), settings: settings.clone() })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.providers.is_empty()
+    }
+
+    pub fn has(&self, provider: &str) -> bool {
+        self.providers.contains_key(provider)
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<_> = self.providers.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    pub fn default_model(&self, provider: &str) -> Option<String> {
+        self.providers.get(provider)?.default_model.clone()
+    }
+
+    fn client(&self, target: &ModelRef) -> Result<&Client<ProviderAuth>, ModelError> {
+        self.providers
+            .get(&target.provider)
+            .map(|p| &p.client)
+            .ok_or_else(|| ModelError::UnknownProvider(target.provider.clone()))
+    }
+
+    /// One non-streaming completion, retried by the HTTP layer.
+    pub async fn complete(
+        &self,
+        target: &ModelRef,
+        mut request: CreateChatCompletionRequest,
+    ) -> Result<Completion, ModelError> {
+        request.model = target.model.clone();
+        let client = self.client(target)?;
+        // The retry layer bounds each attempt's headers; this bounds the body of the last.
+        let limit = self.settings.call_timeout * (self.settings.max_retries + 1);
+        let response = tokio::time::timeout(limit, client.chat().create(request))
+            .await
+            .map_err(|_| ModelError::Timeout(limit))?
+            .map_err(api_error)?;
+        let content = response
+            .choices
+            .into_iter()
+            .next()
+            .and_then(|choice| choice.message.content)
+            .unwrap_or_default();
+        let tokens = response.usage.map_or(0, |u| u64::from(u.total_tokens));
+        Ok(Completion { content, tokens })
+    }
+
+    /// A streamed completion: `on_delta` sees each piece of text as it arrives. A stream that
+    /// breaks or stalls is retried from the start (the pieces of the failed attempt were
+    /// ephemeral; only the finished text is returned).
+    pub async fn stream(
+        &self,
+        target: &ModelRef,
+        mut request: CreateChatCompletionRequest,
+        on_delta: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<Completion, ModelError> {
+        request.model = target.model.clone();
+        request.stream = Some(true);
+        request.stream_options =
+            Some(ChatCompletionStreamOptions { include_usage: Some(true), ..Default::default() });
+        let client = self.client(target)?;
+        let mut attempt = 0;
+        loop {
+            match self.stream_once(client, request.clone(), on_delta).await {
+                Err(error @ (ModelError::BrokenStream(_) | ModelError::Timeout(_)))
+                    if attempt < self.settings.max_retries =>
+                {
+                    tracing::warn!(%error, attempt, "model stream failed; retrying");
+                    tokio::time::sleep(backoff(&self.settings, attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn stream_once(
+        &self,
+        client: &Client<ProviderAuth>,
+        request: CreateChatCompletionRequest,
+        on_delta: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<Completion, ModelError> {
+        let idle = self.settings.call_timeout;
+        let mut stream = client.chat().create_stream(request).await.map_err(api_error)?;
+        let mut completion = Completion::default();
+        let mut finished = false;
+        loop {
+            let next = tokio::time::timeout(idle, stream.next())
+                .await
+                .map_err(|_| ModelError::Timeout(idle))?;
+            let Some(chunk) = next else { break };
+            let chunk = chunk.map_err(|e| match e {
+                OpenAIError::ApiError(_) => api_error(e),
+                other => ModelError::BrokenStream(other.to_string()),
+            })?;
+            if let Some(usage) = chunk.usage {
+                completion.tokens = u64::from(usage.total_tokens);
+            }
+            for choice in chunk.choices {
+                if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
+                    on_delta(&text);
+                    completion.content.push_str(&text);
+                }
+                finished |= choice.finish_reason.is_some();
+            }
+        }
+        if !finished {
+            return Err(ModelError::BrokenStream("the stream ended without a finish reason".into()));
+        }
+        Ok(completion)
+    }
+}
+
+/// A chat request with the given messages and no other settings.
+pub fn chat_request(messages: Vec<ChatCompletionRequestMessage>) -> CreateChatCompletionRequest {
+    CreateChatCompletionRequest { messages, ..Default::default() }
+}
+
+fn api_error(error: OpenAIError) -> ModelError {
+    match error {
+        OpenAIError::Boxed(inner) => match inner.downcast::<AttemptTimeout>() {
+            Ok(timeout) => ModelError::Timeout(timeout.0),
+            Err(other) => ModelError::Api(other.to_string()),
+        },
+        other => ModelError::Api(other.to_string()),
+    }
+}
+
+/// The delay before retry number `attempt` (0-based): exponential, capped, with "equal
+/// jitter" (half fixed, half random) so that many runners do not retry in step.
+fn backoff(settings: &ModelSettings, attempt: u32) -> Duration {
+    let exp = settings.retry_base.saturating_mul(2u32.saturating_pow(attempt)).min(settings.retry_max);
+    let half = exp / 2;
+    half + half.mul_f64(rand::random::<f64>())
+}
+
+/// `Retry-After` as seconds or as an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<f64>() {
+        return (seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().ok()
+}
+
+/// How a provider's key is sent, as `async-openai` asks for it.
+#[derive(Clone)]
+struct ProviderAuth {
+    base_url: String,
+    key: SecretString,
+    headers: HeaderMap,
+}
+
+impl ProviderAuth {
+    fn new(config: &ProviderConfig) -> anyhow::Result<Self> {
+        let mut headers = HeaderMap::new();
+        if !config.api_key.is_empty() {
+            let (name, value) = if config.key_header.eq_ignore_ascii_case(AUTHORIZATION) {
+                (reqwest::header::AUTHORIZATION, format!("Bearer {}", config.api_key))
+            } else {
+                (HeaderName::from_bytes(config.key_header.as_bytes())?, config.api_key.clone())
+            };
+            let mut value = HeaderValue::from_str(&value)?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        Ok(Self {
+            base_url: config.base_url.trim_end_matches('/').to_owned(),
+            key: SecretString::from(config.api_key.clone()),
+            headers,
+        })
+    }
+}
+
+impl OpenAiConfig for ProviderAuth {
+    fn headers(&self) -> HeaderMap {
+        self.headers.clone()
+    }
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+    fn query(&self) -> Vec<(&str, &str)> {
+        Vec::new()
+    }
+    fn api_base(&self) -> &str {
+        &self.base_url
+    }
+    fn api_key(&self) -> &SecretString {
+        &self.key
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("no response within {0:?}")]
+struct AttemptTimeout(Duration);
+
+/// Retries 429 (unless it is a quota error), 5xx, connection failures and attempts that
+/// time out, waiting for `Retry-After` when the server names it.
+#[derive(Clone)]
+struct RetryService {
+    inner: ReqwestService,
+    settings: ModelSettings,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl tower::Service<HttpRequestFactory> for RetryService {
+    type Response = reqwest::Response;
+    type Error = OpenAIError;
+    type Future = BoxFuture<Result<reqwest::Response, OpenAIError>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: HttpRequestFactory) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.run(request).await })
+    }
+}
+
+/// What one attempt came to.
+enum Attempt {
+    Done(Result<reqwest::Response, OpenAIError>),
+    Retry { last: Result<reqwest::Response, OpenAIError>, wait: Option<Duration> },
+}
+
+impl RetryService {
+    async fn run(mut self, request: HttpRequestFactory) -> Result<reqwest::Response, OpenAIError> {
+        use tower::{Service, ServiceExt};
+        let mut attempt = 0;
+        loop {
+            let timeout = self.settings.call_timeout;
+            let call = self.inner.ready().await?.call(request.clone());
+            let outcome = match tokio::time::timeout(timeout, call).await {
+                Err(_) => Attempt::Retry {
+                    last: Err(OpenAIError::Boxed(Box::new(AttemptTimeout(timeout)))),
+                    wait: None,
+                },
+                Ok(result) => classify(result).await,
+            };
+            let (last, wait) = match outcome {
+                Attempt::Done(result) => return result,
+                Attempt::Retry { last, wait } => (last, wait),
+            };
+            let delay = backoff(&self.settings, attempt).max(wait.unwrap_or_default());
+            // A server asking for a longer pause than we would ever wait is answered now.
+            if attempt >= self.settings.max_retries || delay > self.settings.retry_max * 3 {
+                return last;
+            }
+            tracing::warn!(attempt, ?delay, "model call failed; retrying");
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+}
+
+async fn classify(result: Result<reqwest::Response, OpenAIError>) -> Attempt {
+    let response = match result {
+        Ok(response) => response,
+        Err(OpenAIError::Reqwest(e)) if e.is_connect() || e.is_timeout() || e.is_request() => {
+            return Attempt::Retry { last: Err(OpenAIError::Reqwest(e)), wait: None };
+        }
+        Err(other) => return Attempt::Done(Err(other)),
+    };
+    let status = response.status();
+    if status.as_u16() != 429 && !status.is_server_error() {
+        return Attempt::Done(Ok(response));
+    }
+    let headers = response.headers().clone();
+    let wait = retry_after(&headers);
+    let body = match response.bytes().await {
+        Ok(body) => body,
+        Err(e) => return Attempt::Retry { last: Err(OpenAIError::Reqwest(e)), wait },
+    };
+    // OpenAI signals an exhausted balance as a 429 too; waiting will not refill it.
+    let quota = status.as_u16() == 429
+        && std::str::from_utf8(&body).is_ok_and(|text| text.contains("insufficient_quota"));
+    let mut rebuilt = http::Response::new(body);
+    *rebuilt.status_mut() = status;
+    *rebuilt.headers_mut() = headers;
+    let last = Ok(reqwest::Response::from(rebuilt));
+    if quota { Attempt::Done(last) } else { Attempt::Retry { last, wait } }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> ModelSettings {
+        ModelSettings {
+            call_timeout: Duration::from_secs(1),
+            max_retries: 3,
+            retry_base: Duration::from_millis(100),
+            retry_max: Duration::from_millis(1000),
+        }
+    }
+
+    #[test]
+    fn backoff_grows_is_jittered_and_capped() {
+        let s = settings();
+        for attempt in 0..8 {
+            let exp = Duration::from_millis(100 * 2u64.pow(attempt)).min(s.retry_max);
+            let d = backoff(&s, attempt);
+            assert!(d >= exp / 2 && d <= exp, "attempt {attempt}: {d:?} outside [{:?}, {exp:?}]", exp / 2);
+        }
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("2"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(2)));
+        let later = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
+        headers.insert(RETRY_AFTER, HeaderValue::from_str(&later).unwrap());
+        let wait = retry_after(&headers).unwrap();
+        assert!(wait > Duration::from_secs(25) && wait <= Duration::from_secs(30), "{wait:?}");
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&headers), None);
+    }
+}

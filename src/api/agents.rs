@@ -1,0 +1,288 @@
+//! `/agents`: create, list, read, update and delete the account's agents.
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{ApiJson, ApiQuery, AppState, PageParams, auth::Caller, check, check_len};
+use crate::{
+    domain::{Agent, AgentAddress, AgentRef, AgentSpec, FieldError, Page},
+    error::AppError,
+};
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/agents", get(list).post(create))
+        .route("/agents/{agent}", get(read).patch(update).delete(remove))
+}
+
+/// An agent as the API shows it: common fields plus its kind's settings, flat.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct AgentView {
+    pub(super) id: Uuid,
+    pub(super) address: String,
+    pub(super) name: String,
+    pub(super) description: Option<String>,
+    #[serde(flatten)]
+    pub(super) spec: AgentSpec,
+    pub(super) created_at: DateTime<Utc>,
+    pub(super) updated_at: DateTime<Utc>,
+}
+
+impl From<Agent> for AgentView {
+    fn from(agent: Agent) -> Self {
+        Self {
+            id: agent.id,
+            address: agent.address.to_string(),
+            name: agent.name,
+            description: agent.description,
+            spec: agent.spec,
+            created_at: agent.created_at,
+            updated_at: agent.updated_at,
+        }
+    }
+}
+
+/// Create (and, merged over the current agent, update) request. Kind-specific fields are
+/// optional here and checked against the kind in [`AgentInput::validate`].
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+pub(super) struct AgentInput {
+    pub(super) name: String,
+    #[serde(default)]
+    pub(super) description: Option<String>,
+    /// `llm` or `scripted`.
+    pub(super) kind: String,
+    /// An existing `agent1q…` address; generated when absent.
+    #[serde(default)]
+    pub(super) address: Option<String>,
+    #[serde(default)]
+    pub(super) provider: Option<String>,
+    #[serde(default)]
+    pub(super) model: Option<String>,
+    #[serde(default)]
+    pub(super) system_prompt: Option<String>,
+    #[serde(default)]
+    pub(super) temperature: Option<f32>,
+    #[serde(default)]
+    pub(super) max_tokens: Option<u32>,
+    #[serde(default)]
+    pub(super) replies: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) delay_ms: Option<u64>,
+}
+
+struct ValidAgent {
+    name: String,
+    description: Option<String>,
+    address: Option<AgentAddress>,
+    spec: AgentSpec,
+}
+
+impl AgentInput {
+    fn validate(self, state: &AppState) -> Result<ValidAgent, AppError> {
+        let limits = &state.config.limits;
+        let models = state.engine.models();
+        let mut errors = Vec::new();
+        let name = self.name.trim().to_owned();
+        check_len(&mut errors, "name", &name, 1, limits.max_name_chars);
+        if let Some(description) = &self.description {
+            check_len(&mut errors, "description", description, 0, limits.max_prompt_chars);
+        }
+        let address = match self.address.as_deref().map(AgentAddress::parse) {
+            Some(Ok(address)) => Some(address),
+            Some(Err(e)) => {
+                errors.push(FieldError::new("address", e.to_string()));
+                None
+            }
+            None => None,
+        };
+        let spec = match self.kind.as_str() {
+            "llm" => {
+                let provider = match self.provider {
+                    Some(p) => Some(p),
+                    None if models.has("default") => Some("default".to_owned()),
+                    None if models.names().len() == 1 => models.names().pop(),
+                    None => None,
+                };
+                match provider {
+                    _ if models.is_empty() => errors.push(FieldError::new(
+                        "kind",
+                        "no model provider is configured, so llm agents cannot be created; set \
+                         SKEIN_LLM_BASE_URL (or OPENAI_API_KEY / FLOCK_LLM_API_KEY), or use a scripted agent",
+                    )),
+                    None => errors.push(FieldError::new(
+                        "provider",
+                        format!("name one of the configured providers: {}", models.names().join(", ")),
+                    )),
+                    Some(ref p) if !models.has(p) => errors.push(FieldError::new(
+                        "provider",
+                        format!("`{p}` is not configured; configured: {}", models.names().join(", ")),
+                    )),
+                    Some(_) => {}
+                }
+                let model = self.model.or_else(|| provider.as_deref().and_then(|p| models.default_model(p)));
+                match &model {
+                    None => errors.push(FieldError::new("model", "is required (the provider has no default model)")),
+                    Some(m) => check_len(&mut errors, "model", m, 1, 200),
+                }
+                if let Some(prompt) = &self.system_prompt {
+                    check_len(&mut errors, "system_prompt", prompt, 0, limits.max_prompt_chars);
+                }
+                if let Some(t) = self.temperature
+                    && !(0.0..=2.0).contains(&t)
+                {
+                    errors.push(FieldError::new("temperature", "must be between 0 and 2"));
+                }
+                if let Some(0) = self.max_tokens {
+                    errors.push(FieldError::new("max_tokens", "must be at least 1"));
+                }
+                AgentSpec::Llm {
+                    provider: provider.unwrap_or_default(),
+                    model: model.unwrap_or_default(),
+                    system_prompt: self.system_prompt,
+                    temperature: self.temperature,
+                    max_tokens: self.max_tokens,
+                }
+            }
+            "scripted" => {
+                let replies = self.replies.unwrap_or_default();
+                if replies.is_empty() {
+                    errors.push(FieldError::new("replies", "a scripted agent needs at least one reply"));
+                }
+                for (i, reply) in replies.iter().enumerate() {
+                    check_len(&mut errors, &format!("replies[{i}]"), reply.trim(), 1, limits.max_content_chars);
+                }
+                let delay_ms = self.delay_ms.unwrap_or(0);
+                if delay_ms > 60_000 {
+                    errors.push(FieldError::new("delay_ms", "must be at most 60000"));
+                }
+                AgentSpec::Scripted { replies, delay_ms }
+            }
+            other => {
+                errors.push(FieldError::new("kind", format!("`{other}` is not a kind; use `llm` or `scripted`")));
+                AgentSpec::Scripted { replies: Vec::new(), delay_ms: 0 }
+            }
+        };
+        check(errors)?;
+        Ok(ValidAgent { name, description: self.description, address, spec })
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/agents", tag = "agents", request_body = AgentInput,
+    responses((status = 201, body = AgentView), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(input): ApiJson<AgentInput>,
+) -> Result<impl IntoResponse, AppError> {
+    let valid = input.validate(&state)?;
+    let now = Utc::now();
+    let agent = Agent {
+        id: Uuid::now_v7(),
+        account_id: caller.account_id,
+        address: valid.address.unwrap_or_else(AgentAddress::generate),
+        name: valid.name,
+        description: valid.description,
+        spec: valid.spec,
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.insert_agent(&agent).await?;
+    let mut headers = HeaderMap::new();
+    headers.insert(header::LOCATION, format!("/api/v1/agents/{}", agent.id).parse().expect("a path is a header value"));
+    Ok((StatusCode::CREATED, headers, Json(AgentView::from(agent))))
+}
+
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", params(PageParams),
+    responses((status = 200, description = "`{items, meta}`")))]
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<PageParams>,
+) -> Result<Json<Page<AgentView>>, AppError> {
+    let mut errors = Vec::new();
+    let page = params.parse(&mut errors);
+    check(errors)?;
+    let (agents, total) = state.store.list_agents(caller.account_id, page).await?;
+    Ok(Json(Page::new(agents, total, page).map(AgentView::from)))
+}
+
+async fn find(state: &AppState, caller: &Caller, reference: &str) -> Result<Agent, AppError> {
+    let reference = AgentRef::parse(reference).map_err(|_| AppError::NotFound("agent"))?;
+    state.store.get_agent(caller.account_id, &reference).await?.ok_or(AppError::NotFound("agent"))
+}
+
+#[utoipa::path(get, path = "/api/v1/agents/{agent}", tag = "agents",
+    params(("agent" = String, Path, description = "UUID or address")),
+    responses((status = 200, body = AgentView), (status = 404, body = crate::error::Problem)))]
+async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(agent): Path<String>,
+) -> Result<Json<AgentView>, AppError> {
+    Ok(Json(find(&state, &caller, &agent).await?.into()))
+}
+
+#[utoipa::path(patch, path = "/api/v1/agents/{agent}", tag = "agents",
+    params(("agent" = String, Path, description = "UUID or address")),
+    responses((status = 200, body = AgentView), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(agent): Path<String>,
+    ApiJson(patch): ApiJson<serde_json::Map<String, serde_json::Value>>,
+) -> Result<Json<AgentView>, AppError> {
+    let current = find(&state, &caller, &agent).await?;
+    if let Some(address) = patch.get("address")
+        && address.as_str() != Some(current.address.as_str())
+    {
+        return Err(AppError::invalid("address", "an agent's address cannot change"));
+    }
+    // Merge the patch over the agent as it is, then validate the result as a whole.
+    let mut merged = serde_json::to_value(AgentView::from(current.clone()))
+        .map_err(|e| AppError::Internal(e.into()))?;
+    let object = merged.as_object_mut().expect("a view is an object");
+    if patch.get("kind").is_some_and(|k| k.as_str() != Some(current.spec.kind().as_str())) {
+        // A new kind starts from a clean slate of kind-specific settings.
+        for key in ["provider", "model", "system_prompt", "temperature", "max_tokens", "replies", "delay_ms"] {
+            object.remove(key);
+        }
+    }
+    object.extend(patch);
+    let input: AgentInput = serde_path_to_error::deserialize(merged).map_err(|e| {
+        AppError::invalid(e.path().to_string(), e.inner().to_string())
+    })?;
+    let valid = input.validate(&state)?;
+    let updated = Agent {
+        name: valid.name,
+        description: valid.description,
+        spec: valid.spec,
+        updated_at: Utc::now(),
+        ..current
+    };
+    state.store.update_agent(&updated).await?;
+    Ok(Json(updated.into()))
+}
+
+#[utoipa::path(delete, path = "/api/v1/agents/{agent}", tag = "agents",
+    params(("agent" = String, Path, description = "UUID or address")),
+    responses((status = 204), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)))]
+async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(agent): Path<String>,
+) -> Result<StatusCode, AppError> {
+    let agent = find(&state, &caller, &agent).await?;
+    if state.store.delete_agent(caller.account_id, agent.id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AppError::NotFound("agent"))
+    }
+}

@@ -1,0 +1,247 @@
+//! `/channels`: metadata, history by `seq`, WebSocket tickets and the live stream.
+
+use axum::{
+    Json, Router,
+    extract::{
+        Path, Query, State,
+        ws::{CloseFrame, Message, WebSocketUpgrade, close_code, rejection::WebSocketUpgradeRejection},
+    },
+    http::{StatusCode, request::Parts},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{ApiJson, ApiQuery, AppState, auth::{self, Caller}, check};
+use crate::{
+    domain::{AgentRef, CollaborationStatus, FieldError},
+    error::AppError,
+    live::session::Session,
+    store::ChannelInfo,
+};
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/channels/{id}", get(read))
+        .route("/channels/{id}/messages", get(history).post(post_message))
+        .route("/channels/{id}/websocket_tickets", post(ticket))
+        .route("/channels/{id}/stream", get(stream))
+}
+
+const TICKET_LIFETIME_SECS: i64 = 60;
+const MAX_HISTORY_PAGE: i64 = 500;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct ChannelView {
+    pub(super) id: Uuid,
+    pub(super) collaboration_id: Uuid,
+    pub(super) status: CollaborationStatus,
+    pub(super) last_seq: i64,
+    pub(super) created_at: DateTime<Utc>,
+}
+
+async fn find(state: &AppState, account_id: Uuid, id: &str) -> Result<ChannelInfo, AppError> {
+    let id = Uuid::parse_str(id).map_err(|_| AppError::NotFound("channel"))?;
+    state.store.get_channel(account_id, id).await?.ok_or(AppError::NotFound("channel"))
+}
+
+#[utoipa::path(get, path = "/api/v1/channels/{id}", tag = "channels",
+    responses((status = 200, body = ChannelView), (status = 404, body = crate::error::Problem)))]
+async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ChannelView>, AppError> {
+    let channel = find(&state, caller.account_id, &id).await?;
+    Ok(Json(ChannelView {
+        id: channel.id,
+        collaboration_id: channel.collaboration_id,
+        status: channel.status,
+        last_seq: channel.last_seq,
+        created_at: channel.created_at,
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(super) struct HistoryParams {
+    /// Only events with a greater `seq` (default 0: from the start).
+    pub(super) after_seq: Option<i64>,
+    /// 1–500 (default 100).
+    pub(super) limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct History {
+    /// Stored events exactly as the stream sends them.
+    pub(super) items: Vec<serde_json::Value>,
+    /// Pass as `after_seq` to read on.
+    pub(super) next_after_seq: i64,
+}
+
+#[utoipa::path(get, path = "/api/v1/channels/{id}/messages", tag = "channels", params(HistoryParams),
+    responses((status = 200, body = History), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+async fn history(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(params): ApiQuery<HistoryParams>,
+) -> Result<Json<History>, AppError> {
+    let mut errors = Vec::new();
+    let after_seq = params.after_seq.unwrap_or(0);
+    if after_seq < 0 {
+        errors.push(FieldError::new("after_seq", "must be 0 or more"));
+    }
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=MAX_HISTORY_PAGE).contains(&limit) {
+        errors.push(FieldError::new("limit", format!("must be between 1 and {MAX_HISTORY_PAGE}")));
+    }
+    check(errors)?;
+    let channel = find(&state, caller.account_id, &id).await?;
+    let events = state.store.read_events(channel.id, after_seq, limit as u32).await?;
+    let next_after_seq = events.last().map_or(after_seq, |e| e.seq);
+    let items = events
+        .into_iter()
+        .map(|e| serde_json::from_str(&e.frame).map_err(|err| AppError::Internal(err.into())))
+        .collect::<Result<_, _>>()?;
+    Ok(Json(History { items, next_after_seq }))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(super) struct PostMessage {
+    /// UUID or address of a human participant of the collaboration.
+    pub(super) sender: String,
+    pub(super) content: String,
+}
+
+/// Posting into a channel is for human participants, an agent kind that does not exist
+/// yet: every sender is refused with a 422 that says so, and nothing is stored.
+#[utoipa::path(post, path = "/api/v1/channels/{id}/messages", tag = "channels", request_body = PostMessage,
+    responses((status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+async fn post_message(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(message): ApiJson<PostMessage>,
+) -> Result<StatusCode, AppError> {
+    find(&state, caller.account_id, &id).await?;
+    let mut errors = Vec::new();
+    super::check_len(&mut errors, "content", &message.content, 1, state.config.limits.max_content_chars);
+    check(errors)?;
+    let reason = match AgentRef::parse(&message.sender) {
+        Err(e) => e,
+        Ok(_) => format!("`{}` is not a human participant of this collaboration", message.sender),
+    };
+    Err(AppError::invalid("sender", reason))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct Ticket {
+    pub(super) value: String,
+    pub(super) expires_at: DateTime<Utc>,
+    pub(super) channel_id: Uuid,
+}
+
+#[utoipa::path(post, path = "/api/v1/channels/{id}/websocket_tickets", tag = "channels",
+    responses((status = 201, body = Ticket), (status = 404, body = crate::error::Problem)))]
+async fn ticket(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    let channel = find(&state, caller.account_id, &id).await?;
+    let value = auth::new_secret("wst_");
+    let expires_at = Utc::now() + Duration::seconds(TICKET_LIFETIME_SECS);
+    state
+        .store
+        .insert_ticket(&auth::hash_secret(&value), caller.account_id, channel.id, expires_at)
+        .await?;
+    Ok((StatusCode::CREATED, Json(Ticket { value, expires_at, channel_id: channel.id })))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(super) struct StreamParams {
+    /// Replay stored events with a greater `seq` first (default 0: everything).
+    pub(super) after_seq: Option<i64>,
+    /// A single-use ticket, for browsers that cannot set headers on a WebSocket.
+    pub(super) ticket: Option<String>,
+}
+
+/// Upgrades to the live stream. A bad channel, ticket or key still completes the upgrade
+/// and is then closed with 1008 before any frame, so browsers can see why.
+#[utoipa::path(get, path = "/api/v1/channels/{id}/stream", tag = "channels", params(StreamParams),
+    responses((status = 101, description = "WebSocket: hello, stored events after after_seq, then live frames")))]
+async fn stream(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(params): Query<StreamParams>,
+    parts: Parts,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            return AppError::BadRequest(format!("a WebSocket upgrade is required: {}", rejection.body_text())).into_response();
+        }
+    };
+    let settings = &state.config.websocket;
+    let upgrade = upgrade
+        // Small buffers: most viewers only listen, and idle connections should cost little.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(settings.max_message_bytes)
+        .max_frame_size(settings.max_message_bytes);
+    let channel = admit(&state, &id, &params, &parts).await;
+    let ping_interval = settings.ping_interval;
+    upgrade.on_upgrade(move |mut socket| async move {
+        let channel = match channel {
+            Ok(channel) => channel,
+            Err(reason) => {
+                let frame = CloseFrame { code: close_code::POLICY, reason: reason.into() };
+                let _ = socket.send(Message::Close(Some(frame))).await;
+                return;
+            }
+        };
+        let session = Session {
+            store: state.store.clone(),
+            hub: state.hub.clone(),
+            channel,
+            after_seq: params.after_seq.unwrap_or(0).max(0),
+            ping_interval,
+            shutdown: state.shutdown.clone(),
+        };
+        session.run(socket).await;
+    })
+}
+
+/// Checks the ticket or key and the channel; the error is the close reason.
+async fn admit(
+    state: &AppState,
+    id: &str,
+    params: &StreamParams,
+    parts: &Parts,
+) -> Result<ChannelInfo, &'static str> {
+    let channel_id = Uuid::parse_str(id).map_err(|_| "unknown channel")?;
+    let account_id = if let Some(ticket) = &params.ticket {
+        state
+            .store
+            .redeem_ticket(&auth::hash_secret(ticket), channel_id)
+            .await
+            .map_err(|_| "internal error")?
+            .ok_or("invalid, used or expired ticket")?
+    } else {
+        let key = auth::bearer(parts).ok_or("a ticket or an API key is required")?;
+        auth::authenticate(state.store.as_ref(), &key)
+            .await
+            .map_err(|_| "internal error")?
+            .ok_or("invalid API key")?
+            .account_id
+    };
+    state
+        .store
+        .get_channel(account_id, channel_id)
+        .await
+        .map_err(|_| "internal error")?
+        .ok_or("unknown channel")
+}

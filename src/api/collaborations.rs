@@ -1,0 +1,365 @@
+//! `/collaborations`: the flockx collaborations API, plus stop and Skein's extensions.
+
+use std::collections::HashSet;
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode, header},
+    response::IntoResponse,
+    routing::{get, post},
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{ApiJson, ApiQuery, AppState, PageParams, auth::Caller, check, check_len};
+use crate::{
+    domain::{
+        AgentRef, Collaboration, CollaborationStatus, EndReason, FieldError, NewCollaboration,
+        Page, Sender, Source, Strategy,
+    },
+    engine::StopOutcome,
+    error::AppError,
+    store::CollaborationFilter,
+};
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/collaborations", get(list).post(create))
+        .route("/collaborations/{id}", get(read).delete(remove))
+        .route("/collaborations/{id}/stop", post(stop))
+}
+
+pub(super) const DEFAULT_OBJECTIVE: &str = "Plan a night out with my friends";
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(super) struct CreateCollaboration {
+    /// UUID or address of the principal (manager) agent.
+    pub(super) principal: String,
+    /// UUIDs or addresses of the participants: at least one, distinct, not the principal.
+    pub(super) participants: Vec<String>,
+    pub(super) message_cap: i64,
+    /// Seconds without a new message before the collaboration ends.
+    pub(super) timeout_window: i64,
+    #[serde(default)]
+    pub(super) objective: Option<String>,
+    #[serde(default)]
+    pub(super) evaluate_objective_completion: Option<bool>,
+    /// `FLOCKX`, `ASI1`, `flockx`, `asi_one` or `fetch_business`.
+    #[serde(default)]
+    pub(super) source: Option<String>,
+    /// `manager` (default) or `round_robin`.
+    #[serde(default)]
+    pub(super) strategy: Option<String>,
+    #[serde(default)]
+    pub(super) webhook_url: Option<String>,
+    #[serde(default)]
+    pub(super) token_budget: Option<i64>,
+    #[serde(default)]
+    pub(super) podcast: Option<bool>,
+    #[serde(default)]
+    pub(super) allow_interjections: Option<bool>,
+}
+
+/// A collaboration: every flockx field, exactly named, then Skein's.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct CollaborationView {
+    pub(super) id: Uuid,
+    pub(super) objective: String,
+    pub(super) started_at: DateTime<Utc>,
+    pub(super) message_cap: u32,
+    pub(super) timeout_window: u32,
+    pub(super) evaluate_objective_completion: bool,
+    pub(super) channel_id: Uuid,
+    pub(super) principal_agent_id: Uuid,
+    pub(super) ended_at: Option<DateTime<Utc>>,
+    pub(super) summary: Option<String>,
+    pub(super) error_message: Option<String>,
+    pub(super) advisory_message: Option<String>,
+    pub(super) audio_url: Option<String>,
+    pub(super) headline: Option<String>,
+    pub(super) status: CollaborationStatus,
+    pub(super) end_reason: Option<EndReason>,
+    pub(super) principal: Sender,
+    pub(super) participants: Vec<Sender>,
+    pub(super) message_count: u32,
+    pub(super) tokens_used: u64,
+    pub(super) source: Option<Source>,
+    pub(super) strategy: Strategy,
+    pub(super) webhook_url: Option<String>,
+    pub(super) token_budget: Option<u64>,
+    pub(super) podcast: bool,
+    pub(super) allow_interjections: bool,
+    pub(super) created_at: DateTime<Utc>,
+}
+
+impl From<Collaboration> for CollaborationView {
+    fn from(c: Collaboration) -> Self {
+        Self {
+            id: c.id,
+            objective: c.objective,
+            started_at: c.started_at,
+            message_cap: c.message_cap,
+            timeout_window: c.timeout_window,
+            evaluate_objective_completion: c.evaluate_objective_completion,
+            channel_id: c.channel_id,
+            principal_agent_id: c.principal.id,
+            ended_at: c.ended_at,
+            summary: c.summary,
+            error_message: c.error_message,
+            advisory_message: c.advisory_message,
+            audio_url: c.audio_url,
+            headline: c.headline,
+            status: c.status,
+            end_reason: c.end_reason,
+            principal: c.principal,
+            participants: c.participants,
+            message_count: c.message_count,
+            tokens_used: c.tokens_used,
+            source: c.source,
+            strategy: c.strategy,
+            webhook_url: c.webhook_url,
+            token_budget: c.token_budget,
+            podcast: c.podcast,
+            allow_interjections: c.allow_interjections,
+            created_at: c.created_at,
+        }
+    }
+}
+
+/// Parses an optional enum field, recording a readable error.
+fn parse_choice<T: std::str::FromStr>(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    value: Option<&str>,
+    allowed: &str,
+) -> Option<T> {
+    let value = value?;
+    match value.parse() {
+        Ok(parsed) => Some(parsed),
+        Err(_) => {
+            errors.push(FieldError::new(field, format!("`{value}` is not one of {allowed}")));
+            None
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/collaborations", tag = "collaborations", request_body = CreateCollaboration,
+    responses((status = 201, body = CollaborationView), (status = 400, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(request): ApiJson<CreateCollaboration>,
+) -> Result<impl IntoResponse, AppError> {
+    let limits = &state.config.limits;
+    let mut errors = Vec::new();
+
+    // The roster: every reference must parse and name one of the caller's agents.
+    let resolve = async |field: String, reference: &str, errors: &mut Vec<FieldError>| {
+        let parsed = match AgentRef::parse(reference) {
+            Ok(parsed) => parsed,
+            Err(message) => {
+                errors.push(FieldError::new(field, message));
+                return Ok(None);
+            }
+        };
+        let agent = state.store.get_agent(caller.account_id, &parsed).await?;
+        if agent.is_none() {
+            errors.push(FieldError::new(field, format!("no agent `{reference}` exists")));
+        }
+        Ok::<_, AppError>(agent.map(|a| a.id))
+    };
+    let principal = resolve("principal".into(), &request.principal, &mut errors).await?;
+    if request.participants.is_empty() {
+        errors.push(FieldError::new("participants", "at least one participant is required"));
+    }
+    if request.participants.len() > limits.max_participants {
+        errors.push(FieldError::new("participants", format!("at most {} participants", limits.max_participants)));
+    }
+    let mut participants = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, reference) in request.participants.iter().enumerate() {
+        let field = format!("participants[{i}]");
+        let Some(id) = resolve(field.clone(), reference, &mut errors).await? else { continue };
+        if Some(id) == principal {
+            errors.push(FieldError::new(field, "the principal cannot also be a participant"));
+        } else if !seen.insert(id) {
+            errors.push(FieldError::new(field, "this agent is listed twice"));
+        } else {
+            participants.push(id);
+        }
+    }
+
+    if !(1..=i64::from(limits.max_message_cap)).contains(&request.message_cap) {
+        errors.push(FieldError::new("message_cap", format!("must be between 1 and {}", limits.max_message_cap)));
+    }
+    if !(1..=i64::from(limits.max_timeout_window)).contains(&request.timeout_window) {
+        errors.push(FieldError::new(
+            "timeout_window",
+            format!("must be between 1 and {} seconds", limits.max_timeout_window),
+        ));
+    }
+    let objective = request.objective.as_deref().map_or(DEFAULT_OBJECTIVE.to_owned(), |o| o.trim().to_owned());
+    check_len(&mut errors, "objective", &objective, 1, limits.max_objective_chars);
+    let source = parse_choice::<Source>(&mut errors, "source", request.source.as_deref(), "FLOCKX, ASI1, flockx, asi_one, fetch_business");
+    let strategy = parse_choice::<Strategy>(&mut errors, "strategy", request.strategy.as_deref(), "manager, round_robin")
+        .unwrap_or(Strategy::Manager);
+    if let Some(url) = &request.webhook_url
+        && reqwest::Url::parse(url).map_or(true, |u| !matches!(u.scheme(), "http" | "https"))
+    {
+        errors.push(FieldError::new("webhook_url", "must be an http or https URL"));
+    }
+    if let Some(budget) = request.token_budget
+        && budget < 1
+    {
+        errors.push(FieldError::new("token_budget", "must be at least 1"));
+    }
+    check(errors)?;
+
+    let now = Utc::now();
+    let new = NewCollaboration {
+        id: Uuid::now_v7(),
+        account_id: caller.account_id,
+        channel_id: Uuid::now_v7(),
+        objective,
+        principal: principal.expect("checked above"),
+        participants,
+        message_cap: request.message_cap as u32,
+        timeout_window: request.timeout_window as u32,
+        evaluate_objective_completion: request.evaluate_objective_completion.unwrap_or(true),
+        source,
+        strategy,
+        webhook_url: request.webhook_url,
+        token_budget: request.token_budget.map(|b| b as u64),
+        podcast: request.podcast.unwrap_or(false),
+        allow_interjections: request.allow_interjections.unwrap_or(true),
+        created_at: now,
+    };
+    state.store.insert_collaboration(&new).await?;
+    // Read back before starting, so the response shows the state as created.
+    let created = state
+        .store
+        .get_collaboration(caller.account_id, new.id)
+        .await?
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("a collaboration vanished after insert")))?;
+    state.engine.start(new.id);
+    tracing::info!(collaboration = %new.id, "collaboration created");
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::LOCATION,
+        format!("/api/v1/collaborations/{}", new.id).parse().expect("a path is a header value"),
+    );
+    Ok((StatusCode::CREATED, headers, Json(CollaborationView::from(created))))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(super) struct ListParams {
+    /// 1-based page number.
+    pub(super) page: Option<i64>,
+    /// Items per page, 1–100 (default 50).
+    pub(super) size: Option<i64>,
+    /// UUID or address of an agent taking part (as principal or participant).
+    pub(super) agent: Option<String>,
+    pub(super) channel_id: Option<String>,
+    /// `running`, `completed`, `failed` or `cancelled`.
+    pub(super) status: Option<String>,
+    pub(super) source: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/collaborations", tag = "collaborations", params(ListParams),
+    responses((status = 200, description = "`{items, meta: {total, page, size, has_next, has_previous}}`"), (status = 422, body = crate::error::Problem)))]
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Json<Page<CollaborationView>>, AppError> {
+    let mut errors = Vec::new();
+    let page = PageParams { page: params.page, size: params.size }.parse(&mut errors);
+    let mut filter = CollaborationFilter {
+        status: parse_choice(&mut errors, "status", params.status.as_deref(), "running, completed, failed, cancelled"),
+        source: parse_choice(&mut errors, "source", params.source.as_deref(), "FLOCKX, ASI1, flockx, asi_one, fetch_business"),
+        ..Default::default()
+    };
+    if let Some(channel) = &params.channel_id {
+        match Uuid::parse_str(channel) {
+            Ok(id) => filter.channel_id = Some(id),
+            Err(_) => errors.push(FieldError::new("channel_id", "must be a UUID")),
+        }
+    }
+    let mut unknown_agent = false;
+    if let Some(agent) = &params.agent {
+        match AgentRef::parse(agent) {
+            Ok(reference) => match state.store.get_agent(caller.account_id, &reference).await? {
+                Some(agent) => filter.agent = Some(agent.id),
+                None => unknown_agent = true,
+            },
+            Err(message) => errors.push(FieldError::new("agent", message)),
+        }
+    }
+    check(errors)?;
+    if unknown_agent {
+        // An agent the account does not have takes part in none of its collaborations.
+        return Ok(Json(Page::new(Vec::new(), 0, page)));
+    }
+    let (items, total) = state.store.list_collaborations(caller.account_id, &filter, page).await?;
+    Ok(Json(Page::new(items, total, page).map(CollaborationView::from)))
+}
+
+async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<Collaboration, AppError> {
+    let id = Uuid::parse_str(id).map_err(|_| AppError::NotFound("collaboration"))?;
+    state
+        .store
+        .get_collaboration(caller.account_id, id)
+        .await?
+        .ok_or(AppError::NotFound("collaboration"))
+}
+
+#[utoipa::path(get, path = "/api/v1/collaborations/{id}", tag = "collaborations",
+    responses((status = 200, body = CollaborationView), (status = 404, body = crate::error::Problem)))]
+async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<CollaborationView>, AppError> {
+    Ok(Json(find(&state, &caller, &id).await?.into()))
+}
+
+#[utoipa::path(post, path = "/api/v1/collaborations/{id}/stop", tag = "collaborations",
+    responses((status = 200, body = CollaborationView), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)))]
+async fn stop(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<CollaborationView>, AppError> {
+    let collaboration = find(&state, &caller, &id).await?;
+    let already = |c: &Collaboration| {
+        AppError::Conflict(format!("the collaboration has already ended ({})", c.status.as_str()))
+    };
+    if collaboration.status != CollaborationStatus::Running {
+        return Err(already(&collaboration));
+    }
+    let outcome = state.engine.stop(&collaboration).await?;
+    let current = find(&state, &caller, &id).await?;
+    match outcome {
+        StopOutcome::Stopped => Ok(Json(current.into())),
+        StopOutcome::NotRunning => Err(already(&current)),
+    }
+}
+
+#[utoipa::path(delete, path = "/api/v1/collaborations/{id}", tag = "collaborations",
+    responses((status = 204), (status = 404, body = crate::error::Problem)))]
+async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    let collaboration = find(&state, &caller, &id).await?;
+    state.engine.halt(collaboration.id).await;
+    if !state.store.delete_collaboration(caller.account_id, collaboration.id).await? {
+        return Err(AppError::NotFound("collaboration"));
+    }
+    state.hub.close(collaboration.channel_id);
+    tracing::info!(collaboration = %collaboration.id, "collaboration deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

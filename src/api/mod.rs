@@ -1,0 +1,177 @@
+//! The REST API (`/api/v1`) and the few routes outside it, one file per resource.
+//!
+//! Handlers parse input into domain types with the extractors here, call the store or the
+//! engine, and render views. Every failure is an [`AppError`], so every error body is
+//! problem+json, including the ones axum would otherwise write itself (unknown route, wrong
+//! method, a body that is too large or not JSON).
+
+mod agents;
+pub mod auth;
+mod channels;
+mod collaborations;
+mod docs;
+mod health;
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request},
+    http::{StatusCode, request::Parts},
+    response::IntoResponse,
+};
+use serde::{Deserialize, de::DeserializeOwned};
+use tokio_util::sync::CancellationToken;
+use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
+
+use crate::{
+    config::Config,
+    domain::{FieldError, PageRequest, paging::MAX_PAGE_SIZE},
+    engine::Engine,
+    error::{AppError, Problem},
+    live::Hub,
+    store::Store,
+};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub engine: Engine,
+    pub hub: Arc<Hub>,
+    pub config: Arc<Config>,
+    /// Cancelled when the server shuts down; WebSocket sessions close with 1001 on it.
+    pub shutdown: CancellationToken,
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.limits.max_body_bytes;
+    let v1 = Router::new()
+        .merge(collaborations::router())
+        .merge(agents::router())
+        .merge(channels::router());
+    Router::new()
+        .nest("/api/v1", v1)
+        .merge(health::router())
+        .merge(docs::router())
+        .fallback(|| async { AppError::NotFound("route") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(StatusCode::METHOD_NOT_ALLOWED, "this method is not allowed on this route")
+        })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(|_| {
+            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "an internal error occurred; it has been logged")
+                .into_response()
+        }))
+        .with_state(state)
+}
+
+/// A JSON body: 413 when too large, 400 when not a JSON object, 422 naming the field when
+/// a value has the wrong type or a required field is missing.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = AppError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, AppError> {
+        let limit = request
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(0, |l| l.0);
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                AppError::PayloadTooLarge(limit)
+            } else {
+                AppError::BadRequest(rejection.body_text())
+            }
+        })?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| AppError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+        if !value.is_object() {
+            return Err(AppError::BadRequest("the body must be a JSON object".into()));
+        }
+        serde_path_to_error::deserialize(value).map(ApiJson).map_err(|error| {
+            let path = error.path().to_string();
+            let message = error.inner().to_string();
+            let field = match message.strip_prefix("missing field `") {
+                Some(rest) => rest.trim_end_matches('`').to_owned(),
+                None if path == "." => "body".to_owned(),
+                None => path,
+            };
+            AppError::Validation(vec![FieldError::new(field, message)])
+        })
+    }
+}
+
+/// The configured body limit, made visible to [`ApiJson`] so its 413 can say the number.
+#[derive(Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// Query parameters; a value of the wrong type is a 422.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, AppError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer).map(ApiQuery).map_err(|error| {
+            let field = error.path().to_string();
+            AppError::invalid(if field == "." { "query".into() } else { field }, error.inner().to_string())
+        })
+    }
+}
+
+/// `page` and `size` as flockx takes them.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct PageParams {
+    /// 1-based page number.
+    pub page: Option<i64>,
+    /// Items per page, 1–100 (default 50).
+    pub size: Option<i64>,
+}
+
+impl PageParams {
+    pub fn parse(&self, errors: &mut Vec<FieldError>) -> PageRequest {
+        let mut request = PageRequest::default();
+        match self.page {
+            Some(page) if page < 1 || page > i64::from(u32::MAX) => {
+                errors.push(FieldError::new("page", "must be 1 or more"))
+            }
+            Some(page) => request.page = page as u32,
+            None => {}
+        }
+        match self.size {
+            Some(size) if !(1..=i64::from(MAX_PAGE_SIZE)).contains(&size) => {
+                errors.push(FieldError::new("size", format!("must be between 1 and {MAX_PAGE_SIZE}")))
+            }
+            Some(size) => request.size = size as u32,
+            None => {}
+        }
+        request
+    }
+}
+
+/// Turns collected field errors into a 422, or passes.
+pub fn check(errors: Vec<FieldError>) -> Result<(), AppError> {
+    if errors.is_empty() { Ok(()) } else { Err(AppError::Validation(errors)) }
+}
+
+/// Checks a text field's length in characters.
+pub fn check_len(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    value: &str,
+    min: usize,
+    max: usize,
+) {
+    let len = value.chars().count();
+    if len < min {
+        errors.push(FieldError::new(field, if min == 1 { "must not be empty".into() } else { format!("must be at least {min} characters") }));
+    } else if len > max {
+        errors.push(FieldError::new(field, format!("must be at most {max} characters")));
+    }
+}

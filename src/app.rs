@@ -1,0 +1,87 @@
+//! Wiring: open the store, make sure an admin key exists, build the engine and the router,
+//! bind the listener. [`App::run_until`] serves until the given future resolves, then shuts
+//! down in order: stop accepting, close WebSockets with 1001, let runners stop, return.
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    agents::Models,
+    api::{self, AppState, BodyLimit},
+    config::Config,
+    engine::Engine,
+    live::Hub,
+    store::{SqliteStore, Store},
+};
+
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+    new_admin_key: Option<String>,
+}
+
+impl App {
+    /// Everything up to and including binding; nothing is served yet.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir).await?);
+        let new_admin_key = api::auth::bootstrap_admin(
+            store.as_ref(),
+            config.admin_key.as_deref(),
+            &config.data_dir,
+        )
+        .await?;
+        let models = Models::new(&config.providers, &config.models)?;
+        let hub = Arc::new(Hub::default());
+        let shutdown = CancellationToken::new();
+        let engine = Engine::new(
+            store.clone(),
+            hub.clone(),
+            models,
+            config.engine.clone(),
+            shutdown.child_token(),
+        );
+        let listener = TcpListener::bind(config.bind).await?;
+        let state = AppState { store, engine, hub, config: Arc::new(config), shutdown };
+        Ok(Self { listener, state, new_admin_key })
+    }
+
+    /// The bound address (the real port when the config asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The admin key, if this start created it: shown once, then only in `admin.key`.
+    pub fn new_admin_key(&self) -> Option<&str> {
+        self.new_admin_key.as_deref()
+    }
+
+    pub fn provider_names(&self) -> Vec<String> {
+        self.state.engine.models().names()
+    }
+
+    /// Resumes interrupted collaborations, then serves until `signal` resolves.
+    pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Self { listener, state, .. } = self;
+        let resumed = state.engine.recover().await?;
+        if resumed > 0 {
+            tracing::info!(resumed, "resumed running collaborations");
+        }
+        let engine = state.engine.clone();
+        let shutdown = state.shutdown.clone();
+        let limit = state.config.limits.max_body_bytes;
+        let router = api::router(state).layer(axum::Extension(BodyLimit(limit)));
+        let stopping = shutdown.clone();
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            signal.await;
+            tracing::info!("shutting down");
+            stopping.cancel();
+        });
+        let result = serve.await;
+        shutdown.cancel();
+        engine.shutdown().await;
+        Ok(result?)
+    }
+}

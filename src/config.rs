@@ -1,0 +1,223 @@
+//! Typed configuration: defaults, then `SKEIN_*` (and provider) environment variables, then
+//! command-line flags. Everything the server reads from its environment is read here, once.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+/// The header a provider's key travels in when nothing else is said.
+pub const AUTHORIZATION: &str = "Authorization";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Set by deployments and tests; otherwise a key is generated on first start.
+    pub admin_key: Option<String>,
+    pub providers: Vec<ProviderConfig>,
+    pub models: ModelSettings,
+    pub limits: Limits,
+    pub engine: EngineSettings,
+    pub websocket: WebSocketSettings,
+}
+
+/// One OpenAI-compatible endpoint.
+#[derive(Clone)]
+pub struct ProviderConfig {
+    pub name: String,
+    pub base_url: String,
+    pub api_key: String,
+    /// `Authorization` sends `Bearer <key>`; any other header name carries the bare key.
+    pub key_header: String,
+    pub default_model: Option<String>,
+}
+
+// Hand-written so the key never reaches a log line through `{:?}`.
+impl std::fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .field("key_header", &self.key_header)
+            .field("default_model", &self.default_model)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelSettings {
+    /// Limit on one attempt of one model call, including a streamed body going quiet.
+    pub call_timeout: Duration,
+    /// Retries after the first attempt on 429, 5xx, connection errors and broken streams.
+    pub max_retries: u32,
+    /// First backoff step; doubled per retry, jittered, capped by `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_message_cap: u32,
+    pub max_timeout_window: u32,
+    pub max_objective_chars: usize,
+    pub max_name_chars: usize,
+    pub max_prompt_chars: usize,
+    pub max_content_chars: usize,
+    pub max_participants: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Transcript messages an agent sees verbatim; older ones are folded into the synopsis.
+    pub context_window: usize,
+    /// Upper bound on the synopsis of older turns, in characters.
+    pub synopsis_chars: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebSocketSettings {
+    pub ping_interval: Duration,
+    pub max_message_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8344)),
+            data_dir: PathBuf::from("data"),
+            admin_key: None,
+            providers: Vec::new(),
+            models: ModelSettings {
+                call_timeout: Duration::from_secs(60),
+                max_retries: 3,
+                retry_base: Duration::from_millis(500),
+                retry_max: Duration::from_secs(20),
+            },
+            limits: Limits {
+                max_body_bytes: 256 * 1024,
+                max_message_cap: 1000,
+                max_timeout_window: 86_400,
+                max_objective_chars: 4000,
+                max_name_chars: 100,
+                max_prompt_chars: 20_000,
+                max_content_chars: 20_000,
+                max_participants: 32,
+            },
+            engine: EngineSettings { context_window: 12, synopsis_chars: 2000 },
+            websocket: WebSocketSettings {
+                ping_interval: Duration::from_secs(20),
+                max_message_bytes: 64 * 1024,
+            },
+        }
+    }
+}
+
+impl Config {
+    /// Defaults overridden by the process environment.
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+    }
+
+    /// The same, reading variables through `lookup` (tests pass a map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let mut config = Self::default();
+        if let Some(bind) = lookup("SKEIN_BIND") {
+            config.bind = bind.parse().map_err(|e| anyhow::anyhow!("SKEIN_BIND={bind}: {e}"))?;
+        }
+        if let Some(dir) = lookup("SKEIN_DATA_DIR") {
+            config.data_dir = dir.into();
+        }
+        config.admin_key = lookup("SKEIN_ADMIN_KEY");
+        config.providers = providers_from(&lookup);
+        if let Some(secs) = lookup("SKEIN_LLM_TIMEOUT_SECS") {
+            config.models.call_timeout = Duration::from_secs(secs.parse()?);
+        }
+        if let Some(retries) = lookup("SKEIN_LLM_MAX_RETRIES") {
+            config.models.max_retries = retries.parse()?;
+        }
+        if let Some(ms) = lookup("SKEIN_LLM_RETRY_BASE_MS") {
+            config.models.retry_base = Duration::from_millis(ms.parse()?);
+        }
+        Ok(config)
+    }
+
+    pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
+        self.providers.iter().find(|p| p.name == name)
+    }
+}
+
+fn providers_from(lookup: &impl Fn(&str) -> Option<String>) -> Vec<ProviderConfig> {
+    let mut providers = Vec::new();
+    let base = lookup("SKEIN_LLM_BASE_URL");
+    let key = lookup("SKEIN_LLM_API_KEY");
+    if base.is_some() || key.is_some() {
+        providers.push(ProviderConfig {
+            name: "default".into(),
+            base_url: base.unwrap_or_else(|| "https://api.openai.com/v1".into()),
+            api_key: key.unwrap_or_default(),
+            key_header: lookup("SKEIN_LLM_API_KEY_HEADER").unwrap_or_else(|| AUTHORIZATION.into()),
+            default_model: lookup("SKEIN_LLM_MODEL"),
+        });
+    }
+    if let Some(key) = lookup("OPENAI_API_KEY") {
+        providers.push(ProviderConfig {
+            name: "openai".into(),
+            base_url: lookup("OPENAI_BASE_URL").unwrap_or_else(|| "https://api.openai.com/v1".into()),
+            api_key: key,
+            key_header: AUTHORIZATION.into(),
+            default_model: None,
+        });
+    }
+    if let Some(key) = lookup("FLOCK_LLM_API_KEY") {
+        providers.push(ProviderConfig {
+            name: "flock".into(),
+            base_url: lookup("FLOCK_LLM_BASE_URL").unwrap_or_else(|| "https://api.flock.io/v1".into()),
+            api_key: key,
+            key_header: "x-litellm-api-key".into(),
+            default_model: None,
+        });
+    }
+    providers
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config_with(vars: &[(&str, &str)]) -> Config {
+        let vars: HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|name| vars.get(name).cloned()).unwrap()
+    }
+
+    #[test]
+    fn each_provider_variable_defines_its_provider() {
+        let config = config_with(&[
+            ("SKEIN_LLM_BASE_URL", "http://127.0.0.1:9/v1"),
+            ("SKEIN_LLM_API_KEY", "k1"),
+            ("SKEIN_LLM_MODEL", "m1"),
+            ("OPENAI_API_KEY", "k2"),
+            ("FLOCK_LLM_API_KEY", "k3"),
+        ]);
+        let names: Vec<_> = config.providers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["default", "openai", "flock"]);
+        let flock = config.provider("flock").unwrap();
+        assert_eq!(flock.key_header, "x-litellm-api-key");
+        assert_eq!(flock.base_url, "https://api.flock.io/v1");
+        assert_eq!(config.provider("default").unwrap().default_model.as_deref(), Some("m1"));
+    }
+
+    #[test]
+    fn no_variables_means_no_provider_and_the_documented_defaults() {
+        let config = config_with(&[]);
+        assert!(config.providers.is_empty());
+        assert_eq!(config.bind.to_string(), "127.0.0.1:8344");
+    }
+
+    #[test]
+    fn a_provider_key_never_shows_in_debug_output() {
+        let config = config_with(&[("OPENAI_API_KEY", "sk-very-secret")]);
+        assert!(!format!("{config:?}").contains("sk-very-secret"));
+    }
+}

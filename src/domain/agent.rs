@@ -1,0 +1,110 @@
+//! Agents: identities that can speak in a channel.
+//!
+//! An agent is referred to by UUID or by address everywhere ([`AgentRef`]). Its kind-specific
+//! settings live in [`AgentSpec`], which is stored as JSON so that new kinds need no migration.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::AgentAddress;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentKind {
+    Llm,
+    Scripted,
+}
+
+impl AgentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Llm => "llm",
+            Self::Scripted => "scripted",
+        }
+    }
+}
+
+/// What makes an agent speak. Serialized with a `kind` tag, flat beside the common fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AgentSpec {
+    /// A model on an OpenAI-compatible endpoint.
+    Llm {
+        /// Name of a configured provider (`default`, `openai`, `flock`, …).
+        provider: String,
+        model: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        system_prompt: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        temperature: Option<f32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_tokens: Option<u32>,
+    },
+    /// Fixed replies spoken in order, cycling: for demos and tests, no model needed.
+    Scripted {
+        replies: Vec<String>,
+        #[serde(default)]
+        delay_ms: u64,
+    },
+}
+
+impl AgentSpec {
+    pub fn kind(&self) -> AgentKind {
+        match self {
+            Self::Llm { .. } => AgentKind::Llm,
+            Self::Scripted { .. } => AgentKind::Scripted,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Agent {
+    pub id: Uuid,
+    pub account_id: Uuid,
+    pub address: AgentAddress,
+    pub name: String,
+    pub description: Option<String>,
+    pub spec: AgentSpec,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// How a request names an agent: by UUID or by `agent1q…` address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AgentRef {
+    Id(Uuid),
+    Address(AgentAddress),
+}
+
+impl AgentRef {
+    /// Parses a reference; the error is a message fit for a 422 `errors` entry.
+    pub fn parse(input: &str) -> Result<Self, String> {
+        let input = input.trim();
+        if let Ok(id) = Uuid::parse_str(input) {
+            return Ok(Self::Id(id));
+        }
+        if AgentAddress::looks_like_address(input) {
+            return AgentAddress::parse(input)
+                .map(Self::Address)
+                .map_err(|e| format!("`{input}` is not a valid agent address: {e}"));
+        }
+        Err(format!("`{input}` is neither an agent UUID nor an agent address"))
+    }
+
+    pub fn matches(&self, agent: &Agent) -> bool {
+        match self {
+            Self::Id(id) => agent.id == *id,
+            Self::Address(address) => agent.address == *address,
+        }
+    }
+}
+
+impl std::fmt::Display for AgentRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Id(id) => write!(f, "{id}"),
+            Self::Address(address) => write!(f, "{address}"),
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Collaborations: a principal and participants working on an objective in one channel.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::Sender;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CollaborationStatus {
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    MessageCap,
+    InactivityTimeout,
+    ObjectiveMet,
+    Cancelled,
+    TokenBudget,
+    Error,
+}
+
+impl EndReason {
+    /// The status a collaboration ends in for this reason.
+    pub fn status(self) -> CollaborationStatus {
+        match self {
+            Self::Cancelled => CollaborationStatus::Cancelled,
+            Self::Error => CollaborationStatus::Failed,
+            _ => CollaborationStatus::Completed,
+        }
+    }
+
+    /// A sentence for people: why the collaboration ended.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::MessageCap => "the message cap was reached",
+            Self::InactivityTimeout => "nobody spoke within the inactivity window",
+            Self::ObjectiveMet => "the objective was judged complete",
+            Self::Cancelled => "it was stopped by a user",
+            Self::TokenBudget => "the token budget was spent",
+            Self::Error => "an agent failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// The addressed agent speaks next, else a selector model picks, else round robin.
+    Manager,
+    RoundRobin,
+}
+
+/// The application a collaboration came from. flockx spells these `FLOCKX`/`ASI1`; the
+/// lower-case names are accepted too and are what Skein returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    #[serde(alias = "FLOCKX")]
+    Flockx,
+    #[serde(alias = "ASI1", alias = "asi1")]
+    AsiOne,
+    #[serde(alias = "FETCH_BUSINESS")]
+    FetchBusiness,
+}
+
+/// Serde-backed string conversions for the small enums stored as text.
+macro_rules! text_enum {
+    ($($ty:ty),*) => {$(
+        impl $ty {
+            pub fn as_str(&self) -> String {
+                match serde_json::to_value(self) {
+                    Ok(serde_json::Value::String(s)) => s,
+                    _ => unreachable!("unit variants serialize to strings"),
+                }
+            }
+        }
+        impl std::str::FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                serde_json::from_value(serde_json::Value::String(s.to_owned()))
+                    .map_err(|_| format!("`{s}` is not a valid value"))
+            }
+        }
+    )*};
+}
+text_enum!(CollaborationStatus, EndReason, Strategy, Source);
+
+/// A validated create request, ready to store.
+#[derive(Debug, Clone)]
+pub struct NewCollaboration {
+    pub id: Uuid,
+    pub account_id: Uuid,
+    pub channel_id: Uuid,
+    pub objective: String,
+    pub principal: Uuid,
+    /// In speaking order; never contains the principal, never repeats.
+    pub participants: Vec<Uuid>,
+    pub message_cap: u32,
+    pub timeout_window: u32,
+    pub evaluate_objective_completion: bool,
+    pub source: Option<Source>,
+    pub strategy: Strategy,
+    pub webhook_url: Option<String>,
+    pub token_budget: Option<u64>,
+    pub podcast: bool,
+    pub allow_interjections: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Collaboration {
+    pub id: Uuid,
+    pub account_id: Uuid,
+    pub channel_id: Uuid,
+    pub objective: String,
+    pub principal: Sender,
+    pub participants: Vec<Sender>,
+    pub message_cap: u32,
+    pub timeout_window: u32,
+    pub evaluate_objective_completion: bool,
+    pub source: Option<Source>,
+    pub strategy: Strategy,
+    pub webhook_url: Option<String>,
+    pub token_budget: Option<u64>,
+    pub podcast: bool,
+    pub allow_interjections: bool,
+    pub status: CollaborationStatus,
+    pub end_reason: Option<EndReason>,
+    pub headline: Option<String>,
+    pub summary: Option<String>,
+    pub error_message: Option<String>,
+    pub advisory_message: Option<String>,
+    pub audio_url: Option<String>,
+    pub message_count: u32,
+    pub tokens_used: u64,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Collaboration {
+    /// Principal first, then participants: the round-robin order.
+    pub fn roster(&self) -> Vec<Sender> {
+        std::iter::once(self.principal.clone()).chain(self.participants.iter().cloned()).collect()
+    }
+}
+
+/// How a collaboration ended, written once together with its `status` event.
+#[derive(Debug, Clone)]
+pub struct Ending {
+    pub reason: EndReason,
+    pub advisory_message: Option<String>,
+    pub error_message: Option<String>,
+    pub ended_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flockx_source_spellings_are_accepted() {
+        for (given, canonical) in [
+            ("FLOCKX", Source::Flockx),
+            ("flockx", Source::Flockx),
+            ("ASI1", Source::AsiOne),
+            ("asi_one", Source::AsiOne),
+            ("fetch_business", Source::FetchBusiness),
+        ] {
+            assert_eq!(given.parse::<Source>().unwrap(), canonical, "{given}");
+        }
+        assert!("myspace".parse::<Source>().is_err());
+        assert_eq!(Source::AsiOne.as_str(), "asi_one");
+    }
+}

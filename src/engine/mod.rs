@@ -1,0 +1,187 @@
+//! The orchestration engine: one runner task per running collaboration.
+//!
+//! [`Engine`] is the handle the API holds. It starts runners, forwards stop and delete
+//! requests to them, resumes what was running when the process starts, and on shutdown
+//! cancels every runner and waits for it: runners are started under a `TaskTracker`, never
+//! as detached tasks. A runner is the only writer of its channel while it runs.
+
+mod context;
+mod judge;
+mod runner;
+mod speaker;
+mod summary;
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use uuid::Uuid;
+
+use crate::{
+    agents::{ModelRef, Models},
+    config::EngineSettings,
+    domain::{AgentSpec, Collaboration, EndReason, Ending},
+    live::Hub,
+    store::Store,
+};
+
+/// Requests a runner answers once it has acted on them.
+#[derive(Debug)]
+enum Control {
+    /// End now with `cancelled`; acknowledged once the status is stored.
+    Stop(oneshot::Sender<()>),
+    /// Stop without writing anything: the rows are about to be deleted.
+    Delete(oneshot::Sender<()>),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum StopOutcome {
+    Stopped,
+    /// It had already ended.
+    NotRunning,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    hub: Arc<Hub>,
+    models: Models,
+    settings: EngineSettings,
+    runners: DashMap<Uuid, mpsc::Sender<Control>>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        hub: Arc<Hub>,
+        models: Models,
+        settings: EngineSettings,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                hub,
+                models,
+                settings,
+                runners: DashMap::new(),
+                tracker: TaskTracker::new(),
+                shutdown,
+            }),
+        }
+    }
+
+    /// Starts the runner of a stored, running collaboration.
+    pub fn start(&self, id: Uuid) {
+        let (tx, rx) = mpsc::channel(4);
+        // A second start of the same collaboration (recovery racing a create) is a no-op.
+        if let dashmap::Entry::Vacant(entry) = self.inner.runners.entry(id) {
+            entry.insert(tx);
+        } else {
+            return;
+        }
+        let inner = self.inner.clone();
+        self.inner.tracker.spawn(async move {
+            runner::run(&inner, id, rx).await;
+            inner.runners.remove(&id);
+        });
+    }
+
+    /// Resumes every collaboration that was running, and writes summaries that a crash
+    /// prevented. Called once at start.
+    pub async fn recover(&self) -> anyhow::Result<usize> {
+        let running = self.inner.store.running_collaborations().await?;
+        for id in &running {
+            self.start(*id);
+        }
+        for id in self.inner.store.unsummarized_collaborations().await? {
+            let inner = self.inner.clone();
+            self.inner.tracker.spawn(async move { runner::summarize_only(&inner, id).await });
+        }
+        Ok(running.len())
+    }
+
+    /// Ends a running collaboration with `cancelled`; returns once the status is stored.
+    pub async fn stop(&self, collaboration: &Collaboration) -> anyhow::Result<StopOutcome> {
+        let Some(control) = self.control(collaboration.id) else {
+            return self.stop_without_runner(collaboration).await;
+        };
+        let (ack, done) = oneshot::channel();
+        if control.send(Control::Stop(ack)).await.is_err() || done.await.is_err() {
+            // The runner ended on its own in the meantime.
+            return Ok(StopOutcome::NotRunning);
+        }
+        Ok(StopOutcome::Stopped)
+    }
+
+    /// Halts the runner, if any, so nothing more is written; the caller then deletes.
+    pub async fn halt(&self, id: Uuid) {
+        if let Some(control) = self.control(id) {
+            let (ack, done) = oneshot::channel();
+            if control.send(Control::Delete(ack)).await.is_ok() {
+                let _ = done.await;
+            }
+        }
+    }
+
+    pub fn models(&self) -> &Models {
+        &self.inner.models
+    }
+
+    pub fn is_running(&self, id: Uuid) -> bool {
+        self.inner.runners.contains_key(&id)
+    }
+
+    /// Cancels every runner and waits until all have returned. Running collaborations stay
+    /// `running` in the store and are resumed by the next process.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+    }
+
+    fn control(&self, id: Uuid) -> Option<mpsc::Sender<Control>> {
+        self.inner.runners.get(&id).map(|entry| entry.value().clone())
+    }
+
+    /// A running collaboration with no runner here (between a restart and its recovery).
+    async fn stop_without_runner(
+        &self,
+        collaboration: &Collaboration,
+    ) -> anyhow::Result<StopOutcome> {
+        let ending = Ending {
+            reason: EndReason::Cancelled,
+            advisory_message: None,
+            error_message: None,
+            ended_at: chrono::Utc::now(),
+        };
+        let Some(event) = self.inner.store.finish_collaboration(collaboration.id, &ending).await?
+        else {
+            return Ok(StopOutcome::NotRunning);
+        };
+        self.inner.hub.publish_event(collaboration.channel_id, &event);
+        let inner = self.inner.clone();
+        let id = collaboration.id;
+        self.inner.tracker.spawn(async move { runner::summarize_only(&inner, id).await });
+        Ok(StopOutcome::Stopped)
+    }
+}
+
+/// The model that judges, selects and summarizes for a collaboration: the principal's when
+/// it is an `llm` agent, else the `default` provider's configured model, else none.
+fn auxiliary_model(models: &Models, principal: Option<&AgentSpec>) -> Option<ModelRef> {
+    if let Some(AgentSpec::Llm { provider, model, .. }) = principal
+        && models.has(provider)
+    {
+        return Some(ModelRef { provider: provider.clone(), model: model.clone() });
+    }
+    let model = models.default_model("default")?;
+    Some(ModelRef { provider: "default".into(), model })
+}

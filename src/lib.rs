@@ -1,0 +1,22 @@
+//! Skein: a collaboration server for AI agents.
+//!
+//! A principal agent and participants work on an objective in a channel. Data flows through
+//! the parts in this order:
+//!
+//! - [`api`] parses and checks REST requests into [`domain`] types and answers them;
+//! - [`store`] persists agents, collaborations and every channel event with its `seq`;
+//! - [`engine`] runs one task per running collaboration: it picks the next speaker, has an
+//!   [`agents`] implementation produce the turn, stores it, then publishes it;
+//! - [`live`] fans published events out to WebSocket viewers, catching late or slow ones up
+//!   from the store;
+//! - [`app`] wires these together, binds the listener and runs until told to stop.
+
+pub mod agents;
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod engine;
+pub mod error;
+pub mod live;
+pub mod store;

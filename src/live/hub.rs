@@ -1,0 +1,71 @@
+//! A map of channel id to a broadcast sender, after mini-redis's pub/sub.
+//!
+//! Frames are serialized once by the publisher and shared as reference-counted bytes with
+//! every subscriber. The map's guard is never held across an `.await`: every method here is
+//! synchronous.
+
+use axum::extract::ws::Utf8Bytes;
+use dashmap::DashMap;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::domain::StoredEvent;
+
+/// How many frames a slow viewer may fall behind before it is caught up from the store.
+const CHANNEL_CAPACITY: usize = 256;
+
+#[derive(Debug, Clone)]
+pub enum Frame {
+    /// A stored event; `seq` lets the viewer spot gaps and duplicates.
+    Event { seq: i64, text: Utf8Bytes },
+    /// Ephemeral streamed text of a turn in progress.
+    Delta(Utf8Bytes),
+    /// The channel is gone (its collaboration was deleted).
+    Closed,
+}
+
+#[derive(Debug, Default)]
+pub struct Hub {
+    channels: DashMap<Uuid, broadcast::Sender<Frame>>,
+}
+
+impl Hub {
+    pub fn subscribe(&self, channel_id: Uuid) -> broadcast::Receiver<Frame> {
+        self.channels
+            .entry(channel_id)
+            .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
+            .subscribe()
+    }
+
+    /// Drops the channel's sender once its last viewer has gone.
+    pub fn release(&self, channel_id: Uuid) {
+        self.channels.remove_if(&channel_id, |_, sender| sender.receiver_count() == 0);
+    }
+
+    pub fn publish_event(&self, channel_id: Uuid, event: &StoredEvent) {
+        self.send(channel_id, || Frame::Event { seq: event.seq, text: event.frame.clone().into() });
+    }
+
+    pub fn publish_delta(&self, channel_id: Uuid, json: String) {
+        self.send(channel_id, || Frame::Delta(json.into()));
+    }
+
+    /// Tells every viewer the channel is gone and forgets it.
+    pub fn close(&self, channel_id: Uuid) {
+        if let Some((_, sender)) = self.channels.remove(&channel_id) {
+            let _ = sender.send(Frame::Closed);
+        }
+    }
+
+    pub fn viewers(&self, channel_id: Uuid) -> usize {
+        self.channels.get(&channel_id).map_or(0, |s| s.receiver_count())
+    }
+
+    fn send(&self, channel_id: Uuid, frame: impl FnOnce() -> Frame) {
+        // Clone the sender out so no map guard is held while sending.
+        let Some(sender) = self.channels.get(&channel_id).map(|s| s.clone()) else { return };
+        if sender.send(frame()).is_err() {
+            self.release(channel_id);
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! Live delivery: the hub fans events out to viewers in this process; the session module
+//! runs one viewer's WebSocket.
+//!
+//! The hub is a convenience, not the source of truth: a viewer that misses frames (it lagged,
+//! or connected late) is caught up from the store by `seq`, never skipped.
+
+mod hub;
+pub mod session;
+
+pub use hub::{Frame, Hub};

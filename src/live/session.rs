@@ -1,0 +1,162 @@
+//! One viewer's WebSocket: `hello`, then every stored event after `after_seq`, then live
+//! frames, with no gap and no duplicate at the seam.
+//!
+//! The session subscribes to the hub *before* reading the store, so an event committed while
+//! the backlog is being sent is either in the backlog or in the subscription. Every event
+//! frame is checked against the last `seq` sent: older ones are dropped, a jump is filled from
+//! the store, and a lagged subscription is caught up from the store.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+use super::{Frame, Hub};
+use crate::store::{ChannelInfo, Store};
+
+const CATCH_UP_PAGE: u32 = 500;
+
+pub struct Session {
+    pub store: Arc<dyn Store>,
+    pub hub: Arc<Hub>,
+    pub channel: ChannelInfo,
+    pub after_seq: i64,
+    pub ping_interval: Duration,
+    pub shutdown: CancellationToken,
+}
+
+/// Why a session ended, for the close frame.
+enum End {
+    Peer,
+    Deleted,
+    ShuttingDown,
+    Failed,
+}
+
+impl Session {
+    pub async fn run(self, mut socket: WebSocket) {
+        let mut live = self.hub.subscribe(self.channel.id);
+        let end = self.serve(&mut socket, &mut live).await;
+        drop(live);
+        self.hub.release(self.channel.id);
+        let close = match end {
+            End::Peer => None,
+            End::Deleted => Some((close_code::NORMAL, "the collaboration was deleted")),
+            End::ShuttingDown => Some((close_code::AWAY, "the server is shutting down")),
+            End::Failed => Some((close_code::ERROR, "internal error")),
+        };
+        if let Some((code, reason)) = close {
+            let frame = CloseFrame { code, reason: reason.into() };
+            let _ = socket.send(Message::Close(Some(frame))).await;
+        }
+    }
+
+    async fn serve(
+        &self,
+        socket: &mut WebSocket,
+        live: &mut tokio::sync::broadcast::Receiver<Frame>,
+    ) -> End {
+        let hello = json!({
+            "type": "hello",
+            "channel_id": self.channel.id,
+            "collaboration_id": self.channel.collaboration_id,
+            "status": self.channel.status,
+            "last_seq": self.channel.last_seq,
+        });
+        if socket.send(Message::Text(hello.to_string().into())).await.is_err() {
+            return End::Peer;
+        }
+        let mut last_sent = self.after_seq;
+        if let Err(end) = self.catch_up(socket, &mut last_sent).await {
+            return end;
+        }
+        let mut ping = tokio::time::interval(self.ping_interval);
+        ping.tick().await;
+        let mut peer_alive = true;
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return End::ShuttingDown,
+                frame = live.recv() => {
+                    let result = match frame {
+                        Ok(Frame::Event { seq, .. }) if seq <= last_sent => Ok(()),
+                        Ok(Frame::Event { seq, text }) if seq == last_sent + 1 => {
+                            last_sent = seq;
+                            send(socket, text).await
+                        }
+                        // A gap (we missed a frame) or a lagged subscription: the store has it all.
+                        Ok(Frame::Event { .. }) | Err(RecvError::Lagged(_)) => {
+                            self.catch_up(socket, &mut last_sent).await
+                        }
+                        Ok(Frame::Delta(text)) => send(socket, text).await,
+                        Ok(Frame::Closed) | Err(RecvError::Closed) => return End::Deleted,
+                    };
+                    if let Err(end) = result {
+                        return end;
+                    }
+                }
+                incoming = socket.recv() => match incoming {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return End::Peer,
+                    Some(Ok(Message::Text(text))) => {
+                        peer_alive = true;
+                        if let Err(end) = send(socket, reply_to_client_frame(&text)).await {
+                            return end;
+                        }
+                    }
+                    Some(Ok(_)) => peer_alive = true,
+                },
+                _ = ping.tick() => {
+                    if !peer_alive {
+                        tracing::debug!(channel = %self.channel.id, "viewer stopped answering pings");
+                        return End::Peer;
+                    }
+                    peer_alive = false;
+                    if socket.send(Message::Ping(Default::default())).await.is_err() {
+                        return End::Peer;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends every stored event after `last_sent`, page by page, advancing `last_sent`.
+    async fn catch_up(&self, socket: &mut WebSocket, last_sent: &mut i64) -> Result<(), End> {
+        loop {
+            let events = match self.store.read_events(self.channel.id, *last_sent, CATCH_UP_PAGE).await {
+                Ok(events) => events,
+                Err(error) => {
+                    tracing::error!(error = format!("{error:#}"), "catching a viewer up failed");
+                    return Err(End::Failed);
+                }
+            };
+            let full_page = events.len() == CATCH_UP_PAGE as usize;
+            for event in events {
+                *last_sent = event.seq;
+                send(socket, event.frame.into()).await?;
+            }
+            if !full_page {
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn send(socket: &mut WebSocket, text: Utf8Bytes) -> Result<(), End> {
+    socket.send(Message::Text(text)).await.map_err(|_| End::Peer)
+}
+
+/// Viewers may only listen for now: human participants arrive with their own agent kind.
+fn reply_to_client_frame(text: &str) -> Utf8Bytes {
+    let kind = serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned));
+    let (code, message) = match kind.as_deref() {
+        Some("message") => (
+            "not_a_participant",
+            "this connection is a viewer; human participants are not supported yet",
+        ),
+        _ => ("bad_frame", "expected a JSON object with a known `type`"),
+    };
+    json!({"type": "error", "code": code, "message": message}).to_string().into()
+}

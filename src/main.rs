@@ -1,0 +1,104 @@
+//! The `skein` binary: parse the command line, load the config, set up logging, run.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Parser, Subcommand};
+use skein::{app::App, config::Config};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "skein", version, about = "A collaboration server for AI agents")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// Address to listen on (port 0 picks a free port) [env: SKEIN_BIND; default 127.0.0.1:8344]
+        #[arg(long)]
+        bind: Option<SocketAddr>,
+        /// Where the SQLite database and admin.key live [env: SKEIN_DATA_DIR; default ./data]
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::Serve { bind, data_dir } => {
+            let mut config = Config::from_env()?;
+            if let Some(bind) = bind {
+                config.bind = bind;
+            }
+            if let Some(dir) = data_dir {
+                config.data_dir = dir;
+            }
+            serve(config).await
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    let app = App::build(config).await?;
+    let address = app.local_addr();
+    println!("Skein listening on http://{address}");
+    println!("Data directory: {}", data_dir.display());
+    if let Some(key) = app.new_admin_key() {
+        println!();
+        println!("Created the admin API key. It is shown only this once and saved to {}:", data_dir.join("admin.key").display());
+        println!("  {key}");
+        println!("Open the web UI signed in: http://{address}/#key={key}");
+        println!();
+    }
+    let providers = app.provider_names();
+    if providers.is_empty() {
+        println!(
+            "No model provider is configured: scripted agents work, llm agents cannot be created. \
+             Set SKEIN_LLM_BASE_URL and SKEIN_LLM_API_KEY (or OPENAI_API_KEY / FLOCK_LLM_API_KEY)."
+        );
+    } else {
+        println!("Model providers: {}", providers.join(", "));
+    }
+    app.run_until(shutdown_signal()).await
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` filters (default `info`), `SKEIN_LOG_FORMAT=json` for
+/// machine-readable lines.
+fn init_tracing() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("SKEIN_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,165 @@
+//! Persistence: one [`Store`] trait, one implementation per backend.
+//!
+//! The trait speaks in domain types and hides SQL. Every method that writes an event assigns
+//! its `seq` and commits it in one transaction together with whatever the event changes
+//! (message count, status, summary), so a crash never leaves the two disagreeing. Callers
+//! publish an event only after the method returned: persist, then publish.
+//!
+//! Only SQLite exists today; the trait is shaped so a PostgreSQL implementation can follow
+//! without changing callers (no `sqlx::Any`, no backend types in signatures).
+
+mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::domain::{
+    Agent, AgentRef, Collaboration, CollaborationStatus, Ending, EventBody, NewCollaboration,
+    PageRequest, Source, StoredEvent,
+};
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness or reference rule refused the write; the message names it for people.
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    pub id: Uuid,
+    pub account_id: Uuid,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub id: Uuid,
+    pub account_id: Uuid,
+    pub name: String,
+    pub prefix: String,
+    pub hash: String,
+    pub scopes: Vec<String>,
+}
+
+/// Filters of `GET /collaborations`; all optional, combined with AND.
+#[derive(Debug, Clone, Default)]
+pub struct CollaborationFilter {
+    pub agent: Option<Uuid>,
+    pub channel_id: Option<Uuid>,
+    pub status: Option<CollaborationStatus>,
+    pub source: Option<Source>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChannelInfo {
+    pub id: Uuid,
+    pub account_id: Uuid,
+    pub collaboration_id: Uuid,
+    pub last_seq: i64,
+    pub status: CollaborationStatus,
+    pub created_at: DateTime<Utc>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap round trip for `/ready`.
+    async fn ping(&self) -> StoreResult<()>;
+
+    // Accounts and keys.
+    async fn first_account(&self) -> StoreResult<Option<Uuid>>;
+    async fn insert_account(&self, id: Uuid, name: &str) -> StoreResult<()>;
+    async fn insert_key(&self, key: &NewKey) -> StoreResult<()>;
+    /// The live (not revoked) key with this hash.
+    async fn find_key(&self, hash: &str) -> StoreResult<Option<KeyRecord>>;
+
+    // Agents.
+    /// Refuses an address already used in the account ([`StoreError::Conflict`]).
+    async fn insert_agent(&self, agent: &Agent) -> StoreResult<()>;
+    async fn get_agent(&self, account_id: Uuid, agent: &AgentRef) -> StoreResult<Option<Agent>>;
+    /// Agents by id regardless of account: the engine's view of a roster it already owns.
+    async fn agents_by_id(&self, ids: &[Uuid]) -> StoreResult<Vec<Agent>>;
+    async fn list_agents(&self, account_id: Uuid, page: PageRequest)
+    -> StoreResult<(Vec<Agent>, u64)>;
+    async fn update_agent(&self, agent: &Agent) -> StoreResult<()>;
+    /// False when there was no such agent; a conflict while a collaboration uses it.
+    async fn delete_agent(&self, account_id: Uuid, id: Uuid) -> StoreResult<bool>;
+
+    // Collaborations.
+    /// Stores the collaboration, its roster and its channel in one transaction.
+    async fn insert_collaboration(&self, new: &NewCollaboration) -> StoreResult<()>;
+    async fn get_collaboration(
+        &self,
+        account_id: Uuid,
+        id: Uuid,
+    ) -> StoreResult<Option<Collaboration>>;
+    /// By id regardless of account: for the engine, which owns the collaboration.
+    async fn collaboration(&self, id: Uuid) -> StoreResult<Option<Collaboration>>;
+    async fn list_collaborations(
+        &self,
+        account_id: Uuid,
+        filter: &CollaborationFilter,
+        page: PageRequest,
+    ) -> StoreResult<(Vec<Collaboration>, u64)>;
+    /// Deletes the collaboration with its channel and events. False when there was none.
+    async fn delete_collaboration(&self, account_id: Uuid, id: Uuid) -> StoreResult<bool>;
+    /// Ids of collaborations still running: what a starting process resumes.
+    async fn running_collaborations(&self) -> StoreResult<Vec<Uuid>>;
+    /// Ids of ended collaborations whose summary was never stored (a crash in between).
+    async fn unsummarized_collaborations(&self) -> StoreResult<Vec<Uuid>>;
+
+    // The channel log.
+    /// Appends a message event, counting it and its tokens on the collaboration.
+    async fn append_message(
+        &self,
+        collaboration_id: Uuid,
+        body: &EventBody,
+        tokens: u64,
+    ) -> StoreResult<StoredEvent>;
+    /// Adds tokens spent outside turns (judge, selector, summary).
+    async fn add_tokens(&self, collaboration_id: Uuid, tokens: u64) -> StoreResult<()>;
+    /// Ends a running collaboration and appends its `status` event; `None` if it had ended.
+    async fn finish_collaboration(
+        &self,
+        collaboration_id: Uuid,
+        ending: &Ending,
+    ) -> StoreResult<Option<StoredEvent>>;
+    /// Stores the summary and appends its `summary` event; `None` if one was stored already.
+    async fn record_summary(
+        &self,
+        collaboration_id: Uuid,
+        headline: &str,
+        summary: &str,
+    ) -> StoreResult<Option<StoredEvent>>;
+    async fn get_channel(&self, account_id: Uuid, id: Uuid) -> StoreResult<Option<ChannelInfo>>;
+    /// Events with `seq > after_seq`, in order, at most `limit`.
+    async fn read_events(
+        &self,
+        channel_id: Uuid,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredEvent>>;
+
+    // WebSocket tickets.
+    async fn insert_ticket(
+        &self,
+        hash: &str,
+        account_id: Uuid,
+        channel_id: Uuid,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Marks the ticket used and returns its account, if it is unused, unexpired and for
+    /// this channel. A ticket can be redeemed once.
+    async fn redeem_ticket(&self, hash: &str, channel_id: Uuid) -> StoreResult<Option<Uuid>>;
+}

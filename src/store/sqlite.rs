@@ -1,0 +1,729 @@
+//! The embedded backend: one SQLite file in WAL mode.
+//!
+//! Write transactions start with `BEGIN IMMEDIATE` so that SQLite takes the write lock up
+//! front; a deferred transaction that later upgrades can fail with `SQLITE_BUSY` instead of
+//! waiting. UUIDs are stored as hyphenated text and times as RFC 3339 text, so the file reads
+//! well in the `sqlite3` shell and compares the same way PostgreSQL will.
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{
+    FromRow, QueryBuilder, Sqlite, SqlitePool, Transaction,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+use uuid::{Uuid, fmt::Hyphenated};
+
+use super::{
+    ChannelInfo, CollaborationFilter, KeyRecord, NewKey, Store, StoreError, StoreResult,
+};
+use crate::domain::{
+    Agent, AgentAddress, AgentRef, AgentSpec, Collaboration, CollaborationStatus, Ending,
+    EventBody, NewCollaboration, PageRequest, Sender, StoredEvent,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `skein.db` in `data_dir` and applies pending migrations.
+    pub async fn open(data_dir: &Path) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(data_dir.join("skein.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL is durable across process crashes in WAL mode; only a power loss can
+            // take back the last transactions.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    async fn write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Loads the rosters of the given collaboration rows and assembles them.
+    async fn assemble(&self, rows: Vec<CollaborationRow>) -> StoreResult<Vec<Collaboration>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT p.collaboration_id, p.position, a.id, a.address, a.name, a.kind \
+             FROM collaboration_participants p JOIN agents a ON a.id = p.agent_id \
+             WHERE p.collaboration_id IN (",
+        );
+        let mut ids = query.separated(", ");
+        for row in &rows {
+            ids.push_bind(row.id);
+        }
+        query.push(") ORDER BY p.collaboration_id, p.position");
+        let members: Vec<MemberRow> = query.build_query_as().fetch_all(&self.pool).await?;
+        rows.into_iter()
+            .map(|row| {
+                let roster: Vec<Sender> = members
+                    .iter()
+                    .filter(|m| m.collaboration_id == row.id)
+                    .map(MemberRow::sender)
+                    .collect::<StoreResult<_>>()?;
+                row.into_domain(roster)
+            })
+            .collect()
+    }
+}
+
+/// Appends one event to a channel inside the caller's transaction: bumps the channel's
+/// counter and inserts the frame under the new `seq`.
+async fn insert_event(
+    tx: &mut Transaction<'static, Sqlite>,
+    channel_id: Hyphenated,
+    body: &EventBody,
+) -> StoreResult<StoredEvent> {
+    let seq: i64 = sqlx::query_scalar(
+        "UPDATE channels SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq",
+    )
+    .bind(channel_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    let frame = body.to_frame(seq);
+    sqlx::query("INSERT INTO events (channel_id, seq, kind, frame, created_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(channel_id)
+        .bind(seq)
+        .bind(body.kind())
+        .bind(&frame)
+        .bind(Utc::now())
+        .execute(&mut **tx)
+        .await?;
+    Ok(StoredEvent { seq, frame })
+}
+
+async fn channel_of(
+    tx: &mut Transaction<'static, Sqlite>,
+    collaboration_id: Uuid,
+) -> StoreResult<Hyphenated> {
+    Ok(sqlx::query_scalar("SELECT channel_id FROM collaborations WHERE id = ?")
+        .bind(collaboration_id.hyphenated())
+        .fetch_one(&mut **tx)
+        .await?)
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
+}
+
+fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.is_foreign_key_violation())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn first_account(&self) -> StoreResult<Option<Uuid>> {
+        let id: Option<Hyphenated> =
+            sqlx::query_scalar("SELECT id FROM accounts ORDER BY created_at LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(id.map(Hyphenated::into_uuid))
+    }
+
+    async fn insert_account(&self, id: Uuid, name: &str) -> StoreResult<()> {
+        sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES (?, ?, ?)")
+            .bind(id.hyphenated())
+            .bind(name)
+            .bind(Utc::now())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_key(&self, key: &NewKey) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, account_id, name, key_prefix, key_hash, scopes, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(key.id.hyphenated())
+        .bind(key.account_id.hyphenated())
+        .bind(&key.name)
+        .bind(&key.prefix)
+        .bind(&key.hash)
+        .bind(key.scopes.join(" "))
+        .bind(Utc::now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn find_key(&self, hash: &str) -> StoreResult<Option<KeyRecord>> {
+        let row: Option<(Hyphenated, Hyphenated, String)> = sqlx::query_as(
+            "SELECT id, account_id, scopes FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(id, account_id, scopes)| KeyRecord {
+            id: id.into_uuid(),
+            account_id: account_id.into_uuid(),
+            scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+        }))
+    }
+
+    async fn insert_agent(&self, agent: &Agent) -> StoreResult<()> {
+        let result = sqlx::query(
+            "INSERT INTO agents (id, account_id, address, name, description, kind, spec, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(agent.id.hyphenated())
+        .bind(agent.account_id.hyphenated())
+        .bind(agent.address.as_str())
+        .bind(&agent.name)
+        .bind(&agent.description)
+        .bind(agent.spec.kind().as_str())
+        .bind(spec_json(&agent.spec))
+        .bind(agent.created_at)
+        .bind(agent.updated_at)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
+                "an agent with address {} already exists",
+                agent.address
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn get_agent(&self, account_id: Uuid, agent: &AgentRef) -> StoreResult<Option<Agent>> {
+        let (column, value) = match agent {
+            AgentRef::Id(id) => ("id", id.to_string()),
+            AgentRef::Address(address) => ("address", address.to_string()),
+        };
+        let sql = format!("SELECT * FROM agents WHERE account_id = ? AND {column} = ?");
+        let row: Option<AgentRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(account_id.hyphenated())
+            .bind(value)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(AgentRow::into_domain).transpose()
+    }
+
+    async fn agents_by_id(&self, ids: &[Uuid]) -> StoreResult<Vec<Agent>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut query = QueryBuilder::<Sqlite>::new("SELECT * FROM agents WHERE id IN (");
+        let mut list = query.separated(", ");
+        for id in ids {
+            list.push_bind(id.hyphenated());
+        }
+        query.push(")");
+        let rows: Vec<AgentRow> = query.build_query_as().fetch_all(&self.pool).await?;
+        rows.into_iter().map(AgentRow::into_domain).collect()
+    }
+
+    async fn list_agents(
+        &self,
+        account_id: Uuid,
+        page: PageRequest,
+    ) -> StoreResult<(Vec<Agent>, u64)> {
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agents WHERE account_id = ?")
+            .bind(account_id.hyphenated())
+            .fetch_one(&self.pool)
+            .await?;
+        let rows: Vec<AgentRow> = sqlx::query_as(
+            "SELECT * FROM agents WHERE account_id = ? ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+        )
+        .bind(account_id.hyphenated())
+        .bind(i64::from(page.size))
+        .bind(page.offset())
+        .fetch_all(&self.pool)
+        .await?;
+        let agents = rows.into_iter().map(AgentRow::into_domain).collect::<StoreResult<_>>()?;
+        Ok((agents, total as u64))
+    }
+
+    async fn update_agent(&self, agent: &Agent) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE agents SET name = ?, description = ?, kind = ?, spec = ?, updated_at = ? \
+             WHERE id = ? AND account_id = ?",
+        )
+        .bind(&agent.name)
+        .bind(&agent.description)
+        .bind(agent.spec.kind().as_str())
+        .bind(spec_json(&agent.spec))
+        .bind(agent.updated_at)
+        .bind(agent.id.hyphenated())
+        .bind(agent.account_id.hyphenated())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_agent(&self, account_id: Uuid, id: Uuid) -> StoreResult<bool> {
+        let result = sqlx::query("DELETE FROM agents WHERE id = ? AND account_id = ?")
+            .bind(id.hyphenated())
+            .bind(account_id.hyphenated())
+            .execute(&self.pool)
+            .await;
+        match result {
+            Ok(done) => Ok(done.rows_affected() == 1),
+            Err(e) if is_foreign_key_violation(&e) => Err(StoreError::Conflict(
+                "the agent takes part in collaborations; delete those first".into(),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn insert_collaboration(&self, new: &NewCollaboration) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO collaborations (id, account_id, channel_id, objective, principal_agent_id, \
+             message_cap, timeout_window, evaluate_objective_completion, source, strategy, webhook_url, \
+             token_budget, podcast, allow_interjections, status, started_at, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+        )
+        .bind(new.id.hyphenated())
+        .bind(new.account_id.hyphenated())
+        .bind(new.channel_id.hyphenated())
+        .bind(&new.objective)
+        .bind(new.principal.hyphenated())
+        .bind(i64::from(new.message_cap))
+        .bind(i64::from(new.timeout_window))
+        .bind(new.evaluate_objective_completion)
+        .bind(new.source.map(|s| s.as_str()))
+        .bind(new.strategy.as_str())
+        .bind(&new.webhook_url)
+        .bind(new.token_budget.map(|b| b as i64))
+        .bind(new.podcast)
+        .bind(new.allow_interjections)
+        .bind(new.created_at)
+        .bind(new.created_at)
+        .execute(&mut *tx)
+        .await?;
+        let roster = std::iter::once(&new.principal).chain(&new.participants);
+        for (position, agent_id) in roster.enumerate() {
+            sqlx::query(
+                "INSERT INTO collaboration_participants (collaboration_id, agent_id, position) VALUES (?, ?, ?)",
+            )
+            .bind(new.id.hyphenated())
+            .bind(agent_id.hyphenated())
+            .bind(position as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO channels (id, account_id, collaboration_id, last_seq, created_at) VALUES (?, ?, ?, 0, ?)",
+        )
+        .bind(new.channel_id.hyphenated())
+        .bind(new.account_id.hyphenated())
+        .bind(new.id.hyphenated())
+        .bind(new.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_collaboration(
+        &self,
+        account_id: Uuid,
+        id: Uuid,
+    ) -> StoreResult<Option<Collaboration>> {
+        let row: Option<CollaborationRow> =
+            sqlx::query_as("SELECT * FROM collaborations WHERE id = ? AND account_id = ?")
+                .bind(id.hyphenated())
+                .bind(account_id.hyphenated())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(self.assemble(row.into_iter().collect()).await?.pop())
+    }
+
+    async fn collaboration(&self, id: Uuid) -> StoreResult<Option<Collaboration>> {
+        let row: Option<CollaborationRow> =
+            sqlx::query_as("SELECT * FROM collaborations WHERE id = ?")
+                .bind(id.hyphenated())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(self.assemble(row.into_iter().collect()).await?.pop())
+    }
+
+    async fn list_collaborations(
+        &self,
+        account_id: Uuid,
+        filter: &CollaborationFilter,
+        page: PageRequest,
+    ) -> StoreResult<(Vec<Collaboration>, u64)> {
+        fn filtered(
+            select: &str,
+            account_id: Uuid,
+            filter: &CollaborationFilter,
+        ) -> QueryBuilder<Sqlite> {
+            let mut query = QueryBuilder::<Sqlite>::new(select);
+            query.push(" FROM collaborations c WHERE c.account_id = ").push_bind(account_id.hyphenated());
+            if let Some(agent) = filter.agent {
+                query
+                    .push(" AND EXISTS (SELECT 1 FROM collaboration_participants p WHERE p.collaboration_id = c.id AND p.agent_id = ")
+                    .push_bind(agent.hyphenated())
+                    .push(")");
+            }
+            if let Some(channel_id) = filter.channel_id {
+                query.push(" AND c.channel_id = ").push_bind(channel_id.hyphenated());
+            }
+            if let Some(status) = filter.status {
+                query.push(" AND c.status = ").push_bind(status.as_str());
+            }
+            if let Some(source) = filter.source {
+                query.push(" AND c.source = ").push_bind(source.as_str());
+            }
+            query
+        }
+        let total: i64 = filtered("SELECT COUNT(*)", account_id, filter)
+            .build_query_scalar()
+            .fetch_one(&self.pool)
+            .await?;
+        let mut query = filtered("SELECT c.*", account_id, filter);
+        query
+            .push(" ORDER BY c.created_at DESC, c.id LIMIT ")
+            .push_bind(i64::from(page.size))
+            .push(" OFFSET ")
+            .push_bind(page.offset());
+        let rows: Vec<CollaborationRow> = query.build_query_as().fetch_all(&self.pool).await?;
+        Ok((self.assemble(rows).await?, total as u64))
+    }
+
+    async fn delete_collaboration(&self, account_id: Uuid, id: Uuid) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM collaborations WHERE id = ? AND account_id = ?")
+            .bind(id.hyphenated())
+            .bind(account_id.hyphenated())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn running_collaborations(&self) -> StoreResult<Vec<Uuid>> {
+        let ids: Vec<Hyphenated> =
+            sqlx::query_scalar("SELECT id FROM collaborations WHERE status = 'running'")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(ids.into_iter().map(Hyphenated::into_uuid).collect())
+    }
+
+    async fn unsummarized_collaborations(&self) -> StoreResult<Vec<Uuid>> {
+        let ids: Vec<Hyphenated> = sqlx::query_scalar(
+            "SELECT id FROM collaborations WHERE status <> 'running' AND summary IS NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(Hyphenated::into_uuid).collect())
+    }
+
+    async fn append_message(
+        &self,
+        collaboration_id: Uuid,
+        body: &EventBody,
+        tokens: u64,
+    ) -> StoreResult<StoredEvent> {
+        let mut tx = self.write().await?;
+        let channel_id = channel_of(&mut tx, collaboration_id).await?;
+        let event = insert_event(&mut tx, channel_id, body).await?;
+        sqlx::query(
+            "UPDATE collaborations SET message_count = message_count + 1, tokens_used = tokens_used + ? WHERE id = ?",
+        )
+        .bind(tokens as i64)
+        .bind(collaboration_id.hyphenated())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(event)
+    }
+
+    async fn add_tokens(&self, collaboration_id: Uuid, tokens: u64) -> StoreResult<()> {
+        sqlx::query("UPDATE collaborations SET tokens_used = tokens_used + ? WHERE id = ?")
+            .bind(tokens as i64)
+            .bind(collaboration_id.hyphenated())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn finish_collaboration(
+        &self,
+        collaboration_id: Uuid,
+        ending: &Ending,
+    ) -> StoreResult<Option<StoredEvent>> {
+        let mut tx = self.write().await?;
+        let status = ending.reason.status();
+        let updated = sqlx::query(
+            "UPDATE collaborations SET status = ?, end_reason = ?, ended_at = ?, advisory_message = ?, \
+             error_message = ? WHERE id = ? AND status = 'running'",
+        )
+        .bind(status.as_str())
+        .bind(ending.reason.as_str())
+        .bind(ending.ended_at)
+        .bind(&ending.advisory_message)
+        .bind(&ending.error_message)
+        .bind(collaboration_id.hyphenated())
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let channel_id = channel_of(&mut tx, collaboration_id).await?;
+        let body = EventBody::Status {
+            status,
+            end_reason: Some(ending.reason),
+            advisory_message: ending.advisory_message.clone(),
+            error_message: ending.error_message.clone(),
+            ended_at: Some(ending.ended_at),
+        };
+        let event = insert_event(&mut tx, channel_id, &body).await?;
+        tx.commit().await?;
+        Ok(Some(event))
+    }
+
+    async fn record_summary(
+        &self,
+        collaboration_id: Uuid,
+        headline: &str,
+        summary: &str,
+    ) -> StoreResult<Option<StoredEvent>> {
+        let mut tx = self.write().await?;
+        let updated = sqlx::query(
+            "UPDATE collaborations SET headline = ?, summary = ? WHERE id = ? AND summary IS NULL",
+        )
+        .bind(headline)
+        .bind(summary)
+        .bind(collaboration_id.hyphenated())
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let channel_id = channel_of(&mut tx, collaboration_id).await?;
+        let body = EventBody::Summary {
+            headline: headline.to_owned(),
+            summary: summary.to_owned(),
+            created_at: Utc::now(),
+        };
+        let event = insert_event(&mut tx, channel_id, &body).await?;
+        tx.commit().await?;
+        Ok(Some(event))
+    }
+
+    async fn get_channel(&self, account_id: Uuid, id: Uuid) -> StoreResult<Option<ChannelInfo>> {
+        let row: Option<(Hyphenated, Hyphenated, Hyphenated, i64, String, DateTime<Utc>)> =
+            sqlx::query_as(
+                "SELECT ch.id, ch.account_id, ch.collaboration_id, ch.last_seq, c.status, ch.created_at \
+                 FROM channels ch JOIN collaborations c ON c.id = ch.collaboration_id \
+                 WHERE ch.id = ? AND ch.account_id = ?",
+            )
+            .bind(id.hyphenated())
+            .bind(account_id.hyphenated())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|(id, account_id, collaboration_id, last_seq, status, created_at)| {
+            Ok(ChannelInfo {
+                id: id.into_uuid(),
+                account_id: account_id.into_uuid(),
+                collaboration_id: collaboration_id.into_uuid(),
+                last_seq,
+                status: parse(&status)?,
+                created_at,
+            })
+        })
+        .transpose()
+    }
+
+    async fn read_events(
+        &self,
+        channel_id: Uuid,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT seq, frame FROM events WHERE channel_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(channel_id.hyphenated())
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(seq, frame)| StoredEvent { seq, frame }).collect())
+    }
+
+    async fn insert_ticket(
+        &self,
+        hash: &str,
+        account_id: Uuid,
+        channel_id: Uuid,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO websocket_tickets (ticket_hash, account_id, channel_id, expires_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(hash)
+        .bind(account_id.hyphenated())
+        .bind(channel_id.hyphenated())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn redeem_ticket(&self, hash: &str, channel_id: Uuid) -> StoreResult<Option<Uuid>> {
+        let now = Utc::now();
+        let account: Option<Hyphenated> = sqlx::query_scalar(
+            "UPDATE websocket_tickets SET used_at = ? \
+             WHERE ticket_hash = ? AND channel_id = ? AND used_at IS NULL AND expires_at > ? \
+             RETURNING account_id",
+        )
+        .bind(now)
+        .bind(hash)
+        .bind(channel_id.hyphenated())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(account.map(Hyphenated::into_uuid))
+    }
+}
+
+fn spec_json(spec: &AgentSpec) -> String {
+    serde_json::to_string(spec).expect("agent specs serialize")
+}
+
+fn parse<T: FromStr<Err = String>>(text: &str) -> StoreResult<T> {
+    text.parse().map_err(StoreError::Corrupt)
+}
+
+#[derive(FromRow)]
+struct AgentRow {
+    id: Hyphenated,
+    account_id: Hyphenated,
+    address: String,
+    name: String,
+    description: Option<String>,
+    spec: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl AgentRow {
+    fn into_domain(self) -> StoreResult<Agent> {
+        Ok(Agent {
+            id: self.id.into_uuid(),
+            account_id: self.account_id.into_uuid(),
+            address: AgentAddress::parse(&self.address)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            name: self.name,
+            description: self.description,
+            spec: serde_json::from_str(&self.spec)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct MemberRow {
+    collaboration_id: Hyphenated,
+    #[allow(dead_code)] // ordering is done in SQL; kept for readability of the row
+    position: i64,
+    id: Hyphenated,
+    address: String,
+    name: String,
+    kind: String,
+}
+
+impl MemberRow {
+    fn sender(&self) -> StoreResult<Sender> {
+        Ok(Sender {
+            id: self.id.into_uuid(),
+            address: self.address.clone(),
+            name: self.name.clone(),
+            kind: serde_json::from_value(serde_json::Value::String(self.kind.clone()))
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct CollaborationRow {
+    id: Hyphenated,
+    account_id: Hyphenated,
+    channel_id: Hyphenated,
+    objective: String,
+    principal_agent_id: Hyphenated,
+    message_cap: i64,
+    timeout_window: i64,
+    evaluate_objective_completion: bool,
+    source: Option<String>,
+    strategy: String,
+    webhook_url: Option<String>,
+    token_budget: Option<i64>,
+    podcast: bool,
+    allow_interjections: bool,
+    status: String,
+    end_reason: Option<String>,
+    headline: Option<String>,
+    summary: Option<String>,
+    error_message: Option<String>,
+    advisory_message: Option<String>,
+    audio_url: Option<String>,
+    message_count: i64,
+    tokens_used: i64,
+    started_at: DateTime<Utc>,
+    ended_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+}
+
+impl CollaborationRow {
+    fn into_domain(self, mut roster: Vec<Sender>) -> StoreResult<Collaboration> {
+        let principal_id = self.principal_agent_id.into_uuid();
+        if roster.first().map(|s| s.id) != Some(principal_id) {
+            return Err(StoreError::Corrupt(format!("collaboration {} has no principal", self.id)));
+        }
+        let principal = roster.remove(0);
+        Ok(Collaboration {
+            id: self.id.into_uuid(),
+            account_id: self.account_id.into_uuid(),
+            channel_id: self.channel_id.into_uuid(),
+            objective: self.objective,
+            principal,
+            participants: roster,
+            message_cap: self.message_cap as u32,
+            timeout_window: self.timeout_window as u32,
+            evaluate_objective_completion: self.evaluate_objective_completion,
+            source: self.source.as_deref().map(parse).transpose()?,
+            strategy: parse(&self.strategy)?,
+            webhook_url: self.webhook_url,
+            token_budget: self.token_budget.map(|b| b as u64),
+            podcast: self.podcast,
+            allow_interjections: self.allow_interjections,
+            status: parse::<CollaborationStatus>(&self.status)?,
+            end_reason: self.end_reason.as_deref().map(parse).transpose()?,
+            headline: self.headline,
+            summary: self.summary,
+            error_message: self.error_message,
+            advisory_message: self.advisory_message,
+            audio_url: self.audio_url,
+            message_count: self.message_count as u32,
+            tokens_used: self.tokens_used as u64,
+            started_at: self.started_at,
+            ended_at: self.ended_at,
+            created_at: self.created_at,
+        })
+    }
+}
