@@ -44,13 +44,25 @@ impl App {
             shutdown.child_token(),
         );
         let listener = TcpListener::bind(config.bind).await?;
-        let state = AppState { store, engine, hub, config: Arc::new(config), shutdown };
-        Ok(Self { listener, state, new_admin_key })
+        let state = AppState {
+            store,
+            engine,
+            hub,
+            config: Arc::new(config),
+            shutdown,
+        };
+        Ok(Self {
+            listener,
+            state,
+            new_admin_key,
+        })
     }
 
     /// The bound address (the real port when the config asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// The admin key, if this start created it: shown once, then only in `admin.key`.
@@ -63,8 +75,13 @@ impl App {
     }
 
     /// Resumes interrupted collaborations, then serves until `signal` resolves.
-    pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, state, .. } = self;
+    pub async fn run_until(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            listener, state, ..
+        } = self;
         let resumed = state.engine.recover().await?;
         if resumed > 0 {
             tracing::info!(resumed, "resumed running collaborations");

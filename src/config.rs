@@ -102,7 +102,10 @@ impl Default for Config {
                 max_content_chars: 20_000,
                 max_participants: 32,
             },
-            engine: EngineSettings { context_window: 12, synopsis_chars: 2000 },
+            engine: EngineSettings {
+                context_window: 12,
+                synopsis_chars: 2000,
+            },
             websocket: WebSocketSettings {
                 ping_interval: Duration::from_secs(20),
                 max_message_bytes: 64 * 1024,
@@ -121,7 +124,9 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         let mut config = Self::default();
         if let Some(bind) = lookup("SKEIN_BIND") {
-            config.bind = bind.parse().map_err(|e| anyhow::anyhow!("SKEIN_BIND={bind}: {e}"))?;
+            config.bind = bind
+                .parse()
+                .map_err(|e| anyhow::anyhow!("SKEIN_BIND={bind}: {e}"))?;
         }
         if let Some(dir) = lookup("SKEIN_DATA_DIR") {
             config.data_dir = dir.into();
@@ -161,7 +166,8 @@ fn providers_from(lookup: &impl Fn(&str) -> Option<String>) -> Vec<ProviderConfi
     if let Some(key) = lookup("OPENAI_API_KEY") {
         providers.push(ProviderConfig {
             name: "openai".into(),
-            base_url: lookup("OPENAI_BASE_URL").unwrap_or_else(|| "https://api.openai.com/v1".into()),
+            base_url: lookup("OPENAI_BASE_URL")
+                .unwrap_or_else(|| "https://api.openai.com/v1".into()),
             api_key: key,
             key_header: AUTHORIZATION.into(),
             default_model: None,
@@ -170,7 +176,8 @@ fn providers_from(lookup: &impl Fn(&str) -> Option<String>) -> Vec<ProviderConfi
     if let Some(key) = lookup("FLOCK_LLM_API_KEY") {
         providers.push(ProviderConfig {
             name: "flock".into(),
-            base_url: lookup("FLOCK_LLM_BASE_URL").unwrap_or_else(|| "https://api.flock.io/v1".into()),
+            base_url: lookup("FLOCK_LLM_BASE_URL")
+                .unwrap_or_else(|| "https://api.flock.io/v1".into()),
             api_key: key,
             key_header: "x-litellm-api-key".into(),
             default_model: None,
@@ -186,8 +193,10 @@ mod tests {
     use super::*;
 
     fn config_with(vars: &[(&str, &str)]) -> Config {
-        let vars: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|name| vars.get(name).cloned()).unwrap()
     }
 
@@ -205,7 +214,10 @@ mod tests {
         let flock = config.provider("flock").unwrap();
         assert_eq!(flock.key_header, "x-litellm-api-key");
         assert_eq!(flock.base_url, "https://api.flock.io/v1");
-        assert_eq!(config.provider("default").unwrap().default_model.as_deref(), Some("m1"));
+        assert_eq!(
+            config.provider("default").unwrap().default_model.as_deref(),
+            Some("m1")
+        );
     }
 
     #[test]

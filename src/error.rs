@@ -84,7 +84,10 @@ impl Problem {
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
         let title = status.canonical_reason().unwrap_or("Error");
         Self {
-            kind: format!("https://skein.dev/problems/{}", title.to_lowercase().replace(' ', "-")),
+            kind: format!(
+                "https://skein.dev/problems/{}",
+                title.to_lowercase().replace(' ', "-")
+            ),
             title: title.into(),
             status: status.as_u16(),
             detail: detail.into(),
@@ -119,7 +122,10 @@ impl IntoResponse for AppError {
                     .map(|e| format!("{}: {}", e.field, e.message))
                     .collect::<Vec<_>>()
                     .join("; ");
-                Problem { errors: Some(errors), ..Problem::new(status, detail) }
+                Problem {
+                    errors: Some(errors),
+                    ..Problem::new(status, detail)
+                }
             }
             other => Problem::new(status, other.to_string()),
         };

@@ -7,7 +7,11 @@ use skein::{app::App, config::Config};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "skein", version, about = "A collaboration server for AI agents")]
+#[command(
+    name = "skein",
+    version,
+    about = "A collaboration server for AI agents"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,7 +56,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     println!("Data directory: {}", data_dir.display());
     if let Some(key) = app.new_admin_key() {
         println!();
-        println!("Created the admin API key. It is shown only this once and saved to {}:", data_dir.join("admin.key").display());
+        println!(
+            "Created the admin API key. It is shown only this once and saved to {}:",
+            data_dir.join("admin.key").display()
+        );
         println!("  {key}");
         println!("Open the web UI signed in: http://{address}/#key={key}");
         println!();
@@ -94,8 +101,11 @@ async fn shutdown_signal() {
 /// Logs go to stderr; `RUST_LOG` filters (default `info`), `SKEIN_LOG_FORMAT=json` for
 /// machine-readable lines.
 fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::env::var("SKEIN_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();
     } else {

@@ -18,14 +18,26 @@ pub(super) async fn speak(
     models: &Models,
     on_delta: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<Completion, AgentError> {
-    let AgentSpec::Llm { provider, model, system_prompt, temperature, max_tokens } = &agent.spec
+    let AgentSpec::Llm {
+        provider,
+        model,
+        system_prompt,
+        temperature,
+        max_tokens,
+    } = &agent.spec
     else {
-        return Err(AgentError::Misconfigured(format!("{} is not an llm agent", agent.name)));
+        return Err(AgentError::Misconfigured(format!(
+            "{} is not an llm agent",
+            agent.name
+        )));
     };
     let mut request = chat_request(prompt(agent, system_prompt.as_deref(), context));
     request.temperature = *temperature;
     request.max_completion_tokens = *max_tokens;
-    let target = ModelRef { provider: provider.clone(), model: model.clone() };
+    let target = ModelRef {
+        provider: provider.clone(),
+        model: model.clone(),
+    };
     let mut completion = models.stream(&target, request, on_delta).await?;
     completion.content = strip_own_name(&completion.content, &agent.name);
     Ok(completion)
@@ -41,7 +53,11 @@ fn prompt(
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let role = if i == 0 { "principal (manager)" } else { "participant" };
+            let role = if i == 0 {
+                "principal (manager)"
+            } else {
+                "participant"
+            };
             format!("- {} ({role}, {})", s.name, s.address)
         })
         .collect::<Vec<_>>()
@@ -76,9 +92,12 @@ fn prompt(
                 ChatCompletionRequestAssistantMessage::from(line.content.as_str()),
             ));
         } else {
-            messages.push(ChatCompletionRequestMessage::User(ChatCompletionRequestUserMessage::from(
-                format!("{}: {}", line.sender.name, line.content),
-            )));
+            messages.push(ChatCompletionRequestMessage::User(
+                ChatCompletionRequestUserMessage::from(format!(
+                    "{}: {}",
+                    line.sender.name, line.content
+                )),
+            ));
         }
     }
     messages

@@ -3,8 +3,8 @@
 //! One module per kind behind [`speak`]. This layer knows nothing of channels, seqs or the
 //! store: the engine hands it a [`TurnContext`] and persists whatever comes back.
 
-pub mod models;
 mod llm;
+pub mod models;
 mod scripted;
 
 use crate::domain::{Agent, AgentSpec, Sender};

@@ -22,6 +22,9 @@ use secrecy::SecretString;
 
 use crate::config::{AUTHORIZATION, ModelSettings, ProviderConfig};
 
+/// The longest `Retry-After` honoured; a provider asking for more fails the call at once.
+const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(60);
+
 /// Which model to call: a configured provider and a model name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelRef {
@@ -63,7 +66,9 @@ struct Provider {
 
 impl Models {
     pub fn new(providers: &[ProviderConfig], settings: &ModelSettings) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build()?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()?;
         let mut map = HashMap::new();
         for config in providers {
             let service = RetryService {
@@ -73,10 +78,16 @@ impl Models {
             let client = Client::with_config(ProviderAuth::new(config)?).with_http_service(service);
             map.insert(
                 config.name.clone(),
-                Provider { client, default_model: config.default_model.clone() },
+                Provider {
+                    client,
+                    default_model: config.default_model.clone(),
+                },
             );
         }
-        Ok(Self { providers: Arc::new(map), settings: settings.clone() })
+        Ok(Self {
+            providers: Arc::new(map),
+            settings: settings.clone(),
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -139,8 +150,10 @@ impl Models {
     ) -> Result<Completion, ModelError> {
         request.model = target.model.clone();
         request.stream = Some(true);
-        request.stream_options =
-            Some(ChatCompletionStreamOptions { include_usage: Some(true), ..Default::default() });
+        request.stream_options = Some(ChatCompletionStreamOptions {
+            include_usage: Some(true),
+            ..Default::default()
+        });
         let client = self.client(target)?;
         let mut attempt = 0;
         loop {
@@ -164,7 +177,11 @@ impl Models {
         on_delta: &(dyn Fn(&str) + Send + Sync),
     ) -> Result<Completion, ModelError> {
         let idle = self.settings.call_timeout;
-        let mut stream = client.chat().create_stream(request).await.map_err(api_error)?;
+        let mut stream = client
+            .chat()
+            .create_stream(request)
+            .await
+            .map_err(api_error)?;
         let mut completion = Completion::default();
         let mut finished = false;
         loop {
@@ -188,7 +205,9 @@ impl Models {
             }
         }
         if !finished {
-            return Err(ModelError::BrokenStream("the stream ended without a finish reason".into()));
+            return Err(ModelError::BrokenStream(
+                "the stream ended without a finish reason".into(),
+            ));
         }
         Ok(completion)
     }
@@ -196,7 +215,10 @@ impl Models {
 
 /// A chat request with the given messages and no other settings.
 pub fn chat_request(messages: Vec<ChatCompletionRequestMessage>) -> CreateChatCompletionRequest {
-    CreateChatCompletionRequest { messages, ..Default::default() }
+    CreateChatCompletionRequest {
+        messages,
+        ..Default::default()
+    }
 }
 
 fn api_error(error: OpenAIError) -> ModelError {
@@ -212,7 +234,10 @@ fn api_error(error: OpenAIError) -> ModelError {
 /// The delay before retry number `attempt` (0-based): exponential, capped, with "equal
 /// jitter" (half fixed, half random) so that many runners do not retry in step.
 fn backoff(settings: &ModelSettings, attempt: u32) -> Duration {
-    let exp = settings.retry_base.saturating_mul(2u32.saturating_pow(attempt)).min(settings.retry_max);
+    let exp = settings
+        .retry_base
+        .saturating_mul(2u32.saturating_pow(attempt))
+        .min(settings.retry_max);
     let half = exp / 2;
     half + half.mul_f64(rand::random::<f64>())
 }
@@ -224,7 +249,9 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         return (seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
     }
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().ok()
+    (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+        .to_std()
+        .ok()
 }
 
 /// How a provider's key is sent, as `async-openai` asks for it.
@@ -240,9 +267,15 @@ impl ProviderAuth {
         let mut headers = HeaderMap::new();
         if !config.api_key.is_empty() {
             let (name, value) = if config.key_header.eq_ignore_ascii_case(AUTHORIZATION) {
-                (reqwest::header::AUTHORIZATION, format!("Bearer {}", config.api_key))
+                (
+                    reqwest::header::AUTHORIZATION,
+                    format!("Bearer {}", config.api_key),
+                )
             } else {
-                (HeaderName::from_bytes(config.key_header.as_bytes())?, config.api_key.clone())
+                (
+                    HeaderName::from_bytes(config.key_header.as_bytes())?,
+                    config.api_key.clone(),
+                )
             };
             let mut value = HeaderValue::from_str(&value)?;
             value.set_sensitive(true);
@@ -306,7 +339,10 @@ impl tower::Service<HttpRequestFactory> for RetryService {
 /// What one attempt came to.
 enum Attempt {
     Done(Result<reqwest::Response, OpenAIError>),
-    Retry { last: Result<reqwest::Response, OpenAIError>, wait: Option<Duration> },
+    Retry {
+        last: Result<reqwest::Response, OpenAIError>,
+        wait: Option<Duration>,
+    },
 }
 
 impl RetryService {
@@ -328,8 +364,8 @@ impl RetryService {
                 Attempt::Retry { last, wait } => (last, wait),
             };
             let delay = backoff(&self.settings, attempt).max(wait.unwrap_or_default());
-            // A server asking for a longer pause than we would ever wait is answered now.
-            if attempt >= self.settings.max_retries || delay > self.settings.retry_max * 3 {
+            // A server asking for a longer pause than a turn can wait is answered now.
+            if attempt >= self.settings.max_retries || delay > LONGEST_RETRY_AFTER {
                 return last;
             }
             tracing::warn!(attempt, ?delay, "model call failed; retrying");
@@ -343,7 +379,10 @@ async fn classify(result: Result<reqwest::Response, OpenAIError>) -> Attempt {
     let response = match result {
         Ok(response) => response,
         Err(OpenAIError::Reqwest(e)) if e.is_connect() || e.is_timeout() || e.is_request() => {
-            return Attempt::Retry { last: Err(OpenAIError::Reqwest(e)), wait: None };
+            return Attempt::Retry {
+                last: Err(OpenAIError::Reqwest(e)),
+                wait: None,
+            };
         }
         Err(other) => return Attempt::Done(Err(other)),
     };
@@ -355,7 +394,12 @@ async fn classify(result: Result<reqwest::Response, OpenAIError>) -> Attempt {
     let wait = retry_after(&headers);
     let body = match response.bytes().await {
         Ok(body) => body,
-        Err(e) => return Attempt::Retry { last: Err(OpenAIError::Reqwest(e)), wait },
+        Err(e) => {
+            return Attempt::Retry {
+                last: Err(OpenAIError::Reqwest(e)),
+                wait,
+            };
+        }
     };
     // OpenAI signals an exhausted balance as a 429 too; waiting will not refill it.
     let quota = status.as_u16() == 429
@@ -364,7 +408,11 @@ async fn classify(result: Result<reqwest::Response, OpenAIError>) -> Attempt {
     *rebuilt.status_mut() = status;
     *rebuilt.headers_mut() = headers;
     let last = Ok(reqwest::Response::from(rebuilt));
-    if quota { Attempt::Done(last) } else { Attempt::Retry { last, wait } }
+    if quota {
+        Attempt::Done(last)
+    } else {
+        Attempt::Retry { last, wait }
+    }
 }
 
 #[cfg(test)]
@@ -386,7 +434,11 @@ mod tests {
         for attempt in 0..8 {
             let exp = Duration::from_millis(100 * 2u64.pow(attempt)).min(s.retry_max);
             let d = backoff(&s, attempt);
-            assert!(d >= exp / 2 && d <= exp, "attempt {attempt}: {d:?} outside [{:?}, {exp:?}]", exp / 2);
+            assert!(
+                d >= exp / 2 && d <= exp,
+                "attempt {attempt}: {d:?} outside [{:?}, {exp:?}]",
+                exp / 2
+            );
         }
     }
 
@@ -398,7 +450,10 @@ mod tests {
         let later = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
         headers.insert(RETRY_AFTER, HeaderValue::from_str(&later).unwrap());
         let wait = retry_after(&headers).unwrap();
-        assert!(wait > Duration::from_secs(25) && wait <= Duration::from_secs(30), "{wait:?}");
+        assert!(
+            wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
         headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&headers), None);
     }

@@ -93,7 +93,13 @@ impl AgentInput {
         let name = self.name.trim().to_owned();
         check_len(&mut errors, "name", &name, 1, limits.max_name_chars);
         if let Some(description) = &self.description {
-            check_len(&mut errors, "description", description, 0, limits.max_prompt_chars);
+            check_len(
+                &mut errors,
+                "description",
+                description,
+                0,
+                limits.max_prompt_chars,
+            );
         }
         let address = match self.address.as_deref().map(AgentAddress::parse) {
             Some(Ok(address)) => Some(address),
@@ -127,13 +133,24 @@ impl AgentInput {
                     )),
                     Some(_) => {}
                 }
-                let model = self.model.or_else(|| provider.as_deref().and_then(|p| models.default_model(p)));
+                let model = self
+                    .model
+                    .or_else(|| provider.as_deref().and_then(|p| models.default_model(p)));
                 match &model {
-                    None => errors.push(FieldError::new("model", "is required (the provider has no default model)")),
+                    None => errors.push(FieldError::new(
+                        "model",
+                        "is required (the provider has no default model)",
+                    )),
                     Some(m) => check_len(&mut errors, "model", m, 1, 200),
                 }
                 if let Some(prompt) = &self.system_prompt {
-                    check_len(&mut errors, "system_prompt", prompt, 0, limits.max_prompt_chars);
+                    check_len(
+                        &mut errors,
+                        "system_prompt",
+                        prompt,
+                        0,
+                        limits.max_prompt_chars,
+                    );
                 }
                 if let Some(t) = self.temperature
                     && !(0.0..=2.0).contains(&t)
@@ -154,10 +171,19 @@ impl AgentInput {
             "scripted" => {
                 let replies = self.replies.unwrap_or_default();
                 if replies.is_empty() {
-                    errors.push(FieldError::new("replies", "a scripted agent needs at least one reply"));
+                    errors.push(FieldError::new(
+                        "replies",
+                        "a scripted agent needs at least one reply",
+                    ));
                 }
                 for (i, reply) in replies.iter().enumerate() {
-                    check_len(&mut errors, &format!("replies[{i}]"), reply.trim(), 1, limits.max_content_chars);
+                    check_len(
+                        &mut errors,
+                        &format!("replies[{i}]"),
+                        reply.trim(),
+                        1,
+                        limits.max_content_chars,
+                    );
                 }
                 let delay_ms = self.delay_ms.unwrap_or(0);
                 if delay_ms > 60_000 {
@@ -166,12 +192,23 @@ impl AgentInput {
                 AgentSpec::Scripted { replies, delay_ms }
             }
             other => {
-                errors.push(FieldError::new("kind", format!("`{other}` is not a kind; use `llm` or `scripted`")));
-                AgentSpec::Scripted { replies: Vec::new(), delay_ms: 0 }
+                errors.push(FieldError::new(
+                    "kind",
+                    format!("`{other}` is not a kind; use `llm` or `scripted`"),
+                ));
+                AgentSpec::Scripted {
+                    replies: Vec::new(),
+                    delay_ms: 0,
+                }
             }
         };
         check(errors)?;
-        Ok(ValidAgent { name, description: self.description, address, spec })
+        Ok(ValidAgent {
+            name,
+            description: self.description,
+            address,
+            spec,
+        })
     }
 }
 
@@ -196,7 +233,12 @@ async fn create(
     };
     state.store.insert_agent(&agent).await?;
     let mut headers = HeaderMap::new();
-    headers.insert(header::LOCATION, format!("/api/v1/agents/{}", agent.id).parse().expect("a path is a header value"));
+    headers.insert(
+        header::LOCATION,
+        format!("/api/v1/agents/{}", agent.id)
+            .parse()
+            .expect("a path is a header value"),
+    );
     Ok((StatusCode::CREATED, headers, Json(AgentView::from(agent))))
 }
 
@@ -216,7 +258,11 @@ async fn list(
 
 async fn find(state: &AppState, caller: &Caller, reference: &str) -> Result<Agent, AppError> {
     let reference = AgentRef::parse(reference).map_err(|_| AppError::NotFound("agent"))?;
-    state.store.get_agent(caller.account_id, &reference).await?.ok_or(AppError::NotFound("agent"))
+    state
+        .store
+        .get_agent(caller.account_id, &reference)
+        .await?
+        .ok_or(AppError::NotFound("agent"))
 }
 
 #[utoipa::path(get, path = "/api/v1/agents/{agent}", tag = "agents",
@@ -243,22 +289,35 @@ async fn update(
     if let Some(address) = patch.get("address")
         && address.as_str() != Some(current.address.as_str())
     {
-        return Err(AppError::invalid("address", "an agent's address cannot change"));
+        return Err(AppError::invalid(
+            "address",
+            "an agent's address cannot change",
+        ));
     }
     // Merge the patch over the agent as it is, then validate the result as a whole.
     let mut merged = serde_json::to_value(AgentView::from(current.clone()))
         .map_err(|e| AppError::Internal(e.into()))?;
     let object = merged.as_object_mut().expect("a view is an object");
-    if patch.get("kind").is_some_and(|k| k.as_str() != Some(current.spec.kind().as_str())) {
+    if patch
+        .get("kind")
+        .is_some_and(|k| k.as_str() != Some(current.spec.kind().as_str()))
+    {
         // A new kind starts from a clean slate of kind-specific settings.
-        for key in ["provider", "model", "system_prompt", "temperature", "max_tokens", "replies", "delay_ms"] {
+        for key in [
+            "provider",
+            "model",
+            "system_prompt",
+            "temperature",
+            "max_tokens",
+            "replies",
+            "delay_ms",
+        ] {
             object.remove(key);
         }
     }
     object.extend(patch);
-    let input: AgentInput = serde_path_to_error::deserialize(merged).map_err(|e| {
-        AppError::invalid(e.path().to_string(), e.inner().to_string())
-    })?;
+    let input: AgentInput = serde_path_to_error::deserialize(merged)
+        .map_err(|e| AppError::invalid(e.path().to_string(), e.inner().to_string()))?;
     let valid = input.validate(&state)?;
     let updated = Agent {
         name: valid.name,
@@ -280,7 +339,11 @@ async fn remove(
     Path(agent): Path<String>,
 ) -> Result<StatusCode, AppError> {
     let agent = find(&state, &caller, &agent).await?;
-    if state.store.delete_agent(caller.account_id, agent.id).await? {
+    if state
+        .store
+        .delete_agent(caller.account_id, agent.id)
+        .await?
+    {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::NotFound("agent"))

@@ -28,13 +28,20 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         let key = bearer(parts).ok_or(AppError::Unauthorized)?;
-        authenticate(state.store.as_ref(), &key).await?.ok_or(AppError::Unauthorized)
+        authenticate(state.store.as_ref(), &key)
+            .await?
+            .ok_or(AppError::Unauthorized)
     }
 }
 
 /// The key in the `Authorization` header, with or without the `Bearer` scheme.
 pub fn bearer(parts: &Parts) -> Option<String> {
-    let value = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let value = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .trim();
     let key = match value.split_once(' ') {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
         _ => value,
@@ -46,7 +53,10 @@ pub async fn authenticate(store: &dyn Store, key: &str) -> Result<Option<Caller>
     Ok(store
         .find_key(&hash_secret(key))
         .await?
-        .map(|record| Caller { account_id: record.account_id, key_id: record.id }))
+        .map(|record| Caller {
+            account_id: record.account_id,
+            key_id: record.id,
+        }))
 }
 
 pub fn hash_secret(secret: &str) -> String {

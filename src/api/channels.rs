@@ -4,7 +4,9 @@ use axum::{
     Json, Router,
     extract::{
         Path, Query, State,
-        ws::{CloseFrame, Message, WebSocketUpgrade, close_code, rejection::WebSocketUpgradeRejection},
+        ws::{
+            CloseFrame, Message, WebSocketUpgrade, close_code, rejection::WebSocketUpgradeRejection,
+        },
     },
     http::{StatusCode, request::Parts},
     response::{IntoResponse, Response},
@@ -14,7 +16,11 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{ApiJson, ApiQuery, AppState, auth::{self, Caller}, check};
+use super::{
+    ApiJson, ApiQuery, AppState,
+    auth::{self, Caller},
+    check,
+};
 use crate::{
     domain::{AgentRef, CollaborationStatus, FieldError},
     error::AppError,
@@ -44,7 +50,11 @@ pub(super) struct ChannelView {
 
 async fn find(state: &AppState, account_id: Uuid, id: &str) -> Result<ChannelInfo, AppError> {
     let id = Uuid::parse_str(id).map_err(|_| AppError::NotFound("channel"))?;
-    state.store.get_channel(account_id, id).await?.ok_or(AppError::NotFound("channel"))
+    state
+        .store
+        .get_channel(account_id, id)
+        .await?
+        .ok_or(AppError::NotFound("channel"))
 }
 
 #[utoipa::path(get, path = "/api/v1/channels/{id}", tag = "channels",
@@ -95,17 +105,26 @@ async fn history(
     }
     let limit = params.limit.unwrap_or(100);
     if !(1..=MAX_HISTORY_PAGE).contains(&limit) {
-        errors.push(FieldError::new("limit", format!("must be between 1 and {MAX_HISTORY_PAGE}")));
+        errors.push(FieldError::new(
+            "limit",
+            format!("must be between 1 and {MAX_HISTORY_PAGE}"),
+        ));
     }
     check(errors)?;
     let channel = find(&state, caller.account_id, &id).await?;
-    let events = state.store.read_events(channel.id, after_seq, limit as u32).await?;
+    let events = state
+        .store
+        .read_events(channel.id, after_seq, limit as u32)
+        .await?;
     let next_after_seq = events.last().map_or(after_seq, |e| e.seq);
     let items = events
         .into_iter()
         .map(|e| serde_json::from_str(&e.frame).map_err(|err| AppError::Internal(err.into())))
         .collect::<Result<_, _>>()?;
-    Ok(Json(History { items, next_after_seq }))
+    Ok(Json(History {
+        items,
+        next_after_seq,
+    }))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -127,11 +146,20 @@ async fn post_message(
 ) -> Result<StatusCode, AppError> {
     find(&state, caller.account_id, &id).await?;
     let mut errors = Vec::new();
-    super::check_len(&mut errors, "content", &message.content, 1, state.config.limits.max_content_chars);
+    super::check_len(
+        &mut errors,
+        "content",
+        &message.content,
+        1,
+        state.config.limits.max_content_chars,
+    );
     check(errors)?;
     let reason = match AgentRef::parse(&message.sender) {
         Err(e) => e,
-        Ok(_) => format!("`{}` is not a human participant of this collaboration", message.sender),
+        Ok(_) => format!(
+            "`{}` is not a human participant of this collaboration",
+            message.sender
+        ),
     };
     Err(AppError::invalid("sender", reason))
 }
@@ -155,9 +183,21 @@ async fn ticket(
     let expires_at = Utc::now() + Duration::seconds(TICKET_LIFETIME_SECS);
     state
         .store
-        .insert_ticket(&auth::hash_secret(&value), caller.account_id, channel.id, expires_at)
+        .insert_ticket(
+            &auth::hash_secret(&value),
+            caller.account_id,
+            channel.id,
+            expires_at,
+        )
         .await?;
-    Ok((StatusCode::CREATED, Json(Ticket { value, expires_at, channel_id: channel.id })))
+    Ok((
+        StatusCode::CREATED,
+        Json(Ticket {
+            value,
+            expires_at,
+            channel_id: channel.id,
+        }),
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -182,7 +222,11 @@ async fn stream(
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
         Err(rejection) => {
-            return AppError::BadRequest(format!("a WebSocket upgrade is required: {}", rejection.body_text())).into_response();
+            return AppError::BadRequest(format!(
+                "a WebSocket upgrade is required: {}",
+                rejection.body_text()
+            ))
+            .into_response();
         }
     };
     let settings = &state.config.websocket;
@@ -198,7 +242,10 @@ async fn stream(
         let channel = match channel {
             Ok(channel) => channel,
             Err(reason) => {
-                let frame = CloseFrame { code: close_code::POLICY, reason: reason.into() };
+                let frame = CloseFrame {
+                    code: close_code::POLICY,
+                    reason: reason.into(),
+                };
                 let _ = socket.send(Message::Close(Some(frame))).await;
                 return;
             }

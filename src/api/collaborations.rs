@@ -139,7 +139,10 @@ fn parse_choice<T: std::str::FromStr>(
     match value.parse() {
         Ok(parsed) => Some(parsed),
         Err(_) => {
-            errors.push(FieldError::new(field, format!("`{value}` is not one of {allowed}")));
+            errors.push(FieldError::new(
+                field,
+                format!("`{value}` is not one of {allowed}"),
+            ));
             None
         }
     }
@@ -166,24 +169,38 @@ async fn create(
         };
         let agent = state.store.get_agent(caller.account_id, &parsed).await?;
         if agent.is_none() {
-            errors.push(FieldError::new(field, format!("no agent `{reference}` exists")));
+            errors.push(FieldError::new(
+                field,
+                format!("no agent `{reference}` exists"),
+            ));
         }
         Ok::<_, AppError>(agent.map(|a| a.id))
     };
     let principal = resolve("principal".into(), &request.principal, &mut errors).await?;
     if request.participants.is_empty() {
-        errors.push(FieldError::new("participants", "at least one participant is required"));
+        errors.push(FieldError::new(
+            "participants",
+            "at least one participant is required",
+        ));
     }
     if request.participants.len() > limits.max_participants {
-        errors.push(FieldError::new("participants", format!("at most {} participants", limits.max_participants)));
+        errors.push(FieldError::new(
+            "participants",
+            format!("at most {} participants", limits.max_participants),
+        ));
     }
     let mut participants = Vec::new();
     let mut seen = HashSet::new();
     for (i, reference) in request.participants.iter().enumerate() {
         let field = format!("participants[{i}]");
-        let Some(id) = resolve(field.clone(), reference, &mut errors).await? else { continue };
+        let Some(id) = resolve(field.clone(), reference, &mut errors).await? else {
+            continue;
+        };
         if Some(id) == principal {
-            errors.push(FieldError::new(field, "the principal cannot also be a participant"));
+            errors.push(FieldError::new(
+                field,
+                "the principal cannot also be a participant",
+            ));
         } else if !seen.insert(id) {
             errors.push(FieldError::new(field, "this agent is listed twice"));
         } else {
@@ -192,23 +209,51 @@ async fn create(
     }
 
     if !(1..=i64::from(limits.max_message_cap)).contains(&request.message_cap) {
-        errors.push(FieldError::new("message_cap", format!("must be between 1 and {}", limits.max_message_cap)));
+        errors.push(FieldError::new(
+            "message_cap",
+            format!("must be between 1 and {}", limits.max_message_cap),
+        ));
     }
     if !(1..=i64::from(limits.max_timeout_window)).contains(&request.timeout_window) {
         errors.push(FieldError::new(
             "timeout_window",
-            format!("must be between 1 and {} seconds", limits.max_timeout_window),
+            format!(
+                "must be between 1 and {} seconds",
+                limits.max_timeout_window
+            ),
         ));
     }
-    let objective = request.objective.as_deref().map_or(DEFAULT_OBJECTIVE.to_owned(), |o| o.trim().to_owned());
-    check_len(&mut errors, "objective", &objective, 1, limits.max_objective_chars);
-    let source = parse_choice::<Source>(&mut errors, "source", request.source.as_deref(), "FLOCKX, ASI1, flockx, asi_one, fetch_business");
-    let strategy = parse_choice::<Strategy>(&mut errors, "strategy", request.strategy.as_deref(), "manager, round_robin")
-        .unwrap_or(Strategy::Manager);
+    let objective = request
+        .objective
+        .as_deref()
+        .map_or(DEFAULT_OBJECTIVE.to_owned(), |o| o.trim().to_owned());
+    check_len(
+        &mut errors,
+        "objective",
+        &objective,
+        1,
+        limits.max_objective_chars,
+    );
+    let source = parse_choice::<Source>(
+        &mut errors,
+        "source",
+        request.source.as_deref(),
+        "FLOCKX, ASI1, flockx, asi_one, fetch_business",
+    );
+    let strategy = parse_choice::<Strategy>(
+        &mut errors,
+        "strategy",
+        request.strategy.as_deref(),
+        "manager, round_robin",
+    )
+    .unwrap_or(Strategy::Manager);
     if let Some(url) = &request.webhook_url
         && reqwest::Url::parse(url).map_or(true, |u| !matches!(u.scheme(), "http" | "https"))
     {
-        errors.push(FieldError::new("webhook_url", "must be an http or https URL"));
+        errors.push(FieldError::new(
+            "webhook_url",
+            "must be an http or https URL",
+        ));
     }
     if let Some(budget) = request.token_budget
         && budget < 1
@@ -242,15 +287,23 @@ async fn create(
         .store
         .get_collaboration(caller.account_id, new.id)
         .await?
-        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("a collaboration vanished after insert")))?;
+        .ok_or_else(|| {
+            AppError::Internal(anyhow::anyhow!("a collaboration vanished after insert"))
+        })?;
     state.engine.start(new.id);
     tracing::info!(collaboration = %new.id, "collaboration created");
     let mut headers = HeaderMap::new();
     headers.insert(
         header::LOCATION,
-        format!("/api/v1/collaborations/{}", new.id).parse().expect("a path is a header value"),
+        format!("/api/v1/collaborations/{}", new.id)
+            .parse()
+            .expect("a path is a header value"),
     );
-    Ok((StatusCode::CREATED, headers, Json(CollaborationView::from(created))))
+    Ok((
+        StatusCode::CREATED,
+        headers,
+        Json(CollaborationView::from(created)),
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -275,10 +328,24 @@ async fn list(
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<Page<CollaborationView>>, AppError> {
     let mut errors = Vec::new();
-    let page = PageParams { page: params.page, size: params.size }.parse(&mut errors);
+    let page = PageParams {
+        page: params.page,
+        size: params.size,
+    }
+    .parse(&mut errors);
     let mut filter = CollaborationFilter {
-        status: parse_choice(&mut errors, "status", params.status.as_deref(), "running, completed, failed, cancelled"),
-        source: parse_choice(&mut errors, "source", params.source.as_deref(), "FLOCKX, ASI1, flockx, asi_one, fetch_business"),
+        status: parse_choice(
+            &mut errors,
+            "status",
+            params.status.as_deref(),
+            "running, completed, failed, cancelled",
+        ),
+        source: parse_choice(
+            &mut errors,
+            "source",
+            params.source.as_deref(),
+            "FLOCKX, ASI1, flockx, asi_one, fetch_business",
+        ),
         ..Default::default()
     };
     if let Some(channel) = &params.channel_id {
@@ -302,8 +369,13 @@ async fn list(
         // An agent the account does not have takes part in none of its collaborations.
         return Ok(Json(Page::new(Vec::new(), 0, page)));
     }
-    let (items, total) = state.store.list_collaborations(caller.account_id, &filter, page).await?;
-    Ok(Json(Page::new(items, total, page).map(CollaborationView::from)))
+    let (items, total) = state
+        .store
+        .list_collaborations(caller.account_id, &filter, page)
+        .await?;
+    Ok(Json(
+        Page::new(items, total, page).map(CollaborationView::from),
+    ))
 }
 
 async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<Collaboration, AppError> {
@@ -334,7 +406,10 @@ async fn stop(
 ) -> Result<Json<CollaborationView>, AppError> {
     let collaboration = find(&state, &caller, &id).await?;
     let already = |c: &Collaboration| {
-        AppError::Conflict(format!("the collaboration has already ended ({})", c.status.as_str()))
+        AppError::Conflict(format!(
+            "the collaboration has already ended ({})",
+            c.status.as_str()
+        ))
     };
     if collaboration.status != CollaborationStatus::Running {
         return Err(already(&collaboration));
@@ -356,7 +431,11 @@ async fn remove(
 ) -> Result<StatusCode, AppError> {
     let collaboration = find(&state, &caller, &id).await?;
     state.engine.halt(collaboration.id).await;
-    if !state.store.delete_collaboration(caller.account_id, collaboration.id).await? {
+    if !state
+        .store
+        .delete_collaboration(caller.account_id, collaboration.id)
+        .await?
+    {
         return Err(AppError::NotFound("collaboration"));
     }
     state.hub.close(collaboration.channel_id);

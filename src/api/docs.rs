@@ -31,7 +31,12 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "api_key",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("sk_…").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("sk_…")
+                    .build(),
+            ),
         );
     }
 }
@@ -39,5 +44,8 @@ impl Modify for BearerAuth {
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
-        .route("/", get(|| async { Html(include_str!("../../web/index.html")) }))
+        .route(
+            "/",
+            get(|| async { Html(include_str!("../../web/index.html")) }),
+        )
 }

@@ -7,7 +7,9 @@ use super::AppState;
 use crate::error::Problem;
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/health", get(health)).route("/ready", get(ready))
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
 }
 
 /// The process is up and serving.
@@ -21,7 +23,10 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Value>, Problem> {
         Ok(()) => Ok(Json(json!({"status": "ready"}))),
         Err(error) => {
             tracing::warn!(error = format!("{error:#}"), "readiness check failed");
-            Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "the database is not reachable"))
+            Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database is not reachable",
+            ))
         }
     }
 }

@@ -57,13 +57,19 @@ pub fn router(state: AppState) -> Router {
         .merge(docs::router())
         .fallback(|| async { AppError::NotFound("route") })
         .method_not_allowed_fallback(|| async {
-            Problem::new(StatusCode::METHOD_NOT_ALLOWED, "this method is not allowed on this route")
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this method is not allowed on this route",
+            )
         })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| {
-            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "an internal error occurred; it has been logged")
-                .into_response()
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "an internal error occurred; it has been logged",
+            )
+            .into_response()
         }))
         .with_state(state)
 }
@@ -76,32 +82,35 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = AppError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, AppError> {
-        let limit = request
-            .extensions()
-            .get::<BodyLimit>()
-            .map_or(0, |l| l.0);
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                AppError::PayloadTooLarge(limit)
-            } else {
-                AppError::BadRequest(rejection.body_text())
-            }
-        })?;
+        let limit = request.extensions().get::<BodyLimit>().map_or(0, |l| l.0);
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    AppError::PayloadTooLarge(limit)
+                } else {
+                    AppError::BadRequest(rejection.body_text())
+                }
+            })?;
         let value: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| AppError::BadRequest(format!("the body is not valid JSON: {e}")))?;
         if !value.is_object() {
-            return Err(AppError::BadRequest("the body must be a JSON object".into()));
+            return Err(AppError::BadRequest(
+                "the body must be a JSON object".into(),
+            ));
         }
-        serde_path_to_error::deserialize(value).map(ApiJson).map_err(|error| {
-            let path = error.path().to_string();
-            let message = error.inner().to_string();
-            let field = match message.strip_prefix("missing field `") {
-                Some(rest) => rest.trim_end_matches('`').to_owned(),
-                None if path == "." => "body".to_owned(),
-                None => path,
-            };
-            AppError::Validation(vec![FieldError::new(field, message)])
-        })
+        serde_path_to_error::deserialize(value)
+            .map(ApiJson)
+            .map_err(|error| {
+                let path = error.path().to_string();
+                let message = error.inner().to_string();
+                let field = match message.strip_prefix("missing field `") {
+                    Some(rest) => rest.trim_end_matches('`').to_owned(),
+                    None if path == "." => "body".to_owned(),
+                    None => path,
+                };
+                AppError::Validation(vec![FieldError::new(field, message)])
+            })
     }
 }
 
@@ -117,11 +126,17 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiQuer
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, AppError> {
         let query = parts.uri.query().unwrap_or_default();
-        let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(deserializer).map(ApiQuery).map_err(|error| {
-            let field = error.path().to_string();
-            AppError::invalid(if field == "." { "query".into() } else { field }, error.inner().to_string())
-        })
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer)
+            .map(ApiQuery)
+            .map_err(|error| {
+                let field = error.path().to_string();
+                AppError::invalid(
+                    if field == "." { "query".into() } else { field },
+                    error.inner().to_string(),
+                )
+            })
     }
 }
 
@@ -145,9 +160,9 @@ impl PageParams {
             None => {}
         }
         match self.size {
-            Some(size) if !(1..=i64::from(MAX_PAGE_SIZE)).contains(&size) => {
-                errors.push(FieldError::new("size", format!("must be between 1 and {MAX_PAGE_SIZE}")))
-            }
+            Some(size) if !(1..=i64::from(MAX_PAGE_SIZE)).contains(&size) => errors.push(
+                FieldError::new("size", format!("must be between 1 and {MAX_PAGE_SIZE}")),
+            ),
             Some(size) => request.size = size as u32,
             None => {}
         }
@@ -157,21 +172,29 @@ impl PageParams {
 
 /// Turns collected field errors into a 422, or passes.
 pub fn check(errors: Vec<FieldError>) -> Result<(), AppError> {
-    if errors.is_empty() { Ok(()) } else { Err(AppError::Validation(errors)) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(AppError::Validation(errors))
+    }
 }
 
 /// Checks a text field's length in characters.
-pub fn check_len(
-    errors: &mut Vec<FieldError>,
-    field: &str,
-    value: &str,
-    min: usize,
-    max: usize,
-) {
+pub fn check_len(errors: &mut Vec<FieldError>, field: &str, value: &str, min: usize, max: usize) {
     let len = value.chars().count();
     if len < min {
-        errors.push(FieldError::new(field, if min == 1 { "must not be empty".into() } else { format!("must be at least {min} characters") }));
+        errors.push(FieldError::new(
+            field,
+            if min == 1 {
+                "must not be empty".into()
+            } else {
+                format!("must be at least {min} characters")
+            },
+        ));
     } else if len > max {
-        errors.push(FieldError::new(field, format!("must be at most {max} characters")));
+        errors.push(FieldError::new(
+            field,
+            format!("must be at most {max} characters"),
+        ));
     }
 }

@@ -47,8 +47,7 @@ impl AgentAddress {
 
     /// Parses and checks an address given to us: bech32 checksum, prefix and key length.
     pub fn parse(input: &str) -> Result<Self, AddressError> {
-        let (hrp, data) =
-            bech32::decode(input).map_err(|e| AddressError::Bech32(e.to_string()))?;
+        let (hrp, data) = bech32::decode(input).map_err(|e| AddressError::Bech32(e.to_string()))?;
         let prefix = hrp.as_str().to_ascii_lowercase();
         if !HRPS.contains(&prefix.as_str()) {
             return Err(AddressError::Prefix(prefix));
@@ -94,14 +93,20 @@ mod tests {
         let last = address.chars().last().unwrap();
         let swapped = if last == 'q' { 'p' } else { 'q' };
         let broken = format!("{}{swapped}", &address[..address.len() - 1]);
-        assert!(matches!(AgentAddress::parse(&broken), Err(AddressError::Bech32(_))));
+        assert!(matches!(
+            AgentAddress::parse(&broken),
+            Err(AddressError::Bech32(_))
+        ));
     }
 
     #[test]
     fn a_foreign_prefix_or_length_is_refused() {
         let hrp = Hrp::parse("cosmos").unwrap();
         let other = bech32::encode::<Bech32>(hrp, &[2u8; 33]).unwrap();
-        assert_eq!(AgentAddress::parse(&other), Err(AddressError::Prefix("cosmos".into())));
+        assert_eq!(
+            AgentAddress::parse(&other),
+            Err(AddressError::Prefix("cosmos".into()))
+        );
         let short = bech32::encode::<Bech32>(Hrp::parse("agent").unwrap(), &[2u8; 20]).unwrap();
         assert_eq!(AgentAddress::parse(&short), Err(AddressError::Length(20)));
     }

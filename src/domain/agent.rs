@@ -89,7 +89,9 @@ impl AgentRef {
                 .map(Self::Address)
                 .map_err(|e| format!("`{input}` is not a valid agent address: {e}"));
         }
-        Err(format!("`{input}` is neither an agent UUID nor an agent address"))
+        Err(format!(
+            "`{input}` is neither an agent UUID nor an agent address"
+        ))
     }
 
     pub fn matches(&self, agent: &Agent) -> bool {

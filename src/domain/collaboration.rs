@@ -148,7 +148,9 @@ pub struct Collaboration {
 impl Collaboration {
     /// Principal first, then participants: the round-robin order.
     pub fn roster(&self) -> Vec<Sender> {
-        std::iter::once(self.principal.clone()).chain(self.participants.iter().cloned()).collect()
+        std::iter::once(self.principal.clone())
+            .chain(self.participants.iter().cloned())
+            .collect()
     }
 }
 

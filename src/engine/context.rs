@@ -25,7 +25,10 @@ pub(crate) fn build(
         roster: roster.to_vec(),
         synopsis: synopsis(older, settings.synopsis_chars),
         window: window.to_vec(),
-        spoken_before: transcript.iter().filter(|l| l.sender.id == speaker.id).count(),
+        spoken_before: transcript
+            .iter()
+            .filter(|l| l.sender.id == speaker.id)
+            .count(),
     }
 }
 
@@ -70,20 +73,37 @@ mod tests {
     use crate::domain::AgentKind;
 
     fn sender(name: &str) -> Sender {
-        Sender { id: Uuid::new_v4(), address: format!("agent1q{name}"), name: name.into(), kind: AgentKind::Scripted }
+        Sender {
+            id: Uuid::new_v4(),
+            address: format!("agent1q{name}"),
+            name: name.into(),
+            kind: AgentKind::Scripted,
+        }
     }
 
     #[test]
     fn the_prompt_material_stays_bounded_however_long_the_transcript() {
-        let settings = EngineSettings { context_window: 4, synopsis_chars: 300 };
+        let settings = EngineSettings {
+            context_window: 4,
+            synopsis_chars: 300,
+        };
         let (a, b) = (sender("a"), sender("b"));
         let transcript: Vec<Line> = (0..500)
-            .map(|i| Line { sender: if i % 2 == 0 { a.clone() } else { b.clone() }, content: format!("message {i} ").repeat(30) })
+            .map(|i| Line {
+                sender: if i % 2 == 0 { a.clone() } else { b.clone() },
+                content: format!("message {i:04} ").repeat(30),
+            })
             .collect();
         let sizes: Vec<usize> = [10, 100, 500]
             .iter()
             .map(|&n| {
-                let ctx = build("o", &[a.clone(), b.clone()], &transcript[..n], &a, &settings);
+                let ctx = build(
+                    "o",
+                    &[a.clone(), b.clone()],
+                    &transcript[..n],
+                    &a,
+                    &settings,
+                );
                 assert_eq!(ctx.window.len(), 4);
                 assert!(ctx.synopsis.len() <= 300 + 40, "{}", ctx.synopsis.len());
                 ctx.synopsis.len() + ctx.window.iter().map(|l| l.content.len()).sum::<usize>()
@@ -94,12 +114,24 @@ mod tests {
 
     #[test]
     fn a_short_transcript_is_all_window_and_counts_the_speakers_turns() {
-        let settings = EngineSettings { context_window: 12, synopsis_chars: 300 };
+        let settings = EngineSettings {
+            context_window: 12,
+            synopsis_chars: 300,
+        };
         let (a, b) = (sender("a"), sender("b"));
         let transcript = vec![
-            Line { sender: a.clone(), content: "hi".into() },
-            Line { sender: b.clone(), content: "hello".into() },
-            Line { sender: a.clone(), content: "plan?".into() },
+            Line {
+                sender: a.clone(),
+                content: "hi".into(),
+            },
+            Line {
+                sender: b.clone(),
+                content: "hello".into(),
+            },
+            Line {
+                sender: a.clone(),
+                content: "plan?".into(),
+            },
         ];
         let ctx = build("o", &[a.clone(), b.clone()], &transcript, &a, &settings);
         assert!(ctx.synopsis.is_empty());

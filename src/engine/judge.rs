@@ -58,7 +58,10 @@ pub(crate) async fn judge(
     });
     let completion = models.complete(model, request).await?;
     let verdict = serde_json::from_str::<Verdict>(completion.content.trim()).map_err(|e| {
-        ModelError::Api(format!("the judge's answer was not a verdict ({e}): {}", completion.content))
+        ModelError::Api(format!(
+            "the judge's answer was not a verdict ({e}): {}",
+            completion.content
+        ))
     })?;
     Ok((verdict, completion.tokens))
 }

@@ -103,7 +103,9 @@ impl Engine {
         }
         for id in self.inner.store.unsummarized_collaborations().await? {
             let inner = self.inner.clone();
-            self.inner.tracker.spawn(async move { runner::summarize_only(&inner, id).await });
+            self.inner
+                .tracker
+                .spawn(async move { runner::summarize_only(&inner, id).await });
         }
         Ok(running.len())
     }
@@ -148,7 +150,10 @@ impl Engine {
     }
 
     fn control(&self, id: Uuid) -> Option<mpsc::Sender<Control>> {
-        self.inner.runners.get(&id).map(|entry| entry.value().clone())
+        self.inner
+            .runners
+            .get(&id)
+            .map(|entry| entry.value().clone())
     }
 
     /// A running collaboration with no runner here (between a restart and its recovery).
@@ -162,14 +167,22 @@ impl Engine {
             error_message: None,
             ended_at: chrono::Utc::now(),
         };
-        let Some(event) = self.inner.store.finish_collaboration(collaboration.id, &ending).await?
+        let Some(event) = self
+            .inner
+            .store
+            .finish_collaboration(collaboration.id, &ending)
+            .await?
         else {
             return Ok(StopOutcome::NotRunning);
         };
-        self.inner.hub.publish_event(collaboration.channel_id, &event);
+        self.inner
+            .hub
+            .publish_event(collaboration.channel_id, &event);
         let inner = self.inner.clone();
         let id = collaboration.id;
-        self.inner.tracker.spawn(async move { runner::summarize_only(&inner, id).await });
+        self.inner
+            .tracker
+            .spawn(async move { runner::summarize_only(&inner, id).await });
         Ok(StopOutcome::Stopped)
     }
 }
@@ -177,11 +190,19 @@ impl Engine {
 /// The model that judges, selects and summarizes for a collaboration: the principal's when
 /// it is an `llm` agent, else the `default` provider's configured model, else none.
 fn auxiliary_model(models: &Models, principal: Option<&AgentSpec>) -> Option<ModelRef> {
-    if let Some(AgentSpec::Llm { provider, model, .. }) = principal
+    if let Some(AgentSpec::Llm {
+        provider, model, ..
+    }) = principal
         && models.has(provider)
     {
-        return Some(ModelRef { provider: provider.clone(), model: model.clone() });
+        return Some(ModelRef {
+            provider: provider.clone(),
+            model: model.clone(),
+        });
     }
     let model = models.default_model("default")?;
-    Some(ModelRef { provider: "default".into(), model })
+    Some(ModelRef {
+        provider: "default".into(),
+        model,
+    })
 }

@@ -58,13 +58,18 @@ pub(super) async fn run(inner: &Inner, id: Uuid, mut control: mpsc::Receiver<Con
     let span = tracing::info_span!("collaboration", id = %id);
     let _enter = span.enter();
     drop(_enter);
-    let Exit::Ended(ending, ack) = drive(inner, &mut state, &mut control).await else { return };
-    let Some(event) =
-        persist("end", || inner.store.finish_collaboration(id, &ending)).await.flatten()
+    let Exit::Ended(ending, ack) = drive(inner, &mut state, &mut control).await else {
+        return;
+    };
+    let Some(event) = persist("end", || inner.store.finish_collaboration(id, &ending))
+        .await
+        .flatten()
     else {
         return;
     };
-    inner.hub.publish_event(state.collaboration.channel_id, &event);
+    inner
+        .hub
+        .publish_event(state.collaboration.channel_id, &event);
     if let Some(ack) = ack {
         let _ = ack.send(());
     }
@@ -94,24 +99,45 @@ pub(super) async fn summarize_only(inner: &Inner, id: Uuid) {
 }
 
 async fn load(inner: &Inner, id: Uuid) -> anyhow::Result<Option<State>> {
-    let Some(collaboration) = inner.store.collaboration(id).await? else { return Ok(None) };
+    let Some(collaboration) = inner.store.collaboration(id).await? else {
+        return Ok(None);
+    };
     let roster = collaboration.roster();
     let ids: Vec<Uuid> = roster.iter().map(|s| s.id).collect();
-    let agents: HashMap<Uuid, Agent> =
-        inner.store.agents_by_id(&ids).await?.into_iter().map(|a| (a.id, a)).collect();
+    let agents: HashMap<Uuid, Agent> = inner
+        .store
+        .agents_by_id(&ids)
+        .await?
+        .into_iter()
+        .map(|a| (a.id, a))
+        .collect();
     let mut transcript = Vec::new();
     let mut after = 0;
     loop {
-        let events = inner.store.read_events(collaboration.channel_id, after, 500).await?;
+        let events = inner
+            .store
+            .read_events(collaboration.channel_id, after, 500)
+            .await?;
         let Some(last) = events.last() else { break };
         after = last.seq;
         transcript.extend(events.iter().filter_map(|e| match e.body() {
-            Some(EventBody::Message { sender, content, .. }) => Some(Line { sender, content }),
+            Some(EventBody::Message {
+                sender, content, ..
+            }) => Some(Line { sender, content }),
             _ => None,
         }));
     }
-    let aux = auxiliary_model(&inner.models, agents.get(&collaboration.principal.id).map(|a| &a.spec));
-    Ok(Some(State { collaboration, agents, roster, transcript, aux }))
+    let aux = auxiliary_model(
+        &inner.models,
+        agents.get(&collaboration.principal.id).map(|a| &a.spec),
+    );
+    Ok(Some(State {
+        collaboration,
+        agents,
+        roster,
+        transcript,
+        aux,
+    }))
 }
 
 async fn drive(inner: &Inner, state: &mut State, control: &mut mpsc::Receiver<Control>) -> Exit {
@@ -132,7 +158,8 @@ async fn drive(inner: &Inner, state: &mut State, control: &mut mpsc::Receiver<Co
         if let Some(budget) = collaboration.token_budget
             && collaboration.tokens_used >= budget
         {
-            let advisory = format!("The token budget of {budget} was spent before the objective was met.");
+            let advisory =
+                format!("The token budget of {budget} was spent before the objective was met.");
             return ended(EndReason::TokenBudget, Some(advisory), None, None);
         }
         let turn = tokio::select! {
@@ -186,7 +213,15 @@ fn ended(
     error_message: Option<String>,
     ack: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Exit {
-    Exit::Ended(Ending { reason, advisory_message, error_message, ended_at: Utc::now() }, ack)
+    Exit::Ended(
+        Ending {
+            reason,
+            advisory_message,
+            error_message,
+            ended_at: Utc::now(),
+        },
+        ack,
+    )
 }
 
 fn on_control(request: Option<Control>) -> Exit {
@@ -239,7 +274,12 @@ async fn take_turn(inner: &Inner, state: &State) -> Result<Turn, String> {
     if completion.content.trim().is_empty() {
         return Err(format!("{} returned an empty message", sender.name));
     }
-    Ok(Turn { turn_id, sender, content: completion.content, tokens: completion.tokens + choice.tokens })
+    Ok(Turn {
+        turn_id,
+        sender,
+        content: completion.content,
+        tokens: completion.tokens + choice.tokens,
+    })
 }
 
 /// Stores a turn, then publishes it. False if the store would not take it.
@@ -253,15 +293,22 @@ async fn record(inner: &Inner, state: &mut State, turn: Turn) -> bool {
         created_at: Utc::now(),
     };
     let id = state.collaboration.id;
-    let Some(event) =
-        persist("message", || inner.store.append_message(id, &body, turn.tokens)).await
+    let Some(event) = persist("message", || {
+        inner.store.append_message(id, &body, turn.tokens)
+    })
+    .await
     else {
         return false;
     };
-    inner.hub.publish_event(state.collaboration.channel_id, &event);
+    inner
+        .hub
+        .publish_event(state.collaboration.channel_id, &event);
     state.collaboration.message_count += 1;
     state.collaboration.tokens_used += turn.tokens;
-    state.transcript.push(Line { sender: turn.sender, content: turn.content });
+    state.transcript.push(Line {
+        sender: turn.sender,
+        content: turn.content,
+    });
     true
 }
 
@@ -270,7 +317,10 @@ async fn add_tokens(inner: &Inner, state: &mut State, tokens: u64) {
         return;
     }
     let id = state.collaboration.id;
-    if persist("tokens", || inner.store.add_tokens(id, tokens)).await.is_some() {
+    if persist("tokens", || inner.store.add_tokens(id, tokens))
+        .await
+        .is_some()
+    {
         state.collaboration.tokens_used += tokens;
     }
 }
@@ -314,7 +364,9 @@ async fn summarize(
         persist("tokens", || inner.store.add_tokens(id, tokens)).await;
     }
     let stored = persist("summary", || {
-        inner.store.record_summary(id, &summary.headline, &summary.summary)
+        inner
+            .store
+            .record_summary(id, &summary.headline, &summary.summary)
     })
     .await
     .flatten();
@@ -335,7 +387,12 @@ where
         match write().await {
             Ok(value) => return Some(value),
             Err(error) => {
-                tracing::error!(what, attempt, error = format!("{error:#}"), "store write failed");
+                tracing::error!(
+                    what,
+                    attempt,
+                    error = format!("{error:#}"),
+                    "store write failed"
+                );
                 tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt))).await;
             }
         }

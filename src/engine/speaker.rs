@@ -32,17 +32,32 @@ pub(crate) async fn next(
     models: &Models,
     selector: Option<&ModelRef>,
 ) -> Choice {
-    let Some(last) = transcript.last() else { return Choice { index: 0, tokens: 0 } };
+    let Some(last) = transcript.last() else {
+        return Choice {
+            index: 0,
+            tokens: 0,
+        };
+    };
     let last_index = roster.iter().position(|s| s.id == last.sender.id);
     let round_robin = last_index.map_or(0, |i| (i + 1) % roster.len());
     if roster.len() == 1 {
-        return Choice { index: 0, tokens: 0 };
+        return Choice {
+            index: 0,
+            tokens: 0,
+        };
     }
     if principal_is_due(roster, transcript) {
-        return Choice { index: 0, tokens: 0 };
+        return Choice {
+            index: 0,
+            tokens: 0,
+        };
     }
-    if strategy == Strategy::RoundRobin {
-        return Choice { index: round_robin, tokens: 0 };
+    // With two members there is only ever one candidate: no need to ask anyone.
+    if strategy == Strategy::RoundRobin || roster.len() == 2 {
+        return Choice {
+            index: round_robin,
+            tokens: 0,
+        };
     }
     if let Some(index) = addressed(roster, &last.content).filter(|&i| Some(i) != last_index) {
         return Choice { index, tokens: 0 };
@@ -50,17 +65,29 @@ pub(crate) async fn next(
     if let Some(selector) = selector {
         match select_with_model(roster, last_index, transcript, objective, models, selector).await {
             Ok(choice) => return choice,
-            Err(tokens) => return Choice { index: round_robin, tokens },
+            Err(tokens) => {
+                return Choice {
+                    index: round_robin,
+                    tokens,
+                };
+            }
         }
     }
-    Choice { index: round_robin, tokens: 0 }
+    Choice {
+        index: round_robin,
+        tokens: 0,
+    }
 }
 
 /// True when `roster.len() - 1` messages have passed since the principal last spoke (or it
 /// has never spoken), so the principal must take this turn to keep one voice per round.
 fn principal_is_due(roster: &[Sender], transcript: &[Line]) -> bool {
     let principal = roster[0].id;
-    let since = transcript.iter().rev().take_while(|l| l.sender.id != principal).count();
+    let since = transcript
+        .iter()
+        .rev()
+        .take_while(|l| l.sender.id != principal)
+        .count();
     since >= roster.len() - 1
 }
 
@@ -89,8 +116,11 @@ async fn select_with_model(
     models: &Models,
     selector: &ModelRef,
 ) -> Result<Choice, u64> {
-    let candidates: Vec<(usize, &Sender)> =
-        roster.iter().enumerate().filter(|(i, _)| Some(*i) != last_index).collect();
+    let candidates: Vec<(usize, &Sender)> = roster
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| Some(*i) != last_index)
+        .collect();
     let names: Vec<&str> = candidates.iter().map(|(_, s)| s.name.as_str()).collect();
     let recent = transcript
         .iter()
@@ -136,7 +166,10 @@ async fn select_with_model(
     candidates
         .iter()
         .find(|(_, s)| s.name.to_lowercase() == answer)
-        .map(|(i, _)| Choice { index: *i, tokens: completion.tokens })
+        .map(|(i, _)| Choice {
+            index: *i,
+            tokens: completion.tokens,
+        })
         .ok_or(completion.tokens)
 }
 
@@ -150,7 +183,12 @@ mod tests {
     fn roster(names: &[&str]) -> Vec<Sender> {
         names
             .iter()
-            .map(|n| Sender { id: Uuid::new_v4(), address: format!("agent1q{n}"), name: (*n).into(), kind: AgentKind::Scripted })
+            .map(|n| Sender {
+                id: Uuid::new_v4(),
+                address: format!("agent1q{n}"),
+                name: (*n).into(),
+                kind: AgentKind::Scripted,
+            })
             .collect()
     }
 
@@ -164,14 +202,22 @@ mod tests {
         Models::new(&[], &settings).unwrap()
     }
 
-    async fn sequence(strategy: Strategy, roster: &[Sender], said: impl Fn(usize) -> String, turns: usize) -> Vec<usize> {
+    async fn sequence(
+        strategy: Strategy,
+        roster: &[Sender],
+        said: impl Fn(usize) -> String,
+        turns: usize,
+    ) -> Vec<usize> {
         let models = no_models();
         let mut transcript: Vec<Line> = Vec::new();
         let mut order = Vec::new();
         for turn in 0..turns {
             let choice = next(strategy, roster, &transcript, "o", &models, None).await;
             order.push(choice.index);
-            transcript.push(Line { sender: roster[choice.index].clone(), content: said(turn) });
+            transcript.push(Line {
+                sender: roster[choice.index].clone(),
+                content: said(turn),
+            });
         }
         order
     }
@@ -179,11 +225,15 @@ mod tests {
     #[tokio::test]
     async fn round_robin_cycles_from_the_principal() {
         let r = roster(&["boss", "ann", "bob"]);
-        assert_eq!(sequence(Strategy::RoundRobin, &r, |_| "ok".into(), 7).await, [0, 1, 2, 0, 1, 2, 0]);
+        assert_eq!(
+            sequence(Strategy::RoundRobin, &r, |_| "ok".into(), 7).await,
+            [0, 1, 2, 0, 1, 2, 0]
+        );
     }
 
     #[tokio::test]
-    async fn manager_follows_mentions_but_never_twice_in_a_row_and_keeps_the_principal_in_each_round() {
+    async fn manager_follows_mentions_but_never_twice_in_a_row_and_keeps_the_principal_in_each_round()
+     {
         let r = roster(&["boss", "ann", "bob"]);
         // Everyone always hands the turn to bob.
         let order = sequence(Strategy::Manager, &r, |_| "over to @bob".into(), 9).await;
@@ -191,7 +241,10 @@ mod tests {
             assert_ne!(pair[0], pair[1], "{order:?}");
         }
         for (i, window) in order.windows(3).enumerate() {
-            assert!(window.contains(&0), "no principal in round at {i}: {order:?}");
+            assert!(
+                window.contains(&0),
+                "no principal in round at {i}: {order:?}"
+            );
         }
         assert_eq!(&order[..2], [0, 2], "the mention is followed");
     }

@@ -68,7 +68,11 @@ async fn with_model(
              {{\"headline\": string, \"summary\": string}}.",
             collaboration.objective,
             reason.describe(),
-            collaboration.advisory_message.as_deref().map(|a| format!(" Note: {a}")).unwrap_or_default(),
+            collaboration
+                .advisory_message
+                .as_deref()
+                .map(|a| format!(" Note: {a}"))
+                .unwrap_or_default(),
         ))),
         ChatCompletionRequestMessage::User(ChatCompletionRequestUserMessage::from(format!(
             "<transcript>\n{quoted}\n</transcript>"
@@ -87,7 +91,10 @@ async fn with_model(
             strict: Some(true),
         },
     });
-    let completion = models.complete(model, request).await.map_err(|e| e.to_string())?;
+    let completion = models
+        .complete(model, request)
+        .await
+        .map_err(|e| e.to_string())?;
     let summary = serde_json::from_str::<Summary>(completion.content.trim())
         .map_err(|e| format!("its answer was not a summary: {e}"))?;
     if summary.headline.trim().is_empty() || summary.summary.trim().is_empty() {
@@ -126,7 +133,11 @@ fn composed(
         summary.push_str(&format!(" Error: {error}."));
     }
     if let Some(last) = transcript.last() {
-        summary.push_str(&format!(" The last word was {}'s: \"{}\".", last.sender.name, truncate(&last.content, 200)));
+        summary.push_str(&format!(
+            " The last word was {}'s: \"{}\".",
+            last.sender.name,
+            truncate(&last.content, 200)
+        ));
     }
     summary.push(' ');
     summary.push_str(note);

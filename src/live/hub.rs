@@ -39,11 +39,15 @@ impl Hub {
 
     /// Drops the channel's sender once its last viewer has gone.
     pub fn release(&self, channel_id: Uuid) {
-        self.channels.remove_if(&channel_id, |_, sender| sender.receiver_count() == 0);
+        self.channels
+            .remove_if(&channel_id, |_, sender| sender.receiver_count() == 0);
     }
 
     pub fn publish_event(&self, channel_id: Uuid, event: &StoredEvent) {
-        self.send(channel_id, || Frame::Event { seq: event.seq, text: event.frame.clone().into() });
+        self.send(channel_id, || Frame::Event {
+            seq: event.seq,
+            text: event.frame.clone().into(),
+        });
     }
 
     pub fn publish_delta(&self, channel_id: Uuid, json: String) {
@@ -58,12 +62,16 @@ impl Hub {
     }
 
     pub fn viewers(&self, channel_id: Uuid) -> usize {
-        self.channels.get(&channel_id).map_or(0, |s| s.receiver_count())
+        self.channels
+            .get(&channel_id)
+            .map_or(0, |s| s.receiver_count())
     }
 
     fn send(&self, channel_id: Uuid, frame: impl FnOnce() -> Frame) {
         // Clone the sender out so no map guard is held while sending.
-        let Some(sender) = self.channels.get(&channel_id).map(|s| s.clone()) else { return };
+        let Some(sender) = self.channels.get(&channel_id).map(|s| s.clone()) else {
+            return;
+        };
         if sender.send(frame()).is_err() {
             self.release(channel_id);
         }

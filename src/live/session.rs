@@ -48,7 +48,10 @@ impl Session {
             End::Failed => Some((close_code::ERROR, "internal error")),
         };
         if let Some((code, reason)) = close {
-            let frame = CloseFrame { code, reason: reason.into() };
+            let frame = CloseFrame {
+                code,
+                reason: reason.into(),
+            };
             let _ = socket.send(Message::Close(Some(frame))).await;
         }
     }
@@ -65,7 +68,11 @@ impl Session {
             "status": self.channel.status,
             "last_seq": self.channel.last_seq,
         });
-        if socket.send(Message::Text(hello.to_string().into())).await.is_err() {
+        if socket
+            .send(Message::Text(hello.to_string().into()))
+            .await
+            .is_err()
+        {
             return End::Peer;
         }
         let mut last_sent = self.after_seq;
@@ -123,7 +130,11 @@ impl Session {
     /// Sends every stored event after `last_sent`, page by page, advancing `last_sent`.
     async fn catch_up(&self, socket: &mut WebSocket, last_sent: &mut i64) -> Result<(), End> {
         loop {
-            let events = match self.store.read_events(self.channel.id, *last_sent, CATCH_UP_PAGE).await {
+            let events = match self
+                .store
+                .read_events(self.channel.id, *last_sent, CATCH_UP_PAGE)
+                .await
+            {
                 Ok(events) => events,
                 Err(error) => {
                     tracing::error!(error = format!("{error:#}"), "catching a viewer up failed");
@@ -143,7 +154,10 @@ impl Session {
 }
 
 async fn send(socket: &mut WebSocket, text: Utf8Bytes) -> Result<(), End> {
-    socket.send(Message::Text(text)).await.map_err(|_| End::Peer)
+    socket
+        .send(Message::Text(text))
+        .await
+        .map_err(|_| End::Peer)
 }
 
 /// Viewers may only listen for now: human participants arrive with their own agent kind.
@@ -158,5 +172,7 @@ fn reply_to_client_frame(text: &str) -> Utf8Bytes {
         ),
         _ => ("bad_frame", "expected a JSON object with a known `type`"),
     };
-    json!({"type": "error", "code": code, "message": message}).to_string().into()
+    json!({"type": "error", "code": code, "message": message})
+        .to_string()
+        .into()
 }

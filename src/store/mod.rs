@@ -90,8 +90,11 @@ pub trait Store: Send + Sync + 'static {
     async fn get_agent(&self, account_id: Uuid, agent: &AgentRef) -> StoreResult<Option<Agent>>;
     /// Agents by id regardless of account: the engine's view of a roster it already owns.
     async fn agents_by_id(&self, ids: &[Uuid]) -> StoreResult<Vec<Agent>>;
-    async fn list_agents(&self, account_id: Uuid, page: PageRequest)
-    -> StoreResult<(Vec<Agent>, u64)>;
+    async fn list_agents(
+        &self,
+        account_id: Uuid,
+        page: PageRequest,
+    ) -> StoreResult<(Vec<Agent>, u64)>;
     async fn update_agent(&self, agent: &Agent) -> StoreResult<()>;
     /// False when there was no such agent; a conflict while a collaboration uses it.
     async fn delete_agent(&self, account_id: Uuid, id: Uuid) -> StoreResult<bool>;

@@ -15,9 +15,7 @@ use sqlx::{
 };
 use uuid::{Uuid, fmt::Hyphenated};
 
-use super::{
-    ChannelInfo, CollaborationFilter, KeyRecord, NewKey, Store, StoreError, StoreResult,
-};
+use super::{ChannelInfo, CollaborationFilter, KeyRecord, NewKey, Store, StoreError, StoreResult};
 use crate::domain::{
     Agent, AgentAddress, AgentRef, AgentSpec, Collaboration, CollaborationStatus, Ending,
     EventBody, NewCollaboration, PageRequest, Sender, StoredEvent,
@@ -42,7 +40,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }
@@ -94,14 +95,16 @@ async fn insert_event(
     .fetch_one(&mut **tx)
     .await?;
     let frame = body.to_frame(seq);
-    sqlx::query("INSERT INTO events (channel_id, seq, kind, frame, created_at) VALUES (?, ?, ?, ?, ?)")
-        .bind(channel_id)
-        .bind(seq)
-        .bind(body.kind())
-        .bind(&frame)
-        .bind(Utc::now())
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO events (channel_id, seq, kind, frame, created_at) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(channel_id)
+    .bind(seq)
+    .bind(body.kind())
+    .bind(&frame)
+    .bind(Utc::now())
+    .execute(&mut **tx)
+    .await?;
     Ok(StoredEvent { seq, frame })
 }
 
@@ -109,10 +112,12 @@ async fn channel_of(
     tx: &mut Transaction<'static, Sqlite>,
     collaboration_id: Uuid,
 ) -> StoreResult<Hyphenated> {
-    Ok(sqlx::query_scalar("SELECT channel_id FROM collaborations WHERE id = ?")
-        .bind(collaboration_id.hyphenated())
-        .fetch_one(&mut **tx)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT channel_id FROM collaborations WHERE id = ?")
+            .bind(collaboration_id.hyphenated())
+            .fetch_one(&mut **tx)
+            .await?,
+    )
 }
 
 fn is_unique_violation(error: &sqlx::Error) -> bool {
@@ -250,7 +255,10 @@ impl Store for SqliteStore {
         .bind(page.offset())
         .fetch_all(&self.pool)
         .await?;
-        let agents = rows.into_iter().map(AgentRow::into_domain).collect::<StoreResult<_>>()?;
+        let agents = rows
+            .into_iter()
+            .map(AgentRow::into_domain)
+            .collect::<StoreResult<_>>()?;
         Ok((agents, total as u64))
     }
 
@@ -371,7 +379,9 @@ impl Store for SqliteStore {
             filter: &CollaborationFilter,
         ) -> QueryBuilder<Sqlite> {
             let mut query = QueryBuilder::<Sqlite>::new(select);
-            query.push(" FROM collaborations c WHERE c.account_id = ").push_bind(account_id.hyphenated());
+            query
+                .push(" FROM collaborations c WHERE c.account_id = ")
+                .push_bind(account_id.hyphenated());
             if let Some(agent) = filter.agent {
                 query
                     .push(" AND EXISTS (SELECT 1 FROM collaboration_participants p WHERE p.collaboration_id = c.id AND p.agent_id = ")
@@ -379,7 +389,9 @@ impl Store for SqliteStore {
                     .push(")");
             }
             if let Some(channel_id) = filter.channel_id {
-                query.push(" AND c.channel_id = ").push_bind(channel_id.hyphenated());
+                query
+                    .push(" AND c.channel_id = ")
+                    .push_bind(channel_id.hyphenated());
             }
             if let Some(status) = filter.status {
                 query.push(" AND c.status = ").push_bind(status.as_str());
@@ -533,16 +545,18 @@ impl Store for SqliteStore {
             .bind(account_id.hyphenated())
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|(id, account_id, collaboration_id, last_seq, status, created_at)| {
-            Ok(ChannelInfo {
-                id: id.into_uuid(),
-                account_id: account_id.into_uuid(),
-                collaboration_id: collaboration_id.into_uuid(),
-                last_seq,
-                status: parse(&status)?,
-                created_at,
-            })
-        })
+        row.map(
+            |(id, account_id, collaboration_id, last_seq, status, created_at)| {
+                Ok(ChannelInfo {
+                    id: id.into_uuid(),
+                    account_id: account_id.into_uuid(),
+                    collaboration_id: collaboration_id.into_uuid(),
+                    last_seq,
+                    status: parse(&status)?,
+                    created_at,
+                })
+            },
+        )
         .transpose()
     }
 
@@ -560,7 +574,10 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|(seq, frame)| StoredEvent { seq, frame }).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(seq, frame)| StoredEvent { seq, frame })
+            .collect())
     }
 
     async fn insert_ticket(
@@ -693,7 +710,10 @@ impl CollaborationRow {
     fn into_domain(self, mut roster: Vec<Sender>) -> StoreResult<Collaboration> {
         let principal_id = self.principal_agent_id.into_uuid();
         if roster.first().map(|s| s.id) != Some(principal_id) {
-            return Err(StoreError::Corrupt(format!("collaboration {} has no principal", self.id)));
+            return Err(StoreError::Corrupt(format!(
+                "collaboration {} has no principal",
+                self.id
+            )));
         }
         let principal = roster.remove(0);
         Ok(Collaboration {

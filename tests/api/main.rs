@@ -1,0 +1,13 @@
+//! The API test suite: one binary, every test against the real server over real sockets.
+
+// A test binary exports nothing; `pub` here only shares helpers between its modules.
+#![allow(unreachable_pub)]
+
+mod support;
+
+mod agents;
+mod collaborations;
+mod models;
+mod recovery;
+mod streaming;
+mod validation;

@@ -1,0 +1,262 @@
+//! LLM agents against the fake provider: streaming, usage, the judge, faults and retries.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use skein::config::Config;
+
+use crate::support::{
+    TestApp, default_provider,
+    fake_model::{FakeModel, Fault, KEY, Purpose},
+    id, spawn_app_with,
+};
+
+async fn llm_pair(app: &TestApp) -> (Value, Value) {
+    let host = app
+        .create_agent(json!({"name": "Host", "kind": "llm", "system_prompt": "You organise."}))
+        .await;
+    let guest = app
+        .create_agent(json!({"name": "Guest", "kind": "llm"}))
+        .await;
+    (host, guest)
+}
+
+async fn with_fake(fake: &FakeModel) -> TestApp {
+    let base = fake.base_url();
+    spawn_app_with(move |c| c.providers = vec![default_provider(&base)]).await
+}
+
+#[tokio::test]
+async fn streamed_turns_send_deltas_that_add_up_to_the_message_and_usage_is_counted() {
+    let fake = FakeModel::start_expecting(
+        "authorization",
+        &format!("Bearer {KEY}"),
+        Duration::from_millis(30),
+    )
+    .await;
+    fake.reply_with(&[
+        "Welcome all, let us pick a venue.",
+        "I suggest the old jazz bar.",
+        "Agreed, jazz bar it is.",
+    ]);
+    let app = with_fake(&fake).await;
+    let (host, guest) = llm_pair(&app).await;
+    let created = app
+        .create_collaboration(
+            json!({"principal": id(&host), "participants": [id(&guest)], "message_cap": 3,
+                                     "timeout_window": 30, "evaluate_objective_completion": false}),
+        )
+        .await;
+    let mut viewer = app.viewer(created["channel_id"].as_str().unwrap(), 0).await;
+    viewer.frame().await;
+    let frames = viewer.until("summary").await;
+    let messages: Vec<&Value> = frames.iter().filter(|f| f["type"] == "message").collect();
+    assert_eq!(messages.len(), 3);
+    assert_eq!(messages[1]["content"], "I suggest the old jazz bar.");
+    let mut fully_streamed = 0;
+    for message in &messages {
+        let text: String = frames
+            .iter()
+            .filter(|f| f["type"] == "delta" && f["turn_id"] == message["turn_id"])
+            .map(|f| f["text"].as_str().unwrap())
+            .collect();
+        assert!(
+            message["content"].as_str().unwrap().ends_with(&text),
+            "deltas are pieces of the message"
+        );
+        if text == message["content"] {
+            fully_streamed += 1;
+        }
+    }
+    assert!(
+        fully_streamed >= 2,
+        "a viewer connected from the start sees whole turns stream: {frames:#?}"
+    );
+    assert!(
+        frames
+            .iter()
+            .all(|f| f["type"] != "delta" || f["seq"].is_null()),
+        "deltas are ephemeral"
+    );
+
+    let done = app.wait_until_summarized(&id(&created)).await;
+    assert_eq!(done["headline"], "Fake headline");
+    let reported: u64 = [
+        Purpose::Turn,
+        Purpose::Summary,
+        Purpose::Judge,
+        Purpose::Selector,
+    ]
+    .into_iter()
+    .map(|p| fake.tokens_reported(p))
+    .sum();
+    assert!(reported > 0);
+    assert_eq!(done["tokens_used"], reported);
+    // The persona and the objective reach the model.
+    let first = &fake.requests(Purpose::Turn)[0].body;
+    let system = first["messages"][0]["content"].as_str().unwrap();
+    assert!(
+        system.contains("You organise.") && system.contains("Plan a night out"),
+        "{system}"
+    );
+    assert_eq!(first["stream"], true);
+}
+
+#[tokio::test]
+async fn the_judge_ends_the_collaboration_when_the_objective_is_met() {
+    let fake = FakeModel::start().await;
+    fake.verdicts(&[false, true]);
+    let app = with_fake(&fake).await;
+    let (host, guest) = llm_pair(&app).await;
+    let created = app
+        .create_collaboration(
+            json!({"principal": id(&host), "participants": [id(&guest)], "message_cap": 10,
+                                     "timeout_window": 30, "objective": "Pick a restaurant"}),
+        )
+        .await;
+    let done = app.wait_until_summarized(&id(&created)).await;
+    assert_eq!(done["end_reason"], "objective_met");
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["message_count"], 2);
+    assert!(
+        done["advisory_message"]
+            .as_str()
+            .unwrap()
+            .contains("met is true")
+    );
+    assert_eq!(done["summary"], "Fake summary of the collaboration.");
+    let judged = fake.requests(Purpose::Judge);
+    assert_eq!(judged.len(), 2);
+    let quoted = judged[1].body["messages"][1]["content"].as_str().unwrap();
+    assert!(
+        quoted.starts_with("<transcript>") && quoted.contains("Host: turn 1"),
+        "{quoted}"
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_model_ends_the_collaboration_after_the_inactivity_window() {
+    let fake = FakeModel::start().await;
+    fake.fail_always(Purpose::Turn, Fault::Hang);
+    let app = with_fake(&fake).await;
+    let (host, guest) = llm_pair(&app).await;
+    let created = app
+        .create_collaboration(json!({"principal": id(&host), "participants": [id(&guest)], "message_cap": 10, "timeout_window": 1}))
+        .await;
+    let done = app.wait_until_summarized(&id(&created)).await;
+    assert_eq!(done["end_reason"], "inactivity_timeout");
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["message_count"], 0);
+    assert!(
+        done["advisory_message"]
+            .as_str()
+            .unwrap()
+            .contains("1-second")
+    );
+}
+
+#[tokio::test]
+async fn a_model_that_keeps_failing_fails_the_collaboration_after_its_retries() {
+    let fake = FakeModel::start().await;
+    fake.fail_always(Purpose::Turn, Fault::ServerError);
+    let app = with_fake(&fake).await;
+    let (host, guest) = llm_pair(&app).await;
+    let created = app
+        .create_collaboration(json!({"principal": id(&host), "participants": [id(&guest)], "message_cap": 10, "timeout_window": 30}))
+        .await;
+    let done = app.wait_until_summarized(&id(&created)).await;
+    assert_eq!(done["status"], "failed");
+    assert_eq!(done["end_reason"], "error");
+    let error = done["error_message"].as_str().unwrap();
+    assert!(
+        error.contains("Host failed") && error.contains("500"),
+        "{error}"
+    );
+    assert_eq!(
+        fake.requests(Purpose::Turn).len(),
+        1 + Config::default().models.max_retries as usize
+    );
+}
+
+#[tokio::test]
+async fn a_rate_limited_call_waits_for_retry_after_then_succeeds() {
+    let fake = FakeModel::start().await;
+    fake.fail_next(
+        Purpose::Turn,
+        Fault::RateLimited {
+            retry_after_secs: 1,
+        },
+    );
+    fake.reply_with(&["Made it."]);
+    let app = with_fake(&fake).await;
+    let (host, guest) = llm_pair(&app).await;
+    let created = app
+        .create_collaboration(
+            json!({"principal": id(&host), "participants": [id(&guest)], "message_cap": 1,
+                                     "timeout_window": 30, "evaluate_objective_completion": false}),
+        )
+        .await;
+    let done = app.wait_until_summarized(&id(&created)).await;
+    assert_eq!(done["end_reason"], "message_cap");
+    let history = app.history(created["channel_id"].as_str().unwrap()).await;
+    assert_eq!(history[0]["content"], "Made it.");
+    let turns = fake.requests(Purpose::Turn);
+    assert_eq!(turns.len(), 2);
+    let waited = turns[1].at - turns[0].at;
+    assert!(
+        waited >= Duration::from_secs(1),
+        "retried after {waited:?}, before Retry-After"
+    );
+}
+
+#[tokio::test]
+async fn a_server_error_and_a_broken_stream_are_retried_and_the_turn_is_stored_once() {
+    let fake = FakeModel::start().await;
+    fake.fail_next(Purpose::Turn, Fault::ServerError);
+    fake.fail_next(Purpose::Turn, Fault::BrokenStream);
+    fake.reply_with(&["Third time lucky."]);
+    let app = with_fake(&fake).await;
+    let (host, guest) = llm_pair(&app).await;
+    let created = app
+        .create_collaboration(
+            json!({"principal": id(&host), "participants": [id(&guest)], "message_cap": 1,
+                                     "timeout_window": 30, "evaluate_objective_completion": false}),
+        )
+        .await;
+    let done = app.wait_until_summarized(&id(&created)).await;
+    assert_eq!(done["status"], "completed");
+    let history = app.history(created["channel_id"].as_str().unwrap()).await;
+    let messages: Vec<&Value> = history.iter().filter(|e| e["type"] == "message").collect();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0]["content"], "Third time lucky.");
+    assert_eq!(fake.requests(Purpose::Turn).len(), 3);
+}
+
+#[tokio::test]
+async fn the_flock_provider_from_the_environment_sends_its_key_in_x_litellm_api_key() {
+    let fake = FakeModel::start_expecting("x-litellm-api-key", KEY, Duration::ZERO).await;
+    fake.reply_with(&["Hello from FLock."]);
+    let base = fake.base_url();
+    let env = Config::from_lookup(|name| match name {
+        "FLOCK_LLM_API_KEY" => Some(KEY.to_owned()),
+        "FLOCK_LLM_BASE_URL" => Some(base.clone()),
+        _ => None,
+    })
+    .unwrap();
+    let app = spawn_app_with(move |c| c.providers = env.providers).await;
+    let host = app.create_agent(json!({"name": "Host", "kind": "llm", "provider": "flock", "model": "qwen3-30b-a3b-instruct-2507"})).await;
+    let guest = app.scripted("Guest", &["hi"], 0).await;
+    let created = app
+        .create_collaboration(
+            json!({"principal": id(&host), "participants": [id(&guest)], "message_cap": 1,
+                                     "timeout_window": 30, "evaluate_objective_completion": false}),
+        )
+        .await;
+    app.wait_until_summarized(&id(&created)).await;
+    let history = app.history(created["channel_id"].as_str().unwrap()).await;
+    assert_eq!(history[0]["content"], "Hello from FLock.");
+    let request = &fake.requests(Purpose::Turn)[0];
+    assert_eq!(request.headers["x-litellm-api-key"], KEY);
+    assert!(request.headers.get("authorization").is_none());
+    assert_eq!(request.body["model"], "qwen3-30b-a3b-instruct-2507");
+}

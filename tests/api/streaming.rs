@@ -1,0 +1,227 @@
+//! The live stream: replay then live without gap or duplicate, history, auth, shutdown.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::support::{Said, id, seqs, spawn_app};
+
+#[tokio::test]
+async fn a_late_viewer_receives_every_missed_event_once_then_the_live_ones() {
+    let app = spawn_app().await;
+    let a = app.scripted("A", &["a1", "a2", "a3", "a4"], 120).await;
+    let b = app.scripted("B", &["b1", "b2", "b3", "b4"], 120).await;
+    let created = app
+        .create_collaboration(json!({"principal": id(&a), "participants": [id(&b)], "message_cap": 8, "timeout_window": 30}))
+        .await;
+    let channel = created["channel_id"].as_str().unwrap();
+    // Join late, while it is still running, asking only for what came after seq 3.
+    let mut early = app.viewer(channel, 0).await;
+    early.frame().await;
+    let first = early.until("message").await;
+    let mut frames = first;
+    while seqs(&frames).last() < Some(&4) {
+        frames.extend(early.until("message").await);
+    }
+    let mut late = app.viewer(channel, 3).await;
+    assert_eq!(late.frame().await["type"], "hello");
+    let seen = late.until("summary").await;
+    assert_eq!(seqs(&seen), (4..=10).collect::<Vec<_>>(), "{seen:#?}");
+    let everything = early.until("summary").await;
+    let all: Vec<i64> = seqs(&frames).into_iter().chain(seqs(&everything)).collect();
+    assert_eq!(all, (1..=10).collect::<Vec<_>>());
+
+    // After the end, a viewer from seq 3 gets exactly the same stored frames.
+    let mut after = app.viewer(channel, 3).await;
+    after.frame().await;
+    let replay = after.until("summary").await;
+    assert_eq!(
+        replay,
+        seen.into_iter()
+            .filter(|f| f["seq"].is_i64())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn history_pages_by_after_seq_with_the_frames_the_stream_sends() {
+    let app = spawn_app().await;
+    let a = app.scripted("A", &["a"], 0).await;
+    let b = app.scripted("B", &["b"], 0).await;
+    let created = app
+        .create_collaboration(json!({"principal": id(&a), "participants": [id(&b)], "message_cap": 5, "timeout_window": 30}))
+        .await;
+    app.wait_until_summarized(&id(&created)).await;
+    let channel = created["channel_id"].as_str().unwrap();
+    let page: Value = app
+        .get(&format!(
+            "/api/v1/channels/{channel}/messages?after_seq=2&limit=3"
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seqs(page["items"].as_array().unwrap()), [3, 4, 5]);
+    assert_eq!(page["next_after_seq"], 5);
+    let rest: Value = app
+        .get(&format!("/api/v1/channels/{channel}/messages?after_seq=5"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seqs(rest["items"].as_array().unwrap()), [6, 7]);
+    let end: Value = app
+        .get(&format!("/api/v1/channels/{channel}/messages?after_seq=7"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(end, json!({"items": [], "next_after_seq": 7}));
+
+    let meta: Value = app
+        .get(&format!("/api/v1/channels/{channel}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["last_seq"], 7);
+    assert_eq!(meta["collaboration_id"], created["id"]);
+
+    let mut viewer = app.viewer(channel, 0).await;
+    viewer.frame().await;
+    let streamed = viewer.until("summary").await;
+    assert_eq!(
+        streamed,
+        app.history(channel).await,
+        "history and stream carry the same frames"
+    );
+    for bad in ["limit=0", "limit=501", "after_seq=-1", "limit=ten"] {
+        let response = app
+            .get(&format!("/api/v1/channels/{channel}/messages?{bad}"))
+            .await;
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn a_bad_key_ticket_or_channel_is_closed_with_1008_before_any_frame() {
+    let app = spawn_app().await;
+    let a = app.scripted("A", &["a"], 0).await;
+    let b = app.scripted("B", &["b"], 0).await;
+    let created = app
+        .create_collaboration(json!({"principal": id(&a), "participants": [id(&b)], "message_cap": 2, "timeout_window": 30}))
+        .await;
+    let channel = created["channel_id"].as_str().unwrap();
+    let ticket: Value = app
+        .post(
+            &format!("/api/v1/channels/{channel}/websocket_tickets"),
+            &json!({}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ticket["channel_id"], created["channel_id"]);
+    let value = ticket["value"].as_str().unwrap();
+
+    let mut with_ticket = app
+        .viewer_at(&format!("/api/v1/channels/{channel}/stream?ticket={value}"))
+        .await;
+    assert_eq!(with_ticket.frame().await["type"], "hello");
+    let refused = [
+        format!("/api/v1/channels/{channel}/stream?ticket={value}"), // used already
+        format!("/api/v1/channels/{channel}/stream?ticket=wst_made_up"),
+        format!("/api/v1/channels/{channel}/stream"),
+        format!(
+            "/api/v1/channels/{}/stream?ticket={value}",
+            uuid::Uuid::new_v4()
+        ),
+    ];
+    for path in refused {
+        let mut viewer = app.viewer_at(&path).await;
+        match viewer.next().await {
+            Said::Closed(code, _) => assert_eq!(code, Some(CloseCode::Policy), "{path}"),
+            Said::Frame(frame) => panic!("{path} got a frame: {frame}"),
+        }
+    }
+    // A ticket is bound to its channel.
+    let other = app
+        .create_collaboration(json!({"principal": id(&a), "participants": [id(&b)], "message_cap": 2, "timeout_window": 30}))
+        .await;
+    let ticket: Value = app
+        .post(
+            &format!("/api/v1/channels/{channel}/websocket_tickets"),
+            &json!({}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut elsewhere = app
+        .viewer_at(&format!(
+            "/api/v1/channels/{}/stream?ticket={}",
+            other["channel_id"].as_str().unwrap(),
+            ticket["value"].as_str().unwrap()
+        ))
+        .await;
+    assert!(matches!(
+        elsewhere.next().await,
+        Said::Closed(Some(CloseCode::Policy), _)
+    ));
+}
+
+#[tokio::test]
+async fn a_viewer_that_speaks_is_told_it_cannot_yet() {
+    let app = spawn_app().await;
+    let a = app.scripted("A", &["a"], 0).await;
+    let b = app.scripted("B", &["b"], 0).await;
+    let created = app
+        .create_collaboration(json!({"principal": id(&a), "participants": [id(&b)], "message_cap": 2, "timeout_window": 30}))
+        .await;
+    let mut viewer = app.viewer(created["channel_id"].as_str().unwrap(), 0).await;
+    viewer.until("summary").await;
+    viewer
+        .send(json!({"type": "message", "content": "hello"}))
+        .await;
+    let reply = viewer.frame().await;
+    assert_eq!(
+        (reply["type"].as_str(), reply["code"].as_str()),
+        (Some("error"), Some("not_a_participant"))
+    );
+}
+
+#[tokio::test]
+async fn shutdown_closes_viewers_with_1001_and_leaves_running_collaborations_running() {
+    let app = spawn_app().await;
+    let a = app.scripted("A", &["a"], 200).await;
+    let b = app.scripted("B", &["b"], 200).await;
+    let created = app
+        .create_collaboration(json!({"principal": id(&a), "participants": [id(&b)], "message_cap": 100, "timeout_window": 30}))
+        .await;
+    let mut viewer = app.viewer(created["channel_id"].as_str().unwrap(), 0).await;
+    viewer.frame().await;
+    let shutdown = tokio::spawn(app.shut_down_keeping_data());
+    loop {
+        match viewer.next().await {
+            Said::Frame(_) => continue,
+            Said::Closed(code, _) => {
+                assert_eq!(code, Some(CloseCode::Away));
+                break;
+            }
+        }
+    }
+    let data = shutdown.await.unwrap();
+    let restarted = crate::support::spawn_app_in(data).await;
+    let at_restart = restarted.collaboration(&id(&created)).await;
+    assert_eq!(
+        at_restart["status"], "running",
+        "a shutdown must not end a collaboration"
+    );
+    let said = at_restart["message_count"].as_u64().unwrap();
+    // The new process resumes it.
+    crate::support::wait_for(|| async {
+        let now = restarted.collaboration(&id(&created)).await;
+        (now["message_count"].as_u64().unwrap() > said).then_some(())
+    })
+    .await;
+}

@@ -1,0 +1,324 @@
+//! A fake OpenAI-compatible provider: `POST /v1/chat/completions`, plain JSON or SSE
+//! streaming, with usage, replies scripted per test, a check of the key header, and faults
+//! on demand (429 with Retry-After, 500, a hang, a stream that breaks off).
+//!
+//! It tells the engine's calls apart by their structured-output schema name: the judge asks
+//! for `objective_verdict`, the summarizer for `collaboration_summary`, the selector for
+//! `speaker_selection`; anything else is an agent's turn.
+
+use std::{
+    collections::VecDeque,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Json, Router,
+    body::{Body, Bytes},
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use serde_json::{Value, json};
+
+pub const KEY: &str = "fake-provider-key";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Turn,
+    Judge,
+    Summary,
+    Selector,
+}
+
+#[derive(Debug, Clone)]
+pub enum Fault {
+    RateLimited {
+        retry_after_secs: u64,
+    },
+    ServerError,
+    /// Never answers.
+    Hang,
+    /// Sends the first piece of the stream, then drops the connection.
+    BrokenStream,
+}
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub purpose: Purpose,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub at: Instant,
+}
+
+struct Script {
+    turns: VecDeque<String>,
+    verdicts: VecDeque<(bool, String)>,
+    faults: VecDeque<(Purpose, Fault)>,
+    /// Applied to every request of that purpose once its queue of one-off faults is empty.
+    always: Option<(Purpose, Fault)>,
+    recorded: Vec<Recorded>,
+    turn_count: usize,
+}
+
+#[derive(Clone)]
+pub struct FakeModel {
+    pub address: SocketAddr,
+    /// The header the key must arrive in, and the value expected there.
+    expected: Arc<(String, String)>,
+    script: Arc<Mutex<Script>>,
+    /// Pause between streamed pieces, so viewers can watch deltas arrive.
+    chunk_delay: Duration,
+}
+
+impl FakeModel {
+    /// Expects `Authorization: Bearer <KEY>`.
+    pub async fn start() -> Self {
+        Self::start_expecting("authorization", &format!("Bearer {KEY}"), Duration::ZERO).await
+    }
+
+    pub async fn start_expecting(header: &str, value: &str, chunk_delay: Duration) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let fake = Self {
+            address: listener.local_addr().unwrap(),
+            expected: Arc::new((header.to_lowercase(), value.to_owned())),
+            script: Arc::new(Mutex::new(Script {
+                turns: VecDeque::new(),
+                verdicts: VecDeque::new(),
+                faults: VecDeque::new(),
+                always: None,
+                recorded: Vec::new(),
+                turn_count: 0,
+            })),
+            chunk_delay,
+        };
+        let app = Router::new()
+            .route("/v1/chat/completions", post(completions))
+            .with_state(fake.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        fake
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.address)
+    }
+
+    /// Turn replies, in order; once used up, turns answer "turn N".
+    pub fn reply_with(&self, replies: &[&str]) {
+        self.script
+            .lock()
+            .unwrap()
+            .turns
+            .extend(replies.iter().map(|r| r.to_string()));
+    }
+
+    /// Judge verdicts, in order; once used up, the judge says "not met".
+    pub fn verdicts(&self, verdicts: &[bool]) {
+        let mut script = self.script.lock().unwrap();
+        script
+            .verdicts
+            .extend(verdicts.iter().map(|&met| (met, format!("met is {met}"))));
+    }
+
+    /// A fault for the next request of that purpose.
+    pub fn fail_next(&self, purpose: Purpose, fault: Fault) {
+        self.script
+            .lock()
+            .unwrap()
+            .faults
+            .push_back((purpose, fault));
+    }
+
+    /// A fault for every request of that purpose.
+    pub fn fail_always(&self, purpose: Purpose, fault: Fault) {
+        self.script.lock().unwrap().always = Some((purpose, fault));
+    }
+
+    pub fn requests(&self, purpose: Purpose) -> Vec<Recorded> {
+        self.script
+            .lock()
+            .unwrap()
+            .recorded
+            .iter()
+            .filter(|r| r.purpose == purpose)
+            .cloned()
+            .collect()
+    }
+
+    /// Total tokens the fake reported for requests of this purpose.
+    pub fn tokens_reported(&self, purpose: Purpose) -> u64 {
+        self.requests(purpose)
+            .iter()
+            .map(|r| usage_for(&r.body).2)
+            .sum()
+    }
+}
+
+fn purpose_of(body: &Value) -> Purpose {
+    match body["response_format"]["json_schema"]["name"].as_str() {
+        Some("objective_verdict") => Purpose::Judge,
+        Some("collaboration_summary") => Purpose::Summary,
+        Some("speaker_selection") => Purpose::Selector,
+        _ => Purpose::Turn,
+    }
+}
+
+/// Usage derived from the request: prompt tokens ~ characters / 4, a fixed 7 for output.
+fn usage_for(body: &Value) -> (u64, u64, u64) {
+    let chars: usize = body["messages"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .map(|m| m["content"].as_str().map_or(0, str::len))
+                .sum()
+        })
+        .unwrap_or(0);
+    let prompt = (chars / 4) as u64 + 1;
+    (prompt, 7, prompt + 7)
+}
+
+fn openai_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": {"message": message, "type": kind, "param": null, "code": null}})),
+    )
+        .into_response()
+}
+
+async fn completions(
+    State(fake): State<FakeModel>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let (header, value) = fake.expected.as_ref();
+    if headers.get(header.as_str()).and_then(|v| v.to_str().ok()) != Some(value.as_str()) {
+        return openai_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "bad or missing API key",
+        );
+    }
+    let purpose = purpose_of(&body);
+    let (fault, content) = {
+        let mut script = fake.script.lock().unwrap();
+        script.recorded.push(Recorded {
+            purpose,
+            headers: headers.clone(),
+            body: body.clone(),
+            at: Instant::now(),
+        });
+        let fault = match script.faults.iter().position(|(p, _)| *p == purpose) {
+            Some(i) => script.faults.remove(i).map(|(_, f)| f),
+            None => script
+                .always
+                .clone()
+                .filter(|(p, _)| *p == purpose)
+                .map(|(_, f)| f),
+        };
+        let content = match purpose {
+            Purpose::Turn => {
+                script.turn_count += 1;
+                let n = script.turn_count;
+                if fault.is_none() { script.turns.pop_front().unwrap_or_else(|| format!("turn {n}")) } else { String::new() }
+            }
+            Purpose::Judge => {
+                let (met, reason) = script.verdicts.pop_front().unwrap_or((false, "not yet".into()));
+                json!({"met": met, "reason": reason}).to_string()
+            }
+            Purpose::Summary => json!({"headline": "Fake headline", "summary": "Fake summary of the collaboration."}).to_string(),
+            Purpose::Selector => json!({"speaker": "nobody-valid"}).to_string(),
+        };
+        (fault, content)
+    };
+    match fault {
+        Some(Fault::RateLimited { retry_after_secs }) => {
+            let mut response = openai_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "slow down",
+            );
+            response
+                .headers_mut()
+                .insert("retry-after", retry_after_secs.to_string().parse().unwrap());
+            return response;
+        }
+        Some(Fault::ServerError) => {
+            return openai_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "boom");
+        }
+        Some(Fault::Hang) => std::future::pending::<()>().await,
+        Some(Fault::BrokenStream) | None => {}
+    }
+    let broken = matches!(fault, Some(Fault::BrokenStream));
+    let model = body["model"].as_str().unwrap_or("fake-model").to_owned();
+    let (prompt, completion, total) = usage_for(&body);
+    let usage =
+        json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total});
+    if body["stream"] != json!(true) {
+        return Json(json!({
+            "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": usage,
+        }))
+        .into_response();
+    }
+    sse(content, model, usage, broken, fake.chunk_delay)
+}
+
+/// The SSE body: the content in three pieces, a finish chunk, a usage chunk, `[DONE]`.
+fn sse(content: String, model: String, usage: Value, broken: bool, delay: Duration) -> Response {
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    };
+    let chars: Vec<char> = content.chars().collect();
+    let third = chars.len().div_ceil(3).max(1);
+    let mut events: Vec<String> = chars
+        .chunks(third)
+        .map(|piece| {
+            chunk(
+                json!({"role": "assistant", "content": piece.iter().collect::<String>()}),
+                Value::Null,
+            )
+            .to_string()
+        })
+        .collect();
+    events.push(chunk(json!({}), json!("stop")).to_string());
+    events.push(json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model, "choices": [], "usage": usage}).to_string());
+    events.push("[DONE]".into());
+    let stream = async_stream(events, broken, delay);
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+fn async_stream(
+    events: Vec<String>,
+    broken: bool,
+    delay: Duration,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures::stream::unfold(
+        (events.into_iter(), 0usize),
+        move |(mut rest, sent)| async move {
+            if broken && sent == 1 {
+                return Some((
+                    Err(std::io::Error::other("connection dropped")),
+                    (rest, usize::MAX),
+                ));
+            }
+            if sent == usize::MAX {
+                return None;
+            }
+            let event = rest.next()?;
+            if sent > 0 && !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            Some((
+                Ok(Bytes::from(format!("data: {event}\n\n"))),
+                (rest, sent + 1),
+            ))
+        },
+    )
+}

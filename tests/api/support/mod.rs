@@ -1,0 +1,348 @@
+//! Test support: the real server on port 0 with its own data directory, an HTTP client,
+//! a WebSocket viewer, and a fake model provider.
+
+pub mod fake_model;
+
+use std::{net::SocketAddr, time::Duration};
+
+use futures::{SinkExt, StreamExt};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use skein::{
+    app::App,
+    config::{Config, ProviderConfig},
+};
+use tempfile::TempDir;
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream,
+    tungstenite::{Message, client::IntoClientRequest, protocol::frame::coding::CloseCode},
+};
+use tokio_util::sync::CancellationToken;
+
+pub const ADMIN_KEY: &str = "sk_test_admin_key_0123456789abcdef";
+/// How long a test waits for anything before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+/// A running server as a client sees it: its address and an HTTP client.
+pub struct Api {
+    pub address: SocketAddr,
+    pub client: reqwest::Client,
+}
+
+/// A server running in this test's runtime.
+pub struct TestApp {
+    pub api: Api,
+    pub data_dir: TempDir,
+    stop: CancellationToken,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A server with no model provider.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// A server whose config the test adjusts first.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("a temp dir");
+    let mut config = test_config(&data_dir);
+    adjust(&mut config);
+    start(config, data_dir).await
+}
+
+/// Port 0, the given data directory, a known admin key, and quick model retries.
+fn test_config(data_dir: &TempDir) -> Config {
+    let mut config = Config {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data_dir.path().to_path_buf(),
+        admin_key: Some(ADMIN_KEY.into()),
+        ..Config::default()
+    };
+    config.models.retry_base = Duration::from_millis(20);
+    config.models.retry_max = Duration::from_millis(200);
+    config.models.call_timeout = Duration::from_secs(5);
+    config
+}
+
+/// A server on an existing data directory (a restart).
+pub async fn spawn_app_in(data_dir: TempDir) -> TestApp {
+    start(test_config(&data_dir), data_dir).await
+}
+
+async fn start(config: Config, data_dir: TempDir) -> TestApp {
+    let app = App::build(config).await.expect("the app builds");
+    let address = app.local_addr();
+    let stop = CancellationToken::new();
+    let signal = stop.clone();
+    let server = tokio::spawn(app.run_until(async move { signal.cancelled().await }));
+    TestApp {
+        api: Api::new(address),
+        data_dir,
+        stop,
+        server: Some(server),
+    }
+}
+
+/// The `default` provider pointing at a fake model server.
+pub fn default_provider(base_url: &str) -> ProviderConfig {
+    ProviderConfig {
+        name: "default".into(),
+        base_url: base_url.into(),
+        api_key: fake_model::KEY.into(),
+        key_header: "Authorization".into(),
+        default_model: Some("fake-model".into()),
+    }
+}
+
+impl Api {
+    pub fn new(address: SocketAddr) -> Self {
+        Self {
+            address,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(ADMIN_KEY)
+            .json(body)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.client
+            .delete(self.url(path))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .expect("DELETE")
+    }
+
+    pub async fn create_agent(&self, body: Value) -> Value {
+        let response = self.post("/api/v1/agents", &body).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "{}",
+            response.text().await.unwrap()
+        );
+        response.json().await.unwrap()
+    }
+
+    pub async fn scripted(&self, name: &str, replies: &[&str], delay_ms: u64) -> Value {
+        self.create_agent(
+            json!({"name": name, "kind": "scripted", "replies": replies, "delay_ms": delay_ms}),
+        )
+        .await
+    }
+
+    pub async fn create_collaboration(&self, body: Value) -> Value {
+        let response = self.post("/api/v1/collaborations", &body).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "{}",
+            response.text().await.unwrap()
+        );
+        response.json().await.unwrap()
+    }
+
+    pub async fn collaboration(&self, id: &str) -> Value {
+        let response = self.get(&format!("/api/v1/collaborations/{id}")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    /// Every stored event of a channel, read through the history endpoint.
+    pub async fn history(&self, channel_id: &str) -> Vec<Value> {
+        let mut events = Vec::new();
+        let mut after = 0;
+        loop {
+            let page: Value = self
+                .get(&format!(
+                    "/api/v1/channels/{channel_id}/messages?after_seq={after}&limit=500"
+                ))
+                .await
+                .json()
+                .await
+                .unwrap();
+            let items = page["items"].as_array().unwrap().clone();
+            if items.is_empty() {
+                return events;
+            }
+            after = page["next_after_seq"].as_i64().unwrap();
+            events.extend(items);
+        }
+    }
+
+    /// Polls the collaboration until its summary is stored.
+    pub async fn wait_until_summarized(&self, id: &str) -> Value {
+        wait_for(|| async {
+            let c = self.collaboration(id).await;
+            (!c["summary"].is_null()).then_some(c)
+        })
+        .await
+    }
+
+    /// A viewer authenticated with the admin key.
+    pub async fn viewer(&self, channel_id: &str, after_seq: i64) -> Viewer {
+        let url = format!(
+            "ws://{}/api/v1/channels/{channel_id}/stream?after_seq={after_seq}",
+            self.address
+        );
+        let mut request = url.into_client_request().unwrap();
+        request.headers_mut().insert(
+            "Authorization",
+            format!("Bearer {ADMIN_KEY}").parse().unwrap(),
+        );
+        Viewer::connect(request).await
+    }
+
+    pub async fn viewer_at(&self, path_and_query: &str) -> Viewer {
+        let url = format!("ws://{}{path_and_query}", self.address);
+        Viewer::connect(url.into_client_request().unwrap()).await
+    }
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl TestApp {
+    /// Stops the server the way SIGTERM does, waits for it, and hands back its data
+    /// directory so that a new server can start on it.
+    pub async fn shut_down_keeping_data(mut self) -> TempDir {
+        self.stop.cancel();
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(PATIENCE, server)
+                .await
+                .expect("shutdown in time")
+                .unwrap()
+                .unwrap();
+        }
+        std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap())
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Retries `probe` every 20 ms until it yields a value, failing the test after [`PATIENCE`].
+pub async fn wait_for<T, F, Fut>(mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "gave up waiting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn id(value: &Value) -> String {
+    value["id"].as_str().expect("an id").to_owned()
+}
+
+/// One WebSocket viewer of a channel.
+pub struct Viewer {
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// What the server said next: a JSON frame, or a close with its code.
+#[derive(Debug)]
+pub enum Said {
+    Frame(Value),
+    Closed(Option<CloseCode>, String),
+}
+
+impl Viewer {
+    async fn connect(request: tokio_tungstenite::tungstenite::handshake::client::Request) -> Self {
+        let (stream, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("the upgrade succeeds");
+        Self { stream }
+    }
+
+    /// The next JSON frame or close, skipping pings; fails the test after [`PATIENCE`].
+    pub async fn next(&mut self) -> Said {
+        loop {
+            let message = tokio::time::timeout(PATIENCE, self.stream.next())
+                .await
+                .expect("a frame in time");
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    return Said::Frame(serde_json::from_str(&text).unwrap());
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Said::Closed(
+                        frame.as_ref().map(|f| f.code),
+                        frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+                    );
+                }
+                Some(Ok(_)) => continue,
+                None | Some(Err(_)) => return Said::Closed(None, String::new()),
+            }
+        }
+    }
+
+    pub async fn frame(&mut self) -> Value {
+        match self.next().await {
+            Said::Frame(frame) => frame,
+            Said::Closed(code, reason) => {
+                panic!("closed ({code:?}, {reason}) while a frame was expected")
+            }
+        }
+    }
+
+    /// Frames up to and including the first of type `kind`.
+    pub async fn until(&mut self, kind: &str) -> Vec<Value> {
+        let mut frames = Vec::new();
+        loop {
+            let frame = self.frame().await;
+            let done = frame["type"] == kind;
+            frames.push(frame);
+            if done {
+                return frames;
+            }
+        }
+    }
+
+    pub async fn send(&mut self, value: Value) {
+        self.stream
+            .send(Message::Text(value.to_string().into()))
+            .await
+            .unwrap();
+    }
+}
+
+/// The stored events among `frames` (those with a `seq`), as seqs.
+pub fn seqs(frames: &[Value]) -> Vec<i64> {
+    frames.iter().filter_map(|f| f["seq"].as_i64()).collect()
+}
