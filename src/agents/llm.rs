@@ -9,14 +9,14 @@ use async_openai::types::chat::{
     ChatCompletionRequestSystemMessage, ChatCompletionRequestUserMessage,
 };
 
-use super::{AgentError, Completion, ModelRef, Models, TurnContext, models::chat_request};
+use super::{AgentError, Completion, Delta, ModelRef, Models, TurnContext, models::chat_request};
 use crate::domain::{Agent, AgentSpec};
 
 pub(super) async fn speak(
     agent: &Agent,
     context: &TurnContext,
     models: &Models,
-    on_delta: &(dyn Fn(&str) + Send + Sync),
+    on_delta: &(dyn Fn(Delta<'_>) + Send + Sync),
 ) -> Result<Completion, AgentError> {
     let AgentSpec::Llm {
         provider,

@@ -9,7 +9,7 @@ mod scripted;
 
 use crate::domain::{Agent, AgentSpec, Sender};
 
-pub use models::{Completion, ModelError, ModelRef, Models};
+pub use models::{Completion, Delta, ModelError, ModelRef, Models};
 
 /// What an agent is told when it gets the turn.
 #[derive(Debug, Clone)]
@@ -44,7 +44,7 @@ pub async fn speak(
     agent: &Agent,
     context: &TurnContext,
     models: &Models,
-    on_delta: &(dyn Fn(&str) + Send + Sync),
+    on_delta: &(dyn Fn(Delta<'_>) + Send + Sync),
 ) -> Result<Completion, AgentError> {
     match &agent.spec {
         AgentSpec::Scripted { replies, delay_ms } => {

@@ -49,6 +49,16 @@ pub enum ModelError {
     BrokenStream(String),
     #[error("the model sent no answer within {0:?}")]
     Timeout(Duration),
+    #[error("the model's stream went quiet for {0:?}")]
+    Stalled(Duration),
+}
+
+/// What a streamed completion reports as it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delta<'a> {
+    Text(&'a str),
+    /// The stream failed and starts over: text reported so far is void.
+    Restart,
 }
 
 /// The configured providers, by name.
@@ -123,8 +133,11 @@ impl Models {
     ) -> Result<Completion, ModelError> {
         request.model = target.model.clone();
         let client = self.client(target)?;
-        // The retry layer bounds each attempt's headers; this bounds the body of the last.
-        let limit = self.settings.call_timeout * (self.settings.max_retries + 1);
+        // The retry layer bounds each attempt; this also bounds the body of the last one,
+        // which async-openai reads after the layer has returned.
+        let retries = self.settings.max_retries;
+        let limit = self.settings.call_timeout * (retries + 1)
+            + self.settings.retry_max.max(LONGEST_RETRY_AFTER) * retries;
         let response = tokio::time::timeout(limit, client.chat().create(request))
             .await
             .map_err(|_| ModelError::Timeout(limit))?
@@ -140,13 +153,13 @@ impl Models {
     }
 
     /// A streamed completion: `on_delta` sees each piece of text as it arrives. A stream that
-    /// breaks or stalls is retried from the start (the pieces of the failed attempt were
-    /// ephemeral; only the finished text is returned).
+    /// breaks or stalls after it began is retried from the start, after a
+    /// [`Delta::Restart`]; failures before it began were already retried by the HTTP layer.
     pub async fn stream(
         &self,
         target: &ModelRef,
         mut request: CreateChatCompletionRequest,
-        on_delta: &(dyn Fn(&str) + Send + Sync),
+        on_delta: &(dyn Fn(Delta<'_>) + Send + Sync),
     ) -> Result<Completion, ModelError> {
         request.model = target.model.clone();
         request.stream = Some(true);
@@ -158,10 +171,11 @@ impl Models {
         let mut attempt = 0;
         loop {
             match self.stream_once(client, request.clone(), on_delta).await {
-                Err(error @ (ModelError::BrokenStream(_) | ModelError::Timeout(_)))
+                Err(error @ (ModelError::BrokenStream(_) | ModelError::Stalled(_)))
                     if attempt < self.settings.max_retries =>
                 {
                     tracing::warn!(%error, attempt, "model stream failed; retrying");
+                    on_delta(Delta::Restart);
                     tokio::time::sleep(backoff(&self.settings, attempt)).await;
                     attempt += 1;
                 }
@@ -174,7 +188,7 @@ impl Models {
         &self,
         client: &Client<ProviderAuth>,
         request: CreateChatCompletionRequest,
-        on_delta: &(dyn Fn(&str) + Send + Sync),
+        on_delta: &(dyn Fn(Delta<'_>) + Send + Sync),
     ) -> Result<Completion, ModelError> {
         let idle = self.settings.call_timeout;
         let mut stream = client
@@ -187,7 +201,7 @@ impl Models {
         loop {
             let next = tokio::time::timeout(idle, stream.next())
                 .await
-                .map_err(|_| ModelError::Timeout(idle))?;
+                .map_err(|_| ModelError::Stalled(idle))?;
             let Some(chunk) = next else { break };
             let chunk = chunk.map_err(|e| match e {
                 OpenAIError::ApiError(_) => api_error(e),
@@ -198,7 +212,7 @@ impl Models {
             }
             for choice in chunk.choices {
                 if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
-                    on_delta(&text);
+                    on_delta(Delta::Text(&text));
                     completion.content.push_str(&text);
                 }
                 finished |= choice.finish_reason.is_some();
@@ -246,7 +260,8 @@ fn backoff(settings: &ModelSettings, attempt: u32) -> Duration {
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+        // `inf`, `1e400` and negative values parse as floats too; none is a usable pause.
+        return Duration::try_from_secs_f64(seconds).ok();
     }
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
@@ -352,13 +367,15 @@ impl RetryService {
         loop {
             let timeout = self.settings.call_timeout;
             let call = self.inner.ready().await?.call(request.clone());
-            let outcome = match tokio::time::timeout(timeout, call).await {
-                Err(_) => Attempt::Retry {
-                    last: Err(OpenAIError::Boxed(Box::new(AttemptTimeout(timeout)))),
-                    wait: None,
-                },
-                Ok(result) => classify(result).await,
-            };
+            // The timeout covers reading an error body too: a 5xx that never ends is a hang.
+            let outcome =
+                match tokio::time::timeout(timeout, async { classify(call.await).await }).await {
+                    Err(_) => Attempt::Retry {
+                        last: Err(OpenAIError::Boxed(Box::new(AttemptTimeout(timeout)))),
+                        wait: None,
+                    },
+                    Ok(outcome) => outcome,
+                };
             let (last, wait) = match outcome {
                 Attempt::Done(result) => return result,
                 Attempt::Retry { last, wait } => (last, wait),
@@ -454,7 +471,9 @@ mod tests {
             wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
             "{wait:?}"
         );
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
-        assert_eq!(retry_after(&headers), None);
+        for nonsense in ["soon", "inf", "1e400", "-3", "NaN"] {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static(nonsense));
+            assert_eq!(retry_after(&headers), None, "{nonsense}");
+        }
     }
 }

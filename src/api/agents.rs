@@ -2,7 +2,7 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::State,
     http::{HeaderMap, StatusCode, header},
     response::IntoResponse,
     routing::get,
@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{ApiJson, ApiQuery, AppState, PageParams, auth::Caller, check, check_len};
+use super::{ApiJson, ApiPath, ApiQuery, AppState, PageParams, auth::Caller, check, check_len};
 use crate::{
     domain::{Agent, AgentAddress, AgentRef, AgentSpec, FieldError, Page},
     error::AppError,
@@ -271,7 +271,7 @@ async fn find(state: &AppState, caller: &Caller, reference: &str) -> Result<Agen
 async fn read(
     State(state): State<AppState>,
     caller: Caller,
-    Path(agent): Path<String>,
+    ApiPath(agent): ApiPath<String>,
 ) -> Result<Json<AgentView>, AppError> {
     Ok(Json(find(&state, &caller, &agent).await?.into()))
 }
@@ -282,7 +282,7 @@ async fn read(
 async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(agent): Path<String>,
+    ApiPath(agent): ApiPath<String>,
     ApiJson(patch): ApiJson<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<Json<AgentView>, AppError> {
     let current = find(&state, &caller, &agent).await?;
@@ -336,7 +336,7 @@ async fn update(
 async fn remove(
     State(state): State<AppState>,
     caller: Caller,
-    Path(agent): Path<String>,
+    ApiPath(agent): ApiPath<String>,
 ) -> Result<StatusCode, AppError> {
     let agent = find(&state, &caller, &agent).await?;
     if state

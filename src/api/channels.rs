@@ -3,7 +3,7 @@
 use axum::{
     Json, Router,
     extract::{
-        Path, Query, State,
+        State,
         ws::{
             CloseFrame, Message, WebSocketUpgrade, close_code, rejection::WebSocketUpgradeRejection,
         },
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
-    ApiJson, ApiQuery, AppState,
+    ApiJson, ApiPath, ApiQuery, AppState,
     auth::{self, Caller},
     check,
 };
@@ -62,7 +62,7 @@ async fn find(state: &AppState, account_id: Uuid, id: &str) -> Result<ChannelInf
 async fn read(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ChannelView>, AppError> {
     let channel = find(&state, caller.account_id, &id).await?;
     Ok(Json(ChannelView {
@@ -95,7 +95,7 @@ pub(super) struct History {
 async fn history(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(params): ApiQuery<HistoryParams>,
 ) -> Result<Json<History>, AppError> {
     let mut errors = Vec::new();
@@ -141,7 +141,7 @@ pub(super) struct PostMessage {
 async fn post_message(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(message): ApiJson<PostMessage>,
 ) -> Result<StatusCode, AppError> {
     find(&state, caller.account_id, &id).await?;
@@ -176,7 +176,7 @@ pub(super) struct Ticket {
 async fn ticket(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, AppError> {
     let channel = find(&state, caller.account_id, &id).await?;
     let value = auth::new_secret("wst_");
@@ -214,8 +214,8 @@ pub(super) struct StreamParams {
     responses((status = 101, description = "WebSocket: hello, stored events after after_seq, then live frames")))]
 async fn stream(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(params): Query<StreamParams>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(params): ApiQuery<StreamParams>,
     parts: Parts,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::State,
     http::{HeaderMap, StatusCode, header},
     response::IntoResponse,
     routing::{get, post},
@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{ApiJson, ApiQuery, AppState, PageParams, auth::Caller, check, check_len};
+use super::{ApiJson, ApiPath, ApiQuery, AppState, PageParams, auth::Caller, check, check_len};
 use crate::{
     domain::{
         AgentRef, Collaboration, CollaborationStatus, EndReason, FieldError, NewCollaboration,
@@ -282,7 +282,9 @@ async fn create(
         created_at: now,
     };
     state.store.insert_collaboration(&new).await?;
-    // Read back before starting, so the response shows the state as created.
+    // Start before anything else can await: if the client goes away now, the handler is
+    // dropped, and a stored collaboration must not be left without its runner.
+    state.engine.start(new.id);
     let created = state
         .store
         .get_collaboration(caller.account_id, new.id)
@@ -290,7 +292,6 @@ async fn create(
         .ok_or_else(|| {
             AppError::Internal(anyhow::anyhow!("a collaboration vanished after insert"))
         })?;
-    state.engine.start(new.id);
     tracing::info!(collaboration = %new.id, "collaboration created");
     let mut headers = HeaderMap::new();
     headers.insert(
@@ -392,7 +393,7 @@ async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<Collaborati
 async fn read(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<CollaborationView>, AppError> {
     Ok(Json(find(&state, &caller, &id).await?.into()))
 }
@@ -402,7 +403,7 @@ async fn read(
 async fn stop(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<CollaborationView>, AppError> {
     let collaboration = find(&state, &caller, &id).await?;
     let already = |c: &Collaboration| {
@@ -427,7 +428,7 @@ async fn stop(
 async fn remove(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, AppError> {
     let collaboration = find(&state, &caller, &id).await?;
     state.engine.halt(collaboration.id).await;

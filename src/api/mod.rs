@@ -114,6 +114,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// A path parameter whose rejection is problem+json.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(AppError))]
+pub struct ApiPath<T>(pub T);
+
+impl From<axum::extract::rejection::PathRejection> for AppError {
+    fn from(rejection: axum::extract::rejection::PathRejection) -> Self {
+        AppError::BadRequest(rejection.body_text())
+    }
+}
+
 /// The configured body limit, made visible to [`ApiJson`] so its 413 can say the number.
 #[derive(Clone, Copy)]
 pub struct BodyLimit(pub usize);

@@ -11,7 +11,9 @@ mod runner;
 mod speaker;
 mod summary;
 
-use std::sync::Arc;
+use std::{panic::AssertUnwindSafe, sync::Arc};
+
+use futures::FutureExt;
 
 use dashmap::DashMap;
 use tokio::sync::{mpsc, oneshot};
@@ -89,8 +91,25 @@ impl Engine {
         }
         let inner = self.inner.clone();
         self.inner.tracker.spawn(async move {
-            runner::run(&inner, id, rx).await;
+            let outcome = AssertUnwindSafe(runner::run(&inner, id, rx)).catch_unwind().await;
             inner.runners.remove(&id);
+            if outcome.is_err() {
+                // A bug, not an agent's failure; end it visibly rather than leave it "running"
+                // with nobody driving it.
+                tracing::error!(collaboration = %id, "the runner panicked");
+                let ending = Ending {
+                    reason: EndReason::Error,
+                    advisory_message: None,
+                    error_message: Some("Skein hit an internal error running this collaboration; see the server log.".into()),
+                    ended_at: chrono::Utc::now(),
+                };
+                if let Ok(Some(event)) = inner.store.finish_collaboration(id, &ending).await
+                    && let Ok(Some(collaboration)) = inner.store.collaboration(id).await
+                {
+                    inner.hub.publish_event(collaboration.channel_id, &event);
+                    runner::summarize_only(&inner, id).await;
+                }
+            }
         });
     }
 

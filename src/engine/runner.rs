@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{Control, Inner, auxiliary_model, context, judge, speaker, summary};
 use crate::{
-    agents::{self, Line, ModelRef},
+    agents::{self, Delta, Line, ModelRef},
     domain::{
         Agent, Collaboration, CollaborationStatus, EndReason, Ending, EventBody, Sender,
         event::Role,
@@ -25,6 +25,8 @@ use crate::{
 /// Everything a runner knows, rebuilt from the store when it starts.
 struct State {
     collaboration: Collaboration,
+    /// The channel's last stored seq; deltas are stamped with it (see [`crate::live::Frame`]).
+    last_seq: i64,
     agents: HashMap<Uuid, Agent>,
     roster: Vec<Sender>,
     transcript: Vec<Line>,
@@ -55,9 +57,6 @@ pub(super) async fn run(inner: &Inner, id: Uuid, mut control: mpsc::Receiver<Con
             return;
         }
     };
-    let span = tracing::info_span!("collaboration", id = %id);
-    let _enter = span.enter();
-    drop(_enter);
     let Exit::Ended(ending, ack) = drive(inner, &mut state, &mut control).await else {
         return;
     };
@@ -113,6 +112,7 @@ async fn load(inner: &Inner, id: Uuid) -> anyhow::Result<Option<State>> {
         .collect();
     let mut transcript = Vec::new();
     let mut after = 0;
+    // Rebuilt from the store, not from memory: this is also how a restart resumes.
     loop {
         let events = inner
             .store
@@ -133,6 +133,7 @@ async fn load(inner: &Inner, id: Uuid) -> anyhow::Result<Option<State>> {
     );
     Ok(Some(State {
         collaboration,
+        last_seq: after,
         agents,
         roster,
         transcript,
@@ -145,7 +146,32 @@ async fn drive(inner: &Inner, state: &mut State, control: &mut mpsc::Receiver<Co
     // the agents' silence.
     let mut last_activity = Instant::now();
     let window = Duration::from_secs(u64::from(state.collaboration.timeout_window));
+    // A resumed collaboration may have stopped between a message and its verdict.
+    let mut unjudged = !state.transcript.is_empty();
     loop {
+        if unjudged
+            && state.collaboration.evaluate_objective_completion
+            && let Some(aux) = state.aux.clone()
+        {
+            let verdict = tokio::select! {
+                biased;
+                _ = inner.shutdown.cancelled() => return Exit::Halted,
+                request = control.recv() => return on_control(request),
+                verdict = judge::judge(&inner.models, &aux, &state.collaboration.objective, &state.transcript) => verdict,
+            };
+            match verdict {
+                Ok((verdict, tokens)) => {
+                    add_tokens(inner, state, tokens).await;
+                    if verdict.met {
+                        let advisory = format!("The objective was judged met: {}", verdict.reason);
+                        return ended(EndReason::ObjectiveMet, Some(advisory), None, None);
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "the objective judge failed; carrying on"),
+            }
+            // The judge's time is not the agents' silence either.
+            last_activity = Instant::now();
+        }
         let collaboration = &state.collaboration;
         if collaboration.message_count >= collaboration.message_cap {
             let advisory = if collaboration.evaluate_objective_completion {
@@ -183,27 +209,7 @@ async fn drive(inner: &Inner, state: &mut State, control: &mut mpsc::Receiver<Co
             return Exit::Halted;
         }
         last_activity = Instant::now();
-        if state.collaboration.evaluate_objective_completion
-            && let Some(aux) = state.aux.clone()
-        {
-            let verdict = tokio::select! {
-                biased;
-                _ = inner.shutdown.cancelled() => return Exit::Halted,
-                request = control.recv() => return on_control(request),
-                verdict = judge::judge(&inner.models, &aux, &state.collaboration.objective, &state.transcript) => verdict,
-            };
-            match verdict {
-                Ok((verdict, tokens)) => {
-                    add_tokens(inner, state, tokens).await;
-                    if verdict.met {
-                        let advisory = format!("The objective was judged met: {}", verdict.reason);
-                        return ended(EndReason::ObjectiveMet, Some(advisory), None, None);
-                    }
-                }
-                Err(error) => tracing::warn!(%error, "the objective judge failed; carrying on"),
-            }
-            last_activity = Instant::now();
-        }
+        unjudged = true;
     }
 }
 
@@ -260,9 +266,19 @@ async fn take_turn(inner: &Inner, state: &State) -> Result<Turn, String> {
     );
     let turn_id = Uuid::now_v7();
     let channel_id = collaboration.channel_id;
-    let on_delta = |text: &str| {
-        let frame = json!({"type": "delta", "turn_id": turn_id, "sender": &sender, "text": text});
-        inner.hub.publish_delta(channel_id, frame.to_string());
+    let on_delta = |delta: Delta<'_>| {
+        let frame = match delta {
+            Delta::Text(text) => {
+                json!({"type": "delta", "turn_id": turn_id, "sender": &sender, "text": text})
+            }
+            // Viewers drop the text they have of this turn and start it again.
+            Delta::Restart => {
+                json!({"type": "delta", "turn_id": turn_id, "sender": &sender, "text": "", "restart": true})
+            }
+        };
+        inner
+            .hub
+            .publish_delta(channel_id, state.last_seq, frame.to_string());
     };
     let span = tracing::info_span!("turn", collaboration = %collaboration.id, agent = %sender.name, %turn_id);
     let completion = tracing::Instrument::instrument(
@@ -293,16 +309,18 @@ async fn record(inner: &Inner, state: &mut State, turn: Turn) -> bool {
         created_at: Utc::now(),
     };
     let id = state.collaboration.id;
+    // `None` inside: the collaboration is no longer running, so the turn is not wanted.
     let Some(event) = persist("message", || {
         inner.store.append_message(id, &body, turn.tokens)
     })
     .await
-    else {
+    .flatten() else {
         return false;
     };
     inner
         .hub
         .publish_event(state.collaboration.channel_id, &event);
+    state.last_seq = event.seq;
     state.collaboration.message_count += 1;
     state.collaboration.tokens_used += turn.tokens;
     state.transcript.push(Line {

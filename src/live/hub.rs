@@ -18,8 +18,10 @@ const CHANNEL_CAPACITY: usize = 256;
 pub enum Frame {
     /// A stored event; `seq` lets the viewer spot gaps and duplicates.
     Event { seq: i64, text: Utf8Bytes },
-    /// Ephemeral streamed text of a turn in progress.
-    Delta(Utf8Bytes),
+    /// Ephemeral streamed text of a turn in progress. `after_seq` is the channel's last seq
+    /// when the turn began: once a viewer has an event beyond it, the turn's message has
+    /// been delivered and its late deltas are dropped instead of drawing a stale "typing".
+    Delta { after_seq: i64, text: Utf8Bytes },
     /// The channel is gone (its collaboration was deleted).
     Closed,
 }
@@ -50,8 +52,11 @@ impl Hub {
         });
     }
 
-    pub fn publish_delta(&self, channel_id: Uuid, json: String) {
-        self.send(channel_id, || Frame::Delta(json.into()));
+    pub fn publish_delta(&self, channel_id: Uuid, after_seq: i64, json: String) {
+        self.send(channel_id, || Frame::Delta {
+            after_seq,
+            text: json.into(),
+        });
     }
 
     /// Tells every viewer the channel is gone and forgets it.

@@ -61,25 +61,41 @@ impl Session {
         socket: &mut WebSocket,
         live: &mut tokio::sync::broadcast::Receiver<Frame>,
     ) -> End {
+        // Read the channel again now that we are subscribed: its `last_seq` is then a floor
+        // for everything the subscription will carry.
+        let channel = match self
+            .store
+            .get_channel(self.channel.account_id, self.channel.id)
+            .await
+        {
+            Ok(Some(channel)) => channel,
+            Ok(None) => return End::Deleted,
+            Err(error) => {
+                tracing::error!(error = format!("{error:#}"), "reading a channel failed");
+                return End::Failed;
+            }
+        };
         let hello = json!({
             "type": "hello",
-            "channel_id": self.channel.id,
-            "collaboration_id": self.channel.collaboration_id,
-            "status": self.channel.status,
-            "last_seq": self.channel.last_seq,
+            "channel_id": channel.id,
+            "collaboration_id": channel.collaboration_id,
+            "status": channel.status,
+            "last_seq": channel.last_seq,
         });
-        if socket
-            .send(Message::Text(hello.to_string().into()))
+        if let Err(end) = self
+            .send(socket, Message::Text(hello.to_string().into()))
             .await
-            .is_err()
         {
-            return End::Peer;
+            return end;
         }
-        let mut last_sent = self.after_seq;
+        // A viewer claiming to be ahead of the channel would otherwise drop live events.
+        let mut last_sent = self.after_seq.min(channel.last_seq);
         if let Err(end) = self.catch_up(socket, &mut last_sent).await {
             return end;
         }
         let mut ping = tokio::time::interval(self.ping_interval);
+        // After a long catch-up, one late tick, not a burst that outruns the pong.
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await;
         let mut peer_alive = true;
         loop {
@@ -90,13 +106,15 @@ impl Session {
                         Ok(Frame::Event { seq, .. }) if seq <= last_sent => Ok(()),
                         Ok(Frame::Event { seq, text }) if seq == last_sent + 1 => {
                             last_sent = seq;
-                            send(socket, text).await
+                            self.send(socket, Message::Text(text)).await
                         }
                         // A gap (we missed a frame) or a lagged subscription: the store has it all.
                         Ok(Frame::Event { .. }) | Err(RecvError::Lagged(_)) => {
                             self.catch_up(socket, &mut last_sent).await
                         }
-                        Ok(Frame::Delta(text)) => send(socket, text).await,
+                        // The turn's message is already out: its text would be a stale echo.
+                        Ok(Frame::Delta { after_seq, .. }) if after_seq < last_sent => Ok(()),
+                        Ok(Frame::Delta { text, .. }) => self.send(socket, Message::Text(text)).await,
                         Ok(Frame::Closed) | Err(RecvError::Closed) => return End::Deleted,
                     };
                     if let Err(end) = result {
@@ -107,7 +125,8 @@ impl Session {
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return End::Peer,
                     Some(Ok(Message::Text(text))) => {
                         peer_alive = true;
-                        if let Err(end) = send(socket, reply_to_client_frame(&text)).await {
+                        let reply = Message::Text(reply_to_client_frame(&text));
+                        if let Err(end) = self.send(socket, reply).await {
                             return end;
                         }
                     }
@@ -119,10 +138,23 @@ impl Session {
                         return End::Peer;
                     }
                     peer_alive = false;
-                    if socket.send(Message::Ping(Default::default())).await.is_err() {
-                        return End::Peer;
+                    if let Err(end) = self.send(socket, Message::Ping(Default::default())).await {
+                        return end;
                     }
                 }
+            }
+        }
+    }
+
+    /// Sends one frame. A peer that does not take it within a ping interval has stopped
+    /// reading: waiting longer would also keep this session from hearing shutdown.
+    async fn send(&self, socket: &mut WebSocket, message: Message) -> Result<(), End> {
+        match tokio::time::timeout(self.ping_interval, socket.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Peer),
+            Err(_) => {
+                tracing::debug!(channel = %self.channel.id, "viewer stopped reading");
+                Err(End::Peer)
             }
         }
     }
@@ -144,20 +176,13 @@ impl Session {
             let full_page = events.len() == CATCH_UP_PAGE as usize;
             for event in events {
                 *last_sent = event.seq;
-                send(socket, event.frame.into()).await?;
+                self.send(socket, Message::Text(event.frame.into())).await?;
             }
             if !full_page {
                 return Ok(());
             }
         }
     }
-}
-
-async fn send(socket: &mut WebSocket, text: Utf8Bytes) -> Result<(), End> {
-    socket
-        .send(Message::Text(text))
-        .await
-        .map_err(|_| End::Peer)
 }
 
 /// Viewers may only listen for now: human participants arrive with their own agent kind.

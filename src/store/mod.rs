@@ -123,13 +123,14 @@ pub trait Store: Send + Sync + 'static {
     async fn unsummarized_collaborations(&self) -> StoreResult<Vec<Uuid>>;
 
     // The channel log.
-    /// Appends a message event, counting it and its tokens on the collaboration.
+    /// Appends a message event, counting it and its tokens on the collaboration; `None`
+    /// (and nothing written) once the collaboration is no longer running.
     async fn append_message(
         &self,
         collaboration_id: Uuid,
         body: &EventBody,
         tokens: u64,
-    ) -> StoreResult<StoredEvent>;
+    ) -> StoreResult<Option<StoredEvent>>;
     /// Adds tokens spent outside turns (judge, selector, summary).
     async fn add_tokens(&self, collaboration_id: Uuid, tokens: u64) -> StoreResult<()>;
     /// Ends a running collaboration and appends its `status` event; `None` if it had ended.

@@ -446,19 +446,23 @@ impl Store for SqliteStore {
         collaboration_id: Uuid,
         body: &EventBody,
         tokens: u64,
-    ) -> StoreResult<StoredEvent> {
+    ) -> StoreResult<Option<StoredEvent>> {
         let mut tx = self.write().await?;
-        let channel_id = channel_of(&mut tx, collaboration_id).await?;
-        let event = insert_event(&mut tx, channel_id, body).await?;
-        sqlx::query(
-            "UPDATE collaborations SET message_count = message_count + 1, tokens_used = tokens_used + ? WHERE id = ?",
+        let counted = sqlx::query(
+            "UPDATE collaborations SET message_count = message_count + 1, tokens_used = tokens_used + ? \
+             WHERE id = ? AND status = 'running'",
         )
         .bind(tokens as i64)
         .bind(collaboration_id.hyphenated())
         .execute(&mut *tx)
         .await?;
+        if counted.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let channel_id = channel_of(&mut tx, collaboration_id).await?;
+        let event = insert_event(&mut tx, channel_id, body).await?;
         tx.commit().await?;
-        Ok(event)
+        Ok(Some(event))
     }
 
     async fn add_tokens(&self, collaboration_id: Uuid, tokens: u64) -> StoreResult<()> {

@@ -210,26 +210,56 @@ async fn a_rate_limited_call_waits_for_retry_after_then_succeeds() {
 }
 
 #[tokio::test]
-async fn a_server_error_and_a_broken_stream_are_retried_and_the_turn_is_stored_once() {
+async fn a_server_error_and_a_broken_stream_are_retried_and_viewers_restart_the_turn() {
     let fake = FakeModel::start().await;
     fake.fail_next(Purpose::Turn, Fault::ServerError);
     fake.fail_next(Purpose::Turn, Fault::BrokenStream);
     fake.reply_with(&["Third time lucky."]);
     let app = with_fake(&fake).await;
-    let (host, guest) = llm_pair(&app).await;
+    // A scripted principal opens slowly, so the viewer is watching when the model's turn comes.
+    let host = app.scripted("Host", &["Over to you."], 300).await;
+    let guest = app
+        .create_agent(json!({"name": "Guest", "kind": "llm"}))
+        .await;
     let created = app
         .create_collaboration(
-            json!({"principal": id(&host), "participants": [id(&guest)], "message_cap": 1,
+            json!({"principal": id(&host), "participants": [id(&guest)], "message_cap": 2,
                                      "timeout_window": 30, "evaluate_objective_completion": false}),
         )
         .await;
-    let done = app.wait_until_summarized(&id(&created)).await;
-    assert_eq!(done["status"], "completed");
+    let mut viewer = app.viewer(created["channel_id"].as_str().unwrap(), 0).await;
+    viewer.frame().await;
+    let frames = viewer.until("summary").await;
+    let messages: Vec<&Value> = frames.iter().filter(|f| f["type"] == "message").collect();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[1]["content"], "Third time lucky.");
+    let deltas: Vec<&Value> = frames
+        .iter()
+        .filter(|f| f["type"] == "delta" && f["turn_id"] == messages[1]["turn_id"])
+        .collect();
+    let restart = deltas
+        .iter()
+        .rposition(|d| d["restart"] == true)
+        .expect("the broken attempt is announced");
+    let after: String = deltas[restart + 1..]
+        .iter()
+        .map(|d| d["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        after, "Third time lucky.",
+        "the text after the restart is the whole message"
+    );
+    assert_eq!(
+        fake.requests(Purpose::Turn).len(),
+        3,
+        "500, broken stream, success"
+    );
     let history = app.history(created["channel_id"].as_str().unwrap()).await;
-    let messages: Vec<&Value> = history.iter().filter(|e| e["type"] == "message").collect();
-    assert_eq!(messages.len(), 1);
-    assert_eq!(messages[0]["content"], "Third time lucky.");
-    assert_eq!(fake.requests(Purpose::Turn).len(), 3);
+    assert_eq!(
+        history.iter().filter(|e| e["type"] == "message").count(),
+        2,
+        "the turn is stored once"
+    );
 }
 
 #[tokio::test]

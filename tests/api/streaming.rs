@@ -44,6 +44,23 @@ async fn a_late_viewer_receives_every_missed_event_once_then_the_live_ones() {
 }
 
 #[tokio::test]
+async fn a_viewer_claiming_to_be_ahead_of_the_channel_still_gets_live_events() {
+    let app = spawn_app().await;
+    let a = app.scripted("A", &["a"], 100).await;
+    let b = app.scripted("B", &["b"], 100).await;
+    let created = app
+        .create_collaboration(json!({"principal": id(&a), "participants": [id(&b)], "message_cap": 3, "timeout_window": 30}))
+        .await;
+    let mut viewer = app
+        .viewer(created["channel_id"].as_str().unwrap(), 1000)
+        .await;
+    let hello = viewer.frame().await;
+    let last = hello["last_seq"].as_i64().unwrap();
+    let frames = viewer.until("summary").await;
+    assert_eq!(seqs(&frames), ((last + 1)..=5).collect::<Vec<_>>());
+}
+
+#[tokio::test]
 async fn history_pages_by_after_seq_with_the_frames_the_stream_sends() {
     let app = spawn_app().await;
     let a = app.scripted("A", &["a"], 0).await;

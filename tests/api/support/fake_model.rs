@@ -41,7 +41,8 @@ pub enum Fault {
     ServerError,
     /// Never answers.
     Hang,
-    /// Sends the first piece of the stream, then drops the connection.
+    /// Sends the first piece of the stream, then ends it with no finish reason and no
+    /// `[DONE]`, as a proxy that cuts an upstream off does.
     BrokenStream,
 }
 
@@ -221,7 +222,12 @@ async fn completions(
             Purpose::Turn => {
                 script.turn_count += 1;
                 let n = script.turn_count;
-                if fault.is_none() { script.turns.pop_front().unwrap_or_else(|| format!("turn {n}")) } else { String::new() }
+                match fault {
+                    None => script.turns.pop_front().unwrap_or_else(|| format!("turn {n}")),
+                    // What a stream that breaks off had started to say.
+                    Some(Fault::BrokenStream) => "This reply never fini".into(),
+                    Some(_) => String::new(),
+                }
             }
             Purpose::Judge => {
                 let (met, reason) = script.verdicts.pop_front().unwrap_or((false, "not yet".into()));
@@ -299,18 +305,10 @@ fn async_stream(
     broken: bool,
     delay: Duration,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    let keep = if broken { 1 } else { events.len() };
     futures::stream::unfold(
-        (events.into_iter(), 0usize),
+        (events.into_iter().take(keep), 0usize),
         move |(mut rest, sent)| async move {
-            if broken && sent == 1 {
-                return Some((
-                    Err(std::io::Error::other("connection dropped")),
-                    (rest, usize::MAX),
-                ));
-            }
-            if sent == usize::MAX {
-                return None;
-            }
             let event = rest.next()?;
             if sent > 0 && !delay.is_zero() {
                 tokio::time::sleep(delay).await;
