@@ -34,7 +34,7 @@ impl App {
         )
         .await?;
         let models = Models::new(&config.providers, &config.models)?;
-        let hub = Arc::new(Hub::default());
+        let hub = Arc::new(Hub::new(config.websocket.buffered_frames));
         let shutdown = CancellationToken::new();
         let engine = Engine::new(
             store.clone(),

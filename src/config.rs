@@ -77,6 +77,9 @@ pub struct EngineSettings {
 pub struct WebSocketSettings {
     pub ping_interval: Duration,
     pub max_message_bytes: usize,
+    /// Frames buffered per channel for viewers; one that falls further behind is caught up
+    /// from the store instead.
+    pub buffered_frames: usize,
 }
 
 impl Default for Config {
@@ -109,6 +112,7 @@ impl Default for Config {
             websocket: WebSocketSettings {
                 ping_interval: Duration::from_secs(20),
                 max_message_bytes: 64 * 1024,
+                buffered_frames: 256,
             },
         }
     }

@@ -11,9 +11,6 @@ use uuid::Uuid;
 
 use crate::domain::StoredEvent;
 
-/// How many frames a slow viewer may fall behind before it is caught up from the store.
-const CHANNEL_CAPACITY: usize = 256;
-
 #[derive(Debug, Clone)]
 pub enum Frame {
     /// A stored event; `seq` lets the viewer spot gaps and duplicates.
@@ -26,16 +23,25 @@ pub enum Frame {
     Closed,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Hub {
     channels: DashMap<Uuid, broadcast::Sender<Frame>>,
+    /// How many frames a slow viewer may fall behind before it is caught up from the store.
+    capacity: usize,
 }
 
 impl Hub {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            channels: DashMap::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
     pub fn subscribe(&self, channel_id: Uuid) -> broadcast::Receiver<Frame> {
         self.channels
             .entry(channel_id)
-            .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
+            .or_insert_with(|| broadcast::channel(self.capacity).0)
             .subscribe()
     }
 

@@ -102,6 +102,57 @@ async fn streamed_turns_send_deltas_that_add_up_to_the_message_and_usage_is_coun
     assert_eq!(first["stream"], true);
 }
 
+/// Who spoke, in order, once the collaboration has been summarized.
+async fn speakers(app: &TestApp, created: Value) -> Vec<String> {
+    app.wait_until_summarized(&id(&created)).await;
+    app.history(created["channel_id"].as_str().unwrap())
+        .await
+        .iter()
+        .filter(|e| e["type"] == "message")
+        .map(|e| e["sender"]["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_manager_strategy_follows_the_selector_model_and_falls_back_to_round_robin() {
+    let fake = FakeModel::start().await;
+    fake.select("Bob");
+    let app = with_fake(&fake).await;
+    let host = app
+        .create_agent(json!({"name": "Host", "kind": "llm"}))
+        .await;
+    let ann = app
+        .create_agent(json!({"name": "Ann", "kind": "llm"}))
+        .await;
+    let bob = app
+        .create_agent(json!({"name": "Bob", "kind": "llm"}))
+        .await;
+    let body = json!({"principal": id(&host), "participants": [id(&ann), id(&bob)], "message_cap": 2,
+                      "timeout_window": 30, "evaluate_objective_completion": false});
+    let chosen = speakers(&app, app.create_collaboration(body.clone()).await).await;
+    assert_eq!(
+        chosen,
+        ["Host", "Bob"],
+        "the selector's choice, not round robin's Ann"
+    );
+    let asked = &fake.requests(Purpose::Selector)[0].body;
+    let roster =
+        asked["response_format"]["json_schema"]["schema"]["properties"]["speaker"]["enum"].clone();
+    assert_eq!(
+        roster,
+        json!(["Ann", "Bob"]),
+        "the last speaker is not offered"
+    );
+
+    fake.select("Mallory");
+    let fallback = speakers(&app, app.create_collaboration(body).await).await;
+    assert_eq!(
+        fallback,
+        ["Host", "Ann"],
+        "an invalid choice falls back to round robin"
+    );
+}
+
 #[tokio::test]
 async fn the_judge_ends_the_collaboration_when_the_objective_is_met() {
     let fake = FakeModel::start().await;

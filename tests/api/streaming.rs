@@ -4,7 +4,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::support::{Said, id, seqs, spawn_app};
+use crate::support::{Said, id, seqs, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn a_late_viewer_receives_every_missed_event_once_then_the_live_ones() {
@@ -58,6 +58,30 @@ async fn a_viewer_claiming_to_be_ahead_of_the_channel_still_gets_live_events() {
     let last = hello["last_seq"].as_i64().unwrap();
     let frames = viewer.until("summary").await;
     assert_eq!(seqs(&frames), ((last + 1)..=5).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_viewer_that_falls_behind_is_caught_up_from_the_store_not_skipped() {
+    // Two buffered frames per channel: a viewer of a fast collaboration falls behind at once.
+    let app = spawn_app_with(|c| c.websocket.buffered_frames = 2).await;
+    let a = app.scripted("A", &["a1", "a2", "a3"], 0).await;
+    let b = app.scripted("B", &["b1", "b2"], 0).await;
+    let created = app
+        .create_collaboration(json!({"principal": id(&a), "participants": [id(&b)], "message_cap": 300, "timeout_window": 30}))
+        .await;
+    let mut viewers = Vec::new();
+    for _ in 0..3 {
+        viewers.push(app.viewer(created["channel_id"].as_str().unwrap(), 0).await);
+    }
+    for viewer in &mut viewers {
+        viewer.frame().await;
+        let frames = viewer.until("summary").await;
+        assert_eq!(
+            seqs(&frames),
+            (1..=302).collect::<Vec<_>>(),
+            "every event once, in order"
+        );
+    }
 }
 
 #[tokio::test]

@@ -62,6 +62,8 @@ struct Script {
     always: Option<(Purpose, Fault)>,
     recorded: Vec<Recorded>,
     turn_count: usize,
+    /// The name the selector answers with.
+    selection: String,
 }
 
 #[derive(Clone)]
@@ -92,6 +94,7 @@ impl FakeModel {
                 always: None,
                 recorded: Vec::new(),
                 turn_count: 0,
+                selection: "nobody-valid".into(),
             })),
             chunk_delay,
         };
@@ -121,6 +124,11 @@ impl FakeModel {
         script
             .verdicts
             .extend(verdicts.iter().map(|&met| (met, format!("met is {met}"))));
+    }
+
+    /// The speaker the selector names from now on.
+    pub fn select(&self, name: &str) {
+        self.script.lock().unwrap().selection = name.into();
     }
 
     /// A fault for the next request of that purpose.
@@ -234,7 +242,7 @@ async fn completions(
                 json!({"met": met, "reason": reason}).to_string()
             }
             Purpose::Summary => json!({"headline": "Fake headline", "summary": "Fake summary of the collaboration."}).to_string(),
-            Purpose::Selector => json!({"speaker": "nobody-valid"}).to_string(),
+            Purpose::Selector => json!({"speaker": script.selection}).to_string(),
         };
         (fault, content)
     };
