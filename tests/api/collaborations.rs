@@ -185,11 +185,7 @@ async fn collaborations_list_with_flockx_paging_and_filters() {
 #[tokio::test]
 async fn stop_ends_a_running_collaboration_as_cancelled_and_keeps_what_was_said() {
     let app = spawn_app().await;
-    let a = app.scripted("A", &["one", "two", "three"], 100).await;
-    let b = app.scripted("B", &["uno", "dos"], 100).await;
-    let created = app
-        .create_collaboration(json!({"principal": id(&a), "participants": [id(&b)], "message_cap": 200, "timeout_window": 30}))
-        .await;
+    let created = app.scripted_duo(200, 100).await;
     let channel = created["channel_id"].as_str().unwrap();
     let mut viewer = app.viewer(channel, 0).await;
     viewer.frame().await; // hello
@@ -232,11 +228,7 @@ async fn stop_ends_a_running_collaboration_as_cancelled_and_keeps_what_was_said(
 #[tokio::test]
 async fn delete_removes_the_collaboration_everywhere_and_closes_its_stream() {
     let app = spawn_app().await;
-    let a = app.scripted("A", &["one"], 100).await;
-    let b = app.scripted("B", &["uno"], 100).await;
-    let created = app
-        .create_collaboration(json!({"principal": id(&a), "participants": [id(&b)], "message_cap": 200, "timeout_window": 30}))
-        .await;
+    let created = app.scripted_duo(200, 100).await;
     let (collaboration, channel) = (
         id(&created),
         created["channel_id"].as_str().unwrap().to_owned(),

@@ -8,7 +8,7 @@ use skein::config::Config;
 use crate::support::{
     TestApp, default_provider,
     fake_model::{FakeModel, Fault, KEY, Purpose},
-    id, spawn_app_with,
+    id, messages, spawn_app_with,
 };
 
 async fn llm_pair(app: &TestApp) -> (Value, Value) {
@@ -42,15 +42,14 @@ async fn streamed_turns_send_deltas_that_add_up_to_the_message_and_usage_is_coun
     let app = with_fake(&fake).await;
     let (host, guest) = llm_pair(&app).await;
     let created = app
-        .create_collaboration(
-            json!({"principal": id(&host), "participants": [id(&guest)], "message_cap": 3,
-                                     "timeout_window": 30, "evaluate_objective_completion": false}),
+        .collaborate(
+            &host,
+            &guest,
+            json!({"message_cap": 3, "evaluate_objective_completion": false}),
         )
         .await;
-    let mut viewer = app.viewer(created["channel_id"].as_str().unwrap(), 0).await;
-    viewer.frame().await;
-    let frames = viewer.until("summary").await;
-    let messages: Vec<&Value> = frames.iter().filter(|f| f["type"] == "message").collect();
+    let frames = app.watch_to_the_end(&created).await;
+    let messages = messages(&frames);
     assert_eq!(messages.len(), 3);
     assert_eq!(messages[1]["content"], "I suggest the old jazz bar.");
     let mut fully_streamed = 0;
@@ -160,9 +159,10 @@ async fn the_judge_ends_the_collaboration_when_the_objective_is_met() {
     let app = with_fake(&fake).await;
     let (host, guest) = llm_pair(&app).await;
     let created = app
-        .create_collaboration(
-            json!({"principal": id(&host), "participants": [id(&guest)], "message_cap": 10,
-                                     "timeout_window": 30, "objective": "Pick a restaurant"}),
+        .collaborate(
+            &host,
+            &guest,
+            json!({"message_cap": 10, "objective": "Pick a restaurant"}),
         )
         .await;
     let done = app.wait_until_summarized(&id(&created)).await;
@@ -192,7 +192,11 @@ async fn a_hanging_model_ends_the_collaboration_after_the_inactivity_window() {
     let app = with_fake(&fake).await;
     let (host, guest) = llm_pair(&app).await;
     let created = app
-        .create_collaboration(json!({"principal": id(&host), "participants": [id(&guest)], "message_cap": 10, "timeout_window": 1}))
+        .collaborate(
+            &host,
+            &guest,
+            json!({"message_cap": 10, "timeout_window": 1}),
+        )
         .await;
     let done = app.wait_until_summarized(&id(&created)).await;
     assert_eq!(done["end_reason"], "inactivity_timeout");
@@ -213,7 +217,7 @@ async fn a_model_that_keeps_failing_fails_the_collaboration_after_its_retries() 
     let app = with_fake(&fake).await;
     let (host, guest) = llm_pair(&app).await;
     let created = app
-        .create_collaboration(json!({"principal": id(&host), "participants": [id(&guest)], "message_cap": 10, "timeout_window": 30}))
+        .collaborate(&host, &guest, json!({"message_cap": 10}))
         .await;
     let done = app.wait_until_summarized(&id(&created)).await;
     assert_eq!(done["status"], "failed");
@@ -242,9 +246,10 @@ async fn a_rate_limited_call_waits_for_retry_after_then_succeeds() {
     let app = with_fake(&fake).await;
     let (host, guest) = llm_pair(&app).await;
     let created = app
-        .create_collaboration(
-            json!({"principal": id(&host), "participants": [id(&guest)], "message_cap": 1,
-                                     "timeout_window": 30, "evaluate_objective_completion": false}),
+        .collaborate(
+            &host,
+            &guest,
+            json!({"message_cap": 1, "evaluate_objective_completion": false}),
         )
         .await;
     let done = app.wait_until_summarized(&id(&created)).await;
@@ -273,15 +278,14 @@ async fn a_server_error_and_a_broken_stream_are_retried_and_viewers_restart_the_
         .create_agent(json!({"name": "Guest", "kind": "llm"}))
         .await;
     let created = app
-        .create_collaboration(
-            json!({"principal": id(&host), "participants": [id(&guest)], "message_cap": 2,
-                                     "timeout_window": 30, "evaluate_objective_completion": false}),
+        .collaborate(
+            &host,
+            &guest,
+            json!({"message_cap": 2, "evaluate_objective_completion": false}),
         )
         .await;
-    let mut viewer = app.viewer(created["channel_id"].as_str().unwrap(), 0).await;
-    viewer.frame().await;
-    let frames = viewer.until("summary").await;
-    let messages: Vec<&Value> = frames.iter().filter(|f| f["type"] == "message").collect();
+    let frames = app.watch_to_the_end(&created).await;
+    let messages = messages(&frames);
     assert_eq!(messages.len(), 2);
     assert_eq!(messages[1]["content"], "Third time lucky.");
     let deltas: Vec<&Value> = frames
@@ -328,9 +332,10 @@ async fn the_flock_provider_from_the_environment_sends_its_key_in_x_litellm_api_
     let host = app.create_agent(json!({"name": "Host", "kind": "llm", "provider": "flock", "model": "qwen3-30b-a3b-instruct-2507"})).await;
     let guest = app.scripted("Guest", &["hi"], 0).await;
     let created = app
-        .create_collaboration(
-            json!({"principal": id(&host), "participants": [id(&guest)], "message_cap": 1,
-                                     "timeout_window": 30, "evaluate_objective_completion": false}),
+        .collaborate(
+            &host,
+            &guest,
+            json!({"message_cap": 1, "evaluate_objective_completion": false}),
         )
         .await;
     app.wait_until_summarized(&id(&created)).await;

@@ -9,11 +9,7 @@ use crate::support::{Said, id, seqs, spawn_app, spawn_app_with};
 #[tokio::test]
 async fn a_late_viewer_receives_every_missed_event_once_then_the_live_ones() {
     let app = spawn_app().await;
-    let a = app.scripted("A", &["a1", "a2", "a3", "a4"], 120).await;
-    let b = app.scripted("B", &["b1", "b2", "b3", "b4"], 120).await;
-    let created = app
-        .create_collaboration(json!({"principal": id(&a), "participants": [id(&b)], "message_cap": 8, "timeout_window": 30}))
-        .await;
+    let created = app.scripted_duo(8, 120).await;
     let channel = created["channel_id"].as_str().unwrap();
     // Join late, while it is still running, asking only for what came after seq 3.
     let mut early = app.viewer(channel, 0).await;
@@ -46,11 +42,7 @@ async fn a_late_viewer_receives_every_missed_event_once_then_the_live_ones() {
 #[tokio::test]
 async fn a_viewer_claiming_to_be_ahead_of_the_channel_still_gets_live_events() {
     let app = spawn_app().await;
-    let a = app.scripted("A", &["a"], 100).await;
-    let b = app.scripted("B", &["b"], 100).await;
-    let created = app
-        .create_collaboration(json!({"principal": id(&a), "participants": [id(&b)], "message_cap": 3, "timeout_window": 30}))
-        .await;
+    let created = app.scripted_duo(3, 100).await;
     let mut viewer = app
         .viewer(created["channel_id"].as_str().unwrap(), 1000)
         .await;
@@ -64,11 +56,7 @@ async fn a_viewer_claiming_to_be_ahead_of_the_channel_still_gets_live_events() {
 async fn a_viewer_that_falls_behind_is_caught_up_from_the_store_not_skipped() {
     // Two buffered frames per channel: a viewer of a fast collaboration falls behind at once.
     let app = spawn_app_with(|c| c.websocket.buffered_frames = 2).await;
-    let a = app.scripted("A", &["a1", "a2", "a3"], 0).await;
-    let b = app.scripted("B", &["b1", "b2"], 0).await;
-    let created = app
-        .create_collaboration(json!({"principal": id(&a), "participants": [id(&b)], "message_cap": 300, "timeout_window": 30}))
-        .await;
+    let created = app.scripted_duo(300, 0).await;
     let mut viewers = Vec::new();
     for _ in 0..3 {
         viewers.push(app.viewer(created["channel_id"].as_str().unwrap(), 0).await);
@@ -87,11 +75,7 @@ async fn a_viewer_that_falls_behind_is_caught_up_from_the_store_not_skipped() {
 #[tokio::test]
 async fn history_pages_by_after_seq_with_the_frames_the_stream_sends() {
     let app = spawn_app().await;
-    let a = app.scripted("A", &["a"], 0).await;
-    let b = app.scripted("B", &["b"], 0).await;
-    let created = app
-        .create_collaboration(json!({"principal": id(&a), "participants": [id(&b)], "message_cap": 5, "timeout_window": 30}))
-        .await;
+    let created = app.scripted_duo(5, 0).await;
     app.wait_until_summarized(&id(&created)).await;
     let channel = created["channel_id"].as_str().unwrap();
     let page: Value = app
@@ -128,9 +112,7 @@ async fn history_pages_by_after_seq_with_the_frames_the_stream_sends() {
     assert_eq!(meta["last_seq"], 7);
     assert_eq!(meta["collaboration_id"], created["id"]);
 
-    let mut viewer = app.viewer(channel, 0).await;
-    viewer.frame().await;
-    let streamed = viewer.until("summary").await;
+    let streamed = app.watch_to_the_end(&created).await;
     assert_eq!(
         streamed,
         app.history(channel).await,
@@ -147,21 +129,9 @@ async fn history_pages_by_after_seq_with_the_frames_the_stream_sends() {
 #[tokio::test]
 async fn a_bad_key_ticket_or_channel_is_closed_with_1008_before_any_frame() {
     let app = spawn_app().await;
-    let a = app.scripted("A", &["a"], 0).await;
-    let b = app.scripted("B", &["b"], 0).await;
-    let created = app
-        .create_collaboration(json!({"principal": id(&a), "participants": [id(&b)], "message_cap": 2, "timeout_window": 30}))
-        .await;
+    let created = app.scripted_duo(2, 0).await;
     let channel = created["channel_id"].as_str().unwrap();
-    let ticket: Value = app
-        .post(
-            &format!("/api/v1/channels/{channel}/websocket_tickets"),
-            &json!({}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let ticket = app.ticket(channel).await;
     assert_eq!(ticket["channel_id"], created["channel_id"]);
     let value = ticket["value"].as_str().unwrap();
 
@@ -186,18 +156,8 @@ async fn a_bad_key_ticket_or_channel_is_closed_with_1008_before_any_frame() {
         }
     }
     // A ticket is bound to its channel.
-    let other = app
-        .create_collaboration(json!({"principal": id(&a), "participants": [id(&b)], "message_cap": 2, "timeout_window": 30}))
-        .await;
-    let ticket: Value = app
-        .post(
-            &format!("/api/v1/channels/{channel}/websocket_tickets"),
-            &json!({}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let other = app.scripted_duo(2, 0).await;
+    let ticket = app.ticket(channel).await;
     let mut elsewhere = app
         .viewer_at(&format!(
             "/api/v1/channels/{}/stream?ticket={}",
@@ -214,11 +174,7 @@ async fn a_bad_key_ticket_or_channel_is_closed_with_1008_before_any_frame() {
 #[tokio::test]
 async fn a_viewer_that_speaks_is_told_it_cannot_yet() {
     let app = spawn_app().await;
-    let a = app.scripted("A", &["a"], 0).await;
-    let b = app.scripted("B", &["b"], 0).await;
-    let created = app
-        .create_collaboration(json!({"principal": id(&a), "participants": [id(&b)], "message_cap": 2, "timeout_window": 30}))
-        .await;
+    let created = app.scripted_duo(2, 0).await;
     let mut viewer = app.viewer(created["channel_id"].as_str().unwrap(), 0).await;
     viewer.until("summary").await;
     viewer
@@ -234,11 +190,7 @@ async fn a_viewer_that_speaks_is_told_it_cannot_yet() {
 #[tokio::test]
 async fn shutdown_closes_viewers_with_1001_and_leaves_running_collaborations_running() {
     let app = spawn_app().await;
-    let a = app.scripted("A", &["a"], 200).await;
-    let b = app.scripted("B", &["b"], 200).await;
-    let created = app
-        .create_collaboration(json!({"principal": id(&a), "participants": [id(&b)], "message_cap": 100, "timeout_window": 30}))
-        .await;
+    let created = app.scripted_duo(100, 200).await;
     let mut viewer = app.viewer(created["channel_id"].as_str().unwrap(), 0).await;
     viewer.frame().await;
     let shutdown = tokio::spawn(app.shut_down_keeping_data());

@@ -135,8 +135,9 @@ impl Api {
             .expect("DELETE")
     }
 
-    pub async fn create_agent(&self, body: Value) -> Value {
-        let response = self.post("/api/v1/agents", &body).await;
+    /// POSTs `body`, expecting 201, and returns what was created.
+    async fn create(&self, path: &str, body: Value) -> Value {
+        let response = self.post(path, &body).await;
         assert_eq!(
             response.status(),
             StatusCode::CREATED,
@@ -144,6 +145,10 @@ impl Api {
             response.text().await.unwrap()
         );
         response.json().await.unwrap()
+    }
+
+    pub async fn create_agent(&self, body: Value) -> Value {
+        self.create("/api/v1/agents", body).await
     }
 
     pub async fn scripted(&self, name: &str, replies: &[&str], delay_ms: u64) -> Value {
@@ -154,13 +159,55 @@ impl Api {
     }
 
     pub async fn create_collaboration(&self, body: Value) -> Value {
-        let response = self.post("/api/v1/collaborations", &body).await;
-        assert_eq!(
-            response.status(),
-            StatusCode::CREATED,
-            "{}",
-            response.text().await.unwrap()
+        self.create("/api/v1/collaborations", body).await
+    }
+
+    /// Everything a viewer connected from the start sees after `hello`, up to the summary.
+    pub async fn watch_to_the_end(&self, collaboration: &Value) -> Vec<Value> {
+        let mut viewer = self
+            .viewer(collaboration["channel_id"].as_str().unwrap(), 0)
+            .await;
+        assert_eq!(viewer.frame().await["type"], "hello");
+        viewer.until("summary").await
+    }
+
+    /// Two scripted agents, A and B, each speaking after `delay_ms`, in a collaboration of
+    /// `message_cap` messages: the usual cast of a test about anything but the agents.
+    pub async fn scripted_duo(&self, message_cap: u32, delay_ms: u64) -> Value {
+        let a = self.scripted("A", &["a1", "a2", "a3"], delay_ms).await;
+        let b = self.scripted("B", &["b1", "b2", "b3"], delay_ms).await;
+        self.create_collaboration(json!({"principal": id(&a), "participants": [id(&b)],
+                                         "message_cap": message_cap, "timeout_window": 30}))
+            .await
+    }
+
+    /// A collaboration of `principal` with `participant`; `settings` add to or override a
+    /// 30-second inactivity window.
+    pub async fn collaborate(
+        &self,
+        principal: &Value,
+        participant: &Value,
+        settings: Value,
+    ) -> Value {
+        let mut body = json!({"principal": id(principal), "participants": [id(participant)], "timeout_window": 30});
+        body.as_object_mut().unwrap().extend(
+            settings
+                .as_object()
+                .expect("settings are an object")
+                .clone(),
         );
+        self.create_collaboration(body).await
+    }
+
+    /// A fresh single-use WebSocket ticket for the channel.
+    pub async fn ticket(&self, channel_id: &str) -> Value {
+        let response = self
+            .post(
+                &format!("/api/v1/channels/{channel_id}/websocket_tickets"),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
         response.json().await.unwrap()
     }
 
@@ -340,6 +387,11 @@ impl Viewer {
             .await
             .unwrap();
     }
+}
+
+/// The `message` frames among `frames`.
+pub fn messages(frames: &[Value]) -> Vec<&Value> {
+    frames.iter().filter(|f| f["type"] == "message").collect()
 }
 
 /// The stored events among `frames` (those with a `seq`), as seqs.
