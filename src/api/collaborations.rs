@@ -409,7 +409,7 @@ async fn stop(
     let already = |c: &Collaboration| {
         AppError::Conflict(format!(
             "the collaboration has already ended ({})",
-            c.status.as_str()
+            c.status.name()
         ))
     };
     if collaboration.status != CollaborationStatus::Running {

@@ -93,13 +93,6 @@ impl AgentRef {
             "`{input}` is neither an agent UUID nor an agent address"
         ))
     }
-
-    pub fn matches(&self, agent: &Agent) -> bool {
-        match self {
-            Self::Id(id) => agent.id == *id,
-            Self::Address(address) => agent.address == *address,
-        }
-    }
 }
 
 impl std::fmt::Display for AgentRef {

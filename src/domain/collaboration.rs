@@ -70,11 +70,13 @@ pub enum Source {
     FetchBusiness,
 }
 
-/// Serde-backed string conversions for the small enums stored as text.
+/// Serde-backed conversions between the small enums and their wire names, which are also
+/// how the store keeps them.
 macro_rules! text_enum {
     ($($ty:ty),*) => {$(
         impl $ty {
-            pub fn as_str(&self) -> String {
+            /// The wire name, as serde writes it.
+            pub fn name(&self) -> String {
                 match serde_json::to_value(self) {
                     Ok(serde_json::Value::String(s)) => s,
                     _ => unreachable!("unit variants serialize to strings"),
@@ -179,6 +181,6 @@ mod tests {
             assert_eq!(given.parse::<Source>().unwrap(), canonical, "{given}");
         }
         assert!("myspace".parse::<Source>().is_err());
-        assert_eq!(Source::AsiOne.as_str(), "asi_one");
+        assert_eq!(Source::AsiOne.name(), "asi_one");
     }
 }

@@ -156,10 +156,6 @@ impl Engine {
         &self.inner.models
     }
 
-    pub fn is_running(&self, id: Uuid) -> bool {
-        self.inner.runners.contains_key(&id)
-    }
-
     /// Cancels every runner and waits until all have returned. Running collaborations stay
     /// `running` in the store and are resumed by the next process.
     pub async fn shutdown(&self) {

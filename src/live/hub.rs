@@ -72,12 +72,6 @@ impl Hub {
         }
     }
 
-    pub fn viewers(&self, channel_id: Uuid) -> usize {
-        self.channels
-            .get(&channel_id)
-            .map_or(0, |s| s.receiver_count())
-    }
-
     fn send(&self, channel_id: Uuid, frame: impl FnOnce() -> Frame) {
         // Clone the sender out so no map guard is held while sending.
         let Some(sender) = self.channels.get(&channel_id).map(|s| s.clone()) else {

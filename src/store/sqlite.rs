@@ -310,8 +310,8 @@ impl Store for SqliteStore {
         .bind(i64::from(new.message_cap))
         .bind(i64::from(new.timeout_window))
         .bind(new.evaluate_objective_completion)
-        .bind(new.source.map(|s| s.as_str()))
-        .bind(new.strategy.as_str())
+        .bind(new.source.map(|s| s.name()))
+        .bind(new.strategy.name())
         .bind(&new.webhook_url)
         .bind(new.token_budget.map(|b| b as i64))
         .bind(new.podcast)
@@ -394,10 +394,10 @@ impl Store for SqliteStore {
                     .push_bind(channel_id.hyphenated());
             }
             if let Some(status) = filter.status {
-                query.push(" AND c.status = ").push_bind(status.as_str());
+                query.push(" AND c.status = ").push_bind(status.name());
             }
             if let Some(source) = filter.source {
-                query.push(" AND c.source = ").push_bind(source.as_str());
+                query.push(" AND c.source = ").push_bind(source.name());
             }
             query
         }
@@ -485,8 +485,8 @@ impl Store for SqliteStore {
             "UPDATE collaborations SET status = ?, end_reason = ?, ended_at = ?, advisory_message = ?, \
              error_message = ? WHERE id = ? AND status = 'running'",
         )
-        .bind(status.as_str())
-        .bind(ending.reason.as_str())
+        .bind(status.name())
+        .bind(ending.reason.name())
         .bind(ending.ended_at)
         .bind(&ending.advisory_message)
         .bind(&ending.error_message)
