@@ -14,12 +14,7 @@ async fn an_agent_gets_a_uagents_address_and_is_found_by_uuid_or_address() {
         address.starts_with("agent1q") && address.len() == 65,
         "{address}"
     );
-    let by_address: Value = app
-        .get(&format!("/api/v1/agents/{address}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let by_address = app.get_json(&format!("/api/v1/agents/{address}")).await;
     assert_eq!(by_address["id"], agent["id"]);
 
     // An address of its own is kept; its checksum is checked; it is unique per account.
@@ -57,7 +52,7 @@ async fn an_agent_gets_a_uagents_address_and_is_found_by_uuid_or_address() {
     assert_eq!(patched["replies"], json!(["a", "b"]));
     assert_eq!(patched["address"], agent["address"]);
 
-    let list: Value = app.get("/api/v1/agents?size=1").await.json().await.unwrap();
+    let list = app.get_json("/api/v1/agents?size=1").await;
     assert_eq!(list["meta"]["total"], 1);
 
     // An agent that took part in a collaboration cannot be deleted from under it.

@@ -121,23 +121,13 @@ async fn collaborations_list_with_flockx_paging_and_filters() {
             .await,
         );
     }
-    let page: Value = app
-        .get("/api/v1/collaborations?page=1&size=2")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let page = app.get_json("/api/v1/collaborations?page=1&size=2").await;
     assert_eq!(page["items"].as_array().unwrap().len(), 2);
     assert_eq!(
         page["meta"],
         json!({"total": 3, "page": 1, "size": 2, "has_next": true, "has_previous": false})
     );
-    let second: Value = app
-        .get("/api/v1/collaborations?page=2&size=2")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let second = app.get_json("/api/v1/collaborations?page=2&size=2").await;
     assert_eq!(second["items"].as_array().unwrap().len(), 1);
     assert_eq!(
         (
@@ -150,12 +140,9 @@ async fn collaborations_list_with_flockx_paging_and_filters() {
     let count = |query: String| {
         let app = &app;
         async move {
-            let page: Value = app
-                .get(&format!("/api/v1/collaborations?{query}"))
-                .await
-                .json()
-                .await
-                .unwrap();
+            let page = app
+                .get_json(&format!("/api/v1/collaborations?{query}"))
+                .await;
             page["meta"]["total"].as_u64().unwrap()
         }
     };
@@ -271,12 +258,7 @@ async fn delete_removes_the_collaboration_everywhere_and_closes_its_stream() {
             "{path}"
         );
     }
-    let list: Value = app
-        .get("/api/v1/collaborations")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list = app.get_json("/api/v1/collaborations").await;
     assert_eq!(list["meta"]["total"], 0);
     assert_eq!(
         app.delete(&format!("/api/v1/collaborations/{collaboration}"))

@@ -1,7 +1,7 @@
 //! The live stream: replay then live without gap or duplicate, history, auth, shutdown.
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::support::{Said, id, seqs, spawn_app, spawn_app_with};
@@ -78,37 +78,23 @@ async fn history_pages_by_after_seq_with_the_frames_the_stream_sends() {
     let created = app.scripted_duo(5, 0).await;
     app.wait_until_summarized(&id(&created)).await;
     let channel = created["channel_id"].as_str().unwrap();
-    let page: Value = app
-        .get(&format!(
+    let page = app
+        .get_json(&format!(
             "/api/v1/channels/{channel}/messages?after_seq=2&limit=3"
         ))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(seqs(page["items"].as_array().unwrap()), [3, 4, 5]);
     assert_eq!(page["next_after_seq"], 5);
-    let rest: Value = app
-        .get(&format!("/api/v1/channels/{channel}/messages?after_seq=5"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let rest = app
+        .get_json(&format!("/api/v1/channels/{channel}/messages?after_seq=5"))
+        .await;
     assert_eq!(seqs(rest["items"].as_array().unwrap()), [6, 7]);
-    let end: Value = app
-        .get(&format!("/api/v1/channels/{channel}/messages?after_seq=7"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let end = app
+        .get_json(&format!("/api/v1/channels/{channel}/messages?after_seq=7"))
+        .await;
     assert_eq!(end, json!({"items": [], "next_after_seq": 7}));
 
-    let meta: Value = app
-        .get(&format!("/api/v1/channels/{channel}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let meta = app.get_json(&format!("/api/v1/channels/{channel}")).await;
     assert_eq!(meta["last_seq"], 7);
     assert_eq!(meta["collaboration_id"], created["id"]);
 

@@ -111,12 +111,7 @@ async fn invalid_collaborations_are_refused_with_named_fields_and_create_nothing
     )
     .await;
 
-    let list: Value = app
-        .get("/api/v1/collaborations")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let list = app.get_json("/api/v1/collaborations").await;
     assert_eq!(
         list["meta"]["total"], 0,
         "a rejected request changed something"

@@ -116,6 +116,11 @@ impl Api {
             .expect("GET")
     }
 
+    /// GETs a JSON body, whatever the status.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.get(path).await.json().await.expect("a JSON body")
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> Response {
         self.client
             .post(self.url(path))
@@ -222,14 +227,11 @@ impl Api {
         let mut events = Vec::new();
         let mut after = 0;
         loop {
-            let page: Value = self
-                .get(&format!(
+            let page = self
+                .get_json(&format!(
                     "/api/v1/channels/{channel_id}/messages?after_seq={after}&limit=500"
                 ))
-                .await
-                .json()
-                .await
-                .unwrap();
+                .await;
             let items = page["items"].as_array().unwrap().clone();
             if items.is_empty() {
                 return events;
