@@ -9,12 +9,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     agents::Models,
-    api::{self, AppState, BodyLimit},
+    api::{self, AppState, BodyLimit, rate_limit::RateLimits},
     config::Config,
     engine::Engine,
-    live::Hub,
+    live::{Hub, Streams},
+    outbound::Outbound,
     store::{SqliteStore, Store},
 };
+
+/// Limit on one call to a user-supplied URL.
+const OUTBOUND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct App {
     listener: TcpListener,
@@ -27,12 +31,21 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.data_dir)?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir).await?);
-        let new_admin_key = api::auth::bootstrap_admin(
+        let bootstrap = api::auth::bootstrap_admin(
             store.as_ref(),
             config.admin_key.as_deref(),
             &config.data_dir,
         )
         .await?;
+        if !bootstrap.rotated_out.is_empty() {
+            tracing::info!(
+                revoked = bootstrap.rotated_out.len(),
+                "the configured admin key changed; the previous one is revoked"
+            );
+        }
+        // Claims left in flight by a stopped process would answer 409 forever.
+        let expired = chrono::Utc::now() - chrono::Duration::hours(api::IDEMPOTENCY_HOURS);
+        store.purge_idempotency(expired, true).await?;
         let models = Models::new(&config.providers, &config.models)?;
         let hub = Arc::new(Hub::new(config.websocket.buffered_frames));
         let shutdown = CancellationToken::new();
@@ -48,13 +61,16 @@ impl App {
             store,
             engine,
             hub,
+            rate_limits: Arc::new(RateLimits::new(&config.rate_limits)),
+            streams: Arc::new(Streams::new(config.rate_limits.max_streams_per_key)),
+            outbound: Outbound::new(config.allow_private_urls, OUTBOUND_TIMEOUT)?,
             config: Arc::new(config),
             shutdown,
         };
         Ok(Self {
             listener,
             state,
-            new_admin_key,
+            new_admin_key: bootstrap.created,
         })
     }
 

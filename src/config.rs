@@ -17,6 +17,13 @@ pub struct Config {
     pub limits: Limits,
     pub engine: EngineSettings,
     pub websocket: WebSocketSettings,
+    pub rate_limits: RateLimitSettings,
+    /// Origins besides the server's own whose pages may open WebSocket streams and call the
+    /// API from a browser (`SKEIN_ALLOWED_ORIGINS`, comma separated).
+    pub allowed_origins: Vec<String>,
+    /// Lets agent endpoints and webhook URLs point at loopback and private networks
+    /// (`SKEIN_ALLOW_PRIVATE_URLS=true`): for local development and tests only.
+    pub allow_private_urls: bool,
 }
 
 /// One OpenAI-compatible endpoint.
@@ -63,6 +70,20 @@ pub struct Limits {
     pub max_prompt_chars: usize,
     pub max_content_chars: usize,
     pub max_participants: usize,
+}
+
+/// Per-key limits. Defaults suit a person with a browser or a busy integration; raise them
+/// for load tests.
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    /// Requests per minute, refilled continuously.
+    pub per_minute: u32,
+    /// Requests that may arrive at once.
+    pub burst: u32,
+    /// WebSocket streams open at once.
+    pub max_streams_per_key: usize,
+    /// Collaborations running at once, counting those the key started.
+    pub max_running_per_key: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +135,14 @@ impl Default for Config {
                 max_message_bytes: 64 * 1024,
                 buffered_frames: 256,
             },
+            rate_limits: RateLimitSettings {
+                per_minute: 600,
+                burst: 100,
+                max_streams_per_key: 200,
+                max_running_per_key: 50,
+            },
+            allowed_origins: Vec::new(),
+            allow_private_urls: false,
         }
     }
 }
@@ -145,6 +174,57 @@ impl Config {
         }
         if let Some(ms) = lookup("SKEIN_LLM_RETRY_BASE_MS") {
             config.models.retry_base = Duration::from_millis(ms.parse()?);
+        }
+        let number = |name: &str, into: &mut dyn FnMut(u64)| -> anyhow::Result<()> {
+            if let Some(value) = lookup(name) {
+                let parsed: u64 = value
+                    .trim()
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("{name}={value}: {e}"))?;
+                anyhow::ensure!(parsed > 0, "{name} must be at least 1");
+                into(parsed);
+            }
+            Ok(())
+        };
+        let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+        let limits = &mut config.limits;
+        number("SKEIN_MAX_BODY_BYTES", &mut |v| {
+            limits.max_body_bytes = v as usize
+        })?;
+        number("SKEIN_MAX_MESSAGE_CAP", &mut |v| {
+            limits.max_message_cap = clamp(v)
+        })?;
+        number("SKEIN_MAX_TIMEOUT_WINDOW", &mut |v| {
+            limits.max_timeout_window = clamp(v)
+        })?;
+        let websocket = &mut config.websocket;
+        number("SKEIN_MAX_WS_MESSAGE_BYTES", &mut |v| {
+            websocket.max_message_bytes = v as usize
+        })?;
+        let rate = &mut config.rate_limits;
+        number("SKEIN_RATE_LIMIT_PER_MINUTE", &mut |v| {
+            rate.per_minute = clamp(v)
+        })?;
+        number("SKEIN_RATE_LIMIT_BURST", &mut |v| rate.burst = clamp(v))?;
+        number("SKEIN_MAX_STREAMS_PER_KEY", &mut |v| {
+            rate.max_streams_per_key = v as usize
+        })?;
+        number("SKEIN_MAX_RUNNING_PER_KEY", &mut |v| {
+            rate.max_running_per_key = clamp(v)
+        })?;
+        if let Some(origins) = lookup("SKEIN_ALLOWED_ORIGINS") {
+            config.allowed_origins = origins
+                .split(',')
+                .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+                .filter(|o| !o.is_empty())
+                .collect();
+        }
+        if let Some(allow) = lookup("SKEIN_ALLOW_PRIVATE_URLS") {
+            config.allow_private_urls = match allow.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                other => anyhow::bail!("SKEIN_ALLOW_PRIVATE_URLS={other}: expected true or false"),
+            };
         }
         Ok(config)
     }
@@ -229,6 +309,33 @@ mod tests {
         let config = config_with(&[]);
         assert!(config.providers.is_empty());
         assert_eq!(config.bind.to_string(), "127.0.0.1:8344");
+    }
+
+    #[test]
+    fn limits_origins_and_private_urls_come_from_the_environment() {
+        let config = config_with(&[
+            ("SKEIN_RATE_LIMIT_PER_MINUTE", "120"),
+            ("SKEIN_RATE_LIMIT_BURST", "7"),
+            ("SKEIN_MAX_STREAMS_PER_KEY", "3"),
+            ("SKEIN_MAX_BODY_BYTES", "1024"),
+            (
+                "SKEIN_ALLOWED_ORIGINS",
+                "https://App.example.com/, http://localhost:5173",
+            ),
+            ("SKEIN_ALLOW_PRIVATE_URLS", "true"),
+        ]);
+        assert_eq!(config.rate_limits.per_minute, 120);
+        assert_eq!(config.rate_limits.burst, 7);
+        assert_eq!(config.rate_limits.max_streams_per_key, 3);
+        assert_eq!(config.limits.max_body_bytes, 1024);
+        assert_eq!(
+            config.allowed_origins,
+            ["https://app.example.com", "http://localhost:5173"]
+        );
+        assert!(config.allow_private_urls);
+        let vars: HashMap<String, String> =
+            [("SKEIN_MAX_MESSAGE_CAP".to_string(), "0".to_string())].into();
+        assert!(Config::from_lookup(|name| vars.get(name).cloned()).is_err());
     }
 
     #[test]

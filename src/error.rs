@@ -20,6 +20,9 @@ pub enum AppError {
     /// 401: no key, or a key we do not know.
     #[error("a valid API key is required")]
     Unauthorized,
+    /// 403: a valid key whose scope does not allow this.
+    #[error("{0}")]
+    Forbidden(String),
     /// 404: unknown, or another account's: the two are indistinguishable on purpose.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -35,6 +38,9 @@ pub enum AppError {
     /// 422: well-formed JSON whose values break the rules; every problem is listed.
     #[error("the request has invalid fields")]
     Validation(Vec<FieldError>),
+    /// 429: a per-key limit other than the request rate (which answers with its own headers).
+    #[error("{0}")]
+    TooManyRequests(String),
     /// 500: logged with its cause, hidden from the client.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -49,11 +55,13 @@ impl AppError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -9,6 +9,7 @@
 //!   [`agents`] implementation produce the turn, stores it, then publishes it;
 //! - [`live`] fans published events out to WebSocket viewers, catching late or slow ones up
 //!   from the store;
+//! - [`outbound`] is the only way to call a URL a user gave us: it refuses internal networks;
 //! - [`app`] wires these together, binds the listener and runs until told to stop.
 
 pub mod agents;
@@ -19,4 +20,5 @@ pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod live;
+pub mod outbound;
 pub mod store;

@@ -1,62 +1,134 @@
-//! API keys: who is calling, for which account.
+//! API keys: who is calling, for which account, with which scope.
 //!
 //! A key is `sk_` followed by 32 random bytes in hex, shown once; the store keeps only its
-//! SHA-256. Keys arrive as `Authorization: Bearer <key>` or, as flockx sends them, as the
-//! bare `Authorization: <key>`.
+//! SHA-256 and its first 12 characters. Keys arrive as `Authorization: Bearer <key>` or, as
+//! flockx sends them, as the bare `Authorization: <key>`.
+//!
+//! [`gate`] runs before every `/api/v1` handler: it looks the key up once, applies the key's
+//! rate limit (a 429 before the handler runs, so nothing happens), notes when the key was
+//! last used, and leaves a [`Caller`] in the request for the handlers. The [`Caller`]
+//! extractor then answers 401 without a valid key and 403 when the key's scope is too small
+//! for the method: `read` for GET, `write` for everything else.
 
 use std::path::Path;
 
-use axum::{extract::FromRequestParts, http::request::Parts};
+use axum::{
+    extract::{FromRequestParts, Request, State},
+    http::{HeaderMap, Method, header, request::Parts},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use chrono::{Duration, Utc};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::AppState;
 use crate::{
+    domain::{Account, ApiKey, NewKey, Scope, access::KEY_PREFIX_CHARS},
     error::AppError,
-    store::{NewKey, Store},
+    store::{Credential, Store},
 };
+
+/// `last_used_at` is written at most this often per key, not on every request.
+const TOUCH_EVERY_SECS: i64 = 60;
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub account_id: Uuid,
-    pub key_id: Uuid,
+    pub key: ApiKey,
+    /// The key belongs to the operator account (the server's own admin key's).
+    pub operator: bool,
+}
+
+impl From<Credential> for Caller {
+    fn from(credential: Credential) -> Self {
+        Self {
+            account_id: credential.key.account_id,
+            key: credential.key,
+            operator: credential.operator,
+        }
+    }
+}
+
+impl Caller {
+    /// 403 unless the key's scope reaches `scope`.
+    pub fn require(&self, scope: Scope) -> Result<(), AppError> {
+        match self.key.grant() {
+            Some(granted) if granted >= scope => Ok(()),
+            _ => Err(AppError::Forbidden(format!(
+                "this API key lacks the `{}` scope",
+                scope.name()
+            ))),
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let key = bearer(parts).ok_or(AppError::Unauthorized)?;
-        authenticate(state.store.as_ref(), &key)
-            .await?
-            .ok_or(AppError::Unauthorized)
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, AppError> {
+        let caller = parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or(AppError::Unauthorized)?;
+        caller.require(scope_for(&parts.method))?;
+        Ok(caller)
     }
 }
 
+/// The scope a method needs at least.
+fn scope_for(method: &Method) -> Scope {
+    if method.is_safe() {
+        Scope::Read
+    } else {
+        Scope::Write
+    }
+}
+
+/// Middleware: authenticate once, rate-limit by key, remember the caller.
+///
+/// A request without a valid key passes through without a [`Caller`]: handlers that need
+/// one answer 401, and the WebSocket route closes with 1008 after the upgrade instead.
+pub async fn gate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let Some(secret) = bearer(request.headers()) else {
+        return next.run(request).await;
+    };
+    let credential = match state.store.find_key(&hash_secret(&secret)).await {
+        Ok(Some(credential)) => credential,
+        Ok(None) => return next.run(request).await,
+        Err(error) => return AppError::from(error).into_response(),
+    };
+    let allowance = match state.rate_limits.check(credential.key.id) {
+        Ok(allowance) => allowance,
+        Err(limited) => return limited.into_response(),
+    };
+    let now = Utc::now();
+    let stale = credential
+        .key
+        .last_used_at
+        .is_none_or(|at| now - at > Duration::seconds(TOUCH_EVERY_SECS));
+    if stale && let Err(error) = state.store.touch_key(credential.key.id, now).await {
+        tracing::warn!(
+            error = format!("{error:#}"),
+            "recording a key's last use failed"
+        );
+    }
+    request.extensions_mut().insert(Caller::from(credential));
+    let mut response = next.run(request).await;
+    allowance.write_headers(response.headers_mut());
+    response
+}
+
 /// The key in the `Authorization` header, with or without the `Bearer` scheme.
-pub fn bearer(parts: &Parts) -> Option<String> {
-    let value = parts
-        .headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .trim();
+pub fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
     let key = match value.split_once(' ') {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
         _ => value,
     };
     (!key.is_empty()).then(|| key.to_owned())
-}
-
-pub async fn authenticate(store: &dyn Store, key: &str) -> Result<Option<Caller>, AppError> {
-    Ok(store
-        .find_key(&hash_secret(key))
-        .await?
-        .map(|record| Caller {
-            account_id: record.account_id,
-            key_id: record.id,
-        }))
 }
 
 pub fn hash_secret(secret: &str) -> String {
@@ -68,45 +140,87 @@ pub fn new_secret(prefix: &str) -> String {
     format!("{prefix}{}", hex::encode(rand::random::<[u8; 32]>()))
 }
 
-/// Makes sure an admin key exists. Uses `SKEIN_ADMIN_KEY` when set, else the key saved in
-/// `<data-dir>/admin.key`, else creates one and saves it there (mode 0600). Returns the key
-/// when it was created now, so that it can be shown once.
+/// A new key for `account_id`: the secret to show once, and what to store.
+pub fn new_key(account_id: Uuid, name: &str, scopes: Vec<Scope>) -> (String, NewKey) {
+    let secret = new_secret("sk_");
+    let key = stored_key(account_id, name, &secret, scopes, false);
+    (secret, key)
+}
+
+fn stored_key(
+    account_id: Uuid,
+    name: &str,
+    secret: &str,
+    scopes: Vec<Scope>,
+    from_config: bool,
+) -> NewKey {
+    NewKey {
+        id: Uuid::now_v7(),
+        account_id,
+        name: name.to_owned(),
+        prefix: secret.chars().take(KEY_PREFIX_CHARS).collect(),
+        hash: hash_secret(secret),
+        scopes,
+        from_config,
+    }
+}
+
+/// What starting up did about the server's admin key.
+#[derive(Debug, Default)]
+pub struct Bootstrap {
+    /// The key, when this start created it: shown once, then only in `admin.key`.
+    pub created: Option<String>,
+    /// Earlier configured admin keys revoked because the configured key changed.
+    pub rotated_out: Vec<Uuid>,
+}
+
+/// Makes sure the server's admin key exists. Uses `SKEIN_ADMIN_KEY` when set, else the key
+/// saved in `<data-dir>/admin.key`, else creates one and saves it there (mode 0600). The
+/// key belongs to the operator account, created with it on first start. A configured key
+/// that differs from the one stored before replaces it: the old one is revoked.
 pub async fn bootstrap_admin(
     store: &dyn Store,
     configured: Option<&str>,
     data_dir: &Path,
-) -> anyhow::Result<Option<String>> {
+) -> anyhow::Result<Bootstrap> {
     let file = data_dir.join("admin.key");
-    let (key, created) = match configured {
+    let (secret, created) = match configured {
         Some(key) => (key.to_owned(), false),
         None if file.exists() => (std::fs::read_to_string(&file)?.trim().to_owned(), false),
         None => (new_secret("sk_"), true),
     };
-    let hash = hash_secret(&key);
-    if store.find_key(&hash).await?.is_none() {
-        let account_id = match store.first_account().await? {
-            Some(id) => id,
-            None => {
-                let id = Uuid::now_v7();
-                store.insert_account(id, "default").await?;
-                id
+    let hash = hash_secret(&secret);
+    let all = vec![Scope::Read, Scope::Write, Scope::Admin];
+    if !store.key_exists(&hash).await? {
+        match store.operator_account().await? {
+            Some(account_id) => {
+                let key = stored_key(account_id, "admin", &secret, all, true);
+                store.insert_key(&key).await?;
             }
-        };
-        store
-            .insert_key(&NewKey {
-                id: Uuid::now_v7(),
-                account_id,
-                name: "admin".into(),
-                prefix: key.chars().take(12).collect(),
-                hash,
-                scopes: vec!["read".into(), "write".into(), "admin".into()],
-            })
-            .await?;
+            None => {
+                let account = Account {
+                    id: Uuid::now_v7(),
+                    name: "operator".into(),
+                    operator: true,
+                    created_at: Utc::now(),
+                };
+                let key = stored_key(account.id, "admin", &secret, all, true);
+                store.create_account(&account, &key).await?;
+            }
+        }
+    } else if store.find_key(&hash).await?.is_none() {
+        anyhow::bail!(
+            "the configured admin key was revoked; set SKEIN_ADMIN_KEY (or admin.key) to a new key"
+        );
     }
+    let rotated_out = store.revoke_config_keys_except(&hash).await?;
     if created {
-        write_private(&file, &key)?;
+        write_private(&file, &secret)?;
     }
-    Ok(created.then_some(key))
+    Ok(Bootstrap {
+        created: created.then_some(secret),
+        rotated_out,
+    })
 }
 
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {

@@ -8,7 +8,7 @@ use axum::{
             CloseFrame, Message, WebSocketUpgrade, close_code, rejection::WebSocketUpgradeRejection,
         },
     },
-    http::{StatusCode, request::Parts},
+    http::{HeaderMap, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -24,7 +24,7 @@ use super::{
 use crate::{
     domain::{AgentRef, CollaborationStatus, FieldError},
     error::AppError,
-    live::session::Session,
+    live::{Refusal, session::Session},
     store::ChannelInfo,
 };
 
@@ -185,7 +185,7 @@ async fn ticket(
         .store
         .insert_ticket(
             &auth::hash_secret(&value),
-            caller.account_id,
+            &caller.key,
             channel.id,
             expires_at,
         )
@@ -209,9 +209,12 @@ pub(super) struct StreamParams {
 }
 
 /// Upgrades to the live stream. A bad channel, ticket or key still completes the upgrade
-/// and is then closed with 1008 before any frame, so browsers can see why.
+/// and is then closed with 1008 before any frame, so browsers can see why. A page from an
+/// origin that is neither this server's nor allowed is refused before the upgrade (403), as
+/// is a key already at its cap of open streams (429).
 #[utoipa::path(get, path = "/api/v1/channels/{id}/stream", tag = "channels", params(StreamParams),
-    responses((status = 101, description = "WebSocket: hello, stored events after after_seq, then live frames")))]
+    responses((status = 101, description = "WebSocket: hello, stored events after after_seq, then live frames"),
+              (status = 400, body = crate::error::Problem), (status = 403, body = crate::error::Problem), (status = 429, body = crate::error::Problem)))]
 async fn stream(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -229,6 +232,26 @@ async fn stream(
             .into_response();
         }
     };
+    if !origin_allowed(&parts.headers, &state.config.allowed_origins) {
+        return AppError::Forbidden(
+            "pages from this origin may not open streams; see SKEIN_ALLOWED_ORIGINS".into(),
+        )
+        .into_response();
+    }
+    let admitted = match admit(&state, &id, &params, &parts).await {
+        Ok((channel, key_id)) => match state.streams.admit(key_id) {
+            Ok(pass) => Ok((channel, pass)),
+            Err(Refusal::AtLimit(max)) => {
+                return AppError::TooManyRequests(format!(
+                    "this API key already has {max} streams open, the limit \
+                     (max_streams_per_key); close one first"
+                ))
+                .into_response();
+            }
+            Err(Refusal::Revoked) => Err("the API key was revoked"),
+        },
+        Err(reason) => Err(reason),
+    };
     let settings = &state.config.websocket;
     let upgrade = upgrade
         // Small buffers: most viewers only listen, and idle connections should cost little.
@@ -236,11 +259,10 @@ async fn stream(
         .write_buffer_size(0)
         .max_message_size(settings.max_message_bytes)
         .max_frame_size(settings.max_message_bytes);
-    let channel = admit(&state, &id, &params, &parts).await;
     let ping_interval = settings.ping_interval;
     upgrade.on_upgrade(move |mut socket| async move {
-        let channel = match channel {
-            Ok(channel) => channel,
+        let (channel, pass) = match admitted {
+            Ok(admitted) => admitted,
             Err(reason) => {
                 let frame = CloseFrame {
                     code: close_code::POLICY,
@@ -257,38 +279,64 @@ async fn stream(
             after_seq: params.after_seq.unwrap_or(0).max(0),
             ping_interval,
             shutdown: state.shutdown.clone(),
+            pass,
         };
         session.run(socket).await;
     })
 }
 
-/// Checks the ticket or key and the channel; the error is the close reason.
+/// A browser's `Origin` must be this server (the `Host` it asked for) or a configured one.
+/// Programs send no `Origin` and are let through: they authenticate with a key or ticket.
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+    if allowed.contains(&origin) {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    match (origin.split_once("://"), host) {
+        (Some((scheme, authority)), Some(host)) => {
+            matches!(scheme, "http" | "https") && authority.eq_ignore_ascii_case(host.trim())
+        }
+        _ => false,
+    }
+}
+
+/// Checks the ticket or key and the channel: the channel and the key the stream runs
+/// under, or the close reason.
 async fn admit(
     state: &AppState,
     id: &str,
     params: &StreamParams,
     parts: &Parts,
-) -> Result<ChannelInfo, &'static str> {
+) -> Result<(ChannelInfo, Uuid), &'static str> {
     let channel_id = Uuid::parse_str(id).map_err(|_| "unknown channel")?;
-    let account_id = if let Some(ticket) = &params.ticket {
-        state
+    let caller = if let Some(ticket) = &params.ticket {
+        let credential = state
             .store
             .redeem_ticket(&auth::hash_secret(ticket), channel_id)
             .await
             .map_err(|_| "internal error")?
-            .ok_or("invalid, used or expired ticket")?
+            .ok_or("invalid, used or expired ticket")?;
+        Caller::from(credential)
     } else {
-        let key = auth::bearer(parts).ok_or("a ticket or an API key is required")?;
-        auth::authenticate(state.store.as_ref(), &key)
-            .await
-            .map_err(|_| "internal error")?
-            .ok_or("invalid API key")?
-            .account_id
+        // The gate has looked the key up already.
+        match parts.extensions.get::<Caller>() {
+            Some(caller) => caller.clone(),
+            None if auth::bearer(&parts.headers).is_some() => return Err("invalid API key"),
+            None => return Err("a ticket or an API key is required"),
+        }
     };
-    state
+    let channel = state
         .store
-        .get_channel(account_id, channel_id)
+        .get_channel(caller.account_id, channel_id)
         .await
         .map_err(|_| "internal error")?
-        .ok_or("unknown channel")
+        .ok_or("unknown channel")?;
+    Ok((channel, caller.key.id))
 }

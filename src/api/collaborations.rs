@@ -31,6 +31,8 @@ pub(super) fn router() -> Router<AppState> {
         .route("/collaborations/{id}/stop", post(stop))
 }
 
+const MAX_URL_CHARS: usize = 2048;
+
 pub(super) const DEFAULT_OBJECTIVE: &str = "Plan a night out with my friends";
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -247,13 +249,15 @@ async fn create(
         "manager, round_robin",
     )
     .unwrap_or(Strategy::Manager);
-    if let Some(url) = &request.webhook_url
-        && reqwest::Url::parse(url).map_or(true, |u| !matches!(u.scheme(), "http" | "https"))
-    {
-        errors.push(FieldError::new(
-            "webhook_url",
-            "must be an http or https URL",
-        ));
+    if let Some(url) = &request.webhook_url {
+        if url.chars().count() > MAX_URL_CHARS {
+            errors.push(FieldError::new(
+                "webhook_url",
+                format!("must be at most {MAX_URL_CHARS} characters"),
+            ));
+        } else if let Err(error) = state.outbound.check(url).await {
+            errors.push(FieldError::new("webhook_url", error.to_string()));
+        }
     }
     if let Some(budget) = request.token_budget
         && budget < 1
@@ -279,9 +283,13 @@ async fn create(
         token_budget: request.token_budget.map(|b| b as u64),
         podcast: request.podcast.unwrap_or(false),
         allow_interjections: request.allow_interjections.unwrap_or(true),
+        created_by: caller.key.id,
         created_at: now,
     };
-    state.store.insert_collaboration(&new).await?;
+    state
+        .store
+        .insert_collaboration(&new, state.config.rate_limits.max_running_per_key)
+        .await?;
     // Start before anything else can await: if the client goes away now, the handler is
     // dropped, and a stored collaboration must not be left without its runner.
     state.engine.start(new.id);

@@ -8,7 +8,7 @@ use utoipa::{
 };
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{AppState, agents, channels, collaborations};
+use super::{AppState, agents, channels, collaborations, keys};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,7 @@ use super::{AppState, agents, channels, collaborations};
         collaborations::create, collaborations::list, collaborations::read, collaborations::stop, collaborations::remove,
         agents::create, agents::list, agents::read, agents::update, agents::remove,
         channels::read, channels::history, channels::post_message, channels::ticket, channels::stream,
+        keys::create_key, keys::list_keys, keys::revoke_key, keys::create_account, keys::list_accounts,
     ),
     components(schemas(crate::error::Problem, crate::domain::FieldError, crate::domain::paging::PageMeta)),
     modifiers(&BearerAuth),

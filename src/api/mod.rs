@@ -11,6 +11,9 @@ mod channels;
 mod collaborations;
 mod docs;
 mod health;
+mod idempotency;
+mod keys;
+pub mod rate_limit;
 
 use std::sync::Arc;
 
@@ -18,21 +21,30 @@ use axum::{
     Router,
     body::Bytes,
     extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request},
-    http::{StatusCode, request::Parts},
+    http::{HeaderName, HeaderValue, Method, StatusCode, header, request::Parts},
+    middleware,
     response::IntoResponse,
 };
 use serde::{Deserialize, de::DeserializeOwned};
 use tokio_util::sync::CancellationToken;
-use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    cors::{AllowOrigin, CorsLayer},
+    trace::TraceLayer,
+};
 
 use crate::{
     config::Config,
     domain::{FieldError, PageRequest, paging::MAX_PAGE_SIZE},
     engine::Engine,
     error::{AppError, Problem},
-    live::Hub,
+    live::{Hub, Streams},
+    outbound::Outbound,
     store::Store,
 };
+
+use self::rate_limit::RateLimits;
+pub use idempotency::RETENTION_HOURS as IDEMPOTENCY_HOURS;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -41,6 +53,11 @@ pub struct AppState {
     pub engine: Engine,
     pub hub: Arc<Hub>,
     pub config: Arc<Config>,
+    pub rate_limits: Arc<RateLimits>,
+    /// Open WebSocket streams per key.
+    pub streams: Arc<Streams>,
+    /// The client for user-supplied URLs, and their check.
+    pub outbound: Outbound,
     /// Cancelled when the server shuts down; WebSocket sessions close with 1001 on it.
     pub shutdown: CancellationToken,
 }
@@ -50,7 +67,15 @@ pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .merge(collaborations::router())
         .merge(agents::router())
-        .merge(channels::router());
+        .merge(channels::router())
+        .merge(keys::router())
+        // The last layer runs first: authenticate and rate-limit, then idempotency.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::idempotency,
+        ))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::gate));
+    let cors = cors(&state.config.allowed_origins);
     Router::new()
         .nest("/api/v1", v1)
         .merge(health::router())
@@ -63,7 +88,12 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(TraceLayer::new_for_http())
+        // The span names the path only: a query string can carry a WebSocket ticket.
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+            }),
+        )
         .layer(CatchPanicLayer::custom(|_| {
             Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -71,7 +101,34 @@ pub fn router(state: AppState) -> Router {
             )
             .into_response()
         }))
+        .layer(cors)
         .with_state(state)
+}
+
+/// Cross-origin browser access for the configured origins only; none by default.
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect();
+    let exposed = [
+        "location",
+        "retry-after",
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+        "idempotent-replayed",
+    ];
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("x-idempotency-key"),
+        ])
+        .expose_headers(exposed.map(HeaderName::from_static))
 }
 
 /// A JSON body: 413 when too large, 400 when not a JSON object, 422 naming the field when

@@ -70,28 +70,6 @@ pub enum Source {
     FetchBusiness,
 }
 
-/// Serde-backed conversions between the small enums and their wire names, which are also
-/// how the store keeps them.
-macro_rules! text_enum {
-    ($($ty:ty),*) => {$(
-        impl $ty {
-            /// The wire name, as serde writes it.
-            pub fn name(&self) -> String {
-                match serde_json::to_value(self) {
-                    Ok(serde_json::Value::String(s)) => s,
-                    _ => unreachable!("unit variants serialize to strings"),
-                }
-            }
-        }
-        impl std::str::FromStr for $ty {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                serde_json::from_value(serde_json::Value::String(s.to_owned()))
-                    .map_err(|_| format!("`{s}` is not a valid value"))
-            }
-        }
-    )*};
-}
 text_enum!(CollaborationStatus, EndReason, Strategy, Source);
 
 /// A validated create request, ready to store.
@@ -113,6 +91,8 @@ pub struct NewCollaboration {
     pub token_budget: Option<u64>,
     pub podcast: bool,
     pub allow_interjections: bool,
+    /// The API key that started it: the cap on running collaborations is per key.
+    pub created_by: Uuid,
     pub created_at: DateTime<Utc>,
 }
 

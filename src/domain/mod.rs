@@ -3,12 +3,37 @@
 //! Everything that arrives over the API is parsed into these types once, at the edge
 //! (`api/`); the store, the engine and the live hub trust them. Nothing here does I/O.
 
+/// Serde-backed conversions between the small enums and their wire names, which are also
+/// how the store keeps them.
+macro_rules! text_enum {
+    ($($ty:ty),*) => {$(
+        impl $ty {
+            /// The wire name, as serde writes it.
+            pub fn name(&self) -> String {
+                match serde_json::to_value(self) {
+                    Ok(serde_json::Value::String(s)) => s,
+                    _ => unreachable!("unit variants serialize to strings"),
+                }
+            }
+        }
+        impl std::str::FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                serde_json::from_value(serde_json::Value::String(s.to_owned()))
+                    .map_err(|_| format!("`{s}` is not a valid value"))
+            }
+        }
+    )*};
+}
+
+pub mod access;
 pub mod address;
 pub mod agent;
 pub mod collaboration;
 pub mod event;
 pub mod paging;
 
+pub use access::{Account, ApiKey, NewKey, Scope};
 pub use address::AgentAddress;
 pub use agent::{Agent, AgentKind, AgentRef, AgentSpec};
 pub use collaboration::{

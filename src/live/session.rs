@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use super::{Frame, Hub};
+use super::{Frame, Hub, StreamPass};
 use crate::store::{ChannelInfo, Store};
 
 const CATCH_UP_PAGE: u32 = 500;
@@ -25,6 +25,8 @@ pub struct Session {
     pub after_seq: i64,
     pub ping_interval: Duration,
     pub shutdown: CancellationToken,
+    /// The stream's slot under its key's cap; its token fires when the key is revoked.
+    pub pass: StreamPass,
 }
 
 /// Why a session ended, for the close frame.
@@ -32,6 +34,9 @@ enum End {
     Peer,
     Deleted,
     ShuttingDown,
+    Revoked,
+    /// The peer sent a message over the size limit.
+    TooBig,
     Failed,
 }
 
@@ -45,6 +50,8 @@ impl Session {
             End::Peer => None,
             End::Deleted => Some((close_code::NORMAL, "the collaboration was deleted")),
             End::ShuttingDown => Some((close_code::AWAY, "the server is shutting down")),
+            End::Revoked => Some((close_code::POLICY, "the API key was revoked")),
+            End::TooBig => Some((close_code::SIZE, "the message is larger than the limit")),
             End::Failed => Some((close_code::ERROR, "internal error")),
         };
         if let Some((code, reason)) = close {
@@ -101,6 +108,7 @@ impl Session {
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return End::ShuttingDown,
+                _ = self.pass.revoked.cancelled() => return End::Revoked,
                 frame = live.recv() => {
                     let result = match frame {
                         Ok(Frame::Event { seq, .. }) if seq <= last_sent => Ok(()),
@@ -122,6 +130,7 @@ impl Session {
                     }
                 }
                 incoming = socket.recv() => match incoming {
+                    Some(Err(error)) if is_too_big(&error) => return End::TooBig,
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return End::Peer,
                     Some(Ok(Message::Text(text))) => {
                         peer_alive = true;
@@ -183,6 +192,13 @@ impl Session {
             }
         }
     }
+}
+
+/// Whether a read failed because the peer's message or frame was over the size limit.
+fn is_too_big(error: &axum::Error) -> bool {
+    std::error::Error::source(error)
+        .and_then(|inner| inner.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
 }
 
 /// Viewers may only listen for now: human participants arrive with their own agent kind.

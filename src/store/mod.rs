@@ -15,8 +15,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::{
-    Agent, AgentRef, Collaboration, CollaborationStatus, Ending, EventBody, NewCollaboration,
-    PageRequest, Source, StoredEvent,
+    Account, Agent, AgentRef, ApiKey, Collaboration, CollaborationStatus, Ending, EventBody,
+    NewCollaboration, NewKey, PageRequest, Source, StoredEvent,
 };
 
 pub use sqlite::SqliteStore;
@@ -36,21 +36,24 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// A live key found by its hash, with what the request needs to know of its account.
 #[derive(Debug, Clone)]
-pub struct KeyRecord {
-    pub id: Uuid,
-    pub account_id: Uuid,
-    pub scopes: Vec<String>,
+pub struct Credential {
+    pub key: ApiKey,
+    pub operator: bool,
 }
 
-#[derive(Debug, Clone)]
-pub struct NewKey {
-    pub id: Uuid,
-    pub account_id: Uuid,
-    pub name: String,
-    pub prefix: String,
-    pub hash: String,
-    pub scopes: Vec<String>,
+/// What became of an `Idempotency-Key` the moment a request claimed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyClaim {
+    /// First use (or the earlier one expired): the request runs and its response is kept.
+    Claimed,
+    /// The first request with this key has not finished.
+    InFlight,
+    /// The key was used with a different request.
+    Mismatch,
+    /// The first request finished with this status; `response` is what was kept of it.
+    Completed { status: u16, response: Vec<u8> },
 }
 
 /// Filters of `GET /collaborations`; all optional, combined with AND.
@@ -78,11 +81,56 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
 
     // Accounts and keys.
-    async fn first_account(&self) -> StoreResult<Option<Uuid>>;
-    async fn insert_account(&self, id: Uuid, name: &str) -> StoreResult<()>;
+    /// The account of the server's own admin key, once it exists.
+    async fn operator_account(&self) -> StoreResult<Option<Uuid>>;
+    /// Stores an account with its first key, in one transaction.
+    async fn create_account(&self, account: &Account, first_key: &NewKey) -> StoreResult<()>;
+    async fn list_accounts(&self, page: PageRequest) -> StoreResult<(Vec<Account>, u64)>;
     async fn insert_key(&self, key: &NewKey) -> StoreResult<()>;
     /// The live (not revoked) key with this hash.
-    async fn find_key(&self, hash: &str) -> StoreResult<Option<KeyRecord>>;
+    async fn find_key(&self, hash: &str) -> StoreResult<Option<Credential>>;
+    /// Whether a key with this hash was ever stored, revoked or not.
+    async fn key_exists(&self, hash: &str) -> StoreResult<bool>;
+    /// Records that the key was used now.
+    async fn touch_key(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<()>;
+    async fn list_keys(
+        &self,
+        account_id: Uuid,
+        page: PageRequest,
+    ) -> StoreResult<(Vec<ApiKey>, u64)>;
+    /// Revokes the account's key (a second revoke changes nothing). False when the account
+    /// has no such key; a conflict for a key that comes from the server's configuration.
+    async fn revoke_key(&self, account_id: Uuid, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// Revokes every configured key but the one with this hash: the admin key was rotated.
+    /// Returns the ids revoked.
+    async fn revoke_config_keys_except(&self, hash: &str) -> StoreResult<Vec<Uuid>>;
+
+    // Idempotency keys, per account.
+    /// Claims `key` for a request whose canonical form hashes to `request_hash`. A claim
+    /// older than `expired_before` is replaced as if it did not exist.
+    async fn claim_idempotency(
+        &self,
+        account_id: Uuid,
+        key: &str,
+        request_hash: &str,
+        expired_before: DateTime<Utc>,
+    ) -> StoreResult<IdempotencyClaim>;
+    /// Keeps the response of a claimed request.
+    async fn complete_idempotency(
+        &self,
+        account_id: Uuid,
+        key: &str,
+        status: u16,
+        response: &[u8],
+    ) -> StoreResult<()>;
+    /// Forgets a claim whose request did not finish (a 5xx, a dropped connection).
+    async fn release_idempotency(&self, account_id: Uuid, key: &str) -> StoreResult<()>;
+    /// Deletes expired claims and, at start, the in-flight ones a stopped process left.
+    async fn purge_idempotency(
+        &self,
+        expired_before: DateTime<Utc>,
+        in_flight_too: bool,
+    ) -> StoreResult<u64>;
 
     // Agents.
     /// Refuses an address already used in the account ([`StoreError::Conflict`]).
@@ -100,8 +148,13 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_agent(&self, account_id: Uuid, id: Uuid) -> StoreResult<bool>;
 
     // Collaborations.
-    /// Stores the collaboration, its roster and its channel in one transaction.
-    async fn insert_collaboration(&self, new: &NewCollaboration) -> StoreResult<()>;
+    /// Stores the collaboration, its roster and its channel in one transaction; a conflict
+    /// naming the limit when its key already has `max_running` collaborations running.
+    async fn insert_collaboration(
+        &self,
+        new: &NewCollaboration,
+        max_running: u32,
+    ) -> StoreResult<()>;
     async fn get_collaboration(
         &self,
         account_id: Uuid,
@@ -159,11 +212,11 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_ticket(
         &self,
         hash: &str,
-        account_id: Uuid,
+        key: &ApiKey,
         channel_id: Uuid,
         expires_at: DateTime<Utc>,
     ) -> StoreResult<()>;
-    /// Marks the ticket used and returns its account, if it is unused, unexpired and for
-    /// this channel. A ticket can be redeemed once.
-    async fn redeem_ticket(&self, hash: &str, channel_id: Uuid) -> StoreResult<Option<Uuid>>;
+    /// Marks the ticket used and returns the key that asked for it, if the ticket is unused,
+    /// unexpired and for this channel, and the key is not revoked. A ticket is redeemed once.
+    async fn redeem_ticket(&self, hash: &str, channel_id: Uuid) -> StoreResult<Option<Credential>>;
 }

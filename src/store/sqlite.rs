@@ -15,10 +15,12 @@ use sqlx::{
 };
 use uuid::{Uuid, fmt::Hyphenated};
 
-use super::{ChannelInfo, CollaborationFilter, KeyRecord, NewKey, Store, StoreError, StoreResult};
+use super::{
+    ChannelInfo, CollaborationFilter, Credential, IdempotencyClaim, Store, StoreError, StoreResult,
+};
 use crate::domain::{
-    Agent, AgentAddress, AgentRef, AgentSpec, Collaboration, CollaborationStatus, Ending,
-    EventBody, NewCollaboration, PageRequest, Sender, StoredEvent,
+    Account, Agent, AgentAddress, AgentRef, AgentSpec, ApiKey, Collaboration, CollaborationStatus,
+    Ending, EventBody, NewCollaboration, NewKey, PageRequest, Scope, Sender, StoredEvent,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -120,6 +122,28 @@ async fn channel_of(
     )
 }
 
+async fn insert_key<'e>(
+    executor: impl sqlx::Executor<'e, Database = Sqlite>,
+    key: &NewKey,
+) -> StoreResult<()> {
+    let scopes: Vec<String> = key.scopes.iter().map(Scope::name).collect();
+    sqlx::query(
+        "INSERT INTO api_keys (id, account_id, name, key_prefix, key_hash, scopes, from_config, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(key.id.hyphenated())
+    .bind(key.account_id.hyphenated())
+    .bind(&key.name)
+    .bind(&key.prefix)
+    .bind(&key.hash)
+    .bind(scopes.join(" "))
+    .bind(key.from_config)
+    .bind(Utc::now())
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
 fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
 }
@@ -135,53 +159,234 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn first_account(&self) -> StoreResult<Option<Uuid>> {
+    async fn operator_account(&self) -> StoreResult<Option<Uuid>> {
         let id: Option<Hyphenated> =
-            sqlx::query_scalar("SELECT id FROM accounts ORDER BY created_at LIMIT 1")
+            sqlx::query_scalar("SELECT id FROM accounts WHERE operator = 1 LIMIT 1")
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(id.map(Hyphenated::into_uuid))
     }
 
-    async fn insert_account(&self, id: Uuid, name: &str) -> StoreResult<()> {
-        sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES (?, ?, ?)")
+    async fn create_account(&self, account: &Account, first_key: &NewKey) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        sqlx::query("INSERT INTO accounts (id, name, operator, created_at) VALUES (?, ?, ?, ?)")
+            .bind(account.id.hyphenated())
+            .bind(&account.name)
+            .bind(account.operator)
+            .bind(account.created_at)
+            .execute(&mut *tx)
+            .await?;
+        insert_key(&mut *tx, first_key).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_accounts(&self, page: PageRequest) -> StoreResult<(Vec<Account>, u64)> {
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
+            .fetch_one(&self.pool)
+            .await?;
+        let rows: Vec<AccountRow> =
+            sqlx::query_as("SELECT * FROM accounts ORDER BY created_at, id LIMIT ? OFFSET ?")
+                .bind(i64::from(page.size))
+                .bind(page.offset())
+                .fetch_all(&self.pool)
+                .await?;
+        Ok((
+            rows.into_iter().map(AccountRow::into_domain).collect(),
+            total as u64,
+        ))
+    }
+
+    async fn insert_key(&self, key: &NewKey) -> StoreResult<()> {
+        insert_key(&self.pool, key).await
+    }
+
+    async fn find_key(&self, hash: &str) -> StoreResult<Option<Credential>> {
+        let row: Option<KeyRow> = sqlx::query_as(
+            "SELECT k.*, a.operator FROM api_keys k JOIN accounts a ON a.id = k.account_id \
+             WHERE k.key_hash = ? AND k.revoked_at IS NULL",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(KeyRow::into_credential).transpose()
+    }
+
+    async fn key_exists(&self, hash: &str) -> StoreResult<bool> {
+        Ok(
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys WHERE key_hash = ?)")
+                .bind(hash)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn touch_key(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query("UPDATE api_keys SET last_used_at = ? WHERE id = ?")
+            .bind(at)
             .bind(id.hyphenated())
-            .bind(name)
-            .bind(Utc::now())
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
-    async fn insert_key(&self, key: &NewKey) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO api_keys (id, account_id, name, key_prefix, key_hash, scopes, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+    async fn list_keys(
+        &self,
+        account_id: Uuid,
+        page: PageRequest,
+    ) -> StoreResult<(Vec<ApiKey>, u64)> {
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE account_id = ?")
+            .bind(account_id.hyphenated())
+            .fetch_one(&self.pool)
+            .await?;
+        let rows: Vec<KeyRow> = sqlx::query_as(
+            "SELECT k.*, a.operator FROM api_keys k JOIN accounts a ON a.id = k.account_id \
+             WHERE k.account_id = ? ORDER BY k.created_at DESC, k.id LIMIT ? OFFSET ?",
         )
-        .bind(key.id.hyphenated())
-        .bind(key.account_id.hyphenated())
-        .bind(&key.name)
-        .bind(&key.prefix)
-        .bind(&key.hash)
-        .bind(key.scopes.join(" "))
+        .bind(account_id.hyphenated())
+        .bind(i64::from(page.size))
+        .bind(page.offset())
+        .fetch_all(&self.pool)
+        .await?;
+        let keys = rows
+            .into_iter()
+            .map(|row| row.into_credential().map(|c| c.key))
+            .collect::<StoreResult<_>>()?;
+        Ok((keys, total as u64))
+    }
+
+    async fn revoke_key(&self, account_id: Uuid, id: Uuid, at: DateTime<Utc>) -> StoreResult<bool> {
+        let mut tx = self.write().await?;
+        let from_config: Option<bool> =
+            sqlx::query_scalar("SELECT from_config FROM api_keys WHERE id = ? AND account_id = ?")
+                .bind(id.hyphenated())
+                .bind(account_id.hyphenated())
+                .fetch_optional(&mut *tx)
+                .await?;
+        match from_config {
+            None => return Ok(false),
+            Some(true) => {
+                return Err(StoreError::Conflict(
+                    "this is the server's admin key, set by SKEIN_ADMIN_KEY or admin.key; \
+                     rotate it there and restart"
+                        .into(),
+                ));
+            }
+            Some(false) => {}
+        }
+        sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
+            .bind(at)
+            .bind(id.hyphenated())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn revoke_config_keys_except(&self, hash: &str) -> StoreResult<Vec<Uuid>> {
+        let ids: Vec<Hyphenated> = sqlx::query_scalar(
+            "UPDATE api_keys SET revoked_at = ? \
+             WHERE from_config = 1 AND revoked_at IS NULL AND key_hash <> ? RETURNING id",
+        )
         .bind(Utc::now())
+        .bind(hash)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(Hyphenated::into_uuid).collect())
+    }
+
+    async fn claim_idempotency(
+        &self,
+        account_id: Uuid,
+        key: &str,
+        request_hash: &str,
+        expired_before: DateTime<Utc>,
+    ) -> StoreResult<IdempotencyClaim> {
+        let mut tx = self.write().await?;
+        let existing: Option<(String, Option<i64>, Option<Vec<u8>>, DateTime<Utc>)> =
+            sqlx::query_as(
+                "SELECT request_hash, status, response, created_at FROM idempotency_keys \
+                 WHERE account_id = ? AND idempotency_key = ?",
+            )
+            .bind(account_id.hyphenated())
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let claim = match existing {
+            Some((_, _, _, created_at)) if created_at < expired_before => None,
+            Some((hash, _, _, _)) if hash != request_hash => Some(IdempotencyClaim::Mismatch),
+            Some((_, Some(status), Some(response), _)) => Some(IdempotencyClaim::Completed {
+                status: u16::try_from(status)
+                    .map_err(|_| StoreError::Corrupt(format!("idempotent status {status}")))?,
+                response,
+            }),
+            Some(_) => Some(IdempotencyClaim::InFlight),
+            None => None,
+        };
+        if let Some(claim) = claim {
+            return Ok(claim);
+        }
+        sqlx::query(
+            "INSERT INTO idempotency_keys (account_id, idempotency_key, request_hash, created_at) \
+             VALUES (?, ?, ?, ?) ON CONFLICT (account_id, idempotency_key) DO UPDATE SET \
+             request_hash = excluded.request_hash, status = NULL, response = NULL, \
+             created_at = excluded.created_at",
+        )
+        .bind(account_id.hyphenated())
+        .bind(key)
+        .bind(request_hash)
+        .bind(Utc::now())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(IdempotencyClaim::Claimed)
+    }
+
+    async fn complete_idempotency(
+        &self,
+        account_id: Uuid,
+        key: &str,
+        status: u16,
+        response: &[u8],
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET status = ?, response = ? \
+             WHERE account_id = ? AND idempotency_key = ?",
+        )
+        .bind(i64::from(status))
+        .bind(response)
+        .bind(account_id.hyphenated())
+        .bind(key)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    async fn find_key(&self, hash: &str) -> StoreResult<Option<KeyRecord>> {
-        let row: Option<(Hyphenated, Hyphenated, String)> = sqlx::query_as(
-            "SELECT id, account_id, scopes FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
+    async fn release_idempotency(&self, account_id: Uuid, key: &str) -> StoreResult<()> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys \
+             WHERE account_id = ? AND idempotency_key = ? AND status IS NULL",
         )
-        .bind(hash)
-        .fetch_optional(&self.pool)
+        .bind(account_id.hyphenated())
+        .bind(key)
+        .execute(&self.pool)
         .await?;
-        Ok(row.map(|(id, account_id, scopes)| KeyRecord {
-            id: id.into_uuid(),
-            account_id: account_id.into_uuid(),
-            scopes: scopes.split_whitespace().map(str::to_owned).collect(),
-        }))
+        Ok(())
+    }
+
+    async fn purge_idempotency(
+        &self,
+        expired_before: DateTime<Utc>,
+        in_flight_too: bool,
+    ) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE created_at < ? OR (? AND status IS NULL)",
+        )
+        .bind(expired_before)
+        .bind(in_flight_too)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn insert_agent(&self, agent: &Agent) -> StoreResult<()> {
@@ -294,13 +499,30 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn insert_collaboration(&self, new: &NewCollaboration) -> StoreResult<()> {
+    async fn insert_collaboration(
+        &self,
+        new: &NewCollaboration,
+        max_running: u32,
+    ) -> StoreResult<()> {
         let mut tx = self.write().await?;
+        // Counted inside the write transaction, so two requests cannot both take the last slot.
+        let running: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM collaborations WHERE created_by_key = ? AND status = 'running'",
+        )
+        .bind(new.created_by.hyphenated())
+        .fetch_one(&mut *tx)
+        .await?;
+        if running >= i64::from(max_running) {
+            return Err(StoreError::Conflict(format!(
+                "this API key already has {running} running collaborations, the limit \
+                 (max_running_collaborations_per_key = {max_running}); stop one or wait for one to end"
+            )));
+        }
         sqlx::query(
             "INSERT INTO collaborations (id, account_id, channel_id, objective, principal_agent_id, \
              message_cap, timeout_window, evaluate_objective_completion, source, strategy, webhook_url, \
-             token_budget, podcast, allow_interjections, status, started_at, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+             token_budget, podcast, allow_interjections, created_by_key, status, started_at, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
         )
         .bind(new.id.hyphenated())
         .bind(new.account_id.hyphenated())
@@ -316,6 +538,7 @@ impl Store for SqliteStore {
         .bind(new.token_budget.map(|b| b as i64))
         .bind(new.podcast)
         .bind(new.allow_interjections)
+        .bind(new.created_by.hyphenated())
         .bind(new.created_at)
         .bind(new.created_at)
         .execute(&mut *tx)
@@ -587,15 +810,17 @@ impl Store for SqliteStore {
     async fn insert_ticket(
         &self,
         hash: &str,
-        account_id: Uuid,
+        key: &ApiKey,
         channel_id: Uuid,
         expires_at: DateTime<Utc>,
     ) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO websocket_tickets (ticket_hash, account_id, channel_id, expires_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO websocket_tickets (ticket_hash, account_id, key_id, channel_id, expires_at) \
+             VALUES (?, ?, ?, ?, ?)",
         )
         .bind(hash)
-        .bind(account_id.hyphenated())
+        .bind(key.account_id.hyphenated())
+        .bind(key.id.hyphenated())
         .bind(channel_id.hyphenated())
         .bind(expires_at)
         .execute(&self.pool)
@@ -603,20 +828,32 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn redeem_ticket(&self, hash: &str, channel_id: Uuid) -> StoreResult<Option<Uuid>> {
+    async fn redeem_ticket(&self, hash: &str, channel_id: Uuid) -> StoreResult<Option<Credential>> {
         let now = Utc::now();
-        let account: Option<Hyphenated> = sqlx::query_scalar(
+        let mut tx = self.write().await?;
+        let key_id: Option<Hyphenated> = sqlx::query_scalar(
             "UPDATE websocket_tickets SET used_at = ? \
              WHERE ticket_hash = ? AND channel_id = ? AND used_at IS NULL AND expires_at > ? \
-             RETURNING account_id",
+             RETURNING key_id",
         )
         .bind(now)
         .bind(hash)
         .bind(channel_id.hyphenated())
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(account.map(Hyphenated::into_uuid))
+        let Some(key_id) = key_id else {
+            return Ok(None);
+        };
+        let row: Option<KeyRow> = sqlx::query_as(
+            "SELECT k.*, a.operator FROM api_keys k JOIN accounts a ON a.id = k.account_id \
+             WHERE k.id = ? AND k.revoked_at IS NULL",
+        )
+        .bind(key_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.map(KeyRow::into_credential).transpose()
     }
 }
 
@@ -626,6 +863,63 @@ fn spec_json(spec: &AgentSpec) -> String {
 
 fn parse<T: FromStr<Err = String>>(text: &str) -> StoreResult<T> {
     text.parse().map_err(StoreError::Corrupt)
+}
+
+#[derive(FromRow)]
+struct AccountRow {
+    id: Hyphenated,
+    name: String,
+    operator: bool,
+    created_at: DateTime<Utc>,
+}
+
+impl AccountRow {
+    fn into_domain(self) -> Account {
+        Account {
+            id: self.id.into_uuid(),
+            name: self.name,
+            operator: self.operator,
+            created_at: self.created_at,
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct KeyRow {
+    id: Hyphenated,
+    account_id: Hyphenated,
+    name: String,
+    key_prefix: String,
+    scopes: String,
+    from_config: bool,
+    created_at: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+    operator: bool,
+}
+
+impl KeyRow {
+    fn into_credential(self) -> StoreResult<Credential> {
+        let scopes = self
+            .scopes
+            .split_whitespace()
+            .map(parse)
+            .collect::<StoreResult<_>>()?;
+        Ok(Credential {
+            key: ApiKey {
+                id: self.id.into_uuid(),
+                account_id: self.account_id.into_uuid(),
+                name: self.name,
+                prefix: self.key_prefix,
+                scopes,
+                from_config: self.from_config,
+                created_at: self.created_at,
+                last_used_at: self.last_used_at,
+                revoked_at: self.revoked_at,
+            },
+            operator: self.operator,
+        })
+    }
 }
 
 #[derive(FromRow)]

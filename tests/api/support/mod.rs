@@ -62,6 +62,10 @@ fn test_config(data_dir: &TempDir) -> Config {
     config.models.retry_base = Duration::from_millis(20);
     config.models.retry_max = Duration::from_millis(200);
     config.models.call_timeout = Duration::from_secs(5);
+    // Tests poll quickly; the tests about limits set their own.
+    config.rate_limits.per_minute = 1_000_000;
+    config.rate_limits.burst = 100_000;
+    config.allow_private_urls = true;
     config
 }
 

@@ -1,0 +1,123 @@
+//! Per-key request rate limits (GCRA, from `governor`).
+//!
+//! Each key has a bucket of `burst` requests, refilled at `per_minute`. Every authenticated
+//! response says where the key stands: `X-RateLimit-Limit` (the bucket size),
+//! `X-RateLimit-Remaining`, and `X-RateLimit-Reset` (seconds until the bucket is full again).
+//! Over the limit, the request is answered 429 with `Retry-After` before any handler runs.
+
+use std::{num::NonZeroU32, time::Duration};
+
+use axum::{
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use governor::{
+    NotUntil, Quota, RateLimiter,
+    clock::{Clock, DefaultClock, QuantaInstant},
+    middleware::{StateInformationMiddleware, StateSnapshot},
+    state::keyed::DefaultKeyedStateStore,
+};
+use uuid::Uuid;
+
+use crate::{config::RateLimitSettings, error::Problem};
+
+pub struct RateLimits {
+    limiter:
+        RateLimiter<Uuid, DefaultKeyedStateStore<Uuid>, DefaultClock, StateInformationMiddleware>,
+    quota: Quota,
+}
+
+/// Where a key stands after a request was let through.
+pub struct Allowance {
+    limit: u32,
+    remaining: u32,
+    reset: Duration,
+}
+
+/// A request over the limit.
+pub struct Limited {
+    limit: u32,
+    retry_after: Duration,
+    per_minute: u32,
+}
+
+impl RateLimits {
+    pub fn new(settings: &RateLimitSettings) -> Self {
+        let per_minute = NonZeroU32::new(settings.per_minute.max(1)).expect("at least 1");
+        let burst = NonZeroU32::new(settings.burst.max(1)).expect("at least 1");
+        let quota = Quota::per_minute(per_minute).allow_burst(burst);
+        Self {
+            limiter: RateLimiter::dashmap(quota).with_middleware::<StateInformationMiddleware>(),
+            quota,
+        }
+    }
+
+    /// Takes one request from the key's bucket.
+    pub fn check(&self, key: Uuid) -> Result<Allowance, Limited> {
+        match self.limiter.check_key(&key) {
+            Ok(snapshot) => Ok(self.allowance(&snapshot)),
+            Err(not_until) => Err(self.limited(&not_until)),
+        }
+    }
+
+    fn allowance(&self, snapshot: &StateSnapshot) -> Allowance {
+        let limit = self.quota.burst_size().get();
+        let remaining = snapshot.remaining_burst_capacity();
+        Allowance {
+            limit,
+            remaining,
+            reset: self.quota.replenish_interval() * (limit - remaining.min(limit)),
+        }
+    }
+
+    fn limited(&self, not_until: &NotUntil<QuantaInstant>) -> Limited {
+        Limited {
+            limit: self.quota.burst_size().get(),
+            retry_after: not_until.wait_time_from(self.limiter.clock().now()),
+            per_minute: per_minute(&self.quota),
+        }
+    }
+}
+
+fn per_minute(quota: &Quota) -> u32 {
+    let nanos = quota.replenish_interval().as_nanos().max(1);
+    (Duration::from_secs(60).as_nanos() / nanos) as u32
+}
+
+/// Whole seconds, rounded up: a client that waits this long is let through.
+fn ceil_secs(duration: Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
+}
+
+fn put(headers: &mut HeaderMap, name: &'static str, value: u64) {
+    headers.insert(HeaderName::from_static(name), HeaderValue::from(value));
+}
+
+impl Allowance {
+    pub fn write_headers(&self, headers: &mut HeaderMap) {
+        put(headers, "x-ratelimit-limit", self.limit.into());
+        put(headers, "x-ratelimit-remaining", self.remaining.into());
+        put(headers, "x-ratelimit-reset", ceil_secs(self.reset));
+    }
+}
+
+impl IntoResponse for Limited {
+    fn into_response(self) -> Response {
+        let wait = ceil_secs(self.retry_after).max(1);
+        let mut response = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "this API key is over its rate limit of {} requests per minute (bursts of {}); \
+                 retry after {wait} s",
+                self.per_minute, self.limit
+            ),
+        )
+        .into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        put(headers, "x-ratelimit-limit", self.limit.into());
+        put(headers, "x-ratelimit-remaining", 0);
+        put(headers, "x-ratelimit-reset", wait);
+        response
+    }
+}
