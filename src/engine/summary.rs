@@ -9,6 +9,7 @@ use async_openai::types::chat::{
 use serde::Deserialize;
 use serde_json::json;
 
+use super::context::quote_transcript;
 use crate::{
     agents::{Line, ModelRef, Models, models::chat_request},
     domain::{Collaboration, EndReason},
@@ -53,12 +54,7 @@ async fn with_model(
     reason: EndReason,
     transcript: &[Line],
 ) -> Result<(Summary, u64), String> {
-    let start = transcript.len().saturating_sub(SUMMARY_WINDOW);
-    let quoted = transcript[start..]
-        .iter()
-        .map(|l| format!("{}: {}", l.sender.name, l.content))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let quoted = quote_transcript(transcript, SUMMARY_WINDOW);
     let mut request = chat_request(vec![
         ChatCompletionRequestMessage::System(ChatCompletionRequestSystemMessage::from(format!(
             "Summarize a finished collaboration for the person who started it. Objective: {}\n\
@@ -74,9 +70,7 @@ async fn with_model(
                 .map(|a| format!(" Note: {a}"))
                 .unwrap_or_default(),
         ))),
-        ChatCompletionRequestMessage::User(ChatCompletionRequestUserMessage::from(format!(
-            "<transcript>\n{quoted}\n</transcript>"
-        ))),
+        ChatCompletionRequestMessage::User(ChatCompletionRequestUserMessage::from(quoted)),
     ]);
     request.response_format = Some(ResponseFormat::JsonSchema {
         json_schema: ResponseFormatJsonSchema {

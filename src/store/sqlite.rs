@@ -314,13 +314,13 @@ impl Store for SqliteStore {
             .await?;
         let claim = match existing {
             Some((_, _, _, created_at)) if created_at < expired_before => None,
+            Some((_, None, _, _)) => Some(IdempotencyClaim::InFlight),
             Some((hash, _, _, _)) if hash != request_hash => Some(IdempotencyClaim::Mismatch),
-            Some((_, Some(status), Some(response), _)) => Some(IdempotencyClaim::Completed {
+            Some((_, Some(status), response, _)) => Some(IdempotencyClaim::Completed {
                 status: u16::try_from(status)
                     .map_err(|_| StoreError::Corrupt(format!("idempotent status {status}")))?,
-                response,
+                response: response.unwrap_or_default(),
             }),
-            Some(_) => Some(IdempotencyClaim::InFlight),
             None => None,
         };
         if let Some(claim) = claim {

@@ -5,8 +5,11 @@
 
 mod support;
 
+mod access;
 mod agents;
 mod collaborations;
+mod idempotency;
+mod limits;
 mod models;
 mod recovery;
 mod streaming;

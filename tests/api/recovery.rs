@@ -1,53 +1,9 @@
 //! A crash mid-collaboration: the real binary is killed with SIGKILL and started again on
 //! the same data directory.
 
-use std::{path::Path, process::Stdio};
-
 use serde_json::json;
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-};
 
-use crate::support::{ADMIN_KEY, Api, PATIENCE, id, wait_for};
-
-struct Process {
-    child: Child,
-    api: Api,
-}
-
-impl Process {
-    async fn start(data_dir: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_skein"))
-            .arg("serve")
-            .env("SKEIN_BIND", "127.0.0.1:0")
-            .env("SKEIN_DATA_DIR", data_dir)
-            .env("SKEIN_ADMIN_KEY", ADMIN_KEY)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the skein binary starts");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let address = tokio::time::timeout(PATIENCE, async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(address) = line.strip_prefix("Skein listening on http://") {
-                    return address.parse().unwrap();
-                }
-            }
-            panic!("the server exited before listening");
-        })
-        .await
-        .expect("the server listens in time");
-        // Keep draining stdout so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self {
-            child,
-            api: Api::new(address),
-        }
-    }
-}
+use crate::support::{id, process::Process, wait_for};
 
 #[tokio::test]
 async fn a_collaboration_killed_mid_run_resumes_with_gap_free_seqs_and_nothing_said_twice() {

@@ -3,21 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN_KEY, id, spawn_app};
-
-async fn problem(response: reqwest::Response, status: StatusCode) -> Value {
-    assert_eq!(response.status(), status);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["status"], status.as_u16());
-    for field in ["type", "title", "detail"] {
-        assert!(body[field].is_string(), "{field} missing: {body}");
-    }
-    body
-}
+use crate::support::{ADMIN_KEY, id, problem, spawn_app};
 
 fn fields(problem: &Value) -> Vec<String> {
     problem["errors"]

@@ -2,6 +2,7 @@
 //! a WebSocket viewer, and a fake model provider.
 
 pub mod fake_model;
+pub mod process;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -24,10 +25,12 @@ pub const ADMIN_KEY: &str = "sk_test_admin_key_0123456789abcdef";
 /// How long a test waits for anything before it fails.
 pub const PATIENCE: Duration = Duration::from_secs(15);
 
-/// A running server as a client sees it: its address and an HTTP client.
+/// A running server as a client with one API key sees it.
+#[derive(Clone)]
 pub struct Api {
     pub address: SocketAddr,
     pub client: reqwest::Client,
+    pub key: String,
 }
 
 /// A server running in this test's runtime.
@@ -45,10 +48,7 @@ pub async fn spawn_app() -> TestApp {
 
 /// A server whose config the test adjusts first.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
-    let data_dir = tempfile::tempdir().expect("a temp dir");
-    let mut config = test_config(&data_dir);
-    adjust(&mut config);
-    start(config, data_dir).await
+    spawn_app_in_with(tempfile::tempdir().expect("a temp dir"), adjust).await
 }
 
 /// Port 0, the given data directory, a known admin key, and quick model retries.
@@ -71,7 +71,14 @@ fn test_config(data_dir: &TempDir) -> Config {
 
 /// A server on an existing data directory (a restart).
 pub async fn spawn_app_in(data_dir: TempDir) -> TestApp {
-    start(test_config(&data_dir), data_dir).await
+    spawn_app_in_with(data_dir, |_| {}).await
+}
+
+/// A restart with a config the test adjusts first.
+pub async fn spawn_app_in_with(data_dir: TempDir, adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = test_config(&data_dir);
+    adjust(&mut config);
+    start(config, data_dir).await
 }
 
 async fn start(config: Config, data_dir: TempDir) -> TestApp {
@@ -100,10 +107,20 @@ pub fn default_provider(base_url: &str) -> ProviderConfig {
 }
 
 impl Api {
+    /// The server at `address`, called with the admin key.
     pub fn new(address: SocketAddr) -> Self {
         Self {
             address,
             client: reqwest::Client::new(),
+            key: ADMIN_KEY.into(),
+        }
+    }
+
+    /// The same server, called with another key.
+    pub fn with_key(&self, key: &str) -> Api {
+        Api {
+            key: key.into(),
+            ..self.clone()
         }
     }
 
@@ -114,7 +131,7 @@ impl Api {
     pub async fn get(&self, path: &str) -> Response {
         self.client
             .get(self.url(path))
-            .bearer_auth(ADMIN_KEY)
+            .bearer_auth(&self.key)
             .send()
             .await
             .expect("GET")
@@ -128,7 +145,7 @@ impl Api {
     pub async fn post(&self, path: &str, body: &Value) -> Response {
         self.client
             .post(self.url(path))
-            .bearer_auth(ADMIN_KEY)
+            .bearer_auth(&self.key)
             .json(body)
             .send()
             .await
@@ -138,7 +155,7 @@ impl Api {
     pub async fn delete(&self, path: &str) -> Response {
         self.client
             .delete(self.url(path))
-            .bearer_auth(ADMIN_KEY)
+            .bearer_auth(&self.key)
             .send()
             .await
             .expect("DELETE")
@@ -254,7 +271,7 @@ impl Api {
         .await
     }
 
-    /// A viewer authenticated with the admin key.
+    /// A viewer authenticated with this key.
     pub async fn viewer(&self, channel_id: &str, after_seq: i64) -> Viewer {
         let url = format!(
             "ws://{}/api/v1/channels/{channel_id}/stream?after_seq={after_seq}",
@@ -263,7 +280,7 @@ impl Api {
         let mut request = url.into_client_request().unwrap();
         request.headers_mut().insert(
             "Authorization",
-            format!("Bearer {ADMIN_KEY}").parse().unwrap(),
+            format!("Bearer {}", self.key).parse().unwrap(),
         );
         Viewer::connect(request).await
     }
@@ -393,6 +410,21 @@ impl Viewer {
             .await
             .unwrap();
     }
+}
+
+/// Checks that `response` is problem+json with `status`, and returns the problem.
+pub async fn problem(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status.as_u16());
+    for field in ["type", "title", "detail"] {
+        assert!(body[field].is_string(), "{field} missing: {body}");
+    }
+    body
 }
 
 /// The `message` frames among `frames`.
