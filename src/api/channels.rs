@@ -57,7 +57,7 @@ async fn find(state: &AppState, account_id: Uuid, id: &str) -> Result<ChannelInf
         .ok_or(AppError::NotFound("channel"))
 }
 
-#[utoipa::path(get, path = "/api/v1/channels/{id}", tag = "channels",
+#[utoipa::path(get, path = "/api/v1/channels/{id}", tag = "channels", params(("id" = String, Path, description = "Channel id")),
     responses((status = 200, body = ChannelView), (status = 404, body = crate::error::Problem)))]
 async fn read(
     State(state): State<AppState>,
@@ -90,7 +90,7 @@ pub(super) struct History {
     pub(super) next_after_seq: i64,
 }
 
-#[utoipa::path(get, path = "/api/v1/channels/{id}/messages", tag = "channels", params(HistoryParams),
+#[utoipa::path(get, path = "/api/v1/channels/{id}/messages", tag = "channels", params(("id" = String, Path, description = "Channel id"), HistoryParams),
     responses((status = 200, body = History), (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 async fn history(
     State(state): State<AppState>,
@@ -136,7 +136,7 @@ pub(super) struct PostMessage {
 
 /// Posting into a channel is for human participants, an agent kind that does not exist
 /// yet: every sender is refused with a 422 that says so, and nothing is stored.
-#[utoipa::path(post, path = "/api/v1/channels/{id}/messages", tag = "channels", request_body = PostMessage,
+#[utoipa::path(post, path = "/api/v1/channels/{id}/messages", tag = "channels", params(("id" = String, Path, description = "Channel id")), request_body = PostMessage,
     responses((status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 async fn post_message(
     State(state): State<AppState>,
@@ -171,7 +171,7 @@ pub(super) struct Ticket {
     pub(super) channel_id: Uuid,
 }
 
-#[utoipa::path(post, path = "/api/v1/channels/{id}/websocket_tickets", tag = "channels",
+#[utoipa::path(post, path = "/api/v1/channels/{id}/websocket_tickets", tag = "channels", params(("id" = String, Path, description = "Channel id")),
     responses((status = 201, body = Ticket), (status = 404, body = crate::error::Problem)))]
 async fn ticket(
     State(state): State<AppState>,
@@ -212,7 +212,7 @@ pub(super) struct StreamParams {
 /// and is then closed with 1008 before any frame, so browsers can see why. A page from an
 /// origin that is neither this server's nor allowed is refused before the upgrade (403), as
 /// is a key already at its cap of open streams (429).
-#[utoipa::path(get, path = "/api/v1/channels/{id}/stream", tag = "channels", params(StreamParams),
+#[utoipa::path(get, path = "/api/v1/channels/{id}/stream", tag = "channels", params(("id" = String, Path, description = "Channel id"), StreamParams),
     responses((status = 101, description = "WebSocket: hello, stored events after after_seq, then live frames"),
               (status = 400, body = crate::error::Problem), (status = 403, body = crate::error::Problem), (status = 429, body = crate::error::Problem)))]
 async fn stream(

@@ -396,7 +396,7 @@ async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<Collaborati
         .ok_or(AppError::NotFound("collaboration"))
 }
 
-#[utoipa::path(get, path = "/api/v1/collaborations/{id}", tag = "collaborations",
+#[utoipa::path(get, path = "/api/v1/collaborations/{id}", tag = "collaborations", params(("id" = String, Path, description = "Collaboration id")),
     responses((status = 200, body = CollaborationView), (status = 404, body = crate::error::Problem)))]
 async fn read(
     State(state): State<AppState>,
@@ -406,7 +406,7 @@ async fn read(
     Ok(Json(find(&state, &caller, &id).await?.into()))
 }
 
-#[utoipa::path(post, path = "/api/v1/collaborations/{id}/stop", tag = "collaborations",
+#[utoipa::path(post, path = "/api/v1/collaborations/{id}/stop", tag = "collaborations", params(("id" = String, Path, description = "Collaboration id")),
     responses((status = 200, body = CollaborationView), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)))]
 async fn stop(
     State(state): State<AppState>,
@@ -431,7 +431,7 @@ async fn stop(
     }
 }
 
-#[utoipa::path(delete, path = "/api/v1/collaborations/{id}", tag = "collaborations",
+#[utoipa::path(delete, path = "/api/v1/collaborations/{id}", tag = "collaborations", params(("id" = String, Path, description = "Collaboration id")),
     responses((status = 204), (status = 404, body = crate::error::Problem)))]
 async fn remove(
     State(state): State<AppState>,

@@ -1,10 +1,14 @@
 //! `/openapi.json`, the Swagger UI at `/docs` (its assets are compiled into the binary) and
 //! the page at `/`.
 
-use axum::{Router, response::Html, routing::get};
+use axum::{Router, http::Method, response::Html, routing::get};
 use utoipa::{
     Modify, OpenApi,
-    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    openapi::{
+        Content, Ref, RefOr, Response,
+        path::{Operation, ParameterIn},
+        security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    },
 };
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -20,7 +24,7 @@ use super::{AppState, agents, channels, collaborations, keys};
         keys::create_key, keys::list_keys, keys::revoke_key, keys::create_account, keys::list_accounts,
     ),
     components(schemas(crate::error::Problem, crate::domain::FieldError, crate::domain::paging::PageMeta)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ProblemResponses),
     security(("api_key" = [])),
 )]
 struct ApiDoc;
@@ -40,6 +44,93 @@ impl Modify for BearerAuth {
             ),
         );
     }
+}
+
+/// The error responses every operation can give, stated once instead of on every handler:
+/// each is `application/problem+json` with the `Problem` schema. Which ones an operation
+/// lists follows from its shape: a body can be malformed (400), too large (413) or invalid
+/// (422); a path id can be unknown (404); a POST can meet an idempotency key in flight (409);
+/// anything authenticated can be refused (401), rate limited (429) or fail (500).
+struct ProblemResponses;
+
+const PROBLEM: &str = "application/problem+json";
+
+impl Modify for ProblemResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/api/v1/") {
+                continue;
+            }
+            let admin_only =
+                path.starts_with("/api/v1/keys") || path.starts_with("/api/v1/accounts");
+            let operations = [
+                (&mut item.get, Method::GET),
+                (&mut item.post, Method::POST),
+                (&mut item.patch, Method::PATCH),
+                (&mut item.delete, Method::DELETE),
+            ];
+            for (operation, method) in operations {
+                if let Some(operation) = operation {
+                    add_problems(operation, path, &method, admin_only);
+                }
+            }
+        }
+    }
+}
+
+fn add_problems(operation: &mut Operation, path: &str, method: &Method, admin_only: bool) {
+    let writes = method != Method::GET;
+    let responses = &mut operation.responses.responses;
+    // Errors already listed by the handler are problems too.
+    for (code, response) in responses.iter_mut() {
+        let is_error = code.parse::<u16>().is_ok_and(|code| code >= 400);
+        if let (true, RefOr::T(response)) = (is_error, response) {
+            response.content.shift_remove("application/json");
+            response.content.insert(PROBLEM.into(), problem_content());
+        }
+    }
+    let upgrade = responses.contains_key("101");
+    let parameters = operation.parameters.iter().flatten();
+    let has_query = parameters
+        .clone()
+        .any(|p| p.parameter_in == ParameterIn::Query);
+    let has_body = operation.request_body.is_some();
+    let mut codes = vec![("429", "Over the key's rate limit or another per-key cap")];
+    if !upgrade {
+        codes.push(("401", "No valid API key"));
+        codes.push(("500", "An internal error; details are logged, not returned"));
+    }
+    if writes || admin_only {
+        codes.push(("403", "The key's scope does not allow this"));
+    }
+    if path.contains('{') && !upgrade {
+        codes.push(("404", "Not found, or another account's"));
+    }
+    if has_body || writes {
+        codes.push(("400", "The body is not a JSON object"));
+        codes.push(("413", "The body is larger than the configured limit"));
+        codes.push(("422", "Invalid fields, each named in `errors`"));
+    }
+    if has_query {
+        codes.push(("422", "Invalid query parameters, each named in `errors`"));
+    }
+    if method == Method::POST {
+        codes.push((
+            "409",
+            "A request with this Idempotency-Key is still in progress",
+        ));
+    }
+    for (code, description) in codes {
+        responses.entry(code.into()).or_insert_with(|| {
+            let mut response = Response::new(description);
+            response.content.insert(PROBLEM.into(), problem_content());
+            RefOr::T(response)
+        });
+    }
+}
+
+fn problem_content() -> Content {
+    Content::new(Some(Ref::from_schema_name("Problem")))
 }
 
 pub(super) fn router() -> Router<AppState> {

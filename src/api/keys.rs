@@ -160,7 +160,7 @@ async fn list_keys(
     Ok(Json(Page::new(keys, total, page).map(KeyView::from)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "keys",
+#[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "keys", params(("id" = String, Path, description = "Key id")),
     responses((status = 204, description = "Revoked (again, if it was already)"), (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem), (status = 409, body = crate::error::Problem)))]
 async fn revoke_key(
     State(state): State<AppState>,
