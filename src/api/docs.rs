@@ -21,7 +21,7 @@ use super::{AppState, agents, channels, collaborations, keys};
         collaborations::create, collaborations::list, collaborations::read, collaborations::stop, collaborations::remove,
         agents::create, agents::list, agents::read, agents::update, agents::remove,
         channels::read, channels::history, channels::post_message, channels::ticket, channels::stream,
-        keys::create_key, keys::list_keys, keys::revoke_key, keys::create_account, keys::list_accounts,
+        keys::create_key, keys::list_keys, keys::read_key, keys::revoke_key, keys::create_account, keys::list_accounts,
     ),
     components(schemas(crate::error::Problem, crate::domain::FieldError, crate::domain::paging::PageMeta)),
     modifiers(&BearerAuth, &ProblemResponses),

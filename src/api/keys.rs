@@ -4,13 +4,7 @@
 //! A new key's secret is in the create response only. Revoking a key takes effect on the
 //! next request (401) and closes the WebSocket streams opened with it (1008).
 
-use axum::{
-    Json, Router,
-    extract::State,
-    http::StatusCode,
-    response::IntoResponse,
-    routing::{delete, get},
-};
+use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -26,7 +20,7 @@ use crate::{
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/keys", get(list_keys).post(create_key))
-        .route("/keys/{id}", delete(revoke_key))
+        .route("/keys/{id}", get(read_key).delete(revoke_key))
         .route("/accounts", get(list_accounts).post(create_account))
 }
 
@@ -158,6 +152,19 @@ async fn list_keys(
     check(errors)?;
     let (keys, total) = state.store.list_keys(caller.account_id, page).await?;
     Ok(Json(Page::new(keys, total, page).map(KeyView::from)))
+}
+
+#[utoipa::path(get, path = "/api/v1/keys/{id}", tag = "keys", params(("id" = String, Path, description = "Key id")),
+    responses((status = 200, body = KeyView)))]
+async fn read_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<KeyView>, AppError> {
+    caller.require(Scope::Admin)?;
+    let id = Uuid::parse_str(&id).map_err(|_| AppError::NotFound("key"))?;
+    let key = state.store.get_key(caller.account_id, id).await?;
+    Ok(Json(key.ok_or(AppError::NotFound("key"))?.into()))
 }
 
 #[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "keys", params(("id" = String, Path, description = "Key id")),

@@ -101,12 +101,15 @@ pub fn router(state: AppState) -> Router {
             )
             .into_response()
         }))
-        .layer(cors)
+        .layer(tower::util::option_layer(cors))
         .with_state(state)
 }
 
 /// Cross-origin browser access for the configured origins only; none by default.
-fn cors(origins: &[String]) -> CorsLayer {
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
     let origins: Vec<HeaderValue> = origins
         .iter()
         .filter_map(|origin| HeaderValue::from_str(origin).ok())
@@ -119,7 +122,7 @@ fn cors(origins: &[String]) -> CorsLayer {
         "x-ratelimit-reset",
         "idempotent-replayed",
     ];
-    CorsLayer::new()
+    let layer = CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
         .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
         .allow_headers([
@@ -128,7 +131,8 @@ fn cors(origins: &[String]) -> CorsLayer {
             HeaderName::from_static("idempotency-key"),
             HeaderName::from_static("x-idempotency-key"),
         ])
-        .expose_headers(exposed.map(HeaderName::from_static))
+        .expose_headers(exposed.map(HeaderName::from_static));
+    Some(layer)
 }
 
 /// A JSON body: 413 when too large, 400 when not a JSON object, 422 naming the field when

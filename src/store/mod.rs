@@ -93,6 +93,8 @@ pub trait Store: Send + Sync + 'static {
     async fn key_exists(&self, hash: &str) -> StoreResult<bool>;
     /// Records that the key was used now.
     async fn touch_key(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<()>;
+    /// One of the account's keys, revoked or not.
+    async fn get_key(&self, account_id: Uuid, id: Uuid) -> StoreResult<Option<ApiKey>>;
     async fn list_keys(
         &self,
         account_id: Uuid,

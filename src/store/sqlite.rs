@@ -230,6 +230,19 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn get_key(&self, account_id: Uuid, id: Uuid) -> StoreResult<Option<ApiKey>> {
+        let row: Option<KeyRow> = sqlx::query_as(
+            "SELECT k.*, a.operator FROM api_keys k JOIN accounts a ON a.id = k.account_id \
+             WHERE k.id = ? AND k.account_id = ?",
+        )
+        .bind(id.hyphenated())
+        .bind(account_id.hyphenated())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| row.into_credential().map(|c| c.key))
+            .transpose()
+    }
+
     async fn list_keys(
         &self,
         account_id: Uuid,

@@ -154,6 +154,8 @@ async fn a_revoked_key_is_refused_at_once_and_its_streams_close_with_1008() {
         .find(|k| k["id"] == key_id.as_str())
         .unwrap();
     assert!(!listed["revoked_at"].is_null());
+    let read = app.get_json(&format!("/api/v1/keys/{key_id}")).await;
+    assert_eq!(&read, listed);
     // The server's own key is rotated in its configuration, not revoked here.
     let own = keys["items"]
         .as_array()
@@ -266,6 +268,7 @@ async fn another_accounts_resources_are_404_everywhere_like_ids_that_do_not_exis
                 None,
             )
         }),
+        Box::new(|x| (reqwest::Method::GET, format!("/api/v1/keys/{x}"), None)),
         Box::new(|x| (reqwest::Method::DELETE, format!("/api/v1/keys/{x}"), None)),
     ];
     let targets = [
@@ -279,6 +282,7 @@ async fn another_accounts_resources_are_404_everywhere_like_ids_that_do_not_exis
         theirs.channel.as_str(),
         theirs.channel.as_str(),
         theirs.channel.as_str(),
+        theirs.key_id.as_str(),
         theirs.key_id.as_str(),
     ];
     for (request, target) in requests.iter().zip(targets) {
@@ -448,6 +452,26 @@ async fn pages_from_origins_neither_ours_nor_allowed_cannot_open_streams() {
             Some(StatusCode::FORBIDDEN),
             "{origin}"
         );
+    }
+    // The same list opens the REST API to those pages, and only to them.
+    for (origin, allowed) in [
+        ("https://app.example.com", true),
+        ("https://evil.example", false),
+    ] {
+        let preflight = app
+            .client
+            .request(reqwest::Method::OPTIONS, app.url("/api/v1/collaborations"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header(
+                "Access-Control-Request-Headers",
+                "authorization, content-type",
+            )
+            .send()
+            .await
+            .unwrap();
+        let granted = preflight.headers().get("access-control-allow-origin");
+        assert_eq!(granted.is_some_and(|o| o == origin), allowed, "{origin}");
     }
 }
 
