@@ -4,6 +4,7 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -33,7 +34,7 @@ impl App {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir).await?);
         let bootstrap = api::auth::bootstrap_admin(
             store.as_ref(),
-            config.admin_key.as_deref(),
+            config.admin_key.as_ref().map(ExposeSecret::expose_secret),
             &config.data_dir,
         )
         .await?;
@@ -104,6 +105,10 @@ impl App {
         }
         let engine = state.engine.clone();
         let shutdown = state.shutdown.clone();
+        tokio::spawn(purge_idempotency_keys(
+            state.store.clone(),
+            shutdown.child_token(),
+        ));
         let limit = state.config.limits.max_body_bytes;
         let router = api::router(state).layer(axum::Extension(BodyLimit(limit)));
         let stopping = shutdown.clone();
@@ -116,5 +121,23 @@ impl App {
         shutdown.cancel();
         engine.shutdown().await;
         Ok(result?)
+    }
+}
+
+/// Deletes expired idempotency keys every hour while the server runs.
+async fn purge_idempotency_keys(store: Arc<dyn Store>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let expired = chrono::Utc::now() - chrono::Duration::hours(api::IDEMPOTENCY_HOURS);
+        if let Err(error) = store.purge_idempotency(expired, false).await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "purging idempotency keys failed"
+            );
+        }
     }
 }

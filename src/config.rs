@@ -3,6 +3,8 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use secrecy::SecretString;
+
 /// The header a provider's key travels in when nothing else is said.
 pub const AUTHORIZATION: &str = "Authorization";
 
@@ -10,8 +12,9 @@ pub const AUTHORIZATION: &str = "Authorization";
 pub struct Config {
     pub bind: SocketAddr,
     pub data_dir: PathBuf,
-    /// Set by deployments and tests; otherwise a key is generated on first start.
-    pub admin_key: Option<String>,
+    /// Set by deployments and tests; otherwise a key is generated on first start. Secret, so
+    /// that printing the config cannot show it.
+    pub admin_key: Option<SecretString>,
     pub providers: Vec<ProviderConfig>,
     pub models: ModelSettings,
     pub limits: Limits,
@@ -164,7 +167,7 @@ impl Config {
         if let Some(dir) = lookup("SKEIN_DATA_DIR") {
             config.data_dir = dir.into();
         }
-        config.admin_key = lookup("SKEIN_ADMIN_KEY");
+        config.admin_key = lookup("SKEIN_ADMIN_KEY").map(SecretString::from);
         config.providers = providers_from(&lookup);
         if let Some(secs) = lookup("SKEIN_LLM_TIMEOUT_SECS") {
             config.models.call_timeout = Duration::from_secs(secs.parse()?);
@@ -339,8 +342,13 @@ mod tests {
     }
 
     #[test]
-    fn a_provider_key_never_shows_in_debug_output() {
-        let config = config_with(&[("OPENAI_API_KEY", "sk-very-secret")]);
-        assert!(!format!("{config:?}").contains("sk-very-secret"));
+    fn no_key_shows_in_debug_output() {
+        let config = config_with(&[
+            ("OPENAI_API_KEY", "sk-very-secret"),
+            ("SKEIN_ADMIN_KEY", "sk-admin-secret"),
+        ]);
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("sk-very-secret"));
+        assert!(!printed.contains("sk-admin-secret"));
     }
 }

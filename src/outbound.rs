@@ -39,13 +39,16 @@ fn forbidden_v4(ip: Ipv4Addr) -> bool {
         || ip.is_broadcast()
         || ip.is_documentation()
         || a == 0 // "this network"
+        || (a == 192 && b == 0 && ip.octets()[2] == 0) // IETF protocol assignments
+        || (a == 192 && b == 88 && ip.octets()[2] == 99) // 6to4 relay anycast
         || (a == 100 && (64..128).contains(&b)) // shared address space (carrier-grade NAT)
         || (a == 198 && (b == 18 || b == 19)) // benchmarking
         || a >= 240 // reserved
 }
 
 fn forbidden_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let segments = ip.segments();
+    let first = segments[0];
     ip.is_unspecified()
         || ip.is_loopback()
         || ip.is_multicast()
@@ -53,9 +56,13 @@ fn forbidden_v6(ip: Ipv6Addr) -> bool {
         || (first & 0xffc0) == 0xfe80 // link-local
         || (first & 0xffc0) == 0xfec0 // site-local (deprecated, still routable inside)
         || first == 0x2002 // 6to4: carries an IPv4 address of any kind
-        || (first == 0x0064 && ip.segments()[1] == 0xff9b) // NAT64 to any IPv4 address
+        || (first == 0x0064 && segments[1] == 0xff9b) // NAT64 to any IPv4 address
+        || (first == 0x2001 && segments[1] == 0) // Teredo: carries an IPv4 address
+        || (first == 0x2001 && segments[1] == 0x0db8) // documentation
+        || (first == 0x0100 && segments[1..4] == [0, 0, 0]) // discard-only
+        || (segments[..4] == [0, 0, 0, 0] && segments[4] == 0xffff && segments[5] == 0) // IPv4-translated
         // IPv4-compatible (deprecated): ::a.b.c.d
-        || (ip.segments()[..6].iter().all(|s| *s == 0) && forbidden_v4(ip.to_ipv4().unwrap_or(Ipv4Addr::UNSPECIFIED)))
+        || (segments[..6].iter().all(|s| *s == 0) && forbidden_v4(ip.to_ipv4().unwrap_or(Ipv4Addr::UNSPECIFIED)))
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -82,6 +89,8 @@ impl Outbound {
     pub fn new(allow_private: bool, timeout: Duration) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy would resolve names itself, out of the guard's reach.
+            .no_proxy()
             .timeout(timeout)
             .dns_resolver(Arc::new(GuardedResolver { allow_private }))
             .build()?;
@@ -202,6 +211,12 @@ mod tests {
             "http://[ff02::1]/",
             "http://[2002:7f00:1::]/",
             "http://[64:ff9b::a00:1]/",
+            "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",
+            "http://[2001:db8::1]/",
+            "http://[100::1]/",
+            "http://[::ffff:0:7f00:1]/",
+            "http://192.0.0.8/",
+            "http://192.88.99.1/",
             "http://localhost:8344/",
         ] {
             assert_eq!(

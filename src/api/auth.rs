@@ -78,6 +78,25 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// A caller for a request that only reads although it is a POST (asking for a stream
+/// ticket): the `read` scope is enough.
+#[derive(Debug, Clone)]
+pub struct Reader(pub Caller);
+
+impl FromRequestParts<AppState> for Reader {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, AppError> {
+        let caller = parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or(AppError::Unauthorized)?;
+        caller.require(Scope::Read)?;
+        Ok(Self(caller))
+    }
+}
+
 /// The scope a method needs at least.
 fn scope_for(method: &Method) -> Scope {
     if method.is_safe() {

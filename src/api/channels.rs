@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::{
     ApiJson, ApiPath, ApiQuery, AppState,
-    auth::{self, Caller},
+    auth::{self, Caller, Reader},
     check,
 };
 use crate::{
@@ -175,7 +175,7 @@ pub(super) struct Ticket {
     responses((status = 201, body = Ticket), (status = 404, body = crate::error::Problem)))]
 async fn ticket(
     State(state): State<AppState>,
-    caller: Caller,
+    Reader(caller): Reader,
     ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, AppError> {
     let channel = find(&state, caller.account_id, &id).await?;

@@ -4,8 +4,8 @@
 //! for 24 hours. A repeat with the same body gets that response again (with
 //! `Idempotent-Replayed: true`) and changes nothing; a repeat with a different body is a 422;
 //! a repeat while the first is still running is a 409. Keys are per account and survive
-//! restarts. A 5xx, or a first request whose client went away before it finished, releases
-//! the claim, so the retry runs for real.
+//! restarts. The first request runs to the end even if its client goes away. A response
+//! saying it did not run (401, 403, 429) or a 5xx releases the claim, so the retry runs.
 //!
 //! Kept responses are encrypted (XChaCha20-Poly1305) with a key derived from the caller's
 //! API key and the idempotency key. Neither is stored, so a kept response that holds a new
@@ -99,8 +99,18 @@ pub(super) async fn idempotency(
                 account,
                 key: key.clone(),
             };
-            let response = next.run(Request::from_parts(parts, Body::from(body))).await;
-            keep(&state, release, &cipher, response).await
+            // The request runs to the end in a task of its own: a client that gives up
+            // waiting must not leave work done but unrecorded, or its retry would do it again.
+            let request = Request::from_parts(parts, Body::from(body));
+            let finished = tokio::spawn(async move {
+                let response = next.run(request).await;
+                keep(&state, release, &cipher, response).await
+            });
+            match finished.await {
+                Ok(response) => response,
+                // A panic: its `Release` was dropped while unwinding, so the claim is gone.
+                Err(_) => AppError::Internal(anyhow::anyhow!("the request failed")).into_response(),
+            }
         }
     }
 }
@@ -169,7 +179,9 @@ fn cipher(api_key: &str, idempotency_key: &str) -> XChaCha20Poly1305 {
     XChaCha20Poly1305::new(&key.into())
 }
 
-/// Keeps a finished response (releasing the claim instead on a 5xx) and hands it on.
+/// Keeps a finished response and hands it on. A response that says the request did not
+/// run (401, 403, 429) or failed on our side (5xx) is not kept: the claim is released, so a
+/// retry runs for real.
 async fn keep(
     state: &AppState,
     mut release: Release,
@@ -177,7 +189,11 @@ async fn keep(
     response: Response,
 ) -> Response {
     let status = response.status();
-    if status.is_server_error() {
+    let did_not_run = matches!(
+        status,
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS
+    );
+    if did_not_run || status.is_server_error() {
         return response;
     }
     let (parts, body) = response.into_parts();
@@ -250,8 +266,8 @@ fn replay(cipher: &XChaCha20Poly1305, status: u16, sealed: &[u8]) -> Response {
     response
 }
 
-/// Releases an unfinished claim if the request never got as far as keeping its response:
-/// the handler failed with a 5xx, or the client went away and the future was dropped.
+/// Releases a claim whose response is not kept: the request did not run, failed with a
+/// 5xx, or panicked.
 struct Release {
     state: Option<AppState>,
     account: uuid::Uuid,

@@ -155,9 +155,14 @@ impl Session {
         }
     }
 
-    /// Sends one frame. A peer that does not take it within a ping interval has stopped
-    /// reading: waiting longer would also keep this session from hearing shutdown.
+    /// Sends one frame, unless the stream's key was revoked. A peer that does not take it
+    /// within a ping interval has stopped reading: waiting longer would also keep this
+    /// session from hearing shutdown.
     async fn send(&self, socket: &mut WebSocket, message: Message) -> Result<(), End> {
+        // Checked per frame, so a key revoked before or during a long catch-up sends no more.
+        if self.pass.revoked.is_cancelled() {
+            return Err(End::Revoked);
+        }
         match tokio::time::timeout(self.ping_interval, socket.send(message)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(End::Peer),

@@ -70,6 +70,17 @@ async fn a_read_key_reads_but_gets_403_when_it_writes_and_changes_nothing() {
     let (_, read_only) = new_key(&app, &["read"]).await;
     let reader = app.with_key(&read_only);
     assert_eq!(reader.get("/api/v1/agents").await.status(), StatusCode::OK);
+    // Watching is reading: a read key may ask for a stream ticket and use it.
+    let collaboration = app.scripted_duo(2, 0).await;
+    let channel = collaboration["channel_id"].as_str().unwrap();
+    let ticket = reader.ticket(channel).await;
+    let mut viewer = reader
+        .viewer_at(&format!(
+            "/api/v1/channels/{channel}/stream?ticket={}",
+            ticket["value"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(viewer.frame().await["type"], "hello");
     let refused = reader
         .post(
             "/api/v1/agents",
@@ -78,7 +89,11 @@ async fn a_read_key_reads_but_gets_403_when_it_writes_and_changes_nothing() {
         .await;
     let refused = problem(refused, StatusCode::FORBIDDEN).await;
     assert!(refused["detail"].as_str().unwrap().contains("write"));
-    assert_eq!(app.get_json("/api/v1/agents").await["meta"]["total"], 0);
+    assert_eq!(
+        app.get_json("/api/v1/agents").await["meta"]["total"],
+        2,
+        "the duo only"
+    );
 
     // A write key does everything but manage keys and accounts.
     let (_, write) = new_key(&app, &["write"]).await;

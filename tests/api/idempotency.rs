@@ -141,19 +141,15 @@ async fn concurrent_retries_create_once_and_each_gets_the_response_or_a_409() {
 #[tokio::test]
 async fn a_created_key_replayed_to_another_api_key_is_not_revealed() {
     let app = spawn_app().await;
-    let first = post_with(
-        &app,
-        "/api/v1/keys",
-        "Idempotency-Key",
-        "k-1",
-        &json!({"name": "ci"}),
-    )
-    .await;
+    let body = json!({"name": "ci"});
+    let make_key = |api: &Api| {
+        let api = api.clone();
+        let body = body.clone();
+        async move { post_with(&api, "/api/v1/keys", "Idempotency-Key", "k-1", &body).await }
+    };
+    let first = make_key(&app).await;
     assert_eq!(first.status(), StatusCode::CREATED);
-    let secret = first.json::<Value>().await.unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let secret = first.json::<Value>().await.unwrap()["key"].clone();
     // Another admin key of the same account retries with the same idempotency key.
     let response = app
         .post(
@@ -161,32 +157,42 @@ async fn a_created_key_replayed_to_another_api_key_is_not_revealed() {
             &json!({"name": "admin 2", "scopes": ["admin"]}),
         )
         .await;
-    let other = app.with_key(
-        response.json::<Value>().await.unwrap()["key"]
-            .as_str()
-            .unwrap(),
-    );
-    let replay = post_with(
-        &other,
-        "/api/v1/keys",
-        "Idempotency-Key",
-        "k-1",
-        &json!({"name": "ci"}),
-    )
-    .await;
-    let text = replay.text().await.unwrap();
+    let other: Value = response.json().await.unwrap();
+    let other = app.with_key(other["key"].as_str().unwrap());
+    let text = make_key(&other).await.text().await.unwrap();
     assert!(
-        !text.contains(&secret),
+        !text.contains(secret.as_str().unwrap()),
         "the secret went to another key: {text}"
     );
     // The key that made it gets it back.
-    let mine = post_with(
-        &app,
-        "/api/v1/keys",
+    let mine = make_key(&app).await;
+    assert_eq!(mine.json::<Value>().await.unwrap()["key"], secret);
+}
+
+#[tokio::test]
+async fn a_refused_request_does_not_use_up_its_idempotency_key() {
+    let app = spawn_app().await;
+    let response = app
+        .post(
+            "/api/v1/keys",
+            &json!({"name": "reader", "scopes": ["read"]}),
+        )
+        .await;
+    let reader: Value = response.json().await.unwrap();
+    let reader = app.with_key(reader["key"].as_str().unwrap());
+    let body = json!({"name": "A", "kind": "scripted", "replies": ["a"]});
+    let refused = post_with(
+        &reader,
+        "/api/v1/agents",
         "Idempotency-Key",
-        "k-1",
-        &json!({"name": "ci"}),
+        "shared",
+        &body,
     )
     .await;
-    assert_eq!(mine.json::<Value>().await.unwrap()["key"], secret.as_str());
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    // The 403 was not kept: the same key, from a key that may write, does the work.
+    let created = post_with(&app, "/api/v1/agents", "Idempotency-Key", "shared", &body).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    assert!(created.headers().get("idempotent-replayed").is_none());
+    assert_eq!(app.get_json("/api/v1/agents").await["meta"]["total"], 1);
 }
