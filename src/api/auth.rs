@@ -68,13 +68,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, AppError> {
-        let caller = parts
-            .extensions
-            .get::<Caller>()
-            .cloned()
-            .ok_or(AppError::Unauthorized)?;
-        caller.require(scope_for(&parts.method))?;
-        Ok(caller)
+        authorized(parts, scope_for(&parts.method))
     }
 }
 
@@ -87,14 +81,19 @@ impl FromRequestParts<AppState> for Reader {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, AppError> {
-        let caller = parts
-            .extensions
-            .get::<Caller>()
-            .cloned()
-            .ok_or(AppError::Unauthorized)?;
-        caller.require(Scope::Read)?;
-        Ok(Self(caller))
+        authorized(parts, Scope::Read).map(Self)
     }
+}
+
+/// The caller [`gate`] found, if its key reaches `scope`: else 401 or 403.
+fn authorized(parts: &Parts, scope: Scope) -> Result<Caller, AppError> {
+    let caller = parts
+        .extensions
+        .get::<Caller>()
+        .cloned()
+        .ok_or(AppError::Unauthorized)?;
+    caller.require(scope)?;
+    Ok(caller)
 }
 
 /// The scope a method needs at least.
