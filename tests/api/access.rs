@@ -229,95 +229,76 @@ async fn another_accounts_resources_are_404_everywhere_like_ids_that_do_not_exis
     let address = theirs.agent["address"].as_str().unwrap().to_owned();
 
     // Each request once with A's id and once with an id nobody has: the answers must match.
-    type Request = Box<dyn Fn(&str) -> (reqwest::Method, String, Option<Value>)>;
-    let requests: Vec<Request> = vec![
-        Box::new(|x| (reqwest::Method::GET, format!("/api/v1/agents/{x}"), None)),
-        Box::new(|x| {
-            (
-                reqwest::Method::PATCH,
-                format!("/api/v1/agents/{x}"),
-                Some(json!({"name": "mine"})),
-            )
-        }),
-        Box::new(|x| (reqwest::Method::DELETE, format!("/api/v1/agents/{x}"), None)),
-        Box::new(|x| {
-            (
-                reqwest::Method::GET,
-                format!("/api/v1/collaborations/{x}"),
-                None,
-            )
-        }),
-        Box::new(|x| {
-            (
-                reqwest::Method::POST,
-                format!("/api/v1/collaborations/{x}/stop"),
-                None,
-            )
-        }),
-        Box::new(|x| {
-            (
-                reqwest::Method::DELETE,
-                format!("/api/v1/collaborations/{x}"),
-                None,
-            )
-        }),
-        Box::new(|x| (reqwest::Method::GET, format!("/api/v1/channels/{x}"), None)),
-        Box::new(|x| {
-            (
-                reqwest::Method::GET,
-                format!("/api/v1/channels/{x}/messages"),
-                None,
-            )
-        }),
-        Box::new(|x| {
-            (
-                reqwest::Method::POST,
-                format!("/api/v1/channels/{x}/messages"),
-                Some(json!({"sender": nobody_agent(), "content": "hi"})),
-            )
-        }),
-        Box::new(|x| {
-            (
-                reqwest::Method::POST,
-                format!("/api/v1/channels/{x}/websocket_tickets"),
-                None,
-            )
-        }),
-        Box::new(|x| (reqwest::Method::GET, format!("/api/v1/keys/{x}"), None)),
-        Box::new(|x| (reqwest::Method::DELETE, format!("/api/v1/keys/{x}"), None)),
+    use reqwest::Method;
+    let post = json!({"sender": uuid::Uuid::new_v4().to_string(), "content": "hi"});
+    let cases = [
+        (Method::GET, "/api/v1/agents/ID", None, &agent),
+        (
+            Method::PATCH,
+            "/api/v1/agents/ID",
+            Some(json!({"name": "mine"})),
+            &agent,
+        ),
+        (Method::DELETE, "/api/v1/agents/ID", None, &agent),
+        (
+            Method::GET,
+            "/api/v1/collaborations/ID",
+            None,
+            &collaboration,
+        ),
+        (
+            Method::POST,
+            "/api/v1/collaborations/ID/stop",
+            None,
+            &collaboration,
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/collaborations/ID",
+            None,
+            &collaboration,
+        ),
+        (Method::GET, "/api/v1/channels/ID", None, &theirs.channel),
+        (
+            Method::GET,
+            "/api/v1/channels/ID/messages",
+            None,
+            &theirs.channel,
+        ),
+        (
+            Method::POST,
+            "/api/v1/channels/ID/messages",
+            Some(post),
+            &theirs.channel,
+        ),
+        (
+            Method::POST,
+            "/api/v1/channels/ID/websocket_tickets",
+            None,
+            &theirs.channel,
+        ),
+        (Method::GET, "/api/v1/keys/ID", None, &theirs.key_id),
+        (Method::DELETE, "/api/v1/keys/ID", None, &theirs.key_id),
     ];
-    let targets = [
-        agent.as_str(),
-        agent.as_str(),
-        agent.as_str(),
-        collaboration.as_str(),
-        collaboration.as_str(),
-        collaboration.as_str(),
-        theirs.channel.as_str(),
-        theirs.channel.as_str(),
-        theirs.channel.as_str(),
-        theirs.channel.as_str(),
-        theirs.key_id.as_str(),
-        theirs.key_id.as_str(),
-    ];
-    for (request, target) in requests.iter().zip(targets) {
+    for (method, template, body, target) in cases {
         let mut answers = Vec::new();
-        for x in [target, nobody.as_str()] {
-            let (method, path, body) = request(x);
-            let mut builder = b.client.request(method, b.url(&path)).bearer_auth(&b.key);
-            if let Some(body) = body {
-                builder = builder.json(&body);
+        for x in [target.as_str(), nobody.as_str()] {
+            let path = template.replace("ID", x);
+            let mut builder = b
+                .client
+                .request(method.clone(), b.url(&path))
+                .bearer_auth(&b.key);
+            if let Some(body) = &body {
+                builder = builder.json(body);
             }
             let (status, mut problem) = outcome(builder.send().await.unwrap()).await;
-            assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {problem}");
+            assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {problem}");
             problem["detail"] = problem["detail"].as_str().unwrap().replace(x, "ID").into();
             answers.push(problem);
         }
         assert_eq!(
-            answers[0],
-            answers[1],
-            "distinguishable: {}",
-            request(target).1
+            answers[0], answers[1],
+            "distinguishable: {method} {template}"
         );
     }
     // By address too.
@@ -390,10 +371,6 @@ async fn another_accounts_resources_are_404_everywhere_like_ids_that_do_not_exis
         a.get_json(&format!("/api/v1/agents/{agent}")).await["name"],
         theirs.agent["name"]
     );
-}
-
-fn nobody_agent() -> String {
-    uuid::Uuid::new_v4().to_string()
 }
 
 #[tokio::test]

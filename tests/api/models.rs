@@ -21,6 +21,16 @@ async fn llm_pair(app: &TestApp) -> (Value, Value) {
     (host, guest)
 }
 
+/// A collaboration of `host` and `guest` that ends only at `message_cap`: no judge.
+async fn unjudged(app: &TestApp, host: &Value, guest: &Value, message_cap: u32) -> Value {
+    app.collaborate(
+        host,
+        guest,
+        json!({"message_cap": message_cap, "evaluate_objective_completion": false}),
+    )
+    .await
+}
+
 async fn with_fake(fake: &FakeModel) -> TestApp {
     let base = fake.base_url();
     spawn_app_with(move |c| c.providers = vec![default_provider(&base)]).await
@@ -41,13 +51,7 @@ async fn streamed_turns_send_deltas_that_add_up_to_the_message_and_usage_is_coun
     ]);
     let app = with_fake(&fake).await;
     let (host, guest) = llm_pair(&app).await;
-    let created = app
-        .collaborate(
-            &host,
-            &guest,
-            json!({"message_cap": 3, "evaluate_objective_completion": false}),
-        )
-        .await;
+    let created = unjudged(&app, &host, &guest, 3).await;
     let frames = app.watch_to_the_end(&created).await;
     let messages = messages(&frames);
     assert_eq!(messages.len(), 3);
@@ -245,13 +249,7 @@ async fn a_rate_limited_call_waits_for_retry_after_then_succeeds() {
     fake.reply_with(&["Made it."]);
     let app = with_fake(&fake).await;
     let (host, guest) = llm_pair(&app).await;
-    let created = app
-        .collaborate(
-            &host,
-            &guest,
-            json!({"message_cap": 1, "evaluate_objective_completion": false}),
-        )
-        .await;
+    let created = unjudged(&app, &host, &guest, 1).await;
     let done = app.wait_until_summarized(&id(&created)).await;
     assert_eq!(done["end_reason"], "message_cap");
     let history = app.history(created["channel_id"].as_str().unwrap()).await;
@@ -277,13 +275,7 @@ async fn a_server_error_and_a_broken_stream_are_retried_and_viewers_restart_the_
     let guest = app
         .create_agent(json!({"name": "Guest", "kind": "llm"}))
         .await;
-    let created = app
-        .collaborate(
-            &host,
-            &guest,
-            json!({"message_cap": 2, "evaluate_objective_completion": false}),
-        )
-        .await;
+    let created = unjudged(&app, &host, &guest, 2).await;
     let frames = app.watch_to_the_end(&created).await;
     let messages = messages(&frames);
     assert_eq!(messages.len(), 2);
@@ -331,13 +323,7 @@ async fn the_flock_provider_from_the_environment_sends_its_key_in_x_litellm_api_
     let app = spawn_app_with(move |c| c.providers = env.providers).await;
     let host = app.create_agent(json!({"name": "Host", "kind": "llm", "provider": "flock", "model": "qwen3-30b-a3b-instruct-2507"})).await;
     let guest = app.scripted("Guest", &["hi"], 0).await;
-    let created = app
-        .collaborate(
-            &host,
-            &guest,
-            json!({"message_cap": 1, "evaluate_objective_completion": false}),
-        )
-        .await;
+    let created = unjudged(&app, &host, &guest, 1).await;
     app.wait_until_summarized(&id(&created)).await;
     let history = app.history(created["channel_id"].as_str().unwrap()).await;
     assert_eq!(history[0]["content"], "Hello from FLock.");

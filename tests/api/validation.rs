@@ -114,14 +114,8 @@ async fn requests_without_a_valid_key_are_401_and_unknown_things_404() {
         .await
         .unwrap();
     problem(response, StatusCode::UNAUTHORIZED).await;
-    let response = app
-        .client
-        .get(app.url("/api/v1/collaborations"))
-        .bearer_auth("sk_wrong")
-        .send()
-        .await
-        .unwrap();
-    problem(response, StatusCode::UNAUTHORIZED).await;
+    let wrong = app.with_key("sk_wrong").get("/api/v1/collaborations").await;
+    problem(wrong, StatusCode::UNAUTHORIZED).await;
     // flockx sends the bare key.
     let response = app
         .client
