@@ -194,6 +194,8 @@ async fn keep(
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS
     );
     if did_not_run || status.is_server_error() {
+        // Before answering, so that the client's retry finds the key free.
+        release.now().await;
         return response;
     }
     let (parts, body) = response.into_parts();
@@ -274,16 +276,28 @@ struct Release {
     key: String,
 }
 
+impl Release {
+    /// Releases the claim and waits until it is gone.
+    async fn now(mut self) {
+        if let Some(state) = self.state.take() {
+            release(state, self.account, std::mem::take(&mut self.key)).await;
+        }
+    }
+}
+
+/// A panic or an early return: released in the background, as soon as can be.
 impl Drop for Release {
     fn drop(&mut self) {
         if let Some(state) = self.state.take() {
             let (account, key) = (self.account, std::mem::take(&mut self.key));
-            tokio::spawn(async move {
-                if let Err(error) = state.store.release_idempotency(account, &key).await {
-                    tracing::error!(error = format!("{error:#}"), "releasing a claim failed");
-                }
-            });
+            tokio::spawn(release(state, account, key));
         }
+    }
+}
+
+async fn release(state: AppState, account: uuid::Uuid, key: String) {
+    if let Err(error) = state.store.release_idempotency(account, &key).await {
+        tracing::error!(error = format!("{error:#}"), "releasing a claim failed");
     }
 }
 
