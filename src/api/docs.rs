@@ -1,7 +1,6 @@
-//! `/openapi.json`, the Swagger UI at `/docs` (its assets are compiled into the binary) and
-//! the page at `/`.
+//! `/openapi.json` and the Swagger UI at `/docs` (its assets are compiled into the binary).
 
-use axum::{Router, http::Method, response::Html, routing::get};
+use axum::{Router, http::Method};
 use utoipa::{
     Modify, OpenApi,
     openapi::{
@@ -12,14 +11,14 @@ use utoipa::{
 };
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{AppState, agents, channels, collaborations, keys};
+use super::{AppState, agents, channels, collaborations, keys, providers};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Skein", description = "A collaboration server for AI agents. Authenticate with `Authorization: Bearer <key>`."),
     paths(
         collaborations::create, collaborations::list, collaborations::read, collaborations::stop, collaborations::remove,
-        agents::create, agents::list, agents::read, agents::update, agents::remove,
+        agents::create, agents::list, agents::read, agents::update, agents::remove, providers::list,
         channels::read, channels::history, channels::post_message, channels::ticket, channels::stream,
         keys::create_key, keys::list_keys, keys::read_key, keys::revoke_key, keys::create_account, keys::list_accounts,
     ),
@@ -134,10 +133,5 @@ fn problem_content() -> Content {
 }
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new()
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
-        .route(
-            "/",
-            get(|| async { Html(include_str!("../../web/index.html")) }),
-        )
+    Router::new().merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
 }

@@ -13,7 +13,9 @@ mod docs;
 mod health;
 mod idempotency;
 mod keys;
+mod providers;
 pub mod rate_limit;
+mod web;
 
 use std::sync::Arc;
 
@@ -69,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .merge(agents::router())
         .merge(channels::router())
         .merge(keys::router())
+        .merge(providers::router())
         // The last layer runs first: authenticate and rate-limit, then idempotency.
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -80,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", v1)
         .merge(health::router())
         .merge(docs::router())
+        .merge(web::router())
         .fallback(|| async { AppError::NotFound("route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(
