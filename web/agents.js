@@ -1,0 +1,146 @@
+// `#/agents`: the account's agents: list, create, edit, delete, copy an address.
+
+import { allAgents, api } from "./api.js";
+import { address, clearErrors, confirmAction, failure, field, h, kindBadge, showErrors, time, toast } from "./ui.js";
+
+/// The kinds this server can create, with what the form asks for each.
+const KINDS = {
+  scripted: "Scripted: speaks fixed replies in turn (no model needed)",
+  llm: "LLM: a model on an OpenAI-compatible endpoint",
+};
+
+export function agentsView(main) {
+  const list = h("ul", { class: "agents", "aria-busy": "true" });
+  const editor = h("section", { class: "card", hidden: true });
+  const create = h("button", { type: "button", class: "primary", onclick: () => openEditor(null) }, "New agent");
+  main.append(h("div", { class: "page-head" }, h("h1", {}, "Agents"), create), editor, list);
+
+  let providers = [];
+  api.get("/providers").then((result) => (providers = result.items)).catch(() => {});
+
+  async function load() {
+    try {
+      const agents = await allAgents();
+      list.replaceChildren(...(agents.length ? agents.map(row) : [h("li", { class: "empty" }, "No agents yet. Create one to start a collaboration.")]));
+    } catch (error) {
+      list.replaceChildren(h("li", {}, failure(error)));
+    }
+    list.setAttribute("aria-busy", "false");
+  }
+
+  function row(agent) {
+    let detail = "";
+    if (agent.kind === "llm") detail = `${agent.provider} · ${agent.model}`;
+    else if (agent.kind === "scripted") detail = `${agent.replies.length} ${agent.replies.length === 1 ? "reply" : "replies"}${agent.delay_ms ? `, ${agent.delay_ms} ms apart` : ""}`;
+    return h("li", { class: "agent card", dataset: { id: agent.id } },
+      h("div", { class: "agent-head" },
+        h("span", { class: "name" }, agent.name), " ", kindBadge(agent.kind),
+        h("span", { class: "actions" },
+          h("button", { type: "button", onclick: () => openEditor(agent) }, "Edit"),
+          h("button", { type: "button", class: "danger", onclick: () => remove(agent) }, "Delete"))),
+      agent.description && h("p", {}, agent.description),
+      h("p", { class: "meta" }, address(agent.address), h("span", {}, detail), h("span", {}, "Created ", time(agent.created_at))));
+  }
+
+  async function remove(agent) {
+    if (!(await confirmAction(`Delete ${agent.name}?`, "The agent is deleted for good. Collaborations it took part in keep their transcripts.", "Delete"))) return;
+    try {
+      await api.delete(`/agents/${agent.id}`);
+      toast(`${agent.name} was deleted.`);
+      load();
+    } catch (error) {
+      toast(error.message);
+    }
+  }
+
+  /// The form for a new agent (`agent` null) or for changing one.
+  function openEditor(agent) {
+    const kind = h("select", { disabled: !!agent }, Object.entries(KINDS).map(([value, label]) => h("option", { value, selected: agent?.kind === value }, label)));
+    const name = h("input", { type: "text", value: agent?.name ?? "", autocomplete: "off" });
+    const description = h("input", { type: "text", value: agent?.description ?? "" });
+    const addr = h("input", { type: "text", value: agent?.address ?? "", placeholder: "Generated when left empty", disabled: !!agent, spellcheck: "false" });
+    const provider = h("select", {}, h("option", { value: "" }, "The default provider"),
+      providers.map((p) => h("option", { value: p.name, selected: agent?.provider === p.name }, p.default_model ? `${p.name} (default model ${p.default_model})` : p.name)));
+    const model = h("input", { type: "text", value: agent?.model ?? "", placeholder: "The provider's default model", spellcheck: "false" });
+    const prompt = h("textarea", { rows: 4 });
+    prompt.value = agent?.system_prompt ?? "";
+    const temperature = h("input", { type: "number", step: "0.1", value: agent?.temperature ?? "", placeholder: "Provider default" });
+    const maxTokens = h("input", { type: "number", value: agent?.max_tokens ?? "", placeholder: "Provider default" });
+    const replies = h("textarea", { rows: 4, placeholder: "One reply per line" });
+    replies.value = (agent?.replies ?? []).join("\n");
+    const delay = h("input", { type: "number", value: agent?.delay_ms ?? 0 });
+
+    const llmFields = h("div", {},
+      providers.length === 0 && h("p", { class: "notice advisory" }, "No model provider is configured on this server, so LLM agents cannot be created. Set SKEIN_LLM_BASE_URL (or OPENAI_API_KEY / FLOCK_LLM_API_KEY) and restart."),
+      h("div", { class: "row" }, field("Provider", "provider", provider), field("Model", "model", model)),
+      field("System prompt", "system_prompt", prompt, "Who this agent is and how it should behave."),
+      h("div", { class: "row" }, field("Temperature", "temperature", temperature), field("Max tokens per turn", "max_tokens", maxTokens)));
+    const scriptedFields = h("div", {},
+      field("Replies", "replies", replies, "Spoken in order, one per turn, starting again after the last."),
+      field("Delay before each reply (ms)", "delay_ms", delay));
+    const showKind = () => {
+      llmFields.hidden = kind.value !== "llm";
+      scriptedFields.hidden = kind.value !== "scripted";
+    };
+    kind.addEventListener("change", showKind);
+    showKind();
+
+    const form = h("form", { novalidate: true },
+      h("h2", {}, agent ? `Edit ${agent.name}` : "New agent"),
+      field("Kind", "kind", kind),
+      h("div", { class: "row" }, field("Name", "name", name), field("Address", "address", addr, agent ? "An agent's address never changes." : "An existing agent1q… address, if the agent has one.")),
+      field("Description", "description", description),
+      llmFields,
+      scriptedFields,
+      h("p", { class: "form-error notice error", role: "alert", tabindex: "-1", hidden: true }),
+      h("div", { class: "actions" },
+        h("button", { type: "submit", class: "primary" }, agent ? "Save" : "Create agent"),
+        h("button", { type: "button", onclick: closeEditor }, "Cancel")));
+
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      clearErrors(form);
+      const body = { name: name.value, description: description.value.trim() || null };
+      if (!agent) {
+        body.kind = kind.value;
+        if (addr.value.trim()) body.address = addr.value.trim();
+      }
+      if (kind.value === "llm") {
+        if (provider.value) body.provider = provider.value;
+        if (model.value.trim()) body.model = model.value.trim();
+        body.system_prompt = prompt.value.trim() || null;
+        body.temperature = numberOrNull(temperature.value);
+        body.max_tokens = numberOrNull(maxTokens.value);
+      } else {
+        body.replies = replies.value.split("\n").map((line) => line.trim()).filter(Boolean);
+        body.delay_ms = numberOrNull(delay.value) ?? 0;
+      }
+      try {
+        const saved = agent ? await api.patch(`/agents/${agent.id}`, body) : await api.post("/agents", body);
+        toast(agent ? `${saved.name} was saved.` : `${saved.name} was created.`);
+        closeEditor();
+        load();
+      } catch (error) {
+        showErrors(form, error);
+      }
+    });
+
+    editor.replaceChildren(form);
+    editor.hidden = false;
+    create.hidden = true;
+    name.focus();
+  }
+
+  function closeEditor() {
+    editor.hidden = true;
+    editor.replaceChildren();
+    create.hidden = false;
+  }
+
+  load();
+}
+
+function numberOrNull(value) {
+  const trimmed = String(value).trim();
+  return trimmed === "" ? null : Number(trimmed);
+}

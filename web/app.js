@@ -1,0 +1,113 @@
+// The web UI's entry point: sign-in, the hash router and the navigation.
+//
+// Routes live in the URL fragment (`#/`, `#/new`, `#/agents`, `#/c/{id}`), so the server
+// serves one page and a reload or a shared link opens the same view. The sign-in link that
+// `skein serve` prints carries the key as `#key=…`: a fragment never reaches the server,
+// and the key is moved into localStorage and out of the address bar at once.
+
+import { ApiError, clearKey, getKey, request, setKey } from "./api.js";
+import { agentsView } from "./agents.js";
+import { channelView } from "./channel.js";
+import { createView, listView } from "./collaborations.js";
+import { h } from "./ui.js";
+
+const main = document.getElementById("main");
+const nav = document.getElementById("nav");
+const signOut = document.getElementById("sign-out");
+let dispose = null;
+
+function takeKeyFromFragment() {
+  const match = location.hash.match(/^#key=([^&]+)/);
+  if (!match) return;
+  setKey(decodeURIComponent(match[1]));
+  history.replaceState(null, "", `${location.pathname}#/`);
+}
+
+function route() {
+  if (dispose) dispose();
+  dispose = null;
+  main.replaceChildren();
+  const signedIn = !!getKey();
+  nav.hidden = !signedIn;
+  signOut.hidden = !signedIn;
+  if (!signedIn) {
+    signInView();
+    return;
+  }
+  const [path, search] = location.hash.replace(/^#/, "").split("?");
+  const params = new URLSearchParams(search || "");
+  const channel = path.match(/^\/c\/([0-9a-f-]+)$/i);
+  let section;
+  if (channel) {
+    section = "collaborations";
+    dispose = channelView(main, channel[1]);
+  } else if (path === "/new") {
+    section = "new";
+    dispose = createView(main);
+  } else if (path === "/agents") {
+    section = "agents";
+    dispose = agentsView(main);
+  } else {
+    section = "collaborations";
+    dispose = listView(main, params);
+  }
+  for (const link of nav.querySelectorAll("a")) {
+    if (link.dataset.nav === section) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  document.title = `${{ collaborations: "Collaborations", new: "New collaboration", agents: "Agents" }[section]} · Skein`;
+  main.focus({ preventScroll: true });
+  window.scrollTo(0, 0);
+}
+
+function signInView(message) {
+  document.title = "Sign in · Skein";
+  const key = h("input", { type: "password", id: "key", name: "key", autocomplete: "current-password", placeholder: "sk_…", spellcheck: "false" });
+  const error = h("p", { class: "field-error", id: "key-error", role: "alert", hidden: !message }, message || "");
+  key.setAttribute("aria-describedby", "key-error");
+  const form = h("form", { class: "card form sign-in" },
+    h("h1", {}, "Sign in"),
+    h("p", {}, "Open the link that ", h("code", {}, "skein serve"), " printed when it first started, or paste an API key. This browser keeps the key; it is sent only in request headers."),
+    h("div", { class: "field" }, h("label", { for: "key" }, "API key"), key, error),
+    h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Sign in")));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const candidate = key.value.trim();
+    try {
+      await request("GET", "/collaborations?size=1", undefined, candidate);
+      setKey(candidate);
+      if (!location.hash.startsWith("#/")) location.hash = "#/";
+      route();
+    } catch (failure) {
+      error.textContent = failure instanceof ApiError && failure.status === 401 ? "That key was not accepted." : failure.message;
+      error.hidden = false;
+      key.focus();
+    }
+  });
+  main.append(form);
+  key.focus();
+}
+
+signOut.addEventListener("click", () => {
+  clearKey();
+  route();
+});
+
+// A key that stops working (revoked, or the server's admin key changed) signs out.
+window.addEventListener("skein:unauthorized", () => {
+  if (dispose) dispose();
+  dispose = null;
+  clearKey();
+  nav.hidden = signOut.hidden = true;
+  main.replaceChildren();
+  signInView("Your key is no longer accepted. Sign in again.");
+});
+
+window.addEventListener("hashchange", () => {
+  if (location.hash.startsWith("#key=")) takeKeyFromFragment();
+  route();
+});
+
+takeKeyFromFragment();
+route();
+

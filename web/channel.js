@@ -1,0 +1,239 @@
+// `#/c/{id}`: one collaboration's channel, live. The summary sits on top once it has
+// ended; below it the transcript, with a model's text streaming in while it is typed.
+
+import { api } from "./api.js";
+import { address, confirmAction, duration, END_REASONS, failure, h, kindBadge, put, statusBadge, time, toast } from "./ui.js";
+import { ChannelStream } from "./stream.js";
+
+/// How close to the bottom (px) still counts as "following along".
+const FOLLOW_SLACK = 80;
+
+export function channelView(main, id) {
+  let collaboration = null;
+  let stream = null;
+  let stopped = false;
+  let connection = { state: "connecting" };
+  let messages = 0;
+  /// The channel's last `seq` when this connection opened: frames up to it are replayed.
+  let replayUntil = 0;
+  const typing = new Map();
+
+  const title = h("h1", { class: "objective" }, "Loading…");
+  const badge = h("span");
+  const stateLine = h("p", { class: "state-line", role: "status" });
+  const buttons = h("div", { class: "actions" });
+  const summary = h("section", { class: "summary card", "aria-label": "Summary", hidden: true });
+  const roster = h("ul", { class: "roster" });
+  const transcript = h("ol", { class: "transcript", "aria-label": "Transcript" });
+  const jump = h("button", { type: "button", class: "jump primary", hidden: true, onclick: () => scrollToEnd() }, "↓ New messages");
+  main.append(
+    h("div", { class: "page-head" }, h("div", {}, h("a", { href: "#/", class: "back" }, "← Collaborations"), title), buttons),
+    h("div", { class: "state" }, badge, stateLine),
+    summary,
+    h("details", { class: "card roster-card" }, h("summary", {}, "Agents in this channel"), roster),
+    transcript,
+    jump,
+  );
+
+  const following = () => window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - FOLLOW_SLACK;
+  function scrollToEnd() {
+    window.scrollTo({ top: document.documentElement.scrollHeight });
+    jump.hidden = true;
+  }
+  const onScroll = () => {
+    if (following()) jump.hidden = true;
+  };
+  window.addEventListener("scroll", onScroll, { passive: true });
+
+  /// Adds content at the bottom, keeping the reader at the bottom only if they were there.
+  /// History replayed on connecting is no news: it offers no "new messages" jump.
+  function append(node, replacing, replayed = false) {
+    const follow = following();
+    if (replacing) replacing.replaceWith(node);
+    else transcript.append(node);
+    if (follow) scrollToEnd();
+    else if (!replayed) jump.hidden = false;
+  }
+
+  function renderHeader() {
+    const c = collaboration;
+    title.textContent = c.objective;
+    put(badge, statusBadge(c.status));
+    put(buttons,
+      c.status === "running" && h("button", { type: "button", onclick: stop }, "Stop"),
+      h("button", { type: "button", class: "danger", onclick: remove }, "Delete"),
+    );
+    put(roster, [c.principal, ...c.participants].map((agent, i) =>
+      h("li", {}, h("span", { class: "name" }, agent.name), " ", kindBadge(agent.kind), i === 0 ? h("span", { class: "muted" }, " principal") : "", " ", address(agent.address))));
+    renderState();
+    renderSummary();
+  }
+
+  function renderState() {
+    const c = collaboration;
+    if (!c) return;
+    let text;
+    if (c.status === "running") {
+      const count = Math.max(messages, c.message_count);
+      text = `Running: ${count} of ${c.message_cap} messages.`;
+      if (connection.state === "live") text += " Live.";
+      else if (connection.state === "retrying") text += ` Connection lost; reconnecting in ${Math.ceil(connection.retryInMs / 1000)} s…`;
+      else if (connection.state === "connecting") text += " Connecting…";
+      else if (connection.state === "closed") text += ` Not connected: ${connection.detail}.`;
+    } else {
+      text = `Ended${c.end_reason ? ` because ${END_REASONS[c.end_reason] || c.end_reason}` : ""}${c.ended_at ? ` at ${new Date(c.ended_at).toLocaleTimeString()}` : ""}.`;
+      if (!c.summary && connection.state !== "closed") text += " Writing the summary…";
+    }
+    stateLine.textContent = text;
+    stateLine.dataset.connection = connection.state;
+  }
+
+  function renderSummary() {
+    const c = collaboration;
+    if (c.status === "running" || !c.summary) {
+      summary.hidden = true;
+      return;
+    }
+    const facts = [
+      ["Outcome", `${c.status}${c.end_reason ? `: ${END_REASONS[c.end_reason] || c.end_reason}` : ""}`],
+      ["Messages", `${c.message_count} of ${c.message_cap}`],
+      ["Tokens used", c.tokens_used.toLocaleString()],
+      ["Duration", duration(c.started_at, c.ended_at)],
+    ];
+    put(summary,
+      h("h2", { class: "headline" }, c.headline || "Summary"),
+      h("p", { class: "summary-text" }, c.summary),
+      c.advisory_message && h("p", { class: "notice advisory" }, c.advisory_message),
+      c.error_message && h("p", { class: "notice error" }, c.error_message),
+      h("dl", { class: "facts" }, facts.map(([term, value]) => h("div", {}, h("dt", {}, term), h("dd", {}, value)))),
+    );
+    summary.hidden = false;
+  }
+
+  async function refresh() {
+    try {
+      collaboration = await api.get(`/collaborations/${id}`);
+      if (!stopped) renderHeader();
+    } catch (error) {
+      if (!stopped && !collaboration) put(main, failure(error));
+    }
+  }
+
+  function onFrame(frame) {
+    switch (frame.type) {
+      case "hello":
+        replayUntil = frame.last_seq;
+        if (collaboration && frame.status !== collaboration.status) refresh();
+        // Nothing to replay on a running channel: its live end is where to read.
+        if (frame.status === "running" && stream.lastSeq >= replayUntil) scrollToEnd();
+        break;
+      case "delta": {
+        let bubble = typing.get(frame.turn_id);
+        if (!bubble) {
+          bubble = messageNode({ sender: frame.sender, role: "agent", content: "" }, true);
+          typing.set(frame.turn_id, bubble);
+          append(bubble);
+        }
+        const content = bubble.querySelector(".content");
+        if (frame.restart) content.textContent = "";
+        else content.textContent += frame.text;
+        if (following()) scrollToEnd();
+        break;
+      }
+      case "message": {
+        messages += 1;
+        const node = messageNode(frame, false);
+        append(node, typing.get(frame.turn_id), frame.seq <= replayUntil);
+        typing.delete(frame.turn_id);
+        renderState();
+        // Caught up on a running channel: follow it live from here.
+        if (frame.seq === replayUntil && collaboration.status === "running") scrollToEnd();
+        break;
+      }
+      case "status":
+        for (const bubble of typing.values()) bubble.remove();
+        typing.clear();
+        append(h("li", { class: "event", dataset: { seq: frame.seq } },
+          `Ended because ${END_REASONS[frame.end_reason] || frame.end_reason || frame.status}.`), null, frame.seq <= replayUntil);
+        Object.assign(collaboration, { status: frame.status, end_reason: frame.end_reason, ended_at: frame.ended_at });
+        renderHeader();
+        refresh();
+        break;
+      case "summary":
+        append(h("li", { class: "event", dataset: { seq: frame.seq } }, "The summary was written: see the top of the page."), null, frame.seq <= replayUntil);
+        refresh();
+        break;
+      case "error":
+        toast(frame.message);
+        break;
+    }
+  }
+
+  function onState(next) {
+    connection = next;
+    if (next.state === "closed" && next.detail === "the collaboration was deleted") {
+      toast("This collaboration was deleted.");
+      location.hash = "#/";
+      return;
+    }
+    renderState();
+  }
+
+  async function stop() {
+    if (!(await confirmAction("Stop this collaboration?", "The agents stop now. Everything said so far is kept and a summary is written.", "Stop"))) return;
+    try {
+      collaboration = await api.post(`/collaborations/${id}/stop`);
+      renderHeader();
+    } catch (error) {
+      toast(error.message);
+    }
+  }
+
+  async function remove() {
+    if (!(await confirmAction("Delete this collaboration?", "Its channel, transcript and summary are deleted for good.", "Delete"))) return;
+    try {
+      await api.delete(`/collaborations/${id}`);
+      toast("Collaboration deleted.");
+      location.hash = "#/";
+    } catch (error) {
+      toast(error.message);
+    }
+  }
+
+  refresh().then(() => {
+    if (stopped || !collaboration) return;
+    stream = new ChannelStream(collaboration.channel_id, { onFrame, onState });
+  });
+
+  return () => {
+    stopped = true;
+    stream?.stop();
+    window.removeEventListener("scroll", onScroll);
+  };
+}
+
+/// One message; `live` marks text still being typed.
+function messageNode(message, live) {
+  const sender = message.sender;
+  return h("li", { class: `message role-${message.role}${live ? " typing" : ""}`, dataset: live ? { turn: "" } : { seq: message.seq } },
+    avatar(sender),
+    h("div", { class: "bubble" },
+      h("div", { class: "from" },
+        h("span", { class: "name" }, sender.name), " ", kindBadge(sender.kind), " ", address(sender.address),
+        live ? h("span", { class: "muted" }, " typing…") : time(message.created_at, true)),
+      h("div", { class: "content" }, message.content)));
+}
+
+function avatar(sender) {
+  const element = h("div", { class: "avatar", "aria-hidden": "true" }, sender.name.slice(0, 1).toUpperCase());
+  // Through the CSSOM: the page's CSP allows no inline style attributes.
+  element.style.setProperty("--hue", hue(sender.id));
+  return element;
+}
+
+/// A stable colour per agent, so a reader can follow who is speaking.
+function hue(id) {
+  let sum = 0;
+  for (const char of id) sum = (sum * 31 + char.charCodeAt(0)) % 360;
+  return sum;
+}

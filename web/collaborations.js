@@ -1,0 +1,213 @@
+// The collaborations list (live status, filters, paging) and the create form.
+
+import { allAgents, api, query } from "./api.js";
+import { address, clearErrors, failure, field, h, kindBadge, put, showErrors, STATUS_LABELS, statusBadge, time } from "./ui.js";
+
+const PAGE_SIZE = 20;
+/// How often the list asks again while it is on screen, so statuses change live.
+const REFRESH_MS = 3000;
+
+/// `#/?status=running&agent=…&page=2`: the filters live in the URL so a reload keeps them.
+export function listView(main, params) {
+  const filters = { status: params.get("status") || "", agent: params.get("agent") || "", page: Number(params.get("page")) || 1 };
+  const setFilters = (changes) => {
+    const next = { ...filters, ...changes };
+    location.hash = `#/${query({ status: next.status, agent: next.agent, page: next.page > 1 ? next.page : "" })}`;
+  };
+
+  const status = h("select", { name: "status", onchange: () => setFilters({ status: status.value, page: 1 }) },
+    h("option", { value: "" }, "Any status"),
+    Object.entries(STATUS_LABELS).map(([value, label]) => h("option", { value, selected: value === filters.status }, label)));
+  const agent = h("select", { name: "agent", onchange: () => setFilters({ agent: agent.value, page: 1 }) },
+    h("option", { value: "" }, "Any agent"));
+  const list = h("ul", { class: "collabs", "aria-live": "polite", "aria-busy": "true" });
+  const pager = h("nav", { class: "pager", "aria-label": "Pages" });
+  main.append(
+    h("div", { class: "page-head" }, h("h1", {}, "Collaborations"), h("a", { class: "button primary", href: "#/new" }, "New collaboration")),
+    h("div", { class: "filters" },
+      h("label", {}, "Status ", status),
+      h("label", {}, "Agent ", agent)),
+    list,
+    pager,
+  );
+
+  allAgents().then((agents) => {
+    for (const a of agents) agent.append(h("option", { value: a.id, selected: a.id === filters.agent }, a.name));
+  }).catch(() => {});
+
+  let shown = "";
+  let timer;
+  let stopped = false;
+  async function load() {
+    try {
+      const page = await api.get(`/collaborations${query({ page: filters.page, size: PAGE_SIZE, status: filters.status, agent: filters.agent })}`);
+      if (stopped) return;
+      const signature = JSON.stringify(page);
+      if (signature !== shown) {
+        shown = signature;
+        render(page);
+      }
+    } catch (error) {
+      if (stopped) return;
+      list.replaceChildren(h("li", {}, failure(error)));
+    }
+    list.setAttribute("aria-busy", "false");
+    if (!stopped) timer = setTimeout(load, document.hidden ? REFRESH_MS * 5 : REFRESH_MS);
+  }
+
+  function render({ items, meta }) {
+    const focused = document.activeElement?.dataset?.key;
+    if (items.length === 0) {
+      const filtered = filters.status || filters.agent;
+      put(list, h("li", { class: "empty" }, filtered ? "No collaboration matches these filters." : "No collaborations yet. ",
+        !filtered && h("a", { href: "#/new" }, "Start one.")));
+    } else {
+      list.replaceChildren(...items.map(row));
+    }
+    const pages = Math.max(1, Math.ceil(meta.total / meta.size));
+    put(pager,
+      h("button", { type: "button", disabled: !meta.has_previous, onclick: () => setFilters({ page: meta.page - 1 }) }, "← Previous"),
+      h("span", {}, `Page ${meta.page} of ${pages} · ${meta.total} in all`),
+      h("button", { type: "button", disabled: !meta.has_next, onclick: () => setFilters({ page: meta.page + 1 }) }, "Next →"),
+    );
+    if (focused) document.querySelector(`[data-key="${CSS.escape(focused)}"]`)?.focus();
+  }
+
+  load();
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
+}
+
+function row(c) {
+  const names = c.participants.map((p) => p.name).join(", ");
+  return h("li", { class: "collab", dataset: { id: c.id, status: c.status } },
+    h("div", { class: "collab-title" },
+      statusBadge(c.status),
+      h("a", { href: `#/c/${c.id}`, dataset: { key: c.id } }, c.objective)),
+    c.headline && h("p", { class: "headline" }, c.headline),
+    h("p", { class: "meta" },
+      h("span", {}, h("strong", {}, c.principal.name), names ? ` with ${names}` : ""),
+      h("span", {}, `${c.message_count} of ${c.message_cap} messages`),
+      h("span", {}, "Started ", time(c.started_at)),
+      c.ended_at && h("span", {}, "Ended ", time(c.ended_at))),
+  );
+}
+
+/// `#/new`: pick the principal and participants, set the objective and limits, start.
+export function createView(main) {
+  const form = h("form", { class: "card form", novalidate: true });
+  main.append(h("div", { class: "page-head" }, h("h1", {}, "New collaboration")), form);
+  form.append(h("p", { class: "muted" }, "Loading your agents…"));
+  let stopped = false;
+  allAgents().then((agents) => {
+    if (!stopped) fill(form, agents);
+  }).catch((error) => form.replaceChildren(failure(error)));
+  return () => {
+    stopped = true;
+  };
+}
+
+function fill(form, agents) {
+  if (agents.length === 0) {
+    form.replaceChildren(h("p", {}, "A collaboration needs at least two agents, and this account has none yet. ",
+      h("a", { href: "#/agents" }, "Create agents first.")));
+    return;
+  }
+  const search = h("input", { type: "search", placeholder: "Search by name or address", "aria-label": "Search agents", autocomplete: "off" });
+  const rows = agents.map((agent) => {
+    const principal = h("input", { type: "radio", name: "principal", value: agent.id, "aria-label": `${agent.name} as principal` });
+    const participant = h("input", { type: "checkbox", name: "participants", value: agent.id, "aria-label": `${agent.name} as participant` });
+    // One agent cannot be both: choosing one role clears the other.
+    principal.addEventListener("change", () => {
+      participant.checked = false;
+      summarize();
+    });
+    participant.addEventListener("change", () => {
+      if (participant.checked) principal.checked = false;
+      summarize();
+    });
+    const tr = h("tr", { dataset: { search: `${agent.name} ${agent.address} ${agent.id}`.toLowerCase() } },
+      h("td", { class: "pick" }, principal), h("td", { class: "pick" }, participant),
+      h("td", {}, h("span", { class: "name" }, agent.name), " ", kindBadge(agent.kind)),
+      h("td", { class: "wide-only" }, address(agent.address)));
+    return tr;
+  });
+  search.addEventListener("input", () => {
+    const needle = search.value.trim().toLowerCase();
+    for (const tr of rows) tr.hidden = needle !== "" && !tr.dataset.search.includes(needle);
+  });
+  const chosen = h("p", { class: "chosen", "aria-live": "polite" });
+  function summarize() {
+    const byId = Object.fromEntries(agents.map((a) => [a.id, a.name]));
+    const principal = form.querySelector("[name=principal]:checked");
+    const participants = [...form.querySelectorAll("[name=participants]:checked")].map((i) => byId[i.value]);
+    chosen.textContent = `Principal: ${principal ? byId[principal.value] : "none yet"} · Participants: ${participants.length ? participants.join(", ") : "none yet"}`;
+  }
+  summarize();
+
+  const objective = h("textarea", { rows: 3, placeholder: "Plan a night out with my friends" });
+  const cap = h("input", { type: "number", inputmode: "numeric", value: 10 });
+  const timeout = h("input", { type: "number", inputmode: "numeric", value: 60 });
+  const strategy = h("select", {}, h("option", { value: "manager" }, "Manager picks the next speaker"), h("option", { value: "round_robin" }, "Round robin"));
+  const evaluate = h("input", { type: "checkbox", id: "field-evaluate_objective_completion", name: "evaluate_objective_completion", checked: true });
+  const budget = h("input", { type: "number", inputmode: "numeric", placeholder: "No limit" });
+  const submit = h("button", { type: "submit", class: "primary" }, "Start collaboration");
+
+  form.replaceChildren(
+    h("fieldset", {},
+      h("legend", {}, "Agents"),
+      h("p", { class: "hint" }, "One principal leads; pick at least one participant."),
+      search,
+      h("div", { class: "table-wrap" },
+        h("table", { class: "picker" },
+          h("thead", {}, h("tr", {}, h("th", {}, "Principal"), h("th", {}, "Participant"), h("th", {}, "Agent"), h("th", { class: "wide-only" }, "Address"))),
+          h("tbody", {}, rows))),
+      chosen,
+      h("p", { class: "field-error", "data-error-for": "principal", role: "alert", hidden: true }),
+      h("p", { class: "field-error", "data-error-for": "participants", role: "alert", hidden: true })),
+    field("Objective", "objective", objective, "What the agents should accomplish."),
+    h("div", { class: "row" },
+      field("Message cap", "message_cap", cap, "The collaboration ends after this many messages."),
+      field("Inactivity timeout (seconds)", "timeout_window", timeout, "It ends when nobody speaks for this long.")),
+    h("div", { class: "row" },
+      field("Strategy", "strategy", strategy),
+      field("Token budget", "token_budget", budget, "Optional: end once this many tokens are used.")),
+    h("div", { class: "field check" }, evaluate, h("label", { for: evaluate.id }, "End early when a judge finds the objective met"),
+      h("p", { class: "field-error", "data-error-for": "evaluate_objective_completion", role: "alert", hidden: true })),
+    h("p", { class: "form-error notice error", role: "alert", tabindex: "-1", hidden: true }),
+    h("div", { class: "actions" }, submit),
+  );
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearErrors(form);
+    const principal = form.querySelector("[name=principal]:checked");
+    const body = {
+      principal: principal ? principal.value : "",
+      participants: [...form.querySelectorAll("[name=participants]:checked")].map((i) => i.value),
+      message_cap: numberOrText(cap.value),
+      timeout_window: numberOrText(timeout.value),
+      strategy: strategy.value,
+      evaluate_objective_completion: evaluate.checked,
+    };
+    if (objective.value.trim()) body.objective = objective.value;
+    if (budget.value.trim()) body.token_budget = numberOrText(budget.value);
+    submit.disabled = true;
+    try {
+      const created = await api.post("/collaborations", body);
+      location.hash = `#/c/${created.id}`;
+    } catch (error) {
+      showErrors(form, error);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+}
+
+/// What the user typed, as a number when it is one; the server says what is wrong if not.
+function numberOrText(value) {
+  const trimmed = value.trim();
+  return trimmed !== "" && Number.isFinite(Number(trimmed)) ? Number(trimmed) : trimmed;
+}
