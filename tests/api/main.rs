@@ -7,6 +7,7 @@ mod support;
 
 mod access;
 mod agents;
+mod browser;
 mod collaborations;
 mod idempotency;
 mod limits;
@@ -14,3 +15,4 @@ mod models;
 mod recovery;
 mod streaming;
 mod validation;
+mod web;

@@ -1,6 +1,7 @@
 //! Test support: the real server on port 0 with its own data directory, an HTTP client,
 //! a WebSocket viewer, and a fake model provider.
 
+pub mod browser;
 pub mod fake_model;
 pub mod process;
 

@@ -1,0 +1,529 @@
+//! The web UI in a real headless Chromium, against the real server and the fake model:
+//! signing in, the create form, a channel watched live through reloads and restarts, the
+//! summary, validation errors beside their fields, and agent management. Screenshots land
+//! in `target/tmp/screenshots/`.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{
+    Api, TestApp,
+    browser::{Browser, Page},
+    default_provider,
+    fake_model::{self, FakeModel},
+    id, spawn_app, spawn_app_in_with, spawn_app_with,
+};
+
+/// A tab signed in through the link `skein serve` prints: the key in the fragment.
+async fn signed_in<'b>(browser: &'b Browser, app: &Api) -> Page<'b> {
+    let page = browser.page().await;
+    page.goto(&format!("{}#key={}", app.url("/"), app.key))
+        .await;
+    page.wait_until(
+        "!document.getElementById('nav').hidden",
+        "the navigation shows",
+    )
+    .await;
+    page
+}
+
+/// Opens a route of the UI in the current document.
+async fn open(page: &Page<'_>, route: &str) {
+    page.eval(&format!("location.hash = {}", json!(route)))
+        .await;
+}
+
+/// The `seq`s the transcript shows, in the order it shows them.
+async fn shown_seqs(page: &Page<'_>) -> Vec<i64> {
+    let seqs = page
+        .eval("[...document.querySelectorAll('.transcript [data-seq]')].map(e => Number(e.dataset.seq))")
+        .await;
+    serde_json::from_value(seqs).unwrap()
+}
+
+async fn last_seq(app: &Api, collaboration: &Value) -> i64 {
+    let channel = collaboration["channel_id"].as_str().unwrap();
+    app.get_json(&format!("/api/v1/channels/{channel}")).await["last_seq"]
+        .as_i64()
+        .unwrap()
+}
+
+/// Waits until the channel view shows the summary, then checks that the transcript shows
+/// every stored event exactly once, in order.
+async fn every_seq_once(page: &Page<'_>, app: &Api, collaboration: &Value) {
+    page.wait_until(
+        "!document.querySelector('.summary').hidden",
+        "the summary shows",
+    )
+    .await;
+    let last = last_seq(app, collaboration).await;
+    assert_eq!(shown_seqs(page).await, (1..=last).collect::<Vec<_>>());
+}
+
+fn assert_no_page_errors(browser: &Browser) {
+    assert_eq!(browser.errors(), Vec::<String>::new(), "the pages threw");
+}
+
+/// Records, from now on, whether a streaming bubble appeared and which connection states
+/// the channel view went through.
+async fn record_what_the_channel_shows(page: &Page<'_>) {
+    page.eval(
+        "window.__seen = {typing: false, connection: []};
+         new MutationObserver(() => {
+           if (document.querySelector('.typing .content')?.textContent) window.__seen.typing = true;
+           const state = document.querySelector('.state-line')?.dataset.connection;
+           if (state && window.__seen.connection.at(-1) !== state) window.__seen.connection.push(state);
+         }).observe(document.body, {childList: true, subtree: true, characterData: true, attributes: true});",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_collaboration_created_in_the_form_streams_live_and_ends_with_its_summary() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let fake = FakeModel::start_expecting(
+        "authorization",
+        &format!("Bearer {}", fake_model::KEY),
+        Duration::from_millis(200),
+    )
+    .await;
+    fake.reply_with(&[
+        "Let's plan Friday night. @Scout, where should we eat?",
+        "Tapas at seven, then the jazz bar at nine. Booked.",
+    ]);
+    let base = fake.base_url();
+    let app = spawn_app_with(move |c| c.providers = vec![default_provider(&base)]).await;
+    app.create_agent(
+        json!({"name": "Planner", "kind": "llm", "system_prompt": "You organise outings."}),
+    )
+    .await;
+    let scout = app
+        .scripted(
+            "Scout",
+            &["Tapas on Main Street, then jazz next door?"],
+            300,
+        )
+        .await;
+    app.scripted("Critic", &["Too loud."], 0).await;
+
+    let page = signed_in(&browser, &app).await;
+    assert_eq!(
+        page.eval("location.hash").await,
+        "#/",
+        "the key left the address bar"
+    );
+    assert_eq!(
+        page.eval("localStorage.getItem('skein.key')").await,
+        app.key
+    );
+
+    page.click("nav a[href='#/new']").await;
+    page.wait_until(
+        "document.querySelectorAll('.picker tbody tr').length === 3",
+        "the picker lists the agents",
+    )
+    .await;
+    // Searching by address narrows the picker to that agent.
+    let scout_address = scout["address"].as_str().unwrap();
+    page.fill("input[type=search]", &scout_address[..20]).await;
+    assert_eq!(
+        page.eval("[...document.querySelectorAll('.picker tbody tr:not([hidden]) .name')].map(e => e.textContent)").await,
+        json!(["Scout"])
+    );
+    page.fill("input[type=search]", "").await;
+    page.click("[aria-label='Planner as principal']").await;
+    page.click("[aria-label='Scout as participant']").await;
+    page.fill("#field-objective", "Plan a night out on Friday")
+        .await;
+    page.fill("#field-message_cap", "4").await;
+    page.fill("#field-timeout_window", "30").await;
+    record_what_the_channel_shows(&page).await;
+    page.click("button[type=submit]").await;
+
+    page.wait_until("location.hash.startsWith('#/c/')", "the channel view opens")
+        .await;
+    page.wait_until(
+        "document.querySelectorAll('.transcript .message[data-seq]').length >= 1",
+        "the first message shows",
+    )
+    .await;
+    page.screenshot("channel-live").await;
+    page.wait_until(
+        "!document.querySelector('.summary').hidden",
+        "the summary shows",
+    )
+    .await;
+
+    let list = app.get_json("/api/v1/collaborations").await;
+    let created = &list["items"][0];
+    assert_eq!(created["objective"], "Plan a night out on Friday");
+    assert_eq!(created["message_cap"], 4);
+    let history = app.history(created["channel_id"].as_str().unwrap()).await;
+    let stored: Vec<(String, String)> = history
+        .iter()
+        .filter(|e| e["type"] == "message")
+        .map(|e| {
+            (
+                e["sender"]["name"].as_str().unwrap().to_owned(),
+                e["content"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let shown: Vec<(String, String)> = serde_json::from_value(
+        page.eval("[...document.querySelectorAll('.transcript .message')].map(m => [m.querySelector('.name').textContent, m.querySelector('.content').textContent])")
+            .await,
+    )
+    .unwrap();
+    assert_eq!(shown, stored);
+    assert_eq!(stored.len(), 4);
+    assert_eq!(
+        page.eval("window.__seen.typing").await,
+        true,
+        "the model's text streamed in before its message was stored"
+    );
+    assert_eq!(page.text(".summary .headline").await, "Fake headline");
+    assert!(
+        page.text(".state-line")
+            .await
+            .as_str()
+            .unwrap()
+            .starts_with("Ended because the message cap was reached")
+    );
+    let facts = page.text(".summary .facts").await;
+    assert!(facts.as_str().unwrap().contains("4 of 4"), "{facts}");
+    every_seq_once(&page, &app, created).await;
+    page.screenshot("channel-summary").await;
+
+    open(&page, "#/").await;
+    page.wait_until(
+        "document.querySelector('.collab[data-status=completed] .headline')?.textContent === 'Fake headline'",
+        "the list shows the completed collaboration",
+    )
+    .await;
+    page.screenshot("list").await;
+
+    // A phone: nothing wider than the screen.
+    page.resize(390, 844, true).await;
+    open(&page, &format!("#/c/{}", id(created))).await;
+    page.wait_until(
+        "!document.querySelector('.summary')?.hidden",
+        "the summary shows on a phone",
+    )
+    .await;
+    assert_eq!(
+        page.eval("document.documentElement.scrollWidth <= window.innerWidth")
+            .await,
+        true,
+        "the channel view fits a phone's width"
+    );
+    page.screenshot("channel-phone").await;
+    assert_no_page_errors(&browser);
+}
+
+#[tokio::test]
+async fn the_list_updates_a_status_live_and_filters_by_status_and_agent() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let running = app.scripted_duo(6, 400).await;
+    let other = app.scripted("Loner", &["hi"], 0).await;
+    let helper = app.scripted("Helper", &["hello"], 0).await;
+    app.collaborate(&other, &helper, json!({"message_cap": 1}))
+        .await;
+    let page = signed_in(&browser, &app).await;
+    let row = format!(".collab[data-id='{}']", id(&running));
+    page.wait_until(
+        &format!("document.querySelector(\"{row}\")?.dataset.status === 'running'"),
+        "the list shows it running",
+    )
+    .await;
+    // Nobody reloads: the row turns completed by itself.
+    page.wait_until(
+        &format!("document.querySelector(\"{row}\")?.dataset.status === 'completed'"),
+        "the list shows it completed",
+    )
+    .await;
+
+    page.choose("select[name=agent]", &id(&other)).await;
+    page.wait_until(
+        "document.querySelectorAll('.collab').length === 1 && location.hash.includes('agent=')",
+        "the list is filtered by agent",
+    )
+    .await;
+    assert_eq!(
+        page.text(".collab .meta strong").await,
+        "Loner",
+        "only the collaboration Loner leads"
+    );
+    page.choose("select[name=status]", "failed").await;
+    page.wait_until(
+        "document.querySelector('.collabs .empty')?.textContent.includes('No collaboration matches')",
+        "an empty filtered list says so",
+    )
+    .await;
+    // The filters live in the URL, so a reload keeps them.
+    page.reload().await;
+    assert_eq!(
+        page.eval("document.querySelector('select[name=status]').value")
+            .await,
+        "failed"
+    );
+    assert_no_page_errors(&browser);
+}
+
+#[tokio::test]
+async fn a_reload_mid_collaboration_shows_every_seq_exactly_once() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let collaboration = app.scripted_duo(12, 250).await;
+    let page = signed_in(&browser, &app).await;
+    open(&page, &format!("#/c/{}", id(&collaboration))).await;
+    page.wait_until(
+        "document.querySelectorAll('.transcript [data-seq]').length >= 3",
+        "a few messages show",
+    )
+    .await;
+    page.reload().await;
+    page.wait_until(
+        "document.querySelectorAll('.transcript [data-seq]').length >= 1",
+        "the reloaded page shows the transcript",
+    )
+    .await;
+    assert_eq!(
+        app.collaboration(&id(&collaboration)).await["status"],
+        "running",
+        "the reload happened mid-collaboration"
+    );
+    every_seq_once(&page, &app, &collaboration).await;
+    assert_no_page_errors(&browser);
+}
+
+#[tokio::test]
+async fn the_channel_view_recovers_from_a_server_restart_with_nothing_missing() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let address = app.address;
+    let collaboration = app.scripted_duo(16, 250).await;
+    let page = signed_in(&browser, &app).await;
+    open(&page, &format!("#/c/{}", id(&collaboration))).await;
+    page.wait_until(
+        "document.querySelectorAll('.transcript [data-seq]').length >= 3",
+        "a few messages show",
+    )
+    .await;
+    record_what_the_channel_shows(&page).await;
+
+    // The server goes away (its WebSockets close with 1001) and comes back on the same
+    // address and data; the page is never touched.
+    let data = app.shut_down_keeping_data().await;
+    let app = spawn_app_in_with(data, move |c| c.bind = address).await;
+    every_seq_once(&page, &app, &collaboration).await;
+    let states = page.eval("window.__seen.connection").await;
+    assert!(
+        states.as_array().unwrap().contains(&json!("retrying")),
+        "the view said it was reconnecting: {states}"
+    );
+    assert_no_page_errors(&browser);
+}
+
+#[tokio::test]
+async fn a_validation_error_is_shown_next_to_its_field_and_nothing_is_created() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    app.scripted("Planner", &["p"], 0).await;
+    app.scripted("Scout", &["s"], 0).await;
+    let page = signed_in(&browser, &app).await;
+    open(&page, "#/new").await;
+
+    // Nobody picked: the server's complaint shows beside the picker.
+    page.click("button[type=submit]").await;
+    let principal = page
+        .wait_until(
+            "document.querySelector('[data-error-for=principal]:not([hidden])')?.textContent",
+            "the principal's error shows",
+        )
+        .await;
+    assert!(
+        principal
+            .as_str()
+            .unwrap()
+            .contains("neither an agent UUID nor an agent address"),
+        "{principal}"
+    );
+
+    page.click("[aria-label='Planner as principal']").await;
+    page.click("[aria-label='Scout as participant']").await;
+    page.fill("#field-message_cap", "0").await;
+    page.click("button[type=submit]").await;
+    let cap = page
+        .wait_until(
+            "document.querySelector('[data-error-for=message_cap]:not([hidden])')?.textContent",
+            "the message cap's error shows",
+        )
+        .await;
+    assert!(cap.as_str().unwrap().contains("between 1 and"), "{cap}");
+    assert_eq!(
+        page.eval("document.querySelector('[data-error-for=principal]').hidden")
+            .await,
+        true,
+        "a fixed field's old error is gone"
+    );
+    assert_eq!(
+        page.eval("document.getElementById('field-message_cap').getAttribute('aria-invalid')")
+            .await,
+        "true"
+    );
+    assert_eq!(page.eval("location.hash").await, "#/new");
+    page.screenshot("create-validation").await;
+    assert_eq!(
+        app.get_json("/api/v1/collaborations").await["meta"]["total"],
+        0
+    );
+    assert_no_page_errors(&browser);
+}
+
+#[tokio::test]
+async fn agents_are_created_edited_and_deleted_in_the_browser() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let page = signed_in(&browser, &app).await;
+    open(&page, "#/agents").await;
+    page.click("button.primary").await;
+    page.choose("#field-kind", "scripted").await;
+    page.fill("#field-name", "Greeter").await;
+    page.click("#field-replies").await;
+    page.type_text("Hello there\nGoodbye").await;
+    page.fill("#field-delay_ms", "250").await;
+    page.click("form button[type=submit]").await;
+    page.wait_until(
+        "[...document.querySelectorAll('.agent .name')].some(e => e.textContent === 'Greeter')",
+        "the new agent is listed",
+    )
+    .await;
+    let agents = app.get_json("/api/v1/agents").await;
+    let greeter = &agents["items"][0];
+    assert_eq!(greeter["replies"], json!(["Hello there", "Goodbye"]));
+    assert_eq!(greeter["delay_ms"], 250);
+    page.screenshot("agents").await;
+
+    // Editing: an empty name is refused beside the field, then a real one is saved.
+    let card = format!(".agent[data-id='{}']", id(greeter));
+    page.click(&format!("{card} .actions button:first-child"))
+        .await;
+    page.fill("#field-name", "  ").await;
+    page.click("form button[type=submit]").await;
+    page.wait_until(
+        "document.querySelector('[data-error-for=name]:not([hidden])')?.textContent.includes('must not be empty')",
+        "the name's error shows",
+    )
+    .await;
+    page.fill("#field-name", "Greeter Two").await;
+    page.click("form button[type=submit]").await;
+    page.wait_until(
+        "[...document.querySelectorAll('.agent .name')].some(e => e.textContent === 'Greeter Two')",
+        "the renamed agent is listed",
+    )
+    .await;
+    assert_eq!(
+        app.get_json(&format!("/api/v1/agents/{}", id(greeter)))
+            .await["name"],
+        "Greeter Two"
+    );
+
+    // Deleting asks first.
+    page.click(&format!("{card} button.danger")).await;
+    page.wait_until(
+        "document.getElementById('confirm').open",
+        "the confirmation opens",
+    )
+    .await;
+    page.click("#confirm button[value=yes]").await;
+    page.wait_until(
+        "document.querySelector('.agents .empty')",
+        "the list is empty",
+    )
+    .await;
+    assert_eq!(app.get_json("/api/v1/agents").await["meta"]["total"], 0);
+    assert_no_page_errors(&browser);
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_refused_and_a_pasted_key_signs_in() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let page = browser.page().await;
+    page.goto(&app.url("/")).await;
+    page.fill("#key", "sk_not_a_real_key").await;
+    page.click("form button[type=submit]").await;
+    page.wait_until(
+        "document.getElementById('key-error')?.textContent === 'That key was not accepted.'",
+        "the refusal shows",
+    )
+    .await;
+    page.fill("#key", &app.key).await;
+    page.click("form button[type=submit]").await;
+    page.wait_until(
+        "document.querySelector('h1')?.textContent === 'Collaborations'",
+        "the list opens",
+    )
+    .await;
+    // Signing out forgets the key.
+    page.click("#sign-out").await;
+    page.wait_until("document.getElementById('key')", "the sign-in form is back")
+        .await;
+    assert_eq!(
+        page.eval("localStorage.getItem('skein.key')").await,
+        Value::Null
+    );
+    assert_no_page_errors(&browser);
+}
+
+#[tokio::test]
+async fn stopping_from_the_channel_view_asks_first_and_ends_the_collaboration() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let app: TestApp = spawn_app().await;
+    let collaboration = app.scripted_duo(50, 300).await;
+    let page = signed_in(&browser, &app).await;
+    open(&page, &format!("#/c/{}", id(&collaboration))).await;
+    page.click(".page-head .actions button:not(.danger)").await;
+    page.wait_until(
+        "document.getElementById('confirm').open",
+        "the confirmation opens",
+    )
+    .await;
+    // Cancelling leaves it running.
+    page.click("#confirm button[value=no]").await;
+    assert_eq!(
+        app.collaboration(&id(&collaboration)).await["status"],
+        "running"
+    );
+    page.click(".page-head .actions button:not(.danger)").await;
+    page.click("#confirm button[value=yes]").await;
+    page.wait_until(
+        "document.querySelector('.state-line')?.textContent.startsWith('Ended because it was stopped')",
+        "the view says it was stopped",
+    )
+    .await;
+    assert_eq!(
+        app.collaboration(&id(&collaboration)).await["status"],
+        "cancelled"
+    );
+    every_seq_once(&page, &app, &collaboration).await;
+    assert_no_page_errors(&browser);
+}

@@ -1,0 +1,391 @@
+//! A real headless Chromium, driven over the DevTools protocol (CDP), for the web UI's tests.
+//!
+//! Why by hand rather than a CDP crate: the tests need a dozen commands (navigate,
+//! evaluate, screenshot, mouse and keyboard input, viewport), and the crates generate
+//! bindings for the whole protocol, which would double the test build. CDP is JSON over a
+//! WebSocket, and the suite already has a WebSocket client.
+//!
+//! Clicks and typing go through `Input.*`, so they land where a person's would: on the
+//! element under the pointer, through focus and the browser's own event dispatch.
+//!
+//! Chromium is `SKEIN_CHROMIUM`, else `chromium` on the `PATH`. Without one, [`Browser::launch`]
+//! answers `None` and the browser tests pass over themselves, saying so, unless
+//! `SKEIN_BROWSER_TESTS=required` (as `.ci/run` sets it), when a missing browser fails them.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    process::Stdio,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use base64::Engine as _;
+use futures::{SinkExt, StreamExt, stream::SplitSink};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    net::TcpStream,
+    process::{Child, Command},
+    sync::{Semaphore, SemaphorePermit, oneshot},
+};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
+
+use super::PATIENCE;
+
+/// At most two browsers at once: each is several processes, and CI has two cores.
+static SLOTS: Semaphore = Semaphore::const_new(2);
+
+type Sink = SplitSink<WebSocketStream<MaybeTlsStream<TcpStream>>, Message>;
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, Value>>>>>;
+
+pub struct Browser {
+    child: Child,
+    _profile: TempDir,
+    _slot: SemaphorePermit<'static>,
+    sink: Arc<tokio::sync::Mutex<Sink>>,
+    pending: Pending,
+    next_id: Arc<AtomicU64>,
+    /// Uncaught exceptions and failed promises in any page, as CDP reported them.
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+/// One tab.
+pub struct Page<'b> {
+    browser: &'b Browser,
+    session: String,
+}
+
+fn chromium() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("SKEIN_CHROMIUM") {
+        return Some(path.into());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| ["chromium", "chromium-browser"].map(|name| dir.join(name)))
+        .find(|candidate| candidate.is_file())
+}
+
+impl Browser {
+    /// Starts Chromium with a fresh profile, or `None` when there is none to start.
+    pub async fn launch() -> Option<Self> {
+        let Some(binary) = chromium() else {
+            assert!(
+                std::env::var("SKEIN_BROWSER_TESTS").as_deref() != Ok("required"),
+                "SKEIN_BROWSER_TESTS=required but no Chromium was found (apt-get install chromium)"
+            );
+            eprintln!("no Chromium found (set SKEIN_CHROMIUM or install chromium): skipping");
+            return None;
+        };
+        let slot = SLOTS
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        let profile = tempfile::tempdir().expect("a profile directory");
+        let mut child = Command::new(binary)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-quic",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--remote-debugging-port=0",
+                "--window-size=1280,900",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            // Its own process group, so that dropping the browser ends its helpers too.
+            .process_group(0)
+            .spawn()
+            .expect("Chromium starts");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let endpoint = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(url) = line.strip_prefix("DevTools listening on ") {
+                    return url.trim().to_owned();
+                }
+            }
+            panic!("Chromium exited before it listened");
+        })
+        .await
+        .expect("Chromium listens in time");
+        // Keep reading, so that Chromium never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let (socket, _) = tokio_tungstenite::connect_async(endpoint.as_str())
+            .await
+            .expect("the DevTools socket opens");
+        let (sink, mut source) = socket.split();
+        let pending: Pending = Arc::default();
+        let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (routes, found) = (pending.clone(), errors.clone());
+        tokio::spawn(async move {
+            while let Some(Ok(message)) = source.next().await {
+                let Message::Text(text) = message else {
+                    continue;
+                };
+                let value: Value = serde_json::from_str(&text).unwrap();
+                if let Some(id) = value["id"].as_u64() {
+                    if let Some(reply) = routes.lock().unwrap().remove(&id) {
+                        let result = match value.get("error") {
+                            Some(error) => Err(error.clone()),
+                            None => Ok(value["result"].clone()),
+                        };
+                        let _ = reply.send(result);
+                    }
+                } else if value["method"] == "Runtime.exceptionThrown" {
+                    let details = &value["params"]["exceptionDetails"];
+                    let text = details["exception"]["description"]
+                        .as_str()
+                        .or(details["text"].as_str())
+                        .unwrap_or("an exception");
+                    found.lock().unwrap().push(text.to_owned());
+                }
+            }
+        });
+        Some(Self {
+            child,
+            _profile: profile,
+            _slot: slot,
+            sink: Arc::new(tokio::sync::Mutex::new(sink)),
+            pending,
+            next_id: Arc::new(AtomicU64::new(1)),
+            errors,
+        })
+    }
+
+    async fn call(&self, session: Option<&str>, method: &str, params: Value) -> Value {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut command = json!({"id": id, "method": method, "params": params});
+        if let Some(session) = session {
+            command["sessionId"] = session.into();
+        }
+        let (reply, answer) = oneshot::channel();
+        self.pending.lock().unwrap().insert(id, reply);
+        self.sink
+            .lock()
+            .await
+            .send(Message::Text(command.to_string().into()))
+            .await
+            .expect("the DevTools socket takes the command");
+        match tokio::time::timeout(PATIENCE, answer).await {
+            Ok(Ok(Ok(result))) => result,
+            Ok(Ok(Err(error))) => panic!("{method} failed: {error}"),
+            _ => panic!("{method} got no answer in time"),
+        }
+    }
+
+    /// A new tab showing `about:blank`.
+    pub async fn page(&self) -> Page<'_> {
+        let target = self
+            .call(None, "Target.createTarget", json!({"url": "about:blank"}))
+            .await;
+        let attached = self
+            .call(
+                None,
+                "Target.attachToTarget",
+                json!({"targetId": target["targetId"], "flatten": true}),
+            )
+            .await;
+        let page = Page {
+            browser: self,
+            session: attached["sessionId"].as_str().unwrap().to_owned(),
+        };
+        page.call("Page.enable", json!({})).await;
+        page.call("Runtime.enable", json!({})).await;
+        page
+    }
+
+    /// Every uncaught exception the pages have thrown so far.
+    pub fn errors(&self) -> Vec<String> {
+        self.errors.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // The whole group: the browser and the renderers it started.
+        if let Some(pid) = self.child.id().and_then(|pid| i32::try_from(pid).ok())
+            && pid > 1
+        {
+            // SAFETY: killpg has no memory effects; the group is the one Chromium leads.
+            unsafe { libc::killpg(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+impl Page<'_> {
+    async fn call(&self, method: &str, params: Value) -> Value {
+        self.browser.call(Some(&self.session), method, params).await
+    }
+
+    /// Evaluates `expression` (awaiting a promise) and returns its value; a thrown error
+    /// fails the test.
+    pub async fn eval(&self, expression: &str) -> Value {
+        let result = self
+            .call(
+                "Runtime.evaluate",
+                json!({"expression": expression, "awaitPromise": true, "returnByValue": true}),
+            )
+            .await;
+        if let Some(details) = result.get("exceptionDetails") {
+            panic!("`{expression}` threw: {details}");
+        }
+        result["result"]["value"].clone()
+    }
+
+    /// Waits until `expression` is truthy and returns its value; fails after [`PATIENCE`]
+    /// with `what` and the page's visible text.
+    pub async fn wait_until(&self, expression: &str, what: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let value = self
+                .call(
+                    "Runtime.evaluate",
+                    json!({"expression": expression, "returnByValue": true}),
+                )
+                .await;
+            let value = value["result"]["value"].clone();
+            if !matches!(value, Value::Null | Value::Bool(false))
+                && value != json!(0)
+                && value != json!("")
+            {
+                return value;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let text = self.eval("document.body.innerText").await;
+                panic!("gave up waiting until {what}; the page says:\n{text}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Opens `url` and waits for the new document to finish loading.
+    pub async fn goto(&self, url: &str) {
+        self.eval("window.__leaving = true").await;
+        self.call("Page.navigate", json!({"url": url})).await;
+        self.loaded().await;
+    }
+
+    pub async fn reload(&self) {
+        self.eval("window.__leaving = true").await;
+        self.call("Page.reload", json!({})).await;
+        self.loaded().await;
+    }
+
+    async fn loaded(&self) {
+        self.wait_until(
+            "!window.__leaving && document.readyState === 'complete'",
+            "the new document has loaded",
+        )
+        .await;
+    }
+
+    /// Where `selector`'s element is once it is on screen, scrolled into view.
+    async fn centre(&self, selector: &str) -> (f64, f64) {
+        let selector = serde_json::to_string(selector).unwrap();
+        let point = self
+            .wait_until(
+                &format!(
+                    "(() => {{ const e = document.querySelector({selector});
+                       if (!e || !e.getClientRects().length || e.disabled) return null;
+                       e.scrollIntoView({{block: 'center'}});
+                       const r = e.getBoundingClientRect();
+                       return [r.x + r.width / 2, r.y + r.height / 2]; }})()"
+                ),
+                &format!("{selector} can be clicked"),
+            )
+            .await;
+        (point[0].as_f64().unwrap(), point[1].as_f64().unwrap())
+    }
+
+    /// Clicks the element with the mouse, as a person would.
+    pub async fn click(&self, selector: &str) {
+        let (x, y) = self.centre(selector).await;
+        for kind in ["mouseMoved", "mousePressed", "mouseReleased"] {
+            self.call(
+                "Input.dispatchMouseEvent",
+                json!({"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1}),
+            )
+            .await;
+        }
+    }
+
+    /// Clicks into a text field, clears it and types `text`.
+    pub async fn fill(&self, selector: &str, text: &str) {
+        self.click(selector).await;
+        let selector = serde_json::to_string(selector).unwrap();
+        self.eval(&format!(
+            "(() => {{ const e = document.querySelector({selector}); e.value = '';
+               e.dispatchEvent(new Event('input', {{bubbles: true}})); }})()"
+        ))
+        .await;
+        self.type_text(text).await;
+    }
+
+    /// Types `text` where the focus is.
+    pub async fn type_text(&self, text: &str) {
+        self.call("Input.insertText", json!({"text": text})).await;
+    }
+
+    /// Picks an option of a `<select>` by value (a native dropdown cannot be clicked
+    /// headless), with the `change` event a person's choice sends.
+    pub async fn choose(&self, selector: &str, value: &str) {
+        self.centre(selector).await;
+        let (selector, value) = (
+            serde_json::to_string(selector).unwrap(),
+            serde_json::to_string(value).unwrap(),
+        );
+        self.eval(&format!(
+            "(() => {{ const e = document.querySelector({selector}); e.focus(); e.value = {value};
+               e.dispatchEvent(new Event('change', {{bubbles: true}})); }})()"
+        ))
+        .await;
+    }
+
+    /// The text of the element, or null when there is none.
+    pub async fn text(&self, selector: &str) -> Value {
+        let selector = serde_json::to_string(selector).unwrap();
+        self.eval(&format!(
+            "document.querySelector({selector})?.innerText ?? null"
+        ))
+        .await
+    }
+
+    /// The viewport of a laptop or of a phone.
+    pub async fn resize(&self, width: u32, height: u32, mobile: bool) {
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile}),
+        )
+        .await;
+    }
+
+    /// Saves the whole page as a PNG under the tests' output directory and returns its path.
+    pub async fn screenshot(&self, name: &str) -> PathBuf {
+        let shot = self
+            .call(
+                "Page.captureScreenshot",
+                json!({"format": "png", "captureBeyondViewport": true}),
+            )
+            .await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap())
+            .unwrap();
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap();
+        path
+    }
+}
