@@ -527,3 +527,92 @@ async fn stopping_from_the_channel_view_asks_first_and_ends_the_collaboration() 
     every_seq_once(&page, &app, &collaboration).await;
     assert_no_page_errors(&browser);
 }
+
+/// How far the reader is from the bottom of the page, in pixels.
+const GAP_TO_BOTTOM: &str =
+    "document.documentElement.scrollHeight - window.innerHeight - window.scrollY";
+
+#[tokio::test]
+async fn the_view_follows_new_messages_until_the_reader_scrolls_up() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let long = "A long reply that takes room on the screen. ".repeat(12);
+    let a = app.scripted("A", &[&long], 300).await;
+    let b = app.scripted("B", &[&long], 300).await;
+    let collaboration = app.collaborate(&a, &b, json!({"message_cap": 30})).await;
+    let page = signed_in(&browser, &app).await;
+    open(&page, &format!("#/c/{}", id(&collaboration))).await;
+    page.wait_until(
+        "document.querySelectorAll('.transcript .message').length >= 8",
+        "enough messages to fill the screen",
+    )
+    .await;
+    page.wait_until(
+        &format!("{GAP_TO_BOTTOM} < 5"),
+        "the view keeps to the newest message",
+    )
+    .await;
+
+    page.wheel(-100_000.0).await;
+    page.wait_until("window.scrollY === 0", "the reader is at the top")
+        .await;
+    let shown = page
+        .eval("document.querySelectorAll('.transcript .message').length")
+        .await;
+    page.wait_until(
+        &format!("document.querySelectorAll('.transcript .message').length > {shown} + 1"),
+        "more messages arrive",
+    )
+    .await;
+    assert_eq!(
+        page.eval("window.scrollY").await,
+        0,
+        "the reader was left where they were"
+    );
+    assert_eq!(
+        page.eval("document.querySelector('.jump').hidden").await,
+        false
+    );
+
+    page.click(".jump").await;
+    page.wait_until(
+        &format!("{GAP_TO_BOTTOM} < 5"),
+        "the jump goes to the newest message",
+    )
+    .await;
+    assert_eq!(
+        page.eval("document.querySelector('.jump').hidden").await,
+        true
+    );
+    assert_no_page_errors(&browser);
+}
+
+#[tokio::test]
+async fn deleting_from_the_channel_view_asks_first_and_removes_everything() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let collaboration = app.scripted_duo(50, 300).await;
+    let page = signed_in(&browser, &app).await;
+    open(&page, &format!("#/c/{}", id(&collaboration))).await;
+    page.click(".page-head .actions button.danger").await;
+    page.wait_until(
+        "document.getElementById('confirm').open",
+        "the confirmation opens",
+    )
+    .await;
+    page.click("#confirm button[value=yes]").await;
+    page.wait_until(
+        "location.hash === '#/' && document.querySelector('.collabs .empty')",
+        "the list opens without it",
+    )
+    .await;
+    let gone = app
+        .get(&format!("/api/v1/collaborations/{}", id(&collaboration)))
+        .await;
+    assert_eq!(gone.status(), reqwest::StatusCode::NOT_FOUND);
+    assert_no_page_errors(&browser);
+}

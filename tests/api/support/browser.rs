@@ -321,6 +321,15 @@ impl Page<'_> {
         }
     }
 
+    /// Turns the mouse wheel over the middle of the page, as a reader scrolling does.
+    pub async fn wheel(&self, delta_y: f64) {
+        self.call(
+            "Input.dispatchMouseEvent",
+            json!({"type": "mouseWheel", "x": 400, "y": 400, "deltaX": 0, "deltaY": delta_y}),
+        )
+        .await;
+    }
+
     /// Clicks into a text field, clears it and types `text`.
     pub async fn fill(&self, selector: &str, text: &str) {
         self.click(selector).await;
