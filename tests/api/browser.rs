@@ -91,9 +91,15 @@ async fn a_collaboration_created_in_the_form_streams_live_and_ends_with_its_summ
     )
     .await;
     fake.reply_with(&[
-        "Let's plan Friday night. @Scout, where should we eat?",
-        "Tapas at seven, then the jazz bar at nine. Booked.",
+        "Let's plan Friday night for the four of us. @Scout, where should we eat, and what after?",
+        "Tapas at seven, then the jazz bar at nine. I've booked both for four.",
     ]);
+    let headline = "Friday is planned: tapas at seven, jazz at nine";
+    fake.summarize_with(
+        headline,
+        "Planner framed the evening and asked Scout for ideas. Scout suggested tapas on Main \
+         Street followed by the jazz bar next door, and Planner booked both for four people.",
+    );
     let base = fake.base_url();
     let app = spawn_app_with(move |c| c.providers = vec![default_provider(&base)]).await;
     app.create_agent(
@@ -103,7 +109,10 @@ async fn a_collaboration_created_in_the_form_streams_live_and_ends_with_its_summ
     let scout = app
         .scripted(
             "Scout",
-            &["Tapas on Main Street, then jazz next door?"],
+            &[
+                "Tapas on Main Street is lively and takes groups. The jazz bar next door starts at nine.",
+                "Perfect. I'll send everyone the addresses.",
+            ],
             300,
         )
         .await;
@@ -184,7 +193,7 @@ async fn a_collaboration_created_in_the_form_streams_live_and_ends_with_its_summ
         true,
         "the model's text streamed in before its message was stored"
     );
-    assert_eq!(page.text(".summary .headline").await, "Fake headline");
+    assert_eq!(page.text(".summary .headline").await, headline);
     assert!(
         page.text(".state-line")
             .await
@@ -199,7 +208,7 @@ async fn a_collaboration_created_in_the_form_streams_live_and_ends_with_its_summ
 
     open(&page, "#/").await;
     page.wait_until(
-        "document.querySelector('.collab[data-status=completed] .headline')?.textContent === 'Fake headline'",
+        &format!("document.querySelector('.collab[data-status=completed] .headline')?.textContent === {}", json!(headline)),
         "the list shows the completed collaboration",
     )
     .await;

@@ -64,6 +64,8 @@ struct Script {
     turn_count: usize,
     /// The name the selector answers with.
     selection: String,
+    /// What the summarizer answers: headline and summary.
+    summary: (String, String),
 }
 
 #[derive(Clone)]
@@ -95,6 +97,10 @@ impl FakeModel {
                 recorded: Vec::new(),
                 turn_count: 0,
                 selection: "nobody-valid".into(),
+                summary: (
+                    "Fake headline".into(),
+                    "Fake summary of the collaboration.".into(),
+                ),
             })),
             chunk_delay,
         };
@@ -129,6 +135,11 @@ impl FakeModel {
     /// The speaker the selector names from now on.
     pub fn select(&self, name: &str) {
         self.script.lock().unwrap().selection = name.into();
+    }
+
+    /// The summarizer's answer from now on.
+    pub fn summarize_with(&self, headline: &str, summary: &str) {
+        self.script.lock().unwrap().summary = (headline.into(), summary.into());
     }
 
     /// A fault for the next request of that purpose.
@@ -231,17 +242,26 @@ async fn completions(
                 script.turn_count += 1;
                 let n = script.turn_count;
                 match fault {
-                    None => script.turns.pop_front().unwrap_or_else(|| format!("turn {n}")),
+                    None => script
+                        .turns
+                        .pop_front()
+                        .unwrap_or_else(|| format!("turn {n}")),
                     // What a stream that breaks off had started to say.
                     Some(Fault::BrokenStream) => "This reply never fini".into(),
                     Some(_) => String::new(),
                 }
             }
             Purpose::Judge => {
-                let (met, reason) = script.verdicts.pop_front().unwrap_or((false, "not yet".into()));
+                let (met, reason) = script
+                    .verdicts
+                    .pop_front()
+                    .unwrap_or((false, "not yet".into()));
                 json!({"met": met, "reason": reason}).to_string()
             }
-            Purpose::Summary => json!({"headline": "Fake headline", "summary": "Fake summary of the collaboration."}).to_string(),
+            Purpose::Summary => {
+                let (headline, summary) = &script.summary;
+                json!({"headline": headline, "summary": summary}).to_string()
+            }
             Purpose::Selector => json!({"speaker": script.selection}).to_string(),
         };
         (fault, content)
