@@ -625,3 +625,52 @@ async fn deleting_from_the_channel_view_asks_first_and_removes_everything() {
     assert_eq!(gone.status(), reqwest::StatusCode::NOT_FOUND);
     assert_no_page_errors(&browser);
 }
+
+#[tokio::test]
+async fn an_llm_agent_is_created_with_a_configured_provider_and_its_address_copied() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let app = spawn_app_with(|c| {
+        c.providers = vec![default_provider("http://127.0.0.1:9/v1")];
+    })
+    .await;
+    let page = signed_in(&browser, &app).await;
+    open(&page, "#/agents").await;
+    page.click("button.primary").await;
+    page.choose("#field-kind", "llm").await;
+    page.wait_until(
+        "document.querySelector('#field-provider option[value=default]')",
+        "the configured provider is offered",
+    )
+    .await;
+    page.choose("#field-provider", "default").await;
+    page.fill("#field-name", "Host").await;
+    page.fill("#field-model", "fake-model-large").await;
+    page.click("#field-system_prompt").await;
+    page.type_text("You organise outings.").await;
+    page.fill("#field-temperature", "0.4").await;
+    page.click("form button[type=submit]").await;
+    page.wait_until(
+        "document.querySelector('.agent .name')?.textContent === 'Host'",
+        "the new agent is listed",
+    )
+    .await;
+    let host = &app.get_json("/api/v1/agents").await["items"][0];
+    assert_eq!(host["kind"], "llm");
+    assert_eq!(host["provider"], "default");
+    assert_eq!(host["model"], "fake-model-large");
+    assert_eq!(host["system_prompt"], "You organise outings.");
+    assert!((host["temperature"].as_f64().unwrap() - 0.4).abs() < 1e-6);
+
+    page.grant_clipboard(&app.url("")).await;
+    page.click(".agent .copy").await;
+    let copied = page
+        .wait_until(
+            "navigator.clipboard.readText()",
+            "the clipboard holds the address",
+        )
+        .await;
+    assert_eq!(copied, host["address"]);
+    assert_no_page_errors(&browser);
+}

@@ -252,9 +252,10 @@ impl Page<'_> {
             let value = self
                 .call(
                     "Runtime.evaluate",
-                    json!({"expression": expression, "returnByValue": true}),
+                    json!({"expression": expression, "awaitPromise": true, "returnByValue": true}),
                 )
                 .await;
+            // A throw or a rejected promise counts as "not yet".
             let value = value["result"]["value"].clone();
             if !matches!(value, Value::Null | Value::Bool(false))
                 && value != json!(0)
@@ -369,6 +370,18 @@ impl Page<'_> {
             "document.querySelector({selector})?.innerText ?? null"
         ))
         .await
+    }
+
+    /// Lets pages of `origin` read and write the clipboard without asking.
+    pub async fn grant_clipboard(&self, origin: &str) {
+        self.browser
+            .call(
+                None,
+                "Browser.grantPermissions",
+                json!({"origin": origin.trim_end_matches('/'),
+                       "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]}),
+            )
+            .await;
     }
 
     /// The viewport of a laptop or of a phone.
