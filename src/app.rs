@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    agents::Models,
+    agents::{Models, Remote},
     api::{self, AppState, BodyLimit, rate_limit::RateLimits},
     config::Config,
     engine::Engine,
@@ -50,10 +50,12 @@ impl App {
         let models = Models::new(&config.providers, &config.models)?;
         let hub = Arc::new(Hub::new(config.websocket.buffered_frames));
         let shutdown = CancellationToken::new();
+        let outbound = Outbound::new(config.allow_private_urls, OUTBOUND_TIMEOUT)?;
         let engine = Engine::new(
             store.clone(),
             hub.clone(),
             models,
+            Remote::new(outbound.clone(), config.remote.clone()),
             config.engine.clone(),
             shutdown.child_token(),
         );
@@ -64,7 +66,7 @@ impl App {
             hub,
             rate_limits: Arc::new(RateLimits::new(&config.rate_limits)),
             streams: Arc::new(Streams::new(config.rate_limits.max_streams_per_key)),
-            outbound: Outbound::new(config.allow_private_urls, OUTBOUND_TIMEOUT)?,
+            outbound,
             config: Arc::new(config),
             shutdown,
         };

@@ -17,6 +17,7 @@ pub struct Config {
     pub admin_key: Option<SecretString>,
     pub providers: Vec<ProviderConfig>,
     pub models: ModelSettings,
+    pub remote: RemoteAgentSettings,
     pub limits: Limits,
     pub engine: EngineSettings,
     pub websocket: WebSocketSettings,
@@ -61,6 +62,22 @@ pub struct ModelSettings {
     /// First backoff step; doubled per retry, jittered, capped by `retry_max`.
     pub retry_base: Duration,
     pub retry_max: Duration,
+}
+
+/// Turns of agents that live elsewhere (`http`, `a2a`).
+#[derive(Debug, Clone)]
+pub struct RemoteAgentSettings {
+    /// Limit on one attempt of a turn, from sending the request to reading the answer.
+    pub turn_timeout: Duration,
+    /// Retries after the first attempt on 429, 5xx, timeouts and connection errors.
+    pub max_retries: u32,
+    /// First backoff step; doubled per retry, jittered, capped by `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// How often an A2A task that is still working is asked about again.
+    pub poll_interval: Duration,
+    /// How long a fetched A2A agent card is used before it is fetched again.
+    pub card_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -118,6 +135,14 @@ impl Default for Config {
                 max_retries: 3,
                 retry_base: Duration::from_millis(500),
                 retry_max: Duration::from_secs(20),
+            },
+            remote: RemoteAgentSettings {
+                turn_timeout: Duration::from_secs(60),
+                max_retries: 3,
+                retry_base: Duration::from_millis(500),
+                retry_max: Duration::from_secs(20),
+                poll_interval: Duration::from_secs(1),
+                card_ttl: Duration::from_secs(300),
             },
             limits: Limits {
                 max_body_bytes: 256 * 1024,
@@ -177,6 +202,12 @@ impl Config {
         }
         if let Some(ms) = lookup("SKEIN_LLM_RETRY_BASE_MS") {
             config.models.retry_base = Duration::from_millis(ms.parse()?);
+        }
+        if let Some(secs) = lookup("SKEIN_AGENT_TIMEOUT_SECS") {
+            config.remote.turn_timeout = Duration::from_secs(secs.parse()?);
+        }
+        if let Some(retries) = lookup("SKEIN_AGENT_MAX_RETRIES") {
+            config.remote.max_retries = retries.parse()?;
         }
         let number = |name: &str, into: &mut dyn FnMut(u64)| -> anyhow::Result<()> {
             if let Some(value) = lookup(name) {

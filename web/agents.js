@@ -12,11 +12,11 @@ const KINDS = {
 export function agentsView(main) {
   const list = h("ul", { class: "agents", "aria-busy": "true" });
   const editor = h("section", { class: "card", hidden: true });
-  const create = h("button", { type: "button", class: "primary", onclick: () => openEditor(null) }, "New agent");
+  const create = h("button", { type: "button", class: "primary", onclick: async () => openEditor(null, await providers) }, "New agent");
   main.append(h("div", { class: "page-head" }, h("h1", {}, "Agents"), create), editor, list);
 
-  let providers = [];
-  api.get("/providers").then((result) => (providers = result.items)).catch(() => {});
+  // The editor waits for these, so that its provider list is never empty by accident.
+  const providers = api.get("/providers").then((result) => result.items).catch(() => []);
 
   async function load() {
     try {
@@ -36,7 +36,7 @@ export function agentsView(main) {
       h("div", { class: "agent-head" },
         h("span", { class: "name" }, agent.name), " ", kindBadge(agent.kind),
         h("span", { class: "actions" },
-          h("button", { type: "button", onclick: () => openEditor(agent) }, "Edit"),
+          h("button", { type: "button", onclick: async () => openEditor(agent, await providers) }, "Edit"),
           h("button", { type: "button", class: "danger", onclick: () => remove(agent) }, "Delete"))),
       agent.description && h("p", {}, agent.description),
       h("p", { class: "meta" }, address(agent.address), h("span", {}, detail), h("span", {}, "Created ", time(agent.created_at))));
@@ -54,7 +54,7 @@ export function agentsView(main) {
   }
 
   /// The form for a new agent (`agent` null) or for changing one.
-  function openEditor(agent) {
+  function openEditor(agent, providers) {
     const kind = h("select", { disabled: !!agent }, Object.entries(KINDS).map(([value, label]) => h("option", { value, selected: agent?.kind === value }, label)));
     const name = h("input", { type: "text", value: agent?.name ?? "", autocomplete: "off" });
     const description = h("input", { type: "text", value: agent?.description ?? "" });

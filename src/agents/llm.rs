@@ -9,7 +9,9 @@ use async_openai::types::chat::{
     ChatCompletionRequestSystemMessage, ChatCompletionRequestUserMessage,
 };
 
-use super::{AgentError, Completion, Delta, ModelRef, Models, TurnContext, models::chat_request};
+use super::{
+    AgentError, Completion, Delta, INSTRUCTION, ModelRef, Models, TurnContext, models::chat_request,
+};
 use crate::domain::{Agent, AgentSpec};
 
 pub(super) async fn speak(
@@ -68,9 +70,7 @@ fn prompt(
         system.push_str("\n\n");
     }
     system.push_str(&format!(
-        "You are {name}, taking part in a collaboration.\nObjective: {objective}\n\nMembers:\n{roster}\n\n\
-         Reply with your next message only, without prefixing your name. Address someone with @name \
-         to hand them the turn. Keep it brief and move the objective forward.",
+        "You are {name}, taking part in a collaboration.\nObjective: {objective}\n\nMembers:\n{roster}\n\n{INSTRUCTION}",
         name = agent.name,
         objective = context.objective,
     ));

@@ -1,19 +1,37 @@
 //! Agents speak: given a turn's context, produce one message.
 //!
-//! One module per kind behind [`speak`]. This layer knows nothing of channels, seqs or the
-//! store: the engine hands it a [`TurnContext`] and persists whatever comes back.
+//! One module per kind behind [`speak`]. This layer knows nothing of channels, stores or
+//! viewers: the engine hands it a [`TurnContext`] and persists whatever comes back. Humans
+//! are the exception that proves it: they are not called but waited for, which is the
+//! engine's business, so [`speak`] refuses them.
 
+pub mod a2a;
+pub mod http;
 mod llm;
 pub mod models;
+mod retry;
 mod scripted;
 
-use crate::domain::{Agent, AgentSpec, Sender};
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::{
+    config::RemoteAgentSettings,
+    domain::{Agent, AgentSpec, Sender},
+    outbound::Outbound,
+};
 
 pub use models::{Completion, Delta, ModelError, ModelRef, Models};
 
 /// What an agent is told when it gets the turn.
 #[derive(Debug, Clone)]
 pub struct TurnContext {
+    pub collaboration_id: Uuid,
+    /// The same on every attempt of this turn, so a remote agent can tell a retry.
+    pub turn_id: Uuid,
+    /// Who is speaking.
+    pub speaker: Sender,
     pub objective: String,
     /// Principal first.
     pub roster: Vec<Sender>,
@@ -25,10 +43,41 @@ pub struct TurnContext {
     pub spoken_before: usize,
 }
 
+/// One stored message of the transcript.
 #[derive(Debug, Clone)]
 pub struct Line {
+    pub seq: i64,
     pub sender: Sender,
     pub content: String,
+}
+
+/// What every agent is asked to do with its turn.
+pub const INSTRUCTION: &str = "Reply with your next message only, without prefixing your \
+    name. Address someone with @name to hand them the turn. Keep it brief and move the \
+    objective forward.";
+
+/// How agents that live elsewhere are reached: the guarded client for user-supplied URLs,
+/// the turn limits, and the A2A agent cards already fetched.
+#[derive(Clone)]
+pub struct Remote {
+    pub outbound: Outbound,
+    pub settings: RemoteAgentSettings,
+    pub cards: a2a::Cards,
+}
+
+impl Remote {
+    pub fn new(outbound: Outbound, settings: RemoteAgentSettings) -> Self {
+        let cards = a2a::Cards::new(settings.card_ttl);
+        Self {
+            outbound,
+            settings,
+            cards,
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        retry::backoff(self.settings.retry_base, self.settings.retry_max, attempt)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +86,12 @@ pub enum AgentError {
     Model(#[from] ModelError),
     #[error("{0}")]
     Misconfigured(String),
+    /// A remote agent could not be reached or kept failing after its retries.
+    #[error("{0}")]
+    Unreachable(String),
+    /// A remote agent answered, but not with a turn: retrying would get the same.
+    #[error("{0}")]
+    BadReply(String),
 }
 
 /// Runs one turn of `agent`. `on_delta` sees streamed text as it is produced.
@@ -44,6 +99,7 @@ pub async fn speak(
     agent: &Agent,
     context: &TurnContext,
     models: &Models,
+    remote: &Remote,
     on_delta: &(dyn Fn(Delta<'_>) + Send + Sync),
 ) -> Result<Completion, AgentError> {
     match &agent.spec {
@@ -51,5 +107,21 @@ pub async fn speak(
             Ok(scripted::speak(replies, *delay_ms, context).await)
         }
         AgentSpec::Llm { .. } => llm::speak(agent, context, models, on_delta).await,
+        AgentSpec::Http { endpoint } => http::speak(agent, endpoint, context, remote).await,
+        AgentSpec::A2a { card_url } => a2a::speak(card_url, context, remote).await,
+        AgentSpec::Human => Err(AgentError::Misconfigured(format!(
+            "{} is a person: the engine waits for their message",
+            agent.name
+        ))),
     }
+}
+
+/// At most `max` characters of a peer's answer, for an error message.
+fn excerpt(text: &str, max: usize) -> String {
+    let single_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if single_line.chars().count() <= max {
+        return single_line;
+    }
+    let cut: String = single_line.chars().take(max).collect();
+    format!("{cut}…")
 }

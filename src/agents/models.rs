@@ -17,13 +17,11 @@ use async_openai::{
     },
 };
 use futures::StreamExt;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use secrecy::SecretString;
 
+use super::retry::{LONGEST_RETRY_AFTER, backoff, retry_after};
 use crate::config::{AUTHORIZATION, ModelSettings, ProviderConfig};
-
-/// The longest `Retry-After` honoured; a provider asking for more fails the call at once.
-const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// Which model to call: a configured provider and a model name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,7 +174,12 @@ impl Models {
                 {
                     tracing::warn!(%error, attempt, "model stream failed; retrying");
                     on_delta(Delta::Restart);
-                    tokio::time::sleep(backoff(&self.settings, attempt)).await;
+                    tokio::time::sleep(backoff(
+                        self.settings.retry_base,
+                        self.settings.retry_max,
+                        attempt,
+                    ))
+                    .await;
                     attempt += 1;
                 }
                 other => return other,
@@ -243,30 +246,6 @@ fn api_error(error: OpenAIError) -> ModelError {
         },
         other => ModelError::Api(other.to_string()),
     }
-}
-
-/// The delay before retry number `attempt` (0-based): exponential, capped, with "equal
-/// jitter" (half fixed, half random) so that many runners do not retry in step.
-fn backoff(settings: &ModelSettings, attempt: u32) -> Duration {
-    let exp = settings
-        .retry_base
-        .saturating_mul(2u32.saturating_pow(attempt))
-        .min(settings.retry_max);
-    let half = exp / 2;
-    half + half.mul_f64(rand::random::<f64>())
-}
-
-/// `Retry-After` as seconds or as an HTTP date.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<f64>() {
-        // `inf`, `1e400` and negative values parse as floats too; none is a usable pause.
-        return Duration::try_from_secs_f64(seconds).ok();
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
-        .to_std()
-        .ok()
 }
 
 /// How a provider's key is sent, as `async-openai` asks for it.
@@ -380,7 +359,8 @@ impl RetryService {
                 Attempt::Done(result) => return result,
                 Attempt::Retry { last, wait } => (last, wait),
             };
-            let delay = backoff(&self.settings, attempt).max(wait.unwrap_or_default());
+            let delay = backoff(self.settings.retry_base, self.settings.retry_max, attempt)
+                .max(wait.unwrap_or_default());
             // A server asking for a longer pause than a turn can wait is answered now.
             if attempt >= self.settings.max_retries || delay > LONGEST_RETRY_AFTER {
                 return last;
@@ -429,51 +409,5 @@ async fn classify(result: Result<reqwest::Response, OpenAIError>) -> Attempt {
         Attempt::Done(last)
     } else {
         Attempt::Retry { last, wait }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings() -> ModelSettings {
-        ModelSettings {
-            call_timeout: Duration::from_secs(1),
-            max_retries: 3,
-            retry_base: Duration::from_millis(100),
-            retry_max: Duration::from_millis(1000),
-        }
-    }
-
-    #[test]
-    fn backoff_grows_is_jittered_and_capped() {
-        let s = settings();
-        for attempt in 0..8 {
-            let exp = Duration::from_millis(100 * 2u64.pow(attempt)).min(s.retry_max);
-            let d = backoff(&s, attempt);
-            assert!(
-                d >= exp / 2 && d <= exp,
-                "attempt {attempt}: {d:?} outside [{:?}, {exp:?}]",
-                exp / 2
-            );
-        }
-    }
-
-    #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        let mut headers = HeaderMap::new();
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("2"));
-        assert_eq!(retry_after(&headers), Some(Duration::from_secs(2)));
-        let later = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
-        headers.insert(RETRY_AFTER, HeaderValue::from_str(&later).unwrap());
-        let wait = retry_after(&headers).unwrap();
-        assert!(
-            wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
-            "{wait:?}"
-        );
-        for nonsense in ["soon", "inf", "1e400", "-3", "NaN"] {
-            headers.insert(RETRY_AFTER, HeaderValue::from_static(nonsense));
-            assert_eq!(retry_after(&headers), None, "{nonsense}");
-        }
     }
 }

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::{ApiJson, ApiPath, ApiQuery, AppState, PageParams, auth::Caller, check, check_len};
 use crate::{
+    agents::http,
     domain::{Agent, AgentAddress, AgentRef, AgentSpec, FieldError, Page},
     error::AppError,
 };
@@ -32,6 +33,10 @@ pub(super) struct AgentView {
     pub(super) description: Option<String>,
     #[serde(flatten)]
     pub(super) spec: AgentSpec,
+    /// An `http` agent's signing secret (`whsec_…`): only in the response that created it.
+    /// Keep it: the agent checks Skein's signatures with it, and it is never shown again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) secret: Option<String>,
     pub(super) created_at: DateTime<Utc>,
     pub(super) updated_at: DateTime<Utc>,
 }
@@ -44,8 +49,20 @@ impl From<Agent> for AgentView {
             name: agent.name,
             description: agent.description,
             spec: agent.spec,
+            secret: None,
             created_at: agent.created_at,
             updated_at: agent.updated_at,
+        }
+    }
+}
+
+impl AgentView {
+    /// The view with the secret shown: for the one response that created it.
+    fn revealing(agent: Agent) -> Self {
+        let secret = agent.secret.clone();
+        Self {
+            secret,
+            ..agent.into()
         }
     }
 }
@@ -57,7 +74,7 @@ pub(super) struct AgentInput {
     pub(super) name: String,
     #[serde(default)]
     pub(super) description: Option<String>,
-    /// `llm` or `scripted`.
+    /// `llm`, `scripted`, `http`, `a2a` or `human`.
     pub(super) kind: String,
     /// An existing `agent1q…` address; generated when absent.
     #[serde(default)]
@@ -76,6 +93,13 @@ pub(super) struct AgentInput {
     pub(super) replies: Option<Vec<String>>,
     #[serde(default)]
     pub(super) delay_ms: Option<u64>,
+    /// `http`: the URL each turn is POSTed to.
+    #[serde(default)]
+    pub(super) endpoint: Option<String>,
+    /// `a2a`: the agent card's URL, or the agent's base URL (its card is then looked up
+    /// at `/.well-known/agent-card.json`, then `/.well-known/agent.json`).
+    #[serde(default)]
+    pub(super) card_url: Option<String>,
 }
 
 struct ValidAgent {
@@ -86,7 +110,7 @@ struct ValidAgent {
 }
 
 impl AgentInput {
-    fn validate(self, state: &AppState) -> Result<ValidAgent, AppError> {
+    async fn validate(self, state: &AppState) -> Result<ValidAgent, AppError> {
         let limits = &state.config.limits;
         let models = state.engine.models();
         let mut errors = Vec::new();
@@ -191,10 +215,19 @@ impl AgentInput {
                 }
                 AgentSpec::Scripted { replies, delay_ms }
             }
+            "http" => AgentSpec::Http {
+                endpoint: remote_url(state, &mut errors, "endpoint", self.endpoint).await,
+            },
+            "a2a" => AgentSpec::A2a {
+                card_url: remote_url(state, &mut errors, "card_url", self.card_url).await,
+            },
+            "human" => AgentSpec::Human,
             other => {
                 errors.push(FieldError::new(
                     "kind",
-                    format!("`{other}` is not a kind; use `llm` or `scripted`"),
+                    format!(
+                        "`{other}` is not a kind; use `llm`, `scripted`, `http`, `a2a` or `human`"
+                    ),
                 ));
                 AgentSpec::Scripted {
                     replies: Vec::new(),
@@ -212,6 +245,31 @@ impl AgentInput {
     }
 }
 
+/// A remote agent's URL: required, at most [`MAX_URL_CHARS`], and one the outbound guard
+/// lets through.
+async fn remote_url(
+    state: &AppState,
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    url: Option<String>,
+) -> String {
+    let Some(url) = url.map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()) else {
+        errors.push(FieldError::new(field, "is required for this kind"));
+        return String::new();
+    };
+    if url.chars().count() > MAX_URL_CHARS {
+        errors.push(FieldError::new(
+            field,
+            format!("must be at most {MAX_URL_CHARS} characters"),
+        ));
+    } else if let Err(e) = state.outbound.check(&url).await {
+        errors.push(FieldError::new(field, e.to_string()));
+    }
+    url
+}
+
+const MAX_URL_CHARS: usize = 2048;
+
 #[utoipa::path(post, path = "/api/v1/agents", tag = "agents", request_body = AgentInput,
     responses((status = 201, body = AgentView), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 async fn create(
@@ -219,8 +277,9 @@ async fn create(
     caller: Caller,
     ApiJson(input): ApiJson<AgentInput>,
 ) -> Result<impl IntoResponse, AppError> {
-    let valid = input.validate(&state)?;
+    let valid = input.validate(&state).await?;
     let now = Utc::now();
+    let secret = matches!(valid.spec, AgentSpec::Http { .. }).then(http::new_secret);
     let agent = Agent {
         id: Uuid::now_v7(),
         account_id: caller.account_id,
@@ -228,6 +287,7 @@ async fn create(
         name: valid.name,
         description: valid.description,
         spec: valid.spec,
+        secret,
         created_at: now,
         updated_at: now,
     };
@@ -239,7 +299,11 @@ async fn create(
             .parse()
             .expect("a path is a header value"),
     );
-    Ok((StatusCode::CREATED, headers, Json(AgentView::from(agent))))
+    Ok((
+        StatusCode::CREATED,
+        headers,
+        Json(AgentView::revealing(agent)),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/agents", tag = "agents", params(PageParams),
@@ -311,6 +375,8 @@ async fn update(
             "max_tokens",
             "replies",
             "delay_ms",
+            "endpoint",
+            "card_url",
         ] {
             object.remove(key);
         }
@@ -318,16 +384,27 @@ async fn update(
     object.extend(patch);
     let input: AgentInput = serde_path_to_error::deserialize(merged)
         .map_err(|e| AppError::invalid(e.path().to_string(), e.inner().to_string()))?;
-    let valid = input.validate(&state)?;
+    let valid = input.validate(&state).await?;
+    // An agent that becomes `http` gets its secret now, shown in this response only.
+    let new_secret = matches!(valid.spec, AgentSpec::Http { .. }) && current.secret.is_none();
     let updated = Agent {
         name: valid.name,
         description: valid.description,
         spec: valid.spec,
+        secret: if new_secret {
+            Some(http::new_secret())
+        } else {
+            current.secret.clone()
+        },
         updated_at: Utc::now(),
         ..current
     };
     state.store.update_agent(&updated).await?;
-    Ok(Json(updated.into()))
+    Ok(Json(if new_secret {
+        AgentView::revealing(updated)
+    } else {
+        updated.into()
+    }))
 }
 
 #[utoipa::path(delete, path = "/api/v1/agents/{agent}", tag = "agents",

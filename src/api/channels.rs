@@ -22,9 +22,12 @@ use super::{
     check,
 };
 use crate::{
-    domain::{AgentRef, CollaborationStatus, FieldError},
+    domain::{AgentKind, AgentRef, CollaborationStatus, FieldError, Sender, StoredEvent},
     error::AppError,
-    live::{Refusal, session::Session},
+    live::{
+        Refusal,
+        session::{Session, Speak},
+    },
     store::ChannelInfo,
 };
 
@@ -134,34 +137,94 @@ pub(super) struct PostMessage {
     pub(super) content: String,
 }
 
-/// Posting into a channel is for human participants, an agent kind that does not exist
-/// yet: every sender is refused with a 422 that says so, and nothing is stored.
+/// A human participant speaks: as their turn when the engine is waiting for them, else as
+/// an interjection when the collaboration allows those (`allow_interjections`). Answers the
+/// stored message, exactly as the stream sends it.
 #[utoipa::path(post, path = "/api/v1/channels/{id}/messages", tag = "channels", params(("id" = String, Path, description = "Channel id")), request_body = PostMessage,
-    responses((status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+    responses((status = 201, description = "The stored `message` event"), (status = 404, body = crate::error::Problem),
+              (status = 409, body = crate::error::Problem, description = "Not running, or not this person's turn and interjections are off"),
+              (status = 422, body = crate::error::Problem)))]
 async fn post_message(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiJson(message): ApiJson<PostMessage>,
-) -> Result<StatusCode, AppError> {
-    find(&state, caller.account_id, &id).await?;
+) -> Result<impl IntoResponse, AppError> {
+    let channel = find(&state, caller.account_id, &id).await?;
+    let event = speak_as_human(&state, &channel, Some(&message.sender), &message.content).await?;
+    let frame: serde_json::Value =
+        serde_json::from_str(&event.frame).map_err(|e| AppError::Internal(e.into()))?;
+    Ok((StatusCode::CREATED, Json(frame)))
+}
+
+/// Posts `content` into `channel` as one of its collaboration's human participants: the
+/// one `sender` names, or, without a name, the only one there is. Shared by the REST route
+/// and the WebSocket `message` frame.
+pub(super) async fn speak_as_human(
+    state: &AppState,
+    channel: &ChannelInfo,
+    sender: Option<&str>,
+    content: &str,
+) -> Result<StoredEvent, AppError> {
     let mut errors = Vec::new();
     super::check_len(
         &mut errors,
         "content",
-        &message.content,
+        content,
         1,
         state.config.limits.max_content_chars,
     );
+    if content.trim().is_empty() && errors.is_empty() {
+        errors.push(FieldError::new("content", "must not be blank"));
+    }
     check(errors)?;
-    let reason = match AgentRef::parse(&message.sender) {
-        Err(e) => e,
-        Ok(_) => format!(
-            "`{}` is not a human participant of this collaboration",
-            message.sender
-        ),
+    let collaboration = state
+        .store
+        .get_collaboration(channel.account_id, channel.collaboration_id)
+        .await?
+        .ok_or(AppError::NotFound("channel"))?;
+    let humans: Vec<Sender> = collaboration
+        .roster()
+        .into_iter()
+        .filter(|member| member.kind == AgentKind::Human)
+        .collect();
+    let speaker = match sender {
+        Some(sender) => {
+            let reference = AgentRef::parse(sender).map_err(|e| AppError::invalid("sender", e))?;
+            humans
+                .into_iter()
+                .find(|human| match &reference {
+                    AgentRef::Id(id) => human.id == *id,
+                    AgentRef::Address(address) => human.address == address.as_str(),
+                })
+                .ok_or_else(|| {
+                    AppError::invalid(
+                        "sender",
+                        format!("`{sender}` is not a human participant of this collaboration"),
+                    )
+                })?
+        }
+        None => match <[Sender; 1]>::try_from(humans) {
+            Ok([only]) => only,
+            Err(humans) if humans.is_empty() => {
+                return Err(AppError::invalid(
+                    "sender",
+                    "this collaboration has no human participant",
+                ));
+            }
+            Err(_) => {
+                return Err(AppError::invalid(
+                    "sender",
+                    "this collaboration has several human participants: name the one you speak as",
+                ));
+            }
+        },
     };
-    Err(AppError::invalid("sender", reason))
+    state
+        .engine
+        .post(collaboration.id, speaker, content.to_owned())
+        .await
+        .map_err(|refusal| AppError::Conflict(refusal.to_string()))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -239,8 +302,8 @@ async fn stream(
         .into_response();
     }
     let admitted = match admit(&state, &id, &params, &parts).await {
-        Ok((channel, key_id)) => match state.streams.admit(key_id) {
-            Ok(pass) => Ok((channel, pass)),
+        Ok((channel, caller)) => match state.streams.admit(caller.key.id) {
+            Ok(pass) => Ok((channel, caller, pass)),
             Err(Refusal::AtLimit(max)) => {
                 return AppError::TooManyRequests(format!(
                     "this API key already has {max} streams open, the limit \
@@ -261,7 +324,7 @@ async fn stream(
         .max_frame_size(settings.max_message_bytes);
     let ping_interval = settings.ping_interval;
     upgrade.on_upgrade(move |mut socket| async move {
-        let (channel, pass) = match admitted {
+        let (channel, caller, pass) = match admitted {
             Ok(admitted) => admitted,
             Err(reason) => {
                 let frame = CloseFrame {
@@ -272,7 +335,9 @@ async fn stream(
                 return;
             }
         };
+        let speak = speaker(&state, &channel, &caller);
         let session = Session {
+            speak,
             store: state.store.clone(),
             hub: state.hub.clone(),
             channel,
@@ -282,6 +347,41 @@ async fn stream(
             pass,
         };
         session.run(socket).await;
+    })
+}
+
+/// How this stream's viewer speaks with a `{"type":"message"}` frame: as a human
+/// participant, if its key may write. The error is a code and a message for an `error`
+/// frame.
+fn speaker(state: &AppState, channel: &ChannelInfo, caller: &Caller) -> Speak {
+    let (state, channel, caller) = (state.clone(), channel.clone(), caller.clone());
+    std::sync::Arc::new(move |sender: Option<String>, content: String| {
+        let (state, channel, caller) = (state.clone(), channel.clone(), caller.clone());
+        Box::pin(async move {
+            caller
+                .require(crate::domain::Scope::Write)
+                .map_err(|e| ("forbidden".to_owned(), e.to_string()))?;
+            match speak_as_human(&state, &channel, sender.as_deref(), &content).await {
+                Ok(_) => Ok(()),
+                Err(AppError::Validation(errors)) => Err((
+                    "invalid".to_owned(),
+                    errors
+                        .iter()
+                        .map(|e| format!("{}: {}", e.field, e.message))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )),
+                Err(AppError::Conflict(reason)) => Err(("refused".to_owned(), reason)),
+                Err(AppError::Internal(error)) => {
+                    tracing::error!(error = format!("{error:#}"), "posting from a stream failed");
+                    Err((
+                        "internal".to_owned(),
+                        "an internal error occurred".to_owned(),
+                    ))
+                }
+                Err(other) => Err(("refused".to_owned(), other.to_string())),
+            }
+        })
     })
 }
 
@@ -307,14 +407,14 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     }
 }
 
-/// Checks the ticket or key and the channel: the channel and the key the stream runs
+/// Checks the ticket or key and the channel: the channel and the caller the stream runs
 /// under, or the close reason.
 async fn admit(
     state: &AppState,
     id: &str,
     params: &StreamParams,
     parts: &Parts,
-) -> Result<(ChannelInfo, Uuid), &'static str> {
+) -> Result<(ChannelInfo, Caller), &'static str> {
     let channel_id = Uuid::parse_str(id).map_err(|_| "unknown channel")?;
     let caller = if let Some(ticket) = &params.ticket {
         let credential = state
@@ -338,5 +438,5 @@ async fn admit(
         .await
         .map_err(|_| "internal error")?
         .ok_or("unknown channel")?;
-    Ok((channel, caller.key.id))
+    Ok((channel, caller))
 }

@@ -22,7 +22,8 @@ use super::{AppState, agents, channels, collaborations, keys, providers};
         channels::read, channels::history, channels::post_message, channels::ticket, channels::stream,
         keys::create_key, keys::list_keys, keys::read_key, keys::revoke_key, keys::create_account, keys::list_accounts,
     ),
-    components(schemas(crate::error::Problem, crate::domain::FieldError, crate::domain::paging::PageMeta)),
+    components(schemas(crate::error::Problem, crate::domain::FieldError, crate::domain::paging::PageMeta,
+        crate::agents::http::TurnRequest, crate::agents::http::TurnReply)),
     modifiers(&BearerAuth, &ProblemResponses),
     security(("api_key" = [])),
 )]

@@ -14,6 +14,9 @@ use super::AgentAddress;
 pub enum AgentKind {
     Llm,
     Scripted,
+    Http,
+    A2a,
+    Human,
 }
 
 impl AgentKind {
@@ -21,6 +24,9 @@ impl AgentKind {
         match self {
             Self::Llm => "llm",
             Self::Scripted => "scripted",
+            Self::Http => "http",
+            Self::A2a => "a2a",
+            Self::Human => "human",
         }
     }
 }
@@ -47,6 +53,13 @@ pub enum AgentSpec {
         #[serde(default)]
         delay_ms: u64,
     },
+    /// A program elsewhere: each turn is a signed POST to `endpoint` answered with
+    /// `{"content": "…"}`.
+    Http { endpoint: String },
+    /// A remote agent speaking Google's Agent2Agent protocol, found through its card.
+    A2a { card_url: String },
+    /// A person, speaking through the API or the browser; the engine waits for them.
+    Human,
 }
 
 impl AgentSpec {
@@ -54,6 +67,9 @@ impl AgentSpec {
         match self {
             Self::Llm { .. } => AgentKind::Llm,
             Self::Scripted { .. } => AgentKind::Scripted,
+            Self::Http { .. } => AgentKind::Http,
+            Self::A2a { .. } => AgentKind::A2a,
+            Self::Human => AgentKind::Human,
         }
     }
 }
@@ -66,6 +82,10 @@ pub struct Agent {
     pub name: String,
     pub description: Option<String>,
     pub spec: AgentSpec,
+    /// The Standard Webhooks secret (`whsec_…`) an `http` agent's requests are signed with.
+    /// A credential rather than a setting: shown once when the agent is created, never in a
+    /// view after that.
+    pub secret: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

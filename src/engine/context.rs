@@ -2,6 +2,8 @@
 //! bounded synopsis of the turns before it. Both bounds are fixed, so a turn's prompt stays
 //! flat however long the collaboration runs.
 
+use uuid::Uuid;
+
 use crate::{
     agents::{Line, TurnContext},
     config::EngineSettings,
@@ -48,6 +50,8 @@ fn defuse(text: &str) -> String {
 const EXCERPT_CHARS: usize = 160;
 
 pub(crate) fn build(
+    collaboration_id: Uuid,
+    turn_id: Uuid,
     objective: &str,
     roster: &[Sender],
     transcript: &[Line],
@@ -57,6 +61,9 @@ pub(crate) fn build(
     let split = transcript.len().saturating_sub(settings.context_window);
     let (older, window) = transcript.split_at(split);
     TurnContext {
+        collaboration_id,
+        turn_id,
+        speaker: speaker.clone(),
         objective: objective.to_owned(),
         roster: roster.to_vec(),
         synopsis: synopsis(older, settings.synopsis_chars),
@@ -103,8 +110,6 @@ fn excerpt(content: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use uuid::Uuid;
-
     use super::*;
     use crate::domain::AgentKind;
 
@@ -125,7 +130,8 @@ mod tests {
         };
         let (a, b) = (sender("a"), sender("b"));
         let transcript: Vec<Line> = (0..500)
-            .map(|i| Line {
+            .map(|i: i64| Line {
+                seq: i + 1,
                 sender: if i % 2 == 0 { a.clone() } else { b.clone() },
                 content: format!("message {i:04} ").repeat(30),
             })
@@ -134,6 +140,8 @@ mod tests {
             .iter()
             .map(|&n| {
                 let ctx = build(
+                    Uuid::nil(),
+                    Uuid::nil(),
                     "o",
                     &[a.clone(), b.clone()],
                     &transcript[..n],
@@ -157,19 +165,30 @@ mod tests {
         let (a, b) = (sender("a"), sender("b"));
         let transcript = vec![
             Line {
+                seq: 0,
                 sender: a.clone(),
                 content: "hi".into(),
             },
             Line {
+                seq: 0,
                 sender: b.clone(),
                 content: "hello".into(),
             },
             Line {
+                seq: 0,
                 sender: a.clone(),
                 content: "plan?".into(),
             },
         ];
-        let ctx = build("o", &[a.clone(), b.clone()], &transcript, &a, &settings);
+        let ctx = build(
+            Uuid::nil(),
+            Uuid::nil(),
+            "o",
+            &[a.clone(), b.clone()],
+            &transcript,
+            &a,
+            &settings,
+        );
         assert!(ctx.synopsis.is_empty());
         assert_eq!(ctx.window.len(), 3);
         assert_eq!(ctx.spoken_before, 2);
@@ -178,6 +197,7 @@ mod tests {
     #[test]
     fn a_message_cannot_close_the_quote_it_is_in() {
         let line = |content: &str| Line {
+            seq: 0,
             sender: sender("mallory"),
             content: content.into(),
         };

@@ -21,9 +21,9 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use uuid::Uuid;
 
 use crate::{
-    agents::{ModelRef, Models},
+    agents::{ModelRef, Models, Remote},
     config::EngineSettings,
-    domain::{AgentSpec, Collaboration, EndReason, Ending},
+    domain::{AgentSpec, Collaboration, EndReason, Ending, Sender, StoredEvent},
     live::Hub,
     store::Store,
 };
@@ -35,6 +35,25 @@ enum Control {
     Stop(oneshot::Sender<()>),
     /// Stop without writing anything: the rows are about to be deleted.
     Delete(oneshot::Sender<()>),
+    /// A human participant speaks.
+    Post(Post),
+}
+
+#[derive(Debug)]
+struct Post {
+    sender: Sender,
+    content: String,
+    /// The stored message, or why it was not taken.
+    reply: oneshot::Sender<Result<StoredEvent, PostRefusal>>,
+}
+
+/// Why a person's message was not taken.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PostRefusal {
+    #[error("the collaboration is not running")]
+    NotRunning,
+    #[error("it is not your turn, and this collaboration does not allow interjections")]
+    NotYourTurn,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -53,6 +72,7 @@ struct Inner {
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
     models: Models,
+    remote: Remote,
     settings: EngineSettings,
     runners: DashMap<Uuid, mpsc::Sender<Control>>,
     tracker: TaskTracker,
@@ -64,6 +84,7 @@ impl Engine {
         store: Arc<dyn Store>,
         hub: Arc<Hub>,
         models: Models,
+        remote: Remote,
         settings: EngineSettings,
         shutdown: CancellationToken,
     ) -> Self {
@@ -72,6 +93,7 @@ impl Engine {
                 store,
                 hub,
                 models,
+                remote,
                 settings,
                 runners: DashMap::new(),
                 tracker: TaskTracker::new(),
@@ -152,6 +174,31 @@ impl Engine {
         }
     }
 
+    /// A human participant of a running collaboration speaks: as their turn when it is
+    /// theirs, else as an interjection where the collaboration allows them. The caller has
+    /// checked that `sender` is a human participant.
+    pub async fn post(
+        &self,
+        collaboration_id: Uuid,
+        sender: Sender,
+        content: String,
+    ) -> Result<StoredEvent, PostRefusal> {
+        let control = self
+            .control(collaboration_id)
+            .ok_or(PostRefusal::NotRunning)?;
+        let (reply, answer) = oneshot::channel();
+        let post = Post {
+            sender,
+            content,
+            reply,
+        };
+        control
+            .send(Control::Post(post))
+            .await
+            .map_err(|_| PostRefusal::NotRunning)?;
+        answer.await.map_err(|_| PostRefusal::NotRunning)?
+    }
+
     pub fn models(&self) -> &Models {
         &self.inner.models
     }
@@ -162,6 +209,7 @@ impl Engine {
         self.inner.shutdown.cancel();
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
+        self.inner.remote.cards.close().await;
     }
 
     fn control(&self, id: Uuid) -> Option<mpsc::Sender<Control>> {

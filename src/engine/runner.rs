@@ -1,23 +1,36 @@
 //! One collaboration's life: open, turns until an end condition, the closing status, the
 //! summary.
 //!
-//! Every await that may be cut short (a turn, the judge, the summarizer) sits in a `select!`
-//! with the shutdown token and the control channel; every write to the store happens after
-//! that `select!` has finished, never inside a branch that could be cancelled half-way.
+//! Every await that may be cut short (the judge, the choice of speaker, a turn, the
+//! summarizer) runs inside [`wait`], which also listens to the shutdown token, the control
+//! channel and the inactivity clock; every write to the store happens after its `select!`
+//! has finished, never inside a branch that could be cancelled half-way.
+//!
+//! People take part through [`Control::Post`]. A human's turn is a wait for their post; a
+//! post from anyone else (any human, while an agent is thinking or another human is due) is
+//! an interjection, stored at once where the collaboration allows it and seen by the next
+//! turn. A turn still in flight when interjections reach the message cap is dropped, so the
+//! cap holds.
 
-use std::{collections::HashMap, future::Future, pin::pin, time::Duration};
+use std::{
+    collections::HashMap,
+    future::Future,
+    pin::pin,
+    sync::atomic::{AtomicI64, Ordering},
+    time::Duration,
+};
 
 use chrono::Utc;
 use serde_json::json;
 use tokio::{sync::mpsc, time::Instant};
 use uuid::Uuid;
 
-use super::{Control, Inner, auxiliary_model, context, judge, speaker, summary};
+use super::{Control, Inner, PostRefusal, auxiliary_model, context, judge, speaker, summary};
 use crate::{
     agents::{self, Delta, Line, ModelRef},
     domain::{
-        Agent, Collaboration, CollaborationStatus, EndReason, Ending, EventBody, Sender,
-        event::Role,
+        Agent, AgentKind, Collaboration, CollaborationStatus, EndReason, Ending, EventBody, Sender,
+        StoredEvent, event::Role,
     },
     store::StoreResult,
 };
@@ -26,7 +39,8 @@ use crate::{
 struct State {
     collaboration: Collaboration,
     /// The channel's last stored seq; deltas are stamped with it (see [`crate::live::Frame`]).
-    last_seq: i64,
+    /// Atomic because a turn in flight reads it while a person's interjection moves it on.
+    last_seq: AtomicI64,
     agents: HashMap<Uuid, Agent>,
     roster: Vec<Sender>,
     transcript: Vec<Line>,
@@ -46,6 +60,16 @@ struct Turn {
     sender: Sender,
     content: String,
     tokens: u64,
+}
+
+/// How waiting on a phase of the loop ended.
+enum Wake<T> {
+    Done(T),
+    /// The person whose turn it was spoke; their message is stored.
+    Spoke(Line),
+    /// Interjections reached the message cap: what the phase would give is not wanted.
+    Capped,
+    Exit(Exit),
 }
 
 pub(super) async fn run(inner: &Inner, id: Uuid, mut control: mpsc::Receiver<Control>) {
@@ -123,7 +147,11 @@ async fn load(inner: &Inner, id: Uuid) -> anyhow::Result<Option<State>> {
         transcript.extend(events.iter().filter_map(|e| match e.body() {
             Some(EventBody::Message {
                 sender, content, ..
-            }) => Some(Line { sender, content }),
+            }) => Some(Line {
+                seq: e.seq,
+                sender,
+                content,
+            }),
             _ => None,
         }));
     }
@@ -133,7 +161,7 @@ async fn load(inner: &Inner, id: Uuid) -> anyhow::Result<Option<State>> {
     );
     Ok(Some(State {
         collaboration,
-        last_seq: after,
+        last_seq: AtomicI64::new(after),
         agents,
         roster,
         transcript,
@@ -145,7 +173,8 @@ async fn drive(inner: &Inner, state: &mut State, control: &mut mpsc::Receiver<Co
     // The inactivity clock starts when this runner does: time the server was down is not
     // the agents' silence.
     let mut last_activity = Instant::now();
-    let window = Duration::from_secs(u64::from(state.collaboration.timeout_window));
+    // Interjections stored while a phase ran, added to the state once it has finished.
+    let mut posted = Vec::new();
     // A resumed collaboration may have stopped between a message and its verdict.
     let mut unjudged = !state.transcript.is_empty();
     loop {
@@ -153,23 +182,29 @@ async fn drive(inner: &Inner, state: &mut State, control: &mut mpsc::Receiver<Co
             && state.collaboration.evaluate_objective_completion
             && let Some(aux) = state.aux.clone()
         {
-            let verdict = tokio::select! {
-                biased;
-                _ = inner.shutdown.cancelled() => return Exit::Halted,
-                request = control.recv() => return on_control(request),
-                verdict = judge::judge(&inner.models, &aux, &state.collaboration.objective, &state.transcript) => verdict,
-            };
-            match verdict {
-                Ok((verdict, tokens)) => {
+            let judging = judge::judge(
+                &inner.models,
+                &aux,
+                &state.collaboration.objective,
+                &state.transcript,
+            );
+            // The judge's time is not the agents' silence: no inactivity deadline here.
+            let wake = wait(inner, state, control, None, &mut posted, None, judging).await;
+            absorb(state, &mut posted);
+            match wake {
+                Wake::Done(Ok((verdict, tokens))) => {
                     add_tokens(inner, state, tokens).await;
                     if verdict.met {
                         let advisory = format!("The objective was judged met: {}", verdict.reason);
                         return ended(EndReason::ObjectiveMet, Some(advisory), None, None);
                     }
                 }
-                Err(error) => tracing::warn!(%error, "the objective judge failed; carrying on"),
+                Wake::Done(Err(error)) => {
+                    tracing::warn!(%error, "the objective judge failed; carrying on")
+                }
+                Wake::Spoke(_) | Wake::Capped => {}
+                Wake::Exit(exit) => return exit,
             }
-            // The judge's time is not the agents' silence either.
             last_activity = Instant::now();
         }
         let collaboration = &state.collaboration;
@@ -188,29 +223,173 @@ async fn drive(inner: &Inner, state: &mut State, control: &mut mpsc::Receiver<Co
                 format!("The token budget of {budget} was spent before the objective was met.");
             return ended(EndReason::TokenBudget, Some(advisory), None, None);
         }
-        let turn = tokio::select! {
-            biased;
-            _ = inner.shutdown.cancelled() => return Exit::Halted,
-            request = control.recv() => return on_control(request),
-            _ = tokio::time::sleep_until(last_activity + window) => {
-                let advisory = format!(
-                    "No message arrived within the {}-second inactivity window.",
-                    state.collaboration.timeout_window
-                );
-                return ended(EndReason::InactivityTimeout, Some(advisory), None, None);
+        let choosing = speaker::next(
+            collaboration.strategy,
+            &state.roster,
+            &state.transcript,
+            &collaboration.objective,
+            &inner.models,
+            state.aux.as_ref(),
+        );
+        let wake = wait(
+            inner,
+            state,
+            control,
+            Some(&mut last_activity),
+            &mut posted,
+            None,
+            choosing,
+        )
+        .await;
+        absorb(state, &mut posted);
+        let choice = match wake {
+            Wake::Done(choice) => choice,
+            Wake::Spoke(_) | Wake::Capped => continue,
+            Wake::Exit(exit) => return exit,
+        };
+        let sender = state.roster[choice.index].clone();
+        let turn_id = Uuid::now_v7();
+        announce(inner, state, turn_id, &sender);
+        let wake = if sender.kind == AgentKind::Human {
+            add_tokens(inner, state, choice.tokens).await;
+            let theirs = std::future::pending::<Result<Turn, String>>();
+            wait(
+                inner,
+                state,
+                control,
+                Some(&mut last_activity),
+                &mut posted,
+                Some((&sender, turn_id)),
+                theirs,
+            )
+            .await
+        } else {
+            let speaking = take_turn(inner, state, &sender, turn_id, choice.tokens);
+            wait(
+                inner,
+                state,
+                control,
+                Some(&mut last_activity),
+                &mut posted,
+                None,
+                speaking,
+            )
+            .await
+        };
+        absorb(state, &mut posted);
+        match wake {
+            Wake::Done(Ok(turn)) => {
+                if !record(inner, state, turn).await {
+                    return Exit::Halted;
+                }
             }
-            turn = take_turn(inner, state) => turn,
-        };
-        let turn = match turn {
-            Ok(turn) => turn,
-            Err(message) => return ended(EndReason::Error, None, Some(message), None),
-        };
-        if !record(inner, state, turn).await {
-            return Exit::Halted;
+            Wake::Done(Err(message)) => return ended(EndReason::Error, None, Some(message), None),
+            Wake::Spoke(line) => {
+                state.collaboration.message_count += 1;
+                state.transcript.push(line);
+            }
+            Wake::Capped => {}
+            Wake::Exit(exit) => return exit,
         }
         last_activity = Instant::now();
         unjudged = true;
     }
+}
+
+/// Waits for `phase` while answering what arrives meanwhile. Shutdown, stop and delete end
+/// the wait, and so does the inactivity window when `last_activity` is given. A person's
+/// post is stored at once: as the turn of `awaiting` (who, and the turn's id) when it is
+/// theirs, else as an interjection if the collaboration allows them, its line collected in
+/// `posted` for the caller to add once `phase` (which may be reading the state) is done.
+async fn wait<T>(
+    inner: &Inner,
+    state: &State,
+    control: &mut mpsc::Receiver<Control>,
+    mut last_activity: Option<&mut Instant>,
+    posted: &mut Vec<Line>,
+    awaiting: Option<(&Sender, Uuid)>,
+    phase: impl Future<Output = T>,
+) -> Wake<T> {
+    let mut phase = pin!(phase);
+    let collaboration = &state.collaboration;
+    let window = Duration::from_secs(u64::from(collaboration.timeout_window));
+    loop {
+        let deadline = last_activity.as_deref().map(|at| *at + window);
+        let silence = async {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        let post = tokio::select! {
+            biased;
+            _ = inner.shutdown.cancelled() => return Wake::Exit(Exit::Halted),
+            request = control.recv() => match request {
+                Some(Control::Post(post)) => post,
+                other => return Wake::Exit(on_control(other)),
+            },
+            _ = silence => {
+                let advisory = format!(
+                    "No message arrived within the {}-second inactivity window.",
+                    collaboration.timeout_window
+                );
+                return Wake::Exit(ended(EndReason::InactivityTimeout, Some(advisory), None, None));
+            }
+            done = &mut phase => return Wake::Done(done),
+        };
+        let turn_id = match awaiting {
+            Some((due, turn_id)) if due.id == post.sender.id => Some(turn_id),
+            _ if collaboration.allow_interjections => None,
+            _ => {
+                let _ = post.reply.send(Err(PostRefusal::NotYourTurn));
+                continue;
+            }
+        };
+        let stored = store_message(
+            inner,
+            state,
+            turn_id.unwrap_or_else(Uuid::now_v7),
+            post.sender,
+            Role::Human,
+            post.content,
+            0,
+        )
+        .await;
+        let Some((event, line)) = stored else {
+            let _ = post.reply.send(Err(PostRefusal::NotRunning));
+            return Wake::Exit(Exit::Halted);
+        };
+        let _ = post.reply.send(Ok(event));
+        if let Some(at) = last_activity.as_deref_mut() {
+            *at = Instant::now();
+        }
+        if turn_id.is_some() {
+            return Wake::Spoke(line);
+        }
+        posted.push(line);
+        if collaboration.message_count as usize + posted.len() >= collaboration.message_cap as usize
+        {
+            return Wake::Capped;
+        }
+    }
+}
+
+/// Adds interjections stored during a phase to the state.
+fn absorb(state: &mut State, posted: &mut Vec<Line>) {
+    for line in posted.drain(..) {
+        state.collaboration.message_count += 1;
+        state.transcript.push(line);
+    }
+}
+
+/// Tells viewers whose turn it is: an ephemeral frame, like a delta.
+fn announce(inner: &Inner, state: &State, turn_id: Uuid, sender: &Sender) {
+    let frame = json!({"type": "turn", "turn_id": turn_id, "sender": sender});
+    inner.hub.publish_delta(
+        state.collaboration.channel_id,
+        state.last_seq.load(Ordering::Acquire),
+        frame.to_string(),
+    );
 }
 
 fn ended(
@@ -237,52 +416,57 @@ fn on_control(request: Option<Control>) -> Exit {
             let _ = ack.send(());
             Exit::Halted
         }
+        // Only `wait` takes posts; anywhere else the collaboration is past taking them.
+        Some(Control::Post(post)) => {
+            let _ = post.reply.send(Err(PostRefusal::NotRunning));
+            Exit::Halted
+        }
         None => Exit::Halted,
     }
 }
 
-async fn take_turn(inner: &Inner, state: &State) -> Result<Turn, String> {
+/// An agent's turn (never a person's: they are waited for in [`wait`]).
+async fn take_turn(
+    inner: &Inner,
+    state: &State,
+    sender: &Sender,
+    turn_id: Uuid,
+    choice_tokens: u64,
+) -> Result<Turn, String> {
     let collaboration = &state.collaboration;
-    let choice = speaker::next(
-        collaboration.strategy,
-        &state.roster,
-        &state.transcript,
-        &collaboration.objective,
-        &inner.models,
-        state.aux.as_ref(),
-    )
-    .await;
-    let sender = state.roster[choice.index].clone();
     let agent = state
         .agents
         .get(&sender.id)
         .ok_or_else(|| format!("agent {} no longer exists", sender.name))?;
     let context = context::build(
+        collaboration.id,
+        turn_id,
         &collaboration.objective,
         &state.roster,
         &state.transcript,
-        &sender,
+        sender,
         &inner.settings,
     );
-    let turn_id = Uuid::now_v7();
     let channel_id = collaboration.channel_id;
     let on_delta = |delta: Delta<'_>| {
         let frame = match delta {
             Delta::Text(text) => {
-                json!({"type": "delta", "turn_id": turn_id, "sender": &sender, "text": text})
+                json!({"type": "delta", "turn_id": turn_id, "sender": sender, "text": text})
             }
             // Viewers drop the text they have of this turn and start it again.
             Delta::Restart => {
-                json!({"type": "delta", "turn_id": turn_id, "sender": &sender, "text": "", "restart": true})
+                json!({"type": "delta", "turn_id": turn_id, "sender": sender, "text": "", "restart": true})
             }
         };
-        inner
-            .hub
-            .publish_delta(channel_id, state.last_seq, frame.to_string());
+        inner.hub.publish_delta(
+            channel_id,
+            state.last_seq.load(Ordering::Acquire),
+            frame.to_string(),
+        );
     };
     let span = tracing::info_span!("turn", collaboration = %collaboration.id, agent = %sender.name, %turn_id);
     let completion = tracing::Instrument::instrument(
-        agents::speak(agent, &context, &inner.models, &on_delta),
+        agents::speak(agent, &context, &inner.models, &inner.remote, &on_delta),
         span,
     )
     .await
@@ -292,42 +476,66 @@ async fn take_turn(inner: &Inner, state: &State) -> Result<Turn, String> {
     }
     Ok(Turn {
         turn_id,
-        sender,
+        sender: sender.clone(),
         content: completion.content,
-        tokens: completion.tokens + choice.tokens,
+        tokens: completion.tokens + choice_tokens,
     })
 }
 
-/// Stores a turn, then publishes it. False if the store would not take it.
+/// Stores an agent's turn, then publishes it. False if the store would not take it.
 async fn record(inner: &Inner, state: &mut State, turn: Turn) -> bool {
+    let stored = store_message(
+        inner,
+        state,
+        turn.turn_id,
+        turn.sender,
+        Role::Agent,
+        turn.content,
+        turn.tokens,
+    )
+    .await;
+    let Some((_, line)) = stored else {
+        return false;
+    };
+    state.collaboration.message_count += 1;
+    state.collaboration.tokens_used += turn.tokens;
+    state.transcript.push(line);
+    true
+}
+
+/// Stores a message, then publishes it, and moves `last_seq` on. `None` if the store would
+/// not take it: the collaboration is no longer running, or the store gave up.
+async fn store_message(
+    inner: &Inner,
+    state: &State,
+    turn_id: Uuid,
+    sender: Sender,
+    role: Role,
+    content: String,
+    tokens: u64,
+) -> Option<(StoredEvent, Line)> {
     let body = EventBody::Message {
         id: Uuid::now_v7(),
-        turn_id: turn.turn_id,
-        sender: turn.sender.clone(),
-        role: Role::Agent,
-        content: turn.content.clone(),
+        turn_id,
+        sender: sender.clone(),
+        role,
+        content: content.clone(),
         created_at: Utc::now(),
     };
     let id = state.collaboration.id;
-    // `None` inside: the collaboration is no longer running, so the turn is not wanted.
-    let Some(event) = persist("message", || {
-        inner.store.append_message(id, &body, turn.tokens)
-    })
-    .await
-    .flatten() else {
-        return false;
-    };
+    let event = persist("message", || inner.store.append_message(id, &body, tokens))
+        .await
+        .flatten()?;
     inner
         .hub
         .publish_event(state.collaboration.channel_id, &event);
-    state.last_seq = event.seq;
-    state.collaboration.message_count += 1;
-    state.collaboration.tokens_used += turn.tokens;
-    state.transcript.push(Line {
-        sender: turn.sender,
-        content: turn.content,
-    });
-    true
+    state.last_seq.store(event.seq, Ordering::Release);
+    let line = Line {
+        seq: event.seq,
+        sender,
+        content,
+    };
+    Some((event, line))
 }
 
 async fn add_tokens(inner: &Inner, state: &mut State, tokens: u64) {
@@ -372,6 +580,7 @@ async fn summarize(
                 Some(Control::Delete(ack)) => { let _ = ack.send(()); return; }
                 // Already ended: dropping the ack tells the caller so.
                 Some(Control::Stop(_)) => continue,
+                Some(Control::Post(post)) => { let _ = post.reply.send(Err(PostRefusal::NotRunning)); }
                 None => control = None,
             },
             written = &mut writing => break written,

@@ -210,6 +210,7 @@ mod tests {
             let choice = next(strategy, roster, &transcript, "o", &models, None).await;
             order.push(choice.index);
             transcript.push(Line {
+                seq: turn as i64 + 1,
                 sender: roster[choice.index].clone(),
                 content: said(turn),
             });

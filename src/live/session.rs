@@ -5,10 +5,14 @@
 //! the backlog is being sent is either in the backlog or in the subscription. Every event
 //! frame is checked against the last `seq` sent: older ones are dropped, a jump is filled from
 //! the store, and a lagged subscription is caught up from the store.
+//!
+//! A viewer may also speak as a human participant with a `{"type": "message"}` frame; the
+//! session hands it to the [`Speak`] it was given and answers only a refusal.
 
 use std::{sync::Arc, time::Duration};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
+use futures::future::BoxFuture;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
@@ -18,7 +22,17 @@ use crate::store::{ChannelInfo, Store};
 
 const CATCH_UP_PAGE: u32 = 500;
 
+/// How a viewer speaks as a human participant: given the frame's `sender` (if any) and
+/// `content`, the API layer checks and posts; an error is a code and a message for an
+/// `error` frame. Handed in so that this module stays about streaming.
+pub type Speak = Arc<
+    dyn Fn(Option<String>, String) -> BoxFuture<'static, Result<(), (String, String)>>
+        + Send
+        + Sync,
+>;
+
 pub struct Session {
+    pub speak: Speak,
     pub store: Arc<dyn Store>,
     pub hub: Arc<Hub>,
     pub channel: ChannelInfo,
@@ -134,9 +148,14 @@ impl Session {
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return End::Peer,
                     Some(Ok(Message::Text(text))) => {
                         peer_alive = true;
-                        let reply = Message::Text(reply_to_client_frame(&text));
-                        if let Err(end) = self.send(socket, reply).await {
-                            return end;
+                        // The stored message comes back through the stream like any other;
+                        // only a refusal is answered here.
+                        if let Err((code, message)) = self.from_client(&text).await {
+                            let frame = json!({"type": "error", "code": code, "message": message});
+                            let reply = Message::Text(frame.to_string().into());
+                            if let Err(end) = self.send(socket, reply).await {
+                                return end;
+                            }
                         }
                     }
                     Some(Ok(_)) => peer_alive = true,
@@ -173,6 +192,26 @@ impl Session {
         }
     }
 
+    /// A frame from the viewer: `{"type": "message", "content": …, "sender"?: …}` speaks
+    /// as a human participant; anything else is refused.
+    async fn from_client(&self, text: &str) -> Result<(), (String, String)> {
+        let frame: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+        if frame["type"] != "message" {
+            return Err((
+                "bad_frame".into(),
+                "expected a JSON object with a known `type`".into(),
+            ));
+        }
+        let Some(content) = frame["content"].as_str() else {
+            return Err((
+                "bad_frame".into(),
+                "a message needs a `content` string".into(),
+            ));
+        };
+        let sender = frame["sender"].as_str().map(str::to_owned);
+        (self.speak)(sender, content.to_owned()).await
+    }
+
     /// Sends every stored event after `last_sent`, page by page, advancing `last_sent`.
     async fn catch_up(&self, socket: &mut WebSocket, last_sent: &mut i64) -> Result<(), End> {
         loop {
@@ -204,21 +243,4 @@ fn is_too_big(error: &axum::Error) -> bool {
     std::error::Error::source(error)
         .and_then(|inner| inner.downcast_ref::<tungstenite::Error>())
         .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
-}
-
-/// Viewers may only listen for now: human participants arrive with their own agent kind.
-fn reply_to_client_frame(text: &str) -> Utf8Bytes {
-    let kind = serde_json::from_str::<serde_json::Value>(text)
-        .ok()
-        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned));
-    let (code, message) = match kind.as_deref() {
-        Some("message") => (
-            "not_a_participant",
-            "this connection is a viewer; human participants are not supported yet",
-        ),
-        _ => ("bad_frame", "expected a JSON object with a known `type`"),
-    };
-    json!({"type": "error", "code": code, "message": message})
-        .to_string()
-        .into()
 }

@@ -404,8 +404,8 @@ impl Store for SqliteStore {
 
     async fn insert_agent(&self, agent: &Agent) -> StoreResult<()> {
         let result = sqlx::query(
-            "INSERT INTO agents (id, account_id, address, name, description, kind, spec, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO agents (id, account_id, address, name, description, kind, spec, secret, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(agent.id.hyphenated())
         .bind(agent.account_id.hyphenated())
@@ -414,6 +414,7 @@ impl Store for SqliteStore {
         .bind(&agent.description)
         .bind(agent.spec.kind().as_str())
         .bind(spec_json(&agent.spec))
+        .bind(&agent.secret)
         .bind(agent.created_at)
         .bind(agent.updated_at)
         .execute(&self.pool)
@@ -482,13 +483,14 @@ impl Store for SqliteStore {
 
     async fn update_agent(&self, agent: &Agent) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE agents SET name = ?, description = ?, kind = ?, spec = ?, updated_at = ? \
+            "UPDATE agents SET name = ?, description = ?, kind = ?, spec = ?, secret = ?, updated_at = ? \
              WHERE id = ? AND account_id = ?",
         )
         .bind(&agent.name)
         .bind(&agent.description)
         .bind(agent.spec.kind().as_str())
         .bind(spec_json(&agent.spec))
+        .bind(&agent.secret)
         .bind(agent.updated_at)
         .bind(agent.id.hyphenated())
         .bind(agent.account_id.hyphenated())
@@ -943,6 +945,7 @@ struct AgentRow {
     name: String,
     description: Option<String>,
     spec: String,
+    secret: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -958,6 +961,7 @@ impl AgentRow {
             description: self.description,
             spec: serde_json::from_str(&self.spec)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            secret: self.secret,
             created_at: self.created_at,
             updated_at: self.updated_at,
         })

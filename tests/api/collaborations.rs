@@ -57,7 +57,23 @@ async fn a_flockx_collaboration_streams_to_its_message_cap_and_ends_with_a_summa
     let hello = viewer.frame().await;
     assert_eq!(hello["type"], "hello");
     assert_eq!(hello["collaboration_id"], created["id"]);
-    let frames = viewer.until("summary").await;
+    let everything = viewer.until("summary").await;
+    // Who is about to speak comes first, as an ephemeral `turn` frame naming the turn that
+    // the message will carry (the first may be out before this viewer connected).
+    let turns: Vec<usize> = (0..everything.len())
+        .filter(|&i| everything[i]["type"] == "turn")
+        .collect();
+    assert!(turns.len() >= 3, "{everything:#?}");
+    for i in turns {
+        let (turn, said) = (&everything[i], &everything[i + 1]);
+        assert_eq!(said["type"], "message");
+        assert_eq!(said["turn_id"], turn["turn_id"]);
+        assert_eq!(said["sender"], turn["sender"]);
+    }
+    let frames: Vec<Value> = everything
+        .into_iter()
+        .filter(|f| f["seq"].is_i64())
+        .collect();
     assert_eq!(seqs(&frames), (1..=6).collect::<Vec<_>>(), "{frames:#?}");
     let messages: Vec<&Value> = frames.iter().filter(|f| f["type"] == "message").collect();
     let spoken: Vec<&str> = messages
@@ -232,9 +248,9 @@ async fn delete_removes_the_collaboration_everywhere_and_closes_its_stream() {
     );
     loop {
         match viewer.next().await {
-            Said::Frame(frame) => assert_eq!(
-                frame["type"], "message",
-                "only messages may precede the close"
+            Said::Frame(frame) => assert!(
+                ["message", "turn"].contains(&frame["type"].as_str().unwrap()),
+                "only messages and turns may precede the close: {frame}"
             ),
             Said::Closed(code, _) => {
                 assert_eq!(

@@ -158,7 +158,7 @@ async fn a_bad_key_ticket_or_channel_is_closed_with_1008_before_any_frame() {
 }
 
 #[tokio::test]
-async fn a_viewer_that_speaks_is_told_it_cannot_yet() {
+async fn a_viewer_that_speaks_where_no_human_takes_part_is_told_why() {
     let app = spawn_app().await;
     let created = app.scripted_duo(2, 0).await;
     let mut viewer = app.viewer(created["channel_id"].as_str().unwrap(), 0).await;
@@ -169,8 +169,17 @@ async fn a_viewer_that_speaks_is_told_it_cannot_yet() {
     let reply = viewer.frame().await;
     assert_eq!(
         (reply["type"].as_str(), reply["code"].as_str()),
-        (Some("error"), Some("not_a_participant"))
+        (Some("error"), Some("invalid"))
     );
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .contains("no human participant"),
+        "{reply}"
+    );
+    viewer.send(json!({"type": "wave"})).await;
+    assert_eq!(viewer.frame().await["code"], "bad_frame");
 }
 
 #[tokio::test]

@@ -63,6 +63,10 @@ fn test_config(data_dir: &TempDir) -> Config {
     config.models.retry_base = Duration::from_millis(20);
     config.models.retry_max = Duration::from_millis(200);
     config.models.call_timeout = Duration::from_secs(5);
+    config.remote.retry_base = Duration::from_millis(20);
+    config.remote.retry_max = Duration::from_millis(200);
+    config.remote.turn_timeout = Duration::from_secs(5);
+    config.remote.poll_interval = Duration::from_millis(50);
     // Tests poll quickly; the tests about limits set their own.
     config.rate_limits.per_minute = 1_000_000;
     config.rate_limits.burst = 100_000;

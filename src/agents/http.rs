@@ -1,0 +1,228 @@
+//! `http` agents: a program elsewhere that takes the turn over HTTP.
+//!
+//! Each turn is one `POST` of a [`TurnRequest`] to the agent's endpoint, answered with a
+//! [`TurnReply`]. Requests are signed the Standard Webhooks way, so the agent can check that
+//! Skein sent them: `webhook-id` is the turn id (the same on every retry, so the agent can
+//! recognise one), `webhook-timestamp` the Unix time of the attempt, and
+//! `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">` under the agent's
+//! `whsec_…` secret. 429, 5xx, timeouts and connection failures are retried with backoff;
+//! an answer that is not a turn is not, since asking again would get the same.
+
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+use hmac::{Hmac, Mac};
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use uuid::Uuid;
+
+use super::{AgentError, Completion, INSTRUCTION, Remote, TurnContext, excerpt, retry};
+use crate::domain::{Agent, Sender};
+
+/// The largest answer read from an agent.
+const MAX_REPLY_BYTES: usize = 256 * 1024;
+
+/// What Skein POSTs to an `http` agent's endpoint for each turn.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TurnRequest {
+    /// Always `turn`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The same on every retry of this turn; also sent as `webhook-id`.
+    pub turn_id: Uuid,
+    pub collaboration_id: Uuid,
+    pub objective: String,
+    /// The agent being asked: its own identity.
+    pub agent: Sender,
+    /// Everyone in the collaboration, the principal first.
+    pub roster: Vec<RosterMember>,
+    /// The most recent messages, oldest first.
+    pub transcript: Vec<TranscriptLine>,
+    /// Older messages, folded into a few lines; empty while everything fits the transcript.
+    pub synopsis: String,
+    /// What to do with the turn.
+    pub instruction: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RosterMember {
+    #[serde(flatten)]
+    pub agent: Sender,
+    /// `principal` or `participant`.
+    pub role: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TranscriptLine {
+    /// The message's place in the channel.
+    pub seq: i64,
+    pub sender: Sender,
+    pub content: String,
+}
+
+/// What an `http` agent answers: its message.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TurnReply {
+    pub content: String,
+}
+
+impl TurnRequest {
+    pub fn new(context: &TurnContext) -> Self {
+        Self {
+            kind: "turn".into(),
+            turn_id: context.turn_id,
+            collaboration_id: context.collaboration_id,
+            objective: context.objective.clone(),
+            agent: context.speaker.clone(),
+            roster: context
+                .roster
+                .iter()
+                .enumerate()
+                .map(|(i, member)| RosterMember {
+                    agent: member.clone(),
+                    role: if i == 0 { "principal" } else { "participant" }.into(),
+                })
+                .collect(),
+            transcript: context
+                .window
+                .iter()
+                .map(|line| TranscriptLine {
+                    seq: line.seq,
+                    sender: line.sender.clone(),
+                    content: line.content.clone(),
+                })
+                .collect(),
+            synopsis: context.synopsis.clone(),
+            instruction: INSTRUCTION.into(),
+        }
+    }
+}
+
+/// A fresh signing secret: `whsec_` and 32 random bytes in base64.
+pub fn new_secret() -> String {
+    format!("whsec_{}", STANDARD.encode(rand::random::<[u8; 32]>()))
+}
+
+/// `v1,<signature>` of `id.timestamp.body` under a `whsec_…` secret.
+pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
+    let key = secret.strip_prefix("whsec_").unwrap_or(secret);
+    // A secret we made always decodes; one that does not is used as raw bytes.
+    let key = STANDARD
+        .decode(key)
+        .unwrap_or_else(|_| key.as_bytes().to_vec());
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes a key of any size");
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+pub(super) async fn speak(
+    agent: &Agent,
+    endpoint: &str,
+    context: &TurnContext,
+    remote: &Remote,
+) -> Result<Completion, AgentError> {
+    let secret = agent.secret.as_deref().ok_or_else(|| {
+        AgentError::Misconfigured(format!("{} has no signing secret", agent.name))
+    })?;
+    let url = remote
+        .outbound
+        .check(endpoint)
+        .await
+        .map_err(|e| AgentError::Unreachable(format!("its endpoint {e}")))?;
+    let body = serde_json::to_vec(&TurnRequest::new(context)).expect("a turn serializes");
+    let id = context.turn_id.to_string();
+    let settings = &remote.settings;
+    let mut attempt = 0;
+    loop {
+        let timestamp = chrono::Utc::now().timestamp();
+        let request = remote
+            .outbound
+            .request(Method::POST, url.clone())
+            .map_err(|e| AgentError::Unreachable(format!("its endpoint {e}")))?
+            .timeout(settings.turn_timeout)
+            .header("content-type", "application/json")
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", sign(secret, &id, timestamp, &body))
+            .body(body.clone());
+        let (failure, wait) = match request.send().await {
+            Ok(response) if response.status().is_success() => return read_reply(response).await,
+            Ok(response) => {
+                let status = response.status();
+                let wait = retry::retry_after(response.headers());
+                let text = response.text().await.unwrap_or_default();
+                let failure = format!("its endpoint answered {status}: {}", excerpt(&text, 200));
+                if status != StatusCode::TOO_MANY_REQUESTS && !status.is_server_error() {
+                    return Err(AgentError::BadReply(failure));
+                }
+                (failure, wait)
+            }
+            Err(error) if error.is_timeout() => (
+                format!(
+                    "its endpoint did not answer within {} s",
+                    settings.turn_timeout.as_secs_f32()
+                ),
+                None,
+            ),
+            Err(error) => (format!("its endpoint could not be reached: {error}"), None),
+        };
+        let delay = remote.backoff(attempt).max(wait.unwrap_or_default());
+        if attempt >= settings.max_retries || delay > retry::LONGEST_RETRY_AFTER {
+            let tries = attempt + 1;
+            return Err(AgentError::Unreachable(format!(
+                "{failure} (after {tries} {})",
+                if tries == 1 { "try" } else { "tries" }
+            )));
+        }
+        tracing::warn!(agent = %agent.name, attempt, failure, "remote agent turn failed; retrying");
+        tokio::time::sleep(delay).await;
+        attempt += 1;
+    }
+}
+
+async fn read_reply(response: reqwest::Response) -> Result<Completion, AgentError> {
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| AgentError::Unreachable(format!("its answer broke off: {e}")))?;
+    if bytes.len() > MAX_REPLY_BYTES {
+        return Err(AgentError::BadReply(format!(
+            "its answer is larger than {MAX_REPLY_BYTES} bytes"
+        )));
+    }
+    match serde_json::from_slice::<TurnReply>(&bytes) {
+        Ok(reply) => Ok(Completion {
+            content: reply.content,
+            tokens: 0,
+        }),
+        Err(_) => Err(AgentError::BadReply(format!(
+            "its answer is not {{\"content\": \"…\"}}: {}",
+            excerpt(&String::from_utf8_lossy(&bytes), 200)
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_matches_the_standard_webhooks_example() {
+        // The example in the Standard Webhooks specification.
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let body = br#"{"test": 2432232314}"#;
+        let signature = sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
+        assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn a_new_secret_is_32_random_bytes() {
+        let (a, b) = (new_secret(), new_secret());
+        assert_ne!(a, b);
+        let bytes = STANDARD.decode(a.strip_prefix("whsec_").unwrap()).unwrap();
+        assert_eq!(bytes.len(), 32);
+    }
+}
