@@ -81,7 +81,9 @@ pub(super) async fn run(inner: &Inner, id: Uuid, mut control: mpsc::Receiver<Con
             return;
         }
     };
-    let Exit::Ended(ending, ack) = drive(inner, &mut state, &mut control).await else {
+    let exit = drive(inner, &mut state, &mut control).await;
+    inner.hub.end_turns(state.collaboration.channel_id);
+    let Exit::Ended(ending, ack) = exit else {
         return;
     };
     let Some(event) = persist("end", || inner.store.finish_collaboration(id, &ending))
@@ -385,7 +387,7 @@ fn absorb(state: &mut State, posted: &mut Vec<Line>) {
 /// Tells viewers whose turn it is: an ephemeral frame, like a delta.
 fn announce(inner: &Inner, state: &State, turn_id: Uuid, sender: &Sender) {
     let frame = json!({"type": "turn", "turn_id": turn_id, "sender": sender});
-    inner.hub.publish_delta(
+    inner.hub.publish_turn(
         state.collaboration.channel_id,
         state.last_seq.load(Ordering::Acquire),
         frame.to_string(),

@@ -26,6 +26,10 @@ pub enum Frame {
 #[derive(Debug)]
 pub struct Hub {
     channels: DashMap<Uuid, broadcast::Sender<Frame>>,
+    /// Each running channel's latest `turn` frame (who speaks now), with the seq it was
+    /// stamped with: a viewer who connects while someone has the turn (a person the engine
+    /// is waiting for, say) is told after its catch-up, not left guessing until the next.
+    turns: DashMap<Uuid, (i64, Utf8Bytes)>,
     /// How many frames a slow viewer may fall behind before it is caught up from the store.
     capacity: usize,
 }
@@ -34,6 +38,7 @@ impl Hub {
     pub fn new(capacity: usize) -> Self {
         Self {
             channels: DashMap::new(),
+            turns: DashMap::new(),
             capacity: capacity.max(1),
         }
     }
@@ -65,8 +70,30 @@ impl Hub {
         });
     }
 
+    /// Announces whose turn it is: sent like a delta, and kept for viewers who connect
+    /// before the turn's message is stored.
+    pub fn publish_turn(&self, channel_id: Uuid, after_seq: i64, json: String) {
+        let text = Utf8Bytes::from(json);
+        self.turns.insert(channel_id, (after_seq, text.clone()));
+        self.send(channel_id, || Frame::Delta { after_seq, text });
+    }
+
+    /// The turn in progress, if it began after `last_seq` (else its message is out already).
+    pub fn current_turn(&self, channel_id: Uuid, last_seq: i64) -> Option<Utf8Bytes> {
+        self.turns
+            .get(&channel_id)
+            .filter(|turn| turn.0 >= last_seq)
+            .map(|turn| turn.1.clone())
+    }
+
+    /// Forgets the channel's turn: nobody has it any more.
+    pub fn end_turns(&self, channel_id: Uuid) {
+        self.turns.remove(&channel_id);
+    }
+
     /// Tells every viewer the channel is gone and forgets it.
     pub fn close(&self, channel_id: Uuid) {
+        self.turns.remove(&channel_id);
         if let Some((_, sender)) = self.channels.remove(&channel_id) {
             let _ = sender.send(Frame::Closed);
         }

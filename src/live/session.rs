@@ -114,6 +114,12 @@ impl Session {
         if let Err(end) = self.catch_up(socket, &mut last_sent).await {
             return end;
         }
+        // Who has the turn now, if someone does (it may come again live: a harmless repeat).
+        if let Some(turn) = self.hub.current_turn(self.channel.id, last_sent)
+            && let Err(end) = self.send(socket, Message::Text(turn)).await
+        {
+            return end;
+        }
         let mut ping = tokio::time::interval(self.ping_interval);
         // After a long catch-up, one late tick, not a burst that outruns the pong.
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

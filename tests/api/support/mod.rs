@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod fake_model;
+pub mod peers;
 pub mod process;
 
 use std::{net::SocketAddr, time::Duration};

@@ -1,0 +1,273 @@
+//! Agents that live outside Skein, for the tests of `http` and `a2a` agents.
+//!
+//! [`HttpAgent`] is an agent server in this process that checks Skein's Standard Webhooks
+//! signature on its own (with `hmac` directly, not Skein's signer), records every request,
+//! and misbehaves on demand. [`A2aPeer`] is `tests/a2a/agent.py`, an agent built on the A2A
+//! reference SDK (`a2a-sdk` from PyPI), run in a virtualenv under `target/` that the first
+//! test to need it creates. Without Python or PyPI those tests pass over themselves, saying
+//! so, unless `SKEIN_A2A_TESTS=required` (as `.ci/run` sets it).
+
+use std::{
+    collections::VecDeque,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+use super::PATIENCE;
+
+/// What the HTTP agent does with its next request.
+#[derive(Debug, Clone)]
+pub enum Misstep {
+    /// Waits this long before answering (longer than Skein's turn timeout: a retry).
+    Slow(Duration),
+    /// Answers 200 with something that is not a turn.
+    Garbage,
+    /// Answers 503.
+    Unavailable,
+}
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Value,
+    /// Whether the signature checked out under the agent's secret.
+    pub signed: bool,
+}
+
+#[derive(Default)]
+struct Script {
+    secret: Option<String>,
+    missteps: VecDeque<Misstep>,
+    received: Vec<Received>,
+}
+
+/// An `http` agent server on a free port.
+#[derive(Clone)]
+pub struct HttpAgent {
+    pub address: SocketAddr,
+    name: String,
+    script: Arc<Mutex<Script>>,
+}
+
+impl HttpAgent {
+    pub async fn start(name: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let agent = Self {
+            address: listener.local_addr().unwrap(),
+            name: name.into(),
+            script: Arc::default(),
+        };
+        let app = Router::new()
+            .route("/turn", post(turn))
+            .with_state(agent.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        agent
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}/turn", self.address)
+    }
+
+    /// The secret to check signatures with: the one Skein showed when the agent was made.
+    pub fn trust(&self, secret: &str) {
+        self.script.lock().unwrap().secret = Some(secret.into());
+    }
+
+    pub fn misstep(&self, misstep: Misstep) {
+        self.script.lock().unwrap().missteps.push_back(misstep);
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.script.lock().unwrap().received.clone()
+    }
+}
+
+/// `v1,…` signatures of `id.timestamp.body` under a `whsec_` secret, checked the way the
+/// Standard Webhooks libraries do.
+fn signed(secret: &str, headers: &HeaderMap, body: &[u8]) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (Some(id), Some(timestamp), Some(signatures)) = (
+        header("webhook-id"),
+        header("webhook-timestamp"),
+        header("webhook-signature"),
+    ) else {
+        return false;
+    };
+    let fresh = timestamp
+        .parse::<i64>()
+        .is_ok_and(|t| (chrono::Utc::now().timestamp() - t).abs() < 300);
+    let key = STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    let expected = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
+    fresh && signatures.split(' ').any(|s| s == expected)
+}
+
+async fn turn(State(agent): State<HttpAgent>, headers: HeaderMap, body: Bytes) -> Response {
+    let (is_signed, misstep, count) = {
+        let mut script = agent.script.lock().unwrap();
+        let is_signed = script
+            .secret
+            .as_deref()
+            .is_some_and(|secret| signed(secret, &headers, &body));
+        script.received.push(Received {
+            headers: headers.clone(),
+            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+            signed: is_signed,
+        });
+        let count = script.received.iter().filter(|r| r.signed).count();
+        (is_signed, script.missteps.pop_front(), count)
+    };
+    if !is_signed {
+        return (StatusCode::UNAUTHORIZED, "bad signature").into_response();
+    }
+    match misstep {
+        Some(Misstep::Slow(pause)) => tokio::time::sleep(pause).await,
+        Some(Misstep::Garbage) => return "<html>Oops</html>".into_response(),
+        Some(Misstep::Unavailable) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        None => {}
+    }
+    Json(json!({"content": format!("{} says {count}", agent.name)})).into_response()
+}
+
+/// The A2A reference SDK's Python, or `None` when it cannot be had here.
+fn a2a_python() -> Option<PathBuf> {
+    static PYTHON: OnceLock<Option<PathBuf>> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            if let Some(python) = std::env::var_os("SKEIN_A2A_PYTHON") {
+                return Some(python.into());
+            }
+            let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("a2a-venv");
+            let python = venv.join("bin/python");
+            if has_sdk(&python) {
+                return Some(python);
+            }
+            let requirements =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/a2a/requirements.txt");
+            let made = std::process::Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .status()
+                .is_ok_and(|s| s.success())
+                && std::process::Command::new(&python)
+                    .args(["-m", "pip", "install", "--quiet", "-r"])
+                    .arg(requirements)
+                    .status()
+                    .is_ok_and(|s| s.success());
+            (made && has_sdk(&python)).then_some(python)
+        })
+        .clone()
+}
+
+fn has_sdk(python: &Path) -> bool {
+    std::process::Command::new(python)
+        .args(["-c", "import a2a.server, uvicorn"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `tests/a2a/agent.py` in one of its modes, listening on a free port.
+pub struct A2aPeer {
+    _child: Child,
+    pub url: String,
+    /// Every JSON-RPC request it received: `{headers, body}`.
+    requests: Arc<Mutex<Vec<Value>>>,
+}
+
+impl A2aPeer {
+    /// Starts the peer, or `None` (the test then passes over itself) without the SDK.
+    pub async fn start(mode: &str, flags: &[&str]) -> Option<Self> {
+        let Some(python) = a2a_python() else {
+            assert!(
+                std::env::var("SKEIN_A2A_TESTS").as_deref() != Ok("required"),
+                "SKEIN_A2A_TESTS=required but the a2a-sdk virtualenv could not be made"
+            );
+            eprintln!("no Python with a2a-sdk (and no way to install it): skipping");
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/a2a/agent.py");
+        let mut child = Command::new(python)
+            .arg(script)
+            .arg(mode)
+            .arg(port.to_string())
+            .args(flags)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the A2A peer starts");
+        let requests: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let seen = requests.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(request) = serde_json::from_str(&line) {
+                    seen.lock().unwrap().push(request);
+                }
+            }
+        });
+        let url = format!("http://127.0.0.1:{port}");
+        let card = format!("{url}/.well-known/agent-card.json");
+        let client = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + PATIENCE * 2;
+        while !client
+            .get(&card)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the A2A peer did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Some(Self {
+            _child: child,
+            url,
+            requests,
+        })
+    }
+
+    pub fn requests(&self) -> Vec<Value> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// The JSON-RPC methods called, in order.
+    pub fn methods(&self) -> Vec<String> {
+        self.requests()
+            .iter()
+            .map(|r| r["body"]["method"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
