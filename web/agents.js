@@ -1,19 +1,34 @@
 // `#/agents`: the account's agents: list, create, edit, delete, copy an address.
 
 import { allAgents, api } from "./api.js";
-import { address, clearErrors, confirmAction, failure, field, h, kindBadge, showErrors, time, toast } from "./ui.js";
+import { address, clearErrors, confirmAction, copy, failure, field, h, kindBadge, put, showErrors, time, toast } from "./ui.js";
 
 /// The kinds this server can create, with what the form asks for each.
 const KINDS = {
   scripted: "Scripted: speaks fixed replies in turn (no model needed)",
   llm: "LLM: a model on an OpenAI-compatible endpoint",
+  http: "HTTP: your program, sent each turn as a signed POST",
+  a2a: "A2A: a remote agent speaking the Agent2Agent protocol",
+  human: "Human: a person who types in the channel",
 };
 
 export function agentsView(main) {
   const list = h("ul", { class: "agents", "aria-busy": "true" });
   const editor = h("section", { class: "card", hidden: true });
+  const reveal = h("section", { class: "card secret", role: "status", hidden: true });
   const create = h("button", { type: "button", class: "primary", onclick: async () => openEditor(null, await providers) }, "New agent");
-  main.append(h("div", { class: "page-head" }, h("h1", {}, "Agents"), create), editor, list);
+  main.append(h("div", { class: "page-head" }, h("h1", {}, "Agents"), create), reveal, editor, list);
+
+  /// An http agent's signing secret, shown this once.
+  function showSecret(agent) {
+    put(reveal,
+      h("h2", {}, `${agent.name}'s signing secret`),
+      h("p", {}, "Give this to your agent: it checks with it that each turn comes from Skein (Standard Webhooks signatures). It is not shown again."),
+      h("p", {}, h("code", { class: "secret-value" }, agent.secret), " ",
+        h("button", { type: "button", class: "copy", onclick: () => copy(agent.secret) }, "Copy")),
+      h("button", { type: "button", class: "dismiss", onclick: () => (reveal.hidden = true) }, "I have kept it"));
+    reveal.hidden = false;
+  }
 
   // The editor waits for these, so that its provider list is never empty by accident.
   const providers = api.get("/providers").then((result) => result.items).catch(() => []);
@@ -31,6 +46,9 @@ export function agentsView(main) {
   function row(agent) {
     let detail = "";
     if (agent.kind === "llm") detail = `${agent.provider} · ${agent.model}`;
+    else if (agent.kind === "http") detail = agent.endpoint;
+    else if (agent.kind === "a2a") detail = agent.card_url;
+    else if (agent.kind === "human") detail = "speaks in the channel";
     else if (agent.kind === "scripted") detail = `${agent.replies.length} ${agent.replies.length === 1 ? "reply" : "replies"}${agent.delay_ms ? `, ${agent.delay_ms} ms apart` : ""}`;
     return h("li", { class: "agent card", dataset: { id: agent.id } },
       h("div", { class: "agent-head" },
@@ -69,6 +87,8 @@ export function agentsView(main) {
     const replies = h("textarea", { rows: 4, placeholder: "One reply per line" });
     replies.value = (agent?.replies ?? []).join("\n");
     const delay = h("input", { type: "number", value: agent?.delay_ms ?? 0 });
+    const endpoint = h("input", { type: "url", value: agent?.endpoint ?? "", placeholder: "https://agents.example.com/turn", spellcheck: "false" });
+    const cardUrl = h("input", { type: "url", value: agent?.card_url ?? "", placeholder: "https://agent.example.com (its card is found at /.well-known/agent-card.json)", spellcheck: "false" });
 
     const llmFields = h("div", {},
       providers.length === 0 && h("p", { class: "notice advisory" }, "No model provider is configured on this server, so LLM agents cannot be created. Set SKEIN_LLM_BASE_URL (or OPENAI_API_KEY / FLOCK_LLM_API_KEY) and restart."),
@@ -78,9 +98,17 @@ export function agentsView(main) {
     const scriptedFields = h("div", {},
       field("Replies", "replies", replies, "Spoken in order, one per turn, starting again after the last."),
       field("Delay before each reply (ms)", "delay_ms", delay));
+    const httpFields = h("div", {},
+      field("Endpoint", "endpoint", endpoint, "Each turn is POSTed here as JSON; answer {\"content\": \"…\"}. See the README's \"Bring your own agent\"."));
+    const a2aFields = h("div", {},
+      field("Agent card URL", "card_url", cardUrl, "The agent's card, or its base URL."));
+    const humanFields = h("p", { class: "hint" }, "A person: when the turn is theirs, the channel waits for them to type.");
     const showKind = () => {
       llmFields.hidden = kind.value !== "llm";
       scriptedFields.hidden = kind.value !== "scripted";
+      httpFields.hidden = kind.value !== "http";
+      a2aFields.hidden = kind.value !== "a2a";
+      humanFields.hidden = kind.value !== "human";
     };
     kind.addEventListener("change", showKind);
     showKind();
@@ -92,6 +120,9 @@ export function agentsView(main) {
       field("Description", "description", description),
       llmFields,
       scriptedFields,
+      httpFields,
+      a2aFields,
+      humanFields,
       h("p", { class: "form-error notice error", role: "alert", tabindex: "-1", hidden: true }),
       h("div", { class: "actions" },
         h("button", { type: "submit", class: "primary" }, agent ? "Save" : "Create agent"),
@@ -111,14 +142,19 @@ export function agentsView(main) {
         body.system_prompt = prompt.value.trim() || null;
         body.temperature = numberOrNull(temperature.value);
         body.max_tokens = numberOrNull(maxTokens.value);
-      } else {
+      } else if (kind.value === "scripted") {
         body.replies = replies.value.split("\n").map((line) => line.trim()).filter(Boolean);
         body.delay_ms = numberOrNull(delay.value) ?? 0;
+      } else if (kind.value === "http") {
+        body.endpoint = endpoint.value.trim();
+      } else if (kind.value === "a2a") {
+        body.card_url = cardUrl.value.trim();
       }
       try {
         const saved = agent ? await api.patch(`/agents/${agent.id}`, body) : await api.post("/agents", body);
         toast(agent ? `${saved.name} was saved.` : `${saved.name} was created.`);
         closeEditor();
+        if (saved.secret) showSecret(saved);
         load();
       } catch (error) {
         showErrors(form, error);

@@ -26,12 +26,16 @@ export function channelView(main, id) {
   const roster = h("ul", { class: "roster" });
   const transcript = h("ol", { class: "transcript", "aria-label": "Transcript" });
   const jump = h("button", { type: "button", class: "jump primary", hidden: true, onclick: () => scrollToEnd() }, "↓ New messages");
+  const composer = h("form", { class: "composer card", hidden: true, "aria-label": "Speak in this channel" });
+  /// The turn in progress, from the last `turn` frame: whose it is.
+  let turn = null;
   main.append(
     h("div", { class: "page-head" }, h("div", {}, h("a", { href: "#/", class: "back" }, "← Collaborations"), title), buttons),
     h("div", { class: "state" }, badge, stateLine),
     summary,
     h("details", { class: "card roster-card" }, h("summary", {}, "Agents in this channel"), roster),
     transcript,
+    composer,
     jump,
   );
 
@@ -45,11 +49,14 @@ export function channelView(main, id) {
   };
   window.addEventListener("scroll", onScroll, { passive: true });
 
-  /// Adds content at the bottom, keeping the reader at the bottom only if they were there.
-  /// History replayed on connecting is no news: it offers no "new messages" jump.
+  /// Adds content at the bottom (above any turn still in progress), keeping the reader at
+  /// the bottom only if they were there. History replayed on connecting is no news: it
+  /// offers no "new messages" jump.
   function append(node, replacing, replayed = false) {
     const follow = following();
+    const pending = transcript.querySelector(".typing");
     if (replacing) replacing.replaceWith(node);
+    else if (pending && !node.classList.contains("typing")) pending.before(node);
     else transcript.append(node);
     if (follow) scrollToEnd();
     else if (!replayed) jump.hidden = false;
@@ -67,6 +74,68 @@ export function channelView(main, id) {
       h("li", {}, h("span", { class: "name" }, agent.name), " ", kindBadge(agent.kind), i === 0 ? h("span", { class: "muted" }, " principal") : "", " ", address(agent.address))));
     renderState();
     renderSummary();
+    renderComposer();
+  }
+
+  /// The box people type in: for collaborations with human participants, while running.
+  function renderComposer() {
+    const c = collaboration;
+    const humans = [c.principal, ...c.participants].filter((agent) => agent.kind === "human");
+    if (c.status !== "running" || humans.length === 0) {
+      composer.hidden = true;
+      main.classList.remove("has-composer");
+      return;
+    }
+    main.classList.add("has-composer");
+    if (!composer.hidden && composer.dataset.for === c.id) {
+      renderTurnHint();
+      return;
+    }
+    composer.dataset.for = c.id;
+    const as = h("select", { name: "sender", id: "composer-sender" },
+      humans.map((human) => h("option", { value: human.id }, human.name)));
+    const text = h("textarea", { name: "content", id: "composer-content", rows: 2,
+      placeholder: "Say something (Enter sends, Shift+Enter starts a new line)", "aria-describedby": "composer-hint composer-error" });
+    const error = h("p", { class: "field-error", id: "composer-error", role: "alert", hidden: true });
+    put(composer,
+      h("div", { class: "composer-row" },
+        humans.length > 1 ? h("label", { for: "composer-sender" }, "Speak as ", as) : h("span", { class: "name" }, humans[0].name),
+        h("p", { class: "hint", id: "composer-hint", "aria-live": "polite" })),
+      text,
+      error,
+      h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Send")));
+    text.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        composer.requestSubmit();
+      }
+    });
+    composer.onsubmit = async (event) => {
+      event.preventDefault();
+      error.hidden = true;
+      const sender = humans.length > 1 ? as.value : humans[0].id;
+      try {
+        await api.post(`/channels/${c.channel_id}/messages`, { sender, content: text.value });
+        text.value = "";
+      } catch (failure) {
+        const fields = failure.fieldErrors || [];
+        error.textContent = fields.length ? fields.map((f) => f.message).join(" ") : failure.message;
+        error.hidden = false;
+      }
+      text.focus();
+    };
+    composer.hidden = false;
+    renderTurnHint();
+  }
+
+  function renderTurnHint() {
+    const hint = composer.querySelector(".hint");
+    if (!hint) return;
+    const c = collaboration;
+    if (turn?.sender.kind === "human") hint.textContent = `It is ${turn.sender.name}'s turn.`;
+    else if (c.allow_interjections) hint.textContent = "You may speak at any time.";
+    else hint.textContent = "You may speak when it is your turn.";
+    composer.classList.toggle("your-turn", turn?.sender.kind === "human");
   }
 
   function renderState() {
@@ -127,13 +196,26 @@ export function channelView(main, id) {
         // Nothing to replay on a running channel: its live end is where to read.
         if (frame.status === "running" && stream.lastSeq >= replayUntil) scrollToEnd();
         break;
+      case "turn": {
+        turn = frame;
+        renderTurnHint();
+        // Sent again to a viewer who connects mid-turn: draw it once.
+        if (typing.has(frame.turn_id)) break;
+        const human = frame.sender.kind === "human";
+        const bubble = messageNode({ sender: frame.sender, role: human ? "human" : "agent", content: "" },
+          human ? "waiting for them to type…" : "thinking…");
+        typing.set(frame.turn_id, bubble);
+        append(bubble, null, true);
+        break;
+      }
       case "delta": {
         let bubble = typing.get(frame.turn_id);
         if (!bubble) {
-          bubble = messageNode({ sender: frame.sender, role: "agent", content: "" }, true);
+          bubble = messageNode({ sender: frame.sender, role: "agent", content: "" }, "typing…");
           typing.set(frame.turn_id, bubble);
           append(bubble);
         }
+        bubble.querySelector(".live-label").textContent = " typing…";
         const content = bubble.querySelector(".content");
         if (frame.restart) content.textContent = "";
         else content.textContent += frame.text;
@@ -142,7 +224,11 @@ export function channelView(main, id) {
       }
       case "message": {
         messages += 1;
-        const node = messageNode(frame, false);
+        if (turn?.turn_id === frame.turn_id) {
+          turn = null;
+          renderTurnHint();
+        }
+        const node = messageNode(frame);
         append(node, typing.get(frame.turn_id), frame.seq <= replayUntil);
         typing.delete(frame.turn_id);
         renderState();
@@ -153,6 +239,7 @@ export function channelView(main, id) {
       case "status":
         for (const bubble of typing.values()) bubble.remove();
         typing.clear();
+        turn = null;
         append(h("li", { class: "event", dataset: { seq: frame.seq } },
           `Ended because ${END_REASONS[frame.end_reason] || frame.end_reason || frame.status}.`), null, frame.seq <= replayUntil);
         Object.assign(collaboration, { status: frame.status, end_reason: frame.end_reason, ended_at: frame.ended_at });
@@ -212,7 +299,7 @@ export function channelView(main, id) {
   };
 }
 
-/// One message; `live` marks text still being typed.
+/// One message; `live` says what is happening while it is still to come ("thinking…").
 function messageNode(message, live) {
   const sender = message.sender;
   return h("li", { class: `message role-${message.role}${live ? " typing" : ""}`, dataset: live ? { turn: "" } : { seq: message.seq } },
@@ -220,7 +307,7 @@ function messageNode(message, live) {
     h("div", { class: "bubble" },
       h("div", { class: "from" },
         h("span", { class: "name" }, sender.name), " ", kindBadge(sender.kind), " ", address(sender.address),
-        live ? h("span", { class: "muted" }, " typing…") : time(message.created_at, true)),
+        live ? h("span", { class: "muted live-label" }, ` ${live}`) : time(message.created_at, true)),
       h("div", { class: "content" }, message.content)));
 }
 

@@ -152,6 +152,7 @@ function fill(form, agents) {
   const timeout = h("input", { type: "number", inputmode: "numeric", value: 60 });
   const strategy = h("select", {}, h("option", { value: "manager" }, "Manager picks the next speaker"), h("option", { value: "round_robin" }, "Round robin"));
   const evaluate = h("input", { type: "checkbox", id: "field-evaluate_objective_completion", name: "evaluate_objective_completion", checked: true });
+  const interject = h("input", { type: "checkbox", id: "field-allow_interjections", name: "allow_interjections", checked: true });
   const budget = h("input", { type: "number", inputmode: "numeric", placeholder: "No limit" });
   const submit = h("button", { type: "submit", class: "primary" }, "Start collaboration");
 
@@ -176,6 +177,8 @@ function fill(form, agents) {
       field("Token budget", "token_budget", budget, "Optional: end once this many tokens are used.")),
     h("div", { class: "field check" }, evaluate, h("label", { for: evaluate.id }, "End early when a judge finds the objective met"),
       h("p", { class: "field-error", "data-error-for": "evaluate_objective_completion", role: "alert", hidden: true })),
+    h("div", { class: "field check" }, interject, h("label", { for: interject.id }, "People taking part may speak out of turn"),
+      h("p", { class: "field-error", "data-error-for": "allow_interjections", role: "alert", hidden: true })),
     h("p", { class: "form-error notice error", role: "alert", tabindex: "-1", hidden: true }),
     h("div", { class: "actions" }, submit),
   );
@@ -191,6 +194,7 @@ function fill(form, agents) {
       timeout_window: numberOrText(timeout.value),
       strategy: strategy.value,
       evaluate_objective_completion: evaluate.checked,
+      allow_interjections: interject.checked,
     };
     if (objective.value.trim()) body.objective = objective.value;
     if (budget.value.trim()) body.token_budget = numberOrText(budget.value);

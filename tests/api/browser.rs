@@ -674,3 +674,103 @@ async fn an_llm_agent_is_created_with_a_configured_provider_and_its_address_copi
     assert_eq!(copied, host["address"]);
     assert_no_page_errors(&browser);
 }
+
+#[tokio::test]
+async fn a_person_types_into_the_channel_when_it_is_their_turn() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let planner = app
+        .scripted("Planner", &["Alice, tapas or pizza?", "Tapas it is."], 200)
+        .await;
+    let alice = app
+        .create_agent(json!({"name": "Alice", "kind": "human"}))
+        .await;
+    let collaboration = app
+        .collaborate(&planner, &alice, json!({"message_cap": 3}))
+        .await;
+    let page = signed_in(&browser, &app).await;
+    open(&page, &format!("#/c/{}", id(&collaboration))).await;
+    page.wait_until(
+        "document.querySelector('.typing .live-label')?.textContent.includes('waiting for them')",
+        "the view shows the engine waiting for Alice",
+    )
+    .await;
+    assert_eq!(
+        page.text("#composer-hint").await,
+        "It is Alice's turn.",
+        "the composer says whose turn it is"
+    );
+    page.screenshot("channel-human-turn").await;
+    page.click("#composer-content").await;
+    page.type_text("Tapas, please!").await;
+    page.press_enter().await;
+    page.wait_until(
+        "[...document.querySelectorAll('.transcript .message.role-human[data-seq]')].some(m => m.querySelector('.content').textContent === 'Tapas, please!')",
+        "her message is in the transcript",
+    )
+    .await;
+    assert_eq!(
+        page.eval("document.getElementById('composer-content').value")
+            .await,
+        ""
+    );
+    every_seq_once(&page, &app, &collaboration).await;
+    assert_eq!(
+        page.eval("document.querySelector('.composer').hidden")
+            .await,
+        true,
+        "nobody types into an ended collaboration"
+    );
+    let history = app
+        .history(collaboration["channel_id"].as_str().unwrap())
+        .await;
+    assert_eq!(history[1]["content"], "Tapas, please!");
+    assert_eq!(history[1]["sender"]["name"], "Alice");
+    assert_no_page_errors(&browser);
+}
+
+#[tokio::test]
+async fn an_http_agent_made_in_the_form_shows_its_secret_once() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let page = signed_in(&browser, &app).await;
+    open(&page, "#/agents").await;
+    page.click("button.primary").await;
+    page.choose("#field-kind", "http").await;
+    page.fill("#field-name", "Courier").await;
+    page.fill("#field-endpoint", "http://127.0.0.1:9/turn")
+        .await;
+    page.click("form button[type=submit]").await;
+    let secret = page
+        .wait_until(
+            "document.querySelector('.secret:not([hidden]) .secret-value')?.textContent",
+            "the secret is shown",
+        )
+        .await;
+    assert!(secret.as_str().unwrap().starts_with("whsec_"), "{secret}");
+    let courier = &app.get_json("/api/v1/agents").await["items"][0];
+    assert_eq!(courier["kind"], "http");
+    assert_eq!(courier["endpoint"], "http://127.0.0.1:9/turn");
+    assert!(courier.get("secret").is_none());
+    page.screenshot("agents-secret").await;
+    page.click(".secret .dismiss").await;
+    page.wait_until(
+        "document.querySelector('.secret').hidden",
+        "the secret is put away",
+    )
+    .await;
+    page.reload().await;
+    page.wait_until("document.querySelector('.agent .name')", "the list is back")
+        .await;
+    assert_eq!(
+        page.eval("document.body.innerText.includes('whsec_')")
+            .await,
+        false,
+        "never shown again"
+    );
+    assert_no_page_errors(&browser);
+}

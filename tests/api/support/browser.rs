@@ -343,6 +343,18 @@ impl Page<'_> {
         self.type_text(text).await;
     }
 
+    /// Presses Enter where the focus is.
+    pub async fn press_enter(&self) {
+        for kind in ["keyDown", "keyUp"] {
+            self.call(
+                "Input.dispatchKeyEvent",
+                json!({"type": kind, "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13,
+                       "text": if kind == "keyDown" { "\r" } else { "" }}),
+            )
+            .await;
+        }
+    }
+
     /// Types `text` where the focus is.
     pub async fn type_text(&self, text: &str) {
         self.call("Input.insertText", json!({"text": text})).await;
