@@ -445,3 +445,54 @@ async fn a_mixed_collaboration_of_every_kind_runs_to_its_summary() {
     assert_eq!(stored[2]["content"], "Courier says 1");
     assert_eq!(stored[3]["content"], "Echo heard: Courier: Courier says 1");
 }
+
+#[tokio::test]
+async fn the_readme_example_http_agent_takes_part() {
+    if std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("no python3: skipping");
+        return;
+    }
+    let app = spawn_app().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let planner = app
+        .scripted("Planner", &["Shall we meet at eight?"], 0)
+        .await;
+    let example = app
+        .create_agent(json!({"name": "Example", "kind": "http",
+                             "endpoint": format!("http://127.0.0.1:{port}/")}))
+        .await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/http_agent.py");
+    let _agent = tokio::process::Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .env("SKEIN_AGENT_SECRET", example["secret"].as_str().unwrap())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_for(|| async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    let created = app
+        .collaborate(&planner, &example, json!({"message_cap": 2}))
+        .await;
+    let done = app.wait_until_summarized(&id(&created)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let stored = stored_messages(&app, &created).await;
+    assert_eq!(
+        said_by(&stored, "Example"),
+        ["Example here. You said: Shall we meet at eight?"]
+    );
+}
