@@ -32,7 +32,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde_json::{Value, json};
 use tokio_util::task::TaskTracker;
 
-use super::{AgentError, Completion, INSTRUCTION, Remote, TurnContext, excerpt, retry};
+use super::{AgentError, Completion, INSTRUCTION, Remote, TurnContext, excerpt, read_json, retry};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Version {
@@ -250,9 +250,9 @@ async fn fetch_card(card_url: &str, remote: &Remote) -> Result<Card, AgentError>
             last = format!("its card at {location} answered {}", response.status());
             continue;
         }
-        let card: Value = response.json().await.map_err(|e| {
-            AgentError::BadReply(format!("its card at {location} is not JSON: {e}"))
-        })?;
+        let card: Value = read_json(response)
+            .await
+            .map_err(|e| AgentError::BadReply(format!("its card at {location}: {e}")))?;
         let (endpoint, version) = read_card(&card, &location)?;
         let endpoint = remote
             .outbound
@@ -411,9 +411,9 @@ impl Client<'_> {
             }
             let (failure, wait) = match request.send().await {
                 Ok(response) if response.status().is_success() => {
-                    let answer: Value = response.json().await.map_err(|e| {
-                        AgentError::BadReply(format!("its answer to {method} is not JSON: {e}"))
-                    })?;
+                    let answer: Value = read_json(response)
+                        .await
+                        .map_err(|e| AgentError::BadReply(format!("{method}: {e}")))?;
                     if let Some(error) = answer.get("error") {
                         return Err(AgentError::BadReply(format!(
                             "it answered {method} with error {}: {}",

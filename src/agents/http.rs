@@ -15,11 +15,10 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use uuid::Uuid;
 
-use super::{AgentError, Completion, INSTRUCTION, Remote, TurnContext, excerpt, retry};
+use super::{
+    AgentError, Completion, INSTRUCTION, Remote, TurnContext, error_excerpt, read_json, retry,
+};
 use crate::domain::{Agent, Sender};
-
-/// The largest answer read from an agent.
-const MAX_REPLY_BYTES: usize = 256 * 1024;
 
 /// What Skein POSTs to an `http` agent's endpoint for each turn.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -153,8 +152,8 @@ pub(super) async fn speak(
             Ok(response) => {
                 let status = response.status();
                 let wait = retry::retry_after(response.headers());
-                let text = response.text().await.unwrap_or_default();
-                let failure = format!("its endpoint answered {status}: {}", excerpt(&text, 200));
+                let text = error_excerpt(response).await;
+                let failure = format!("its endpoint answered {status}: {text}");
                 if status != StatusCode::TOO_MANY_REQUESTS && !status.is_server_error() {
                     return Err(AgentError::BadReply(failure));
                 }
@@ -184,25 +183,13 @@ pub(super) async fn speak(
 }
 
 async fn read_reply(response: reqwest::Response) -> Result<Completion, AgentError> {
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| AgentError::Unreachable(format!("its answer broke off: {e}")))?;
-    if bytes.len() > MAX_REPLY_BYTES {
-        return Err(AgentError::BadReply(format!(
-            "its answer is larger than {MAX_REPLY_BYTES} bytes"
-        )));
-    }
-    match serde_json::from_slice::<TurnReply>(&bytes) {
-        Ok(reply) => Ok(Completion {
-            content: reply.content,
-            tokens: 0,
-        }),
-        Err(_) => Err(AgentError::BadReply(format!(
-            "its answer is not {{\"content\": \"…\"}}: {}",
-            excerpt(&String::from_utf8_lossy(&bytes), 200)
-        ))),
-    }
+    let reply: TurnReply = read_json(response).await.map_err(|e| {
+        AgentError::BadReply(e.replace("the JSON expected", "{\"content\": \"…\"}"))
+    })?;
+    Ok(Completion {
+        content: reply.content,
+        tokens: 0,
+    })
 }
 
 #[cfg(test)]

@@ -116,6 +116,53 @@ pub async fn speak(
     }
 }
 
+/// The largest answer read from a remote agent; a larger one is refused, not buffered.
+const MAX_REPLY_BYTES: usize = 256 * 1024;
+
+/// Reads at most `max` bytes of a peer's answer: the bytes, and whether there was more.
+/// A hostile peer cannot make Skein buffer an endless body.
+async fn read_capped(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = max - bytes.len();
+        if chunk.len() > room {
+            bytes.extend_from_slice(&chunk[..room]);
+            return Ok((bytes, true));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok((bytes, false))
+}
+
+/// A peer's answer as JSON, refused when larger than [`MAX_REPLY_BYTES`].
+async fn read_json<T: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+) -> Result<T, String> {
+    let (bytes, more) = read_capped(response, MAX_REPLY_BYTES)
+        .await
+        .map_err(|e| format!("its answer broke off: {e}"))?;
+    if more {
+        return Err(format!("its answer is larger than {MAX_REPLY_BYTES} bytes"));
+    }
+    serde_json::from_slice(&bytes).map_err(|_| {
+        format!(
+            "its answer is not the JSON expected: {}",
+            excerpt(&String::from_utf8_lossy(&bytes), 200)
+        )
+    })
+}
+
+/// The start of an error answer, for the message that quotes it.
+async fn error_excerpt(response: reqwest::Response) -> String {
+    match read_capped(response, 4096).await {
+        Ok((bytes, _)) => excerpt(&String::from_utf8_lossy(&bytes), 200),
+        Err(_) => String::new(),
+    }
+}
+
 /// At most `max` characters of a peer's answer, for an error message.
 fn excerpt(text: &str, max: usize) -> String {
     let single_line = text.split_whitespace().collect::<Vec<_>>().join(" ");

@@ -159,6 +159,21 @@ async fn an_answer_that_is_not_a_turn_fails_the_collaboration_with_a_clear_error
 }
 
 #[tokio::test]
+async fn an_answer_too_large_is_refused_rather_than_stored() {
+    let app = spawn_app().await;
+    let planner = app.scripted("Planner", &["Ideas?"], 0).await;
+    let (scout, agent) = http_agent(&app, "Scout").await;
+    agent.misstep(Misstep::Huge);
+    let created = app
+        .collaborate(&planner, &scout, json!({"message_cap": 4}))
+        .await;
+    let done = app.wait_until_summarized(&id(&created)).await;
+    assert_eq!(done["status"], "failed");
+    let error = done["error_message"].as_str().unwrap();
+    assert!(error.contains("larger than 262144 bytes"), "{error}");
+}
+
+#[tokio::test]
 async fn remote_agents_need_a_url_the_outbound_guard_allows() {
     let app = spawn_app_with(|c| c.allow_private_urls = false).await;
     for (body, field, why) in [

@@ -44,6 +44,8 @@ pub enum Misstep {
     Garbage,
     /// Answers 503.
     Unavailable,
+    /// Answers a turn of a megabyte.
+    Huge,
 }
 
 #[derive(Debug, Clone)]
@@ -148,6 +150,9 @@ async fn turn(State(agent): State<HttpAgent>, headers: HeaderMap, body: Bytes) -
         Some(Misstep::Slow(pause)) => tokio::time::sleep(pause).await,
         Some(Misstep::Garbage) => return "<html>Oops</html>".into_response(),
         Some(Misstep::Unavailable) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Some(Misstep::Huge) => {
+            return Json(json!({"content": "blah ".repeat(200_000)})).into_response();
+        }
         None => {}
     }
     Json(json!({"content": format!("{} says {count}", agent.name)})).into_response()
