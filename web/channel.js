@@ -17,6 +17,8 @@ export function channelView(main, id) {
   /// The channel's last `seq` when this connection opened: frames up to it are replayed.
   let replayUntil = 0;
   const typing = new Map();
+  /// Turns whose message is in: a late repeat of their `turn` frame is old news.
+  const spoken = new Set();
 
   const title = h("h1", { class: "objective" }, "Loading…");
   const badge = h("span");
@@ -199,8 +201,8 @@ export function channelView(main, id) {
       case "turn": {
         turn = frame;
         renderTurnHint();
-        // Sent again to a viewer who connects mid-turn: draw it once.
-        if (typing.has(frame.turn_id)) break;
+        // Sent again to a viewer who connects mid-turn, maybe after its message: draw it once.
+        if (typing.has(frame.turn_id) || spoken.has(frame.turn_id)) break;
         const human = frame.sender.kind === "human";
         const bubble = messageNode({ sender: frame.sender, role: human ? "human" : "agent", content: "" },
           human ? "waiting for them to type…" : "thinking…");
@@ -224,6 +226,7 @@ export function channelView(main, id) {
       }
       case "message": {
         messages += 1;
+        spoken.add(frame.turn_id);
         if (turn?.turn_id === frame.turn_id) {
           turn = null;
           renderTurnHint();

@@ -31,8 +31,12 @@ use dashmap::DashMap;
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Value, json};
 use tokio_util::task::TaskTracker;
+use uuid::Uuid;
 
-use super::{AgentError, Completion, INSTRUCTION, Remote, TurnContext, excerpt, read_json, retry};
+use super::{
+    AgentError, Completion, INSTRUCTION, ReadError, Remote, TurnContext, excerpt, read_json, retry,
+    transient,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Version {
@@ -53,6 +57,9 @@ struct Card {
 pub struct Cards {
     ttl: Duration,
     cached: Arc<DashMap<String, (tokio::time::Instant, Card)>>,
+    /// Tasks an agent left waiting for input, by collaboration and agent: its next turn
+    /// continues that task rather than starting another.
+    waiting: Arc<DashMap<(Uuid, Uuid), String>>,
     cleanups: TaskTracker,
 }
 
@@ -61,6 +68,7 @@ impl Cards {
         Self {
             ttl,
             cached: Arc::default(),
+            waiting: Arc::default(),
             cleanups: TaskTracker::new(),
         }
     }
@@ -77,12 +85,29 @@ pub(super) async fn speak(
     context: &TurnContext,
     remote: &Remote,
 ) -> Result<Completion, AgentError> {
+    let spoken = converse(card_url, context, remote).await;
+    if let Err(AgentError::Unreachable(_)) = spoken {
+        // The card may be out of date (the agent moved): read it again next time.
+        remote.cards.cached.remove(card_url);
+    }
+    spoken
+}
+
+async fn converse(
+    card_url: &str,
+    context: &TurnContext,
+    remote: &Remote,
+) -> Result<Completion, AgentError> {
     let card = card(card_url, remote).await?;
     let client = Client {
         remote,
         card: &card,
     };
-    let message = client.message(context);
+    let mut message = client.message(context);
+    let key = (context.collaboration_id, context.speaker.id);
+    if let Some((_, task)) = remote.cards.waiting.remove(&key) {
+        message["taskId"] = task.into();
+    }
     let (method, params) = match card.version {
         Version::V1 => (
             "SendMessage",
@@ -130,11 +155,19 @@ pub(super) async fn speak(
             }
             "input_required" => {
                 open.done = true;
+                remote.cards.waiting.insert(key, id.clone());
                 return turn(text_of(&task["status"]["message"]));
             }
-            "failed" | "rejected" | "canceled" | "cancelled" | "auth_required" => {
+            "submitted" | "working" => {}
+            // Failed, rejected, cancelled, wanting authentication, or a state we cannot read.
+            _ => {
                 open.done = true;
                 let why = text_of(&task["status"]["message"]);
+                let state = if state.is_empty() {
+                    "unspecified"
+                } else {
+                    &state
+                };
                 return Err(AgentError::BadReply(format!(
                     "its task ended {}{}",
                     state.replace('_', " "),
@@ -145,7 +178,6 @@ pub(super) async fn speak(
                     }
                 )));
             }
-            _ => {}
         }
         tokio::time::sleep(remote.settings.poll_interval).await;
         let method = match card.version {
@@ -250,9 +282,11 @@ async fn fetch_card(card_url: &str, remote: &Remote) -> Result<Card, AgentError>
             last = format!("its card at {location} answered {}", response.status());
             continue;
         }
-        let card: Value = read_json(response)
-            .await
-            .map_err(|e| AgentError::BadReply(format!("its card at {location}: {e}")))?;
+        // A page that is not a card (a web app's catch-all, say): try the next place.
+        let Ok(card) = read_json::<Value>(response).await else {
+            last = format!("what {location} serves is not an agent card");
+            continue;
+        };
         let (endpoint, version) = read_card(&card, &location)?;
         let endpoint = remote
             .outbound
@@ -287,9 +321,10 @@ fn read_card(card: &Value, location: &Url) -> Result<(Url, Version), AgentError>
         return Ok((join(url)?, Version::V1));
     }
     let transport = card["preferredTransport"].as_str().unwrap_or("JSONRPC");
+    // 0.2 and earlier named their methods otherwise: only 0.3 is spoken.
     let old = card["protocolVersion"]
         .as_str()
-        .is_some_and(|v| v.starts_with("0."));
+        .is_some_and(|v| v == "0.3" || v.starts_with("0.3."));
     if let (Some(url), true, true) = (
         card["url"].as_str(),
         old,
@@ -395,7 +430,8 @@ impl Client<'_> {
     /// One JSON-RPC call: the `result`, with 429, 5xx, timeouts and connection failures
     /// retried; a JSON-RPC error is the agent's answer and is not.
     async fn call(&self, method: &str, params: Value) -> Result<Value, AgentError> {
-        let body = json!({"jsonrpc": "2.0", "id": uuid::Uuid::now_v7(), "method": method, "params": params});
+        let body =
+            json!({"jsonrpc": "2.0", "id": Uuid::now_v7(), "method": method, "params": params});
         let settings = &self.remote.settings;
         let mut attempt = 0;
         loop {
@@ -411,10 +447,16 @@ impl Client<'_> {
             }
             let (failure, wait) = match request.send().await {
                 Ok(response) if response.status().is_success() => {
-                    let answer: Value = read_json(response)
-                        .await
-                        .map_err(|e| AgentError::BadReply(format!("{method}: {e}")))?;
-                    if let Some(error) = answer.get("error") {
+                    let answer: Value = match read_json(response).await {
+                        Ok(answer) => answer,
+                        Err(ReadError::Invalid(why)) => {
+                            return Err(AgentError::BadReply(format!("{method}: {why}")));
+                        }
+                        Err(ReadError::Broken(why)) => {
+                            return Err(AgentError::Unreachable(format!("{method}: {why}")));
+                        }
+                    };
+                    if let Some(error) = answer.get("error").filter(|e| !e.is_null()) {
                         return Err(AgentError::BadReply(format!(
                             "it answered {method} with error {}: {}",
                             error["code"],
@@ -429,7 +471,7 @@ impl Client<'_> {
                     let status = response.status();
                     let wait = retry::retry_after(response.headers());
                     let failure = format!("its endpoint answered {method} with {status}");
-                    if status != StatusCode::TOO_MANY_REQUESTS && !status.is_server_error() {
+                    if !transient(status) {
                         return Err(AgentError::BadReply(failure));
                     }
                     (failure, wait)

@@ -10,13 +10,14 @@
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use hmac::{Hmac, Mac};
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use uuid::Uuid;
 
 use super::{
-    AgentError, Completion, INSTRUCTION, Remote, TurnContext, error_excerpt, read_json, retry,
+    AgentError, Completion, INSTRUCTION, ReadError, Remote, TurnContext, error_excerpt, read_json,
+    retry, transient,
 };
 use crate::domain::{Agent, Sender};
 
@@ -148,13 +149,27 @@ pub(super) async fn speak(
             .header("webhook-signature", sign(secret, &id, timestamp, &body))
             .body(body.clone());
         let (failure, wait) = match request.send().await {
-            Ok(response) if response.status().is_success() => return read_reply(response).await,
+            Ok(response) if response.status().is_success() => {
+                match read_json::<TurnReply>(response).await {
+                    Ok(reply) => {
+                        return Ok(Completion {
+                            content: reply.content,
+                            tokens: 0,
+                        });
+                    }
+                    Err(ReadError::Invalid(why)) => {
+                        let why = why.replace("the JSON expected", "{\"content\": \"…\"}");
+                        return Err(AgentError::BadReply(why));
+                    }
+                    Err(ReadError::Broken(why)) => (why, None),
+                }
+            }
             Ok(response) => {
                 let status = response.status();
                 let wait = retry::retry_after(response.headers());
                 let text = error_excerpt(response).await;
                 let failure = format!("its endpoint answered {status}: {text}");
-                if status != StatusCode::TOO_MANY_REQUESTS && !status.is_server_error() {
+                if !transient(status) {
                     return Err(AgentError::BadReply(failure));
                 }
                 (failure, wait)
@@ -180,16 +195,6 @@ pub(super) async fn speak(
         tokio::time::sleep(delay).await;
         attempt += 1;
     }
-}
-
-async fn read_reply(response: reqwest::Response) -> Result<Completion, AgentError> {
-    let reply: TurnReply = read_json(response).await.map_err(|e| {
-        AgentError::BadReply(e.replace("the JSON expected", "{\"content\": \"…\"}"))
-    })?;
-    Ok(Completion {
-        content: reply.content,
-        tokens: 0,
-    })
 }
 
 #[cfg(test)]

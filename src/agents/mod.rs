@@ -137,22 +137,39 @@ async fn read_capped(
     Ok((bytes, false))
 }
 
+/// Why an answer could not be read.
+enum ReadError {
+    /// It broke off or went quiet: asking again may work.
+    Broken(String),
+    /// It arrived whole but is not what was asked for: asking again would get the same.
+    Invalid(String),
+}
+
 /// A peer's answer as JSON, refused when larger than [`MAX_REPLY_BYTES`].
 async fn read_json<T: serde::de::DeserializeOwned>(
     response: reqwest::Response,
-) -> Result<T, String> {
+) -> Result<T, ReadError> {
     let (bytes, more) = read_capped(response, MAX_REPLY_BYTES)
         .await
-        .map_err(|e| format!("its answer broke off: {e}"))?;
+        .map_err(|e| ReadError::Broken(format!("its answer broke off: {e}")))?;
     if more {
-        return Err(format!("its answer is larger than {MAX_REPLY_BYTES} bytes"));
+        return Err(ReadError::Invalid(format!(
+            "its answer is larger than {MAX_REPLY_BYTES} bytes"
+        )));
     }
     serde_json::from_slice(&bytes).map_err(|_| {
-        format!(
+        ReadError::Invalid(format!(
             "its answer is not the JSON expected: {}",
             excerpt(&String::from_utf8_lossy(&bytes), 200)
-        )
+        ))
     })
+}
+
+/// Whether a status is worth asking again after: the peer is busy, down or slow.
+fn transient(status: reqwest::StatusCode) -> bool {
+    status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        || status == reqwest::StatusCode::REQUEST_TIMEOUT
+        || status.is_server_error()
 }
 
 /// The start of an error answer, for the message that quotes it.

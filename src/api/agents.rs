@@ -14,8 +14,12 @@ use uuid::Uuid;
 use super::{ApiJson, ApiPath, ApiQuery, AppState, PageParams, auth::Caller, check, check_len};
 use crate::{
     agents::http,
-    domain::{Agent, AgentAddress, AgentRef, AgentSpec, FieldError, Page},
+    domain::{
+        Agent, AgentAddress, AgentRef, AgentSpec, CollaborationStatus, FieldError, Page,
+        PageRequest,
+    },
     error::AppError,
+    store::CollaborationFilter,
 };
 
 pub(super) fn router() -> Router<AppState> {
@@ -385,6 +389,14 @@ async fn update(
     let input: AgentInput = serde_path_to_error::deserialize(merged)
         .map_err(|e| AppError::invalid(e.path().to_string(), e.inner().to_string()))?;
     let valid = input.validate(&state).await?;
+    if valid.spec.kind() != current.spec.kind() && takes_part_now(&state, &current).await? {
+        // A runner treats each member by the kind it had when it started: a person must not
+        // become a program (or the reverse) under its feet.
+        return Err(AppError::Conflict(
+            "the agent takes part in a running collaboration; its kind can change once that has ended"
+                .into(),
+        ));
+    }
     // An agent that becomes `http` gets its secret now, shown in this response only.
     let new_secret = matches!(valid.spec, AgentSpec::Http { .. }) && current.secret.is_none();
     let updated = Agent {
@@ -405,6 +417,20 @@ async fn update(
     } else {
         updated.into()
     }))
+}
+
+/// Whether the agent is in a collaboration that is running now.
+async fn takes_part_now(state: &AppState, agent: &Agent) -> Result<bool, AppError> {
+    let filter = CollaborationFilter {
+        agent: Some(agent.id),
+        status: Some(CollaborationStatus::Running),
+        ..Default::default()
+    };
+    let (_, running) = state
+        .store
+        .list_collaborations(agent.account_id, &filter, PageRequest { page: 1, size: 1 })
+        .await?;
+    Ok(running > 0)
 }
 
 #[utoipa::path(delete, path = "/api/v1/agents/{agent}", tag = "agents",

@@ -361,6 +361,13 @@ fn speaker(state: &AppState, channel: &ChannelInfo, caller: &Caller) -> Speak {
             caller
                 .require(crate::domain::Scope::Write)
                 .map_err(|e| ("forbidden".to_owned(), e.to_string()))?;
+            // Each message costs what a request does, and counts as one.
+            if state.rate_limits.check(caller.key.id).is_err() {
+                return Err((
+                    "rate_limited".to_owned(),
+                    "this API key is over its request rate; wait a moment".to_owned(),
+                ));
+            }
             match speak_as_human(&state, &channel, sender.as_deref(), &content).await {
                 Ok(_) => Ok(()),
                 Err(AppError::Validation(errors)) => Err((

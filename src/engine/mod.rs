@@ -54,6 +54,8 @@ pub enum PostRefusal {
     NotRunning,
     #[error("it is not your turn, and this collaboration does not allow interjections")]
     NotYourTurn,
+    #[error("the collaboration has reached its message cap")]
+    CapReached,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -128,6 +130,7 @@ impl Engine {
                 if let Ok(Some(event)) = inner.store.finish_collaboration(id, &ending).await
                     && let Ok(Some(collaboration)) = inner.store.collaboration(id).await
                 {
+                    inner.hub.end_turns(collaboration.channel_id);
                     inner.hub.publish_event(collaboration.channel_id, &event);
                     runner::summarize_only(&inner, id).await;
                 }

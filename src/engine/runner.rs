@@ -249,11 +249,18 @@ async fn drive(inner: &Inner, state: &mut State, control: &mut mpsc::Receiver<Co
             Wake::Spoke(_) | Wake::Capped => continue,
             Wake::Exit(exit) => return exit,
         };
+        // Counted now, so a turn that is then dropped does not lose them.
+        add_tokens(inner, state, choice.tokens).await;
         let sender = state.roster[choice.index].clone();
         let turn_id = Uuid::now_v7();
         announce(inner, state, turn_id, &sender);
-        let wake = if sender.kind == AgentKind::Human {
-            add_tokens(inner, state, choice.tokens).await;
+        let human = state
+            .agents
+            .get(&sender.id)
+            .is_some_and(|agent| agent.spec.kind() == AgentKind::Human);
+        let wake = if human {
+            // A person's time to answer starts when they are told it is their turn.
+            last_activity = Instant::now();
             let theirs = std::future::pending::<Result<Turn, String>>();
             wait(
                 inner,
@@ -266,7 +273,7 @@ async fn drive(inner: &Inner, state: &mut State, control: &mut mpsc::Receiver<Co
             )
             .await
         } else {
-            let speaking = take_turn(inner, state, &sender, turn_id, choice.tokens);
+            let speaking = take_turn(inner, state, &sender, turn_id);
             wait(
                 inner,
                 state,
@@ -279,6 +286,8 @@ async fn drive(inner: &Inner, state: &mut State, control: &mut mpsc::Receiver<Co
             .await
         };
         absorb(state, &mut posted);
+        // Whatever became of it, this turn is over: late viewers must not be told of it.
+        inner.hub.end_turn(state.collaboration.channel_id, turn_id);
         match wake {
             Wake::Done(Ok(turn)) => {
                 if !record(inner, state, turn).await {
@@ -339,6 +348,13 @@ async fn wait<T>(
             }
             done = &mut phase => return Wake::Done(done),
         };
+        // The cap holds for people too: the phase may run after the last message it allows
+        // (the judge of the capping message, say).
+        if collaboration.message_count as usize + posted.len() >= collaboration.message_cap as usize
+        {
+            let _ = post.reply.send(Err(PostRefusal::CapReached));
+            continue;
+        }
         let turn_id = match awaiting {
             Some((due, turn_id)) if due.id == post.sender.id => Some(turn_id),
             _ if collaboration.allow_interjections => None,
@@ -390,6 +406,7 @@ fn announce(inner: &Inner, state: &State, turn_id: Uuid, sender: &Sender) {
     inner.hub.publish_turn(
         state.collaboration.channel_id,
         state.last_seq.load(Ordering::Acquire),
+        turn_id,
         frame.to_string(),
     );
 }
@@ -418,11 +435,7 @@ fn on_control(request: Option<Control>) -> Exit {
             let _ = ack.send(());
             Exit::Halted
         }
-        // Only `wait` takes posts; anywhere else the collaboration is past taking them.
-        Some(Control::Post(post)) => {
-            let _ = post.reply.send(Err(PostRefusal::NotRunning));
-            Exit::Halted
-        }
+        Some(Control::Post(_)) => unreachable!("`wait` takes posts itself"),
         None => Exit::Halted,
     }
 }
@@ -433,7 +446,6 @@ async fn take_turn(
     state: &State,
     sender: &Sender,
     turn_id: Uuid,
-    choice_tokens: u64,
 ) -> Result<Turn, String> {
     let collaboration = &state.collaboration;
     let agent = state
@@ -480,7 +492,7 @@ async fn take_turn(
         turn_id,
         sender: sender.clone(),
         content: completion.content,
-        tokens: completion.tokens + choice_tokens,
+        tokens: completion.tokens,
     })
 }
 
@@ -528,6 +540,9 @@ async fn store_message(
     let event = persist("message", || inner.store.append_message(id, &body, tokens))
         .await
         .flatten()?;
+    // Before the message goes out, so that a viewer who has the message is not then told
+    // the turn is still on.
+    inner.hub.end_turn(state.collaboration.channel_id, turn_id);
     inner
         .hub
         .publish_event(state.collaboration.channel_id, &event);

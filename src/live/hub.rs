@@ -26,10 +26,10 @@ pub enum Frame {
 #[derive(Debug)]
 pub struct Hub {
     channels: DashMap<Uuid, broadcast::Sender<Frame>>,
-    /// Each running channel's latest `turn` frame (who speaks now), with the seq it was
-    /// stamped with: a viewer who connects while someone has the turn (a person the engine
-    /// is waiting for, say) is told after its catch-up, not left guessing until the next.
-    turns: DashMap<Uuid, (i64, Utf8Bytes)>,
+    /// Each channel's turn in progress (who speaks now) and its `turn` frame, until the
+    /// turn is over: a viewer who connects meanwhile (while a person is awaited, say) is
+    /// told after its catch-up, not left guessing until the next turn.
+    turns: DashMap<Uuid, (Uuid, Utf8Bytes)>,
     /// How many frames a slow viewer may fall behind before it is caught up from the store.
     capacity: usize,
 }
@@ -70,23 +70,25 @@ impl Hub {
         });
     }
 
-    /// Announces whose turn it is: sent like a delta, and kept for viewers who connect
-    /// before the turn's message is stored.
-    pub fn publish_turn(&self, channel_id: Uuid, after_seq: i64, json: String) {
+    /// Announces whose turn it is: sent like a delta, and kept until [`Hub::end_turn`].
+    pub fn publish_turn(&self, channel_id: Uuid, after_seq: i64, turn_id: Uuid, json: String) {
         let text = Utf8Bytes::from(json);
-        self.turns.insert(channel_id, (after_seq, text.clone()));
+        self.turns.insert(channel_id, (turn_id, text.clone()));
         self.send(channel_id, || Frame::Delta { after_seq, text });
     }
 
-    /// The turn in progress, if it began after `last_seq` (else its message is out already).
-    pub fn current_turn(&self, channel_id: Uuid, last_seq: i64) -> Option<Utf8Bytes> {
-        self.turns
-            .get(&channel_id)
-            .filter(|turn| turn.0 >= last_seq)
-            .map(|turn| turn.1.clone())
+    /// The `turn` frame of the turn in progress, if there is one.
+    pub fn current_turn(&self, channel_id: Uuid) -> Option<Utf8Bytes> {
+        self.turns.get(&channel_id).map(|turn| turn.1.clone())
     }
 
-    /// Forgets the channel's turn: nobody has it any more.
+    /// The turn is over (its message is stored, or it was dropped).
+    pub fn end_turn(&self, channel_id: Uuid, turn_id: Uuid) {
+        self.turns
+            .remove_if(&channel_id, |_, turn| turn.0 == turn_id);
+    }
+
+    /// Nobody has the turn any more: the collaboration is over.
     pub fn end_turns(&self, channel_id: Uuid) {
         self.turns.remove(&channel_id);
     }

@@ -114,10 +114,7 @@ impl Session {
         if let Err(end) = self.catch_up(socket, &mut last_sent).await {
             return end;
         }
-        // Who has the turn now, if someone does (it may come again live: a harmless repeat).
-        if let Some(turn) = self.hub.current_turn(self.channel.id, last_sent)
-            && let Err(end) = self.send(socket, Message::Text(turn)).await
-        {
+        if let Err(end) = self.tell_turn(socket).await {
             return end;
         }
         let mut ping = tokio::time::interval(self.ping_interval);
@@ -136,9 +133,13 @@ impl Session {
                             last_sent = seq;
                             self.send(socket, Message::Text(text)).await
                         }
-                        // A gap (we missed a frame) or a lagged subscription: the store has it all.
+                        // A gap (we missed a frame) or a lagged subscription: the store has it
+                        // all, and the turn frame it may have missed is in the hub.
                         Ok(Frame::Event { .. }) | Err(RecvError::Lagged(_)) => {
-                            self.catch_up(socket, &mut last_sent).await
+                            match self.catch_up(socket, &mut last_sent).await {
+                                Ok(()) => self.tell_turn(socket).await,
+                                failed => failed,
+                            }
                         }
                         // The turn's message is already out: its text would be a stale echo.
                         Ok(Frame::Delta { after_seq, .. }) if after_seq < last_sent => Ok(()),
@@ -195,6 +196,15 @@ impl Session {
                 tracing::debug!(channel = %self.channel.id, "viewer stopped reading");
                 Err(End::Peer)
             }
+        }
+    }
+
+    /// Tells the viewer who has the turn now, if someone does. It may also come live: a
+    /// harmless repeat, which viewers recognise by its `turn_id`.
+    async fn tell_turn(&self, socket: &mut WebSocket) -> Result<(), End> {
+        match self.hub.current_turn(self.channel.id) {
+            Some(turn) => self.send(socket, Message::Text(turn)).await,
+            None => Ok(()),
         }
     }
 

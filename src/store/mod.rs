@@ -179,7 +179,8 @@ pub trait Store: Send + Sync + 'static {
 
     // The channel log.
     /// Appends a message event, counting it and its tokens on the collaboration; `None`
-    /// (and nothing written) once the collaboration is no longer running.
+    /// (and nothing written) once the collaboration is no longer running or has reached
+    /// its message cap: the cap holds in the database, whoever writes.
     async fn append_message(
         &self,
         collaboration_id: Uuid,

@@ -688,7 +688,7 @@ impl Store for SqliteStore {
         let mut tx = self.write().await?;
         let counted = sqlx::query(
             "UPDATE collaborations SET message_count = message_count + 1, tokens_used = tokens_used + ? \
-             WHERE id = ? AND status = 'running'",
+             WHERE id = ? AND status = 'running' AND message_count < message_cap",
         )
         .bind(tokens as i64)
         .bind(collaboration_id.hyphenated())

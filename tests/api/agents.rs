@@ -3,7 +3,9 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{default_provider, fake_model::FakeModel, id, spawn_app, spawn_app_with};
+use crate::support::{
+    default_provider, fake_model::FakeModel, id, problem, spawn_app, spawn_app_with,
+};
 
 #[tokio::test]
 async fn an_agent_gets_a_uagents_address_and_is_found_by_uuid_or_address() {
@@ -138,4 +140,31 @@ async fn llm_agents_need_a_configured_provider() {
         .map(|e| e["field"].as_str().unwrap())
         .collect();
     assert_eq!(fields, ["name", "kind"]);
+}
+
+#[tokio::test]
+async fn an_agent_keeps_its_kind_while_it_takes_part_in_a_running_collaboration() {
+    let app = spawn_app().await;
+    let created = app.scripted_duo(50, 300).await;
+    let member = created["participants"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/api/v1/agents/{member}");
+    let refused = app.patch(&path, &json!({"kind": "human"})).await;
+    problem(refused, StatusCode::CONFLICT).await;
+    // Other changes are fine.
+    let renamed = app.patch(&path, &json!({"name": "Bea"})).await;
+    assert_eq!(renamed.status(), StatusCode::OK);
+    app.post(
+        &format!(
+            "/api/v1/collaborations/{}/stop",
+            created["id"].as_str().unwrap()
+        ),
+        &json!({}),
+    )
+    .await;
+    let changed = app.patch(&path, &json!({"kind": "human"})).await;
+    assert_eq!(changed.status(), StatusCode::OK);
+    assert_eq!(app.get_json(&path).await["kind"], "human");
 }

@@ -9,7 +9,11 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Api, Viewer, id, messages, peers::HttpAgent, problem, spawn_app, spawn_app_with,
+    Api, Viewer, default_provider,
+    fake_model::{FakeModel, Fault, Purpose},
+    id, messages,
+    peers::HttpAgent,
+    problem, spawn_app, spawn_app_with, wait_for,
 };
 
 async fn person(app: &Api, name: &str) -> Value {
@@ -310,19 +314,59 @@ async fn a_viewer_who_connects_while_a_person_has_the_turn_is_told_so() {
     let app = spawn_app().await;
     let planner = app.scripted("Planner", &["Alice?"], 0).await;
     let alice = person(&app, "Alice").await;
+    let bob = person(&app, "Bob").await;
     let created = app
-        .collaborate(&planner, &alice, json!({"message_cap": 3}))
+        .create_collaboration(json!({
+            "principal": id(&planner), "participants": [id(&alice), id(&bob)],
+            "message_cap": 5, "timeout_window": 30, "strategy": "round_robin",
+        }))
         .await;
-    crate::support::wait_for(|| async {
+    wait_for(|| async {
         (app.collaboration(&id(&created)).await["message_count"] == 1).then_some(())
     })
     .await;
+    // Bob speaks out of turn while the engine waits for Alice: still her turn.
+    let aside = app
+        .post(
+            &post_path(&created),
+            &json!({"sender": id(&bob), "content": "I'm in too."}),
+        )
+        .await;
+    assert_eq!(aside.status(), StatusCode::CREATED);
     let mut late = app.viewer(created["channel_id"].as_str().unwrap(), 0).await;
     assert_eq!(late.frame().await["type"], "hello");
     assert_eq!(late.frame().await["seq"], 1, "the catch-up first");
+    assert_eq!(late.frame().await["seq"], 2);
     let turn = late.frame().await;
     assert_eq!(
         (turn["type"].as_str(), turn["sender"]["name"].as_str()),
         (Some("turn"), Some("Alice"))
     );
+}
+
+#[tokio::test]
+async fn a_person_cannot_speak_past_the_message_cap_while_the_judge_deliberates() {
+    let fake = FakeModel::start().await;
+    // The judge of the capping message never answers within the test.
+    fake.fail_always(Purpose::Judge, Fault::Hang);
+    let base = fake.base_url();
+    let app = spawn_app_with(move |c| c.providers = vec![default_provider(&base)]).await;
+    let planner = app.scripted("Planner", &["All settled."], 0).await;
+    let alice = person(&app, "Alice").await;
+    let created = app
+        .collaborate(&planner, &alice, json!({"message_cap": 1}))
+        .await;
+    wait_for(|| async { (!fake.requests(Purpose::Judge).is_empty()).then_some(()) }).await;
+    let late = app
+        .post(
+            &post_path(&created),
+            &json!({"sender": id(&alice), "content": "One more thing!"}),
+        )
+        .await;
+    let refusal = problem(late, StatusCode::CONFLICT).await;
+    assert!(
+        refusal["detail"].as_str().unwrap().contains("message cap"),
+        "{refusal}"
+    );
+    assert_eq!(app.collaboration(&id(&created)).await["message_count"], 1);
 }
