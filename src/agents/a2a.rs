@@ -561,25 +561,22 @@ mod tests {
 
     #[test]
     fn a_base_url_is_looked_up_at_the_well_known_card_paths() {
-        let tried: Vec<String> = card_locations("http://a.test:9/agents/x")
-            .unwrap()
-            .iter()
-            .map(Url::to_string)
-            .collect();
+        let tried = |url: &str| -> Vec<String> {
+            card_locations(url)
+                .unwrap()
+                .iter()
+                .map(Url::to_string)
+                .collect()
+        };
         assert_eq!(
-            tried,
+            tried("http://a.test:9/agents/x"),
             [
                 "http://a.test:9/agents/x/.well-known/agent-card.json",
                 "http://a.test:9/agents/x/.well-known/agent.json"
             ]
         );
-        let tried: Vec<String> = card_locations("http://a.test/.well-known/agent-card.json")
-            .unwrap()
-            .iter()
-            .map(Url::to_string)
-            .collect();
         assert_eq!(
-            tried,
+            tried("http://a.test/.well-known/agent-card.json"),
             [
                 "http://a.test/.well-known/agent-card.json",
                 "http://a.test/.well-known/agent.json"

@@ -21,6 +21,7 @@ use std::{
 };
 
 use chrono::Utc;
+use futures::future::Either;
 use serde_json::json;
 use tokio::{sync::mpsc, time::Instant};
 use uuid::Uuid;
@@ -258,33 +259,30 @@ async fn drive(inner: &Inner, state: &mut State, control: &mut mpsc::Receiver<Co
             .agents
             .get(&sender.id)
             .is_some_and(|agent| agent.spec.kind() == AgentKind::Human);
-        let wake = if human {
-            // A person's time to answer starts when they are told it is their turn.
+        let (awaiting, speaking) = if human {
+            // A person's time to answer starts when they are told it is their turn, and
+            // the turn is theirs to take: the phase itself never ends.
             last_activity = Instant::now();
-            let theirs = std::future::pending::<Result<Turn, String>>();
-            wait(
-                inner,
-                state,
-                control,
-                Some(&mut last_activity),
-                &mut posted,
+            (
                 Some((&sender, turn_id)),
-                theirs,
+                Either::Left(std::future::pending()),
             )
-            .await
         } else {
-            let speaking = take_turn(inner, state, &sender, turn_id);
-            wait(
-                inner,
-                state,
-                control,
-                Some(&mut last_activity),
-                &mut posted,
+            (
                 None,
-                speaking,
+                Either::Right(take_turn(inner, state, &sender, turn_id)),
             )
-            .await
         };
+        let wake = wait(
+            inner,
+            state,
+            control,
+            Some(&mut last_activity),
+            &mut posted,
+            awaiting,
+            speaking,
+        )
+        .await;
         absorb(state, &mut posted);
         // Whatever became of it, this turn is over: late viewers must not be told of it.
         inner.hub.end_turn(state.collaboration.channel_id, turn_id);

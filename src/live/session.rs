@@ -157,7 +157,7 @@ impl Session {
                         peer_alive = true;
                         // The stored message comes back through the stream like any other;
                         // only a refusal is answered here.
-                        if let Err((code, message)) = self.from_client(&text).await {
+                        if let Err((code, message)) = self.take_client_frame(&text).await {
                             let frame = json!({"type": "error", "code": code, "message": message});
                             let reply = Message::Text(frame.to_string().into());
                             if let Err(end) = self.send(socket, reply).await {
@@ -210,7 +210,7 @@ impl Session {
 
     /// A frame from the viewer: `{"type": "message", "content": …, "sender"?: …}` speaks
     /// as a human participant; anything else is refused.
-    async fn from_client(&self, text: &str) -> Result<(), (String, String)> {
+    async fn take_client_frame(&self, text: &str) -> Result<(), (String, String)> {
         let frame: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
         if frame["type"] != "message" {
             return Err((

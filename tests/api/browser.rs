@@ -34,6 +34,17 @@ async fn open(page: &Page<'_>, route: &str) {
         .await;
 }
 
+/// A signed-in tab on the agents page with the form for a new agent of `kind` open and
+/// its name filled in.
+async fn new_agent_form<'b>(browser: &'b Browser, app: &Api, kind: &str, name: &str) -> Page<'b> {
+    let page = signed_in(browser, app).await;
+    open(&page, "#/agents").await;
+    page.click("button.primary").await;
+    page.choose("#field-kind", kind).await;
+    page.fill("#field-name", name).await;
+    page
+}
+
 /// The `seq`s the transcript shows, in the order it shows them.
 async fn shown_seqs(page: &Page<'_>) -> Vec<i64> {
     let seqs = page
@@ -407,11 +418,7 @@ async fn agents_are_created_edited_and_deleted_in_the_browser() {
         return;
     };
     let app = spawn_app().await;
-    let page = signed_in(&browser, &app).await;
-    open(&page, "#/agents").await;
-    page.click("button.primary").await;
-    page.choose("#field-kind", "scripted").await;
-    page.fill("#field-name", "Greeter").await;
+    let page = new_agent_form(&browser, &app, "scripted", "Greeter").await;
     page.click("#field-replies").await;
     page.type_text("Hello there\nGoodbye").await;
     page.fill("#field-delay_ms", "250").await;
@@ -635,17 +642,13 @@ async fn an_llm_agent_is_created_with_a_configured_provider_and_its_address_copi
         c.providers = vec![default_provider("http://127.0.0.1:9/v1")];
     })
     .await;
-    let page = signed_in(&browser, &app).await;
-    open(&page, "#/agents").await;
-    page.click("button.primary").await;
-    page.choose("#field-kind", "llm").await;
+    let page = new_agent_form(&browser, &app, "llm", "Host").await;
     page.wait_until(
         "document.querySelector('#field-provider option[value=default]')",
         "the configured provider is offered",
     )
     .await;
     page.choose("#field-provider", "default").await;
-    page.fill("#field-name", "Host").await;
     page.fill("#field-model", "fake-model-large").await;
     page.click("#field-system_prompt").await;
     page.type_text("You organise outings.").await;
@@ -737,11 +740,7 @@ async fn an_http_agent_made_in_the_form_shows_its_secret_once() {
         return;
     };
     let app = spawn_app().await;
-    let page = signed_in(&browser, &app).await;
-    open(&page, "#/agents").await;
-    page.click("button.primary").await;
-    page.choose("#field-kind", "http").await;
-    page.fill("#field-name", "Courier").await;
+    let page = new_agent_form(&browser, &app, "http", "Courier").await;
     page.fill("#field-endpoint", "http://127.0.0.1:9/turn")
         .await;
     page.click("form button[type=submit]").await;

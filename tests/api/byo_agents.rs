@@ -138,18 +138,25 @@ async fn a_slow_or_unavailable_agent_is_retried_with_the_same_turn_id() {
     assert_eq!(stored[1]["turn_id"], ids[0]);
 }
 
-#[tokio::test]
-async fn an_answer_that_is_not_a_turn_fails_the_collaboration_with_a_clear_error() {
+/// The error a collaboration fails with when its http agent first does `misstep`; the
+/// agent's own view of what it was asked comes with it.
+async fn failure_after(misstep: Misstep) -> (String, HttpAgent) {
     let app = spawn_app().await;
     let planner = app.scripted("Planner", &["Ideas?"], 0).await;
     let (scout, agent) = http_agent(&app, "Scout").await;
-    agent.misstep(Misstep::Garbage);
+    agent.misstep(misstep);
     let created = app
         .collaborate(&planner, &scout, json!({"message_cap": 4}))
         .await;
     let done = app.wait_until_summarized(&id(&created)).await;
     assert_eq!(done["status"], "failed");
-    let error = done["error_message"].as_str().unwrap();
+    assert_eq!(done["end_reason"], "error");
+    (done["error_message"].as_str().unwrap().to_owned(), agent)
+}
+
+#[tokio::test]
+async fn an_answer_that_is_not_a_turn_fails_the_collaboration_with_a_clear_error() {
+    let (error, agent) = failure_after(Misstep::Garbage).await;
     assert!(
         error.starts_with("Scout failed: its answer is not {\"content\": \"…\"}")
             && error.contains("<html>Oops</html>"),
@@ -160,16 +167,7 @@ async fn an_answer_that_is_not_a_turn_fails_the_collaboration_with_a_clear_error
 
 #[tokio::test]
 async fn an_answer_too_large_is_refused_rather_than_stored() {
-    let app = spawn_app().await;
-    let planner = app.scripted("Planner", &["Ideas?"], 0).await;
-    let (scout, agent) = http_agent(&app, "Scout").await;
-    agent.misstep(Misstep::Huge);
-    let created = app
-        .collaborate(&planner, &scout, json!({"message_cap": 4}))
-        .await;
-    let done = app.wait_until_summarized(&id(&created)).await;
-    assert_eq!(done["status"], "failed");
-    let error = done["error_message"].as_str().unwrap();
+    let (error, _) = failure_after(Misstep::Huge).await;
     assert!(error.contains("larger than 262144 bytes"), "{error}");
 }
 
