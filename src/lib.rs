@@ -10,6 +10,7 @@
 //! - [`live`] fans published events out to WebSocket viewers, catching late or slow ones up
 //!   from the store;
 //! - [`outbound`] is the only way to call a URL a user gave us: it refuses internal networks;
+//! - [`telemetry`] names every metric and renders `/metrics`;
 //! - [`app`] wires these together, binds the listener and runs until told to stop.
 
 pub mod agents;
@@ -22,3 +23,4 @@ pub mod error;
 pub mod live;
 pub mod outbound;
 pub mod store;
+pub mod telemetry;

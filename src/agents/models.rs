@@ -127,6 +127,17 @@ impl Models {
     pub async fn complete(
         &self,
         target: &ModelRef,
+        request: CreateChatCompletionRequest,
+    ) -> Result<Completion, ModelError> {
+        let started = std::time::Instant::now();
+        let result = self.complete_counted(target, request).await;
+        observe(target, started, &result);
+        result
+    }
+
+    async fn complete_counted(
+        &self,
+        target: &ModelRef,
         mut request: CreateChatCompletionRequest,
     ) -> Result<Completion, ModelError> {
         request.model = target.model.clone();
@@ -154,6 +165,18 @@ impl Models {
     /// breaks or stalls after it began is retried from the start, after a
     /// [`Delta::Restart`]; failures before it began were already retried by the HTTP layer.
     pub async fn stream(
+        &self,
+        target: &ModelRef,
+        request: CreateChatCompletionRequest,
+        on_delta: &(dyn Fn(Delta<'_>) + Send + Sync),
+    ) -> Result<Completion, ModelError> {
+        let started = std::time::Instant::now();
+        let result = self.stream_counted(target, request, on_delta).await;
+        observe(target, started, &result);
+        result
+    }
+
+    async fn stream_counted(
         &self,
         target: &ModelRef,
         mut request: CreateChatCompletionRequest,
@@ -227,6 +250,38 @@ impl Models {
             ));
         }
         Ok(completion)
+    }
+}
+
+/// Records a finished model call in the metrics.
+fn observe(
+    target: &ModelRef,
+    started: std::time::Instant,
+    result: &Result<Completion, ModelError>,
+) {
+    let (tokens, failure) = match result {
+        Ok(completion) => (completion.tokens, None),
+        Err(error) => (0, Some(error.kind())),
+    };
+    crate::telemetry::model_call(
+        &target.provider,
+        &target.model,
+        started.elapsed(),
+        tokens,
+        failure,
+    );
+}
+
+impl ModelError {
+    /// A short name for the kind of failure, for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::UnknownProvider(_) => "unknown_provider",
+            Self::Api(_) => "api",
+            Self::BrokenStream(_) => "broken_stream",
+            Self::Timeout(_) => "timeout",
+            Self::Stalled(_) => "stalled",
+        }
     }
 }
 

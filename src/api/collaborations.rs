@@ -293,6 +293,7 @@ async fn create(
     // Start before anything else can await: if the client goes away now, the handler is
     // dropped, and a stored collaboration must not be left without its runner.
     state.engine.start(new.id);
+    crate::telemetry::collaboration_started();
     let created = state
         .store
         .get_collaboration(caller.account_id, new.id)

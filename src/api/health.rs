@@ -1,15 +1,62 @@
-//! Liveness and readiness, outside `/api/v1` and without auth.
+//! Liveness, readiness and metrics, outside `/api/v1` and without auth.
 
-use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
 use serde_json::{Value, json};
 
 use super::AppState;
-use crate::error::Problem;
+use crate::{domain::CollaborationStatus, error::Problem, telemetry};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+}
+
+/// Prometheus text format. Stored counts are read now; the rest was counted as it happened.
+async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, Problem> {
+    let counted = state.store.count_by_status().await.map_err(|error| {
+        tracing::warn!(
+            error = format!("{error:#}"),
+            "counting collaborations failed"
+        );
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the database is not reachable",
+        )
+    })?;
+    let statuses = [
+        CollaborationStatus::Running,
+        CollaborationStatus::Completed,
+        CollaborationStatus::Failed,
+        CollaborationStatus::Cancelled,
+    ];
+    // Every status, so a gauge falls back to 0 rather than keep its last count.
+    telemetry::collaborations(
+        statuses
+            .iter()
+            .map(|status| {
+                let count = counted
+                    .iter()
+                    .find(|(s, _)| s == status)
+                    .map_or(0, |(_, n)| *n);
+                (status.name(), count)
+            })
+            .collect(),
+    );
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        telemetry::handle().render(),
+    ))
 }
 
 /// The process is up and serving.

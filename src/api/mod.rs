@@ -92,6 +92,7 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(count_request))
         // The span names the path only: a query string can carry a WebSocket ticket.
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
@@ -107,6 +108,20 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(tower::util::option_layer(cors))
         .with_state(state)
+}
+
+/// Counts a request by its route as declared (`/api/v1/agents/{agent}`), never its path, so
+/// ids cannot multiply the series.
+async fn count_request(request: Request, next: middleware::Next) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    crate::telemetry::http_request(route, method, response.status().as_u16(), started.elapsed());
+    response
 }
 
 /// Cross-origin browser access for the configured origins only; none by default.

@@ -56,7 +56,10 @@ impl RateLimits {
     pub fn check(&self, key: Uuid) -> Result<Allowance, Limited> {
         match self.limiter.check_key(&key) {
             Ok(snapshot) => Ok(self.allowance(&snapshot)),
-            Err(not_until) => Err(self.limited(&not_until)),
+            Err(not_until) => {
+                crate::telemetry::rate_limited();
+                Err(self.limited(&not_until))
+            }
         }
     }
 

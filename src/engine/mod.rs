@@ -131,6 +131,10 @@ impl Engine {
                     && let Ok(Some(collaboration)) = inner.store.collaboration(id).await
                 {
                     inner.hub.end_turns(collaboration.channel_id);
+                    crate::telemetry::collaboration_ended(
+                        ending.reason.status().name(),
+                        ending.reason.name(),
+                    );
                     inner.hub.publish_event(collaboration.channel_id, &event);
                     runner::summarize_only(&inner, id).await;
                 }
@@ -244,6 +248,7 @@ impl Engine {
         self.inner
             .hub
             .publish_event(collaboration.channel_id, &event);
+        crate::telemetry::collaboration_ended(ending.reason.status().name(), ending.reason.name());
         let inner = self.inner.clone();
         let id = collaboration.id;
         self.inner

@@ -34,6 +34,7 @@ use crate::{
         StoredEvent, event::Role,
     },
     store::StoreResult,
+    telemetry,
 };
 
 /// Everything a runner knows, rebuilt from the store when it starts.
@@ -100,6 +101,7 @@ pub(super) async fn run(inner: &Inner, id: Uuid, mut control: mpsc::Receiver<Con
         let _ = ack.send(());
     }
     tracing::info!(collaboration = %id, reason = ?ending.reason, "collaboration ended");
+    telemetry::collaboration_ended(ending.reason.status().name(), ending.reason.name());
     let collaboration = &mut state.collaboration;
     collaboration.status = ending.reason.status();
     collaboration.end_reason = Some(ending.reason);
@@ -538,6 +540,7 @@ async fn store_message(
     let event = persist("message", || inner.store.append_message(id, &body, tokens))
         .await
         .flatten()?;
+    telemetry::turn(sender.kind.as_str());
     // Before the message goes out, so that a viewer who has the message is not then told
     // the turn is still on.
     inner.hub.end_turn(state.collaboration.channel_id, turn_id);

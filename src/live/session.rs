@@ -18,7 +18,10 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use super::{Frame, Hub, StreamPass};
-use crate::store::{ChannelInfo, Store};
+use crate::{
+    store::{ChannelInfo, Store},
+    telemetry,
+};
 
 const CATCH_UP_PAGE: u32 = 500;
 
@@ -57,7 +60,9 @@ enum End {
 impl Session {
     pub async fn run(self, mut socket: WebSocket) {
         let mut live = self.hub.subscribe(self.channel.id);
+        telemetry::viewer_connected();
         let end = self.serve(&mut socket, &mut live).await;
+        telemetry::viewer_disconnected();
         drop(live);
         self.hub.release(self.channel.id);
         let close = match end {
@@ -136,6 +141,7 @@ impl Session {
                         // A gap (we missed a frame) or a lagged subscription: the store has it
                         // all, and the turn frame it may have missed is in the hub.
                         Ok(Frame::Event { .. }) | Err(RecvError::Lagged(_)) => {
+                            telemetry::viewer_caught_up();
                             match self.catch_up(socket, &mut last_sent).await {
                                 Ok(()) => self.tell_turn(socket).await,
                                 failed => failed,
@@ -169,6 +175,7 @@ impl Session {
                 },
                 _ = ping.tick() => {
                     if !peer_alive {
+                        telemetry::viewer_dropped();
                         tracing::debug!(channel = %self.channel.id, "viewer stopped answering pings");
                         return End::Peer;
                     }
@@ -190,9 +197,13 @@ impl Session {
             return Err(End::Revoked);
         }
         match tokio::time::timeout(self.ping_interval, socket.send(message)).await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => {
+                telemetry::frame_sent();
+                Ok(())
+            }
             Ok(Err(_)) => Err(End::Peer),
             Err(_) => {
+                telemetry::viewer_dropped();
                 tracing::debug!(channel = %self.channel.id, "viewer stopped reading");
                 Err(End::Peer)
             }

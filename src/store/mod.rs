@@ -174,6 +174,8 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_collaboration(&self, account_id: Uuid, id: Uuid) -> StoreResult<bool>;
     /// Ids of collaborations still running: what a starting process resumes.
     async fn running_collaborations(&self) -> StoreResult<Vec<Uuid>>;
+    /// How many collaborations there are in each status, over every account (for metrics).
+    async fn count_by_status(&self) -> StoreResult<Vec<(CollaborationStatus, u64)>>;
     /// Ids of ended collaborations whose summary was never stored (a crash in between).
     async fn unsummarized_collaborations(&self) -> StoreResult<Vec<Uuid>>;
 

@@ -670,6 +670,19 @@ impl Store for SqliteStore {
         Ok(ids.into_iter().map(Hyphenated::into_uuid).collect())
     }
 
+    async fn count_by_status(&self) -> StoreResult<Vec<(CollaborationStatus, u64)>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM collaborations GROUP BY status")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(status, count)| {
+                let status = status.parse().map_err(StoreError::Corrupt)?;
+                Ok((status, count as u64))
+            })
+            .collect()
+    }
+
     async fn unsummarized_collaborations(&self) -> StoreResult<Vec<Uuid>> {
         let ids: Vec<Hyphenated> = sqlx::query_scalar(
             "SELECT id FROM collaborations WHERE status <> 'running' AND summary IS NULL",

@@ -13,6 +13,7 @@ mod collaborations;
 mod humans;
 mod idempotency;
 mod limits;
+mod metrics;
 mod models;
 mod recovery;
 mod streaming;
