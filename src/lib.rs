@@ -22,5 +22,6 @@ pub mod engine;
 pub mod error;
 pub mod live;
 pub mod outbound;
+pub mod signing;
 pub mod store;
 pub mod telemetry;

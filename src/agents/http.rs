@@ -1,25 +1,24 @@
 //! `http` agents: a program elsewhere that takes the turn over HTTP.
 //!
 //! Each turn is one `POST` of a [`TurnRequest`] to the agent's endpoint, answered with a
-//! [`TurnReply`]. Requests are signed the Standard Webhooks way, so the agent can check that
-//! Skein sent them: `webhook-id` is the turn id (the same on every retry, so the agent can
-//! recognise one), `webhook-timestamp` the Unix time of the attempt, and
-//! `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">` under the agent's
-//! `whsec_…` secret. 429, 5xx, timeouts and connection failures are retried with backoff;
-//! an answer that is not a turn is not, since asking again would get the same.
+//! [`TurnReply`]. Requests are signed the Standard Webhooks way ([`crate::signing`]) under
+//! the agent's `whsec_…` secret, so the agent can check that Skein sent them; `webhook-id`
+//! is the turn id, the same on every retry, so the agent can recognise one. 429, 5xx,
+//! timeouts and connection failures are retried with backoff; an answer that is not a turn
+//! is not, since asking again would get the same.
 
-use base64::{Engine as _, engine::general_purpose::STANDARD};
-use hmac::{Hmac, Mac};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use uuid::Uuid;
 
 use super::{
     AgentError, Completion, INSTRUCTION, ReadError, Remote, TurnContext, error_excerpt, read_json,
     retry, transient,
 };
-use crate::domain::{Agent, Sender};
+use crate::{
+    domain::{Agent, Sender},
+    signing,
+};
 
 /// What Skein POSTs to an `http` agent's endpoint for each turn.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -97,27 +96,6 @@ impl TurnRequest {
     }
 }
 
-/// A fresh signing secret: `whsec_` and 32 random bytes in base64.
-pub fn new_secret() -> String {
-    format!("whsec_{}", STANDARD.encode(rand::random::<[u8; 32]>()))
-}
-
-/// `v1,<signature>` of `id.timestamp.body` under a `whsec_…` secret.
-pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
-    let key = secret.strip_prefix("whsec_").unwrap_or(secret);
-    // A secret we made always decodes; one that does not is used as raw bytes.
-    let key = STANDARD
-        .decode(key)
-        .unwrap_or_else(|_| key.as_bytes().to_vec());
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes a key of any size");
-    mac.update(id.as_bytes());
-    mac.update(b".");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
-}
-
 pub(super) async fn speak(
     agent: &Agent,
     endpoint: &str,
@@ -137,17 +115,16 @@ pub(super) async fn speak(
     let settings = &remote.settings;
     let mut attempt = 0;
     loop {
-        let timestamp = chrono::Utc::now().timestamp();
-        let request = remote
+        let mut request = remote
             .outbound
             .request(Method::POST, url.clone())
             .map_err(|e| AgentError::Unreachable(format!("its endpoint {e}")))?
             .timeout(settings.turn_timeout)
             .header("content-type", "application/json")
-            .header("webhook-id", &id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", sign(secret, &id, timestamp, &body))
             .body(body.clone());
+        for (name, value) in signing::headers(secret, &id, &body) {
+            request = request.header(name, value);
+        }
         let (failure, wait) = match request.send().await {
             Ok(response) if response.status().is_success() => {
                 match read_json::<TurnReply>(response).await {
@@ -194,27 +171,5 @@ pub(super) async fn speak(
         tracing::warn!(agent = %agent.name, attempt, failure, "remote agent turn failed; retrying");
         tokio::time::sleep(delay).await;
         attempt += 1;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_signature_matches_the_standard_webhooks_example() {
-        // The example in the Standard Webhooks specification.
-        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-        let body = br#"{"test": 2432232314}"#;
-        let signature = sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
-        assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
-    }
-
-    #[test]
-    fn a_new_secret_is_32_random_bytes() {
-        let (a, b) = (new_secret(), new_secret());
-        assert_ne!(a, b);
-        let bytes = STANDARD.decode(a.strip_prefix("whsec_").unwrap()).unwrap();
-        assert_eq!(bytes.len(), 32);
     }
 }

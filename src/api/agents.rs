@@ -13,12 +13,12 @@ use uuid::Uuid;
 
 use super::{ApiJson, ApiPath, ApiQuery, AppState, PageParams, auth::Caller, check, check_len};
 use crate::{
-    agents::http,
     domain::{
         Agent, AgentAddress, AgentRef, AgentSpec, CollaborationStatus, FieldError, Page,
         PageRequest,
     },
     error::AppError,
+    signing,
     store::CollaborationFilter,
 };
 
@@ -283,7 +283,7 @@ async fn create(
 ) -> Result<impl IntoResponse, AppError> {
     let valid = input.validate(&state).await?;
     let now = Utc::now();
-    let secret = matches!(valid.spec, AgentSpec::Http { .. }).then(http::new_secret);
+    let secret = matches!(valid.spec, AgentSpec::Http { .. }).then(signing::new_secret);
     let agent = Agent {
         id: Uuid::now_v7(),
         account_id: caller.account_id,
@@ -404,7 +404,7 @@ async fn update(
         description: valid.description,
         spec: valid.spec,
         secret: if new_secret {
-            Some(http::new_secret())
+            Some(signing::new_secret())
         } else {
             current.secret.clone()
         },
