@@ -24,6 +24,8 @@ use crate::{
 };
 
 const CATCH_UP_PAGE: u32 = 500;
+/// How long a stream closed for an oversized message stays open for its close frame.
+const CLOSE_LINGER: Duration = Duration::from_millis(250);
 
 /// How a viewer speaks as a human participant: given the frame's `sender` (if any) and
 /// `content`, the API layer checks and posts; an error is a code and a message for an
@@ -65,6 +67,7 @@ impl Session {
         telemetry::viewer_disconnected();
         drop(live);
         self.hub.release(self.channel.id);
+        let too_big = matches!(end, End::TooBig);
         let close = match end {
             End::Peer => None,
             End::Deleted => Some((close_code::NORMAL, "the collaboration was deleted")),
@@ -79,6 +82,12 @@ impl Session {
                 reason: reason.into(),
             };
             let _ = socket.send(Message::Close(Some(frame))).await;
+        }
+        if too_big {
+            // The rest of the oversized message is still unread: closing now would make the
+            // kernel reset the connection, which can destroy the close frame on its way.
+            // A moment's linger lets the peer read why it is being closed.
+            tokio::time::sleep(CLOSE_LINGER).await;
         }
     }
 
