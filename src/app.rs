@@ -113,6 +113,12 @@ impl App {
             state.store.clone(),
             shutdown.child_token(),
         ));
+        let deliverer = crate::webhooks::Deliverer {
+            store: state.store.clone(),
+            outbound: state.outbound.clone(),
+            settings: state.config.webhooks.clone(),
+        };
+        let webhooks = tokio::spawn(deliverer.run(shutdown.child_token()));
         let limit = state.config.limits.max_body_bytes;
         let router = api::router(state).layer(axum::Extension(BodyLimit(limit)));
         let stopping = shutdown.clone();
@@ -124,6 +130,8 @@ impl App {
         let result = serve.await;
         shutdown.cancel();
         engine.shutdown().await;
+        // Its attempt in progress is recorded before the process goes.
+        let _ = webhooks.await;
         Ok(result?)
     }
 }

@@ -18,6 +18,7 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     pub models: ModelSettings,
     pub remote: RemoteAgentSettings,
+    pub webhooks: WebhookDeliverySettings,
     pub limits: Limits,
     pub engine: EngineSettings,
     pub websocket: WebSocketSettings,
@@ -78,6 +79,20 @@ pub struct RemoteAgentSettings {
     pub poll_interval: Duration,
     /// How long a fetched A2A agent card is used before it is fetched again.
     pub card_ttl: Duration,
+}
+
+/// How webhooks are delivered from the outbox.
+#[derive(Debug, Clone)]
+pub struct WebhookDeliverySettings {
+    /// How often the outbox is looked at.
+    pub poll_interval: Duration,
+    /// Limit on one attempt.
+    pub attempt_timeout: Duration,
+    /// First wait after a failed attempt; doubled per attempt, jittered, capped by `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// How long after the event attempts go on.
+    pub give_up_after: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -143,6 +158,13 @@ impl Default for Config {
                 retry_max: Duration::from_secs(20),
                 poll_interval: Duration::from_secs(1),
                 card_ttl: Duration::from_secs(300),
+            },
+            webhooks: WebhookDeliverySettings {
+                poll_interval: Duration::from_secs(1),
+                attempt_timeout: Duration::from_secs(10),
+                retry_base: Duration::from_secs(10),
+                retry_max: Duration::from_secs(3600),
+                give_up_after: Duration::from_secs(24 * 3600),
             },
             limits: Limits {
                 max_body_bytes: 256 * 1024,

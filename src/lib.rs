@@ -10,6 +10,7 @@
 //! - [`live`] fans published events out to WebSocket viewers, catching late or slow ones up
 //!   from the store;
 //! - [`outbound`] is the only way to call a URL a user gave us: it refuses internal networks;
+//! - [`webhooks`] delivers the events the store put in its outbox;
 //! - [`telemetry`] names every metric and renders `/metrics`;
 //! - [`app`] wires these together, binds the listener and runs until told to stop.
 
@@ -25,3 +26,4 @@ pub mod outbound;
 pub mod signing;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;

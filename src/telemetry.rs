@@ -81,6 +81,10 @@ fn describe() {
         "HTTP request latency, by route."
     );
     describe_counter!(
+        "skein_webhook_attempts_total",
+        "Webhook delivery attempts, by outcome (delivered, retrying, gave_up)."
+    );
+    describe_counter!(
         "skein_rate_limited_total",
         "Requests and messages refused for a key's rate."
     );
@@ -150,6 +154,10 @@ pub fn http_request(route: String, method: String, status: u16, took: Duration) 
     histogram!("skein_http_request_seconds", "route" => route.clone()).record(took.as_secs_f64());
     counter!("skein_http_requests_total", "route" => route, "method" => method, "status" => status.to_string())
         .increment(1);
+}
+
+pub fn webhook_attempt(outcome: &'static str) {
+    counter!("skein_webhook_attempts_total", "outcome" => outcome).increment(1);
 }
 
 pub fn rate_limited() {

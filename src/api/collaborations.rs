@@ -257,6 +257,17 @@ async fn create(
             ));
         } else if let Err(error) = state.outbound.check(url).await {
             errors.push(FieldError::new("webhook_url", error.to_string()));
+        } else if state
+            .store
+            .webhook_settings(caller.account_id)
+            .await?
+            .is_none()
+        {
+            // Deliveries are signed with the account's secret, which the user must have seen.
+            errors.push(FieldError::new(
+                "webhook_url",
+                "set webhooks up first (PUT /api/v1/webhooks), to get the secret deliveries are signed with",
+            ));
         }
     }
     if let Some(budget) = request.token_budget

@@ -11,7 +11,7 @@ use utoipa::{
 };
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{AppState, agents, channels, collaborations, keys, providers};
+use super::{AppState, agents, channels, collaborations, keys, providers, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,9 +21,11 @@ use super::{AppState, agents, channels, collaborations, keys, providers};
         agents::create, agents::list, agents::read, agents::update, agents::remove, providers::list,
         channels::read, channels::history, channels::post_message, channels::ticket, channels::stream,
         keys::create_key, keys::list_keys, keys::read_key, keys::revoke_key, keys::create_account, keys::list_accounts,
+        webhooks::read, webhooks::put, webhooks::rotate, webhooks::deliveries,
     ),
     components(schemas(crate::error::Problem, crate::domain::FieldError, crate::domain::paging::PageMeta,
-        crate::agents::http::TurnRequest, crate::agents::http::TurnReply)),
+        crate::agents::http::TurnRequest, crate::agents::http::TurnReply,
+        crate::domain::webhook::Delivery, crate::domain::webhook::CollaborationSnapshot)),
     modifiers(&BearerAuth, &ProblemResponses),
     security(("api_key" = [])),
 )]

@@ -16,6 +16,7 @@ mod keys;
 mod providers;
 pub mod rate_limit;
 mod web;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -72,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .merge(channels::router())
         .merge(keys::router())
         .merge(providers::router())
+        .merge(webhooks::router())
         // The last layer runs first: authenticate and rate-limit, then idempotency.
         .layer(middleware::from_fn_with_state(
             state.clone(),

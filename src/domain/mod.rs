@@ -32,6 +32,7 @@ pub mod agent;
 pub mod collaboration;
 pub mod event;
 pub mod paging;
+pub mod webhook;
 
 pub use access::{Account, ApiKey, NewKey, Scope};
 pub use address::AgentAddress;

@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::domain::{
     Account, Agent, AgentRef, ApiKey, Collaboration, CollaborationStatus, Ending, EventBody,
     NewCollaboration, NewKey, PageRequest, Source, StoredEvent,
+    webhook::{AttemptOutcome, Delivery, DueDelivery, WebhookSettings},
 };
 
 pub use sqlite::SqliteStore;
@@ -214,6 +215,27 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<StoredEvent>>;
 
     // WebSocket tickets.
+    // Webhooks. Deliveries are written by the methods above that make their events happen
+    // (`insert_collaboration`, `finish_collaboration`, `record_summary`), in their transaction.
+    async fn webhook_settings(&self, account_id: Uuid) -> StoreResult<Option<WebhookSettings>>;
+    /// Creates or replaces the account's settings.
+    async fn put_webhook_settings(&self, settings: &WebhookSettings) -> StoreResult<()>;
+    /// Claims up to `limit` pending deliveries due by `now`. A claimed one is not due again
+    /// until `claim_until`, so two workers never send it at once, and an attempt cut short by
+    /// a crash is made again then.
+    async fn claim_webhooks(
+        &self,
+        now: DateTime<Utc>,
+        claim_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<DueDelivery>>;
+    async fn record_webhook_attempt(&self, id: Uuid, outcome: &AttemptOutcome) -> StoreResult<()>;
+    async fn list_webhook_deliveries(
+        &self,
+        account_id: Uuid,
+        page: PageRequest,
+    ) -> StoreResult<(Vec<Delivery>, u64)>;
+
     async fn insert_ticket(
         &self,
         hash: &str,

@@ -21,6 +21,10 @@ use super::{
 use crate::domain::{
     Account, Agent, AgentAddress, AgentRef, AgentSpec, ApiKey, Collaboration, CollaborationStatus,
     Ending, EventBody, NewCollaboration, NewKey, PageRequest, Scope, Sender, StoredEvent,
+    webhook::{
+        AttemptOutcome, CollaborationSnapshot, Delivery, DeliveryStatus, DueDelivery, NextStep,
+        WebhookEvent, WebhookSettings,
+    },
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -578,6 +582,7 @@ impl Store for SqliteStore {
         .bind(new.created_at)
         .execute(&mut *tx)
         .await?;
+        enqueue_webhook(&mut tx, new.id, WebhookEvent::Started).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -756,6 +761,7 @@ impl Store for SqliteStore {
             ended_at: Some(ending.ended_at),
         };
         let event = insert_event(&mut tx, channel_id, &body).await?;
+        enqueue_webhook(&mut tx, collaboration_id, WebhookEvent::Ended).await?;
         tx.commit().await?;
         Ok(Some(event))
     }
@@ -785,6 +791,7 @@ impl Store for SqliteStore {
             created_at: Utc::now(),
         };
         let event = insert_event(&mut tx, channel_id, &body).await?;
+        enqueue_webhook(&mut tx, collaboration_id, WebhookEvent::SummaryReady).await?;
         tx.commit().await?;
         Ok(Some(event))
     }
@@ -833,6 +840,106 @@ impl Store for SqliteStore {
             .into_iter()
             .map(|(seq, frame)| StoredEvent { seq, frame })
             .collect())
+    }
+
+    async fn webhook_settings(&self, account_id: Uuid) -> StoreResult<Option<WebhookSettings>> {
+        let row: Option<WebhookSettingsRow> =
+            sqlx::query_as("SELECT * FROM webhook_settings WHERE account_id = ?")
+                .bind(account_id.hyphenated())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(WebhookSettingsRow::into_domain))
+    }
+
+    async fn put_webhook_settings(&self, settings: &WebhookSettings) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO webhook_settings (account_id, default_url, secret, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (account_id) DO UPDATE SET \
+             default_url = excluded.default_url, secret = excluded.secret, updated_at = excluded.updated_at",
+        )
+        .bind(settings.account_id.hyphenated())
+        .bind(&settings.default_url)
+        .bind(&settings.secret)
+        .bind(settings.created_at)
+        .bind(settings.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn claim_webhooks(
+        &self,
+        now: DateTime<Utc>,
+        claim_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<DueDelivery>> {
+        let mut tx = self.write().await?;
+        let rows: Vec<DueRow> = sqlx::query_as(
+            "SELECT d.id, d.account_id, d.url, d.payload, d.attempts, d.created_at, w.secret \
+             FROM webhook_deliveries d JOIN webhook_settings w ON w.account_id = d.account_id \
+             WHERE d.status = 'pending' AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at LIMIT ?",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &rows {
+            sqlx::query("UPDATE webhook_deliveries SET next_attempt_at = ? WHERE id = ?")
+                .bind(claim_until)
+                .bind(row.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(rows.into_iter().map(DueRow::into_domain).collect())
+    }
+
+    async fn record_webhook_attempt(&self, id: Uuid, outcome: &AttemptOutcome) -> StoreResult<()> {
+        let (status, next, delivered) = match outcome.next {
+            NextStep::Delivered => (DeliveryStatus::Delivered, outcome.at, Some(outcome.at)),
+            NextStep::RetryAt(at) => (DeliveryStatus::Pending, at, None),
+            NextStep::GiveUp => (DeliveryStatus::Failed, outcome.at, None),
+        };
+        sqlx::query(
+            "UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?, \
+             last_attempt_at = ?, last_status = ?, last_error = ?, delivered_at = ? WHERE id = ?",
+        )
+        .bind(status.name())
+        .bind(next)
+        .bind(outcome.at)
+        .bind(outcome.status.map(i64::from))
+        .bind(&outcome.error)
+        .bind(delivered)
+        .bind(id.hyphenated())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        account_id: Uuid,
+        page: PageRequest,
+    ) -> StoreResult<(Vec<Delivery>, u64)> {
+        let total: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM webhook_deliveries WHERE account_id = ?")
+                .bind(account_id.hyphenated())
+                .fetch_one(&self.pool)
+                .await?;
+        let rows: Vec<DeliveryRow> = sqlx::query_as(
+            "SELECT * FROM webhook_deliveries WHERE account_id = ? \
+             ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+        )
+        .bind(account_id.hyphenated())
+        .bind(i64::from(page.size))
+        .bind(page.offset())
+        .fetch_all(&self.pool)
+        .await?;
+        let deliveries = rows
+            .into_iter()
+            .map(DeliveryRow::into_domain)
+            .collect::<StoreResult<_>>()?;
+        Ok((deliveries, total as u64))
     }
 
     async fn insert_ticket(
@@ -887,6 +994,48 @@ impl Store for SqliteStore {
 
 fn spec_json(spec: &AgentSpec) -> String {
     serde_json::to_string(spec).expect("agent specs serialize")
+}
+
+/// Writes an event's delivery into the outbox, in the transaction that makes the event
+/// happen, when the collaboration has somewhere to send it (its own `webhook_url`, else its
+/// account's default) and the account has a signing secret.
+async fn enqueue_webhook(
+    tx: &mut Transaction<'static, Sqlite>,
+    collaboration_id: Uuid,
+    event: WebhookEvent,
+) -> StoreResult<()> {
+    let row: Option<SnapshotRow> = sqlx::query_as(
+        "SELECT c.account_id, COALESCE(c.webhook_url, w.default_url) AS url, c.id, c.channel_id, \
+         c.objective, c.status, c.end_reason, c.message_count, c.tokens_used, c.started_at, \
+         c.ended_at, c.headline, c.summary, c.advisory_message, c.error_message \
+         FROM collaborations c JOIN webhook_settings w ON w.account_id = c.account_id \
+         WHERE c.id = ?",
+    )
+    .bind(collaboration_id.hyphenated())
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else { return Ok(()) };
+    let Some(url) = row.url.clone() else {
+        return Ok(());
+    };
+    let now = Utc::now();
+    let account_id = row.account_id;
+    let payload = event.payload(&row.into_domain()?, now);
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (id, account_id, collaboration_id, event, url, payload, \
+         status, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+    )
+    .bind(Uuid::now_v7().hyphenated())
+    .bind(account_id)
+    .bind(collaboration_id.hyphenated())
+    .bind(event.name())
+    .bind(url)
+    .bind(payload)
+    .bind(now)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 fn parse<T: FromStr<Err = String>>(text: &str) -> StoreResult<T> {
@@ -1072,6 +1221,128 @@ impl CollaborationRow {
             started_at: self.started_at,
             ended_at: self.ended_at,
             created_at: self.created_at,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct WebhookSettingsRow {
+    account_id: Hyphenated,
+    default_url: Option<String>,
+    secret: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl WebhookSettingsRow {
+    fn into_domain(self) -> WebhookSettings {
+        WebhookSettings {
+            account_id: self.account_id.into_uuid(),
+            default_url: self.default_url,
+            secret: self.secret,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+/// What a webhook tells of a collaboration, read in the event's own transaction.
+#[derive(FromRow)]
+struct SnapshotRow {
+    account_id: Hyphenated,
+    url: Option<String>,
+    id: Hyphenated,
+    channel_id: Hyphenated,
+    objective: String,
+    status: String,
+    end_reason: Option<String>,
+    message_count: i64,
+    tokens_used: i64,
+    started_at: DateTime<Utc>,
+    ended_at: Option<DateTime<Utc>>,
+    headline: Option<String>,
+    summary: Option<String>,
+    advisory_message: Option<String>,
+    error_message: Option<String>,
+}
+
+impl SnapshotRow {
+    fn into_domain(self) -> StoreResult<CollaborationSnapshot> {
+        Ok(CollaborationSnapshot {
+            id: self.id.into_uuid(),
+            channel_id: self.channel_id.into_uuid(),
+            objective: self.objective,
+            status: parse(&self.status)?,
+            end_reason: self.end_reason.as_deref().map(parse).transpose()?,
+            message_count: self.message_count as u32,
+            tokens_used: self.tokens_used as u64,
+            started_at: self.started_at,
+            ended_at: self.ended_at,
+            headline: self.headline,
+            summary: self.summary,
+            advisory_message: self.advisory_message,
+            error_message: self.error_message,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct DueRow {
+    id: Hyphenated,
+    account_id: Hyphenated,
+    url: String,
+    payload: String,
+    attempts: i64,
+    created_at: DateTime<Utc>,
+    secret: String,
+}
+
+impl DueRow {
+    fn into_domain(self) -> DueDelivery {
+        DueDelivery {
+            id: self.id.into_uuid(),
+            account_id: self.account_id.into_uuid(),
+            url: self.url,
+            payload: self.payload,
+            attempts: self.attempts as u32,
+            created_at: self.created_at,
+            secret: self.secret,
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct DeliveryRow {
+    id: Hyphenated,
+    collaboration_id: Hyphenated,
+    event: String,
+    url: String,
+    status: String,
+    attempts: i64,
+    next_attempt_at: DateTime<Utc>,
+    last_attempt_at: Option<DateTime<Utc>>,
+    last_status: Option<i64>,
+    last_error: Option<String>,
+    created_at: DateTime<Utc>,
+    delivered_at: Option<DateTime<Utc>>,
+}
+
+impl DeliveryRow {
+    fn into_domain(self) -> StoreResult<Delivery> {
+        let status: DeliveryStatus = parse(&self.status)?;
+        Ok(Delivery {
+            id: self.id.into_uuid(),
+            collaboration_id: self.collaboration_id.into_uuid(),
+            event: self.event,
+            url: self.url,
+            status,
+            attempts: self.attempts as u32,
+            next_attempt_at: (status == DeliveryStatus::Pending).then_some(self.next_attempt_at),
+            last_attempt_at: self.last_attempt_at,
+            last_status: self.last_status.and_then(|s| u16::try_from(s).ok()),
+            last_error: self.last_error,
+            created_at: self.created_at,
+            delivered_at: self.delivered_at,
         })
     }
 }

@@ -236,6 +236,15 @@ async fn webhook_urls_that_resolve_inside_are_refused_unless_private_urls_are_al
     );
 
     let open = spawn_app().await;
+    let set_up = open
+        .client
+        .put(open.url("/api/v1/webhooks"))
+        .bearer_auth(&open.key)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set_up.status(), StatusCode::CREATED);
     let a = open.scripted("A", &["a"], 0).await;
     let b = open.scripted("B", &["b"], 0).await;
     let created = open

@@ -19,3 +19,4 @@ mod recovery;
 mod streaming;
 mod validation;
 mod web;
+mod webhooks;

@@ -68,6 +68,10 @@ fn test_config(data_dir: &TempDir) -> Config {
     config.remote.retry_max = Duration::from_millis(200);
     config.remote.turn_timeout = Duration::from_secs(5);
     config.remote.poll_interval = Duration::from_millis(50);
+    config.webhooks.poll_interval = Duration::from_millis(50);
+    config.webhooks.retry_base = Duration::from_millis(100);
+    config.webhooks.retry_max = Duration::from_millis(400);
+    config.webhooks.attempt_timeout = Duration::from_secs(2);
     // Tests poll quickly; the tests about limits set their own.
     config.rate_limits.per_minute = 1_000_000;
     config.rate_limits.burst = 100_000;

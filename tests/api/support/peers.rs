@@ -276,3 +276,109 @@ impl A2aPeer {
             .collect()
     }
 }
+
+/// A webhook receiver: checks each delivery's signature under the account's secret,
+/// answers 500 to the first `fail_first` of them, and can go down and come back on its port.
+#[derive(Clone)]
+pub struct Receiver {
+    pub port: u16,
+    inner: Arc<Mutex<ReceiverState>>,
+    server: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    secret: Option<String>,
+    fail_first: usize,
+    received: Vec<Received>,
+}
+
+impl Receiver {
+    pub async fn start() -> Self {
+        let receiver = Self {
+            port: 0,
+            inner: Arc::default(),
+            server: Arc::default(),
+        };
+        receiver.up(0).await
+    }
+
+    /// Listens (again) on `port`, 0 for any.
+    pub async fn up(mut self, port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        self.port = listener.local_addr().unwrap().port();
+        let app = Router::new()
+            .route("/hook", post(deliver))
+            .with_state(self.inner.clone());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        *self.server.lock().unwrap() = Some(server);
+        self
+    }
+
+    /// Stops listening: deliveries are refused until [`Receiver::up`].
+    pub async fn down(&self) {
+        let server = self.server.lock().unwrap().take();
+        if let Some(server) = server {
+            server.abort();
+            let _ = server.await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    pub fn trust(&self, secret: &str) {
+        self.inner.lock().unwrap().secret = Some(secret.into());
+    }
+
+    pub fn fail_first(&self, count: usize) {
+        self.inner.lock().unwrap().fail_first = count;
+    }
+
+    /// Every delivery received, with whether it was accepted (answered 2xx).
+    pub fn received(&self) -> Vec<(Received, bool)> {
+        let state = self.inner.lock().unwrap();
+        state
+            .received
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.clone(), r.signed && i >= state.fail_first))
+            .collect()
+    }
+
+    /// The accepted deliveries' bodies.
+    pub fn accepted(&self) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter_map(|(r, ok)| ok.then_some(r))
+            .collect()
+    }
+}
+
+async fn deliver(
+    State(state): State<Arc<Mutex<ReceiverState>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let mut state = state.lock().unwrap();
+    let is_signed = state
+        .secret
+        .as_deref()
+        .is_some_and(|secret| signed(secret, &headers, &body));
+    let failing = state.received.len() < state.fail_first;
+    state.received.push(Received {
+        headers,
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        signed: is_signed,
+    });
+    if !is_signed {
+        StatusCode::UNAUTHORIZED
+    } else if failing {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::NO_CONTENT
+    }
+}
