@@ -12,11 +12,13 @@
 //! - [`outbound`] is the only way to call a URL a user gave us: it refuses internal networks;
 //! - [`webhooks`] delivers the events the store put in its outbox;
 //! - [`telemetry`] names every metric and renders `/metrics`;
-//! - [`app`] wires these together, binds the listener and runs until told to stop.
+//! - [`app`] wires these together, binds the listener and runs until told to stop;
+//! - [`cli`] is the other side: the `skein` commands that use a running server.
 
 pub mod agents;
 pub mod api;
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod engine;

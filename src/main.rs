@@ -1,9 +1,10 @@
-//! The `skein` binary: parse the command line, load the config, set up logging, run.
+//! The `skein` binary: `skein serve` runs the server; every other command is a client of a
+//! running one ([`skein::cli`]).
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use skein::{app::App, config::Config};
+use skein::{app::App, cli, config::Config};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -13,6 +14,8 @@ use tracing_subscriber::EnvFilter;
     about = "A collaboration server for AI agents"
 )]
 struct Cli {
+    #[command(flatten)]
+    global: cli::Global,
     #[command(subcommand)]
     command: Command,
 }
@@ -28,14 +31,17 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    #[command(flatten)]
+    Client(Box<cli::Command>),
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    init_tracing();
     match cli.command {
+        Command::Client(command) => Ok(cli::run(cli.global, *command).await),
         Command::Serve { bind, data_dir } => {
+            init_tracing();
             let mut config = Config::from_env()?;
             if let Some(bind) = bind {
                 config.bind = bind;
@@ -43,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
             if let Some(dir) = data_dir {
                 config.data_dir = dir;
             }
-            serve(config).await
+            serve(config).await.map(|()| ExitCode::SUCCESS)
         }
     }
 }

@@ -9,6 +9,7 @@ mod access;
 mod agents;
 mod browser;
 mod byo_agents;
+mod cli;
 mod collaborations;
 mod humans;
 mod idempotency;

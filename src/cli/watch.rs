@@ -1,0 +1,211 @@
+//! `skein collab watch`: a collaboration followed live in the terminal, to its summary.
+//!
+//! It reads the channel's stream with the key in `Authorization` (programs need no ticket)
+//! and resumes with `after_seq` = the last event it printed when the connection drops or
+//! the server restarts, so every message is printed once. People see who says what, a
+//! model's text as it streams, and the summary; `--json` prints every frame as it came, one
+//! per line, and exits after the summary like the other.
+
+use std::{
+    io::{IsTerminal, Write},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::{
+    Message, client::IntoClientRequest, http::HeaderValue, protocol::frame::coding::CloseCode,
+};
+
+use super::{CliError, client::Client, output};
+
+/// How many times in a row a lost connection is retried before giving up.
+const RECONNECTS: u32 = 12;
+
+pub(super) async fn follow(client: &Client, id: &str, as_json: bool) -> Result<(), CliError> {
+    let collaboration = client.get(&format!("/collaborations/{id}")).await?;
+    let channel = collaboration["channel_id"]
+        .as_str()
+        .ok_or_else(|| CliError::Usage("the collaboration has no channel".into()))?
+        .to_owned();
+    let mut view = View {
+        as_json,
+        last_seq: 0,
+        streaming: None,
+        progress: std::io::stderr().is_terminal() && !as_json,
+    };
+    let mut failures = 0;
+    loop {
+        match view.session(client, &channel).await {
+            Ok(Done::Summary) => return Ok(()),
+            Ok(Done::Closed(reason)) => return Err(CliError::Usage(reason)),
+            Err(lost) => {
+                failures += 1;
+                if failures > RECONNECTS {
+                    return Err(CliError::Unreachable(format!(
+                        "the stream was lost and did not come back: {lost}"
+                    )));
+                }
+                if !as_json {
+                    eprintln!("(connection lost: {lost}; reconnecting…)");
+                }
+                let wait = Duration::from_millis(250 * 2u64.pow(failures.min(5)));
+                tokio::time::sleep(wait).await;
+            }
+        }
+        // A session that got somewhere resets the count.
+        if view.last_seq > 0 {
+            failures = failures.min(1);
+        }
+    }
+}
+
+enum Done {
+    Summary,
+    /// The server closed the stream for good (deleted, key revoked, unknown channel).
+    Closed(String),
+}
+
+struct View {
+    as_json: bool,
+    /// The last stored event printed: the stream resumes after it.
+    last_seq: i64,
+    /// The turn whose text is being printed as it streams.
+    streaming: Option<String>,
+    progress: bool,
+}
+
+impl View {
+    /// One connection: frames until the summary, a close for good, or a loss (`Err`).
+    async fn session(&mut self, client: &Client, channel: &str) -> Result<Done, String> {
+        let url = client.ws_url(&format!(
+            "/channels/{channel}/stream?after_seq={}",
+            self.last_seq
+        ));
+        let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+        let bearer = HeaderValue::from_str(&format!("Bearer {}", client.key()))
+            .map_err(|e| e.to_string())?;
+        request.headers_mut().insert("authorization", bearer);
+        let (mut stream, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        while let Some(message) = stream.next().await {
+            match message.map_err(|e| e.to_string())? {
+                Message::Text(text) => {
+                    let Ok(frame) = serde_json::from_str::<Value>(&text) else {
+                        continue;
+                    };
+                    if self.show(&frame) {
+                        return Ok(Done::Summary);
+                    }
+                }
+                Message::Close(Some(close))
+                    if matches!(close.code, CloseCode::Normal | CloseCode::Policy) =>
+                {
+                    self.end_line();
+                    return Ok(Done::Closed(format!(
+                        "the stream was closed: {}",
+                        close.reason
+                    )));
+                }
+                Message::Close(_) => return Err("the server closed the stream".into()),
+                _ => {}
+            }
+        }
+        Err("the connection dropped".into())
+    }
+
+    /// Prints a frame; true once the summary is out.
+    fn show(&mut self, frame: &Value) -> bool {
+        if let Some(seq) = frame["seq"].as_i64() {
+            // Already printed before a reconnect.
+            if seq <= self.last_seq {
+                return false;
+            }
+            self.last_seq = seq;
+        }
+        let kind = frame["type"].as_str().unwrap_or_default();
+        if self.as_json {
+            // Deltas, turns and the hello are the stream's too, but only stored events repeat
+            // after a reconnect, and those were filtered above.
+            output::json(frame);
+            return kind == "summary";
+        }
+        let who = |frame: &Value| {
+            format!(
+                "{} ({})",
+                frame["sender"]["name"].as_str().unwrap_or("?"),
+                frame["sender"]["kind"].as_str().unwrap_or("?")
+            )
+        };
+        match kind {
+            "turn" if self.progress => {
+                eprintln!("… {} has the turn", who(frame));
+            }
+            "delta" => {
+                let turn = frame["turn_id"].as_str().unwrap_or_default().to_owned();
+                if self.streaming.as_deref() != Some(&turn) {
+                    self.end_line();
+                    print!("{}: ", who(frame));
+                    self.streaming = Some(turn);
+                }
+                if frame["restart"] == true {
+                    print!(" [starting over] ");
+                }
+                print!("{}", frame["text"].as_str().unwrap_or_default());
+                let _ = std::io::stdout().flush();
+            }
+            "message" => {
+                let turn = frame["turn_id"].as_str().unwrap_or_default();
+                if self.streaming.as_deref() == Some(turn) {
+                    // Its text is on screen already.
+                    println!();
+                    self.streaming = None;
+                } else {
+                    self.end_line();
+                    println!(
+                        "{}: {}",
+                        who(frame),
+                        frame["content"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+            "status" => {
+                self.end_line();
+                println!(
+                    "— {}{}",
+                    frame["status"].as_str().unwrap_or_default(),
+                    frame["end_reason"]
+                        .as_str()
+                        .map(|r| format!(": {}", r.replace('_', " ")))
+                        .unwrap_or_default()
+                );
+                for note in ["advisory_message", "error_message"] {
+                    if let Some(text) = frame[note].as_str() {
+                        println!("  {text}");
+                    }
+                }
+            }
+            "summary" => {
+                self.end_line();
+                println!();
+                println!("{}", frame["headline"].as_str().unwrap_or_default());
+                println!("{}", frame["summary"].as_str().unwrap_or_default());
+                return true;
+            }
+            "error" => eprintln!(
+                "(the server says: {})",
+                frame["message"].as_str().unwrap_or_default()
+            ),
+            _ => {}
+        }
+        false
+    }
+
+    /// Ends a line of streamed text that was left open.
+    fn end_line(&mut self) {
+        if self.streaming.take().is_some() {
+            println!();
+        }
+    }
+}

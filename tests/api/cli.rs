@@ -1,0 +1,298 @@
+//! The `skein` CLI, the built binary, against a real server: output for people and for
+//! programs, exit codes, the key from the data directory, and `watch` following a
+//! collaboration through a server restart.
+
+use std::{process::Stdio, time::Duration};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::support::{ADMIN_KEY, Api, PATIENCE, id, spawn_app, spawn_app_in_with};
+
+struct Ran {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Ran {
+    fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|_| panic!("not JSON: {}", self.stdout))
+    }
+}
+
+fn skein(app: &Api) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_skein"));
+    command
+        .env("SKEIN_URL", app.url(""))
+        .env("SKEIN_API_KEY", ADMIN_KEY)
+        .env_remove("SKEIN_DATA_DIR")
+        .kill_on_drop(true);
+    command
+}
+
+async fn run(mut command: tokio::process::Command, args: &[&str]) -> Ran {
+    let output = tokio::time::timeout(PATIENCE, command.args(args).output())
+        .await
+        .expect("the CLI finishes in time")
+        .unwrap();
+    Ran {
+        ok: output.status.success(),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn agents_are_made_listed_and_read_as_json_or_as_tables() {
+    let app = spawn_app().await;
+    let made = run(
+        skein(&app),
+        &[
+            "agents", "create", "--name", "Scout", "--kind", "scripted", "--reply", "hi",
+            "--reply", "bye", "--json",
+        ],
+    )
+    .await;
+    assert!(made.ok, "{}", made.stderr);
+    let scout = made.json();
+    assert_eq!(scout["replies"], json!(["hi", "bye"]));
+    assert_eq!(
+        scout,
+        app.get_json(&format!("/api/v1/agents/{}", id(&scout)))
+            .await,
+        "--json prints exactly the API's JSON"
+    );
+
+    let listed = run(skein(&app), &["agents", "list"]).await;
+    assert!(listed.ok);
+    let lines: Vec<&str> = listed.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("ADDRESS"),
+        "{}",
+        listed.stdout
+    );
+    assert!(lines[1].contains("Scout") && lines[1].contains(scout["address"].as_str().unwrap()));
+
+    // By address, and changed.
+    let address = scout["address"].as_str().unwrap();
+    let renamed = run(
+        skein(&app),
+        &["agents", "update", address, "--name", "Scout Two", "--json"],
+    )
+    .await;
+    assert_eq!(renamed.json()["name"], "Scout Two");
+    let read = run(skein(&app), &["agents", "get", address]).await;
+    assert!(
+        read.stdout.contains("name") && read.stdout.contains("Scout Two"),
+        "{}",
+        read.stdout
+    );
+    let deleted = run(skein(&app), &["agents", "delete", address]).await;
+    assert!(deleted.ok);
+    assert_eq!(app.get_json("/api/v1/agents").await["meta"]["total"], 0);
+}
+
+#[tokio::test]
+async fn a_failure_exits_1_with_an_error_line_or_an_error_object() {
+    let app = spawn_app().await;
+    let args = [
+        "collab",
+        "create",
+        "--principal",
+        "nobody",
+        "--participant",
+        "x",
+        "--message-cap",
+        "0",
+        "--timeout-window",
+        "5",
+    ];
+    let plain = run(skein(&app), &args).await;
+    assert!(!plain.ok);
+    assert!(plain.stdout.is_empty());
+    assert!(plain.stderr.starts_with("error: "), "{}", plain.stderr);
+    assert!(plain.stderr.contains("message_cap"), "{}", plain.stderr);
+
+    let mut with_json = args.to_vec();
+    with_json.push("--json");
+    let machine = run(skein(&app), &with_json).await;
+    assert!(!machine.ok);
+    let error = machine.json();
+    assert_eq!(error["status"], 422);
+    assert!(error["code"].is_string());
+    assert!(error["error"].as_str().unwrap().contains("principal"));
+
+    let mut nowhere = skein(&app);
+    nowhere.env("SKEIN_URL", "http://127.0.0.1:9");
+    let unreachable = run(nowhere, &["agents", "list", "--json"]).await;
+    assert!(!unreachable.ok);
+    assert_eq!(unreachable.json()["code"], "unreachable");
+}
+
+#[tokio::test]
+async fn without_a_key_it_reads_the_admin_key_in_the_data_directory() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin.key"), format!("{ADMIN_KEY}\n")).unwrap();
+    let mut command = skein(&app);
+    command
+        .env_remove("SKEIN_API_KEY")
+        .env("SKEIN_DATA_DIR", dir.path());
+    let listed = run(command, &["agents", "list", "--json"]).await;
+    assert!(listed.ok, "{}", listed.stderr);
+    assert_eq!(listed.json()["meta"]["total"], 0);
+
+    let mut keyless = skein(&app);
+    keyless
+        .env_remove("SKEIN_API_KEY")
+        .env("SKEIN_DATA_DIR", dir.path().join("nowhere"));
+    let refused = run(keyless, &["agents", "list"]).await;
+    assert!(!refused.ok);
+    assert!(refused.stderr.contains("no API key"), "{}", refused.stderr);
+}
+
+#[tokio::test]
+async fn keys_are_made_listed_and_revoked() {
+    let app = spawn_app().await;
+    let made = run(
+        skein(&app),
+        &[
+            "keys", "create", "--name", "ci", "--scope", "read", "--json",
+        ],
+    )
+    .await;
+    assert!(made.ok, "{}", made.stderr);
+    let key = made.json();
+    let secret = key["key"].as_str().unwrap();
+    assert_eq!(
+        app.with_key(secret).get("/api/v1/agents").await.status(),
+        200
+    );
+    let listed = run(skein(&app), &["keys", "list"]).await;
+    assert!(
+        listed.stdout.contains("ci") && listed.stdout.contains("read"),
+        "{}",
+        listed.stdout
+    );
+    let revoked = run(
+        skein(&app),
+        &["keys", "revoke", key["id"].as_str().unwrap()],
+    )
+    .await;
+    assert!(revoked.ok);
+    assert_eq!(
+        app.with_key(secret).get("/api/v1/agents").await.status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn collab_create_watch_follows_it_to_the_summary() {
+    let app = spawn_app().await;
+    let planner = app.scripted("Planner", &["Tapas?", "Booked."], 50).await;
+    let scout = app.scripted("Scout", &["Yes, at seven."], 50).await;
+    let ran = run(
+        skein(&app),
+        &[
+            "collab",
+            "create",
+            "--principal",
+            &id(&planner),
+            "--participant",
+            scout["address"].as_str().unwrap(),
+            "--message-cap",
+            "3",
+            "--timeout-window",
+            "30",
+            "--watch",
+        ],
+    )
+    .await;
+    assert!(ran.ok, "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("waiting for the first message"),
+        "{}",
+        ran.stderr
+    );
+    let said: Vec<&str> = ran.stdout.lines().take(3).collect();
+    assert_eq!(
+        said,
+        [
+            "Planner (scripted): Tapas?",
+            "Scout (scripted): Yes, at seven.",
+            "Planner (scripted): Booked."
+        ]
+    );
+    assert!(
+        ran.stdout.contains("— completed: message cap"),
+        "{}",
+        ran.stdout
+    );
+    let listed = app.get_json("/api/v1/collaborations").await;
+    let headline = listed["items"][0]["headline"].as_str().unwrap();
+    assert!(
+        ran.stdout.contains(headline),
+        "ends with the summary: {}",
+        ran.stdout
+    );
+}
+
+#[tokio::test]
+async fn watch_carries_on_through_a_server_restart_and_prints_each_message_once() {
+    let app = spawn_app().await;
+    let address = app.address;
+    let created = app.scripted_duo(12, 250).await;
+    let mut watch = skein(&app);
+    watch
+        .args(["collab", "watch", &id(&created), "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = watch.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut frames = Vec::new();
+    // A few messages in, the server goes away and comes back.
+    while frames
+        .iter()
+        .filter(|f: &&Value| f["type"] == "message")
+        .count()
+        < 3
+    {
+        let line = tokio::time::timeout(PATIENCE, lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        frames.push(serde_json::from_str::<Value>(&line).unwrap());
+    }
+    let data = app.shut_down_keeping_data().await;
+    let app = spawn_app_in_with(data, move |c| c.bind = address).await;
+    while let Some(line) = tokio::time::timeout(PATIENCE * 2, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        frames.push(serde_json::from_str::<Value>(&line).unwrap());
+    }
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    let seqs: Vec<i64> = frames.iter().filter_map(|f| f["seq"].as_i64()).collect();
+    let last = app
+        .get_json(&format!(
+            "/api/v1/channels/{}",
+            created["channel_id"].as_str().unwrap()
+        ))
+        .await["last_seq"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(
+        seqs,
+        (1..=last).collect::<Vec<_>>(),
+        "every stored event once, in order"
+    );
+    assert_eq!(frames.last().unwrap()["type"], "summary");
+}
