@@ -29,9 +29,10 @@ pub struct App {
 
 impl App {
     /// Everything up to and including binding; nothing is served yet.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
+    pub async fn build(mut config: Config) -> anyhow::Result<Self> {
         // Before anything is counted, so that nothing is counted into the void.
         crate::telemetry::handle();
+        config.engine.podcast.dir = config.data_dir.join("audio");
         std::fs::create_dir_all(&config.data_dir)?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir).await?);
         let bootstrap = api::auth::bootstrap_admin(

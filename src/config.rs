@@ -127,6 +127,30 @@ pub struct EngineSettings {
     pub context_window: usize,
     /// Upper bound on the synopsis of older turns, in characters.
     pub synopsis_chars: usize,
+    pub podcast: PodcastSettings,
+}
+
+/// How collaborations that ask for it (`podcast: true`) are read aloud.
+#[derive(Debug, Clone)]
+pub struct PodcastSettings {
+    /// Where the audio files go: `<data-dir>/audio`.
+    pub dir: PathBuf,
+    /// The provider's speech model (`SKEIN_TTS_MODEL`).
+    pub model: String,
+    /// Voices given to the members in roster order, the principal first, cycling.
+    pub voices: Vec<String>,
+}
+
+impl Default for PodcastSettings {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("data/audio"),
+            model: "tts-1".into(),
+            voices: ["alloy", "echo", "fable", "onyx", "nova", "shimmer"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -179,6 +203,7 @@ impl Default for Config {
             engine: EngineSettings {
                 context_window: 12,
                 synopsis_chars: 2000,
+                podcast: PodcastSettings::default(),
             },
             websocket: WebSocketSettings {
                 ping_interval: Duration::from_secs(20),
@@ -224,6 +249,9 @@ impl Config {
         }
         if let Some(ms) = lookup("SKEIN_LLM_RETRY_BASE_MS") {
             config.models.retry_base = Duration::from_millis(ms.parse()?);
+        }
+        if let Some(model) = lookup("SKEIN_TTS_MODEL") {
+            config.engine.podcast.model = model;
         }
         if let Some(secs) = lookup("SKEIN_AGENT_TIMEOUT_SECS") {
             config.remote.turn_timeout = Duration::from_secs(secs.parse()?);

@@ -253,6 +253,53 @@ impl Models {
     }
 }
 
+impl Models {
+    /// `input` read aloud by `voice`, as a WAV file, through the provider's
+    /// OpenAI-compatible `/audio/speech`.
+    pub async fn speech(
+        &self,
+        provider: &str,
+        model: &str,
+        voice: &str,
+        input: &str,
+    ) -> Result<bytes::Bytes, ModelError> {
+        use async_openai::types::audio::{
+            CreateSpeechRequest, SpeechModel, SpeechResponseFormat, Voice,
+        };
+        let target = ModelRef {
+            provider: provider.to_owned(),
+            model: model.to_owned(),
+        };
+        let client = self.client(&target)?;
+        let request = CreateSpeechRequest {
+            input: input.to_owned(),
+            model: SpeechModel::Other(model.to_owned()),
+            voice: Voice::Other(voice.to_owned()),
+            instructions: None,
+            response_format: Some(SpeechResponseFormat::Wav),
+            speed: None,
+            stream_format: None,
+        };
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(
+            self.settings.call_timeout,
+            client.audio().speech().create(request),
+        )
+        .await
+        .map_err(|_| ModelError::Timeout(self.settings.call_timeout))
+        .and_then(|answer| answer.map_err(api_error))
+        .map(|response| response.bytes);
+        crate::telemetry::model_call(
+            provider,
+            model,
+            started.elapsed(),
+            0,
+            result.as_ref().err().map(ModelError::kind),
+        );
+        result
+    }
+}
+
 /// Records a finished model call in the metrics.
 fn observe(
     target: &ModelRef,

@@ -29,6 +29,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/collaborations", get(list).post(create))
         .route("/collaborations/{id}", get(read).delete(remove))
         .route("/collaborations/{id}/stop", post(stop))
+        .route("/collaborations/{id}/audio", get(audio))
 }
 
 const MAX_URL_CHARS: usize = 2048;
@@ -416,6 +417,29 @@ async fn read(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<CollaborationView>, AppError> {
     Ok(Json(find(&state, &caller, &id).await?.into()))
+}
+
+/// The podcast (`podcast: true`), once made: `audio/wav`, with `Range` requests answered 206
+/// so players can seek.
+#[utoipa::path(get, path = "/api/v1/collaborations/{id}/audio", tag = "collaborations", params(("id" = String, Path, description = "Collaboration id")),
+    responses((status = 200, description = "The podcast as audio/wav", content_type = "audio/wav"),
+              (status = 206, description = "The requested range of it"),
+              (status = 404, body = crate::error::Problem, description = "No such collaboration, or no podcast (yet)")))]
+async fn audio(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    request: axum::extract::Request,
+) -> Result<axum::response::Response, AppError> {
+    let collaboration = find(&state, &caller, &id).await?;
+    let path = state.engine.podcast_file(collaboration.id);
+    if collaboration.audio_url.is_none() || !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+        return Err(AppError::NotFound("podcast"));
+    }
+    let served = tower::ServiceExt::oneshot(tower_http::services::ServeFile::new(path), request)
+        .await
+        .map_err(|e| AppError::Internal(e.into()))?;
+    Ok(served.map(axum::body::Body::new))
 }
 
 #[utoipa::path(post, path = "/api/v1/collaborations/{id}/stop", tag = "collaborations", params(("id" = String, Path, description = "Collaboration id")),

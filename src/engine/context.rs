@@ -127,6 +127,7 @@ mod tests {
         let settings = EngineSettings {
             context_window: 4,
             synopsis_chars: 300,
+            podcast: Default::default(),
         };
         let (a, b) = (sender("a"), sender("b"));
         let transcript: Vec<Line> = (0..500)
@@ -161,6 +162,7 @@ mod tests {
         let settings = EngineSettings {
             context_window: 12,
             synopsis_chars: 300,
+            podcast: Default::default(),
         };
         let (a, b) = (sender("a"), sender("b"));
         let transcript = vec![

@@ -7,9 +7,11 @@
 
 mod context;
 mod judge;
+pub mod podcast;
 mod runner;
 mod speaker;
 mod summary;
+mod wav;
 
 use std::{panic::AssertUnwindSafe, sync::Arc};
 
@@ -208,6 +210,11 @@ impl Engine {
 
     pub fn models(&self) -> &Models {
         &self.inner.models
+    }
+
+    /// Where a collaboration's podcast file is.
+    pub fn podcast_file(&self, id: Uuid) -> std::path::PathBuf {
+        podcast::file(&self.inner.settings.podcast.dir, id)
     }
 
     /// Cancels every runner and waits until all have returned. Running collaborations stay

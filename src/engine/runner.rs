@@ -26,7 +26,9 @@ use serde_json::json;
 use tokio::{sync::mpsc, time::Instant};
 use uuid::Uuid;
 
-use super::{Control, Inner, PostRefusal, auxiliary_model, context, judge, speaker, summary};
+use super::{
+    Control, Inner, PostRefusal, auxiliary_model, context, judge, podcast, speaker, summary,
+};
 use crate::{
     agents::{self, Delta, Line, ModelRef},
     domain::{
@@ -108,6 +110,13 @@ pub(super) async fn run(inner: &Inner, id: Uuid, mut control: mpsc::Receiver<Con
     collaboration.advisory_message = ending.advisory_message.clone();
     collaboration.error_message = ending.error_message.clone();
     summarize(inner, &state, ending.reason, Some(&mut control)).await;
+    if state.collaboration.podcast {
+        // Shutdown abandons it; the collaboration then simply has no audio.
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => {}
+            () = podcast::record(inner, id, &state.roster, &state.transcript, state.aux.as_ref()) => {}
+        }
+    }
 }
 
 /// Writes the summary of an ended collaboration that has none (after a crash or a stop

@@ -192,6 +192,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<StoredEvent>>;
     /// Adds tokens spent outside turns (judge, selector, summary).
     async fn add_tokens(&self, collaboration_id: Uuid, tokens: u64) -> StoreResult<()>;
+    /// Records the podcast: its URL, or (with no URL) why there is none, added to the
+    /// collaboration's advisory message.
+    async fn record_audio(
+        &self,
+        collaboration_id: Uuid,
+        audio_url: Option<&str>,
+        note: Option<&str>,
+    ) -> StoreResult<()>;
     /// Ends a running collaboration and appends its `status` event; `None` if it had ended.
     async fn finish_collaboration(
         &self,

@@ -730,6 +730,28 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn record_audio(
+        &self,
+        collaboration_id: Uuid,
+        audio_url: Option<&str>,
+        note: Option<&str>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE collaborations SET audio_url = ?, \
+             advisory_message = CASE WHEN ? IS NULL THEN advisory_message \
+               WHEN advisory_message IS NULL THEN ? ELSE advisory_message || ' ' || ? END \
+             WHERE id = ?",
+        )
+        .bind(audio_url)
+        .bind(note)
+        .bind(note)
+        .bind(note)
+        .bind(collaboration_id.hyphenated())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn finish_collaboration(
         &self,
         collaboration_id: Uuid,

@@ -16,6 +16,7 @@ mod idempotency;
 mod limits;
 mod metrics;
 mod models;
+mod podcast;
 mod recovery;
 mod streaming;
 mod validation;

@@ -31,6 +31,8 @@ pub enum Purpose {
     Judge,
     Summary,
     Selector,
+    /// `/v1/audio/speech`.
+    Speech,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +108,7 @@ impl FakeModel {
         };
         let app = Router::new()
             .route("/v1/chat/completions", post(completions))
+            .route("/v1/audio/speech", post(speech))
             .with_state(fake.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         fake
@@ -263,6 +266,7 @@ async fn completions(
                 json!({"headline": headline, "summary": summary}).to_string()
             }
             Purpose::Selector => json!({"speaker": script.selection}).to_string(),
+            Purpose::Speech => unreachable!("speech has its own route"),
         };
         (fault, content)
     };
@@ -298,6 +302,63 @@ async fn completions(
         .into_response();
     }
     sse(content, model, usage, broken, fake.chunk_delay)
+}
+
+/// Samples per spoken part: 50 ms at 8 kHz.
+pub const SPEECH_SAMPLES: usize = 400;
+
+/// A short WAV per request: mono, 16-bit, 8 kHz, a tone whose pitch depends on the voice.
+async fn speech(
+    State(fake): State<FakeModel>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let (header, value) = fake.expected.as_ref();
+    if headers.get(header.as_str()).and_then(|v| v.to_str().ok()) != Some(value.as_str()) {
+        return openai_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "bad or missing API key",
+        );
+    }
+    let fault = {
+        let mut script = fake.script.lock().unwrap();
+        script.recorded.push(Recorded {
+            purpose: Purpose::Speech,
+            headers: headers.clone(),
+            body: body.clone(),
+            at: Instant::now(),
+        });
+        script
+            .always
+            .clone()
+            .filter(|(p, _)| *p == Purpose::Speech)
+            .map(|(_, f)| f)
+    };
+    if fault.is_some() {
+        return openai_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "no voice today",
+        );
+    }
+    let pitch = 200.0 + 50.0 * body["voice"].as_str().map_or(0, str::len) as f64;
+    let samples: Vec<u8> = (0..SPEECH_SAMPLES)
+        .flat_map(|i| {
+            let t = i as f64 / 8000.0;
+            (((t * pitch * std::f64::consts::TAU).sin() * 8000.0) as i16).to_le_bytes()
+        })
+        .collect();
+    let mut wav = b"RIFF".to_vec();
+    wav.extend_from_slice(&(36 + samples.len() as u32).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    for field in [16u32, 0x0001_0001, 8000, 16000, 0x0010_0002] {
+        wav.extend_from_slice(&field.to_le_bytes());
+    }
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&(samples.len() as u32).to_le_bytes());
+    wav.extend_from_slice(&samples);
+    ([("content-type", "audio/wav")], wav).into_response()
 }
 
 /// The SSE body: the content in three pieces, a finish chunk, a usage chunk, `[DONE]`.
