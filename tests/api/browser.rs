@@ -301,7 +301,7 @@ async fn a_reload_mid_collaboration_shows_every_seq_exactly_once() {
         return;
     };
     let app = spawn_app().await;
-    let collaboration = app.scripted_duo(12, 250).await;
+    let collaboration = app.scripted_duo(40, 250).await;
     let page = signed_in(&browser, &app).await;
     open(&page, &format!("#/c/{}", id(&collaboration))).await;
     page.wait_until(
@@ -331,7 +331,7 @@ async fn the_channel_view_recovers_from_a_server_restart_with_nothing_missing() 
     };
     let app = spawn_app().await;
     let address = app.address;
-    let collaboration = app.scripted_duo(16, 250).await;
+    let collaboration = app.scripted_duo(40, 250).await;
     let page = signed_in(&browser, &app).await;
     open(&page, &format!("#/c/{}", id(&collaboration))).await;
     page.wait_until(
@@ -514,7 +514,7 @@ async fn stopping_from_the_channel_view_asks_first_and_ends_the_collaboration() 
         return;
     };
     let app: TestApp = spawn_app().await;
-    let collaboration = app.scripted_duo(50, 300).await;
+    let collaboration = app.scripted_duo(1000, 300).await;
     let page = signed_in(&browser, &app).await;
     open(&page, &format!("#/c/{}", id(&collaboration))).await;
     page.click(".page-head .actions button:not(.danger)").await;
@@ -557,7 +557,7 @@ async fn the_view_follows_new_messages_until_the_reader_scrolls_up() {
     let long = "A long reply that takes room on the screen. ".repeat(12);
     let a = app.scripted("A", &[&long], 300).await;
     let b = app.scripted("B", &[&long], 300).await;
-    let collaboration = app.collaborate(&a, &b, json!({"message_cap": 30})).await;
+    let collaboration = app.collaborate(&a, &b, json!({"message_cap": 200})).await;
     let page = signed_in(&browser, &app).await;
     open(&page, &format!("#/c/{}", id(&collaboration))).await;
     page.wait_until(
@@ -611,7 +611,7 @@ async fn deleting_from_the_channel_view_asks_first_and_removes_everything() {
         return;
     };
     let app = spawn_app().await;
-    let collaboration = app.scripted_duo(50, 300).await;
+    let collaboration = app.scripted_duo(1000, 300).await;
     let page = signed_in(&browser, &app).await;
     open(&page, &format!("#/c/{}", id(&collaboration))).await;
     page.click(".page-head .actions button.danger").await;

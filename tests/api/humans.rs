@@ -127,7 +127,7 @@ async fn a_human_who_never_answers_ends_it_with_the_inactivity_timeout_on_time()
 async fn a_person_may_interject_where_allowed_and_the_next_turn_sees_it() {
     let app = spawn_app().await;
     let planner = app
-        .scripted("Planner", &["Ideas for Friday?", "Tapas then."], 600)
+        .scripted("Planner", &["Ideas for Friday?", "Tapas then."], 1500)
         .await;
     let courier = HttpAgent::start("Courier").await;
     let remote = app
@@ -141,7 +141,7 @@ async fn a_person_may_interject_where_allowed_and_the_next_turn_sees_it() {
             "message_cap": 3, "timeout_window": 30, "strategy": "round_robin",
         }))
         .await;
-    // Out of turn, while the Planner is still thinking (it takes 600 ms).
+    // Out of turn, while the Planner is still thinking (it takes 1.5 s).
     let response = app
         .post(
             &post_path(&created),
@@ -177,7 +177,7 @@ async fn a_person_may_interject_where_allowed_and_the_next_turn_sees_it() {
 async fn without_interjections_a_person_speaks_only_in_turn() {
     let app = spawn_app().await;
     let planner = app
-        .scripted("Planner", &["Alice, your call.", "Done."], 400)
+        .scripted("Planner", &["Alice, your call.", "Done."], 1500)
         .await;
     let alice = person(&app, "Alice").await;
     let created = app
@@ -188,7 +188,7 @@ async fn without_interjections_a_person_speaks_only_in_turn() {
         )
         .await;
     let mut viewer = app.viewer(created["channel_id"].as_str().unwrap(), 0).await;
-    // The Planner is still thinking (it takes 400 ms): not her turn.
+    // The Planner is still thinking (it takes 1.5 s): not her turn.
     let early = app
         .post(
             &post_path(&created),

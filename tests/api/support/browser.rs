@@ -244,10 +244,11 @@ impl Page<'_> {
         result["result"]["value"].clone()
     }
 
-    /// Waits until `expression` is truthy and returns its value; fails after [`PATIENCE`]
-    /// with `what` and the page's visible text.
+    /// Waits until `expression` is truthy and returns its value; fails after twice
+    /// [`PATIENCE`] (a browser on a loaded two-core machine is slow) with `what` and the
+    /// page's visible text.
     pub async fn wait_until(&self, expression: &str, what: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
+        let deadline = tokio::time::Instant::now() + PATIENCE * 2;
         loop {
             let value = self
                 .call(
