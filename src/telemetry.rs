@@ -8,7 +8,11 @@
 //! grow the series without bound. Gauges of stored state (collaborations by status) are
 //! read from the store when scraped, so they are right after a restart too.
 
-use std::{sync::OnceLock, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::{Mutex, OnceLock},
+    time::Duration,
+};
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -110,6 +114,25 @@ pub fn turn(kind: &'static str) {
     counter!("skein_turns_total", "kind" => kind).increment(1);
 }
 
+/// Distinct models that get a series of their own; later ones share `other`. Model names
+/// are free text in agents that tenants create, so they must not grow the series unbounded.
+const MODELS_KEPT: usize = 64;
+
+fn model_label(provider: &str, model: &str) -> String {
+    static SEEN: OnceLock<Mutex<HashSet<(String, String)>>> = OnceLock::new();
+    let mut seen = SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let key = (provider.to_owned(), model.to_owned());
+    if seen.contains(&key) || seen.len() < MODELS_KEPT {
+        seen.insert(key);
+        model.to_owned()
+    } else {
+        "other".to_owned()
+    }
+}
+
 /// One model call's outcome: its time, its tokens, and what went wrong if anything did.
 pub fn model_call(
     provider: &str,
@@ -118,7 +141,8 @@ pub fn model_call(
     tokens: u64,
     failure: Option<&'static str>,
 ) {
-    let (provider, model) = (provider.to_owned(), model.to_owned());
+    // Providers come from the server's configuration: a bounded set.
+    let (provider, model) = (provider.to_owned(), model_label(provider, model));
     let outcome = if failure.is_some() { "error" } else { "ok" };
     histogram!("skein_model_call_seconds", "provider" => provider.clone(), "model" => model.clone(), "outcome" => outcome)
         .record(took.as_secs_f64());
@@ -130,12 +154,26 @@ pub fn model_call(
     }
 }
 
-pub fn viewer_connected() {
-    gauge!("skein_websocket_connections").increment(1.0);
+/// Counts an open stream for as long as it lives, however its session ends.
+pub struct ViewerConnected(());
+
+impl ViewerConnected {
+    pub fn new() -> Self {
+        gauge!("skein_websocket_connections").increment(1.0);
+        Self(())
+    }
 }
 
-pub fn viewer_disconnected() {
-    gauge!("skein_websocket_connections").decrement(1.0);
+impl Default for ViewerConnected {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for ViewerConnected {
+    fn drop(&mut self) {
+        gauge!("skein_websocket_connections").decrement(1.0);
+    }
 }
 
 pub fn frame_sent() {
@@ -150,7 +188,21 @@ pub fn viewer_dropped() {
     counter!("skein_viewers_dropped_total").increment(1);
 }
 
-pub fn http_request(route: String, method: String, status: u16, took: Duration) {
+/// Methods by name; anything else, which any client may send, counts as `OTHER`.
+pub fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+pub fn http_request(route: String, method: &'static str, status: u16, took: Duration) {
     histogram!("skein_http_request_seconds", "route" => route.clone()).record(took.as_secs_f64());
     counter!("skein_http_requests_total", "route" => route, "method" => method, "status" => status.to_string())
         .increment(1);

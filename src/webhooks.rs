@@ -40,21 +40,23 @@ impl Deliverer {
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                biased;
                 _ = stop.cancelled() => return,
                 _ = every.tick() => {}
             }
             // An attempt in progress is let finish: its outcome is then recorded, not lost.
-            self.deliver_due().await;
+            self.deliver_due(&stop).await;
         }
     }
 
-    async fn deliver_due(&self) {
+    async fn deliver_due(&self, stop: &CancellationToken) {
         let now = Utc::now();
-        // A claim outlasts an attempt, so nobody else sends it meanwhile.
+        // Only as many as are sent at once, each claimed for longer than an attempt takes,
+        // so no claim lapses while its attempt runs.
         let claim = self.settings.attempt_timeout * 2;
         let due = match self
             .store
-            .claim_webhooks(now, now + claim, CONCURRENCY as u32 * 4)
+            .claim_webhooks(now, now + claim, CONCURRENCY as u32)
             .await
         {
             Ok(due) => due,
@@ -67,7 +69,12 @@ impl Deliverer {
             }
         };
         futures::stream::iter(due)
-            .for_each_concurrent(CONCURRENCY, |delivery| self.deliver(delivery))
+            .for_each_concurrent(CONCURRENCY, |delivery| async move {
+                // Stopping: the claim lapses and the next process sends it.
+                if !stop.is_cancelled() {
+                    self.deliver(delivery).await;
+                }
+            })
             .await;
     }
 
@@ -76,6 +83,8 @@ impl Deliverer {
         let at = Utc::now();
         let next = match &result {
             Ok(_) => NextStep::Delivered,
+            // The receiver says the URL is gone for good.
+            Err((Some(410), _)) => NextStep::GiveUp,
             Err(_) if at - delivery.created_at >= self.give_up_after() => NextStep::GiveUp,
             Err(_) => NextStep::RetryAt(at + self.backoff(delivery.attempts)),
         };
@@ -96,7 +105,7 @@ impl Deliverer {
         };
         if let Err(error) = self
             .store
-            .record_webhook_attempt(delivery.id, &outcome)
+            .record_webhook_attempt(delivery.id, delivery.claimed_until, &outcome)
             .await
         {
             // The claim runs out and the attempt is made again: a receiver may see it twice,

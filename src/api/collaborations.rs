@@ -484,6 +484,12 @@ async fn remove(
         return Err(AppError::NotFound("collaboration"));
     }
     state.hub.close(collaboration.channel_id);
+    // Its podcast, if it had one, goes with it.
+    match tokio::fs::remove_file(state.engine.podcast_file(collaboration.id)).await {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => tracing::warn!(%error, "deleting a podcast file failed"),
+    }
     tracing::info!(collaboration = %collaboration.id, "collaboration deleted");
     Ok(StatusCode::NO_CONTENT)
 }

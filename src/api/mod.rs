@@ -119,7 +119,7 @@ async fn count_request(request: Request, next: middleware::Next) -> axum::respon
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let method = request.method().to_string();
+    let method = crate::telemetry::method_label(request.method());
     let started = std::time::Instant::now();
     let response = next.run(request).await;
     crate::telemetry::http_request(route, method, response.status().as_u16(), started.elapsed());

@@ -107,33 +107,39 @@ async fn put(
     }
     check(errors)?;
     let now = Utc::now();
-    let (settings, created) = match state.store.webhook_settings(caller.account_id).await? {
-        Some(current) => (
-            WebhookSettings {
-                default_url,
-                updated_at: now,
-                ..current
-            },
-            false,
-        ),
-        None => (
-            WebhookSettings {
-                account_id: caller.account_id,
-                default_url,
-                secret: signing::new_secret(),
-                created_at: now,
-                updated_at: now,
-            },
-            true,
-        ),
+    let fresh = WebhookSettings {
+        account_id: caller.account_id,
+        default_url: default_url.clone(),
+        secret: signing::new_secret(),
+        created_at: now,
+        updated_at: now,
     };
-    state.store.put_webhook_settings(&settings).await?;
+    // Create, or change only the URL: a rotation running meanwhile keeps its new secret.
+    let created = state.store.create_webhook_settings(&fresh).await?;
+    if !created {
+        state
+            .store
+            .set_webhook_default_url(caller.account_id, default_url.as_deref(), now)
+            .await?;
+    }
+    let settings = settings_of(&state, caller.account_id).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
     Ok((status, Json(WebhookSettingsView::new(settings, created))))
+}
+
+async fn settings_of(
+    state: &AppState,
+    account_id: uuid::Uuid,
+) -> Result<WebhookSettings, AppError> {
+    state
+        .store
+        .webhook_settings(account_id)
+        .await?
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("webhook settings vanished")))
 }
 
 /// Replaces the signing secret (making one if there was none) and shows the new one, this
@@ -146,21 +152,28 @@ async fn rotate(
 ) -> Result<Json<WebhookSettingsView>, AppError> {
     caller.require(Scope::Admin)?;
     let now = Utc::now();
-    let settings = match state.store.webhook_settings(caller.account_id).await? {
-        Some(current) => WebhookSettings {
-            secret: signing::new_secret(),
-            updated_at: now,
-            ..current
-        },
-        None => WebhookSettings {
+    let secret = signing::new_secret();
+    let replaced = state
+        .store
+        .rotate_webhook_secret(caller.account_id, &secret, now)
+        .await?;
+    if !replaced {
+        let fresh = WebhookSettings {
             account_id: caller.account_id,
             default_url: None,
-            secret: signing::new_secret(),
+            secret: secret.clone(),
             created_at: now,
             updated_at: now,
-        },
-    };
-    state.store.put_webhook_settings(&settings).await?;
+        };
+        // Set up by someone else meanwhile: then rotate theirs.
+        if !state.store.create_webhook_settings(&fresh).await? {
+            state
+                .store
+                .rotate_webhook_secret(caller.account_id, &secret, now)
+                .await?;
+        }
+    }
+    let settings = settings_of(&state, caller.account_id).await?;
     Ok(Json(WebhookSettingsView::new(settings, true)))
 }
 

@@ -71,11 +71,11 @@ impl Client {
             }
         };
         let base = global.url.trim_end_matches('/').to_owned();
-        Ok(Self {
-            http: reqwest::Client::new(),
-            base,
-            key,
-        })
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(|e| CliError::Usage(format!("cannot make an HTTP client: {e}")))?;
+        Ok(Self { http, base, key })
     }
 
     pub(super) fn key(&self) -> &str {

@@ -36,10 +36,16 @@ pub(super) async fn follow(client: &Client, id: &str, as_json: bool) -> Result<(
     };
     let mut failures = 0;
     loop {
+        let before = view.last_seq;
         match view.session(client, &channel).await {
             Ok(Done::Summary) => return Ok(()),
             Ok(Done::Closed(reason)) => return Err(CliError::Usage(reason)),
-            Err(lost) => {
+            Err(Lost::ForGood(reason)) => return Err(CliError::Usage(reason)),
+            Err(Lost::ForNow(lost)) => {
+                // A connection that got somewhere starts the count again.
+                if view.last_seq > before {
+                    failures = 0;
+                }
                 failures += 1;
                 if failures > RECONNECTS {
                     return Err(CliError::Unreachable(format!(
@@ -53,10 +59,20 @@ pub(super) async fn follow(client: &Client, id: &str, as_json: bool) -> Result<(
                 tokio::time::sleep(wait).await;
             }
         }
-        // A session that got somewhere resets the count.
-        if view.last_seq > 0 {
-            failures = failures.min(1);
-        }
+    }
+}
+
+/// How a connection was lost.
+enum Lost {
+    /// Worth trying again.
+    ForNow(String),
+    /// The server refused the stream itself (no such channel, no access): it will again.
+    ForGood(String),
+}
+
+impl From<String> for Lost {
+    fn from(reason: String) -> Self {
+        Self::ForNow(reason)
     }
 }
 
@@ -77,7 +93,9 @@ struct View {
 
 impl View {
     /// One connection: frames until the summary, a close for good, or a loss (`Err`).
-    async fn session(&mut self, client: &Client, channel: &str) -> Result<Done, String> {
+    async fn session(&mut self, client: &Client, channel: &str) -> Result<Done, Lost> {
+        // A turn left half-printed by the last connection is told again whole.
+        self.end_line();
         let url = client.ws_url(&format!(
             "/channels/{channel}/stream?after_seq={}",
             self.last_seq
@@ -86,11 +104,20 @@ impl View {
         let bearer = HeaderValue::from_str(&format!("Bearer {}", client.key()))
             .map_err(|e| e.to_string())?;
         request.headers_mut().insert("authorization", bearer);
-        let (mut stream, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (mut stream, _) = match tokio_tungstenite::connect_async(request).await {
+            Ok(connected) => connected,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response))
+                if matches!(response.status().as_u16(), 401 | 403 | 404) =>
+            {
+                return Err(Lost::ForGood(format!(
+                    "the server refused the stream ({})",
+                    response.status()
+                )));
+            }
+            Err(error) => return Err(error.to_string().into()),
+        };
         while let Some(message) = stream.next().await {
-            match message.map_err(|e| e.to_string())? {
+            match message.map_err(|e| Lost::from(e.to_string()))? {
                 Message::Text(text) => {
                     let Ok(frame) = serde_json::from_str::<Value>(&text) else {
                         continue;
@@ -108,11 +135,13 @@ impl View {
                         close.reason
                     )));
                 }
-                Message::Close(_) => return Err("the server closed the stream".into()),
+                Message::Close(_) => {
+                    return Err(Lost::from("the server closed the stream".to_owned()));
+                }
                 _ => {}
             }
         }
-        Err("the connection dropped".into())
+        Err(Lost::from("the connection dropped".to_owned()))
     }
 
     /// Prints a frame; true once the summary is out.

@@ -94,6 +94,8 @@ pub struct Delivery {
 #[derive(Debug, Clone)]
 pub struct DueDelivery {
     pub id: Uuid,
+    /// The claim this attempt runs under: its outcome is recorded only while it holds.
+    pub claimed_until: DateTime<Utc>,
     pub account_id: Uuid,
     pub url: String,
     pub payload: String,

@@ -16,6 +16,8 @@ use crate::agents::{Line, ModelRef};
 
 /// Silence between two speakers, in milliseconds.
 const GAP_MS: u32 = 300;
+/// The most text one speech request takes (OpenAI's limit); a longer message is cut.
+const MAX_INPUT_CHARS: usize = 4096;
 
 /// Renders and records the podcast: its URL, or a note of why there is none.
 pub(super) async fn record(
@@ -65,9 +67,10 @@ async fn render(
             .position(|member| member.id == line.sender.id)
             .unwrap_or(0);
         let voice = &settings.voices[place % settings.voices.len()];
+        let text: String = line.content.chars().take(MAX_INPUT_CHARS).collect();
         let audio = inner
             .models
-            .speech(&provider.provider, &settings.model, voice, &line.content)
+            .speech(&provider.provider, &settings.model, voice, &text)
             .await
             .map_err(|e| format!("the speech model failed: {e}"))?;
         parts.push(audio.to_vec());

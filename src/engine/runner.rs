@@ -109,13 +109,17 @@ pub(super) async fn run(inner: &Inner, id: Uuid, mut control: mpsc::Receiver<Con
     collaboration.end_reason = Some(ending.reason);
     collaboration.advisory_message = ending.advisory_message.clone();
     collaboration.error_message = ending.error_message.clone();
-    summarize(inner, &state, ending.reason, Some(&mut control)).await;
-    if state.collaboration.podcast {
-        // Shutdown abandons it; the collaboration then simply has no audio.
-        tokio::select! {
-            _ = inner.shutdown.cancelled() => {}
-            () = podcast::record(inner, id, &state.roster, &state.transcript, state.aux.as_ref()) => {}
-        }
+    let mut control = Some(&mut control);
+    if summarize(inner, &state, ending.reason, &mut control).await && state.collaboration.podcast {
+        // A delete or shutdown abandons it; the collaboration then simply has no audio.
+        let reading = podcast::record(
+            inner,
+            id,
+            &state.roster,
+            &state.transcript,
+            state.aux.as_ref(),
+        );
+        after_the_end(inner, &mut control, reading).await;
     }
 }
 
@@ -125,7 +129,7 @@ pub(super) async fn summarize_only(inner: &Inner, id: Uuid) {
     match load(inner, id).await {
         Ok(Some(state)) if state.collaboration.summary.is_none() => {
             if let Some(reason) = state.collaboration.end_reason {
-                summarize(inner, &state, reason, None).await;
+                summarize(inner, &state, reason, &mut None).await;
             }
         }
         Ok(_) => {}
@@ -578,40 +582,24 @@ async fn add_tokens(inner: &Inner, state: &mut State, tokens: u64) {
     }
 }
 
+/// Writes and stores the summary. False if the collaboration was deleted meanwhile or the
+/// server is stopping: then nothing more is to be done for it.
 async fn summarize(
     inner: &Inner,
     state: &State,
     reason: EndReason,
-    mut control: Option<&mut mpsc::Receiver<Control>>,
-) {
+    control: &mut Option<&mut mpsc::Receiver<Control>>,
+) -> bool {
     let collaboration = &state.collaboration;
-    let mut writing = pin!(summary::write(
+    let writing = summary::write(
         &inner.models,
         state.aux.as_ref(),
         collaboration,
         reason,
-        &state.transcript
-    ));
-    let (summary, tokens) = loop {
-        let request = async {
-            match control.as_mut() {
-                Some(control) => control.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            biased;
-            _ = inner.shutdown.cancelled() => return,
-            request = request => match request {
-                // Deleted while summarizing: nothing left to write to.
-                Some(Control::Delete(ack)) => { let _ = ack.send(()); return; }
-                // Already ended: dropping the ack tells the caller so.
-                Some(Control::Stop(_)) => continue,
-                Some(Control::Post(post)) => { let _ = post.reply.send(Err(PostRefusal::NotRunning)); }
-                None => control = None,
-            },
-            written = &mut writing => break written,
-        }
+        &state.transcript,
+    );
+    let Some((summary, tokens)) = after_the_end(inner, control, writing).await else {
+        return false;
     };
     let id = collaboration.id;
     if tokens > 0 {
@@ -626,6 +614,38 @@ async fn summarize(
     .flatten();
     if let Some(event) = stored {
         inner.hub.publish_event(collaboration.channel_id, &event);
+    }
+    true
+}
+
+/// Runs work that follows the end (the summary, the podcast) while still answering
+/// requests: a delete stops it (`None`, and nothing is to be written any more), a stop
+/// finds nothing left to stop, a post comes too late. Shutdown stops it too.
+async fn after_the_end<T>(
+    inner: &Inner,
+    control: &mut Option<&mut mpsc::Receiver<Control>>,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    let mut work = pin!(work);
+    loop {
+        let request = async {
+            match control.as_mut() {
+                Some(control) => control.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = inner.shutdown.cancelled() => return None,
+            request = request => match request {
+                Some(Control::Delete(ack)) => { let _ = ack.send(()); return None; }
+                // Already ended: dropping the ack tells the caller so.
+                Some(Control::Stop(_)) => continue,
+                Some(Control::Post(post)) => { let _ = post.reply.send(Err(PostRefusal::NotRunning)); }
+                None => *control = None,
+            },
+            done = &mut work => return Some(done),
+        }
     }
 }
 

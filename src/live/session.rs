@@ -62,9 +62,9 @@ enum End {
 impl Session {
     pub async fn run(self, mut socket: WebSocket) {
         let mut live = self.hub.subscribe(self.channel.id);
-        telemetry::viewer_connected();
+        let connected = telemetry::ViewerConnected::new();
         let end = self.serve(&mut socket, &mut live).await;
-        telemetry::viewer_disconnected();
+        drop(connected);
         drop(live);
         self.hub.release(self.channel.id);
         let too_big = matches!(end, End::TooBig);

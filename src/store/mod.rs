@@ -226,8 +226,22 @@ pub trait Store: Send + Sync + 'static {
     // Webhooks. Deliveries are written by the methods above that make their events happen
     // (`insert_collaboration`, `finish_collaboration`, `record_summary`), in their transaction.
     async fn webhook_settings(&self, account_id: Uuid) -> StoreResult<Option<WebhookSettings>>;
-    /// Creates or replaces the account's settings.
-    async fn put_webhook_settings(&self, settings: &WebhookSettings) -> StoreResult<()>;
+    /// Creates the account's settings unless it has some: true if these were stored.
+    async fn create_webhook_settings(&self, settings: &WebhookSettings) -> StoreResult<bool>;
+    /// Changes the default URL only; false if the account has no settings.
+    async fn set_webhook_default_url(
+        &self,
+        account_id: Uuid,
+        url: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Replaces the secret only; false if the account has no settings.
+    async fn rotate_webhook_secret(
+        &self,
+        account_id: Uuid,
+        secret: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     /// Claims up to `limit` pending deliveries due by `now`. A claimed one is not due again
     /// until `claim_until`, so two workers never send it at once, and an attempt cut short by
     /// a crash is made again then.
@@ -237,7 +251,14 @@ pub trait Store: Send + Sync + 'static {
         claim_until: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<Vec<DueDelivery>>;
-    async fn record_webhook_attempt(&self, id: Uuid, outcome: &AttemptOutcome) -> StoreResult<()>;
+    /// Records an attempt made under the claim `claimed_until`; one whose claim has lapsed
+    /// (another attempt took over) changes nothing.
+    async fn record_webhook_attempt(
+        &self,
+        id: Uuid,
+        claimed_until: DateTime<Utc>,
+        outcome: &AttemptOutcome,
+    ) -> StoreResult<()>;
     async fn list_webhook_deliveries(
         &self,
         account_id: Uuid,

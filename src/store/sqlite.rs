@@ -873,11 +873,10 @@ impl Store for SqliteStore {
         Ok(row.map(WebhookSettingsRow::into_domain))
     }
 
-    async fn put_webhook_settings(&self, settings: &WebhookSettings) -> StoreResult<()> {
-        sqlx::query(
+    async fn create_webhook_settings(&self, settings: &WebhookSettings) -> StoreResult<bool> {
+        let done = sqlx::query(
             "INSERT INTO webhook_settings (account_id, default_url, secret, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT (account_id) DO UPDATE SET \
-             default_url = excluded.default_url, secret = excluded.secret, updated_at = excluded.updated_at",
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (account_id) DO NOTHING",
         )
         .bind(settings.account_id.hyphenated())
         .bind(&settings.default_url)
@@ -886,7 +885,41 @@ impl Store for SqliteStore {
         .bind(settings.updated_at)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_webhook_default_url(
+        &self,
+        account_id: Uuid,
+        url: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE webhook_settings SET default_url = ?, updated_at = ? WHERE account_id = ?",
+        )
+        .bind(url)
+        .bind(at)
+        .bind(account_id.hyphenated())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        account_id: Uuid,
+        secret: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE webhook_settings SET secret = ?, updated_at = ? WHERE account_id = ?",
+        )
+        .bind(secret)
+        .bind(at)
+        .bind(account_id.hyphenated())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn claim_webhooks(
@@ -913,10 +946,18 @@ impl Store for SqliteStore {
                 .await?;
         }
         tx.commit().await?;
-        Ok(rows.into_iter().map(DueRow::into_domain).collect())
+        Ok(rows
+            .into_iter()
+            .map(|row| row.into_domain(claim_until))
+            .collect())
     }
 
-    async fn record_webhook_attempt(&self, id: Uuid, outcome: &AttemptOutcome) -> StoreResult<()> {
+    async fn record_webhook_attempt(
+        &self,
+        id: Uuid,
+        claimed_until: DateTime<Utc>,
+        outcome: &AttemptOutcome,
+    ) -> StoreResult<()> {
         let (status, next, delivered) = match outcome.next {
             NextStep::Delivered => (DeliveryStatus::Delivered, outcome.at, Some(outcome.at)),
             NextStep::RetryAt(at) => (DeliveryStatus::Pending, at, None),
@@ -924,7 +965,8 @@ impl Store for SqliteStore {
         };
         sqlx::query(
             "UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?, \
-             last_attempt_at = ?, last_status = ?, last_error = ?, delivered_at = ? WHERE id = ?",
+             last_attempt_at = ?, last_status = ?, last_error = ?, delivered_at = ? \
+             WHERE id = ? AND status = 'pending' AND next_attempt_at = ?",
         )
         .bind(status.name())
         .bind(next)
@@ -933,6 +975,7 @@ impl Store for SqliteStore {
         .bind(&outcome.error)
         .bind(delivered)
         .bind(id.hyphenated())
+        .bind(claimed_until)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -1320,8 +1363,9 @@ struct DueRow {
 }
 
 impl DueRow {
-    fn into_domain(self) -> DueDelivery {
+    fn into_domain(self, claimed_until: DateTime<Utc>) -> DueDelivery {
         DueDelivery {
+            claimed_until,
             id: self.id.into_uuid(),
             account_id: self.account_id.into_uuid(),
             url: self.url,

@@ -103,6 +103,16 @@ async fn a_podcast_is_read_in_one_voice_per_member_and_served_with_ranges() {
         .unwrap();
     let stranger = app.with_key(other["key"]["key"].as_str().unwrap());
     problem(stranger.get(url).await, StatusCode::NOT_FOUND).await;
+
+    // Deleting the collaboration deletes its audio too.
+    let file = app
+        .data_dir
+        .path()
+        .join(format!("audio/{}.wav", id(&created)));
+    assert!(file.exists());
+    app.delete(&format!("/api/v1/collaborations/{}", id(&created)))
+        .await;
+    assert!(!file.exists(), "the podcast went with its collaboration");
 }
 
 #[tokio::test]
