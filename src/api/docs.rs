@@ -63,11 +63,14 @@ impl Modify for ProblemResponses {
             if !path.starts_with("/api/v1/") {
                 continue;
             }
-            let admin_only =
-                path.starts_with("/api/v1/keys") || path.starts_with("/api/v1/accounts");
+            let admin_only = path.starts_with("/api/v1/keys")
+                || path.starts_with("/api/v1/accounts")
+                || path == "/api/v1/webhooks"
+                || path == "/api/v1/webhooks/secret";
             let operations = [
                 (&mut item.get, Method::GET),
                 (&mut item.post, Method::POST),
+                (&mut item.put, Method::PUT),
                 (&mut item.patch, Method::PATCH),
                 (&mut item.delete, Method::DELETE),
             ];
