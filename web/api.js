@@ -72,6 +72,14 @@ export const api = {
   delete: (path) => request("DELETE", path),
 };
 
+/// A file the API serves (a podcast), as a blob URL the page can play: the key goes in
+/// the header, never in a URL.
+export async function blobUrl(path) {
+  const response = await fetch(path, { headers: { Authorization: `Bearer ${getKey()}` }, cache: "no-store" });
+  if (!response.ok) throw new ApiError(response.status, { detail: `the file could not be loaded (${response.status})` });
+  return URL.createObjectURL(await response.blob());
+}
+
 /// Every agent of the account, in pages of 100 (the API's largest page).
 export async function allAgents() {
   const agents = [];

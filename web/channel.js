@@ -1,7 +1,7 @@
 // `#/c/{id}`: one collaboration's channel, live. The summary sits on top once it has
 // ended; below it the transcript, with a model's text streaming in while it is typed.
 
-import { api } from "./api.js";
+import { api, blobUrl } from "./api.js";
 import { address, confirmAction, duration, END_REASONS, failure, h, kindBadge, put, statusBadge, time, toast } from "./ui.js";
 import { ChannelStream } from "./stream.js";
 
@@ -165,6 +165,11 @@ export function channelView(main, id) {
       summary.hidden = true;
       return;
     }
+    // Unchanged: keep what is there (a podcast playing in it, say).
+    const shown = JSON.stringify([c.status, c.end_reason, c.headline, c.summary, c.advisory_message,
+      c.error_message, c.message_count, c.tokens_used, c.ended_at, c.audio_url]);
+    if (summary.dataset.shown === shown) return;
+    summary.dataset.shown = shown;
     const facts = [
       ["Outcome", `${c.status}${c.end_reason ? `: ${END_REASONS[c.end_reason] || c.end_reason}` : ""}`],
       ["Messages", `${c.message_count} of ${c.message_cap}`],
@@ -177,8 +182,23 @@ export function channelView(main, id) {
       c.advisory_message && h("p", { class: "notice advisory" }, c.advisory_message),
       c.error_message && h("p", { class: "notice error" }, c.error_message),
       h("dl", { class: "facts" }, facts.map(([term, value]) => h("div", {}, h("dt", {}, term), h("dd", {}, value)))),
+      c.audio_url && h("div", { class: "podcast" },
+        h("button", { type: "button", onclick: (event) => listen(event.currentTarget, c.audio_url) }, "▶ Listen to the podcast")),
     );
     summary.hidden = false;
+  }
+
+  /// Swaps the button for a player of the podcast, fetched with the key.
+  async function listen(button, url) {
+    button.disabled = true;
+    try {
+      const player = h("audio", { controls: true, src: await blobUrl(url) });
+      button.replaceWith(player);
+      player.play().catch(() => {});
+    } catch (error) {
+      button.disabled = false;
+      toast(error.message);
+    }
   }
 
   async function refresh() {

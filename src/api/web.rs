@@ -51,9 +51,11 @@ const ASSETS: &[Asset] = assets!(
 );
 
 /// `connect-src 'self'` covers this server's own `ws:`/`wss:` URLs (CSP level 3).
+/// `media-src blob:` plays a podcast the page fetched with its key (an `<audio>` element
+/// cannot send an `Authorization` header).
 const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-    img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; \
-    frame-ancestors 'none'";
+    img-src 'self' data:; media-src 'self' blob:; connect-src 'self'; base-uri 'none'; \
+    form-action 'self'; frame-ancestors 'none'";
 
 /// One strong validator per asset, computed on first use.
 static ETAGS: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {

@@ -12,7 +12,7 @@ use crate::support::{
     browser::{Browser, Page},
     default_provider,
     fake_model::{self, FakeModel},
-    id, spawn_app, spawn_app_in_with, spawn_app_with,
+    id, spawn_app, spawn_app_in_with, spawn_app_with, wait_for,
 };
 
 /// A tab signed in through the link `skein serve` prints: the key in the fragment.
@@ -771,5 +771,38 @@ async fn an_http_agent_made_in_the_form_shows_its_secret_once() {
         false,
         "never shown again"
     );
+    assert_no_page_errors(&browser);
+}
+
+#[tokio::test]
+async fn the_summary_offers_the_podcast_and_it_plays_in_the_page() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let fake = FakeModel::start().await;
+    let base = fake.base_url();
+    let app = spawn_app_with(move |c| c.providers = vec![default_provider(&base)]).await;
+    let host = app.scripted("Host", &["Welcome to the show."], 0).await;
+    let guest = app.scripted("Guest", &["Glad to be here."], 0).await;
+    let collaboration = app
+        .collaborate(&host, &guest, json!({"message_cap": 2, "podcast": true}))
+        .await;
+    wait_for(|| async {
+        let c = app.collaboration(&id(&collaboration)).await;
+        (!c["audio_url"].is_null()).then_some(())
+    })
+    .await;
+    let page = signed_in(&browser, &app).await;
+    open(&page, &format!("#/c/{}", id(&collaboration))).await;
+    page.click(".podcast button").await;
+    // The page fetched the WAV with its key and the browser decoded it: 2 × 50 ms + 300 ms.
+    let seconds = page
+        .wait_until(
+            "(() => { const a = document.querySelector('.podcast audio');
+                      return a && a.src.startsWith('blob:') && a.duration > 0 ? a.duration : null; })()",
+            "the podcast loads in the player",
+        )
+        .await;
+    assert!((seconds.as_f64().unwrap() - 0.4).abs() < 0.05, "{seconds}");
     assert_no_page_errors(&browser);
 }
