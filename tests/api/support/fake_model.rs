@@ -179,6 +179,43 @@ impl FakeModel {
     }
 }
 
+impl FakeModel {
+    /// A 401 unless the key arrived where and as expected.
+    fn refuse_unless_keyed(&self, headers: &HeaderMap) -> Option<Response> {
+        let (header, value) = self.expected.as_ref();
+        let keyed =
+            headers.get(header.as_str()).and_then(|v| v.to_str().ok()) == Some(value.as_str());
+        (!keyed).then(|| {
+            openai_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "bad or missing API key",
+            )
+        })
+    }
+}
+
+impl Script {
+    /// Records a request and takes the fault it meets, if any: a one-off first, then the
+    /// standing one.
+    fn take(&mut self, purpose: Purpose, headers: &HeaderMap, body: &Value) -> Option<Fault> {
+        self.recorded.push(Recorded {
+            purpose,
+            headers: headers.clone(),
+            body: body.clone(),
+            at: Instant::now(),
+        });
+        match self.faults.iter().position(|(p, _)| *p == purpose) {
+            Some(i) => self.faults.remove(i).map(|(_, f)| f),
+            None => self
+                .always
+                .clone()
+                .filter(|(p, _)| *p == purpose)
+                .map(|(_, f)| f),
+        }
+    }
+}
+
 fn purpose_of(body: &Value) -> Purpose {
     match body["response_format"]["json_schema"]["name"].as_str() {
         Some("objective_verdict") => Purpose::Judge,
@@ -215,31 +252,13 @@ async fn completions(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    let (header, value) = fake.expected.as_ref();
-    if headers.get(header.as_str()).and_then(|v| v.to_str().ok()) != Some(value.as_str()) {
-        return openai_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_request_error",
-            "bad or missing API key",
-        );
+    if let Some(refusal) = fake.refuse_unless_keyed(&headers) {
+        return refusal;
     }
     let purpose = purpose_of(&body);
     let (fault, content) = {
         let mut script = fake.script.lock().unwrap();
-        script.recorded.push(Recorded {
-            purpose,
-            headers: headers.clone(),
-            body: body.clone(),
-            at: Instant::now(),
-        });
-        let fault = match script.faults.iter().position(|(p, _)| *p == purpose) {
-            Some(i) => script.faults.remove(i).map(|(_, f)| f),
-            None => script
-                .always
-                .clone()
-                .filter(|(p, _)| *p == purpose)
-                .map(|(_, f)| f),
-        };
+        let fault = script.take(purpose, &headers, &body);
         let content = match purpose {
             Purpose::Turn => {
                 script.turn_count += 1;
@@ -313,28 +332,14 @@ async fn speech(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    let (header, value) = fake.expected.as_ref();
-    if headers.get(header.as_str()).and_then(|v| v.to_str().ok()) != Some(value.as_str()) {
-        return openai_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_request_error",
-            "bad or missing API key",
-        );
+    if let Some(refusal) = fake.refuse_unless_keyed(&headers) {
+        return refusal;
     }
-    let fault = {
-        let mut script = fake.script.lock().unwrap();
-        script.recorded.push(Recorded {
-            purpose: Purpose::Speech,
-            headers: headers.clone(),
-            body: body.clone(),
-            at: Instant::now(),
-        });
-        script
-            .always
-            .clone()
-            .filter(|(p, _)| *p == Purpose::Speech)
-            .map(|(_, f)| f)
-    };
+    let fault = fake
+        .script
+        .lock()
+        .unwrap()
+        .take(Purpose::Speech, &headers, &body);
     if fault.is_some() {
         return openai_error(
             StatusCode::INTERNAL_SERVER_ERROR,
