@@ -714,11 +714,12 @@ async fn a_person_types_into_the_channel_when_it_is_their_turn() {
         "her message is in the transcript",
     )
     .await;
-    assert_eq!(
-        page.eval("document.getElementById('composer-content').value")
-            .await,
-        ""
-    );
+    // Cleared once the server has answered the post, which may be after the stream told.
+    page.wait_until(
+        "document.getElementById('composer-content').value === ''",
+        "the composer is cleared for the next message",
+    )
+    .await;
     every_seq_once(&page, &app, &collaboration).await;
     assert_eq!(
         page.eval("document.querySelector('.composer').hidden")
