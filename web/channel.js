@@ -25,6 +25,10 @@ export function channelView(main, id) {
   const stateLine = h("p", { class: "state-line", role: "status" });
   const buttons = h("div", { class: "actions" });
   const summary = h("section", { class: "summary card", "aria-label": "Summary", hidden: true });
+  const summaryText = h("div");
+  // Its own element, changed only when the URL does: a re-render must not stop playback.
+  const podcast = h("div", { class: "podcast", hidden: true });
+  summary.append(summaryText, podcast);
   const roster = h("ul", { class: "roster" });
   const transcript = h("ol", { class: "transcript", "aria-label": "Transcript" });
   const jump = h("button", { type: "button", class: "jump primary", hidden: true, onclick: () => scrollToEnd() }, "↓ New messages");
@@ -165,25 +169,23 @@ export function channelView(main, id) {
       summary.hidden = true;
       return;
     }
-    // Unchanged: keep what is there (a podcast playing in it, say).
-    const shown = JSON.stringify([c.status, c.end_reason, c.headline, c.summary, c.advisory_message,
-      c.error_message, c.message_count, c.tokens_used, c.ended_at, c.audio_url]);
-    if (summary.dataset.shown === shown) return;
-    summary.dataset.shown = shown;
+    if (c.audio_url && podcast.dataset.url !== c.audio_url) {
+      podcast.dataset.url = c.audio_url;
+      put(podcast, h("button", { type: "button", onclick: (event) => listen(event.currentTarget, c.audio_url) }, "▶ Listen to the podcast"));
+      podcast.hidden = false;
+    }
     const facts = [
       ["Outcome", `${c.status}${c.end_reason ? `: ${END_REASONS[c.end_reason] || c.end_reason}` : ""}`],
       ["Messages", `${c.message_count} of ${c.message_cap}`],
       ["Tokens used", c.tokens_used.toLocaleString()],
       ["Duration", duration(c.started_at, c.ended_at)],
     ];
-    put(summary,
+    put(summaryText,
       h("h2", { class: "headline" }, c.headline || "Summary"),
       h("p", { class: "summary-text" }, c.summary),
       c.advisory_message && h("p", { class: "notice advisory" }, c.advisory_message),
       c.error_message && h("p", { class: "notice error" }, c.error_message),
       h("dl", { class: "facts" }, facts.map(([term, value]) => h("div", {}, h("dt", {}, term), h("dd", {}, value)))),
-      c.audio_url && h("div", { class: "podcast" },
-        h("button", { type: "button", onclick: (event) => listen(event.currentTarget, c.audio_url) }, "▶ Listen to the podcast")),
     );
     summary.hidden = false;
   }
