@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     agents::{Models, Remote},
     api::{self, AppState, BodyLimit, rate_limit::RateLimits},
+    cluster::Cluster,
     config::Config,
     engine::Engine,
     live::{Hub, Streams},
@@ -25,6 +26,9 @@ pub struct App {
     listener: TcpListener,
     state: AppState,
     new_admin_key: Option<String>,
+    cluster: Option<Cluster>,
+    /// Only this process uses the database (SQLite): it may take over every lease at start.
+    single_process: bool,
 }
 
 impl App {
@@ -34,7 +38,12 @@ impl App {
         crate::telemetry::handle();
         config.engine.podcast.dir = config.data_dir.join("audio");
         std::fs::create_dir_all(&config.data_dir)?;
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir).await?);
+        // SQLite is one server's file; PostgreSQL may be shared by several.
+        let single_process = config.database_url.is_none();
+        let store: Arc<dyn Store> = match &config.database_url {
+            Some(_url) => anyhow::bail!("MERGE-PG"),
+            None => Arc::new(SqliteStore::open(&config.data_dir).await?),
+        };
         let bootstrap = api::auth::bootstrap_admin(
             store.as_ref(),
             config.admin_key.as_ref().map(ExposeSecret::expose_secret),
@@ -47,9 +56,10 @@ impl App {
                 "the configured admin key changed; the previous one is revoked"
             );
         }
-        // Claims left in flight by a stopped process would answer 409 forever.
+        // Claims left in flight by a stopped process would answer 409 until they expire. With
+        // a shared database they may be another process's requests in progress: left alone.
         let expired = chrono::Utc::now() - chrono::Duration::hours(api::IDEMPOTENCY_HOURS);
-        store.purge_idempotency(expired, true).await?;
+        store.purge_idempotency(expired, single_process).await?;
         let models = Models::new(&config.providers, &config.models)?;
         let hub = Arc::new(Hub::new(config.websocket.buffered_frames));
         let shutdown = CancellationToken::new();
@@ -62,6 +72,24 @@ impl App {
             config.engine.clone(),
             shutdown.child_token(),
         );
+        let cluster = match &config.nats_url {
+            Some(url) => {
+                let mut cluster = Cluster::connect(url, engine.owner()).await?;
+                engine.set_relay(cluster.relay());
+                cluster.start(hub.clone(), engine.clone()).await?;
+                Some(cluster)
+            }
+            None => {
+                if !single_process {
+                    tracing::warn!(
+                        "DATABASE_URL is set but SKEIN_NATS_URL is not: viewers see only what \
+                         this process runs, and requests cannot reach other processes"
+                    );
+                }
+                None
+            }
+        };
+        tracing::info!(owner = %engine.owner(), "this process holds its leases as this owner");
         let listener = TcpListener::bind(config.bind).await?;
         let state = AppState {
             store,
@@ -77,6 +105,8 @@ impl App {
             listener,
             state,
             new_admin_key: bootstrap.created,
+            cluster,
+            single_process,
         })
     }
 
@@ -102,9 +132,13 @@ impl App {
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let Self {
-            listener, state, ..
+            listener,
+            state,
+            cluster,
+            single_process,
+            ..
         } = self;
-        let resumed = state.engine.recover().await?;
+        let resumed = state.engine.recover(single_process).await?;
         if resumed > 0 {
             tracing::info!(resumed, "resumed running collaborations");
         }
@@ -131,6 +165,9 @@ impl App {
         let result = serve.await;
         shutdown.cancel();
         engine.shutdown().await;
+        if let Some(cluster) = cluster {
+            cluster.close().await;
+        }
         // Its attempt in progress is recorded before the process goes.
         let _ = webhooks.await;
         Ok(result?)

@@ -29,6 +29,12 @@ pub struct Config {
     /// Lets agent endpoints and webhook URLs point at loopback and private networks
     /// (`SKEIN_ALLOW_PRIVATE_URLS=true`): for local development and tests only.
     pub allow_private_urls: bool,
+    /// `DATABASE_URL=postgres://…` selects PostgreSQL instead of SQLite in the data
+    /// directory. Secret: it may carry a password.
+    pub database_url: Option<SecretString>,
+    /// `SKEIN_NATS_URL`: live events (and requests for a collaboration another process
+    /// runs) cross processes through NATS. Needed when several processes serve one database.
+    pub nats_url: Option<String>,
 }
 
 /// One OpenAI-compatible endpoint.
@@ -128,6 +134,9 @@ pub struct EngineSettings {
     /// Upper bound on the synopsis of older turns, in characters.
     pub synopsis_chars: usize,
     pub podcast: PodcastSettings,
+    /// How long a process's hold on a collaboration lasts unless renewed
+    /// (`SKEIN_LEASE_SECS`): how soon another process takes over from one that died.
+    pub lease_ttl: Duration,
 }
 
 /// How collaborations that ask for it (`podcast: true`) are read aloud.
@@ -204,6 +213,7 @@ impl Default for Config {
                 context_window: 12,
                 synopsis_chars: 2000,
                 podcast: PodcastSettings::default(),
+                lease_ttl: Duration::from_secs(15),
             },
             websocket: WebSocketSettings {
                 ping_interval: Duration::from_secs(20),
@@ -218,6 +228,8 @@ impl Default for Config {
             },
             allowed_origins: Vec::new(),
             allow_private_urls: false,
+            database_url: None,
+            nats_url: None,
         }
     }
 }
@@ -296,6 +308,11 @@ impl Config {
         number("SKEIN_MAX_RUNNING_PER_KEY", &mut |v| {
             rate.max_running_per_key = clamp(v)
         })?;
+        number("SKEIN_LEASE_SECS", &mut |v| {
+            config.engine.lease_ttl = Duration::from_secs(v)
+        })?;
+        config.database_url = lookup("DATABASE_URL").map(SecretString::from);
+        config.nats_url = lookup("SKEIN_NATS_URL");
         if let Some(origins) = lookup("SKEIN_ALLOWED_ORIGINS") {
             config.allowed_origins = origins
                 .split(',')

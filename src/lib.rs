@@ -19,6 +19,7 @@ pub mod agents;
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod engine;

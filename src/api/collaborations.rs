@@ -302,9 +302,9 @@ async fn create(
         .store
         .insert_collaboration(&new, state.config.rate_limits.max_running_per_key)
         .await?;
-    // Start before anything else can await: if the client goes away now, the handler is
-    // dropped, and a stored collaboration must not be left without its runner.
-    state.engine.start(new.id);
+    // Run here at once. Should the client go away first and drop this handler, the lease
+    // scan of some process takes the collaboration up within a second.
+    state.engine.start(new.id).await;
     crate::telemetry::collaboration_started();
     let created = state
         .store

@@ -128,6 +128,7 @@ mod tests {
             context_window: 4,
             synopsis_chars: 300,
             podcast: Default::default(),
+            lease_ttl: std::time::Duration::from_secs(15),
         };
         let (a, b) = (sender("a"), sender("b"));
         let transcript: Vec<Line> = (0..500)
@@ -163,6 +164,7 @@ mod tests {
             context_window: 12,
             synopsis_chars: 300,
             podcast: Default::default(),
+            lease_ttl: std::time::Duration::from_secs(15),
         };
         let (a, b) = (sender("a"), sender("b"));
         let transcript = vec![

@@ -24,6 +24,7 @@ use chrono::Utc;
 use futures::future::Either;
 use serde_json::json;
 use tokio::{sync::mpsc, time::Instant};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
@@ -35,12 +36,16 @@ use crate::{
         Agent, AgentKind, Collaboration, CollaborationStatus, EndReason, Ending, EventBody, Sender,
         StoredEvent, event::Role,
     },
-    store::StoreResult,
+    store::{Lease, StoreError, StoreResult},
     telemetry,
 };
 
 /// Everything a runner knows, rebuilt from the store when it starts.
 struct State {
+    /// Carried by every write that must come from the collaboration's one runner.
+    lease: Lease,
+    /// Shutdown, or the lease was lost: write nothing more.
+    halt: CancellationToken,
     collaboration: Collaboration,
     /// The channel's last stored seq; deltas are stamped with it (see [`crate::live::Frame`]).
     /// Atomic because a turn in flight reads it while a person's interjection moves it on.
@@ -76,24 +81,43 @@ enum Wake<T> {
     Exit(Exit),
 }
 
-pub(super) async fn run(inner: &Inner, id: Uuid, mut control: mpsc::Receiver<Control>) {
-    let mut state = match load(inner, id).await {
-        Ok(Some(state)) if state.collaboration.status == CollaborationStatus::Running => state,
-        Ok(_) => return,
+/// Runs the collaboration under `lease`: its turns if it is running, then (or only, after
+/// a crash between the two) its summary. `halt` stops it without writing anything more.
+pub(super) async fn run(
+    inner: &Inner,
+    lease: Lease,
+    mut control: mpsc::Receiver<Control>,
+    halt: CancellationToken,
+) {
+    let id = lease.collaboration_id;
+    let mut state = match load(inner, lease, halt).await {
+        Ok(Some(state)) => state,
+        Ok(None) => return,
         Err(error) => {
             tracing::error!(collaboration = %id, error = format!("{error:#}"), "cannot load collaboration");
             return;
         }
     };
+    if state.collaboration.status != CollaborationStatus::Running {
+        if state.collaboration.summary.is_none()
+            && let Some(reason) = state.collaboration.end_reason
+        {
+            summarize(inner, &state, reason, &mut Some(&mut control)).await;
+        }
+        return;
+    }
     let exit = drive(inner, &mut state, &mut control).await;
     inner.hub.end_turns(state.collaboration.channel_id);
     let Exit::Ended(ending, ack) = exit else {
         return;
     };
-    let Some(event) = persist("end", || inner.store.finish_collaboration(id, &ending))
-        .await
-        .flatten()
-    else {
+    let Some(event) = persist("end", || {
+        inner
+            .store
+            .finish_collaboration(id, Some(&state.lease), &ending)
+    })
+    .await
+    .flatten() else {
         return;
     };
     inner
@@ -119,28 +143,48 @@ pub(super) async fn run(inner: &Inner, id: Uuid, mut control: mpsc::Receiver<Con
             &state.transcript,
             state.aux.as_ref(),
         );
-        after_the_end(inner, &mut control, reading).await;
+        after_the_end(&state.halt, &mut control, reading).await;
     }
 }
 
-/// Writes the summary of an ended collaboration that has none (after a crash or a stop
-/// without a runner).
-pub(super) async fn summarize_only(inner: &Inner, id: Uuid) {
-    match load(inner, id).await {
-        Ok(Some(state)) if state.collaboration.summary.is_none() => {
-            if let Some(reason) = state.collaboration.end_reason {
-                summarize(inner, &state, reason, &mut None).await;
-            }
-        }
-        Ok(_) => {}
-        Err(error) => {
-            tracing::error!(collaboration = %id, error = format!("{error:#}"), "cannot load collaboration")
-        }
+/// A runner panicked: a bug, not an agent's failure. The collaboration is ended visibly
+/// rather than left "running" with nobody driving it, and summarized.
+pub(super) async fn panicked(inner: &Inner, lease: Lease) {
+    let id = lease.collaboration_id;
+    tracing::error!(collaboration = %id, "the runner panicked");
+    let ending = Ending {
+        reason: EndReason::Error,
+        advisory_message: None,
+        error_message: Some(
+            "Skein hit an internal error running this collaboration; see the server log.".into(),
+        ),
+        ended_at: Utc::now(),
+    };
+    let Ok(Some(event)) = inner
+        .store
+        .finish_collaboration(id, Some(&lease), &ending)
+        .await
+    else {
+        return;
+    };
+    let Ok(Some(collaboration)) = inner.store.collaboration(id).await else {
+        return;
+    };
+    inner.hub.end_turns(collaboration.channel_id);
+    telemetry::collaboration_ended(ending.reason.status().name(), ending.reason.name());
+    inner.hub.publish_event(collaboration.channel_id, &event);
+    if let Ok(Some(state)) = load(inner, lease, inner.shutdown.child_token()).await {
+        summarize(inner, &state, ending.reason, &mut None).await;
     }
 }
 
-async fn load(inner: &Inner, id: Uuid) -> anyhow::Result<Option<State>> {
-    let Some(collaboration) = inner.store.collaboration(id).await? else {
+/// `None` when the collaboration is gone or needs nothing more (ended and summarized).
+async fn load(
+    inner: &Inner,
+    lease: Lease,
+    halt: CancellationToken,
+) -> anyhow::Result<Option<State>> {
+    let Some(collaboration) = inner.store.collaboration(lease.collaboration_id).await? else {
         return Ok(None);
     };
     let roster = collaboration.roster();
@@ -177,7 +221,12 @@ async fn load(inner: &Inner, id: Uuid) -> anyhow::Result<Option<State>> {
         &inner.models,
         agents.get(&collaboration.principal.id).map(|a| &a.spec),
     );
+    if collaboration.status != CollaborationStatus::Running && collaboration.summary.is_some() {
+        return Ok(None);
+    }
     Ok(Some(State {
+        lease,
+        halt,
         collaboration,
         last_seq: AtomicI64::new(after),
         agents,
@@ -347,7 +396,7 @@ async fn wait<T>(
         };
         let post = tokio::select! {
             biased;
-            _ = inner.shutdown.cancelled() => return Wake::Exit(Exit::Halted),
+            _ = state.halt.cancelled() => return Wake::Exit(Exit::Halted),
             request = control.recv() => match request {
                 Some(Control::Post(post)) => post,
                 other => return Wake::Exit(on_control(other)),
@@ -549,10 +598,12 @@ async fn store_message(
         content: content.clone(),
         created_at: Utc::now(),
     };
-    let id = state.collaboration.id;
-    let event = persist("message", || inner.store.append_message(id, &body, tokens))
-        .await
-        .flatten()?;
+    let lease = &state.lease;
+    let event = persist("message", || {
+        inner.store.append_message(lease, &body, tokens)
+    })
+    .await
+    .flatten()?;
     telemetry::turn(sender.kind.as_str());
     // Before the message goes out, so that a viewer who has the message is not then told
     // the turn is still on.
@@ -598,7 +649,7 @@ async fn summarize(
         reason,
         &state.transcript,
     );
-    let Some((summary, tokens)) = after_the_end(inner, control, writing).await else {
+    let Some((summary, tokens)) = after_the_end(&state.halt, control, writing).await else {
         return false;
     };
     let id = collaboration.id;
@@ -622,7 +673,7 @@ async fn summarize(
 /// requests: a delete stops it (`None`, and nothing is to be written any more), a stop
 /// finds nothing left to stop, a post comes too late. Shutdown stops it too.
 async fn after_the_end<T>(
-    inner: &Inner,
+    halt: &CancellationToken,
     control: &mut Option<&mut mpsc::Receiver<Control>>,
     work: impl Future<Output = T>,
 ) -> Option<T> {
@@ -636,7 +687,7 @@ async fn after_the_end<T>(
         };
         tokio::select! {
             biased;
-            _ = inner.shutdown.cancelled() => return None,
+            _ = halt.cancelled() => return None,
             request = request => match request {
                 Some(Control::Delete(ack)) => { let _ = ack.send(()); return None; }
                 // Already ended: dropping the ack tells the caller so.
@@ -660,6 +711,10 @@ where
     for attempt in 0..5u32 {
         match write().await {
             Ok(value) => return Some(value),
+            Err(StoreError::LeaseLost) => {
+                tracing::warn!(what, "the lease was lost; this runner stops");
+                return None;
+            }
             Err(error) => {
                 tracing::error!(
                     what,

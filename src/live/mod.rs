@@ -8,5 +8,5 @@ mod hub;
 pub mod session;
 pub mod streams;
 
-pub use hub::{Frame, Hub};
+pub use hub::{Frame, Hub, Wire};
 pub use streams::{Refusal, StreamPass, Streams};

@@ -10,6 +10,8 @@
 
 mod sqlite;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -33,6 +35,10 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A fenced write came with a lease this process no longer holds: another process runs
+    /// the collaboration now (or nobody did in time). The writer must stop, not retry.
+    #[error("the lease on this collaboration is no longer held")]
+    LeaseLost,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -74,6 +80,31 @@ pub struct ChannelInfo {
     pub last_seq: i64,
     pub status: CollaborationStatus,
     pub created_at: DateTime<Utc>,
+}
+
+/// A process's hold on a collaboration: the right to run it (turns, ending, summary). Writes
+/// that carry it are refused by the database once `owner` or `epoch` has moved on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub collaboration_id: Uuid,
+    /// The process: a random id it picks at start.
+    pub owner: Uuid,
+    /// Grows with every claim, so a process that lost a lease and claimed it again does not
+    /// let its earlier runner write.
+    pub epoch: i64,
+}
+
+/// Which leases [`Store::claim_leases`] takes. Only collaborations that need a runner (running,
+/// or ended without a stored summary) are ever claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This one, if its lease is free or expired.
+    One(Uuid),
+    /// Up to `limit` whose lease is free or expired, oldest first.
+    Expired { limit: u32 },
+    /// Every one, live leases too: for a process that knows it is the only one (SQLite's
+    /// single server starting after a crash, whose old leases nobody else will renew).
+    All,
 }
 
 #[async_trait]
@@ -173,20 +204,34 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<(Vec<Collaboration>, u64)>;
     /// Deletes the collaboration with its channel and events. False when there was none.
     async fn delete_collaboration(&self, account_id: Uuid, id: Uuid) -> StoreResult<bool>;
-    /// Ids of collaborations still running: what a starting process resumes.
-    async fn running_collaborations(&self) -> StoreResult<Vec<Uuid>>;
     /// How many collaborations there are in each status, over every account (for metrics).
     async fn count_by_status(&self) -> StoreResult<Vec<(CollaborationStatus, u64)>>;
-    /// Ids of ended collaborations whose summary was never stored (a crash in between).
-    async fn unsummarized_collaborations(&self) -> StoreResult<Vec<Uuid>>;
+
+    // Leases (see [`Lease`]). Expiry is judged by the database's clock where it has one.
+    /// Takes leases for `owner` for `ttl`, bumping each one's epoch.
+    async fn claim_leases(
+        &self,
+        owner: Uuid,
+        ttl: Duration,
+        which: Claim,
+    ) -> StoreResult<Vec<Lease>>;
+    /// Extends every unexpired lease `owner` holds; returns those it still holds.
+    async fn renew_leases(&self, owner: Uuid, ttl: Duration) -> StoreResult<Vec<Lease>>;
+    /// Gives the lease up (the work is done, or the runner stopped), if it is still this one.
+    async fn release_lease(&self, lease: &Lease) -> StoreResult<()>;
+    /// Gives up every lease `owner` holds: a process shutting down hands over at once.
+    async fn release_leases(&self, owner: Uuid) -> StoreResult<u64>;
+    /// The process holding an unexpired lease on the collaboration, if any.
+    async fn lease_holder(&self, collaboration_id: Uuid) -> StoreResult<Option<Uuid>>;
 
     // The channel log.
     /// Appends a message event, counting it and its tokens on the collaboration; `None`
     /// (and nothing written) once the collaboration is no longer running or has reached
     /// its message cap: the cap holds in the database, whoever writes.
+    /// [`StoreError::LeaseLost`] unless `lease` is still held.
     async fn append_message(
         &self,
-        collaboration_id: Uuid,
+        lease: &Lease,
         body: &EventBody,
         tokens: u64,
     ) -> StoreResult<Option<StoredEvent>>;
@@ -201,9 +246,13 @@ pub trait Store: Send + Sync + 'static {
         note: Option<&str>,
     ) -> StoreResult<()>;
     /// Ends a running collaboration and appends its `status` event; `None` if it had ended.
+    /// With a lease, [`StoreError::LeaseLost`] unless it is still held; without one (a stop
+    /// no runner could take) it ends whoever runs it, and that runner's next write finds it
+    /// ended.
     async fn finish_collaboration(
         &self,
         collaboration_id: Uuid,
+        lease: Option<&Lease>,
         ending: &Ending,
     ) -> StoreResult<Option<StoredEvent>>;
     /// Stores the summary and appends its `summary` event; `None` if one was stored already.

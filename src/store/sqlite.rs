@@ -16,7 +16,8 @@ use sqlx::{
 use uuid::{Uuid, fmt::Hyphenated};
 
 use super::{
-    ChannelInfo, CollaborationFilter, Credential, IdempotencyClaim, Store, StoreError, StoreResult,
+    ChannelInfo, Claim, CollaborationFilter, Credential, IdempotencyClaim, Lease, Store,
+    StoreError, StoreResult,
 };
 use crate::domain::{
     Account, Agent, AgentAddress, AgentRef, AgentSpec, ApiKey, Collaboration, CollaborationStatus,
@@ -112,6 +113,25 @@ async fn insert_event(
     .execute(&mut **tx)
     .await?;
     Ok(StoredEvent { seq, frame })
+}
+
+/// Fencing: refuses the transaction's writes unless `lease` is still held. The write lock
+/// taken by `BEGIN IMMEDIATE` keeps anyone from claiming it before the commit.
+async fn check_lease(tx: &mut Transaction<'static, Sqlite>, lease: &Lease) -> StoreResult<()> {
+    let held: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM collaborations \
+         WHERE id = ? AND lease_owner = ? AND lease_epoch = ? AND lease_expires_at > ?",
+    )
+    .bind(lease.collaboration_id.hyphenated())
+    .bind(lease.owner.hyphenated())
+    .bind(lease.epoch)
+    .bind(Utc::now())
+    .fetch_optional(&mut **tx)
+    .await?;
+    match held {
+        Some(_) => Ok(()),
+        None => Err(StoreError::LeaseLost),
+    }
 }
 
 async fn channel_of(
@@ -667,14 +687,6 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn running_collaborations(&self) -> StoreResult<Vec<Uuid>> {
-        let ids: Vec<Hyphenated> =
-            sqlx::query_scalar("SELECT id FROM collaborations WHERE status = 'running'")
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(ids.into_iter().map(Hyphenated::into_uuid).collect())
-    }
-
     async fn count_by_status(&self) -> StoreResult<Vec<(CollaborationStatus, u64)>> {
         let rows: Vec<(String, i64)> =
             sqlx::query_as("SELECT status, COUNT(*) FROM collaborations GROUP BY status")
@@ -688,34 +700,135 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn unsummarized_collaborations(&self) -> StoreResult<Vec<Uuid>> {
-        let ids: Vec<Hyphenated> = sqlx::query_scalar(
-            "SELECT id FROM collaborations WHERE status <> 'running' AND summary IS NULL",
+    async fn claim_leases(
+        &self,
+        owner: Uuid,
+        ttl: Duration,
+        which: Claim,
+    ) -> StoreResult<Vec<Lease>> {
+        let now = Utc::now();
+        let expires = now + ttl;
+        let mut query = QueryBuilder::<Sqlite>::new("UPDATE collaborations SET lease_owner = ");
+        query
+            .push_bind(owner.hyphenated())
+            .push(", lease_expires_at = ")
+            .push_bind(expires)
+            .push(", lease_epoch = lease_epoch + 1 WHERE (status = 'running' OR summary IS NULL)");
+        let free = |query: &mut QueryBuilder<Sqlite>| {
+            query
+                .push(" AND (lease_expires_at IS NULL OR lease_expires_at <= ")
+                .push_bind(now)
+                .push(")");
+        };
+        match which {
+            Claim::One(id) => {
+                free(&mut query);
+                query.push(" AND id = ").push_bind(id.hyphenated());
+            }
+            Claim::Expired { limit } => {
+                free(&mut query);
+                // SQLite's UPDATE has no LIMIT by default; pick the rows in a subquery.
+                query
+                    .push(" AND id IN (SELECT id FROM collaborations WHERE (status = 'running' OR summary IS NULL) \
+                           AND (lease_expires_at IS NULL OR lease_expires_at <= ")
+                    .push_bind(now)
+                    .push(") ORDER BY created_at LIMIT ")
+                    .push_bind(i64::from(limit))
+                    .push(")");
+            }
+            Claim::All => {}
+        }
+        query.push(" RETURNING id, lease_epoch");
+        let mut tx = self.write().await?;
+        let rows: Vec<(Hyphenated, i64)> = query.build_query_as().fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, epoch)| Lease {
+                collaboration_id: id.into_uuid(),
+                owner,
+                epoch,
+            })
+            .collect())
+    }
+
+    async fn renew_leases(&self, owner: Uuid, ttl: Duration) -> StoreResult<Vec<Lease>> {
+        let now = Utc::now();
+        let mut tx = self.write().await?;
+        let rows: Vec<(Hyphenated, i64)> = sqlx::query_as(
+            "UPDATE collaborations SET lease_expires_at = ? \
+             WHERE lease_owner = ? AND lease_expires_at > ? RETURNING id, lease_epoch",
         )
-        .fetch_all(&self.pool)
+        .bind(now + ttl)
+        .bind(owner.hyphenated())
+        .bind(now)
+        .fetch_all(&mut *tx)
         .await?;
-        Ok(ids.into_iter().map(Hyphenated::into_uuid).collect())
+        tx.commit().await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, epoch)| Lease {
+                collaboration_id: id.into_uuid(),
+                owner,
+                epoch,
+            })
+            .collect())
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE collaborations SET lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = ? AND lease_owner = ? AND lease_epoch = ?",
+        )
+        .bind(lease.collaboration_id.hyphenated())
+        .bind(lease.owner.hyphenated())
+        .bind(lease.epoch)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn release_leases(&self, owner: Uuid) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE collaborations SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = ?",
+        )
+        .bind(owner.hyphenated())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn lease_holder(&self, collaboration_id: Uuid) -> StoreResult<Option<Uuid>> {
+        let holder: Option<Option<Hyphenated>> = sqlx::query_scalar(
+            "SELECT CASE WHEN lease_expires_at > ? THEN lease_owner END FROM collaborations WHERE id = ?",
+        )
+        .bind(Utc::now())
+        .bind(collaboration_id.hyphenated())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(holder.flatten().map(Hyphenated::into_uuid))
     }
 
     async fn append_message(
         &self,
-        collaboration_id: Uuid,
+        lease: &Lease,
         body: &EventBody,
         tokens: u64,
     ) -> StoreResult<Option<StoredEvent>> {
         let mut tx = self.write().await?;
+        check_lease(&mut tx, lease).await?;
         let counted = sqlx::query(
             "UPDATE collaborations SET message_count = message_count + 1, tokens_used = tokens_used + ? \
              WHERE id = ? AND status = 'running' AND message_count < message_cap",
         )
         .bind(tokens as i64)
-        .bind(collaboration_id.hyphenated())
+        .bind(lease.collaboration_id.hyphenated())
         .execute(&mut *tx)
         .await?;
         if counted.rows_affected() == 0 {
             return Ok(None);
         }
-        let channel_id = channel_of(&mut tx, collaboration_id).await?;
+        let channel_id = channel_of(&mut tx, lease.collaboration_id).await?;
         let event = insert_event(&mut tx, channel_id, body).await?;
         tx.commit().await?;
         Ok(Some(event))
@@ -755,9 +868,13 @@ impl Store for SqliteStore {
     async fn finish_collaboration(
         &self,
         collaboration_id: Uuid,
+        lease: Option<&Lease>,
         ending: &Ending,
     ) -> StoreResult<Option<StoredEvent>> {
         let mut tx = self.write().await?;
+        if let Some(lease) = lease {
+            check_lease(&mut tx, lease).await?;
+        }
         let status = ending.reason.status();
         let updated = sqlx::query(
             "UPDATE collaborations SET status = ?, end_reason = ?, ended_at = ?, advisory_message = ?, \

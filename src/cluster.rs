@@ -1,0 +1,334 @@
+//! Several processes, one database. NATS carries what has to cross processes:
+//!
+//! - **Live frames.** Everything a process's hub publishes goes out on
+//!   `skein.channel.<channel id>`; every process replays the frames of the others into its own
+//!   hub, which hands them to the viewers it has on that channel. Viewers dedupe by `seq` and
+//!   fill gaps from the store, so a frame lost on the way costs a catch-up, never an event.
+//! - **Requests** for a collaboration another process runs (stop, delete, a person's
+//!   message) go to `skein.process.<owner id>` and are answered by that process's engine.
+//!
+//! The frame text travels as the payload, untouched; what it is travels in headers, so
+//! nothing is parsed or serialized again on the way.
+
+use std::{sync::Arc, time::Duration};
+
+use async_nats::{Client, HeaderMap, Message};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::{sync::mpsc, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    engine::{Engine, Relay, Reply, Request},
+    live::{Hub, Wire},
+};
+
+const CHANNEL_SUBJECTS: &str = "skein.channel";
+const PROCESS_SUBJECTS: &str = "skein.process";
+/// How long a relayed request may take: the other process answers once its runner has acted
+/// (stored the person's message, or the end).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+const ORIGIN: &str = "Skein-Origin";
+const KIND: &str = "Skein-Kind";
+const SEQ: &str = "Skein-Seq";
+const TURN: &str = "Skein-Turn";
+
+pub struct Cluster {
+    client: Client,
+    owner: Uuid,
+    tasks: Vec<JoinHandle<()>>,
+    /// Fired last on shutdown: the exporter then sends what is queued and flushes.
+    done: CancellationToken,
+}
+
+impl Cluster {
+    /// Connects to NATS as the process `owner` (the engine's lease owner id).
+    pub async fn connect(url: &str, owner: Uuid) -> anyhow::Result<Self> {
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("skein {owner}"))
+            .connect(url)
+            .await
+            .map_err(|e| anyhow::anyhow!("connecting to NATS at {url}: {e}"))?;
+        Ok(Self {
+            client,
+            owner,
+            tasks: Vec::new(),
+            done: CancellationToken::new(),
+        })
+    }
+
+    /// A relay for the engine: requests reach other processes through this connection.
+    pub fn relay(&self) -> Arc<dyn Relay> {
+        Arc::new(NatsRelay {
+            client: self.client.clone(),
+        })
+    }
+
+    /// Starts carrying the hub's frames out and other processes' frames in, and answering
+    /// requests with `engine`. Subscriptions are in place when this returns.
+    pub async fn start(&mut self, hub: Arc<Hub>, engine: Engine) -> anyhow::Result<()> {
+        let frames = self
+            .client
+            .subscribe(format!("{CHANNEL_SUBJECTS}.*"))
+            .await
+            .map_err(|e| anyhow::anyhow!("subscribing to channel frames: {e}"))?;
+        let requests = self
+            .client
+            .subscribe(format!("{PROCESS_SUBJECTS}.{}", self.owner))
+            .await
+            .map_err(|e| anyhow::anyhow!("subscribing to requests: {e}"))?;
+        let exports = hub.export_to();
+        self.tasks.push(tokio::spawn(export(
+            self.client.clone(),
+            self.owner,
+            exports,
+            self.done.clone(),
+        )));
+        self.tasks
+            .push(tokio::spawn(import(frames, self.owner, hub)));
+        self.tasks
+            .push(tokio::spawn(answer(self.client.clone(), requests, engine)));
+        Ok(())
+    }
+
+    /// After the engine has stopped: sends the frames still queued, then lets go.
+    pub async fn close(self) {
+        self.done.cancel();
+        let mut tasks = self.tasks.into_iter();
+        if let Some(exporter) = tasks.next() {
+            let _ = exporter.await;
+        }
+        tasks.for_each(|task| task.abort());
+    }
+}
+
+struct NatsRelay {
+    client: Client,
+}
+
+#[async_trait]
+impl Relay for NatsRelay {
+    async fn forward(&self, owner: Uuid, request: &Request) -> Option<Reply> {
+        let payload = Bytes::from(serde_json::to_vec(request).ok()?);
+        let subject = format!("{PROCESS_SUBJECTS}.{owner}");
+        let asked = tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(subject, payload));
+        match asked.await {
+            Ok(Ok(message)) => serde_json::from_slice(&message.payload).ok(),
+            // No responders: the owner is gone, and its lease will lapse.
+            Ok(Err(error)) => {
+                tracing::debug!(%owner, %error, "a relayed request got no answer");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(%owner, "a relayed request timed out");
+                None
+            }
+        }
+    }
+}
+
+async fn export(
+    client: Client,
+    owner: Uuid,
+    mut exports: mpsc::UnboundedReceiver<(Uuid, Wire)>,
+    done: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            biased;
+            next = exports.recv() => next,
+            _ = done.cancelled() => None,
+        };
+        // Biased: whatever is queued goes out before `done` ends the loop.
+        let Some((channel_id, wire)) = next else {
+            break;
+        };
+        let (headers, payload) = encode(owner, &wire);
+        let subject = format!("{CHANNEL_SUBJECTS}.{channel_id}");
+        if let Err(error) = client.publish_with_headers(subject, headers, payload).await {
+            tracing::warn!(%error, "publishing a frame to NATS failed");
+        }
+    }
+    if let Err(error) = client.flush().await {
+        tracing::warn!(%error, "flushing NATS failed");
+    }
+}
+
+async fn import(mut frames: async_nats::Subscriber, owner: Uuid, hub: Arc<Hub>) {
+    while let Some(message) = frames.next().await {
+        match decode(&message) {
+            // Our own frames reached our viewers when they were published.
+            Some((origin, ..)) if origin == owner => {}
+            Some((_, channel_id, wire)) => hub.apply(channel_id, wire),
+            None => {
+                tracing::warn!(subject = %message.subject, "ignoring a malformed frame from NATS")
+            }
+        }
+    }
+}
+
+async fn answer(client: Client, mut requests: async_nats::Subscriber, engine: Engine) {
+    while let Some(message) = requests.next().await {
+        let Some(reply_to) = message.reply.clone() else {
+            continue;
+        };
+        let (client, engine) = (client.clone(), engine.clone());
+        // Each on its own: a post waits for the runner, which must not hold up a stop.
+        tokio::spawn(async move {
+            let reply = match serde_json::from_slice::<Request>(&message.payload) {
+                Ok(request) => engine.answer(request).await,
+                Err(error) => {
+                    tracing::warn!(%error, "ignoring a malformed relayed request");
+                    Reply::NotHere
+                }
+            };
+            let Ok(payload) = serde_json::to_vec(&reply) else {
+                return;
+            };
+            if let Err(error) = client.publish(reply_to, payload.into()).await {
+                tracing::warn!(%error, "answering a relayed request failed");
+            }
+        });
+    }
+}
+
+fn encode(owner: Uuid, wire: &Wire) -> (HeaderMap, Bytes) {
+    let mut headers = HeaderMap::new();
+    headers.insert(ORIGIN, owner.to_string());
+    let (kind, text) = match wire {
+        Wire::Event { seq, text } => {
+            headers.insert(SEQ, seq.to_string());
+            ("event", Some(text))
+        }
+        Wire::Delta { after_seq, text } => {
+            headers.insert(SEQ, after_seq.to_string());
+            ("delta", Some(text))
+        }
+        Wire::Turn {
+            after_seq,
+            turn_id,
+            text,
+        } => {
+            headers.insert(SEQ, after_seq.to_string());
+            headers.insert(TURN, turn_id.to_string());
+            ("turn", Some(text))
+        }
+        Wire::EndTurn { turn_id } => {
+            headers.insert(TURN, turn_id.to_string());
+            ("end_turn", None)
+        }
+        Wire::EndTurns => ("end_turns", None),
+        Wire::Closed => ("closed", None),
+    };
+    headers.insert(KIND, kind);
+    let payload = text
+        .map(|text| Bytes::copy_from_slice(text.as_str().as_bytes()))
+        .unwrap_or_default();
+    (headers, payload)
+}
+
+/// The origin, the channel and the frame of a message `encode` made.
+fn decode(message: &Message) -> Option<(Uuid, Uuid, Wire)> {
+    let channel_id = message
+        .subject
+        .strip_prefix(CHANNEL_SUBJECTS)?
+        .strip_prefix('.')?
+        .parse()
+        .ok()?;
+    let headers = message.headers.as_ref()?;
+    let header = |name: &str| headers.get(name).map(|value| value.as_str());
+    let origin = header(ORIGIN)?.parse().ok()?;
+    let seq = || header(SEQ)?.parse::<i64>().ok();
+    let turn_id = || header(TURN)?.parse::<Uuid>().ok();
+    let text = || {
+        String::from_utf8(message.payload.to_vec())
+            .ok()
+            .map(Into::into)
+    };
+    let wire = match header(KIND)? {
+        "event" => Wire::Event {
+            seq: seq()?,
+            text: text()?,
+        },
+        "delta" => Wire::Delta {
+            after_seq: seq()?,
+            text: text()?,
+        },
+        "turn" => Wire::Turn {
+            after_seq: seq()?,
+            turn_id: turn_id()?,
+            text: text()?,
+        },
+        "end_turn" => Wire::EndTurn {
+            turn_id: turn_id()?,
+        },
+        "end_turns" => Wire::EndTurns,
+        "closed" => Wire::Closed,
+        _ => return None,
+    };
+    Some((origin, channel_id, wire))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(channel_id: Uuid, (headers, payload): (HeaderMap, Bytes)) -> Message {
+        Message {
+            subject: format!("{CHANNEL_SUBJECTS}.{channel_id}").into(),
+            reply: None,
+            length: payload.len(),
+            payload,
+            headers: Some(headers),
+            status: None,
+            description: None,
+        }
+    }
+
+    #[test]
+    fn every_frame_survives_the_trip() {
+        let (owner, channel_id, turn_id) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let wires = [
+            Wire::Event {
+                seq: 7,
+                text: r#"{"type":"message","seq":7}"#.into(),
+            },
+            Wire::Delta {
+                after_seq: 6,
+                text: r#"{"type":"delta","text":"hé"}"#.into(),
+            },
+            Wire::Turn {
+                after_seq: 6,
+                turn_id,
+                text: r#"{"type":"turn"}"#.into(),
+            },
+            Wire::EndTurn { turn_id },
+            Wire::EndTurns,
+            Wire::Closed,
+        ];
+        for wire in wires {
+            let decoded = decode(&message(channel_id, encode(owner, &wire)));
+            assert_eq!(decoded, Some((owner, channel_id, wire)));
+        }
+    }
+
+    #[test]
+    fn a_message_missing_what_its_kind_needs_is_refused() {
+        let (owner, channel_id) = (Uuid::new_v4(), Uuid::new_v4());
+        let (mut headers, payload) = encode(
+            owner,
+            &Wire::Event {
+                seq: 1,
+                text: "{}".into(),
+            },
+        );
+        headers.insert(SEQ, "not a number");
+        assert_eq!(decode(&message(channel_id, (headers, payload))), None);
+        let mut stray = message(channel_id, encode(owner, &Wire::EndTurns));
+        stray.subject = "skein.channel.nope".into();
+        assert_eq!(decode(&stray), None);
+    }
+}
