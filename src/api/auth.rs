@@ -210,10 +210,10 @@ pub async fn bootstrap_admin(
     let hash = hash_secret(&secret);
     let all = vec![Scope::Read, Scope::Write, Scope::Admin];
     if !store.key_exists(&hash).await? {
-        match store.operator_account().await? {
+        let stored = match store.operator_account().await? {
             Some(account_id) => {
                 let key = stored_key(account_id, "admin", &secret, all, true);
-                store.insert_key(&key).await?;
+                store.insert_key(&key).await
             }
             None => {
                 let account = Account {
@@ -223,8 +223,14 @@ pub async fn bootstrap_admin(
                     created_at: Utc::now(),
                 };
                 let key = stored_key(account.id, "admin", &secret, all, true);
-                store.create_account(&account, &key).await?;
+                store.create_account(&account, &key).await
             }
+        };
+        match stored {
+            Ok(()) => {}
+            // Another server on the same database stored the same key a moment ago.
+            Err(_) if store.key_exists(&hash).await? => {}
+            Err(error) => return Err(error.into()),
         }
     } else if store.find_key(&hash).await?.is_none() {
         anyhow::bail!(

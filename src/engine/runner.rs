@@ -107,7 +107,10 @@ pub(super) async fn run(
         return;
     }
     let exit = drive(inner, &mut state, &mut control).await;
-    inner.hub.end_turns(state.collaboration.channel_id);
+    // A runner that lost its lease leaves the turn to the process that runs it now.
+    if !state.halt.is_cancelled() || inner.shutdown.is_cancelled() {
+        inner.hub.end_turns(state.collaboration.channel_id);
+    }
     let Exit::Ended(ending, ack) = exit else {
         return;
     };

@@ -10,6 +10,7 @@ mod agents;
 mod browser;
 mod byo_agents;
 mod cli;
+mod cluster;
 mod collaborations;
 mod humans;
 mod idempotency;

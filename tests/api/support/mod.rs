@@ -2,6 +2,7 @@
 //! a WebSocket viewer, and a fake model provider.
 
 pub mod browser;
+pub mod cluster;
 pub mod fake_model;
 pub mod peers;
 pub mod process;

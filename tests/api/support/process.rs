@@ -63,6 +63,17 @@ impl Process {
         }
     }
 
+    /// Everything the server wrote so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().join("\n")
+    }
+
+    /// Kills the server with SIGKILL: no shutdown of any kind.
+    pub async fn kill(mut self) {
+        self.child.start_kill().expect("the server is running");
+        let _ = self.child.wait().await;
+    }
+
     /// Stops the server with SIGTERM, waits for it, and returns everything it wrote.
     pub async fn stop(mut self) -> String {
         let pid = self.child.id().expect("still running").to_string();

@@ -1,0 +1,218 @@
+//! Several Skein processes on one PostgreSQL database and one NATS server: when the process
+//! running most collaborations dies (SIGKILL) or stops (SIGTERM), the others take them over,
+//! every collaboration completes, and viewers on the surviving processes see every event once,
+//! in order. Skipped without PostgreSQL and NATS (see `support::cluster`).
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use tokio::{task::JoinHandle, time::Instant};
+use uuid::Uuid;
+
+use crate::support::{
+    Api, Said, Viewer,
+    cluster::{Cluster, LEASE_SECS},
+    id,
+};
+
+const PROCESSES: usize = 3;
+const MESSAGE_CAP: i64 = 10;
+/// Each turn takes this long, so collaborations are mid-way when a process goes.
+const TURN_MS: u64 = 250;
+
+#[tokio::test]
+async fn collaborations_of_a_killed_process_are_taken_over_and_viewers_miss_nothing() {
+    failover(Departure::Killed, 20).await;
+}
+
+#[tokio::test]
+async fn a_process_stopped_with_sigterm_hands_its_collaborations_over_at_once() {
+    failover(Departure::Terminated, 10).await;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Departure {
+    Killed,
+    Terminated,
+}
+
+async fn failover(departure: Departure, count: usize) {
+    let Some(mut cluster) = Cluster::start(PROCESSES).await else {
+        return;
+    };
+    let apis: Vec<Api> = (0..PROCESSES)
+        .map(|i| cluster.member(i).process.api.clone())
+        .collect();
+    let a = apis[0].scripted("A", &["a1", "a2", "a3"], TURN_MS).await;
+    let b = apis[1].scripted("B", &["b1", "b2"], TURN_MS).await;
+    // Spread over the processes: the one that creates a collaboration runs it.
+    let mut created = Vec::new();
+    for i in 0..count {
+        let settings = json!({"message_cap": MESSAGE_CAP, "timeout_window": 60});
+        created.push(apis[i % PROCESSES].collaborate(&a, &b, settings).await);
+    }
+    let mut watching = Vec::new();
+    for collaboration in &created {
+        let channel = collaboration["channel_id"].as_str().unwrap();
+        for (process, api) in apis.iter().enumerate() {
+            watching.push((process, watch(api.viewer(channel, 0).await)));
+        }
+    }
+    let mut db = cluster.database().await;
+    // Some turns in, and every collaboration still has turns to go.
+    tokio::time::sleep(Duration::from_millis(4 * TURN_MS)).await;
+    let (victim, held) = busiest_owner(&mut db).await;
+    let index = cluster
+        .alive()
+        .into_iter()
+        .find(|&i| cluster.member(i).owner == victim)
+        .expect("the busiest owner is one of the processes");
+    assert!(held > 0);
+    let member = cluster.processes[index].take().unwrap();
+    let departed = Instant::now();
+    match departure {
+        Departure::Killed => member.process.kill().await,
+        Departure::Terminated => {
+            member.process.stop().await;
+            // Released on the way out, not left to expire.
+            let still_held: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM collaborations WHERE lease_owner = $1")
+                    .bind(victim)
+                    .fetch_one(&mut db)
+                    .await
+                    .unwrap();
+            assert_eq!(still_held, 0, "a stopped process keeps no lease");
+        }
+    }
+    let takeover = loop {
+        let orphans: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM collaborations WHERE (status = 'running' OR summary IS NULL) \
+             AND (lease_owner IS NULL OR lease_owner = $1)",
+        )
+        .bind(victim)
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+        if orphans == 0 {
+            break departed.elapsed();
+        }
+        assert!(
+            departed.elapsed() < Duration::from_secs(LEASE_SECS + 10),
+            "{orphans} collaborations were never taken over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!(
+        "{departure:?}: {held} collaborations taken over {} ms after the process went (lease {LEASE_SECS} s)",
+        takeover.as_millis()
+    );
+    assert!(
+        takeover <= Duration::from_secs(LEASE_SECS + 1),
+        "takeover took {takeover:?}"
+    );
+    let survivor = &apis[cluster.alive()[0]];
+    for collaboration in &created {
+        let id = id(collaboration);
+        let ended = wait_until(Duration::from_secs(60), || async {
+            let c = survivor.collaboration(&id).await;
+            (!c["summary"].is_null()).then_some(c)
+        })
+        .await;
+        assert_eq!(ended["status"], "completed", "{ended}");
+        assert_eq!(ended["message_count"], MESSAGE_CAP);
+        let channel: Uuid = collaboration["channel_id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_log_is_whole(&mut db, channel).await;
+    }
+    let mut checked = 0;
+    for (process, viewer) in watching {
+        let frames = viewer.await.unwrap();
+        if process == index {
+            continue;
+        }
+        let seqs: Vec<i64> = frames.iter().filter_map(|f| f["seq"].as_i64()).collect();
+        let last = frames.last().expect("frames");
+        assert_eq!(last["type"], "summary", "the viewer saw the end: {last}");
+        let expected: Vec<i64> = (1..=seqs.len() as i64).collect();
+        assert_eq!(seqs, expected, "every seq once, in order");
+        checked += 1;
+    }
+    assert_eq!(checked, count * (PROCESSES - 1));
+    cluster.remove().await;
+}
+
+/// Reads a viewer's frames after `hello` until the summary or the end of the stream.
+fn watch(mut viewer: Viewer) -> JoinHandle<Vec<Value>> {
+    tokio::spawn(async move {
+        let mut frames = Vec::new();
+        match viewer.next().await {
+            Said::Frame(hello) => assert_eq!(hello["type"], "hello"),
+            Said::Closed(..) => return frames,
+        }
+        while let Said::Frame(frame) = viewer.next().await {
+            let done = frame["type"] == "summary";
+            frames.push(frame);
+            if done {
+                break;
+            }
+        }
+        frames
+    })
+}
+
+/// The process holding the most unexpired leases, and how many it holds.
+async fn busiest_owner(db: &mut PgConnection) -> (Uuid, i64) {
+    sqlx::query_as(
+        "SELECT lease_owner, count(*) FROM collaborations \
+         WHERE lease_owner IS NOT NULL AND lease_expires_at > now() \
+         GROUP BY lease_owner ORDER BY count(*) DESC LIMIT 1",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap()
+}
+
+/// The stored log of a channel: seq 1..N with no gap, and no turn stored twice.
+async fn assert_log_is_whole(db: &mut PgConnection, channel: Uuid) {
+    let rows: Vec<(i64, String, String)> =
+        sqlx::query_as("SELECT seq, kind, frame FROM events WHERE channel_id = $1 ORDER BY seq")
+            .bind(channel)
+            .fetch_all(&mut *db)
+            .await
+            .unwrap();
+    let seqs: Vec<i64> = rows.iter().map(|row| row.0).collect();
+    assert_eq!(seqs, (1..=rows.len() as i64).collect::<Vec<_>>());
+    let turns: Vec<String> = rows
+        .iter()
+        .filter(|row| row.1 == "message")
+        .map(|row| {
+            let frame: Value = serde_json::from_str(&row.2).unwrap();
+            frame["turn_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(turns.len() as i64, MESSAGE_CAP);
+    let mut unique = turns.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), turns.len(), "a turn was stored twice");
+}
+
+/// Polls `probe` every 50 ms until it yields, failing after `patience`.
+async fn wait_until<T, F, Fut>(patience: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + patience;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "gave up after {patience:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

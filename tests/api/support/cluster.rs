@@ -1,0 +1,128 @@
+//! Several real `skein serve` processes on one PostgreSQL database and one NATS server.
+//!
+//! They run when `SKEIN_TEST_DATABASE_URL` and `SKEIN_TEST_NATS_URL` are set (as `.ci/run`
+//! sets them); otherwise the tests pass over themselves, saying so, unless
+//! `SKEIN_CLUSTER_TESTS=required`. Each cluster gets a schema of its own, dropped at the end.
+
+use std::time::Duration;
+
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use tempfile::TempDir;
+use uuid::Uuid;
+
+use super::{process::Process, wait_for};
+
+/// How long a lease lasts in these clusters: short, so that a test sees takeovers.
+pub const LEASE_SECS: u64 = 3;
+
+pub struct Cluster {
+    pub processes: Vec<Option<Member>>,
+    /// The database URL the members use (their schema on the search path).
+    pub database_url: String,
+    base_url: String,
+    schema: String,
+}
+
+pub struct Member {
+    pub process: Process,
+    /// The id the process holds its leases under.
+    pub owner: Uuid,
+    _data_dir: TempDir,
+}
+
+impl Cluster {
+    /// `count` processes, started one after another (the first creates the admin key's
+    /// account). `None`, with a note, where PostgreSQL or NATS is not configured.
+    pub async fn start(count: usize) -> Option<Self> {
+        let urls = (
+            std::env::var("SKEIN_TEST_DATABASE_URL"),
+            std::env::var("SKEIN_TEST_NATS_URL"),
+        );
+        let (Ok(base_url), Ok(nats_url)) = urls else {
+            assert!(
+                std::env::var("SKEIN_CLUSTER_TESTS").as_deref() != Ok("required"),
+                "SKEIN_CLUSTER_TESTS=required but SKEIN_TEST_DATABASE_URL or SKEIN_TEST_NATS_URL is not set"
+            );
+            eprintln!("no SKEIN_TEST_DATABASE_URL / SKEIN_TEST_NATS_URL: skipping");
+            return None;
+        };
+        let schema = format!("skein_cluster_{}", Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&base_url)
+            .await
+            .expect("PostgreSQL at SKEIN_TEST_DATABASE_URL");
+        sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let database_url = in_schema(&base_url, &schema);
+        let lease = LEASE_SECS.to_string();
+        let mut processes = Vec::new();
+        for _ in 0..count {
+            let data_dir = tempfile::tempdir().unwrap();
+            let env = [
+                ("RUST_LOG", "info,sqlx=warn,tower_http=warn"),
+                ("DATABASE_URL", database_url.as_str()),
+                ("SKEIN_NATS_URL", nats_url.as_str()),
+                ("SKEIN_LEASE_SECS", lease.as_str()),
+                ("SKEIN_RATE_LIMIT_PER_MINUTE", "1000000"),
+                ("SKEIN_RATE_LIMIT_BURST", "100000"),
+            ];
+            let process = Process::start_with(data_dir.path(), &env).await;
+            // Logged to stderr, which is read apart from the address on stdout.
+            let owner = wait_for(|| async {
+                process.output().lines().find_map(|line| {
+                    let (_, rest) = line.split_once("owner=")?;
+                    rest.get(..36)?.parse().ok()
+                })
+            })
+            .await;
+            processes.push(Some(Member {
+                process,
+                owner,
+                _data_dir: data_dir,
+            }));
+        }
+        Some(Self {
+            processes,
+            database_url,
+            base_url,
+            schema,
+        })
+    }
+
+    pub fn member(&self, index: usize) -> &Member {
+        self.processes[index].as_ref().expect("a live member")
+    }
+
+    /// Indices of the members still running.
+    pub fn alive(&self) -> Vec<usize> {
+        (0..self.processes.len())
+            .filter(|&i| self.processes[i].is_some())
+            .collect()
+    }
+
+    /// A connection to the cluster's schema, to look at what it stored.
+    pub async fn database(&self) -> PgConnection {
+        PgConnection::connect(&self.database_url).await.unwrap()
+    }
+
+    /// Drops the cluster's schema; the processes are killed when dropped.
+    pub async fn remove(mut self) {
+        self.processes.clear();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut admin = PgConnection::connect(&self.base_url).await.unwrap();
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "DROP SCHEMA {} CASCADE",
+            self.schema
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    }
+}
+
+/// `base` with `schema` as the search path of every connection made with it.
+pub fn in_schema(base: &str, schema: &str) -> String {
+    let separator = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{separator}options=-c%20search_path%3D{schema}")
+}
