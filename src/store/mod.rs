@@ -5,9 +5,13 @@
 //! (message count, status, summary), so a crash never leaves the two disagreeing. Callers
 //! publish an event only after the method returned: persist, then publish.
 //!
-//! Only SQLite exists today; the trait is shaped so a PostgreSQL implementation can follow
-//! without changing callers (no `sqlx::Any`, no backend types in signatures).
+//! Two backends implement it: [`SqliteStore`], one embedded file for a single process, and
+//! [`PgStore`], one PostgreSQL database that several processes can share. They keep the same
+//! schema (each with its own migrations, same versions) and answer the same way; the
+//! conformance suite in `tests/store` runs every test against both. Callers never see which
+//! one they have (no `sqlx::Any`, no backend types in signatures).
 
+mod postgres;
 mod rows;
 mod sqlite;
 
@@ -21,6 +25,7 @@ use crate::domain::{
     webhook::{AttemptOutcome, Delivery, DueDelivery, WebhookSettings},
 };
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
