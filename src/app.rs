@@ -16,7 +16,7 @@ use crate::{
     engine::Engine,
     live::{Hub, Streams},
     outbound::Outbound,
-    store::{SqliteStore, Store},
+    store::{PgStore, SqliteStore, Store},
 };
 
 /// Limit on one call to a user-supplied URL.
@@ -41,7 +41,7 @@ impl App {
         // SQLite is one server's file; PostgreSQL may be shared by several.
         let single_process = config.database_url.is_none();
         let store: Arc<dyn Store> = match &config.database_url {
-            Some(_url) => anyhow::bail!("MERGE-PG"),
+            Some(url) => Arc::new(PgStore::connect(url.expose_secret()).await?),
             None => Arc::new(SqliteStore::open(&config.data_dir).await?),
         };
         let bootstrap = api::auth::bootstrap_admin(
@@ -89,7 +89,6 @@ impl App {
                 None
             }
         };
-        tracing::info!(owner = %engine.owner(), "this process holds its leases as this owner");
         let listener = TcpListener::bind(config.bind).await?;
         let state = AppState {
             store,
@@ -120,6 +119,11 @@ impl App {
     /// The admin key, if this start created it: shown once, then only in `admin.key`.
     pub fn new_admin_key(&self) -> Option<&str> {
         self.new_admin_key.as_deref()
+    }
+
+    /// This process's id: the owner of its leases, named in logs and on other processes.
+    pub fn instance(&self) -> uuid::Uuid {
+        self.state.engine.owner()
     }
 
     pub fn provider_names(&self) -> Vec<String> {

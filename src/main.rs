@@ -60,6 +60,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let address = app.local_addr();
     println!("Skein listening on http://{address}");
     println!("Data directory: {}", data_dir.display());
+    println!("Instance: {}", app.instance());
     if let Some(key) = app.new_admin_key() {
         println!();
         println!(

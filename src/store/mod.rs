@@ -5,9 +5,14 @@
 //! (message count, status, summary), so a crash never leaves the two disagreeing. Callers
 //! publish an event only after the method returned: persist, then publish.
 //!
-//! Only SQLite exists today; the trait is shaped so a PostgreSQL implementation can follow
-//! without changing callers (no `sqlx::Any`, no backend types in signatures).
+//! Two backends implement it: [`SqliteStore`], one embedded file for a single process, and
+//! [`PgStore`], one PostgreSQL database that several processes can share. They keep the same
+//! schema (each with its own migrations, same versions) and answer the same way; the
+//! conformance suite in `tests/store` runs every test against both. Callers never see which
+//! one they have (no `sqlx::Any`, no backend types in signatures).
 
+mod postgres;
+mod rows;
 mod sqlite;
 
 use std::time::Duration;
@@ -17,11 +22,12 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::{
-    Account, Agent, AgentRef, ApiKey, Collaboration, CollaborationStatus, Ending, EventBody,
-    NewCollaboration, NewKey, PageRequest, Source, StoredEvent,
+    Account, Agent, AgentAddress, AgentRef, ApiKey, Collaboration, CollaborationStatus, Ending,
+    EventBody, NewCollaboration, NewKey, PageRequest, Source, StoredEvent,
     webhook::{AttemptOutcome, Delivery, DueDelivery, WebhookSettings},
 };
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +48,42 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The conflicts every backend reports, worded once.
+impl StoreError {
+    fn address_taken(address: &AgentAddress) -> Self {
+        Self::Conflict(format!("an agent with address {address} already exists"))
+    }
+
+    fn agent_in_use() -> Self {
+        Self::Conflict("the agent takes part in collaborations; delete those first".into())
+    }
+
+    fn configured_key() -> Self {
+        Self::Conflict(
+            "this is the server's admin key, set by SKEIN_ADMIN_KEY or admin.key; \
+             rotate it there and restart"
+                .into(),
+        )
+    }
+
+    fn too_many_running(running: i64, max_running: u32) -> Self {
+        Self::Conflict(format!(
+            "this API key already has {running} running collaborations, the limit \
+             (max_running_collaborations_per_key = {max_running}); stop one or wait for one to end"
+        ))
+    }
+}
+
+/// sqlx classifies the backends' own codes (SQLite's constraint codes, PostgreSQL's 23505).
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
+}
+
+/// As [`is_unique_violation`], for references (PostgreSQL's 23503).
+fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.is_foreign_key_violation())
+}
 
 /// A live key found by its hash, with what the request needs to know of its account.
 #[derive(Debug, Clone)]

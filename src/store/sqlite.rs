@@ -5,28 +5,33 @@
 //! waiting. UUIDs are stored as hyphenated text and times as RFC 3339 text, so the file reads
 //! well in the `sqlite3` shell and compares the same way PostgreSQL will.
 
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{path::Path, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{
-    FromRow, QueryBuilder, Sqlite, SqlitePool, Transaction,
+    QueryBuilder, Sqlite, SqlitePool, Transaction,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 use uuid::{Uuid, fmt::Hyphenated};
 
 use super::{
     ChannelInfo, Claim, CollaborationFilter, Credential, IdempotencyClaim, Lease, Store,
-    StoreError, StoreResult,
-};
-use crate::domain::{
-    Account, Agent, AgentAddress, AgentRef, AgentSpec, ApiKey, Collaboration, CollaborationStatus,
-    Ending, EventBody, NewCollaboration, NewKey, PageRequest, Scope, Sender, StoredEvent,
-    webhook::{
-        AttemptOutcome, CollaborationSnapshot, Delivery, DeliveryStatus, DueDelivery, NextStep,
-        WebhookEvent, WebhookSettings,
+    StoreError, StoreResult, is_foreign_key_violation, is_unique_violation,
+    rows::{
+        self, AccountRow, AgentRow, ChannelRow, CollaborationRow, DeliveryRow, DueRow,
+        IdempotencyRow, KeyRow, MemberRow, SnapshotRow, WebhookSettingsRow, attempt_columns,
+        spec_json,
     },
 };
+use crate::domain::{
+    Account, Agent, AgentRef, ApiKey, Collaboration, CollaborationStatus, Ending, EventBody,
+    NewCollaboration, NewKey, PageRequest, Scope, StoredEvent,
+    webhook::{AttemptOutcome, Delivery, DueDelivery, WebhookEvent, WebhookSettings},
+};
+
+/// How UUID columns decode here: as hyphenated text.
+type Id = Hyphenated;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -60,12 +65,12 @@ impl SqliteStore {
     }
 
     /// Loads the rosters of the given collaboration rows and assembles them.
-    async fn assemble(&self, rows: Vec<CollaborationRow>) -> StoreResult<Vec<Collaboration>> {
+    async fn assemble(&self, rows: Vec<CollaborationRow<Id>>) -> StoreResult<Vec<Collaboration>> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
         let mut query = QueryBuilder::<Sqlite>::new(
-            "SELECT p.collaboration_id, p.position, a.id, a.address, a.name, a.kind \
+            "SELECT p.collaboration_id, a.id, a.address, a.name, a.kind \
              FROM collaboration_participants p JOIN agents a ON a.id = p.agent_id \
              WHERE p.collaboration_id IN (",
         );
@@ -74,17 +79,8 @@ impl SqliteStore {
             ids.push_bind(row.id);
         }
         query.push(") ORDER BY p.collaboration_id, p.position");
-        let members: Vec<MemberRow> = query.build_query_as().fetch_all(&self.pool).await?;
-        rows.into_iter()
-            .map(|row| {
-                let roster: Vec<Sender> = members
-                    .iter()
-                    .filter(|m| m.collaboration_id == row.id)
-                    .map(MemberRow::sender)
-                    .collect::<StoreResult<_>>()?;
-                row.into_domain(roster)
-            })
-            .collect()
+        let members: Vec<MemberRow<Id>> = query.build_query_as().fetch_all(&self.pool).await?;
+        rows::assemble(rows, members)
     }
 }
 
@@ -168,14 +164,6 @@ async fn insert_key<'e>(
     Ok(())
 }
 
-fn is_unique_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
-}
-
-fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(e) if e.is_foreign_key_violation())
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
@@ -209,7 +197,7 @@ impl Store for SqliteStore {
         let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
             .fetch_one(&self.pool)
             .await?;
-        let rows: Vec<AccountRow> =
+        let rows: Vec<AccountRow<Id>> =
             sqlx::query_as("SELECT * FROM accounts ORDER BY created_at, id LIMIT ? OFFSET ?")
                 .bind(i64::from(page.size))
                 .bind(page.offset())
@@ -226,7 +214,7 @@ impl Store for SqliteStore {
     }
 
     async fn find_key(&self, hash: &str) -> StoreResult<Option<Credential>> {
-        let row: Option<KeyRow> = sqlx::query_as(
+        let row: Option<KeyRow<Id>> = sqlx::query_as(
             "SELECT k.*, a.operator FROM api_keys k JOIN accounts a ON a.id = k.account_id \
              WHERE k.key_hash = ? AND k.revoked_at IS NULL",
         )
@@ -255,7 +243,7 @@ impl Store for SqliteStore {
     }
 
     async fn get_key(&self, account_id: Uuid, id: Uuid) -> StoreResult<Option<ApiKey>> {
-        let row: Option<KeyRow> = sqlx::query_as(
+        let row: Option<KeyRow<Id>> = sqlx::query_as(
             "SELECT k.*, a.operator FROM api_keys k JOIN accounts a ON a.id = k.account_id \
              WHERE k.id = ? AND k.account_id = ?",
         )
@@ -263,8 +251,7 @@ impl Store for SqliteStore {
         .bind(account_id.hyphenated())
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|row| row.into_credential().map(|c| c.key))
-            .transpose()
+        row.map(KeyRow::into_key).transpose()
     }
 
     async fn list_keys(
@@ -276,7 +263,7 @@ impl Store for SqliteStore {
             .bind(account_id.hyphenated())
             .fetch_one(&self.pool)
             .await?;
-        let rows: Vec<KeyRow> = sqlx::query_as(
+        let rows: Vec<KeyRow<Id>> = sqlx::query_as(
             "SELECT k.*, a.operator FROM api_keys k JOIN accounts a ON a.id = k.account_id \
              WHERE k.account_id = ? ORDER BY k.created_at DESC, k.id LIMIT ? OFFSET ?",
         )
@@ -287,7 +274,7 @@ impl Store for SqliteStore {
         .await?;
         let keys = rows
             .into_iter()
-            .map(|row| row.into_credential().map(|c| c.key))
+            .map(KeyRow::into_key)
             .collect::<StoreResult<_>>()?;
         Ok((keys, total as u64))
     }
@@ -302,13 +289,7 @@ impl Store for SqliteStore {
                 .await?;
         match from_config {
             None => return Ok(false),
-            Some(true) => {
-                return Err(StoreError::Conflict(
-                    "this is the server's admin key, set by SKEIN_ADMIN_KEY or admin.key; \
-                     rotate it there and restart"
-                        .into(),
-                ));
-            }
+            Some(true) => return Err(StoreError::configured_key()),
             Some(false) => {}
         }
         sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
@@ -340,28 +321,16 @@ impl Store for SqliteStore {
         expired_before: DateTime<Utc>,
     ) -> StoreResult<IdempotencyClaim> {
         let mut tx = self.write().await?;
-        let existing: Option<(String, Option<i64>, Option<Vec<u8>>, DateTime<Utc>)> =
-            sqlx::query_as(
-                "SELECT request_hash, status, response, created_at FROM idempotency_keys \
-                 WHERE account_id = ? AND idempotency_key = ?",
-            )
-            .bind(account_id.hyphenated())
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let claim = match existing {
-            Some((_, _, _, created_at)) if created_at < expired_before => None,
-            Some((_, None, _, _)) => Some(IdempotencyClaim::InFlight),
-            Some((hash, _, _, _)) if hash != request_hash => Some(IdempotencyClaim::Mismatch),
-            Some((_, Some(status), response, _)) => Some(IdempotencyClaim::Completed {
-                status: u16::try_from(status)
-                    .map_err(|_| StoreError::Corrupt(format!("idempotent status {status}")))?,
-                response: response.unwrap_or_default(),
-            }),
-            None => None,
-        };
-        if let Some(claim) = claim {
-            return Ok(claim);
+        let existing: Option<IdempotencyRow> = sqlx::query_as(
+            "SELECT request_hash, status, response, created_at FROM idempotency_keys \
+             WHERE account_id = ? AND idempotency_key = ?",
+        )
+        .bind(account_id.hyphenated())
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(live) = existing.filter(|row| row.created_at >= expired_before) {
+            return live.claim(request_hash);
         }
         sqlx::query(
             "INSERT INTO idempotency_keys (account_id, idempotency_key, request_hash, created_at) \
@@ -445,10 +414,7 @@ impl Store for SqliteStore {
         .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
-                "an agent with address {} already exists",
-                agent.address
-            ))),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::address_taken(&agent.address)),
             Err(e) => Err(e.into()),
         }
     }
@@ -459,7 +425,7 @@ impl Store for SqliteStore {
             AgentRef::Address(address) => ("address", address.to_string()),
         };
         let sql = format!("SELECT * FROM agents WHERE account_id = ? AND {column} = ?");
-        let row: Option<AgentRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        let row: Option<AgentRow<Id>> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(account_id.hyphenated())
             .bind(value)
             .fetch_optional(&self.pool)
@@ -477,7 +443,7 @@ impl Store for SqliteStore {
             list.push_bind(id.hyphenated());
         }
         query.push(")");
-        let rows: Vec<AgentRow> = query.build_query_as().fetch_all(&self.pool).await?;
+        let rows: Vec<AgentRow<Id>> = query.build_query_as().fetch_all(&self.pool).await?;
         rows.into_iter().map(AgentRow::into_domain).collect()
     }
 
@@ -490,7 +456,7 @@ impl Store for SqliteStore {
             .bind(account_id.hyphenated())
             .fetch_one(&self.pool)
             .await?;
-        let rows: Vec<AgentRow> = sqlx::query_as(
+        let rows: Vec<AgentRow<Id>> = sqlx::query_as(
             "SELECT * FROM agents WHERE account_id = ? ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
         )
         .bind(account_id.hyphenated())
@@ -531,9 +497,7 @@ impl Store for SqliteStore {
             .await;
         match result {
             Ok(done) => Ok(done.rows_affected() == 1),
-            Err(e) if is_foreign_key_violation(&e) => Err(StoreError::Conflict(
-                "the agent takes part in collaborations; delete those first".into(),
-            )),
+            Err(e) if is_foreign_key_violation(&e) => Err(StoreError::agent_in_use()),
             Err(e) => Err(e.into()),
         }
     }
@@ -552,10 +516,7 @@ impl Store for SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         if running >= i64::from(max_running) {
-            return Err(StoreError::Conflict(format!(
-                "this API key already has {running} running collaborations, the limit \
-                 (max_running_collaborations_per_key = {max_running}); stop one or wait for one to end"
-            )));
+            return Err(StoreError::too_many_running(running, max_running));
         }
         sqlx::query(
             "INSERT INTO collaborations (id, account_id, channel_id, objective, principal_agent_id, \
@@ -612,7 +573,7 @@ impl Store for SqliteStore {
         account_id: Uuid,
         id: Uuid,
     ) -> StoreResult<Option<Collaboration>> {
-        let row: Option<CollaborationRow> =
+        let row: Option<CollaborationRow<Id>> =
             sqlx::query_as("SELECT * FROM collaborations WHERE id = ? AND account_id = ?")
                 .bind(id.hyphenated())
                 .bind(account_id.hyphenated())
@@ -622,7 +583,7 @@ impl Store for SqliteStore {
     }
 
     async fn collaboration(&self, id: Uuid) -> StoreResult<Option<Collaboration>> {
-        let row: Option<CollaborationRow> =
+        let row: Option<CollaborationRow<Id>> =
             sqlx::query_as("SELECT * FROM collaborations WHERE id = ?")
                 .bind(id.hyphenated())
                 .fetch_optional(&self.pool)
@@ -674,7 +635,7 @@ impl Store for SqliteStore {
             .push_bind(i64::from(page.size))
             .push(" OFFSET ")
             .push_bind(page.offset());
-        let rows: Vec<CollaborationRow> = query.build_query_as().fetch_all(&self.pool).await?;
+        let rows: Vec<CollaborationRow<Id>> = query.build_query_as().fetch_all(&self.pool).await?;
         Ok((self.assemble(rows).await?, total as u64))
     }
 
@@ -936,29 +897,16 @@ impl Store for SqliteStore {
     }
 
     async fn get_channel(&self, account_id: Uuid, id: Uuid) -> StoreResult<Option<ChannelInfo>> {
-        let row: Option<(Hyphenated, Hyphenated, Hyphenated, i64, String, DateTime<Utc>)> =
-            sqlx::query_as(
-                "SELECT ch.id, ch.account_id, ch.collaboration_id, ch.last_seq, c.status, ch.created_at \
-                 FROM channels ch JOIN collaborations c ON c.id = ch.collaboration_id \
-                 WHERE ch.id = ? AND ch.account_id = ?",
-            )
-            .bind(id.hyphenated())
-            .bind(account_id.hyphenated())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(
-            |(id, account_id, collaboration_id, last_seq, status, created_at)| {
-                Ok(ChannelInfo {
-                    id: id.into_uuid(),
-                    account_id: account_id.into_uuid(),
-                    collaboration_id: collaboration_id.into_uuid(),
-                    last_seq,
-                    status: parse(&status)?,
-                    created_at,
-                })
-            },
+        let row: Option<ChannelRow<Id>> = sqlx::query_as(
+            "SELECT ch.id, ch.account_id, ch.collaboration_id, ch.last_seq, c.status, ch.created_at \
+             FROM channels ch JOIN collaborations c ON c.id = ch.collaboration_id \
+             WHERE ch.id = ? AND ch.account_id = ?",
         )
-        .transpose()
+        .bind(id.hyphenated())
+        .bind(account_id.hyphenated())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(ChannelRow::into_domain).transpose()
     }
 
     async fn read_events(
@@ -982,7 +930,7 @@ impl Store for SqliteStore {
     }
 
     async fn webhook_settings(&self, account_id: Uuid) -> StoreResult<Option<WebhookSettings>> {
-        let row: Option<WebhookSettingsRow> =
+        let row: Option<WebhookSettingsRow<Id>> =
             sqlx::query_as("SELECT * FROM webhook_settings WHERE account_id = ?")
                 .bind(account_id.hyphenated())
                 .fetch_optional(&self.pool)
@@ -1046,7 +994,7 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<DueDelivery>> {
         let mut tx = self.write().await?;
-        let rows: Vec<DueRow> = sqlx::query_as(
+        let rows: Vec<DueRow<Id>> = sqlx::query_as(
             "SELECT d.id, d.account_id, d.url, d.payload, d.attempts, d.created_at, w.secret \
              FROM webhook_deliveries d JOIN webhook_settings w ON w.account_id = d.account_id \
              WHERE d.status = 'pending' AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at LIMIT ?",
@@ -1075,11 +1023,7 @@ impl Store for SqliteStore {
         claimed_until: DateTime<Utc>,
         outcome: &AttemptOutcome,
     ) -> StoreResult<()> {
-        let (status, next, delivered) = match outcome.next {
-            NextStep::Delivered => (DeliveryStatus::Delivered, outcome.at, Some(outcome.at)),
-            NextStep::RetryAt(at) => (DeliveryStatus::Pending, at, None),
-            NextStep::GiveUp => (DeliveryStatus::Failed, outcome.at, None),
-        };
+        let (status, next, delivered) = attempt_columns(outcome);
         sqlx::query(
             "UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?, \
              last_attempt_at = ?, last_status = ?, last_error = ?, delivered_at = ? \
@@ -1108,7 +1052,7 @@ impl Store for SqliteStore {
                 .bind(account_id.hyphenated())
                 .fetch_one(&self.pool)
                 .await?;
-        let rows: Vec<DeliveryRow> = sqlx::query_as(
+        let rows: Vec<DeliveryRow<Id>> = sqlx::query_as(
             "SELECT * FROM webhook_deliveries WHERE account_id = ? \
              ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
         )
@@ -1162,7 +1106,7 @@ impl Store for SqliteStore {
         let Some(key_id) = key_id else {
             return Ok(None);
         };
-        let row: Option<KeyRow> = sqlx::query_as(
+        let row: Option<KeyRow<Id>> = sqlx::query_as(
             "SELECT k.*, a.operator FROM api_keys k JOIN accounts a ON a.id = k.account_id \
              WHERE k.id = ? AND k.revoked_at IS NULL",
         )
@@ -1174,10 +1118,6 @@ impl Store for SqliteStore {
     }
 }
 
-fn spec_json(spec: &AgentSpec) -> String {
-    serde_json::to_string(spec).expect("agent specs serialize")
-}
-
 /// Writes an event's delivery into the outbox, in the transaction that makes the event
 /// happen, when the collaboration has somewhere to send it (its own `webhook_url`, else its
 /// account's default) and the account has a signing secret.
@@ -1186,7 +1126,7 @@ async fn enqueue_webhook(
     collaboration_id: Uuid,
     event: WebhookEvent,
 ) -> StoreResult<()> {
-    let row: Option<SnapshotRow> = sqlx::query_as(
+    let row: Option<SnapshotRow<Id>> = sqlx::query_as(
         "SELECT c.account_id, COALESCE(c.webhook_url, w.default_url) AS url, c.id, c.channel_id, \
          c.objective, c.status, c.end_reason, c.message_count, c.tokens_used, c.started_at, \
          c.ended_at, c.headline, c.summary, c.advisory_message, c.error_message \
@@ -1218,314 +1158,4 @@ async fn enqueue_webhook(
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-fn parse<T: FromStr<Err = String>>(text: &str) -> StoreResult<T> {
-    text.parse().map_err(StoreError::Corrupt)
-}
-
-#[derive(FromRow)]
-struct AccountRow {
-    id: Hyphenated,
-    name: String,
-    operator: bool,
-    created_at: DateTime<Utc>,
-}
-
-impl AccountRow {
-    fn into_domain(self) -> Account {
-        Account {
-            id: self.id.into_uuid(),
-            name: self.name,
-            operator: self.operator,
-            created_at: self.created_at,
-        }
-    }
-}
-
-#[derive(FromRow)]
-struct KeyRow {
-    id: Hyphenated,
-    account_id: Hyphenated,
-    name: String,
-    key_prefix: String,
-    scopes: String,
-    from_config: bool,
-    created_at: DateTime<Utc>,
-    last_used_at: Option<DateTime<Utc>>,
-    revoked_at: Option<DateTime<Utc>>,
-    operator: bool,
-}
-
-impl KeyRow {
-    fn into_credential(self) -> StoreResult<Credential> {
-        let scopes = self
-            .scopes
-            .split_whitespace()
-            .map(parse)
-            .collect::<StoreResult<_>>()?;
-        Ok(Credential {
-            key: ApiKey {
-                id: self.id.into_uuid(),
-                account_id: self.account_id.into_uuid(),
-                name: self.name,
-                prefix: self.key_prefix,
-                scopes,
-                from_config: self.from_config,
-                created_at: self.created_at,
-                last_used_at: self.last_used_at,
-                revoked_at: self.revoked_at,
-            },
-            operator: self.operator,
-        })
-    }
-}
-
-#[derive(FromRow)]
-struct AgentRow {
-    id: Hyphenated,
-    account_id: Hyphenated,
-    address: String,
-    name: String,
-    description: Option<String>,
-    spec: String,
-    secret: Option<String>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-impl AgentRow {
-    fn into_domain(self) -> StoreResult<Agent> {
-        Ok(Agent {
-            id: self.id.into_uuid(),
-            account_id: self.account_id.into_uuid(),
-            address: AgentAddress::parse(&self.address)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            name: self.name,
-            description: self.description,
-            spec: serde_json::from_str(&self.spec)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            secret: self.secret,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        })
-    }
-}
-
-#[derive(FromRow)]
-struct MemberRow {
-    collaboration_id: Hyphenated,
-    #[allow(dead_code)] // ordering is done in SQL; kept for readability of the row
-    position: i64,
-    id: Hyphenated,
-    address: String,
-    name: String,
-    kind: String,
-}
-
-impl MemberRow {
-    fn sender(&self) -> StoreResult<Sender> {
-        Ok(Sender {
-            id: self.id.into_uuid(),
-            address: self.address.clone(),
-            name: self.name.clone(),
-            kind: serde_json::from_value(serde_json::Value::String(self.kind.clone()))
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        })
-    }
-}
-
-#[derive(FromRow)]
-struct CollaborationRow {
-    id: Hyphenated,
-    account_id: Hyphenated,
-    channel_id: Hyphenated,
-    objective: String,
-    principal_agent_id: Hyphenated,
-    message_cap: i64,
-    timeout_window: i64,
-    evaluate_objective_completion: bool,
-    source: Option<String>,
-    strategy: String,
-    webhook_url: Option<String>,
-    token_budget: Option<i64>,
-    podcast: bool,
-    allow_interjections: bool,
-    status: String,
-    end_reason: Option<String>,
-    headline: Option<String>,
-    summary: Option<String>,
-    error_message: Option<String>,
-    advisory_message: Option<String>,
-    audio_url: Option<String>,
-    message_count: i64,
-    tokens_used: i64,
-    started_at: DateTime<Utc>,
-    ended_at: Option<DateTime<Utc>>,
-    created_at: DateTime<Utc>,
-}
-
-impl CollaborationRow {
-    fn into_domain(self, mut roster: Vec<Sender>) -> StoreResult<Collaboration> {
-        let principal_id = self.principal_agent_id.into_uuid();
-        if roster.first().map(|s| s.id) != Some(principal_id) {
-            return Err(StoreError::Corrupt(format!(
-                "collaboration {} has no principal",
-                self.id
-            )));
-        }
-        let principal = roster.remove(0);
-        Ok(Collaboration {
-            id: self.id.into_uuid(),
-            account_id: self.account_id.into_uuid(),
-            channel_id: self.channel_id.into_uuid(),
-            objective: self.objective,
-            principal,
-            participants: roster,
-            message_cap: self.message_cap as u32,
-            timeout_window: self.timeout_window as u32,
-            evaluate_objective_completion: self.evaluate_objective_completion,
-            source: self.source.as_deref().map(parse).transpose()?,
-            strategy: parse(&self.strategy)?,
-            webhook_url: self.webhook_url,
-            token_budget: self.token_budget.map(|b| b as u64),
-            podcast: self.podcast,
-            allow_interjections: self.allow_interjections,
-            status: parse::<CollaborationStatus>(&self.status)?,
-            end_reason: self.end_reason.as_deref().map(parse).transpose()?,
-            headline: self.headline,
-            summary: self.summary,
-            error_message: self.error_message,
-            advisory_message: self.advisory_message,
-            audio_url: self.audio_url,
-            message_count: self.message_count as u32,
-            tokens_used: self.tokens_used as u64,
-            started_at: self.started_at,
-            ended_at: self.ended_at,
-            created_at: self.created_at,
-        })
-    }
-}
-
-#[derive(FromRow)]
-struct WebhookSettingsRow {
-    account_id: Hyphenated,
-    default_url: Option<String>,
-    secret: String,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-impl WebhookSettingsRow {
-    fn into_domain(self) -> WebhookSettings {
-        WebhookSettings {
-            account_id: self.account_id.into_uuid(),
-            default_url: self.default_url,
-            secret: self.secret,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        }
-    }
-}
-
-/// What a webhook tells of a collaboration, read in the event's own transaction.
-#[derive(FromRow)]
-struct SnapshotRow {
-    account_id: Hyphenated,
-    url: Option<String>,
-    id: Hyphenated,
-    channel_id: Hyphenated,
-    objective: String,
-    status: String,
-    end_reason: Option<String>,
-    message_count: i64,
-    tokens_used: i64,
-    started_at: DateTime<Utc>,
-    ended_at: Option<DateTime<Utc>>,
-    headline: Option<String>,
-    summary: Option<String>,
-    advisory_message: Option<String>,
-    error_message: Option<String>,
-}
-
-impl SnapshotRow {
-    fn into_domain(self) -> StoreResult<CollaborationSnapshot> {
-        Ok(CollaborationSnapshot {
-            id: self.id.into_uuid(),
-            channel_id: self.channel_id.into_uuid(),
-            objective: self.objective,
-            status: parse(&self.status)?,
-            end_reason: self.end_reason.as_deref().map(parse).transpose()?,
-            message_count: self.message_count as u32,
-            tokens_used: self.tokens_used as u64,
-            started_at: self.started_at,
-            ended_at: self.ended_at,
-            headline: self.headline,
-            summary: self.summary,
-            advisory_message: self.advisory_message,
-            error_message: self.error_message,
-        })
-    }
-}
-
-#[derive(FromRow)]
-struct DueRow {
-    id: Hyphenated,
-    account_id: Hyphenated,
-    url: String,
-    payload: String,
-    attempts: i64,
-    created_at: DateTime<Utc>,
-    secret: String,
-}
-
-impl DueRow {
-    fn into_domain(self, claimed_until: DateTime<Utc>) -> DueDelivery {
-        DueDelivery {
-            claimed_until,
-            id: self.id.into_uuid(),
-            account_id: self.account_id.into_uuid(),
-            url: self.url,
-            payload: self.payload,
-            attempts: self.attempts as u32,
-            created_at: self.created_at,
-            secret: self.secret,
-        }
-    }
-}
-
-#[derive(FromRow)]
-struct DeliveryRow {
-    id: Hyphenated,
-    collaboration_id: Hyphenated,
-    event: String,
-    url: String,
-    status: String,
-    attempts: i64,
-    next_attempt_at: DateTime<Utc>,
-    last_attempt_at: Option<DateTime<Utc>>,
-    last_status: Option<i64>,
-    last_error: Option<String>,
-    created_at: DateTime<Utc>,
-    delivered_at: Option<DateTime<Utc>>,
-}
-
-impl DeliveryRow {
-    fn into_domain(self) -> StoreResult<Delivery> {
-        let status: DeliveryStatus = parse(&self.status)?;
-        Ok(Delivery {
-            id: self.id.into_uuid(),
-            collaboration_id: self.collaboration_id.into_uuid(),
-            event: self.event,
-            url: self.url,
-            status,
-            attempts: self.attempts as u32,
-            next_attempt_at: (status == DeliveryStatus::Pending).then_some(self.next_attempt_at),
-            last_attempt_at: self.last_attempt_at,
-            last_status: self.last_status.and_then(|s| u16::try_from(s).ok()),
-            last_error: self.last_error,
-            created_at: self.created_at,
-            delivered_at: self.delivered_at,
-        })
-    }
 }

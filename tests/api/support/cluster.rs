@@ -60,7 +60,7 @@ impl Cluster {
         for _ in 0..count {
             let data_dir = tempfile::tempdir().unwrap();
             let env = [
-                ("RUST_LOG", "info,sqlx=warn,tower_http=warn"),
+                ("RUST_LOG", "warn"),
                 ("DATABASE_URL", database_url.as_str()),
                 ("SKEIN_NATS_URL", nats_url.as_str()),
                 ("SKEIN_LEASE_SECS", lease.as_str()),
@@ -68,12 +68,12 @@ impl Cluster {
                 ("SKEIN_RATE_LIMIT_BURST", "100000"),
             ];
             let process = Process::start_with(data_dir.path(), &env).await;
-            // Logged to stderr, which is read apart from the address on stdout.
+            // Printed after the address, so maybe not read yet.
             let owner = wait_for(|| async {
-                process.output().lines().find_map(|line| {
-                    let (_, rest) = line.split_once("owner=")?;
-                    rest.get(..36)?.parse().ok()
-                })
+                process
+                    .output()
+                    .lines()
+                    .find_map(|line| line.strip_prefix("Instance: ")?.parse().ok())
             })
             .await;
             processes.push(Some(Member {

@@ -1,0 +1,426 @@
+//! Rows as both backends read them, and their conversions into domain types.
+//!
+//! The backends differ in how a UUID column decodes (hyphenated text in SQLite, `uuid` in
+//! PostgreSQL), so every row is generic over its id type `Id`; everything else decodes to the
+//! same Rust types on both, which is why the PostgreSQL schema uses `bigint` where SQLite has
+//! `INTEGER`. Whatever a row means is then written once, here.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use super::{ChannelInfo, Credential, IdempotencyClaim, StoreError, StoreResult};
+use crate::domain::{
+    Account, Agent, AgentAddress, AgentSpec, ApiKey, Collaboration, Sender,
+    webhook::{
+        AttemptOutcome, CollaborationSnapshot, Delivery, DeliveryStatus, DueDelivery, NextStep,
+        WebhookSettings,
+    },
+};
+
+pub(super) fn parse<T: FromStr<Err = String>>(text: &str) -> StoreResult<T> {
+    text.parse().map_err(StoreError::Corrupt)
+}
+
+pub(super) fn spec_json(spec: &AgentSpec) -> String {
+    serde_json::to_string(spec).expect("agent specs serialize")
+}
+
+/// What an attempt's outcome writes: the delivery's status, when it is next due (or, once
+/// settled, when it was), and when it was delivered.
+pub(super) fn attempt_columns(
+    outcome: &AttemptOutcome,
+) -> (DeliveryStatus, DateTime<Utc>, Option<DateTime<Utc>>) {
+    match outcome.next {
+        NextStep::Delivered => (DeliveryStatus::Delivered, outcome.at, Some(outcome.at)),
+        NextStep::RetryAt(at) => (DeliveryStatus::Pending, at, None),
+        NextStep::GiveUp => (DeliveryStatus::Failed, outcome.at, None),
+    }
+}
+
+#[derive(FromRow)]
+pub(super) struct AccountRow<Id> {
+    id: Id,
+    name: String,
+    operator: bool,
+    created_at: DateTime<Utc>,
+}
+
+impl<Id: Into<Uuid>> AccountRow<Id> {
+    pub(super) fn into_domain(self) -> Account {
+        Account {
+            id: self.id.into(),
+            name: self.name,
+            operator: self.operator,
+            created_at: self.created_at,
+        }
+    }
+}
+
+/// A key joined with its account's `operator` flag.
+#[derive(FromRow)]
+pub(super) struct KeyRow<Id> {
+    id: Id,
+    account_id: Id,
+    name: String,
+    key_prefix: String,
+    scopes: String,
+    from_config: bool,
+    created_at: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+    operator: bool,
+}
+
+impl<Id: Into<Uuid>> KeyRow<Id> {
+    pub(super) fn into_credential(self) -> StoreResult<Credential> {
+        let scopes = self
+            .scopes
+            .split_whitespace()
+            .map(parse)
+            .collect::<StoreResult<_>>()?;
+        Ok(Credential {
+            key: ApiKey {
+                id: self.id.into(),
+                account_id: self.account_id.into(),
+                name: self.name,
+                prefix: self.key_prefix,
+                scopes,
+                from_config: self.from_config,
+                created_at: self.created_at,
+                last_used_at: self.last_used_at,
+                revoked_at: self.revoked_at,
+            },
+            operator: self.operator,
+        })
+    }
+
+    pub(super) fn into_key(self) -> StoreResult<ApiKey> {
+        self.into_credential().map(|c| c.key)
+    }
+}
+
+/// An `Idempotency-Key` as stored.
+#[derive(FromRow)]
+pub(super) struct IdempotencyRow {
+    request_hash: String,
+    status: Option<i64>,
+    response: Option<Vec<u8>>,
+    pub(super) created_at: DateTime<Utc>,
+}
+
+impl IdempotencyRow {
+    /// What a new request with `request_hash` makes of this claim, which has not expired.
+    pub(super) fn claim(self, request_hash: &str) -> StoreResult<IdempotencyClaim> {
+        let Some(status) = self.status else {
+            return Ok(IdempotencyClaim::InFlight);
+        };
+        if self.request_hash != request_hash {
+            return Ok(IdempotencyClaim::Mismatch);
+        }
+        Ok(IdempotencyClaim::Completed {
+            status: u16::try_from(status)
+                .map_err(|_| StoreError::Corrupt(format!("idempotent status {status}")))?,
+            response: self.response.unwrap_or_default(),
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub(super) struct AgentRow<Id> {
+    id: Id,
+    account_id: Id,
+    address: String,
+    name: String,
+    description: Option<String>,
+    spec: String,
+    secret: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl<Id: Into<Uuid>> AgentRow<Id> {
+    pub(super) fn into_domain(self) -> StoreResult<Agent> {
+        Ok(Agent {
+            id: self.id.into(),
+            account_id: self.account_id.into(),
+            address: AgentAddress::parse(&self.address)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            name: self.name,
+            description: self.description,
+            spec: serde_json::from_str(&self.spec)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            secret: self.secret,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// One place on a roster, with the agent in it. Rows come ordered by position.
+#[derive(FromRow)]
+pub(super) struct MemberRow<Id> {
+    collaboration_id: Id,
+    id: Id,
+    address: String,
+    name: String,
+    kind: String,
+}
+
+impl<Id: Into<Uuid>> MemberRow<Id> {
+    fn into_sender(self) -> StoreResult<(Uuid, Sender)> {
+        let sender = Sender {
+            id: self.id.into(),
+            address: self.address,
+            name: self.name,
+            kind: serde_json::from_value(serde_json::Value::String(self.kind))
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        };
+        Ok((self.collaboration_id.into(), sender))
+    }
+}
+
+/// Puts collaborations together with their rosters, loaded for all of them at once.
+pub(super) fn assemble<Id: Into<Uuid> + Copy>(
+    rows: Vec<CollaborationRow<Id>>,
+    members: Vec<MemberRow<Id>>,
+) -> StoreResult<Vec<Collaboration>> {
+    let members: Vec<(Uuid, Sender)> = members
+        .into_iter()
+        .map(MemberRow::into_sender)
+        .collect::<StoreResult<_>>()?;
+    rows.into_iter()
+        .map(|row| {
+            let id: Uuid = row.id.into();
+            let roster = members
+                .iter()
+                .filter(|(collaboration_id, _)| *collaboration_id == id)
+                .map(|(_, sender)| sender.clone())
+                .collect();
+            row.into_domain(roster)
+        })
+        .collect()
+}
+
+#[derive(FromRow)]
+pub(super) struct CollaborationRow<Id> {
+    pub(super) id: Id,
+    account_id: Id,
+    channel_id: Id,
+    objective: String,
+    principal_agent_id: Id,
+    message_cap: i64,
+    timeout_window: i64,
+    evaluate_objective_completion: bool,
+    source: Option<String>,
+    strategy: String,
+    webhook_url: Option<String>,
+    token_budget: Option<i64>,
+    podcast: bool,
+    allow_interjections: bool,
+    status: String,
+    end_reason: Option<String>,
+    headline: Option<String>,
+    summary: Option<String>,
+    error_message: Option<String>,
+    advisory_message: Option<String>,
+    audio_url: Option<String>,
+    message_count: i64,
+    tokens_used: i64,
+    started_at: DateTime<Utc>,
+    ended_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+}
+
+impl<Id: Into<Uuid>> CollaborationRow<Id> {
+    fn into_domain(self, mut roster: Vec<Sender>) -> StoreResult<Collaboration> {
+        let id: Uuid = self.id.into();
+        let principal_id: Uuid = self.principal_agent_id.into();
+        if roster.first().map(|s| s.id) != Some(principal_id) {
+            return Err(StoreError::Corrupt(format!(
+                "collaboration {id} has no principal"
+            )));
+        }
+        let principal = roster.remove(0);
+        Ok(Collaboration {
+            id,
+            account_id: self.account_id.into(),
+            channel_id: self.channel_id.into(),
+            objective: self.objective,
+            principal,
+            participants: roster,
+            message_cap: self.message_cap as u32,
+            timeout_window: self.timeout_window as u32,
+            evaluate_objective_completion: self.evaluate_objective_completion,
+            source: self.source.as_deref().map(parse).transpose()?,
+            strategy: parse(&self.strategy)?,
+            webhook_url: self.webhook_url,
+            token_budget: self.token_budget.map(|b| b as u64),
+            podcast: self.podcast,
+            allow_interjections: self.allow_interjections,
+            status: parse(&self.status)?,
+            end_reason: self.end_reason.as_deref().map(parse).transpose()?,
+            headline: self.headline,
+            summary: self.summary,
+            error_message: self.error_message,
+            advisory_message: self.advisory_message,
+            audio_url: self.audio_url,
+            message_count: self.message_count as u32,
+            tokens_used: self.tokens_used as u64,
+            started_at: self.started_at,
+            ended_at: self.ended_at,
+            created_at: self.created_at,
+        })
+    }
+}
+
+/// A channel with its collaboration's status.
+#[derive(FromRow)]
+pub(super) struct ChannelRow<Id> {
+    id: Id,
+    account_id: Id,
+    collaboration_id: Id,
+    last_seq: i64,
+    status: String,
+    created_at: DateTime<Utc>,
+}
+
+impl<Id: Into<Uuid>> ChannelRow<Id> {
+    pub(super) fn into_domain(self) -> StoreResult<ChannelInfo> {
+        Ok(ChannelInfo {
+            id: self.id.into(),
+            account_id: self.account_id.into(),
+            collaboration_id: self.collaboration_id.into(),
+            last_seq: self.last_seq,
+            status: parse(&self.status)?,
+            created_at: self.created_at,
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub(super) struct WebhookSettingsRow<Id> {
+    account_id: Id,
+    default_url: Option<String>,
+    secret: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl<Id: Into<Uuid>> WebhookSettingsRow<Id> {
+    pub(super) fn into_domain(self) -> WebhookSettings {
+        WebhookSettings {
+            account_id: self.account_id.into(),
+            default_url: self.default_url,
+            secret: self.secret,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+/// What a webhook tells of a collaboration, read in the event's own transaction, with where
+/// to send it (the collaboration's own URL, else its account's default).
+#[derive(FromRow)]
+pub(super) struct SnapshotRow<Id> {
+    pub(super) account_id: Id,
+    pub(super) url: Option<String>,
+    id: Id,
+    channel_id: Id,
+    objective: String,
+    status: String,
+    end_reason: Option<String>,
+    message_count: i64,
+    tokens_used: i64,
+    started_at: DateTime<Utc>,
+    ended_at: Option<DateTime<Utc>>,
+    headline: Option<String>,
+    summary: Option<String>,
+    advisory_message: Option<String>,
+    error_message: Option<String>,
+}
+
+impl<Id: Into<Uuid>> SnapshotRow<Id> {
+    pub(super) fn into_domain(self) -> StoreResult<CollaborationSnapshot> {
+        Ok(CollaborationSnapshot {
+            id: self.id.into(),
+            channel_id: self.channel_id.into(),
+            objective: self.objective,
+            status: parse(&self.status)?,
+            end_reason: self.end_reason.as_deref().map(parse).transpose()?,
+            message_count: self.message_count as u32,
+            tokens_used: self.tokens_used as u64,
+            started_at: self.started_at,
+            ended_at: self.ended_at,
+            headline: self.headline,
+            summary: self.summary,
+            advisory_message: self.advisory_message,
+            error_message: self.error_message,
+        })
+    }
+}
+
+/// A pending delivery with its account's signing secret.
+#[derive(FromRow)]
+pub(super) struct DueRow<Id> {
+    pub(super) id: Id,
+    account_id: Id,
+    url: String,
+    payload: String,
+    attempts: i64,
+    created_at: DateTime<Utc>,
+    secret: String,
+}
+
+impl<Id: Into<Uuid>> DueRow<Id> {
+    pub(super) fn into_domain(self, claimed_until: DateTime<Utc>) -> DueDelivery {
+        DueDelivery {
+            claimed_until,
+            id: self.id.into(),
+            account_id: self.account_id.into(),
+            url: self.url,
+            payload: self.payload,
+            attempts: self.attempts as u32,
+            created_at: self.created_at,
+            secret: self.secret,
+        }
+    }
+}
+
+#[derive(FromRow)]
+pub(super) struct DeliveryRow<Id> {
+    id: Id,
+    collaboration_id: Id,
+    event: String,
+    url: String,
+    status: String,
+    attempts: i64,
+    next_attempt_at: DateTime<Utc>,
+    last_attempt_at: Option<DateTime<Utc>>,
+    last_status: Option<i64>,
+    last_error: Option<String>,
+    created_at: DateTime<Utc>,
+    delivered_at: Option<DateTime<Utc>>,
+}
+
+impl<Id: Into<Uuid>> DeliveryRow<Id> {
+    pub(super) fn into_domain(self) -> StoreResult<Delivery> {
+        let status: DeliveryStatus = parse(&self.status)?;
+        Ok(Delivery {
+            id: self.id.into(),
+            collaboration_id: self.collaboration_id.into(),
+            event: self.event,
+            url: self.url,
+            status,
+            attempts: self.attempts as u32,
+            next_attempt_at: (status == DeliveryStatus::Pending).then_some(self.next_attempt_at),
+            last_attempt_at: self.last_attempt_at,
+            last_status: self.last_status.and_then(|s| u16::try_from(s).ok()),
+            last_error: self.last_error,
+            created_at: self.created_at,
+            delivered_at: self.delivered_at,
+        })
+    }
+}

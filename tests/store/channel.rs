@@ -1,0 +1,368 @@
+//! The channel log: dense `seq` numbers, the message cap, the ending and the summary.
+
+use std::sync::Arc;
+
+use skein::domain::{CollaborationStatus, EndReason, StoredEvent};
+use tokio::task::JoinSet;
+
+use crate::support::{Shared, Team, each_store, ending, frame, lease, team};
+
+/// Every event of the channel, in order.
+async fn history(store: &Shared, channel_id: uuid::Uuid) -> Vec<StoredEvent> {
+    store.read_events(channel_id, 0, 10_000).await.unwrap()
+}
+
+#[tokio::test]
+async fn appended_messages_are_numbered_from_one_and_counted() {
+    each_store(|store| async move {
+        let team = team(&store, "team").await;
+        let new = team.start(&store, 10).await;
+        for (i, content) in ["one", "two", "three"].into_iter().enumerate() {
+            let event = store
+                .append_message(
+                    &lease(&store, new.id).await,
+                    &team.message(content),
+                    10 + i as u64,
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(event.seq, i as i64 + 1);
+            let sent = frame(&event.frame);
+            assert_eq!(sent["type"], "message");
+            assert_eq!(sent["seq"], i + 1);
+            assert_eq!(sent["content"], content);
+            assert_eq!(sent["sender"]["id"], team.principal.id.to_string());
+        }
+        let stored = store.collaboration(new.id).await.unwrap().unwrap();
+        assert_eq!(stored.message_count, 3);
+        assert_eq!(stored.tokens_used, 10 + 11 + 12);
+        let channel = store
+            .get_channel(new.account_id, new.channel_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(channel.last_seq, 3);
+
+        store.add_tokens(new.id, 100).await.unwrap();
+        let stored = store.collaboration(new.id).await.unwrap().unwrap();
+        assert_eq!(stored.tokens_used, 133);
+        assert_eq!(stored.message_count, 3);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_message_cap_holds_in_the_store() {
+    each_store(|store| async move {
+        let team = team(&store, "team").await;
+        let new = team.start(&store, 2).await;
+        for _ in 0..2 {
+            assert!(
+                store
+                    .append_message(&lease(&store, new.id).await, &team.message("hi"), 1)
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
+        }
+        assert_eq!(
+            store
+                .append_message(
+                    &lease(&store, new.id).await,
+                    &team.message("one too many"),
+                    1
+                )
+                .await
+                .unwrap(),
+            None
+        );
+        let stored = store.collaboration(new.id).await.unwrap().unwrap();
+        assert_eq!((stored.message_count, stored.tokens_used), (2, 2));
+        assert_eq!(history(&store, new.channel_id).await.len(), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_collaboration_ends_once_and_is_summarized_once() {
+    each_store(|store| async move {
+        let team = team(&store, "team").await;
+        let new = team.start(&store, 10).await;
+        store
+            .append_message(&lease(&store, new.id).await, &team.message("hello"), 1)
+            .await
+            .unwrap()
+            .unwrap();
+
+        let mut ended = ending(EndReason::Error);
+        ended.error_message = Some("the participant failed".into());
+        let status = store
+            .finish_collaboration(new.id, Some(&lease(&store, new.id).await), &ended)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(status.seq, 2);
+        let sent = frame(&status.frame);
+        assert_eq!(sent["type"], "status");
+        assert_eq!(sent["status"], "failed");
+        assert_eq!(sent["end_reason"], "error");
+        assert_eq!(sent["error_message"], "the participant failed");
+        assert!(
+            store
+                .finish_collaboration(new.id, None, &ending(EndReason::Cancelled))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Nothing more is said in an ended collaboration, cap or no cap.
+        assert!(
+            store
+                .append_message(&lease(&store, new.id).await, &team.message("too late"), 1)
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        let stored = store.collaboration(new.id).await.unwrap().unwrap();
+        assert_eq!(stored.status, CollaborationStatus::Failed);
+        assert_eq!(stored.end_reason, Some(EndReason::Error));
+        assert_eq!(stored.ended_at, Some(ended.ended_at));
+        assert_eq!(stored.advisory_message, ended.advisory_message);
+        assert_eq!(stored.error_message, ended.error_message);
+        assert_eq!(stored.message_count, 1);
+        let channel = store
+            .get_channel(new.account_id, new.channel_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(channel.status, CollaborationStatus::Failed);
+
+        let summary = store
+            .record_summary(new.id, "Failed early", "The participant failed.")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(summary.seq, 3);
+        assert_eq!(frame(&summary.frame)["type"], "summary");
+        assert_eq!(frame(&summary.frame)["headline"], "Failed early");
+        assert!(
+            store
+                .record_summary(new.id, "Again", "Twice.")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let stored = store.collaboration(new.id).await.unwrap().unwrap();
+        assert_eq!(stored.headline.as_deref(), Some("Failed early"));
+        assert_eq!(stored.summary.as_deref(), Some("The participant failed."));
+
+        let seqs: Vec<i64> = history(&store, new.channel_id)
+            .await
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, [1, 2, 3]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_podcast_is_recorded_or_explained() {
+    each_store(|store| async move {
+        let team = team(&store, "team").await;
+        let new = team.start(&store, 10).await;
+        store
+            .finish_collaboration(new.id, None, &ending(EndReason::ObjectiveMet))
+            .await
+            .unwrap()
+            .unwrap();
+        let advisory = ending(EndReason::ObjectiveMet).advisory_message.unwrap();
+
+        store
+            .record_audio(new.id, None, Some("No podcast: no voice."))
+            .await
+            .unwrap();
+        let stored = store.collaboration(new.id).await.unwrap().unwrap();
+        assert_eq!(stored.audio_url, None);
+        assert_eq!(
+            stored.advisory_message,
+            Some(format!("{advisory} No podcast: no voice."))
+        );
+
+        store
+            .record_audio(new.id, Some("/audio/x.wav"), None)
+            .await
+            .unwrap();
+        let stored = store.collaboration(new.id).await.unwrap().unwrap();
+        assert_eq!(stored.audio_url.as_deref(), Some("/audio/x.wav"));
+        assert_eq!(
+            stored.advisory_message,
+            Some(format!("{advisory} No podcast: no voice."))
+        );
+
+        // With no advisory message yet, the note becomes it.
+        let quiet = team.start(&store, 10).await;
+        store
+            .record_audio(quiet.id, None, Some("No podcast."))
+            .await
+            .unwrap();
+        let stored = store.collaboration(quiet.id).await.unwrap().unwrap();
+        assert_eq!(stored.advisory_message.as_deref(), Some("No podcast."));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn events_are_read_in_pages_after_a_seq() {
+    each_store(|store| async move {
+        let team = team(&store, "team").await;
+        let new = team.start(&store, 10).await;
+        let mut appended = Vec::new();
+        for i in 0..5 {
+            let event = store
+                .append_message(
+                    &lease(&store, new.id).await,
+                    &team.message(&format!("m{i}")),
+                    0,
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            appended.push(event);
+        }
+        assert_eq!(
+            store.read_events(new.channel_id, 0, 2).await.unwrap(),
+            appended[..2]
+        );
+        assert_eq!(
+            store.read_events(new.channel_id, 2, 10).await.unwrap(),
+            appended[2..]
+        );
+        assert_eq!(
+            store.read_events(new.channel_id, 4, 1).await.unwrap(),
+            appended[4..]
+        );
+        assert!(
+            store
+                .read_events(new.channel_id, 5, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .read_events(uuid::Uuid::now_v7(), 0, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    })
+    .await;
+}
+
+/// Appends from `tasks` writers at once, `each` messages apiece; returns the seqs stored.
+async fn append_concurrently(
+    store: &Shared,
+    team: &Arc<Team>,
+    id: uuid::Uuid,
+    tasks: usize,
+    each: usize,
+) -> Vec<i64> {
+    let lease = lease(store, id).await;
+    let mut writers = JoinSet::new();
+    for task in 0..tasks {
+        let store = store.clone();
+        let team = team.clone();
+        writers.spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..each {
+                let message = team.message(&format!("task {task}, message {i}"));
+                if let Some(event) = store.append_message(&lease, &message, 1).await.unwrap() {
+                    assert_eq!(frame(&event.frame)["seq"], event.seq);
+                    seqs.push(event.seq);
+                }
+            }
+            seqs
+        });
+    }
+    let mut seqs: Vec<i64> = writers.join_all().await.into_iter().flatten().collect();
+    seqs.sort_unstable();
+    seqs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_get_dense_distinct_seqs() {
+    each_store(|store| async move {
+        let team = Arc::new(team(&store, "team").await);
+        let new = team.start(&store, 1000).await;
+        let seqs = append_concurrently(&store, &team, new.id, 8, 25).await;
+        assert_eq!(seqs, (1..=200).collect::<Vec<i64>>());
+
+        let stored = store.collaboration(new.id).await.unwrap().unwrap();
+        assert_eq!((stored.message_count, stored.tokens_used), (200, 200));
+        let events = history(&store, new.channel_id).await;
+        let stored_seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(stored_seqs, seqs);
+        assert!(events.iter().all(|e| frame(&e.frame)["seq"] == e.seq));
+        let channel = store
+            .get_channel(new.account_id, new.channel_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(channel.last_seq, 200);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_stop_exactly_at_the_cap() {
+    each_store(|store| async move {
+        let team = Arc::new(team(&store, "team").await);
+        let new = team.start(&store, 50).await;
+        let seqs = append_concurrently(&store, &team, new.id, 8, 10).await;
+        assert_eq!(seqs, (1..=50).collect::<Vec<i64>>());
+        let stored = store.collaboration(new.id).await.unwrap().unwrap();
+        assert_eq!(stored.message_count, 50);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ending_among_concurrent_writers_is_the_last_event_before_the_summary() {
+    each_store(|store| async move {
+        let team = Arc::new(team(&store, "team").await);
+        let new = team.start(&store, 1000).await;
+        let writers = {
+            let (store, team) = (store.clone(), team.clone());
+            tokio::spawn(async move { append_concurrently(&store, &team, new.id, 6, 20).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let status = store
+            .finish_collaboration(new.id, None, &ending(EndReason::Cancelled))
+            .await
+            .unwrap()
+            .unwrap();
+        let messages = writers.await.unwrap();
+        let summary = store
+            .record_summary(new.id, "Stopped", "Someone stopped it.")
+            .await
+            .unwrap()
+            .unwrap();
+
+        let expected: Vec<i64> = (1..status.seq).collect();
+        assert_eq!(messages, expected, "messages after the ending");
+        assert_eq!(summary.seq, status.seq + 1);
+        let events = history(&store, new.channel_id).await;
+        let kinds: Vec<String> = events
+            .iter()
+            .map(|e| frame(&e.frame)["type"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(kinds.len(), status.seq as usize + 1);
+        assert!(kinds[..kinds.len() - 2].iter().all(|k| k == "message"));
+        assert_eq!(kinds[kinds.len() - 2..], ["status", "summary"]);
+        let stored = store.collaboration(new.id).await.unwrap().unwrap();
+        assert_eq!(i64::from(stored.message_count), status.seq - 1);
+    })
+    .await;
+}

@@ -1,0 +1,382 @@
+//! Collaborations: stored with roster and channel, capped per key, listed, deleted.
+
+use chrono::Duration;
+use skein::{
+    domain::{CollaborationStatus, EndReason, PageRequest, Scope, Source},
+    store::{CollaborationFilter, StoreError},
+};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use crate::support::{
+    agent, each_store, ending, later, lease, needing_runner, new_key, sender, team,
+};
+
+#[tokio::test]
+async fn a_collaboration_is_stored_with_its_roster_and_channel() {
+    each_store(|store| async move {
+        let team = team(&store, "team").await;
+        let third = agent(&store, team.tenant.id(), "third").await;
+        let mut new = team.collaboration(12);
+        new.participants = vec![third.id, team.participant.id];
+        new.source = Some(Source::AsiOne);
+        new.strategy = skein::domain::Strategy::Manager;
+        new.webhook_url = Some("https://hooks.example/skein".into());
+        new.token_budget = Some(5000);
+        new.podcast = true;
+        new.allow_interjections = false;
+        new.evaluate_objective_completion = false;
+        store.insert_collaboration(&new, 5).await.unwrap();
+
+        let stored = store
+            .get_collaboration(new.account_id, new.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.id, new.id);
+        assert_eq!(stored.channel_id, new.channel_id);
+        assert_eq!(stored.objective, new.objective);
+        assert_eq!(stored.principal, sender(&team.principal));
+        assert_eq!(
+            stored.participants,
+            [sender(&third), sender(&team.participant)]
+        );
+        assert_eq!(stored.message_cap, 12);
+        assert_eq!(stored.timeout_window, 60);
+        assert!(!stored.evaluate_objective_completion);
+        assert_eq!(stored.source, Some(Source::AsiOne));
+        assert_eq!(stored.strategy, skein::domain::Strategy::Manager);
+        assert_eq!(stored.webhook_url, new.webhook_url);
+        assert_eq!(stored.token_budget, Some(5000));
+        assert!(stored.podcast);
+        assert!(!stored.allow_interjections);
+        assert_eq!(stored.status, CollaborationStatus::Running);
+        assert_eq!(stored.end_reason, None);
+        assert_eq!(stored.message_count, 0);
+        assert_eq!(stored.tokens_used, 0);
+        assert_eq!(stored.started_at, new.created_at);
+        assert_eq!(stored.created_at, new.created_at);
+        assert_eq!(stored.ended_at, None);
+
+        let channel = store
+            .get_channel(new.account_id, new.channel_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(channel.collaboration_id, new.id);
+        assert_eq!(channel.account_id, new.account_id);
+        assert_eq!(channel.last_seq, 0);
+        assert_eq!(channel.status, CollaborationStatus::Running);
+        assert_eq!(channel.created_at, new.created_at);
+
+        // Scoped to the account; the engine's view is not.
+        let other = crate::support::tenant(&store, "other").await;
+        assert!(
+            store
+                .get_collaboration(other.id(), new.id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .get_channel(other.id(), new.channel_id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            store.collaboration(new.id).await.unwrap().map(|c| c.id),
+            Some(new.id)
+        );
+        assert!(store.collaboration(Uuid::now_v7()).await.unwrap().is_none());
+        assert_eq!(needing_runner(&store).await, [new.id]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_key_runs_at_most_max_running_collaborations() {
+    each_store(|store| async move {
+        let team = team(&store, "team").await;
+        let first = team.collaboration(10);
+        store.insert_collaboration(&first, 2).await.unwrap();
+        store
+            .insert_collaboration(&team.collaboration(10), 2)
+            .await
+            .unwrap();
+        match store.insert_collaboration(&team.collaboration(10), 2).await {
+            Err(StoreError::Conflict(message)) => assert_eq!(
+                message,
+                "this API key already has 2 running collaborations, the limit \
+                 (max_running_collaborations_per_key = 2); stop one or wait for one to end"
+            ),
+            other => panic!("a third collaboration started: {other:?}"),
+        }
+
+        // Another key of the account has slots of its own.
+        let key = new_key(team.tenant.id(), "second", vec![Scope::Write], false);
+        store.insert_key(&key).await.unwrap();
+        let mut by_other_key = team.collaboration(10);
+        by_other_key.created_by = key.id;
+        store.insert_collaboration(&by_other_key, 2).await.unwrap();
+
+        // An ended collaboration frees its slot.
+        store
+            .finish_collaboration(first.id, None, &ending(EndReason::Cancelled))
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .insert_collaboration(&team.collaboration(10), 2)
+            .await
+            .unwrap();
+        // Three running, and the cancelled one until its summary is written.
+        assert_eq!(needing_runner(&store).await.len(), 4);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_starts_do_not_share_the_last_slots() {
+    each_store(|store| async move {
+        let team = std::sync::Arc::new(team(&store, "team").await);
+        let mut starts = JoinSet::new();
+        for _ in 0..8 {
+            let store = store.clone();
+            let team = team.clone();
+            starts
+                .spawn(async move { store.insert_collaboration(&team.collaboration(10), 3).await });
+        }
+        let results = starts.join_all().await;
+        let started = results.iter().filter(|r| r.is_ok()).count();
+        let refused = results
+            .iter()
+            .filter(|r| matches!(r, Err(StoreError::Conflict(_))))
+            .count();
+        assert_eq!((started, refused), (3, 5), "{results:?}");
+        assert_eq!(needing_runner(&store).await.len(), 3);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn collaborations_are_filtered_and_paged_newest_first() {
+    each_store(|store| async move {
+        let team = team(&store, "team").await;
+        let account = team.tenant.id();
+        let outsider = agent(&store, account, "outsider").await;
+        let mut made = Vec::new();
+        for i in 0..5 {
+            let mut new = team.collaboration(10);
+            new.created_at = later(0) + Duration::seconds(i);
+            new.source = (i % 2 == 0).then_some(Source::Flockx);
+            if i >= 3 {
+                new.participants.push(outsider.id);
+            }
+            store.insert_collaboration(&new, 100).await.unwrap();
+            made.push(new);
+        }
+        store
+            .finish_collaboration(made[1].id, None, &ending(EndReason::ObjectiveMet))
+            .await
+            .unwrap()
+            .unwrap();
+        // Another account's collaborations are never listed.
+        let other = crate::support::team(&store, "other").await;
+        other.start(&store, 10).await;
+
+        let list = |filter: CollaborationFilter, page: u32, size: u32| {
+            let store = store.clone();
+            async move {
+                let (items, total) = store
+                    .list_collaborations(account, &filter, PageRequest { page, size })
+                    .await
+                    .unwrap();
+                (items.into_iter().map(|c| c.id).collect::<Vec<_>>(), total)
+            }
+        };
+        let all = CollaborationFilter::default();
+        assert_eq!(
+            list(all.clone(), 1, 2).await,
+            (vec![made[4].id, made[3].id], 5)
+        );
+        assert_eq!(
+            list(all.clone(), 2, 2).await,
+            (vec![made[2].id, made[1].id], 5)
+        );
+        assert_eq!(list(all.clone(), 3, 2).await, (vec![made[0].id], 5));
+        assert_eq!(list(all, 4, 2).await, (vec![], 5));
+
+        let by_agent = CollaborationFilter {
+            agent: Some(outsider.id),
+            ..Default::default()
+        };
+        assert_eq!(
+            list(by_agent, 1, 10).await,
+            (vec![made[4].id, made[3].id], 2)
+        );
+        let principal = CollaborationFilter {
+            agent: Some(team.principal.id),
+            ..Default::default()
+        };
+        assert_eq!(list(principal, 1, 1).await.1, 5);
+        let by_channel = CollaborationFilter {
+            channel_id: Some(made[2].channel_id),
+            ..Default::default()
+        };
+        assert_eq!(list(by_channel, 1, 10).await, (vec![made[2].id], 1));
+        let completed = CollaborationFilter {
+            status: Some(CollaborationStatus::Completed),
+            ..Default::default()
+        };
+        assert_eq!(list(completed, 1, 10).await, (vec![made[1].id], 1));
+        let running_from_flockx = CollaborationFilter {
+            status: Some(CollaborationStatus::Running),
+            source: Some(Source::Flockx),
+            ..Default::default()
+        };
+        assert_eq!(
+            list(running_from_flockx, 1, 10).await,
+            (vec![made[4].id, made[2].id, made[0].id], 3)
+        );
+        let none = CollaborationFilter {
+            source: Some(Source::FetchBusiness),
+            ..Default::default()
+        };
+        assert_eq!(list(none, 1, 10).await, (vec![], 0));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn statuses_are_counted_and_unsummarized_endings_found() {
+    each_store(|store| async move {
+        let team = team(&store, "team").await;
+        let running = team.start(&store, 10).await;
+        let completed = team.start(&store, 10).await;
+        let failed = team.start(&store, 10).await;
+        store
+            .finish_collaboration(completed.id, None, &ending(EndReason::MessageCap))
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .finish_collaboration(failed.id, None, &ending(EndReason::Error))
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .record_summary(completed.id, "Done", "They agreed.")
+            .await
+            .unwrap()
+            .unwrap();
+
+        let mut counts = store.count_by_status().await.unwrap();
+        counts.sort_by_key(|(status, _)| status.name());
+        assert_eq!(
+            counts,
+            [
+                (CollaborationStatus::Completed, 1),
+                (CollaborationStatus::Failed, 1),
+                (CollaborationStatus::Running, 1),
+            ]
+        );
+        // Running, or ended without a summary: what a process must take up.
+        let mut expected = vec![running.id, failed.id];
+        expected.sort();
+        assert_eq!(needing_runner(&store).await, expected);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deleting_a_collaboration_takes_its_channel_and_events_along() {
+    each_store(|store| async move {
+        let team = team(&store, "team").await;
+        let account = team.tenant.id();
+        let doomed = team.start(&store, 10).await;
+        let kept = team.start(&store, 10).await;
+        for new in [&doomed, &kept] {
+            store
+                .append_message(&lease(&store, new.id).await, &team.message("hello"), 1)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let key = store
+            .get_key(account, team.tenant.key.id)
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .insert_ticket("ticket", &key, doomed.channel_id, later(60))
+            .await
+            .unwrap();
+
+        let other = crate::support::tenant(&store, "other").await;
+        assert!(
+            !store
+                .delete_collaboration(other.id(), doomed.id)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .delete_collaboration(account, doomed.id)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .delete_collaboration(account, doomed.id)
+                .await
+                .unwrap()
+        );
+
+        assert!(
+            store
+                .get_collaboration(account, doomed.id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .get_channel(account, doomed.channel_id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .read_events(doomed.channel_id, 0, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .redeem_ticket("ticket", doomed.channel_id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // The other collaboration is untouched.
+        assert_eq!(
+            store
+                .read_events(kept.channel_id, 0, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        let channel = store
+            .get_channel(account, kept.channel_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(channel.last_seq, 1);
+    })
+    .await;
+}
