@@ -34,7 +34,7 @@ async fn the_search_path_in_the_url_decides_where_the_tables_go() {
         println!("SKEIN_TEST_DATABASE_URL is not set: nothing to check");
         return;
     };
-    let schema = Schema::create(&base_url).await;
+    let schema = Schema::create(&base_url, "skein_t").await;
     // Spelled as people write it by hand, where the harness lets `url` encode it.
     let separator = if base_url.contains('?') { '&' } else { '?' };
     let url = format!(

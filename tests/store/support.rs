@@ -10,7 +10,6 @@ use skein::{
     },
     store::{Claim, Lease, PgStore, SqliteStore, Store},
 };
-use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 pub type Shared = Arc<dyn Store>;
@@ -28,7 +27,7 @@ where
     test(Arc::new(sqlite)).await;
 
     if let Some(url) = database_url() {
-        let schema = Schema::create(&url).await;
+        let schema = Schema::create(&url, "skein_t").await;
         println!("== PostgreSQL in schema {}", schema.name);
         let postgres = PgStore::connect(&schema.url)
             .await
@@ -38,55 +37,9 @@ where
     }
 }
 
-pub fn database_url() -> Option<String> {
-    std::env::var("SKEIN_TEST_DATABASE_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
-}
-
-/// A schema made for one test, and the URL that puts a connection in it.
-pub struct Schema {
-    pub name: String,
-    base_url: String,
-    /// `base_url` with the schema as its `search_path`.
-    pub url: String,
-}
-
-impl Schema {
-    pub async fn create(base_url: &str) -> Self {
-        let name = format!("skein_t_{}", Uuid::new_v4().simple());
-        let mut connection = PgConnection::connect(base_url)
-            .await
-            .expect("the test database accepts connections");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
-            .execute(&mut connection)
-            .await
-            .expect("a schema for the test");
-        connection.close().await.ok();
-        let mut url = url::Url::parse(base_url).expect("SKEIN_TEST_DATABASE_URL is a URL");
-        url.query_pairs_mut()
-            .append_pair("options", &format!("-c search_path={name}"));
-        Self {
-            name,
-            base_url: base_url.to_owned(),
-            url: url.into(),
-        }
-    }
-
-    pub async fn drop(self) {
-        let mut connection = PgConnection::connect(&self.base_url)
-            .await
-            .expect("the test database accepts connections");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA {} CASCADE",
-            self.name
-        )))
-        .execute(&mut connection)
-        .await
-        .expect("the test's schema drops");
-        connection.close().await.ok();
-    }
-}
+#[path = "../common/schema.rs"]
+mod schema;
+pub use schema::{Schema, database_url};
 
 /// Now, to the microsecond: what both backends keep of a time, so values compare equal
 /// after a round trip.

@@ -6,21 +6,22 @@
 
 use std::time::Duration;
 
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use sqlx::{Connection, PgConnection};
 use tempfile::TempDir;
 use uuid::Uuid;
 
-use super::{process::Process, wait_for};
+use super::{
+    process::Process,
+    schema::{Schema, database_url},
+    wait_for,
+};
 
 /// How long a lease lasts in these clusters: short, so that a test sees takeovers.
 pub const LEASE_SECS: u64 = 3;
 
 pub struct Cluster {
     pub processes: Vec<Option<Member>>,
-    /// The database URL the members use (their schema on the search path).
-    pub database_url: String,
-    base_url: String,
-    schema: String,
+    schema: Schema,
 }
 
 pub struct Member {
@@ -34,11 +35,8 @@ impl Cluster {
     /// `count` processes, started one after another (the first creates the admin key's
     /// account). `None`, with a note, where PostgreSQL or NATS is not configured.
     pub async fn start(count: usize) -> Option<Self> {
-        let urls = (
-            std::env::var("SKEIN_TEST_DATABASE_URL"),
-            std::env::var("SKEIN_TEST_NATS_URL"),
-        );
-        let (Ok(base_url), Ok(nats_url)) = urls else {
+        let urls = (database_url(), std::env::var("SKEIN_TEST_NATS_URL").ok());
+        let (Some(base_url), Some(nats_url)) = urls else {
             assert!(
                 std::env::var("SKEIN_CLUSTER_TESTS").as_deref() != Ok("required"),
                 "SKEIN_CLUSTER_TESTS=required but SKEIN_TEST_DATABASE_URL or SKEIN_TEST_NATS_URL is not set"
@@ -46,22 +44,14 @@ impl Cluster {
             eprintln!("no SKEIN_TEST_DATABASE_URL / SKEIN_TEST_NATS_URL: skipping");
             return None;
         };
-        let schema = format!("skein_cluster_{}", Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&base_url)
-            .await
-            .expect("PostgreSQL at SKEIN_TEST_DATABASE_URL");
-        sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let database_url = in_schema(&base_url, &schema);
+        let schema = Schema::create(&base_url, "skein_cluster").await;
         let lease = LEASE_SECS.to_string();
         let mut processes = Vec::new();
         for _ in 0..count {
             let data_dir = tempfile::tempdir().unwrap();
             let env = [
                 ("RUST_LOG", "warn"),
-                ("DATABASE_URL", database_url.as_str()),
+                ("DATABASE_URL", schema.url.as_str()),
                 ("SKEIN_NATS_URL", nats_url.as_str()),
                 ("SKEIN_LEASE_SECS", lease.as_str()),
                 ("SKEIN_RATE_LIMIT_PER_MINUTE", "1000000"),
@@ -82,12 +72,7 @@ impl Cluster {
                 _data_dir: data_dir,
             }));
         }
-        Some(Self {
-            processes,
-            database_url,
-            base_url,
-            schema,
-        })
+        Some(Self { processes, schema })
     }
 
     pub fn member(&self, index: usize) -> &Member {
@@ -103,26 +88,13 @@ impl Cluster {
 
     /// A connection to the cluster's schema, to look at what it stored.
     pub async fn database(&self) -> PgConnection {
-        PgConnection::connect(&self.database_url).await.unwrap()
+        PgConnection::connect(&self.schema.url).await.unwrap()
     }
 
-    /// Drops the cluster's schema; the processes are killed when dropped.
+    /// Stops the processes (killed when dropped) and drops the cluster's schema.
     pub async fn remove(mut self) {
         self.processes.clear();
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut admin = PgConnection::connect(&self.base_url).await.unwrap();
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "DROP SCHEMA {} CASCADE",
-            self.schema
-        )))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+        self.schema.drop().await;
     }
-}
-
-/// `base` with `schema` as the search path of every connection made with it.
-pub fn in_schema(base: &str, schema: &str) -> String {
-    let separator = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{separator}options=-c%20search_path%3D{schema}")
 }

@@ -6,6 +6,8 @@ pub mod cluster;
 pub mod fake_model;
 pub mod peers;
 pub mod process;
+#[path = "../../common/schema.rs"]
+pub mod schema;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -92,7 +94,10 @@ pub async fn spawn_app_in_with(data_dir: TempDir, adjust: impl FnOnce(&mut Confi
     start(config, data_dir).await
 }
 
-async fn start(config: Config, data_dir: TempDir) -> TestApp {
+async fn start(mut config: Config, data_dir: TempDir) -> TestApp {
+    if let Some(url) = postgres_for(data_dir.path()).await {
+        config.database_url = Some(url.into());
+    }
     let app = App::build(config).await.expect("the app builds");
     let address = app.local_addr();
     let stop = CancellationToken::new();
@@ -104,6 +109,28 @@ async fn start(config: Config, data_dir: TempDir) -> TestApp {
         stop,
         server: Some(server),
     }
+}
+
+/// With `SKEIN_TEST_API_ON_POSTGRES=1` and `SKEIN_TEST_DATABASE_URL` set, the servers these
+/// tests start keep their data in PostgreSQL instead of SQLite: each data directory gets a
+/// schema of its own, found again when a server restarts on the directory. The schemas
+/// (`skein_api_…`) are left behind for a look afterwards.
+pub async fn postgres_for(data_dir: &std::path::Path) -> Option<String> {
+    if std::env::var("SKEIN_TEST_API_ON_POSTGRES").as_deref() != Ok("1") {
+        return None;
+    }
+    let base_url =
+        schema::database_url().expect("SKEIN_TEST_API_ON_POSTGRES needs SKEIN_TEST_DATABASE_URL");
+    let remembered = data_dir.join("test-postgres-schema");
+    let schema = match std::fs::read_to_string(&remembered) {
+        Ok(name) => schema::Schema::named(&base_url, name.trim()),
+        Err(_) => {
+            let schema = schema::Schema::create(&base_url, "skein_api").await;
+            std::fs::write(&remembered, &schema.name).unwrap();
+            schema
+        }
+    };
+    Some(schema.url)
 }
 
 /// The `default` provider pointing at a fake model server.

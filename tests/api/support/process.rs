@@ -12,7 +12,7 @@ use tokio::{
     process::{Child, Command},
 };
 
-use super::{ADMIN_KEY, Api, PATIENCE};
+use super::{ADMIN_KEY, Api, PATIENCE, postgres_for};
 
 pub struct Process {
     pub child: Child,
@@ -29,7 +29,11 @@ impl Process {
 
     /// Starts `skein serve` with extra environment variables.
     pub async fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_skein"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_skein"));
+        if let Some(url) = postgres_for(data_dir).await {
+            command.env("DATABASE_URL", url);
+        }
+        let mut child = command
             .arg("serve")
             .env("SKEIN_BIND", "127.0.0.1:0")
             .env("SKEIN_DATA_DIR", data_dir)
