@@ -282,7 +282,7 @@ async fn create(
     ApiJson(input): ApiJson<AgentInput>,
 ) -> Result<impl IntoResponse, AppError> {
     let valid = input.validate(&state).await?;
-    let now = Utc::now();
+    let now = crate::domain::now();
     let secret = matches!(valid.spec, AgentSpec::Http { .. }).then(signing::new_secret);
     let agent = Agent {
         id: Uuid::now_v7(),
@@ -408,7 +408,7 @@ async fn update(
         } else {
             current.secret.clone()
         },
-        updated_at: Utc::now(),
+        updated_at: crate::domain::now(),
         ..current
     };
     state.store.update_agent(&updated).await?;

@@ -18,7 +18,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -122,7 +122,7 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
         Ok(allowance) => allowance,
         Err(limited) => return limited.into_response(),
     };
-    let now = Utc::now();
+    let now = crate::domain::now();
     let stale = credential
         .key
         .last_used_at
@@ -220,7 +220,7 @@ pub async fn bootstrap_admin(
                     id: Uuid::now_v7(),
                     name: "operator".into(),
                     operator: true,
-                    created_at: Utc::now(),
+                    created_at: crate::domain::now(),
                 };
                 let key = stored_key(account.id, "admin", &secret, all, true);
                 store.create_account(&account, &key).await

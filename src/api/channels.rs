@@ -243,7 +243,7 @@ async fn ticket(
 ) -> Result<impl IntoResponse, AppError> {
     let channel = find(&state, caller.account_id, &id).await?;
     let value = auth::new_secret("wst_");
-    let expires_at = Utc::now() + Duration::seconds(TICKET_LIFETIME_SECS);
+    let expires_at = crate::domain::now() + Duration::seconds(TICKET_LIFETIME_SECS);
     state
         .store
         .insert_ticket(

@@ -278,7 +278,7 @@ async fn create(
     }
     check(errors)?;
 
-    let now = Utc::now();
+    let now = crate::domain::now();
     let new = NewCollaboration {
         id: Uuid::now_v7(),
         account_id: caller.account_id,

@@ -178,7 +178,7 @@ async fn revoke_key(
     let id = Uuid::parse_str(&id).map_err(|_| AppError::NotFound("key"))?;
     if !state
         .store
-        .revoke_key(caller.account_id, id, Utc::now())
+        .revoke_key(caller.account_id, id, crate::domain::now())
         .await?
     {
         return Err(AppError::NotFound("key"));
@@ -260,7 +260,7 @@ async fn create_account(
         id: Uuid::now_v7(),
         name,
         operator: false,
-        created_at: Utc::now(),
+        created_at: crate::domain::now(),
     };
     let (secret, first) = auth::new_key(
         account.id,

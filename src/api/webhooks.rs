@@ -106,7 +106,7 @@ async fn put(
         }
     }
     check(errors)?;
-    let now = Utc::now();
+    let now = crate::domain::now();
     let fresh = WebhookSettings {
         account_id: caller.account_id,
         default_url: default_url.clone(),
@@ -151,7 +151,7 @@ async fn rotate(
     caller: Caller,
 ) -> Result<Json<WebhookSettingsView>, AppError> {
     caller.require(Scope::Admin)?;
-    let now = Utc::now();
+    let now = crate::domain::now();
     let secret = signing::new_secret();
     let replaced = state
         .store

@@ -58,3 +58,10 @@ impl FieldError {
         }
     }
 }
+
+/// The current time, to the microsecond: as precise as every backend stores it (PostgreSQL
+/// keeps microseconds), so a time echoed in a response, written into a frame and read back
+/// from the database is the same time.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6)
+}

@@ -437,7 +437,7 @@ impl Engine {
             reason: EndReason::Cancelled,
             advisory_message: None,
             error_message: None,
-            ended_at: chrono::Utc::now(),
+            ended_at: crate::domain::now(),
         };
         let lease = self.claim(Claim::One(collaboration.id)).await?.pop();
         let finished = self

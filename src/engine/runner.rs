@@ -20,7 +20,6 @@ use std::{
     time::Duration,
 };
 
-use chrono::Utc;
 use futures::future::Either;
 use serde_json::json;
 use tokio::{sync::mpsc, time::Instant};
@@ -161,7 +160,7 @@ pub(super) async fn panicked(inner: &Inner, lease: Lease) {
         error_message: Some(
             "Skein hit an internal error running this collaboration; see the server log.".into(),
         ),
-        ended_at: Utc::now(),
+        ended_at: crate::domain::now(),
     };
     let Ok(Some(event)) = inner
         .store
@@ -487,7 +486,7 @@ fn ended(
             reason,
             advisory_message,
             error_message,
-            ended_at: Utc::now(),
+            ended_at: crate::domain::now(),
         },
         ack,
     )
@@ -599,7 +598,7 @@ async fn store_message(
         sender: sender.clone(),
         role,
         content: content.clone(),
-        created_at: Utc::now(),
+        created_at: crate::domain::now(),
     };
     let lease = &state.lease;
     let event = persist("message", || {

@@ -878,7 +878,7 @@ impl Store for PgStore {
         let body = EventBody::Summary {
             headline: headline.to_owned(),
             summary: summary.to_owned(),
-            created_at: Utc::now(),
+            created_at: crate::domain::now(),
         };
         let event = insert_event(&mut tx, channel_id, &body).await?;
         enqueue_webhook(&mut tx, collaboration_id, WebhookEvent::SummaryReady).await?;

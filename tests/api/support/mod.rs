@@ -97,6 +97,7 @@ pub async fn spawn_app_in_with(data_dir: TempDir, adjust: impl FnOnce(&mut Confi
 async fn start(mut config: Config, data_dir: TempDir) -> TestApp {
     if let Some(url) = postgres_for(data_dir.path()).await {
         config.database_url = Some(url.into());
+        config.engine.lease_ttl = POSTGRES_LEASE;
     }
     let app = App::build(config).await.expect("the app builds");
     let address = app.local_addr();
@@ -111,12 +112,20 @@ async fn start(mut config: Config, data_dir: TempDir) -> TestApp {
     }
 }
 
+pub fn on_postgres() -> bool {
+    std::env::var("SKEIN_TEST_API_ON_POSTGRES").as_deref() == Ok("1")
+}
+
+/// A server restarted after a crash on PostgreSQL waits for its old leases to expire (it
+/// cannot know it was the only one): short, so that the recovery tests do not wait long.
+pub const POSTGRES_LEASE: Duration = Duration::from_secs(2);
+
 /// With `SKEIN_TEST_API_ON_POSTGRES=1` and `SKEIN_TEST_DATABASE_URL` set, the servers these
 /// tests start keep their data in PostgreSQL instead of SQLite: each data directory gets a
 /// schema of its own, found again when a server restarts on the directory. The schemas
 /// (`skein_api_…`) are left behind for a look afterwards.
 pub async fn postgres_for(data_dir: &std::path::Path) -> Option<String> {
-    if std::env::var("SKEIN_TEST_API_ON_POSTGRES").as_deref() != Ok("1") {
+    if !on_postgres() {
         return None;
     }
     let base_url =

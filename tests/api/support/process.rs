@@ -12,7 +12,7 @@ use tokio::{
     process::{Child, Command},
 };
 
-use super::{ADMIN_KEY, Api, PATIENCE, postgres_for};
+use super::{ADMIN_KEY, Api, PATIENCE, POSTGRES_LEASE, postgres_for};
 
 pub struct Process {
     pub child: Child,
@@ -31,7 +31,10 @@ impl Process {
     pub async fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_skein"));
         if let Some(url) = postgres_for(data_dir).await {
-            command.env("DATABASE_URL", url);
+            let lease = POSTGRES_LEASE.as_secs().to_string();
+            command
+                .env("DATABASE_URL", url)
+                .env("SKEIN_LEASE_SECS", lease);
         }
         let mut child = command
             .arg("serve")
