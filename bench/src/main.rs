@@ -1,0 +1,114 @@
+//! `skein-bench`: starts a real `skein serve` (and, for comparison, its peers: a Node `ws`
+//! broadcast server and AutoGen AgentChat), drives them over real sockets, and prints one
+//! JSON object per scenario and then a table of figures, ratios and targets.
+//!
+//! ```text
+//! cargo build --release && cargo run --release -p skein-bench -- all
+//! cargo run -p skein-bench -- all --tiny --skein target/debug/skein   # seconds; what CI runs
+//! ```
+//!
+//! The server runs on core 0 and the load generator on core 1 (`taskset`), and server costs
+//! are read from `/proc/<pid>` as CPU seconds, so figures hold on a busy two-core machine.
+
+mod api;
+#[path = "../../tests/api/support/fake_model.rs"]
+#[allow(dead_code)]
+mod fake_model;
+mod fleet;
+mod proc;
+mod report;
+mod scenarios;
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    All,
+    Idle,
+    Fanout,
+    Burst,
+    Turns,
+    Rest,
+    Context,
+}
+
+#[derive(Parser)]
+#[command(name = "skein-bench", about = "Measure Skein against its peers")]
+struct Args {
+    /// Scenarios to run, in order.
+    #[arg(value_enum, default_values_t = [Scenario::All])]
+    scenarios: Vec<Scenario>,
+    /// Seconds-long sizes: to check the benchmark still runs, not to measure.
+    #[arg(long)]
+    tiny: bool,
+    /// The `skein` binary under test.
+    #[arg(long, default_value = "target/release/skein")]
+    skein: PathBuf,
+    /// Runs of each comparison with a peer; figures are medians.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Skip the peers (Node `ws`, AutoGen).
+    #[arg(long)]
+    no_peers: bool,
+    /// A PostgreSQL URL: the `rest` scenario then runs on PostgreSQL too (in a schema of its
+    /// own, made with `psql`).
+    #[arg(long, env = "SKEIN_BENCH_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let fds = proc::raise_fd_limit();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The server on core 0, this process on the last one.
+    let server_core = (cores > 1).then_some(0);
+    if cores > 1 {
+        proc::pin_self(cores - 1);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("bench/ is inside the repository")
+        .to_path_buf();
+    let peers = (!args.no_peers)
+        .then(|| scenarios::Peers::install(&root))
+        .flatten();
+    let mut bench = scenarios::Bench {
+        skein: args.skein.clone(),
+        server_core,
+        tiny: args.tiny,
+        repeats: if args.tiny { 1 } else { args.repeats.max(1) },
+        peers,
+        database_url: args.database_url.clone(),
+        report: report::Report::default(),
+    };
+    eprintln!(
+        "skein-bench: {} on {cores} cores, open-file limit {fds}, server on core {}",
+        args.skein.display(),
+        server_core.map_or("any".into(), |c| c.to_string())
+    );
+    let all = args.scenarios.contains(&Scenario::All);
+    let wanted = |scenario| all || args.scenarios.contains(&scenario);
+    if wanted(Scenario::Idle) {
+        bench.idle().await?;
+    }
+    if wanted(Scenario::Fanout) {
+        bench.fanout().await?;
+    }
+    if wanted(Scenario::Burst) {
+        bench.burst().await?;
+    }
+    if wanted(Scenario::Turns) {
+        bench.turns().await?;
+    }
+    if wanted(Scenario::Rest) {
+        bench.rest().await?;
+    }
+    if wanted(Scenario::Context) {
+        bench.context().await?;
+    }
+    bench.report.print_table();
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! What the benchmark prints: a JSON object per scenario as it finishes, then one table.
+
+use serde_json::Value;
+
+/// A figure with its target: met when `value` is on the right side of `bound`.
+pub struct Row {
+    pub figure: String,
+    pub skein: String,
+    pub peer: String,
+    pub ratio: String,
+    pub target: String,
+    pub met: Option<bool>,
+}
+
+#[derive(Default)]
+pub struct Report {
+    rows: Vec<Row>,
+}
+
+impl Report {
+    /// Prints a scenario's figures as one line of JSON.
+    pub fn scenario(&self, name: &str, mut figures: Value) {
+        figures["scenario"] = name.into();
+        println!("{figures}");
+    }
+
+    pub fn row(&mut self, row: Row) {
+        self.rows.push(row);
+    }
+
+    pub fn print_table(&self) {
+        let header = ["figure", "skein", "peer", "skein ÷ peer", "target", "met"];
+        let cells: Vec<[String; 6]> = self
+            .rows
+            .iter()
+            .map(|row| {
+                let met = match row.met {
+                    Some(true) => "yes",
+                    Some(false) => "NO",
+                    None => "-",
+                };
+                [
+                    row.figure.clone(),
+                    row.skein.clone(),
+                    row.peer.clone(),
+                    row.ratio.clone(),
+                    row.target.clone(),
+                    met.to_owned(),
+                ]
+            })
+            .collect();
+        let widths: Vec<usize> = (0..header.len())
+            .map(|i| {
+                cells
+                    .iter()
+                    .map(|row| row[i].chars().count())
+                    .chain([header[i].chars().count()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |row: &[String]| {
+            let padded: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(cell, width)| format!("{cell:<width$}"))
+                .collect();
+            format!("| {} |", padded.join(" | "))
+        };
+        println!();
+        println!("{}", line(&header.map(String::from)));
+        let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+        println!("{}", line(&rule));
+        for row in &cells {
+            println!("{}", line(row));
+        }
+    }
+}
+
+/// The median of `values` (which it sorts); 0 when empty.
+pub fn median(values: &mut [f64]) -> f64 {
+    percentile_f(values, 50.0)
+}
+
+/// The `p`th percentile of `values` (which it sorts), nearest rank; 0 when empty.
+pub fn percentile_f(values: &mut [f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * values.len() as f64).ceil() as usize;
+    values[rank.clamp(1, values.len()) - 1]
+}
+
+/// Nanoseconds to milliseconds, for printing.
+pub fn ms(nanos: f64) -> f64 {
+    (nanos / 1e6 * 1000.0).round() / 1000.0
+}
+
+/// A ratio to two significant places, or "-" without a peer figure.
+pub fn ratio(skein: f64, peer: Option<f64>) -> String {
+    match peer {
+        Some(peer) if peer > 0.0 => format!("{:.2}×", skein / peer),
+        _ => "-".into(),
+    }
+}

@@ -1,0 +1,721 @@
+//! The scenarios. Each starts its own servers, measures, prints its JSON line and adds its
+//! rows to the table.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command as StdCommand,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::{SinkExt, StreamExt, stream};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::{
+    api::{self, Api},
+    fake_model::{self, FakeModel, Purpose},
+    fleet::{self, Fleet},
+    proc::{self, ADMIN_KEY, Served},
+    report::{Report, Row, median, ms, percentile_f, ratio},
+};
+
+const MESSAGE_BYTES: usize = 200;
+
+/// The peers, once installed by `bench/peers/setup.sh`.
+pub struct Peers {
+    dir: PathBuf,
+    node: bool,
+    python: Option<PathBuf>,
+}
+
+impl Peers {
+    pub fn install(root: &Path) -> Option<Self> {
+        let dir = root.join("bench/peers");
+        let venv = root.join("target/bench-venv");
+        let installed = StdCommand::new("bash")
+            .arg(dir.join("setup.sh"))
+            .env("BENCH_VENV", &venv)
+            .status();
+        if !installed.is_ok_and(|status| status.success()) {
+            eprintln!("skein-bench: the peers could not be installed; figures without ratios");
+            return None;
+        }
+        let python = venv.join("bin/python");
+        Some(Self {
+            node: dir.join("node-ws/node_modules/ws").exists(),
+            python: python.exists().then_some(python),
+            dir,
+        })
+    }
+}
+
+pub struct Bench {
+    pub skein: PathBuf,
+    pub server_core: Option<usize>,
+    pub tiny: bool,
+    pub repeats: usize,
+    pub peers: Option<Peers>,
+    pub database_url: Option<String>,
+    pub report: Report,
+}
+
+/// A channel with a person who speaks on the benchmark's behalf.
+struct Channel {
+    id: String,
+    poster: String,
+}
+
+/// One message sent to every viewer at a fixed rate, or once.
+enum Publisher {
+    Skein { api: Api, channel: Channel },
+    Node { socket: Box<WsSocket> },
+}
+
+type WsSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+impl Publisher {
+    async fn send(&mut self, k: u32) -> anyhow::Result<()> {
+        let text = fleet::message(k, MESSAGE_BYTES);
+        match self {
+            Self::Skein { api, channel } => api.say(&channel.id, &channel.poster, &text).await,
+            Self::Node { socket } => Ok(socket.send(Message::Text(text.into())).await?),
+        }
+    }
+}
+
+/// What a server under test is, for the scenarios that run on both.
+#[derive(Clone, Copy, PartialEq)]
+enum Target {
+    Skein,
+    Node,
+}
+
+impl Bench {
+    async fn start_skein(&self, env: &[(&str, String)]) -> anyhow::Result<Served> {
+        proc::skein(&self.skein, self.server_core, env).await
+    }
+
+    fn node(&self) -> Option<&Path> {
+        self.peers
+            .as_ref()
+            .filter(|peers| peers.node)
+            .map(|peers| peers.dir.as_path())
+    }
+
+    /// A server of `target` with `viewers` connected to one channel, and a publisher.
+    async fn broadcast_setup(
+        &self,
+        target: Target,
+    ) -> anyhow::Result<(Served, String, Option<String>, Publisher)> {
+        match target {
+            Target::Skein => {
+                let served = self.start_skein(&[]).await?;
+                let api = Api::new(served.address);
+                let poster = api.human("poster").await?;
+                let other = api.human("other").await?;
+                let collaboration = api.collaboration(&poster, &other, 1_000_000).await?;
+                let id = collaboration["channel_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                let url = api.stream_url(&id, 0);
+                let publisher = Publisher::Skein {
+                    api,
+                    channel: Channel { id, poster },
+                };
+                Ok((served, url, Some(ADMIN_KEY.to_owned()), publisher))
+            }
+            Target::Node => {
+                let dir = self.node().expect("the Node peer is installed");
+                let served = proc::node_ws(dir, self.server_core).await?;
+                let url = format!("ws://{}/", served.address);
+                let (socket, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
+                let publisher = Publisher::Node {
+                    socket: Box::new(socket),
+                };
+                Ok((served, url, None, publisher))
+            }
+        }
+    }
+
+    fn targets(&self) -> Vec<Target> {
+        let mut targets = vec![Target::Skein];
+        if self.node().is_some() {
+            targets.push(Target::Node);
+        }
+        targets
+    }
+
+    /// Idle viewers: server memory per connection at each step.
+    pub async fn idle(&mut self) -> anyhow::Result<()> {
+        let steps: &[usize] = if self.tiny {
+            &[50]
+        } else {
+            &[1000, 5000, 10_000]
+        };
+        let mut figures = json!({});
+        let mut results = std::collections::HashMap::new();
+        for target in self.targets() {
+            let mut runs: Vec<Vec<f64>> = Vec::new();
+            for _ in 0..self.repeats {
+                let (served, url, key, _publisher) = self.broadcast_setup(target).await?;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let before = served.rss_bytes();
+                let mut fleet = Fleet::connect(&url, key.as_deref(), 0).await?;
+                let mut run = Vec::new();
+                for &step in steps {
+                    fleet.grow(&url, key.as_deref(), step - fleet.len()).await?;
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    let grown = served.rss_bytes().saturating_sub(before);
+                    run.push(grown as f64 / step as f64);
+                }
+                fleet.finish().await;
+                served.stop().await;
+                runs.push(run);
+            }
+            let medians: Vec<f64> = (0..steps.len())
+                .map(|i| median(&mut runs.iter().map(|run| run[i]).collect::<Vec<_>>()))
+                .collect();
+            figures[name(target)] = steps
+                .iter()
+                .zip(&medians)
+                .map(|(step, bytes)| {
+                    (
+                        step.to_string(),
+                        json!((bytes / 1024.0 * 100.0).round() / 100.0),
+                    )
+                })
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+            results.insert(name(target), medians);
+        }
+        figures["unit"] = "KiB per connection (server RSS growth ÷ viewers)".into();
+        self.report.scenario("idle", figures);
+        let last = steps.len() - 1;
+        let skein = results["skein"][last] / 1024.0;
+        let peer = results.get("node").map(|node| node[last] / 1024.0);
+        self.report.row(Row {
+            figure: format!("idle memory per viewer at {}", steps[last]),
+            skein: format!("{skein:.2} KiB"),
+            peer: peer.map_or("-".into(), |p| format!("{p:.2} KiB")),
+            ratio: ratio(skein, peer),
+            target: "≤ 8 KiB".into(),
+            met: Some(skein <= 8.0),
+        });
+        Ok(())
+    }
+
+    /// Viewers on one channel, messages at a fixed rate: deliveries per second and per
+    /// server CPU-second, and publish-to-receive latency.
+    pub async fn fanout(&mut self) -> anyhow::Result<()> {
+        let (viewers, seconds, rates): (usize, f64, &[u32]) = if self.tiny {
+            (20, 1.0, &[10])
+        } else {
+            (1000, 5.0, &[20, 100])
+        };
+        let mut figures =
+            json!({"viewers": viewers, "message_bytes": MESSAGE_BYTES, "seconds": seconds});
+        for &rate in rates {
+            let mut by_target = std::collections::HashMap::new();
+            for target in self.targets() {
+                let mut runs = Vec::new();
+                for _ in 0..self.repeats {
+                    runs.push(self.fanout_once(target, viewers, rate, seconds).await?);
+                }
+                let pick = |field: &str| {
+                    median(
+                        &mut runs
+                            .iter()
+                            .map(|run| run[field].as_f64().unwrap_or(0.0))
+                            .collect::<Vec<_>>(),
+                    )
+                };
+                let summary = json!({
+                    "deliveries_per_second": pick("deliveries_per_second").round(),
+                    "deliveries_per_cpu_second": pick("deliveries_per_cpu_second").round(),
+                    "p50_ms": pick("p50_ms"), "p99_ms": pick("p99_ms"), "max_ms": pick("max_ms"),
+                    "delivered_share": pick("delivered_share"),
+                });
+                by_target.insert(name(target), summary);
+            }
+            figures[format!("{rate}_per_second")] = json!(by_target);
+            let skein = &by_target["skein"];
+            let node = by_target.get("node");
+            let efficiency = skein["deliveries_per_cpu_second"].as_f64().unwrap_or(0.0);
+            let node_efficiency = node.and_then(|n| n["deliveries_per_cpu_second"].as_f64());
+            let offered = rate as usize * viewers;
+            self.report.row(Row {
+                figure: format!("fanout deliveries per server CPU-second ({offered}/s offered)"),
+                skein: format!("{efficiency:.0}"),
+                peer: node_efficiency.map_or("-".into(), |n| format!("{n:.0}")),
+                ratio: ratio(efficiency, node_efficiency),
+                target: "≥ 150k and ≥ 1.8× Node".into(),
+                met: Some(
+                    efficiency >= 150_000.0
+                        && node_efficiency.is_none_or(|n| efficiency >= 1.8 * n),
+                ),
+            });
+            let p99 = skein["p99_ms"].as_f64().unwrap_or(0.0);
+            let node_p99 = node.and_then(|n| n["p99_ms"].as_f64());
+            self.report.row(Row {
+                figure: format!("fanout latency p99 at {offered} deliveries/s"),
+                skein: format!("{p99:.2} ms"),
+                peer: node_p99.map_or("-".into(), |n| format!("{n:.2} ms")),
+                ratio: ratio(p99, node_p99),
+                target: if offered == 20_000 {
+                    "≤ 20 ms".into()
+                } else {
+                    "-".into()
+                },
+                met: (offered == 20_000).then_some(p99 <= 20.0),
+            });
+        }
+        self.report.scenario("fanout", figures);
+        Ok(())
+    }
+
+    async fn fanout_once(
+        &self,
+        target: Target,
+        viewers: usize,
+        rate: u32,
+        seconds: f64,
+    ) -> anyhow::Result<Value> {
+        let (served, url, key, publisher) = self.broadcast_setup(target).await?;
+        let fleet = Fleet::connect(&url, key.as_deref(), viewers).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let count = (f64::from(rate) * seconds) as u32;
+        let cpu_before = served.cpu_seconds();
+        let started = Instant::now();
+        let sent = send_at_rate(publisher, rate, count).await?;
+        let sending = started.elapsed().as_secs_f64();
+        // Let the last messages arrive.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let cpu = served.cpu_seconds() - cpu_before;
+        let arrivals = fleet.finish().await;
+        served.stop().await;
+        let mut latencies: Vec<f64> = arrivals.iter().flatten().map(|a| a.1 as f64).collect();
+        let deliveries = latencies.len() as f64;
+        Ok(json!({
+            "deliveries_per_second": deliveries / sending,
+            "deliveries_per_cpu_second": deliveries / cpu.max(0.01),
+            "p50_ms": ms(percentile_f(&mut latencies, 50.0)),
+            "p99_ms": ms(percentile_f(&mut latencies, 99.0)),
+            "max_ms": ms(percentile_f(&mut latencies, 100.0)),
+            "delivered_share": deliveries / (f64::from(sent) * viewers as f64),
+        }))
+    }
+
+    /// One message to many viewers: the time until the last has it.
+    pub async fn burst(&mut self) -> anyhow::Result<()> {
+        let (viewers, bursts) = if self.tiny { (50, 3) } else { (10_000, 10) };
+        let mut figures = json!({"viewers": viewers, "bursts": bursts});
+        let mut p99s = std::collections::HashMap::new();
+        for target in self.targets() {
+            let mut runs = Vec::new();
+            for _ in 0..self.repeats {
+                let (served, url, key, mut publisher) = self.broadcast_setup(target).await?;
+                let fleet = Fleet::connect(&url, key.as_deref(), viewers).await?;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                for k in 0..bursts {
+                    publisher.send(k).await?;
+                    tokio::time::sleep(Duration::from_millis(if self.tiny { 300 } else { 1500 }))
+                        .await;
+                }
+                let arrivals = fleet.finish().await;
+                served.stop().await;
+                // Per burst: the latency of the last viewer to get it, and how many did.
+                let mut last = vec![0u64; bursts as usize];
+                let mut reached = vec![0usize; bursts as usize];
+                for (k, latency) in arrivals.iter().flatten() {
+                    if let Some(slot) = last.get_mut(*k as usize) {
+                        *slot = (*slot).max(*latency);
+                        reached[*k as usize] += 1;
+                    }
+                }
+                let mut lasts: Vec<f64> = last.iter().map(|&n| n as f64).collect();
+                runs.push(json!({
+                    "p50_ms": ms(percentile_f(&mut lasts, 50.0)),
+                    "p99_ms": ms(percentile_f(&mut lasts, 99.0)),
+                    "everyone_reached": reached.iter().all(|&n| n == viewers),
+                }));
+            }
+            let pick = |field: &str| {
+                median(
+                    &mut runs
+                        .iter()
+                        .map(|run| run[field].as_f64().unwrap_or(0.0))
+                        .collect::<Vec<_>>(),
+                )
+            };
+            let summary = json!({
+                "last_viewer_p50_ms": pick("p50_ms"),
+                "last_viewer_p99_ms": pick("p99_ms"),
+                "everyone_reached": runs.iter().all(|run| run["everyone_reached"] == true),
+            });
+            p99s.insert(name(target), pick("p99_ms"));
+            figures[name(target)] = summary;
+        }
+        self.report.scenario("burst", figures);
+        let skein = p99s["skein"];
+        let node = p99s.get("node").copied();
+        self.report.row(Row {
+            figure: format!("burst: one message to {viewers} viewers, last one p99"),
+            skein: format!("{skein:.1} ms"),
+            peer: node.map_or("-".into(), |n| format!("{n:.1} ms")),
+            ratio: ratio(skein, node),
+            target: "≤ 100 ms".into(),
+            met: Some(skein <= 100.0),
+        });
+        Ok(())
+    }
+
+    /// Many collaborations of zero-latency scripted agents at once: turns per second, the
+    /// engine's time per turn, what SQLite wrote.
+    pub async fn turns(&mut self) -> anyhow::Result<()> {
+        let (collaborations, cap) = if self.tiny { (5, 4) } else { (500, 20) };
+        let served = self.start_skein(&[]).await?;
+        let api = Api::new(served.address);
+        let scripted = |name: &str| json!({"name": name, "kind": "scripted", "replies": ["one", "two", "three"], "delay_ms": 0});
+        let a = api.agent(scripted("A")).await?;
+        let b = api.agent(scripted("B")).await?;
+        let cpu_before = served.cpu_seconds();
+        let started = Instant::now();
+        let created: Vec<Value> = stream::iter(0..collaborations)
+            .map(|_| api.collaboration(&a, &b, cap))
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<anyhow::Result<_>>()?;
+        loop {
+            let running = api
+                .get("/collaborations?status=running&page_size=1")
+                .await?;
+            if running["meta"]["total"].as_u64() == Some(0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let cpu = served.cpu_seconds() - cpu_before;
+        let turns = (collaborations * cap as usize) as f64;
+        // The engine's time per turn: between one message and the next of a collaboration
+        // whose agents answer at once (store, publish, choose, speak).
+        let mut gaps = Vec::new();
+        for collaboration in created.iter().take(50) {
+            let channel = collaboration["channel_id"].as_str().unwrap_or_default();
+            let page = api
+                .get(&format!(
+                    "/channels/{channel}/messages?after_seq=0&limit=500"
+                ))
+                .await?;
+            let times: Vec<chrono::DateTime<chrono::Utc>> = page["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|event| event["type"] == "message")
+                .filter_map(|event| event["created_at"].as_str()?.parse().ok())
+                .collect();
+            gaps.extend(
+                times.windows(2).map(|pair| {
+                    (pair[1] - pair[0]).num_microseconds().unwrap_or(0) as f64 * 1000.0
+                }),
+            );
+        }
+        let database = served.database_bytes();
+        served.stop().await;
+        let turns_per_second = turns / elapsed;
+        let p50 = ms(percentile_f(&mut gaps, 50.0));
+        let p99 = ms(percentile_f(&mut gaps, 99.0));
+        self.report.scenario(
+            "turns",
+            json!({
+                "collaborations": collaborations, "messages_each": cap,
+                "turns_per_second": turns_per_second.round(),
+                "server_cpu_ms_per_turn": ms(cpu / turns * 1e9),
+                "engine_ms_per_turn_p50": p50, "engine_ms_per_turn_p99": p99,
+                // A message, and per collaboration its start, status and summary.
+                "events_written_per_second": ((turns + 2.0 * collaborations as f64) / elapsed).round(),
+                "database_bytes": database,
+            }),
+        );
+        self.report.row(Row {
+            figure: format!("turns/s, {collaborations} concurrent collaborations, SQLite"),
+            skein: format!("{turns_per_second:.0}"),
+            peer: "-".into(),
+            ratio: "-".into(),
+            target: "≥ 5,000".into(),
+            met: Some(turns_per_second >= 5000.0),
+        });
+        self.report.row(Row {
+            figure: "engine time per turn p50 / p99 (persist + publish)".into(),
+            skein: format!("{p50:.2} / {p99:.2} ms"),
+            peer: "-".into(),
+            ratio: "-".into(),
+            target: "-".into(),
+            met: None,
+        });
+        Ok(())
+    }
+
+    /// Creating and listing collaborations at a fixed concurrency.
+    pub async fn rest(&mut self) -> anyhow::Result<()> {
+        let mut backends = vec![("sqlite", Vec::new())];
+        if let Some(url) = &self.database_url {
+            let schema = format!("skein_bench_{}", std::process::id());
+            let made = StdCommand::new("psql")
+                .args([
+                    url.as_str(),
+                    "-qc",
+                    &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"),
+                ])
+                .status();
+            if made.is_ok_and(|status| status.success()) {
+                let separator = if url.contains('?') { '&' } else { '?' };
+                let in_schema = format!("{url}{separator}options=-c%20search_path%3D{schema}");
+                backends.push(("postgres", vec![("DATABASE_URL", in_schema)]));
+            } else {
+                eprintln!("skein-bench: could not make a schema with psql; rest on SQLite only");
+            }
+        }
+        let (creates, lists, concurrency) = if self.tiny {
+            (20, 50, 4)
+        } else {
+            (2000, 5000, 16)
+        };
+        let mut figures = json!({"concurrency": concurrency});
+        for (backend, env) in backends {
+            let served = self.start_skein(&env).await?;
+            let api = Api::new(served.address);
+            let poster = api.human("poster").await?;
+            let other = api.human("other").await?;
+            let create = measure(creates, concurrency, |_| {
+                let api = api.clone();
+                let (poster, other) = (poster.clone(), other.clone());
+                async move { api.collaboration(&poster, &other, 10).await.map(drop) }
+            })
+            .await?;
+            let list = measure(lists, concurrency, |_| {
+                let api = api.clone();
+                async move { api.get("/collaborations?page_size=20").await.map(drop) }
+            })
+            .await?;
+            served.stop().await;
+            figures[backend] = json!({"create": create, "list": list});
+            let rate = |figures: &Value| figures["per_second"].as_f64().unwrap_or(0.0);
+            for (what, figures, target) in [("list", &list, 15_000.0), ("create", &create, 3_000.0)]
+            {
+                self.report.row(Row {
+                    figure: format!("REST {what}, {backend}: requests/s (p99)"),
+                    skein: format!("{:.0} ({} ms)", rate(figures), figures["p99_ms"]),
+                    peer: "-".into(),
+                    ratio: "-".into(),
+                    target: if backend == "sqlite" {
+                        format!("≥ {target:.0}/s")
+                    } else {
+                        "-".into()
+                    },
+                    met: (backend == "sqlite").then_some(rate(figures) >= target),
+                });
+            }
+        }
+        self.report.scenario("rest", figures);
+        Ok(())
+    }
+
+    /// A long collaboration of two model agents against the fake model: prompt tokens per
+    /// turn as it goes on, and time per turn, beside AutoGen on the same fake model.
+    pub async fn context(&mut self) -> anyhow::Result<()> {
+        let turns: usize = if self.tiny { 20 } else { 500 };
+        let checkpoints: Vec<usize> = [10, 20, 100, 500]
+            .into_iter()
+            .filter(|&turn| turn <= turns)
+            .collect();
+        let fake = FakeModel::start().await;
+        let env = [
+            ("SKEIN_LLM_BASE_URL", fake.base_url()),
+            ("SKEIN_LLM_API_KEY", fake_model::KEY.to_owned()),
+            ("SKEIN_LLM_MODEL", "fake-model".to_owned()),
+        ];
+        let served = self.start_skein(&env).await?;
+        let api = Api::new(served.address);
+        let llm = |name: &str| {
+            json!({"name": name, "kind": "llm", "provider": "default", "model": "fake-model",
+                                      "system_prompt": "Keep it short."})
+        };
+        let a = api.agent(llm("alice")).await?;
+        let b = api.agent(llm("bob")).await?;
+        let started = Instant::now();
+        let collaboration = api.collaboration(&a, &b, turns as u32).await?;
+        let id = api::id(&collaboration)?;
+        loop {
+            let now = api.get(&format!("/collaborations/{id}")).await?;
+            if now["status"] != "running" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let skein_seconds = started.elapsed().as_secs_f64();
+        served.stop().await;
+        let skein_tokens = prompt_tokens(&fake, &checkpoints);
+        let mut figures = json!({"turns": turns, "skein": {
+            "prompt_tokens_at_turn": skein_tokens.clone(), "ms_per_turn": ms(skein_seconds / turns as f64 * 1e9)}});
+
+        let mut autogen_ms = None;
+        let mut autogen_tokens = None;
+        if let Some(python) = self.peers.as_ref().and_then(|p| p.python.as_ref()) {
+            let fake = FakeModel::start().await;
+            let script = self.peers.as_ref().map(|p| p.dir.join("autogen/run.py"));
+            let output = tokio::process::Command::new(python)
+                .arg(script.unwrap_or_default())
+                .args(["--base-url", &fake.base_url(), "--api-key", fake_model::KEY])
+                .args([
+                    "--model",
+                    "fake-model",
+                    "--messages",
+                    &(turns + 1).to_string(),
+                ])
+                .output()
+                .await?;
+            let line = String::from_utf8_lossy(&output.stdout);
+            match serde_json::from_str::<Value>(line.trim().lines().last().unwrap_or("")) {
+                Ok(result) => {
+                    let seconds = result["seconds"].as_f64().unwrap_or(0.0);
+                    autogen_ms = Some(ms(seconds / turns as f64 * 1e9));
+                    let tokens = prompt_tokens(&fake, &checkpoints);
+                    figures["autogen"] = json!({"prompt_tokens_at_turn": tokens.clone(),
+                                                "ms_per_turn": autogen_ms});
+                    autogen_tokens = Some(tokens);
+                }
+                Err(_) => eprintln!(
+                    "skein-bench: AutoGen failed: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                ),
+            }
+        }
+        self.report.scenario("context", figures);
+
+        let first = checkpoints
+            .iter()
+            .find(|&&t| t >= 20)
+            .copied()
+            .unwrap_or(checkpoints[0]);
+        let last = *checkpoints.last().unwrap_or(&first);
+        let growth = |tokens: &Value| {
+            let at = |turn: usize| tokens[turn.to_string()].as_f64().unwrap_or(0.0);
+            at(last) / at(first).max(1.0) - 1.0
+        };
+        let skein_growth = growth(&skein_tokens);
+        self.report.row(Row {
+            figure: format!("prompt tokens, turn {last} vs turn {first}"),
+            skein: format!("{:+.0}%", skein_growth * 100.0),
+            peer: autogen_tokens.as_ref().map_or("-".into(), |t| {
+                format!("{:+.0}% (AutoGen)", growth(t) * 100.0)
+            }),
+            ratio: "-".into(),
+            target: "≤ +10%".into(),
+            met: Some(skein_growth <= 0.10),
+        });
+        let skein_ms = ms(skein_seconds / turns as f64 * 1e9);
+        self.report.row(Row {
+            figure: "time per turn on an instant fake model".into(),
+            skein: format!("{skein_ms:.2} ms"),
+            peer: autogen_ms.map_or("-".into(), |m| format!("{m:.2} ms (AutoGen)")),
+            ratio: ratio(skein_ms, autogen_ms),
+            target: "≤ 0.1× AutoGen".into(),
+            met: autogen_ms.map(|m| skein_ms <= 0.1 * m),
+        });
+        Ok(())
+    }
+}
+
+fn name(target: Target) -> &'static str {
+    match target {
+        Target::Skein => "skein",
+        Target::Node => "node",
+    }
+}
+
+/// Sends `count` messages at `rate` per second, each on its own task so that a slow answer
+/// does not lower the offered rate. Returns how many were sent.
+async fn send_at_rate(publisher: Publisher, rate: u32, count: u32) -> anyhow::Result<u32> {
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    match publisher {
+        Publisher::Skein { api, channel } => {
+            let channel = Arc::new(channel);
+            let mut sends = tokio::task::JoinSet::new();
+            for k in 0..count {
+                tick.tick().await;
+                let (api, channel) = (api.clone(), channel.clone());
+                sends.spawn(async move {
+                    let text = fleet::message(k, MESSAGE_BYTES);
+                    api.say(&channel.id, &channel.poster, &text).await
+                });
+            }
+            for sent in sends.join_all().await {
+                sent?;
+            }
+        }
+        Publisher::Node { mut socket } => {
+            for k in 0..count {
+                tick.tick().await;
+                let text = fleet::message(k, MESSAGE_BYTES);
+                socket.send(Message::Text(text.into())).await?;
+            }
+        }
+    }
+    Ok(count)
+}
+
+/// Runs `count` requests `concurrency` at a time; requests per second and latency.
+async fn measure<F, Fut>(count: usize, concurrency: usize, request: F) -> anyhow::Result<Value>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let started = Instant::now();
+    let mut latencies: Vec<f64> = stream::iter(0..count)
+        .map(|i| {
+            let call = request(i);
+            async move {
+                let at = Instant::now();
+                call.await.map(|()| at.elapsed().as_nanos() as f64)
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(json!({
+        "requests": count,
+        "per_second": (count as f64 / elapsed).round(),
+        "p50_ms": ms(percentile_f(&mut latencies, 50.0)),
+        "p99_ms": ms(percentile_f(&mut latencies, 99.0)),
+    }))
+}
+
+/// Prompt tokens of the agents' turns the fake model saw, at the given turns (1-based),
+/// counted the way the fake model counts them (characters of the messages ÷ 4).
+fn prompt_tokens(fake: &FakeModel, turns: &[usize]) -> Value {
+    let requests = fake.requests(Purpose::Turn);
+    turns
+        .iter()
+        .filter_map(|&turn| {
+            let request = requests.get(turn - 1)?;
+            let chars: usize = request.body["messages"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| m["content"].as_str().map_or(0, str::len))
+                .sum();
+            Some((turn.to_string(), json!(chars / 4 + 1)))
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
