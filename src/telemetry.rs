@@ -176,8 +176,11 @@ impl Drop for ViewerConnected {
     }
 }
 
+/// Counted once per frame per viewer: the handle is looked up once, not per frame.
 pub fn frame_sent() {
-    counter!("skein_websocket_frames_total").increment(1);
+    static FRAMES: std::sync::LazyLock<metrics::Counter> =
+        std::sync::LazyLock::new(|| counter!("skein_websocket_frames_total"));
+    FRAMES.increment(1);
 }
 
 pub fn viewer_caught_up() {

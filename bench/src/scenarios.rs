@@ -391,9 +391,7 @@ impl Bench {
             .into_iter()
             .collect::<anyhow::Result<_>>()?;
         loop {
-            let running = api
-                .get("/collaborations?status=running&page_size=1")
-                .await?;
+            let running = api.get("/collaborations?status=running&size=1").await?;
             if running["meta"]["total"].as_u64() == Some(0) {
                 break;
             }
@@ -500,7 +498,7 @@ impl Bench {
             .await?;
             let list = measure(lists, concurrency, |_| {
                 let api = api.clone();
-                async move { api.get("/collaborations?page_size=20").await.map(drop) }
+                async move { api.get("/collaborations?size=20").await.map(drop) }
             })
             .await?;
             served.stop().await;
@@ -530,11 +528,12 @@ impl Bench {
     /// turn as it goes on, and time per turn, beside AutoGen on the same fake model.
     pub async fn context(&mut self) -> anyhow::Result<()> {
         let turns: usize = if self.tiny { 20 } else { 500 };
-        let checkpoints: Vec<usize> = [10, 20, 100, 500]
+        let checkpoints: Vec<usize> = [10, 20, 100, 200, 500]
             .into_iter()
             .filter(|&turn| turn <= turns)
             .collect();
         let fake = FakeModel::start().await;
+        fake.reply_with(&replies(turns));
         let env = [
             ("SKEIN_LLM_BASE_URL", fake.base_url()),
             ("SKEIN_LLM_API_KEY", fake_model::KEY.to_owned()),
@@ -568,6 +567,7 @@ impl Bench {
         let mut autogen_tokens = None;
         if let Some(python) = self.peers.as_ref().and_then(|p| p.python.as_ref()) {
             let fake = FakeModel::start().await;
+            fake.reply_with(&replies(turns));
             let script = self.peers.as_ref().map(|p| p.dir.join("autogen/run.py"));
             let output = tokio::process::Command::new(python)
                 .arg(script.unwrap_or_default())
@@ -698,6 +698,16 @@ where
         "p50_ms": ms(percentile_f(&mut latencies, 50.0)),
         "p99_ms": ms(percentile_f(&mut latencies, 99.0)),
     }))
+}
+
+/// What the fake model answers each turn: a few sentences, as a model would (its default
+/// "turn N" is so short that the synopsis would take hundreds of turns to fill).
+fn replies(turns: usize) -> Vec<&'static str> {
+    const REPLY: &str = "I have looked at where we are. The strongest option so far is the \
+        second one: it is short, easy to say, and nobody else in town uses it. I would keep \
+        the colours we agreed on and ask the others for one more idea before we settle, so \
+        that we do not stop at the first good name.";
+    vec![REPLY; turns]
 }
 
 /// Prompt tokens of the agents' turns the fake model saw, at the given turns (1-based),

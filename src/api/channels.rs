@@ -318,7 +318,8 @@ async fn stream(
     let settings = &state.config.websocket;
     let upgrade = upgrade
         // Small buffers: most viewers only listen, and idle connections should cost little.
-        .read_buffer_size(4 * 1024)
+        // A larger message from the viewer still arrives whole; the buffer grows for it.
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_message_size(settings.max_message_bytes)
         .max_frame_size(settings.max_message_bytes);

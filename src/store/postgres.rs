@@ -765,23 +765,27 @@ impl Store for PgStore {
         body: &EventBody,
         tokens: u64,
     ) -> StoreResult<Option<StoredEvent>> {
-        let collaboration_id = lease.collaboration_id;
         let mut tx = self.write().await?;
-        check_lease(&mut tx, lease).await?;
-        // The guard is evaluated again on the row a concurrent writer committed, so the cap
-        // holds with any number of writers.
-        let counted = sqlx::query(
+        // The lease, the state and the cap in one guarded statement that also names the
+        // channel. The guard is evaluated again on the row a concurrent writer committed, so
+        // the cap and the fence hold with any number of writers. Only when it matches nothing
+        // is the lease looked at again, to tell a lost lease from an ended collaboration.
+        let counted: Option<Uuid> = sqlx::query_scalar(
             "UPDATE collaborations SET message_count = message_count + 1, tokens_used = tokens_used + $1 \
-             WHERE id = $2 AND status = 'running' AND message_count < message_cap",
+             WHERE id = $2 AND status = 'running' AND message_count < message_cap \
+             AND lease_owner = $3 AND lease_epoch = $4 AND lease_expires_at > clock_timestamp() \
+             RETURNING channel_id",
         )
         .bind(tokens as i64)
-        .bind(collaboration_id)
-        .execute(&mut *tx)
+        .bind(lease.collaboration_id)
+        .bind(lease.owner)
+        .bind(lease.epoch)
+        .fetch_optional(&mut *tx)
         .await?;
-        if counted.rows_affected() == 0 {
+        let Some(channel_id) = counted else {
+            check_lease(&mut tx, lease).await?;
             return Ok(None);
-        }
-        let channel_id = channel_of(&mut tx, collaboration_id).await?;
+        };
         let event = insert_event(&mut tx, channel_id, body).await?;
         tx.commit().await?;
         Ok(Some(event))

@@ -35,9 +35,14 @@ type Id = Hyphenated;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// Reads and writes go through pools of their own. SQLite takes one writer at a time: one
+/// writing connection queues writers in the process, where waiting costs nothing, instead
+/// of letting several connections contend for the file lock (busy retries, and a thread
+/// switch per attempt). Readers never wait for it in WAL mode.
 #[derive(Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    reads: SqlitePool,
+    writes: SqlitePool,
 }
 
 impl SqliteStore {
@@ -52,16 +57,20 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
+        let writes = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
             .await?;
-        MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        MIGRATOR.run(&writes).await?;
+        let reads = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self { reads, writes })
     }
 
     async fn write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.writes.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     /// Loads the rosters of the given collaboration rows and assembles them.
@@ -79,7 +88,7 @@ impl SqliteStore {
             ids.push_bind(row.id);
         }
         query.push(") ORDER BY p.collaboration_id, p.position");
-        let members: Vec<MemberRow<Id>> = query.build_query_as().fetch_all(&self.pool).await?;
+        let members: Vec<MemberRow<Id>> = query.build_query_as().fetch_all(&self.reads).await?;
         rows::assemble(rows, members)
     }
 }
@@ -167,14 +176,14 @@ async fn insert_key<'e>(
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&self.reads).await?;
         Ok(())
     }
 
     async fn operator_account(&self) -> StoreResult<Option<Uuid>> {
         let id: Option<Hyphenated> =
             sqlx::query_scalar("SELECT id FROM accounts WHERE operator = 1 LIMIT 1")
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reads)
                 .await?;
         Ok(id.map(Hyphenated::into_uuid))
     }
@@ -195,13 +204,13 @@ impl Store for SqliteStore {
 
     async fn list_accounts(&self, page: PageRequest) -> StoreResult<(Vec<Account>, u64)> {
         let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reads)
             .await?;
         let rows: Vec<AccountRow<Id>> =
             sqlx::query_as("SELECT * FROM accounts ORDER BY created_at, id LIMIT ? OFFSET ?")
                 .bind(i64::from(page.size))
                 .bind(page.offset())
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reads)
                 .await?;
         Ok((
             rows.into_iter().map(AccountRow::into_domain).collect(),
@@ -210,7 +219,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_key(&self, key: &NewKey) -> StoreResult<()> {
-        insert_key(&self.pool, key).await
+        insert_key(&self.writes, key).await
     }
 
     async fn find_key(&self, hash: &str) -> StoreResult<Option<Credential>> {
@@ -219,7 +228,7 @@ impl Store for SqliteStore {
              WHERE k.key_hash = ? AND k.revoked_at IS NULL",
         )
         .bind(hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         row.map(KeyRow::into_credential).transpose()
     }
@@ -228,7 +237,7 @@ impl Store for SqliteStore {
         Ok(
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys WHERE key_hash = ?)")
                 .bind(hash)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.reads)
                 .await?,
         )
     }
@@ -237,7 +246,7 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE api_keys SET last_used_at = ? WHERE id = ?")
             .bind(at)
             .bind(id.hyphenated())
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await?;
         Ok(())
     }
@@ -249,7 +258,7 @@ impl Store for SqliteStore {
         )
         .bind(id.hyphenated())
         .bind(account_id.hyphenated())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         row.map(KeyRow::into_key).transpose()
     }
@@ -261,7 +270,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<(Vec<ApiKey>, u64)> {
         let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys WHERE account_id = ?")
             .bind(account_id.hyphenated())
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reads)
             .await?;
         let rows: Vec<KeyRow<Id>> = sqlx::query_as(
             "SELECT k.*, a.operator FROM api_keys k JOIN accounts a ON a.id = k.account_id \
@@ -270,7 +279,7 @@ impl Store for SqliteStore {
         .bind(account_id.hyphenated())
         .bind(i64::from(page.size))
         .bind(page.offset())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         let keys = rows
             .into_iter()
@@ -308,7 +317,7 @@ impl Store for SqliteStore {
         )
         .bind(Utc::now())
         .bind(hash)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.writes)
         .await?;
         Ok(ids.into_iter().map(Hyphenated::into_uuid).collect())
     }
@@ -363,7 +372,7 @@ impl Store for SqliteStore {
         .bind(response)
         .bind(account_id.hyphenated())
         .bind(key)
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await?;
         Ok(())
     }
@@ -375,7 +384,7 @@ impl Store for SqliteStore {
         )
         .bind(account_id.hyphenated())
         .bind(key)
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await?;
         Ok(())
     }
@@ -390,7 +399,7 @@ impl Store for SqliteStore {
         )
         .bind(expired_before)
         .bind(in_flight_too)
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await?;
         Ok(done.rows_affected())
     }
@@ -410,7 +419,7 @@ impl Store for SqliteStore {
         .bind(&agent.secret)
         .bind(agent.created_at)
         .bind(agent.updated_at)
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await;
         match result {
             Ok(_) => Ok(()),
@@ -428,7 +437,7 @@ impl Store for SqliteStore {
         let row: Option<AgentRow<Id>> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(account_id.hyphenated())
             .bind(value)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await?;
         row.map(AgentRow::into_domain).transpose()
     }
@@ -443,7 +452,7 @@ impl Store for SqliteStore {
             list.push_bind(id.hyphenated());
         }
         query.push(")");
-        let rows: Vec<AgentRow<Id>> = query.build_query_as().fetch_all(&self.pool).await?;
+        let rows: Vec<AgentRow<Id>> = query.build_query_as().fetch_all(&self.reads).await?;
         rows.into_iter().map(AgentRow::into_domain).collect()
     }
 
@@ -454,7 +463,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<(Vec<Agent>, u64)> {
         let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM agents WHERE account_id = ?")
             .bind(account_id.hyphenated())
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reads)
             .await?;
         let rows: Vec<AgentRow<Id>> = sqlx::query_as(
             "SELECT * FROM agents WHERE account_id = ? ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
@@ -462,7 +471,7 @@ impl Store for SqliteStore {
         .bind(account_id.hyphenated())
         .bind(i64::from(page.size))
         .bind(page.offset())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         let agents = rows
             .into_iter()
@@ -484,7 +493,7 @@ impl Store for SqliteStore {
         .bind(agent.updated_at)
         .bind(agent.id.hyphenated())
         .bind(agent.account_id.hyphenated())
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await?;
         Ok(())
     }
@@ -493,7 +502,7 @@ impl Store for SqliteStore {
         let result = sqlx::query("DELETE FROM agents WHERE id = ? AND account_id = ?")
             .bind(id.hyphenated())
             .bind(account_id.hyphenated())
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await;
         match result {
             Ok(done) => Ok(done.rows_affected() == 1),
@@ -577,7 +586,7 @@ impl Store for SqliteStore {
             sqlx::query_as("SELECT * FROM collaborations WHERE id = ? AND account_id = ?")
                 .bind(id.hyphenated())
                 .bind(account_id.hyphenated())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reads)
                 .await?;
         Ok(self.assemble(row.into_iter().collect()).await?.pop())
     }
@@ -586,7 +595,7 @@ impl Store for SqliteStore {
         let row: Option<CollaborationRow<Id>> =
             sqlx::query_as("SELECT * FROM collaborations WHERE id = ?")
                 .bind(id.hyphenated())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reads)
                 .await?;
         Ok(self.assemble(row.into_iter().collect()).await?.pop())
     }
@@ -627,7 +636,7 @@ impl Store for SqliteStore {
         }
         let total: i64 = filtered("SELECT COUNT(*)", account_id, filter)
             .build_query_scalar()
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reads)
             .await?;
         let mut query = filtered("SELECT c.*", account_id, filter);
         query
@@ -635,7 +644,7 @@ impl Store for SqliteStore {
             .push_bind(i64::from(page.size))
             .push(" OFFSET ")
             .push_bind(page.offset());
-        let rows: Vec<CollaborationRow<Id>> = query.build_query_as().fetch_all(&self.pool).await?;
+        let rows: Vec<CollaborationRow<Id>> = query.build_query_as().fetch_all(&self.reads).await?;
         Ok((self.assemble(rows).await?, total as u64))
     }
 
@@ -643,7 +652,7 @@ impl Store for SqliteStore {
         let done = sqlx::query("DELETE FROM collaborations WHERE id = ? AND account_id = ?")
             .bind(id.hyphenated())
             .bind(account_id.hyphenated())
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -651,7 +660,7 @@ impl Store for SqliteStore {
     async fn count_by_status(&self) -> StoreResult<Vec<(CollaborationStatus, u64)>> {
         let rows: Vec<(String, i64)> =
             sqlx::query_as("SELECT status, COUNT(*) FROM collaborations GROUP BY status")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reads)
                 .await?;
         rows.into_iter()
             .map(|(status, count)| {
@@ -744,7 +753,7 @@ impl Store for SqliteStore {
         .bind(lease.collaboration_id.hyphenated())
         .bind(lease.owner.hyphenated())
         .bind(lease.epoch)
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await?;
         Ok(())
     }
@@ -754,7 +763,7 @@ impl Store for SqliteStore {
             "UPDATE collaborations SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = ?",
         )
         .bind(owner.hyphenated())
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await?;
         Ok(done.rows_affected())
     }
@@ -765,7 +774,7 @@ impl Store for SqliteStore {
         )
         .bind(Utc::now())
         .bind(collaboration_id.hyphenated())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         Ok(holder.flatten().map(Hyphenated::into_uuid))
     }
@@ -777,19 +786,25 @@ impl Store for SqliteStore {
         tokens: u64,
     ) -> StoreResult<Option<StoredEvent>> {
         let mut tx = self.write().await?;
-        check_lease(&mut tx, lease).await?;
-        let counted = sqlx::query(
+        // The turn's hot path: the lease, the state and the cap in one guarded statement
+        // that also names the channel. Only when it matches nothing is the lease looked at
+        // again, to tell a lost lease from an ended collaboration.
+        let counted: Option<Id> = sqlx::query_scalar(
             "UPDATE collaborations SET message_count = message_count + 1, tokens_used = tokens_used + ? \
-             WHERE id = ? AND status = 'running' AND message_count < message_cap",
+             WHERE id = ? AND status = 'running' AND message_count < message_cap \
+             AND lease_owner = ? AND lease_epoch = ? AND lease_expires_at > ? RETURNING channel_id",
         )
         .bind(tokens as i64)
         .bind(lease.collaboration_id.hyphenated())
-        .execute(&mut *tx)
+        .bind(lease.owner.hyphenated())
+        .bind(lease.epoch)
+        .bind(Utc::now())
+        .fetch_optional(&mut *tx)
         .await?;
-        if counted.rows_affected() == 0 {
+        let Some(channel_id) = counted else {
+            check_lease(&mut tx, lease).await?;
             return Ok(None);
-        }
-        let channel_id = channel_of(&mut tx, lease.collaboration_id).await?;
+        };
         let event = insert_event(&mut tx, channel_id, body).await?;
         tx.commit().await?;
         Ok(Some(event))
@@ -799,7 +814,7 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE collaborations SET tokens_used = tokens_used + ? WHERE id = ?")
             .bind(tokens as i64)
             .bind(collaboration_id.hyphenated())
-            .execute(&self.pool)
+            .execute(&self.writes)
             .await?;
         Ok(())
     }
@@ -821,7 +836,7 @@ impl Store for SqliteStore {
         .bind(note)
         .bind(note)
         .bind(collaboration_id.hyphenated())
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await?;
         Ok(())
     }
@@ -904,7 +919,7 @@ impl Store for SqliteStore {
         )
         .bind(id.hyphenated())
         .bind(account_id.hyphenated())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         row.map(ChannelRow::into_domain).transpose()
     }
@@ -921,7 +936,7 @@ impl Store for SqliteStore {
         .bind(channel_id.hyphenated())
         .bind(after_seq)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok(rows
             .into_iter()
@@ -933,7 +948,7 @@ impl Store for SqliteStore {
         let row: Option<WebhookSettingsRow<Id>> =
             sqlx::query_as("SELECT * FROM webhook_settings WHERE account_id = ?")
                 .bind(account_id.hyphenated())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reads)
                 .await?;
         Ok(row.map(WebhookSettingsRow::into_domain))
     }
@@ -948,7 +963,7 @@ impl Store for SqliteStore {
         .bind(&settings.secret)
         .bind(settings.created_at)
         .bind(settings.updated_at)
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -965,7 +980,7 @@ impl Store for SqliteStore {
         .bind(url)
         .bind(at)
         .bind(account_id.hyphenated())
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -982,7 +997,7 @@ impl Store for SqliteStore {
         .bind(secret)
         .bind(at)
         .bind(account_id.hyphenated())
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -1037,7 +1052,7 @@ impl Store for SqliteStore {
         .bind(delivered)
         .bind(id.hyphenated())
         .bind(claimed_until)
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await?;
         Ok(())
     }
@@ -1050,7 +1065,7 @@ impl Store for SqliteStore {
         let total: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM webhook_deliveries WHERE account_id = ?")
                 .bind(account_id.hyphenated())
-                .fetch_one(&self.pool)
+                .fetch_one(&self.reads)
                 .await?;
         let rows: Vec<DeliveryRow<Id>> = sqlx::query_as(
             "SELECT * FROM webhook_deliveries WHERE account_id = ? \
@@ -1059,7 +1074,7 @@ impl Store for SqliteStore {
         .bind(account_id.hyphenated())
         .bind(i64::from(page.size))
         .bind(page.offset())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         let deliveries = rows
             .into_iter()
@@ -1084,7 +1099,7 @@ impl Store for SqliteStore {
         .bind(key.id.hyphenated())
         .bind(channel_id.hyphenated())
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(&self.writes)
         .await?;
         Ok(())
     }

@@ -31,6 +31,80 @@ async fn a_process_stopped_with_sigterm_hands_its_collaborations_over_at_once() 
     failover(Departure::Terminated, 10).await;
 }
 
+/// A process frozen (SIGSTOP) past its leases loses them; when it wakes it must write
+/// nothing more: its runners are halted, and the database refuses their stale leases.
+#[tokio::test]
+async fn a_process_that_wakes_after_losing_its_leases_writes_nothing() {
+    let Some(cluster) = Cluster::start(2).await else {
+        return;
+    };
+    let (frozen, other) = (cluster.member(0), cluster.member(1));
+    let api = frozen.process.api.clone();
+    let a = api.scripted("A", &["a1", "a2", "a3"], TURN_MS).await;
+    let b = api.scripted("B", &["b1", "b2"], TURN_MS).await;
+    let mut created = Vec::new();
+    for _ in 0..4 {
+        let settings = json!({"message_cap": MESSAGE_CAP, "timeout_window": 60});
+        created.push(api.collaborate(&a, &b, settings).await);
+    }
+    let (frozen_owner, other_owner) = (frozen.owner, other.owner);
+    let pid = frozen.process.child.id().expect("running") as i32;
+    let survivor = other.process.api.clone();
+    let mut db = cluster.database().await;
+    tokio::time::sleep(Duration::from_millis(3 * TURN_MS)).await;
+    // SAFETY: signals to our own child process.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let frozen_at = Instant::now();
+    loop {
+        let taken: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM collaborations WHERE lease_owner = $1 OR summary IS NOT NULL",
+        )
+        .bind(other_owner)
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+        if taken == created.len() as i64 {
+            break;
+        }
+        assert!(
+            frozen_at.elapsed() < Duration::from_secs(LEASE_SECS + 10),
+            "the other process never took over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    for collaboration in &created {
+        let id = id(collaboration);
+        let ended = wait_until(Duration::from_secs(60), || async {
+            let c = survivor.collaboration(&id).await;
+            (!c["summary"].is_null()).then_some(c)
+        })
+        .await;
+        assert_eq!(ended["status"], "completed", "{ended}");
+        assert_eq!(ended["message_count"], MESSAGE_CAP);
+        let channel: Uuid = collaboration["channel_id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_log_is_whole(&mut db, channel).await;
+    }
+    // It noticed: by its renewal or by a write the database refused.
+    let woken = cluster.member(0).process.output();
+    assert!(
+        woken.contains("lease"),
+        "the woken process said nothing of its leases: {woken}"
+    );
+    let held: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM collaborations WHERE lease_owner = $1")
+            .bind(frozen_owner)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(held, 0);
+    cluster.remove().await;
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Departure {
     Killed,

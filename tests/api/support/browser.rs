@@ -293,7 +293,8 @@ impl Page<'_> {
         .await;
     }
 
-    /// Where `selector`'s element is once it is on screen, scrolled into view.
+    /// Where `selector`'s element is once it is on screen, scrolled into view, and the
+    /// topmost element at its centre.
     async fn centre(&self, selector: &str) -> (f64, f64) {
         let selector = serde_json::to_string(selector).unwrap();
         let point = self
@@ -303,7 +304,10 @@ impl Page<'_> {
                        if (!e || !e.getClientRects().length || e.disabled) return null;
                        e.scrollIntoView({{block: 'center'}});
                        const r = e.getBoundingClientRect();
-                       return [r.x + r.width / 2, r.y + r.height / 2]; }})()"
+                       const [x, y] = [r.x + r.width / 2, r.y + r.height / 2];
+                       // Still laying out (or covered): a click there would land elsewhere.
+                       const hit = document.elementFromPoint(x, y);
+                       return hit && e.contains(hit) ? [x, y] : null; }})()"
                 ),
                 &format!("{selector} can be clicked"),
             )
