@@ -311,7 +311,17 @@ impl Config {
         number("SKEIN_LEASE_SECS", &mut |v| {
             config.engine.lease_ttl = Duration::from_secs(v)
         })?;
-        config.database_url = lookup("DATABASE_URL").map(SecretString::from);
+        if let Some(url) = lookup("DATABASE_URL") {
+            // Said plainly rather than guessed at: a URL meant for another program (or a
+            // sqlite:// one) must not be taken for PostgreSQL, nor silently dropped.
+            let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+            anyhow::ensure!(
+                matches!(scheme, "postgres" | "postgresql"),
+                "DATABASE_URL must be a PostgreSQL URL (postgres://…); unset it to use SQLite in \
+                 the data directory"
+            );
+            config.database_url = Some(SecretString::from(url));
+        }
         config.nats_url = lookup("SKEIN_NATS_URL");
         if let Some(origins) = lookup("SKEIN_ALLOWED_ORIGINS") {
             config.allowed_origins = origins
@@ -437,6 +447,25 @@ mod tests {
         let vars: HashMap<String, String> =
             [("SKEIN_MAX_MESSAGE_CAP".to_string(), "0".to_string())].into();
         assert!(Config::from_lookup(|name| vars.get(name).cloned()).is_err());
+    }
+
+    #[test]
+    fn database_url_selects_postgres_and_nothing_else() {
+        assert!(config_with(&[]).database_url.is_none());
+        let config = config_with(&[("DATABASE_URL", "postgresql://skein:pw@db/skein")]);
+        assert!(config.database_url.is_some());
+        assert!(
+            !format!("{config:?}").contains("pw@"),
+            "the URL may hold a password"
+        );
+        for other in ["sqlite://data/skein.db", "mysql://db/skein", "db.internal"] {
+            let vars: HashMap<String, String> = [("DATABASE_URL".into(), other.into())].into();
+            let refused = Config::from_lookup(|name| vars.get(name).cloned()).unwrap_err();
+            assert!(
+                refused.to_string().contains("PostgreSQL"),
+                "{other}: {refused}"
+            );
+        }
     }
 
     #[test]
