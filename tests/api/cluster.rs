@@ -73,22 +73,7 @@ async fn a_process_that_wakes_after_losing_its_leases_writes_nothing() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     unsafe { libc::kill(pid, libc::SIGCONT) };
-    for collaboration in &created {
-        let id = id(collaboration);
-        let ended = wait_until(Duration::from_secs(60), || async {
-            let c = survivor.collaboration(&id).await;
-            (!c["summary"].is_null()).then_some(c)
-        })
-        .await;
-        assert_eq!(ended["status"], "completed", "{ended}");
-        assert_eq!(ended["message_count"], MESSAGE_CAP);
-        let channel: Uuid = collaboration["channel_id"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert_log_is_whole(&mut db, channel).await;
-    }
+    assert_all_completed(&survivor, &created, &mut db).await;
     // It noticed: by its renewal or by a write the database refused.
     let woken = cluster.member(0).process.output();
     assert!(
@@ -186,22 +171,7 @@ async fn failover(departure: Departure, count: usize) {
         "takeover took {takeover:?}"
     );
     let survivor = &apis[cluster.alive()[0]];
-    for collaboration in &created {
-        let id = id(collaboration);
-        let ended = wait_until(Duration::from_secs(60), || async {
-            let c = survivor.collaboration(&id).await;
-            (!c["summary"].is_null()).then_some(c)
-        })
-        .await;
-        assert_eq!(ended["status"], "completed", "{ended}");
-        assert_eq!(ended["message_count"], MESSAGE_CAP);
-        let channel: Uuid = collaboration["channel_id"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert_log_is_whole(&mut db, channel).await;
-    }
+    assert_all_completed(survivor, &created, &mut db).await;
     let mut checked = 0;
     for (process, viewer) in watching {
         let frames = viewer.await.unwrap();
@@ -248,6 +218,26 @@ async fn busiest_owner(db: &mut PgConnection) -> (Uuid, i64) {
     .fetch_one(db)
     .await
     .unwrap()
+}
+
+/// Every collaboration completes (read through `survivor`) with a whole log.
+async fn assert_all_completed(survivor: &Api, created: &[Value], db: &mut PgConnection) {
+    for collaboration in created {
+        let id = id(collaboration);
+        let ended = wait_until(Duration::from_secs(60), || async {
+            let c = survivor.collaboration(&id).await;
+            (!c["summary"].is_null()).then_some(c)
+        })
+        .await;
+        assert_eq!(ended["status"], "completed", "{ended}");
+        assert_eq!(ended["message_count"], MESSAGE_CAP);
+        let channel: Uuid = collaboration["channel_id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_log_is_whole(db, channel).await;
+    }
 }
 
 /// The stored log of a channel: seq 1..N with no gap, and no turn stored twice.
