@@ -13,6 +13,7 @@ use sqlx::{
     QueryBuilder, Sqlite, SqlitePool, Transaction,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
+use tokio::sync::{mpsc, oneshot};
 use uuid::{Uuid, fmt::Hyphenated};
 
 use super::{
@@ -39,11 +40,19 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// writing connection queues writers in the process, where waiting costs nothing, instead
 /// of letting several connections contend for the file lock (busy retries, and a thread
 /// switch per attempt). Readers never wait for it in WAL mode.
+///
+/// Turns, the one write every running collaboration makes over and over, are written by a
+/// task of their own, many to a transaction (see [`commit_turns`]).
 #[derive(Clone)]
 pub struct SqliteStore {
     reads: SqlitePool,
     writes: SqlitePool,
+    turns: mpsc::Sender<Turn>,
 }
+
+/// The most turns written in one transaction. Enough to take in every runnable
+/// collaboration's turn at once; few enough that a commit stays short.
+const TURNS_PER_COMMIT: usize = 256;
 
 impl SqliteStore {
     /// Opens (creating if needed) `skein.db` in `data_dir` and applies pending migrations.
@@ -66,11 +75,17 @@ impl SqliteStore {
             .max_connections(8)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { reads, writes })
+        let (turns, queue) = mpsc::channel(TURNS_PER_COMMIT);
+        tokio::spawn(commit_turns(writes.clone(), queue));
+        Ok(Self {
+            reads,
+            writes,
+            turns,
+        })
     }
 
     async fn write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
-        Ok(self.writes.begin_with("BEGIN IMMEDIATE").await?)
+        begin_write(&self.writes).await
     }
 
     /// Loads the rosters of the given collaboration rows and assembles them.
@@ -118,6 +133,102 @@ async fn insert_event(
     .execute(&mut **tx)
     .await?;
     Ok(StoredEvent { seq, frame })
+}
+
+async fn begin_write(writes: &SqlitePool) -> StoreResult<Transaction<'static, Sqlite>> {
+    Ok(writes.begin_with("BEGIN IMMEDIATE").await?)
+}
+
+/// A turn waiting for [`commit_turns`] to write it.
+struct Turn {
+    lease: Lease,
+    body: EventBody,
+    tokens: u64,
+    done: oneshot::Sender<StoreResult<Option<StoredEvent>>>,
+}
+
+/// Group commit. Every turn waiting when the writer comes round goes into one transaction,
+/// and each is answered only once that transaction is committed. A commit costs SQLite a
+/// WAL write of every page it touched, and sqlx two hand-offs to its connection's thread;
+/// under load, hundreds of turns now share them, and the pages they have in common (the
+/// tables' last leaves, the indexes) are written once.
+///
+/// A turn is refused on its own (its collaboration has ended, or its lease is lost) without
+/// harm to the others. If the transaction fails as a whole, nothing of it was kept, and each
+/// turn is tried again in a transaction of its own, so that one bad turn fails alone.
+async fn commit_turns(writes: SqlitePool, mut queue: mpsc::Receiver<Turn>) {
+    let mut batch = Vec::with_capacity(TURNS_PER_COMMIT);
+    while queue.recv_many(&mut batch, TURNS_PER_COMMIT).await > 0 {
+        match append_together(&writes, &batch).await {
+            Ok(written) => {
+                for (turn, result) in batch.drain(..).zip(written) {
+                    let _ = turn.done.send(result);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, turns = batch.len(), "group commit failed; writing its turns one by one");
+                for turn in batch.drain(..) {
+                    let result = append_alone(&writes, &turn).await;
+                    let _ = turn.done.send(result);
+                }
+            }
+        }
+    }
+}
+
+/// The turns of `batch` in one transaction, with each turn's own outcome; `Err` if the
+/// transaction failed and was rolled back.
+async fn append_together(
+    writes: &SqlitePool,
+    batch: &[Turn],
+) -> StoreResult<Vec<StoreResult<Option<StoredEvent>>>> {
+    let mut tx = begin_write(writes).await?;
+    let mut written = Vec::with_capacity(batch.len());
+    for turn in batch {
+        match append_in(&mut tx, turn).await {
+            Err(StoreError::LeaseLost) => written.push(Err(StoreError::LeaseLost)),
+            Err(error) => return Err(error),
+            Ok(event) => written.push(Ok(event)),
+        }
+    }
+    tx.commit().await?;
+    Ok(written)
+}
+
+async fn append_alone(writes: &SqlitePool, turn: &Turn) -> StoreResult<Option<StoredEvent>> {
+    let mut tx = begin_write(writes).await?;
+    let event = append_in(&mut tx, turn).await?;
+    tx.commit().await?;
+    Ok(event)
+}
+
+/// One turn's writes. A turn refused for its lease or state writes nothing, so the
+/// transaction can go on with the next.
+async fn append_in(
+    tx: &mut Transaction<'static, Sqlite>,
+    turn: &Turn,
+) -> StoreResult<Option<StoredEvent>> {
+    let lease = &turn.lease;
+    // The lease, the state and the cap in one guarded statement that also names the
+    // channel. Only when it matches nothing is the lease looked at again, to tell a lost
+    // lease from an ended collaboration.
+    let counted: Option<Id> = sqlx::query_scalar(
+        "UPDATE collaborations SET message_count = message_count + 1, tokens_used = tokens_used + ? \
+         WHERE id = ? AND status = 'running' AND message_count < message_cap \
+         AND lease_owner = ? AND lease_epoch = ? AND lease_expires_at > ? RETURNING channel_id",
+    )
+    .bind(turn.tokens as i64)
+    .bind(lease.collaboration_id.hyphenated())
+    .bind(lease.owner.hyphenated())
+    .bind(lease.epoch)
+    .bind(Utc::now())
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(channel_id) = counted else {
+        check_lease(tx, lease).await?;
+        return Ok(None);
+    };
+    Ok(Some(insert_event(tx, channel_id, &turn.body).await?))
 }
 
 /// Fencing: refuses the transaction's writes unless `lease` is still held. The write lock
@@ -785,29 +896,18 @@ impl Store for SqliteStore {
         body: &EventBody,
         tokens: u64,
     ) -> StoreResult<Option<StoredEvent>> {
-        let mut tx = self.write().await?;
-        // The turn's hot path: the lease, the state and the cap in one guarded statement
-        // that also names the channel. Only when it matches nothing is the lease looked at
-        // again, to tell a lost lease from an ended collaboration.
-        let counted: Option<Id> = sqlx::query_scalar(
-            "UPDATE collaborations SET message_count = message_count + 1, tokens_used = tokens_used + ? \
-             WHERE id = ? AND status = 'running' AND message_count < message_cap \
-             AND lease_owner = ? AND lease_epoch = ? AND lease_expires_at > ? RETURNING channel_id",
-        )
-        .bind(tokens as i64)
-        .bind(lease.collaboration_id.hyphenated())
-        .bind(lease.owner.hyphenated())
-        .bind(lease.epoch)
-        .bind(Utc::now())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(channel_id) = counted else {
-            check_lease(&mut tx, lease).await?;
-            return Ok(None);
+        let (done, written) = oneshot::channel();
+        let turn = Turn {
+            lease: *lease,
+            body: body.clone(),
+            tokens,
+            done,
         };
-        let event = insert_event(&mut tx, channel_id, body).await?;
-        tx.commit().await?;
-        Ok(Some(event))
+        // The writer task lives as long as any clone of the store; it is gone only if it
+        // panicked, and then nothing can be written any more.
+        let gone = || StoreError::Database(sqlx::Error::PoolClosed);
+        self.turns.send(turn).await.map_err(|_| gone())?;
+        written.await.map_err(|_| gone())?
     }
 
     async fn add_tokens(&self, collaboration_id: Uuid, tokens: u64) -> StoreResult<()> {

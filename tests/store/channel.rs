@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use skein::domain::{CollaborationStatus, EndReason, StoredEvent};
+use skein::{
+    domain::{CollaborationStatus, EndReason, StoredEvent},
+    store::StoreError,
+};
 use tokio::task::JoinSet;
 
 use crate::support::{Shared, Team, each_store, ending, frame, lease, team};
@@ -363,6 +366,62 @@ async fn an_ending_among_concurrent_writers_is_the_last_event_before_the_summary
         assert_eq!(kinds[kinds.len() - 2..], ["status", "summary"]);
         let stored = store.collaboration(new.id).await.unwrap().unwrap();
         assert_eq!(i64::from(stored.message_count), status.seq - 1);
+    })
+    .await;
+}
+
+/// Turns of many collaborations at once, as a busy server writes them (SQLite commits them
+/// together): each keeps its own outcome. A turn under a lost lease or past its cap is
+/// refused and writes nothing, and the turns beside it are stored as if it were not there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn turns_written_at_once_keep_their_own_outcomes() {
+    each_store(|store| async move {
+        let team = Arc::new(team(&store, "team").await);
+        const EACH: usize = 12;
+        let mut collaborations = Vec::new();
+        for kind in 0..EACH {
+            // Every third collaboration has room for one message only.
+            let cap = if kind % 3 == 2 { 1 } else { 100 };
+            let new = team.start(&store, cap).await;
+            let mut lease = lease(&store, new.id).await;
+            if kind % 3 == 1 {
+                // Every third is written under a lease some other process holds.
+                lease.owner = uuid::Uuid::new_v4();
+            }
+            collaborations.push((kind % 3, new, lease));
+        }
+        let mut writers = JoinSet::new();
+        for (kind, new, lease) in collaborations.clone() {
+            for round in 0..4 {
+                let (store, team) = (store.clone(), team.clone());
+                writers.spawn(async move {
+                    let message = team.message(&format!("{} round {round}", new.id));
+                    (kind, store.append_message(&lease, &message, 1).await)
+                });
+            }
+        }
+        for (kind, outcome) in writers.join_all().await {
+            match kind {
+                0 => assert!(matches!(outcome, Ok(Some(_))), "{outcome:?}"),
+                1 => assert!(matches!(outcome, Err(StoreError::LeaseLost)), "{outcome:?}"),
+                _ => assert!(matches!(outcome, Ok(_)), "{outcome:?}"),
+            }
+        }
+        for (kind, new, _) in &collaborations {
+            let seqs: Vec<i64> = history(&store, new.channel_id)
+                .await
+                .iter()
+                .map(|event| event.seq)
+                .collect();
+            let expected = match kind {
+                0 => vec![1, 2, 3, 4],
+                1 => vec![],
+                _ => vec![1],
+            };
+            assert_eq!(seqs, expected, "collaboration of kind {kind}");
+            let stored = store.collaboration(new.id).await.unwrap().unwrap();
+            assert_eq!(stored.message_count as usize, expected.len());
+        }
     })
     .await;
 }
