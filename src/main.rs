@@ -10,6 +10,7 @@ use tracing_subscriber::EnvFilter;
 /// The benchmark found a third of a REST request's time in glibc's allocator (frees that
 /// consolidate, small allocations that split chunks); mimalloc serves the many small,
 /// short-lived allocations of a request with less work.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -5,7 +5,8 @@ use axum::{
     extract::{
         State,
         ws::{
-            CloseFrame, Message, WebSocketUpgrade, close_code, rejection::WebSocketUpgradeRejection,
+            CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code,
+            rejection::WebSocketUpgradeRejection,
         },
     },
     http::{HeaderMap, StatusCode, header, request::Parts},
@@ -13,6 +14,7 @@ use axum::{
     routing::{get, post},
 };
 use chrono::{DateTime, Duration, Utc};
+use futures::future::Either;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -323,47 +325,50 @@ async fn stream(
         .write_buffer_size(0)
         .max_message_size(settings.max_message_bytes)
         .max_frame_size(settings.max_message_bytes);
-    let ping_interval = settings.ping_interval;
-    upgrade.on_upgrade(move |mut socket| async move {
-        let (channel, caller, pass) = match admitted {
-            Ok(admitted) => admitted,
-            Err(reason) => {
-                let frame = CloseFrame {
-                    code: close_code::POLICY,
-                    reason: reason.into(),
-                };
-                let _ = socket.send(Message::Close(Some(frame))).await;
-                return;
-            }
-        };
-        let speak = speaker(&state, &channel, &caller);
-        let session = Session {
-            speak,
+    // The session is made now, so that the upgrade's task, which lives as long as the
+    // stream, holds one pointer to it rather than everything it is made from.
+    let session = admitted.map(|(channel, caller, pass)| {
+        Box::new(Session {
+            speak: speaker(&state, &channel, &caller),
             store: state.store.clone(),
             hub: state.hub.clone(),
             channel,
             after_seq: params.after_seq.unwrap_or(0).max(0),
-            ping_interval,
+            ping_interval: settings.ping_interval,
             shutdown: state.shutdown.clone(),
             pass,
-        };
-        session.run(socket).await;
+        })
+    });
+    upgrade.on_upgrade(move |socket| match session {
+        Ok(session) => Either::Left(session.run(socket)),
+        Err(reason) => Either::Right(refuse(socket, reason)),
     })
+}
+
+/// Closes a stream that may not be opened, saying why.
+async fn refuse(mut socket: WebSocket, reason: &'static str) {
+    let frame = CloseFrame {
+        code: close_code::POLICY,
+        reason: reason.into(),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
 }
 
 /// How this stream's viewer speaks with a `{"type":"message"}` frame: as a human
 /// participant, if its key may write. The error is a code and a message for an `error`
-/// frame.
+/// frame. It keeps only what it needs of the caller: every open stream holds one.
 fn speaker(state: &AppState, channel: &ChannelInfo, caller: &Caller) -> Speak {
-    let (state, channel, caller) = (state.clone(), channel.clone(), caller.clone());
+    let (state, channel) = (state.clone(), channel.clone());
+    let (key_id, may_write) = (
+        caller.key.id,
+        caller.require(crate::domain::Scope::Write).map_err(|e| e.to_string()),
+    );
     std::sync::Arc::new(move |sender: Option<String>, content: String| {
-        let (state, channel, caller) = (state.clone(), channel.clone(), caller.clone());
+        let (state, channel, may_write) = (state.clone(), channel.clone(), may_write.clone());
         Box::pin(async move {
-            caller
-                .require(crate::domain::Scope::Write)
-                .map_err(|e| ("forbidden".to_owned(), e.to_string()))?;
+            may_write.map_err(|e| ("forbidden".to_owned(), e))?;
             // Each message costs what a request does, and counts as one.
-            if state.rate_limits.check(caller.key.id).is_err() {
+            if state.rate_limits.check(key_id).is_err() {
                 return Err((
                     "rate_limited".to_owned(),
                     "this API key is over its request rate; wait a moment".to_owned(),

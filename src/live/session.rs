@@ -60,10 +60,21 @@ enum End {
 }
 
 impl Session {
-    pub async fn run(self, mut socket: WebSocket) {
+    /// Serves the viewer until either side ends the stream. An open stream is mostly this
+    /// future waiting, so it is kept small: the session and the socket are held once (an
+    /// `async fn` would hold its arguments twice), and what runs rarely (catching up, a
+    /// viewer's message) is boxed while it runs rather than reserved for the stream's life.
+    pub fn run(self: Box<Self>, socket: WebSocket) -> impl Future<Output = ()> + Send {
+        async move {
+            let mut socket = socket;
+            self.serve_until_closed(&mut socket).await;
+        }
+    }
+
+    async fn serve_until_closed(&self, socket: &mut WebSocket) {
         let mut live = self.hub.subscribe(self.channel.id);
         let connected = telemetry::ViewerConnected::new();
-        let end = self.serve(&mut socket, &mut live).await;
+        let end = self.serve(socket, &mut live).await;
         drop(connected);
         drop(live);
         self.hub.release(self.channel.id);
@@ -110,22 +121,22 @@ impl Session {
                 return End::Failed;
             }
         };
+        // Made into text at once: a `Value` kept in scope would stay allocated for as long
+        // as the stream is open.
         let hello = json!({
             "type": "hello",
             "channel_id": channel.id,
             "collaboration_id": channel.collaboration_id,
             "status": channel.status,
             "last_seq": channel.last_seq,
-        });
-        if let Err(end) = self
-            .send(socket, Message::Text(hello.to_string().into()))
-            .await
-        {
+        })
+        .to_string();
+        if let Err(end) = self.send(socket, Message::Text(hello.into())).await {
             return end;
         }
         // A viewer claiming to be ahead of the channel would otherwise drop live events.
         let mut last_sent = self.after_seq.min(channel.last_seq);
-        if let Err(end) = self.catch_up(socket, &mut last_sent).await {
+        if let Err(end) = Box::pin(self.catch_up(socket, &mut last_sent)).await {
             return end;
         }
         if let Err(end) = self.tell_turn(socket).await {
@@ -151,7 +162,7 @@ impl Session {
                         // all, and the turn frame it may have missed is in the hub.
                         Ok(Frame::Event { .. }) | Err(RecvError::Lagged(_)) => {
                             telemetry::viewer_caught_up();
-                            match self.catch_up(socket, &mut last_sent).await {
+                            match Box::pin(self.catch_up(socket, &mut last_sent)).await {
                                 Ok(()) => self.tell_turn(socket).await,
                                 failed => failed,
                             }
@@ -172,7 +183,7 @@ impl Session {
                         peer_alive = true;
                         // The stored message comes back through the stream like any other;
                         // only a refusal is answered here.
-                        if let Err((code, message)) = self.take_client_frame(&text).await {
+                        if let Err((code, message)) = Box::pin(self.take_client_frame(&text)).await {
                             let frame = json!({"type": "error", "code": code, "message": message});
                             let reply = Message::Text(frame.to_string().into());
                             if let Err(end) = self.send(socket, reply).await {
