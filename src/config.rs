@@ -129,9 +129,12 @@ pub struct RateLimitSettings {
 
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
-    /// Transcript messages an agent sees verbatim; older ones are folded into the synopsis.
+    /// Transcript messages an agent sees verbatim; older ones are folded into the synopsis
+    /// (`SKEIN_CONTEXT_WINDOW`).
     pub context_window: usize,
-    /// Upper bound on the synopsis of older turns, in characters.
+    /// Upper bound on the synopsis of older turns, in characters (`SKEIN_SYNOPSIS_CHARS`).
+    /// About six excerpts by default: with the window, a prompt reaches its full size
+    /// within twenty turns and stays there.
     pub synopsis_chars: usize,
     pub podcast: PodcastSettings,
     /// How long a process's hold on a collaboration lasts unless renewed
@@ -211,7 +214,7 @@ impl Default for Config {
             },
             engine: EngineSettings {
                 context_window: 12,
-                synopsis_chars: 2000,
+                synopsis_chars: 1200,
                 podcast: PodcastSettings::default(),
                 lease_ttl: Duration::from_secs(15),
             },
@@ -308,8 +311,15 @@ impl Config {
         number("SKEIN_MAX_RUNNING_PER_KEY", &mut |v| {
             rate.max_running_per_key = clamp(v)
         })?;
+        let engine = &mut config.engine;
         number("SKEIN_LEASE_SECS", &mut |v| {
-            config.engine.lease_ttl = Duration::from_secs(v)
+            engine.lease_ttl = Duration::from_secs(v)
+        })?;
+        number("SKEIN_CONTEXT_WINDOW", &mut |v| {
+            engine.context_window = v as usize
+        })?;
+        number("SKEIN_SYNOPSIS_CHARS", &mut |v| {
+            engine.synopsis_chars = v as usize
         })?;
         if let Some(url) = lookup("DATABASE_URL") {
             // Said plainly rather than guessed at: a URL meant for another program (or a
@@ -434,8 +444,12 @@ mod tests {
                 "https://App.example.com/, http://localhost:5173",
             ),
             ("SKEIN_ALLOW_PRIVATE_URLS", "true"),
+            ("SKEIN_CONTEXT_WINDOW", "20"),
+            ("SKEIN_SYNOPSIS_CHARS", "4000"),
         ]);
         assert_eq!(config.rate_limits.per_minute, 120);
+        assert_eq!(config.engine.context_window, 20);
+        assert_eq!(config.engine.synopsis_chars, 4000);
         assert_eq!(config.rate_limits.burst, 7);
         assert_eq!(config.rate_limits.max_streams_per_key, 3);
         assert_eq!(config.limits.max_body_bytes, 1024);

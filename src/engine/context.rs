@@ -92,8 +92,10 @@ fn synopsis(older: &[Line], budget: usize) -> String {
     let omitted = older.len() - kept.len();
     kept.reverse();
     let mut text = String::new();
-    if omitted > 0 {
-        text.push_str(&format!("({omitted} earlier messages not shown)\n"));
+    match omitted {
+        0 => {}
+        1 => text.push_str("(1 earlier message not shown)\n"),
+        _ => text.push_str(&format!("({omitted} earlier messages not shown)\n")),
     }
     text.push_str(&kept.join("\n"));
     text
