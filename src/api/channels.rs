@@ -361,7 +361,9 @@ fn speaker(state: &AppState, channel: &ChannelInfo, caller: &Caller) -> Speak {
     let (state, channel) = (state.clone(), channel.clone());
     let (key_id, may_write) = (
         caller.key.id,
-        caller.require(crate::domain::Scope::Write).map_err(|e| e.to_string()),
+        caller
+            .require(crate::domain::Scope::Write)
+            .map_err(|e| e.to_string()),
     );
     std::sync::Arc::new(move |sender: Option<String>, content: String| {
         let (state, channel, may_write) = (state.clone(), channel.clone(), may_write.clone());
