@@ -64,11 +64,14 @@ impl Session {
     /// future waiting, so it is kept small: the session and the socket are held once (an
     /// `async fn` would hold its arguments twice), and what runs rarely (catching up, a
     /// viewer's message) is boxed while it runs rather than reserved for the stream's life.
-    pub fn run(self: Box<Self>, socket: WebSocket) -> impl Future<Output = ()> + Send {
-        async move {
-            let mut socket = socket;
-            self.serve_until_closed(&mut socket).await;
-        }
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice, and this future lives as long as the stream"
+    )]
+    pub fn run(self: Box<Self>, mut socket: WebSocket) -> impl Future<Output = ()> + Send {
+        // The socket is used where it was captured: moving it into a local would store it
+        // twice, as an `async fn` does.
+        async move { self.serve_until_closed(&mut socket).await }
     }
 
     async fn serve_until_closed(&self, socket: &mut WebSocket) {
