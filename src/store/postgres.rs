@@ -13,11 +13,14 @@
 //! in a schema of their own. PostgreSQL keeps times to the microsecond, SQLite to the
 //! nanosecond.
 
-use std::time::Duration;
+use std::{str::FromStr, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Postgres, QueryBuilder, Transaction, postgres::PgPoolOptions};
+use sqlx::{
+    PgPool, Postgres, QueryBuilder, Transaction,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
 use uuid::Uuid;
 
 use super::{
@@ -40,6 +43,9 @@ type Id = Uuid;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// How long a transaction may sit idle before PostgreSQL ends its session.
+const IDLE_IN_TRANSACTION: &str = "5s";
+
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
@@ -48,7 +54,17 @@ pub struct PgStore {
 impl PgStore {
     /// Connects to the database at `url` and applies pending migrations.
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let pool = PgPoolOptions::new().max_connections(8).connect(url).await?;
+        // A process frozen in the middle of a transaction (stopped, swapped out, paused in a
+        // debugger) would keep its row locks, and other processes skip locked rows when they
+        // claim leases: its collaborations would never be taken over. Our transactions last
+        // milliseconds, so one left idle this long belongs to a process that is not coming
+        // back soon; the database ends its session and the locks go with it.
+        let options = PgConnectOptions::from_str(url)?
+            .options([("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION)]);
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }
