@@ -319,11 +319,15 @@ impl Bench {
                 let (served, url, key, mut publisher) = self.broadcast_setup(target).await?;
                 let fleet = Fleet::connect(&url, key.as_deref(), viewers).await?;
                 tokio::time::sleep(Duration::from_secs(1)).await;
+                let cpu_before = served.cpu_seconds();
                 for k in 0..bursts {
                     publisher.send(k).await?;
                     tokio::time::sleep(Duration::from_millis(if self.tiny { 300 } else { 1500 }))
                         .await;
                 }
+                // What one burst costs the server: with the last-viewer time, it tells the
+                // server's share of that time from the load generator's.
+                let cpu_per_burst = (served.cpu_seconds() - cpu_before) / bursts as f64;
                 let arrivals = fleet.finish().await;
                 served.stop().await;
                 // Per burst: the latency of the last viewer to get it, and how many did.
@@ -340,6 +344,7 @@ impl Bench {
                     "p50_ms": ms(percentile_f(&mut lasts, 50.0)),
                     "p99_ms": ms(percentile_f(&mut lasts, 99.0)),
                     "everyone_reached": reached.iter().all(|&n| n == viewers),
+                    "server_cpu_ms": ms(cpu_per_burst * 1e9),
                 }));
             }
             let pick = |field: &str| {
@@ -353,6 +358,7 @@ impl Bench {
             let summary = json!({
                 "last_viewer_p50_ms": pick("p50_ms"),
                 "last_viewer_p99_ms": pick("p99_ms"),
+                "server_cpu_ms_per_burst": pick("server_cpu_ms"),
                 "everyone_reached": runs.iter().all(|run| run["everyone_reached"] == true),
             });
             p99s.insert(name(target), pick("p99_ms"));
