@@ -425,3 +425,74 @@ async fn turns_written_at_once_keep_their_own_outcomes() {
     })
     .await;
 }
+
+/// SQLite writes turns many to a transaction. When the database refuses one of them, the
+/// transaction fails as a whole; the turn must then fail alone, and the turns it shared the
+/// transaction with must still be stored, once each, with nothing of the refused one kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_turn_the_database_refuses_fails_alone() {
+    use sqlx::Connection;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store: Shared = Arc::new(skein::store::SqliteStore::open(dir.path()).await.unwrap());
+    // Another connection to the same file installs a trigger that refuses one message.
+    let mut raw = sqlx::SqliteConnection::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("skein.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON events WHEN NEW.frame LIKE '%poison%' \
+         BEGIN SELECT RAISE(ABORT, 'refused for the test'); END",
+    )
+    .execute(&mut raw)
+    .await
+    .unwrap();
+
+    let team = Arc::new(team(&store, "team").await);
+    let mut collaborations = Vec::new();
+    for _ in 0..6 {
+        let new = team.start(&store, 100).await;
+        let lease = lease(&store, new.id).await;
+        collaborations.push((new, lease));
+    }
+    let mut writers = JoinSet::new();
+    for (i, (new, lease)) in collaborations.iter().cloned().enumerate() {
+        for round in 0..3 {
+            let (store, team) = (store.clone(), team.clone());
+            let poisoned = i == 0 && round == 1;
+            writers.spawn(async move {
+                let content = if poisoned { "poison" } else { "fine" };
+                let outcome = store
+                    .append_message(&lease, &team.message(content), 1)
+                    .await;
+                (new.id, poisoned, outcome)
+            });
+        }
+    }
+    for (id, poisoned, outcome) in writers.join_all().await {
+        if poisoned {
+            assert!(
+                matches!(outcome, Err(StoreError::Database(_))),
+                "{id}: {outcome:?}"
+            );
+        } else {
+            assert!(matches!(outcome, Ok(Some(_))), "{id}: {outcome:?}");
+        }
+    }
+    for (i, (new, _)) in collaborations.iter().enumerate() {
+        let events = history(&store, new.channel_id).await;
+        let expected = if i == 0 { 2 } else { 3 };
+        assert_eq!(
+            events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (1..=expected).collect::<Vec<i64>>()
+        );
+        assert!(events.iter().all(|e| frame(&e.frame)["content"] == "fine"));
+        let stored = store.collaboration(new.id).await.unwrap().unwrap();
+        assert_eq!(
+            stored.message_count as i64, expected,
+            "the refused turn is not counted"
+        );
+    }
+}
