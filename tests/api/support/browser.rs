@@ -315,16 +315,42 @@ impl Page<'_> {
         (point[0].as_f64().unwrap(), point[1].as_f64().unwrap())
     }
 
-    /// Clicks the element with the mouse, as a person would.
+    /// Clicks the element with the mouse, as a person would. The page may still move under
+    /// the pointer between finding the element and pressing (a replayed message scrolls
+    /// it, a re-render replaces the element): a probe on the element tells whether the
+    /// click reached it, and a click that missed is made again.
     pub async fn click(&self, selector: &str) {
-        let (x, y) = self.centre(selector).await;
-        for kind in ["mouseMoved", "mousePressed", "mouseReleased"] {
-            self.call(
-                "Input.dispatchMouseEvent",
-                json!({"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1}),
-            )
+        let quoted = serde_json::to_string(selector).unwrap();
+        for _ in 0..5 {
+            let (x, y) = self.centre(selector).await;
+            self.eval(&format!(
+                "(() => {{ const e = document.querySelector({quoted});
+                   window.__clicked = false;
+                   window.__probe = () => {{ window.__clicked = true; }};
+                   window.__probed = e;
+                   e.addEventListener('click', window.__probe, {{ capture: true }}); }})()"
+            ))
             .await;
+            for kind in ["mouseMoved", "mousePressed", "mouseReleased"] {
+                self.call(
+                    "Input.dispatchMouseEvent",
+                    json!({"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1}),
+                )
+                .await;
+            }
+            // A click that loaded another document leaves no probe behind: it landed.
+            let missed = self
+                .eval(
+                    "(() => { if (window.__probed === undefined) return false;
+                       window.__probed.removeEventListener('click', window.__probe, { capture: true });
+                       return !window.__clicked; })()",
+                )
+                .await;
+            if missed != json!(true) {
+                return;
+            }
         }
+        panic!("clicks on {selector} kept missing it: the page moved under the pointer");
     }
 
     /// Turns the mouse wheel over the middle of the page, as a reader scrolling does.
