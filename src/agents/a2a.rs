@@ -30,6 +30,7 @@ use std::{sync::Arc, time::Duration};
 use dashmap::DashMap;
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Value, json};
+use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
@@ -118,7 +119,7 @@ async fn converse(
             json!({"message": message, "configuration": {"blocking": false}}),
         ),
     };
-    let result = client.call(method, params).await?;
+    let result = send(remote, &card, method, params).await?;
     let mut task = match client.reply(result)? {
         Reply::Message(message) => return turn(text_of(&message)),
         Reply::Task(task) => task,
@@ -193,6 +194,47 @@ async fn converse(
             }
         };
     }
+}
+
+/// Sends the turn's message from a task of its own. A turn dropped while the agent is still
+/// answering (the collaboration was stopped) would otherwise never learn the id of the task
+/// the answer opens, and could not cancel it: the task is cancelled when the answer comes.
+async fn send(
+    remote: &Remote,
+    card: &Card,
+    method: &'static str,
+    params: Value,
+) -> Result<Value, AgentError> {
+    let (answer, answered) = oneshot::channel();
+    let (remote, card) = (remote.clone(), card.clone());
+    tokio::spawn(async move {
+        let client = Client {
+            remote: &remote,
+            card: &card,
+        };
+        let result = client.call(method, params).await;
+        let Err(Ok(unwanted)) = answer.send(result) else {
+            return;
+        };
+        if let Ok(Reply::Task(task)) = client.reply(unwanted)
+            && let Some(id) = task["id"].as_str()
+        {
+            let open = matches!(
+                task_state(&task).as_str(),
+                "submitted" | "working" | "input_required"
+            );
+            // Dropped at once: cancelled if it is still open.
+            drop(OpenTask {
+                remote: remote.clone(),
+                card: card.clone(),
+                id: id.to_owned(),
+                done: !open,
+            });
+        }
+    });
+    answered
+        .await
+        .map_err(|_| AgentError::Unreachable("the request to the agent was lost".into()))?
 }
 
 fn turn(text: String) -> Result<Completion, AgentError> {

@@ -1,6 +1,6 @@
 """An A2A peer for Skein's tests, built on the reference SDK (a2a-sdk 1.x).
 
-    python agent.py MODE PORT [--compat | --v03]
+    python agent.py MODE PORT [--compat | --v03] [--send-delay-ms N]
 
 MODE
   echo   answers each message with a Message: "<name> heard: <last line>"
@@ -10,6 +10,7 @@ MODE
 
 --compat also serves A2A 0.3 (message/send, tasks/get, tasks/cancel) and says so in the card.
 --v03    serves A2A 0.3 only, as an older agent does.
+--send-delay-ms holds back the answer to a send that long, after the task is made.
 
 It serves its card at /.well-known/agent-card.json and JSON-RPC at / on 127.0.0.1:PORT,
 and prints every JSON-RPC request it receives to stdout as one JSON line, so that the
@@ -45,6 +46,9 @@ FINISHED = {
     TaskState.TASK_STATE_CANCELED,
     TaskState.TASK_STATE_REJECTED,
 }
+# How long a send's answer is held back (--send-delay-ms), in seconds.
+SEND_DELAY = 0.0
+
 # Task id -> set when the client has asked about the task often enough.
 RELEASED: dict[str, asyncio.Event] = {}
 
@@ -109,7 +113,10 @@ class Handler(DefaultRequestHandler):
 
     async def on_message_send(self, params, context):
         params.configuration.return_immediately = True
-        return await super().on_message_send(params, context)
+        answer = await super().on_message_send(params, context)
+        # The task exists now; its id reaches the client only after the delay.
+        await asyncio.sleep(SEND_DELAY)
+        return answer
 
     async def on_get_task(self, params, context):
         self.asked[params.id] = self.asked.get(params.id, 0) + 1
@@ -157,7 +164,10 @@ def main() -> None:
     parser.add_argument("port", type=int)
     parser.add_argument("--compat", action="store_true")
     parser.add_argument("--v03", action="store_true")
+    parser.add_argument("--send-delay-ms", type=int, default=0)
     args = parser.parse_args()
+    global SEND_DELAY
+    SEND_DELAY = args.send_delay_ms / 1000
 
     name = {"echo": "Echo", "task": "Tasker", "fail": "Failer"}[args.mode]
     url = f"http://127.0.0.1:{args.port}/"

@@ -382,6 +382,40 @@ async fn an_a2a_task_still_open_when_the_collaboration_stops_is_cancelled() {
     .await;
 }
 
+/// The stop comes while the agent is still answering the send: Skein does not know the
+/// task's id yet. The task is cancelled all the same, once the answer names it.
+#[tokio::test]
+async fn a_task_whose_send_was_still_unanswered_at_the_stop_is_cancelled() {
+    let Some(peer) = A2aPeer::start("task", &["--send-delay-ms", "700"]).await else {
+        return;
+    };
+    let app = spawn_app_with(|c| c.remote.poll_interval = Duration::from_secs(30)).await;
+    let tasker = a2a_agent(&app, "Tasker", &peer).await;
+    let other = app.scripted("Other", &["hm"], 0).await;
+    let created = app
+        .collaborate(&tasker, &other, json!({"message_cap": 2}))
+        .await;
+    wait_for(|| async {
+        peer.methods()
+            .contains(&"SendMessage".to_owned())
+            .then_some(())
+    })
+    .await;
+    let stopped = app
+        .post(
+            &format!("/api/v1/collaborations/{}/stop", id(&created)),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(stopped.status(), StatusCode::OK);
+    wait_for(|| async {
+        peer.methods()
+            .contains(&"CancelTask".to_owned())
+            .then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_mixed_collaboration_of_every_kind_runs_to_its_summary() {
     let Some(peer) = A2aPeer::start("echo", &[]).await else {
