@@ -351,44 +351,23 @@ async fn an_older_a2a_agent_is_spoken_to_in_0_3() {
 
 #[tokio::test]
 async fn an_a2a_task_still_open_when_the_collaboration_stops_is_cancelled() {
-    let Some(peer) = A2aPeer::start("task", &[]).await else {
-        return;
-    };
-    // Asked about rarely, so the task is still open when the stop comes.
-    let app = spawn_app_with(|c| c.remote.poll_interval = Duration::from_secs(30)).await;
-    let tasker = a2a_agent(&app, "Tasker", &peer).await;
-    let other = app.scripted("Other", &["hm"], 0).await;
-    let created = app
-        .collaborate(&tasker, &other, json!({"message_cap": 2}))
-        .await;
-    wait_for(|| async {
-        peer.methods()
-            .contains(&"SendMessage".to_owned())
-            .then_some(())
-    })
-    .await;
-    let stopped = app
-        .post(
-            &format!("/api/v1/collaborations/{}/stop", id(&created)),
-            &json!({}),
-        )
-        .await;
-    assert_eq!(stopped.status(), StatusCode::OK);
-    wait_for(|| async {
-        peer.methods()
-            .contains(&"CancelTask".to_owned())
-            .then_some(())
-    })
-    .await;
+    stopped_while_tasked_cancels_the_task(&[]).await;
 }
 
 /// The stop comes while the agent is still answering the send: Skein does not know the
 /// task's id yet. The task is cancelled all the same, once the answer names it.
 #[tokio::test]
 async fn a_task_whose_send_was_still_unanswered_at_the_stop_is_cancelled() {
-    let Some(peer) = A2aPeer::start("task", &["--send-delay-ms", "700"]).await else {
+    stopped_while_tasked_cancels_the_task(&["--send-delay-ms", "700"]).await;
+}
+
+/// Stops a collaboration as soon as its A2A agent (started with `peer_flags`) has been sent
+/// its turn, and waits for the agent to be asked to cancel the task.
+async fn stopped_while_tasked_cancels_the_task(peer_flags: &[&str]) {
+    let Some(peer) = A2aPeer::start("task", peer_flags).await else {
         return;
     };
+    // Asked about rarely, so the task is still open when the stop comes.
     let app = spawn_app_with(|c| c.remote.poll_interval = Duration::from_secs(30)).await;
     let tasker = a2a_agent(&app, "Tasker", &peer).await;
     let other = app.scripted("Other", &["hm"], 0).await;
