@@ -12,6 +12,24 @@ pub struct Row {
     pub met: Option<bool>,
 }
 
+impl Row {
+    /// A figure with no peer beside it, and its target with whether it is met, if it has one.
+    pub fn alone(figure: String, skein: String, target: Option<(String, bool)>) -> Self {
+        let (target, met) = match target {
+            Some((target, met)) => (target, Some(met)),
+            None => ("-".into(), None),
+        };
+        Self {
+            figure,
+            skein,
+            peer: "-".into(),
+            ratio: "-".into(),
+            target,
+            met,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Report {
     rows: Vec<Row>,
