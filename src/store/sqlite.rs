@@ -66,12 +66,16 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let writes = SqlitePoolOptions::new()
+        // No ping before each use: a connection here is a thread in this process with the
+        // file open, not a socket that can go away, and the ping costs a round trip to that
+        // thread, as much as the statement itself.
+        let pool = || SqlitePoolOptions::new().test_before_acquire(false);
+        let writes = pool()
             .max_connections(1)
             .connect_with(options.clone())
             .await?;
         MIGRATOR.run(&writes).await?;
-        let reads = SqlitePoolOptions::new()
+        let reads = pool()
             .max_connections(8)
             .connect_with(options.read_only(true))
             .await?;
