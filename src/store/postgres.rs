@@ -27,9 +27,8 @@ use super::{
     ChannelInfo, Claim, CollaborationFilter, Credential, IdempotencyClaim, Lease, Store,
     StoreError, StoreResult, is_foreign_key_violation, is_unique_violation,
     rows::{
-        self, AccountRow, AgentRow, ChannelRow, CollaborationRow, DeliveryRow, DueRow,
-        IdempotencyRow, KeyRow, MemberRow, SnapshotRow, WebhookSettingsRow, attempt_columns,
-        spec_json,
+        self, AccountRow, AgentRow, ChannelRow, DeliveryRow, DueRow, IdempotencyRow, KeyRow,
+        ListedRow, RosteredRow, SnapshotRow, WebhookSettingsRow, attempt_columns, spec_json,
     },
 };
 use crate::domain::{
@@ -37,6 +36,20 @@ use crate::domain::{
     NewCollaboration, NewKey, PageRequest, Scope, StoredEvent,
     webhook::{AttemptOutcome, Delivery, DueDelivery, WebhookEvent, WebhookSettings},
 };
+
+/// A query reading collaborations whole, as `c`: the row and, as `roster`, the agents on
+/// its roster folded into a JSON array of `[id, address, name, kind]`, principal first (see
+/// [`RosteredRow`]). What follows the select list is the macro's argument.
+macro_rules! rostered {
+    ($rest:literal) => {
+        concat!(
+            "SELECT c.*, (SELECT COALESCE(json_agg(json_build_array(a.id, a.address, a.name, a.kind) \
+             ORDER BY p.position), '[]')::text FROM collaboration_participants p \
+             JOIN agents a ON a.id = p.agent_id WHERE p.collaboration_id = c.id) AS roster ",
+            $rest
+        )
+    };
+}
 
 /// How UUID columns decode here: as `uuid`.
 type Id = Uuid;
@@ -71,23 +84,6 @@ impl PgStore {
 
     async fn write(&self) -> StoreResult<Transaction<'static, Postgres>> {
         Ok(self.pool.begin().await?)
-    }
-
-    /// Loads the rosters of the given collaboration rows and assembles them.
-    async fn assemble(&self, rows: Vec<CollaborationRow<Id>>) -> StoreResult<Vec<Collaboration>> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
-        let members: Vec<MemberRow<Id>> = sqlx::query_as(
-            "SELECT p.collaboration_id, a.id, a.address, a.name, a.kind \
-             FROM collaboration_participants p JOIN agents a ON a.id = p.agent_id \
-             WHERE p.collaboration_id = ANY($1) ORDER BY p.collaboration_id, p.position",
-        )
-        .bind(ids)
-        .fetch_all(&self.pool)
-        .await?;
-        rows::assemble(rows, members)
     }
 }
 
@@ -596,22 +592,23 @@ impl Store for PgStore {
         account_id: Uuid,
         id: Uuid,
     ) -> StoreResult<Option<Collaboration>> {
-        let row: Option<CollaborationRow<Id>> =
-            sqlx::query_as("SELECT * FROM collaborations WHERE id = $1 AND account_id = $2")
-                .bind(id)
-                .bind(account_id)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(self.assemble(row.into_iter().collect()).await?.pop())
+        let row: Option<RosteredRow<Id>> = sqlx::query_as(rostered!(
+            "FROM collaborations c WHERE c.id = $1 AND c.account_id = $2"
+        ))
+        .bind(id)
+        .bind(account_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(RosteredRow::into_domain).transpose()
     }
 
     async fn collaboration(&self, id: Uuid) -> StoreResult<Option<Collaboration>> {
-        let row: Option<CollaborationRow<Id>> =
-            sqlx::query_as("SELECT * FROM collaborations WHERE id = $1")
+        let row: Option<RosteredRow<Id>> =
+            sqlx::query_as(rostered!("FROM collaborations c WHERE c.id = $1"))
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(self.assemble(row.into_iter().collect()).await?.pop())
+        row.map(RosteredRow::into_domain).transpose()
     }
 
     async fn list_collaborations(
@@ -620,12 +617,12 @@ impl Store for PgStore {
         filter: &CollaborationFilter,
         page: PageRequest,
     ) -> StoreResult<(Vec<Collaboration>, u64)> {
+        /// `FROM` and `WHERE` of the collaborations the filter matches, as `c`.
         fn filtered(
-            select: &str,
+            query: &mut QueryBuilder<Postgres>,
             account_id: Uuid,
             filter: &CollaborationFilter,
-        ) -> QueryBuilder<Postgres> {
-            let mut query = QueryBuilder::<Postgres>::new(select);
+        ) {
             query
                 .push(" FROM collaborations c WHERE c.account_id = ")
                 .push_bind(account_id);
@@ -644,20 +641,36 @@ impl Store for PgStore {
             if let Some(source) = filter.source {
                 query.push(" AND c.source = ").push_bind(source.name());
             }
-            query
         }
-        let total: i64 = filtered("SELECT COUNT(*)", account_id, filter)
-            .build_query_scalar()
-            .fetch_one(&self.pool)
-            .await?;
-        let mut query = filtered("SELECT c.*", account_id, filter);
+        let total = |query: &mut QueryBuilder<Postgres>| {
+            query.push("SELECT COUNT(*)");
+            filtered(query, account_id, filter);
+        };
+        let mut query = QueryBuilder::<Postgres>::new(rostered!(", ("));
+        total(&mut query);
+        query.push(") AS total");
+        filtered(&mut query, account_id, filter);
         query
             .push(" ORDER BY c.created_at DESC, c.id LIMIT ")
             .push_bind(i64::from(page.size))
             .push(" OFFSET ")
             .push_bind(page.offset());
-        let rows: Vec<CollaborationRow<Id>> = query.build_query_as().fetch_all(&self.pool).await?;
-        Ok((self.assemble(rows).await?, total as u64))
+        let rows: Vec<ListedRow<Id>> = query.build_query_as().fetch_all(&self.pool).await?;
+        let total = match rows.first() {
+            Some(row) => row.total,
+            None if page.offset() == 0 => 0,
+            // A page past the end still says how many there are.
+            None => {
+                let mut query = QueryBuilder::<Postgres>::new("");
+                total(&mut query);
+                query.build_query_scalar().fetch_one(&self.pool).await?
+            }
+        };
+        let items = rows
+            .into_iter()
+            .map(|row| row.collaboration.into_domain())
+            .collect::<StoreResult<_>>()?;
+        Ok((items, total as u64))
     }
 
     async fn delete_collaboration(&self, account_id: Uuid, id: Uuid) -> StoreResult<bool> {

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{ChannelInfo, Credential, IdempotencyClaim, StoreError, StoreResult};
 use crate::domain::{
-    Account, Agent, AgentAddress, AgentSpec, ApiKey, Collaboration, Sender,
+    Account, Agent, AgentAddress, AgentKind, AgentSpec, ApiKey, Collaboration, Sender,
     webhook::{
         AttemptOutcome, CollaborationSnapshot, Delivery, DeliveryStatus, DueDelivery, NextStep,
         WebhookSettings,
@@ -159,54 +159,45 @@ impl<Id: Into<Uuid>> AgentRow<Id> {
     }
 }
 
-/// One place on a roster, with the agent in it. Rows come ordered by position.
+/// A collaboration's row with its roster, which the query folds into one JSON array of
+/// `[id, address, name, kind]`, principal first (see each backend's `ROSTER` column).
+/// One statement reads a collaboration whole, instead of one for the rows and one for the
+/// rosters.
 #[derive(FromRow)]
-pub(super) struct MemberRow<Id> {
-    collaboration_id: Id,
-    id: Id,
-    address: String,
-    name: String,
-    kind: String,
+pub(super) struct RosteredRow<Id> {
+    #[sqlx(flatten)]
+    row: CollaborationRow<Id>,
+    roster: String,
 }
 
-impl<Id: Into<Uuid>> MemberRow<Id> {
-    fn into_sender(self) -> StoreResult<(Uuid, Sender)> {
-        let sender = Sender {
-            id: self.id.into(),
-            address: self.address,
-            name: self.name,
-            kind: serde_json::from_value(serde_json::Value::String(self.kind))
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        };
-        Ok((self.collaboration_id.into(), sender))
+impl<Id: Into<Uuid>> RosteredRow<Id> {
+    pub(super) fn into_domain(self) -> StoreResult<Collaboration> {
+        let members: Vec<(Uuid, String, String, AgentKind)> = serde_json::from_str(&self.roster)
+            .map_err(|e| StoreError::Corrupt(format!("a roster: {e}")))?;
+        let roster = members
+            .into_iter()
+            .map(|(id, address, name, kind)| Sender {
+                id,
+                address,
+                name,
+                kind,
+            })
+            .collect();
+        self.row.into_domain(roster)
     }
 }
 
-/// Puts collaborations together with their rosters, loaded for all of them at once.
-pub(super) fn assemble<Id: Into<Uuid> + Copy>(
-    rows: Vec<CollaborationRow<Id>>,
-    members: Vec<MemberRow<Id>>,
-) -> StoreResult<Vec<Collaboration>> {
-    let members: Vec<(Uuid, Sender)> = members
-        .into_iter()
-        .map(MemberRow::into_sender)
-        .collect::<StoreResult<_>>()?;
-    rows.into_iter()
-        .map(|row| {
-            let id: Uuid = row.id.into();
-            let roster = members
-                .iter()
-                .filter(|(collaboration_id, _)| *collaboration_id == id)
-                .map(|(_, sender)| sender.clone())
-                .collect();
-            row.into_domain(roster)
-        })
-        .collect()
+/// A page's row: the collaboration, and how many collaborations the filter matches in all.
+#[derive(FromRow)]
+pub(super) struct ListedRow<Id> {
+    #[sqlx(flatten)]
+    pub(super) collaboration: RosteredRow<Id>,
+    pub(super) total: i64,
 }
 
 #[derive(FromRow)]
 pub(super) struct CollaborationRow<Id> {
-    pub(super) id: Id,
+    id: Id,
     account_id: Id,
     channel_id: Id,
     objective: String,

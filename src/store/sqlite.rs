@@ -20,9 +20,8 @@ use super::{
     ChannelInfo, Claim, CollaborationFilter, Credential, IdempotencyClaim, Lease, Store,
     StoreError, StoreResult, is_foreign_key_violation, is_unique_violation,
     rows::{
-        self, AccountRow, AgentRow, ChannelRow, CollaborationRow, DeliveryRow, DueRow,
-        IdempotencyRow, KeyRow, MemberRow, SnapshotRow, WebhookSettingsRow, attempt_columns,
-        spec_json,
+        AccountRow, AgentRow, ChannelRow, DeliveryRow, DueRow, IdempotencyRow, KeyRow, ListedRow,
+        RosteredRow, SnapshotRow, WebhookSettingsRow, attempt_columns, spec_json,
     },
 };
 use crate::domain::{
@@ -35,6 +34,20 @@ use crate::domain::{
 type Id = Hyphenated;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// A query reading collaborations whole, as `c`: the row and, as `roster`, the agents on
+/// its roster folded into a JSON array of `[id, address, name, kind]`, principal first (see
+/// [`RosteredRow`]). What follows the select list is the macro's argument.
+macro_rules! rostered {
+    ($rest:literal) => {
+        concat!(
+            "SELECT c.*, (SELECT json_group_array(json_array(a.id, a.address, a.name, a.kind) \
+             ORDER BY p.position) FROM collaboration_participants p \
+             JOIN agents a ON a.id = p.agent_id WHERE p.collaboration_id = c.id) AS roster ",
+            $rest
+        )
+    };
+}
 
 /// Reads and writes go through pools of their own. SQLite takes one writer at a time: one
 /// writing connection queues writers in the process, where waiting costs nothing, instead
@@ -90,25 +103,6 @@ impl SqliteStore {
 
     async fn write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
         begin_write(&self.writes).await
-    }
-
-    /// Loads the rosters of the given collaboration rows and assembles them.
-    async fn assemble(&self, rows: Vec<CollaborationRow<Id>>) -> StoreResult<Vec<Collaboration>> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "SELECT p.collaboration_id, a.id, a.address, a.name, a.kind \
-             FROM collaboration_participants p JOIN agents a ON a.id = p.agent_id \
-             WHERE p.collaboration_id IN (",
-        );
-        let mut ids = query.separated(", ");
-        for row in &rows {
-            ids.push_bind(row.id);
-        }
-        query.push(") ORDER BY p.collaboration_id, p.position");
-        let members: Vec<MemberRow<Id>> = query.build_query_as().fetch_all(&self.reads).await?;
-        rows::assemble(rows, members)
     }
 }
 
@@ -697,22 +691,23 @@ impl Store for SqliteStore {
         account_id: Uuid,
         id: Uuid,
     ) -> StoreResult<Option<Collaboration>> {
-        let row: Option<CollaborationRow<Id>> =
-            sqlx::query_as("SELECT * FROM collaborations WHERE id = ? AND account_id = ?")
-                .bind(id.hyphenated())
-                .bind(account_id.hyphenated())
-                .fetch_optional(&self.reads)
-                .await?;
-        Ok(self.assemble(row.into_iter().collect()).await?.pop())
+        let row: Option<RosteredRow<Id>> = sqlx::query_as(rostered!(
+            "FROM collaborations c WHERE c.id = ? AND c.account_id = ?"
+        ))
+        .bind(id.hyphenated())
+        .bind(account_id.hyphenated())
+        .fetch_optional(&self.reads)
+        .await?;
+        row.map(RosteredRow::into_domain).transpose()
     }
 
     async fn collaboration(&self, id: Uuid) -> StoreResult<Option<Collaboration>> {
-        let row: Option<CollaborationRow<Id>> =
-            sqlx::query_as("SELECT * FROM collaborations WHERE id = ?")
+        let row: Option<RosteredRow<Id>> =
+            sqlx::query_as(rostered!("FROM collaborations c WHERE c.id = ?"))
                 .bind(id.hyphenated())
                 .fetch_optional(&self.reads)
                 .await?;
-        Ok(self.assemble(row.into_iter().collect()).await?.pop())
+        row.map(RosteredRow::into_domain).transpose()
     }
 
     async fn list_collaborations(
@@ -721,12 +716,12 @@ impl Store for SqliteStore {
         filter: &CollaborationFilter,
         page: PageRequest,
     ) -> StoreResult<(Vec<Collaboration>, u64)> {
+        /// `FROM` and `WHERE` of the collaborations the filter matches, as `c`.
         fn filtered(
-            select: &str,
+            query: &mut QueryBuilder<Sqlite>,
             account_id: Uuid,
             filter: &CollaborationFilter,
-        ) -> QueryBuilder<Sqlite> {
-            let mut query = QueryBuilder::<Sqlite>::new(select);
+        ) {
             query
                 .push(" FROM collaborations c WHERE c.account_id = ")
                 .push_bind(account_id.hyphenated());
@@ -747,20 +742,49 @@ impl Store for SqliteStore {
             if let Some(source) = filter.source {
                 query.push(" AND c.source = ").push_bind(source.name());
             }
-            query
         }
-        let total: i64 = filtered("SELECT COUNT(*)", account_id, filter)
-            .build_query_scalar()
-            .fetch_one(&self.reads)
-            .await?;
-        let mut query = filtered("SELECT c.*", account_id, filter);
+        /// A query for how many collaborations the filter matches: read off the kept counts
+        /// when the filter is by status alone, else counted.
+        fn total(query: &mut QueryBuilder<Sqlite>, account_id: Uuid, filter: &CollaborationFilter) {
+            let by_status_alone =
+                filter.agent.is_none() && filter.channel_id.is_none() && filter.source.is_none();
+            if !by_status_alone {
+                query.push("SELECT COUNT(*)");
+                filtered(query, account_id, filter);
+                return;
+            }
+            query
+                .push("SELECT COALESCE(SUM(n), 0) FROM collaboration_counts WHERE account_id = ")
+                .push_bind(account_id.hyphenated());
+            if let Some(status) = filter.status {
+                query.push(" AND status = ").push_bind(status.name());
+            }
+        }
+        let mut query = QueryBuilder::<Sqlite>::new(rostered!(", ("));
+        total(&mut query, account_id, filter);
+        query.push(") AS total");
+        filtered(&mut query, account_id, filter);
         query
             .push(" ORDER BY c.created_at DESC, c.id LIMIT ")
             .push_bind(i64::from(page.size))
             .push(" OFFSET ")
             .push_bind(page.offset());
-        let rows: Vec<CollaborationRow<Id>> = query.build_query_as().fetch_all(&self.reads).await?;
-        Ok((self.assemble(rows).await?, total as u64))
+        let rows: Vec<ListedRow<Id>> = query.build_query_as().fetch_all(&self.reads).await?;
+        let total = match rows.first() {
+            Some(row) => row.total,
+            None if page.offset() == 0 => 0,
+            // A page past the end still says how many there are.
+            None => {
+                let mut query = QueryBuilder::<Sqlite>::new("");
+                total(&mut query, account_id, filter);
+                query.build_query_scalar().fetch_one(&self.reads).await?
+            }
+        };
+        let items = rows
+            .into_iter()
+            .map(|row| row.collaboration.into_domain())
+            .collect::<StoreResult<_>>()?;
+        Ok((items, total as u64))
     }
 
     async fn delete_collaboration(&self, account_id: Uuid, id: Uuid) -> StoreResult<bool> {

@@ -245,6 +245,32 @@ async fn collaborations_are_filtered_and_paged_newest_first() {
             ..Default::default()
         };
         assert_eq!(list(none, 1, 10).await, (vec![], 0));
+
+        // Totals follow ends and deletes (SQLite keeps them as counts, not counted).
+        let running = CollaborationFilter {
+            status: Some(CollaborationStatus::Running),
+            ..Default::default()
+        };
+        assert_eq!(list(running.clone(), 1, 1).await.1, 4);
+        assert!(
+            store
+                .delete_collaboration(account, made[4].id)
+                .await
+                .unwrap()
+        );
+        store
+            .finish_collaboration(made[3].id, None, &ending(EndReason::Cancelled))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            list(running, 1, 10).await,
+            (vec![made[2].id, made[0].id], 2)
+        );
+        assert_eq!(
+            list(CollaborationFilter::default(), 3, 2).await,
+            (vec![], 4)
+        );
     })
     .await;
 }
