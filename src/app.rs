@@ -95,6 +95,7 @@ impl App {
             engine,
             hub,
             rate_limits: Arc::new(RateLimits::new(&config.rate_limits)),
+            keys: Arc::default(),
             streams: Arc::new(Streams::new(config.rate_limits.max_streams_per_key)),
             outbound,
             config: Arc::new(config),

@@ -10,7 +10,7 @@
 //! extractor then answers 401 without a valid key and 403 when the key's scope is too small
 //! for the method: `read` for GET, `write` for everything else.
 
-use std::path::Path;
+use std::{path::Path, time::Instant};
 
 use axum::{
     extract::{FromRequestParts, Request, State},
@@ -18,7 +18,8 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
+use dashmap::DashMap;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -26,7 +27,7 @@ use super::AppState;
 use crate::{
     domain::{Account, ApiKey, NewKey, Scope, access::KEY_PREFIX_CHARS},
     error::AppError,
-    store::{Credential, Store},
+    store::{Credential, Store, StoreResult},
 };
 
 /// `last_used_at` is written at most this often per key, not on every request.
@@ -113,7 +114,8 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
     let Some(secret) = bearer(request.headers()) else {
         return next.run(request).await;
     };
-    let credential = match state.store.find_key(&hash_secret(&secret)).await {
+    let hash = hash_secret(&secret);
+    let credential = match state.keys.find(state.store.as_ref(), &hash).await {
         Ok(Some(credential)) => credential,
         Ok(None) => return next.run(request).await,
         Err(error) => return AppError::from(error).into_response(),
@@ -127,16 +129,85 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
         .key
         .last_used_at
         .is_none_or(|at| now - at > Duration::seconds(TOUCH_EVERY_SECS));
-    if stale && let Err(error) = state.store.touch_key(credential.key.id, now).await {
-        tracing::warn!(
-            error = format!("{error:#}"),
-            "recording a key's last use failed"
-        );
+    if stale {
+        match state.store.touch_key(credential.key.id, now).await {
+            Ok(()) => state.keys.touched(&hash, now),
+            Err(error) => tracing::warn!(
+                error = format!("{error:#}"),
+                "recording a key's last use failed"
+            ),
+        }
     }
     request.extensions_mut().insert(Caller::from(credential));
     let mut response = next.run(request).await;
     allowance.write_headers(response.headers_mut());
     response
+}
+
+/// Keys recently found in the store, by hash, so that a client making many requests does
+/// not cost a lookup each.
+///
+/// An entry is used for [`KEY_CACHE_TTL`] after it was read. A key revoked through this
+/// process is dropped at once ([`KeyCache::forget`]); one revoked through another process
+/// of a cluster stops working here within the TTL, when the entry is read again. Only keys
+/// that exist are kept, so unknown keys cannot fill it.
+#[derive(Default)]
+pub struct KeyCache {
+    entries: DashMap<String, Found>,
+}
+
+struct Found {
+    credential: Credential,
+    at: Instant,
+}
+
+/// How long a key found in the store is trusted without reading it again.
+pub const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Above this many entries, an insert first sweeps out the expired ones.
+const KEY_CACHE_SWEEP_ABOVE: usize = 1024;
+
+impl KeyCache {
+    /// The live key with this hash, from the cache while fresh, else from the store.
+    pub async fn find(&self, store: &dyn Store, hash: &str) -> StoreResult<Option<Credential>> {
+        if let Some(found) = self.entries.get(hash)
+            && found.at.elapsed() < KEY_CACHE_TTL
+        {
+            return Ok(Some(found.credential.clone()));
+        }
+        let credential = store.find_key(hash).await?;
+        match &credential {
+            Some(credential) => {
+                if self.entries.len() > KEY_CACHE_SWEEP_ABOVE {
+                    self.entries
+                        .retain(|_, found| found.at.elapsed() < KEY_CACHE_TTL);
+                }
+                let found = Found {
+                    credential: credential.clone(),
+                    at: Instant::now(),
+                };
+                self.entries.insert(hash.to_owned(), found);
+            }
+            None => {
+                self.entries.remove(hash);
+            }
+        }
+        Ok(credential)
+    }
+
+    /// Notes a use of the key just written to the store, so the next request does not
+    /// write it again.
+    fn touched(&self, hash: &str, at: DateTime<Utc>) {
+        if let Some(mut found) = self.entries.get_mut(hash) {
+            found.credential.key.last_used_at = Some(at);
+        }
+    }
+
+    /// Drops the key with this id: it was revoked.
+    pub fn forget(&self, key_id: Uuid) {
+        self.entries
+            .retain(|_, found| found.credential.key.id != key_id);
+    }
 }
 
 /// The key in the `Authorization` header, with or without the `Bearer` scheme.

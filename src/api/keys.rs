@@ -183,6 +183,7 @@ async fn revoke_key(
     {
         return Err(AppError::NotFound("key"));
     }
+    state.keys.forget(id);
     state.streams.revoke(id);
     tracing::info!(key = %id, "API key revoked");
     Ok(StatusCode::NO_CONTENT)

@@ -57,6 +57,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub config: Arc<Config>,
     pub rate_limits: Arc<RateLimits>,
+    /// Keys recently found, so most requests skip the store to authenticate.
+    pub keys: Arc<auth::KeyCache>,
     /// Open WebSocket streams per key.
     pub streams: Arc<Streams>,
     /// The client for user-supplied URLs, and their check.

@@ -90,6 +90,43 @@ async fn a_process_that_wakes_after_losing_its_leases_writes_nothing() {
     cluster.remove().await;
 }
 
+#[tokio::test]
+async fn a_key_revoked_through_one_process_is_refused_by_the_others_within_a_second() {
+    let Some(cluster) = Cluster::start(2).await else {
+        return;
+    };
+    let (here, there) = (
+        cluster.member(0).process.api.clone(),
+        cluster.member(1).process.api.clone(),
+    );
+    let created: Value = here
+        .post(
+            "/api/v1/keys",
+            &json!({"name": "short-lived", "scopes": ["read"]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let key = created["key"].as_str().unwrap();
+    // Both processes have just found the key, and keep it for their next requests.
+    for api in [&here, &there] {
+        assert_eq!(api.with_key(key).get("/api/v1/agents").await.status(), 200);
+    }
+    let revoked = here.delete(&format!("/api/v1/keys/{}", id(&created))).await;
+    assert_eq!(revoked.status(), 204);
+    let at = Instant::now();
+    assert_eq!(here.with_key(key).get("/api/v1/agents").await.status(), 401);
+    let there = there.with_key(key);
+    wait_until(Duration::from_secs(5), || async {
+        (there.get("/api/v1/agents").await.status() == 401).then_some(())
+    })
+    .await;
+    // The other process goes back to the database once its entry is a second old.
+    assert!(at.elapsed() < Duration::from_secs(3), "{:?}", at.elapsed());
+    cluster.remove().await;
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Departure {
     Killed,
