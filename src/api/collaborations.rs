@@ -298,13 +298,18 @@ async fn create(
         created_by: caller.key.id,
         created_at: now,
     };
-    state
+    let lease = state
         .store
-        .insert_collaboration(&new, state.config.rate_limits.max_running_per_key)
-        .await?;
-    // Run here at once. Should the client go away first and drop this handler, the lease
-    // scan of some process takes the collaboration up within a second.
-    state.engine.start(new.id).await;
+        .insert_collaboration(
+            &new,
+            state.config.rate_limits.max_running_per_key,
+            Some(state.engine.lease_to()),
+        )
+        .await?
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("a new collaboration came unleased")))?;
+    // Run here at once. Should the client go away first and drop this handler, the next
+    // lease renewal finds the lease held with no runner and starts one.
+    state.engine.launch(lease);
     crate::telemetry::collaboration_started();
     let created = state
         .store

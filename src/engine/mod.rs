@@ -40,7 +40,7 @@ use crate::{
     config::EngineSettings,
     domain::{AgentSpec, Collaboration, EndReason, Ending, Sender, StoredEvent},
     live::Hub,
-    store::{Claim, Lease, Store},
+    store::{Claim, Lease, LeaseTo, Store},
 };
 
 /// Requests a runner answers once it has acted on them.
@@ -187,14 +187,12 @@ impl Engine {
         let _ = self.inner.relay.set(relay);
     }
 
-    /// Runs a just-stored collaboration here, unless another process claimed it first.
-    pub async fn start(&self, id: Uuid) {
-        match self.claim(Claim::One(id)).await {
-            Ok(leases) => leases.into_iter().for_each(|lease| self.launch(lease)),
-            // The lease scan takes it up shortly.
-            Err(error) => {
-                tracing::error!(collaboration = %id, error = format!("{error:#}"), "cannot claim a new collaboration")
-            }
+    /// The lease a collaboration created here is stored with: held by this process, so
+    /// that it runs it from the start (see [`Engine::launch`]).
+    pub fn lease_to(&self) -> LeaseTo {
+        LeaseTo {
+            owner: self.inner.owner,
+            ttl: self.inner.settings.lease_ttl,
         }
     }
 
@@ -378,7 +376,7 @@ impl Engine {
     }
 
     /// Starts the runner of a collaboration this process holds the lease of.
-    fn launch(&self, lease: Lease) {
+    pub fn launch(&self, lease: Lease) {
         let id = lease.collaboration_id;
         let (tx, rx) = mpsc::channel(4);
         let halt = self.inner.shutdown.child_token();

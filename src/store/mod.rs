@@ -136,6 +136,25 @@ pub struct Lease {
     pub epoch: i64,
 }
 
+/// A lease to take as a collaboration is stored: its owner, for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTo {
+    pub owner: Uuid,
+    pub ttl: Duration,
+}
+
+impl LeaseTo {
+    /// The lease a new collaboration starts with: the first claim of it.
+    fn first(self, collaboration_id: Uuid) -> (Lease, DateTime<Utc>) {
+        let lease = Lease {
+            collaboration_id,
+            owner: self.owner,
+            epoch: 1,
+        };
+        (lease, Utc::now() + self.ttl)
+    }
+}
+
 /// Which leases [`Store::claim_leases`] takes. Only collaborations that need a runner (running,
 /// or ended without a stored summary) are ever claimed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,11 +245,15 @@ pub trait Store: Send + Sync + 'static {
     // Collaborations.
     /// Stores the collaboration, its roster and its channel in one transaction; a conflict
     /// naming the limit when its key already has `max_running` collaborations running.
+    /// With `lease_to`, the collaboration is stored with its lease held by that process,
+    /// which is returned: no other process can claim it in between, and no second write
+    /// is needed to claim it.
     async fn insert_collaboration(
         &self,
         new: &NewCollaboration,
         max_running: u32,
-    ) -> StoreResult<()>;
+        lease_to: Option<LeaseTo>,
+    ) -> StoreResult<Option<Lease>>;
     async fn get_collaboration(
         &self,
         account_id: Uuid,

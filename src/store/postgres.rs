@@ -24,7 +24,7 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::{
-    ChannelInfo, Claim, CollaborationFilter, Credential, IdempotencyClaim, Lease, Store,
+    ChannelInfo, Claim, CollaborationFilter, Credential, IdempotencyClaim, Lease, LeaseTo, Store,
     StoreError, StoreResult, is_foreign_key_violation, is_unique_violation,
     rows::{
         self, AccountRow, AgentRow, ChannelRow, DeliveryRow, DueRow, IdempotencyRow, KeyRow,
@@ -520,7 +520,9 @@ impl Store for PgStore {
         &self,
         new: &NewCollaboration,
         max_running: u32,
-    ) -> StoreResult<()> {
+        lease_to: Option<LeaseTo>,
+    ) -> StoreResult<Option<Lease>> {
+        let lease = lease_to.map(|to| to.first(new.id));
         let mut tx = self.write().await?;
         // Two requests of one key take turns on a lock named after the key, held until this
         // transaction ends, so they cannot both count the same free slot and take it.
@@ -540,8 +542,10 @@ impl Store for PgStore {
         sqlx::query(
             "INSERT INTO collaborations (id, account_id, channel_id, objective, principal_agent_id, \
              message_cap, timeout_window, evaluate_objective_completion, source, strategy, webhook_url, \
-             token_budget, podcast, allow_interjections, created_by_key, status, started_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'running', $16, $17)",
+             token_budget, podcast, allow_interjections, created_by_key, status, started_at, created_at, \
+             lease_owner, lease_expires_at, lease_epoch) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'running', $16, $17, \
+             $18, $19, $20)",
         )
         .bind(new.id)
         .bind(new.account_id)
@@ -560,19 +564,23 @@ impl Store for PgStore {
         .bind(new.created_by)
         .bind(new.created_at)
         .bind(new.created_at)
+        .bind(lease.map(|(lease, _)| lease.owner))
+        .bind(lease.map(|(_, expires)| expires))
+        .bind(lease.map_or(0, |(lease, _)| lease.epoch))
         .execute(&mut *tx)
         .await?;
         let roster = std::iter::once(&new.principal).chain(&new.participants);
-        for (position, agent_id) in roster.enumerate() {
-            sqlx::query(
-                "INSERT INTO collaboration_participants (collaboration_id, agent_id, position) VALUES ($1, $2, $3)",
-            )
-            .bind(new.id)
-            .bind(agent_id)
-            .bind(position as i64)
-            .execute(&mut *tx)
-            .await?;
-        }
+        QueryBuilder::new(
+            "INSERT INTO collaboration_participants (collaboration_id, agent_id, position) ",
+        )
+        .push_values(roster.enumerate(), |mut row, (position, agent_id)| {
+            row.push_bind(new.id)
+                .push_bind(agent_id)
+                .push_bind(position as i64);
+        })
+        .build()
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO channels (id, account_id, collaboration_id, last_seq, created_at) VALUES ($1, $2, $3, 0, $4)",
         )
@@ -584,7 +592,7 @@ impl Store for PgStore {
         .await?;
         enqueue_webhook(&mut tx, new.id, WebhookEvent::Started).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(lease.map(|(lease, _)| lease))
     }
 
     async fn get_collaboration(

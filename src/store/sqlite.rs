@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::{Uuid, fmt::Hyphenated};
 
 use super::{
-    ChannelInfo, Claim, CollaborationFilter, Credential, IdempotencyClaim, Lease, Store,
+    ChannelInfo, Claim, CollaborationFilter, Credential, IdempotencyClaim, Lease, LeaseTo, Store,
     StoreError, StoreResult, is_foreign_key_violation, is_unique_violation,
     rows::{
         AccountRow, AgentRow, ChannelRow, DeliveryRow, DueRow, IdempotencyRow, KeyRow, ListedRow,
@@ -624,7 +624,9 @@ impl Store for SqliteStore {
         &self,
         new: &NewCollaboration,
         max_running: u32,
-    ) -> StoreResult<()> {
+        lease_to: Option<LeaseTo>,
+    ) -> StoreResult<Option<Lease>> {
+        let lease = lease_to.map(|to| to.first(new.id));
         let mut tx = self.write().await?;
         // Counted inside the write transaction, so two requests cannot both take the last slot.
         let running: i64 = sqlx::query_scalar(
@@ -639,8 +641,9 @@ impl Store for SqliteStore {
         sqlx::query(
             "INSERT INTO collaborations (id, account_id, channel_id, objective, principal_agent_id, \
              message_cap, timeout_window, evaluate_objective_completion, source, strategy, webhook_url, \
-             token_budget, podcast, allow_interjections, created_by_key, status, started_at, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+             token_budget, podcast, allow_interjections, created_by_key, status, started_at, created_at, \
+             lease_owner, lease_expires_at, lease_epoch) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
         )
         .bind(new.id.hyphenated())
         .bind(new.account_id.hyphenated())
@@ -659,19 +662,23 @@ impl Store for SqliteStore {
         .bind(new.created_by.hyphenated())
         .bind(new.created_at)
         .bind(new.created_at)
+        .bind(lease.map(|(lease, _)| lease.owner.hyphenated()))
+        .bind(lease.map(|(_, expires)| expires))
+        .bind(lease.map_or(0, |(lease, _)| lease.epoch))
         .execute(&mut *tx)
         .await?;
         let roster = std::iter::once(&new.principal).chain(&new.participants);
-        for (position, agent_id) in roster.enumerate() {
-            sqlx::query(
-                "INSERT INTO collaboration_participants (collaboration_id, agent_id, position) VALUES (?, ?, ?)",
-            )
-            .bind(new.id.hyphenated())
-            .bind(agent_id.hyphenated())
-            .bind(position as i64)
-            .execute(&mut *tx)
-            .await?;
-        }
+        QueryBuilder::new(
+            "INSERT INTO collaboration_participants (collaboration_id, agent_id, position) ",
+        )
+        .push_values(roster.enumerate(), |mut row, (position, agent_id)| {
+            row.push_bind(new.id.hyphenated())
+                .push_bind(agent_id.hyphenated())
+                .push_bind(position as i64);
+        })
+        .build()
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO channels (id, account_id, collaboration_id, last_seq, created_at) VALUES (?, ?, ?, 0, ?)",
         )
@@ -683,7 +690,7 @@ impl Store for SqliteStore {
         .await?;
         enqueue_webhook(&mut tx, new.id, WebhookEvent::Started).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(lease.map(|(lease, _)| lease))
     }
 
     async fn get_collaboration(

@@ -26,7 +26,7 @@ async fn a_collaboration_is_stored_with_its_roster_and_channel() {
         new.podcast = true;
         new.allow_interjections = false;
         new.evaluate_objective_completion = false;
-        store.insert_collaboration(&new, 5).await.unwrap();
+        store.insert_collaboration(&new, 5, None).await.unwrap();
 
         let stored = store
             .get_collaboration(new.account_id, new.id)
@@ -100,12 +100,15 @@ async fn a_key_runs_at_most_max_running_collaborations() {
     each_store(|store| async move {
         let team = team(&store, "team").await;
         let first = team.collaboration(10);
-        store.insert_collaboration(&first, 2).await.unwrap();
+        store.insert_collaboration(&first, 2, None).await.unwrap();
         store
-            .insert_collaboration(&team.collaboration(10), 2)
+            .insert_collaboration(&team.collaboration(10), 2, None)
             .await
             .unwrap();
-        match store.insert_collaboration(&team.collaboration(10), 2).await {
+        match store
+            .insert_collaboration(&team.collaboration(10), 2, None)
+            .await
+        {
             Err(StoreError::Conflict(message)) => assert_eq!(
                 message,
                 "this API key already has 2 running collaborations, the limit \
@@ -119,7 +122,10 @@ async fn a_key_runs_at_most_max_running_collaborations() {
         store.insert_key(&key).await.unwrap();
         let mut by_other_key = team.collaboration(10);
         by_other_key.created_by = key.id;
-        store.insert_collaboration(&by_other_key, 2).await.unwrap();
+        store
+            .insert_collaboration(&by_other_key, 2, None)
+            .await
+            .unwrap();
 
         // An ended collaboration frees its slot.
         store
@@ -128,7 +134,7 @@ async fn a_key_runs_at_most_max_running_collaborations() {
             .unwrap()
             .unwrap();
         store
-            .insert_collaboration(&team.collaboration(10), 2)
+            .insert_collaboration(&team.collaboration(10), 2, None)
             .await
             .unwrap();
         // Three running, and the cancelled one until its summary is written.
@@ -145,8 +151,11 @@ async fn concurrent_starts_do_not_share_the_last_slots() {
         for _ in 0..8 {
             let store = store.clone();
             let team = team.clone();
-            starts
-                .spawn(async move { store.insert_collaboration(&team.collaboration(10), 3).await });
+            starts.spawn(async move {
+                store
+                    .insert_collaboration(&team.collaboration(10), 3, None)
+                    .await
+            });
         }
         let results = starts.join_all().await;
         let started = results.iter().filter(|r| r.is_ok()).count();
@@ -174,7 +183,7 @@ async fn collaborations_are_filtered_and_paged_newest_first() {
             if i >= 3 {
                 new.participants.push(outsider.id);
             }
-            store.insert_collaboration(&new, 100).await.unwrap();
+            store.insert_collaboration(&new, 100, None).await.unwrap();
             made.push(new);
         }
         store

@@ -5,7 +5,7 @@ use std::{collections::HashSet, time::Duration};
 
 use skein::{
     domain::EndReason,
-    store::{Claim, StoreError},
+    store::{Claim, LeaseTo, StoreError},
 };
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -14,6 +14,52 @@ use crate::support::{each_store, ending, team};
 
 const LONG: Duration = Duration::from_secs(3600);
 const SHORT: Duration = Duration::from_millis(300);
+
+#[tokio::test]
+async fn a_collaboration_stored_with_a_lease_is_held_from_the_start() {
+    each_store(|store| async move {
+        let team = team(&store, "team").await;
+        let new = team.collaboration(10);
+        let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+        let lease = store
+            .insert_collaboration(
+                &new,
+                100,
+                Some(LeaseTo {
+                    owner: first,
+                    ttl: SHORT,
+                }),
+            )
+            .await
+            .unwrap()
+            .expect("a lease was asked for");
+        assert_eq!((lease.collaboration_id, lease.owner), (new.id, first));
+        assert_eq!(store.lease_holder(new.id).await.unwrap(), Some(first));
+        // Nobody else can take it while it is held, and its holder may write.
+        for which in [Claim::One(new.id), Claim::Expired { limit: 10 }] {
+            let taken = store.claim_leases(second, LONG, which).await.unwrap();
+            assert!(taken.is_empty(), "{taken:?}");
+        }
+        store
+            .append_message(&lease, &team.message("mine"), 1)
+            .await
+            .unwrap()
+            .expect("stored under the lease it was stored with");
+        assert_eq!(store.renew_leases(first, SHORT).await.unwrap(), vec![lease]);
+
+        // It expires like any lease, and whoever claims it next fences the first holder out.
+        tokio::time::sleep(SHORT * 2).await;
+        let taken = store
+            .claim_leases(second, LONG, Claim::Expired { limit: 10 })
+            .await
+            .unwrap();
+        assert_eq!(taken.len(), 1);
+        assert!(taken[0].epoch > lease.epoch);
+        let refused = store.append_message(&lease, &team.message("late"), 1).await;
+        assert!(matches!(refused, Err(StoreError::LeaseLost)), "{refused:?}");
+    })
+    .await;
+}
 
 #[tokio::test]
 async fn a_lease_is_held_by_one_process_until_it_expires() {

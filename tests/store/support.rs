@@ -173,7 +173,7 @@ impl Team {
     pub async fn start(&self, store: &Shared, message_cap: u32) -> NewCollaboration {
         let new = self.collaboration(message_cap);
         store
-            .insert_collaboration(&new, 100)
+            .insert_collaboration(&new, 100, None)
             .await
             .expect("the collaboration is stored");
         new

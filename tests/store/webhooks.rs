@@ -209,7 +209,7 @@ async fn a_delivery_goes_to_the_collaborations_own_url_and_needs_a_secret() {
         let team = hooked_team(&store).await;
         let mut own = team.collaboration(10);
         own.webhook_url = Some("https://hooks.example/own".into());
-        store.insert_collaboration(&own, 10).await.unwrap();
+        store.insert_collaboration(&own, 10, None).await.unwrap();
         let (deliveries, _) = store
             .list_webhook_deliveries(team.tenant.id(), PageRequest::default())
             .await
@@ -221,7 +221,10 @@ async fn a_delivery_goes_to_the_collaborations_own_url_and_needs_a_secret() {
         let unsigned = crate::support::team(&store, "unsigned").await;
         let mut with_url = unsigned.collaboration(10);
         with_url.webhook_url = Some("https://hooks.example/own".into());
-        store.insert_collaboration(&with_url, 10).await.unwrap();
+        store
+            .insert_collaboration(&with_url, 10, None)
+            .await
+            .unwrap();
         // Settings without a default URL, and a collaboration naming none: nowhere to send.
         let nowhere = crate::support::team(&store, "nowhere").await;
         store
