@@ -319,12 +319,13 @@ impl Store for SqliteStore {
         let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
             .fetch_one(&self.reads)
             .await?;
-        let rows: Vec<AccountRow<Id>> =
-            sqlx::query_as("SELECT * FROM accounts ORDER BY created_at, id LIMIT CAST(? AS INTEGER) OFFSET ?")
-                .bind(i64::from(page.size))
-                .bind(page.offset())
-                .fetch_all(&self.reads)
-                .await?;
+        let rows: Vec<AccountRow<Id>> = sqlx::query_as(
+            "SELECT * FROM accounts ORDER BY created_at, id LIMIT CAST(? AS INTEGER) OFFSET ?",
+        )
+        .bind(i64::from(page.size))
+        .bind(page.offset())
+        .fetch_all(&self.reads)
+        .await?;
         Ok((
             rows.into_iter().map(AccountRow::into_domain).collect(),
             total as u64,
