@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     agents::{Models, Remote},
-    api::{self, AppState, BodyLimit, rate_limit::RateLimits},
+    api::{self, AppState, BodyLimit, auth::KeyCache, rate_limit::RateLimits},
     cluster::Cluster,
     config::Config,
     engine::Engine,
@@ -72,11 +72,18 @@ impl App {
             config.engine.clone(),
             shutdown.child_token(),
         );
+        let keys: Arc<KeyCache> = Arc::default();
+        let streams = Arc::new(Streams::new(config.rate_limits.max_streams_per_key));
         let cluster = match &config.nats_url {
             Some(url) => {
                 let mut cluster = Cluster::connect(url, engine.owner()).await?;
                 engine.set_relay(cluster.relay());
-                cluster.start(hub.clone(), engine.clone()).await?;
+                let (keys, streams) = (keys.clone(), streams.clone());
+                let revoked = move |key| {
+                    keys.forget(key);
+                    streams.revoke(key);
+                };
+                cluster.start(hub.clone(), engine.clone(), revoked).await?;
                 Some(cluster)
             }
             None => {
@@ -95,8 +102,9 @@ impl App {
             engine,
             hub,
             rate_limits: Arc::new(RateLimits::new(&config.rate_limits)),
-            keys: Arc::default(),
-            streams: Arc::new(Streams::new(config.rate_limits.max_streams_per_key)),
+            keys,
+            streams,
+            revocations: cluster.as_ref().map(Cluster::revocations),
             outbound,
             config: Arc::new(config),
             shutdown,

@@ -7,6 +7,10 @@
 //! - **Requests** for a collaboration another process runs (stop, delete, a person's
 //!   message) go to `skein.process.<owner id>` and are answered by that process's engine.
 //!
+//! - **Revoked keys.** A process that revokes a key says so on `skein.keys.revoked`; every
+//!   process then drops the key from its key cache and closes its streams, as the revoking
+//!   process did.
+//!
 //! The frame text travels as the payload, untouched; what it is travels in headers, so
 //! nothing is parsed or serialized again on the way.
 
@@ -27,6 +31,7 @@ use crate::{
 
 const CHANNEL_SUBJECTS: &str = "skein.channel";
 const PROCESS_SUBJECTS: &str = "skein.process";
+const REVOKED_KEYS: &str = "skein.keys.revoked";
 /// How long a relayed request may take: the other process answers once its runner has acted
 /// (stored the person's message, or the end).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,9 +72,22 @@ impl Cluster {
         })
     }
 
-    /// Starts carrying the hub's frames out and other processes' frames in, and answering
-    /// requests with `engine`. Subscriptions are in place when this returns.
-    pub async fn start(&mut self, hub: Arc<Hub>, engine: Engine) -> anyhow::Result<()> {
+    /// Tells the other processes of keys revoked here, through this connection.
+    pub fn revocations(&self) -> Revocations {
+        Revocations {
+            client: self.client.clone(),
+        }
+    }
+
+    /// Starts carrying the hub's frames out and other processes' frames in, answering
+    /// requests with `engine`, and calling `revoked` with each key another process revoked.
+    /// Subscriptions are in place when this returns.
+    pub async fn start(
+        &mut self,
+        hub: Arc<Hub>,
+        engine: Engine,
+        revoked: impl Fn(Uuid) + Send + 'static,
+    ) -> anyhow::Result<()> {
         let frames = self
             .client
             .subscribe(format!("{CHANNEL_SUBJECTS}.*"))
@@ -80,6 +98,11 @@ impl Cluster {
             .subscribe(format!("{PROCESS_SUBJECTS}.{}", self.owner))
             .await
             .map_err(|e| anyhow::anyhow!("subscribing to requests: {e}"))?;
+        let revocations = self
+            .client
+            .subscribe(REVOKED_KEYS)
+            .await
+            .map_err(|e| anyhow::anyhow!("subscribing to revoked keys: {e}"))?;
         let exports = hub.export_to();
         self.tasks.push(tokio::spawn(export(
             self.client.clone(),
@@ -91,6 +114,8 @@ impl Cluster {
             .push(tokio::spawn(import(frames, self.owner, hub)));
         self.tasks
             .push(tokio::spawn(answer(self.client.clone(), requests, engine)));
+        self.tasks
+            .push(tokio::spawn(hear_revocations(revocations, revoked)));
         Ok(())
     }
 
@@ -102,6 +127,39 @@ impl Cluster {
             let _ = exporter.await;
         }
         tasks.for_each(|task| task.abort());
+    }
+}
+
+/// Announces revoked keys to the other processes.
+#[derive(Clone)]
+pub struct Revocations {
+    client: Client,
+}
+
+impl Revocations {
+    /// Sends the word and waits until it has left. Best effort: a process that misses it
+    /// still refuses the key once its cached entry is a second old.
+    pub async fn announce(&self, key: Uuid) {
+        let payload = Bytes::from(key.to_string());
+        let sent = match self.client.publish(REVOKED_KEYS, payload).await {
+            Ok(()) => self.client.flush().await.map_err(anyhow::Error::from),
+            Err(error) => Err(error.into()),
+        };
+        if let Err(error) = sent {
+            tracing::warn!(%key, error = format!("{error:#}"), "announcing a revoked key failed");
+        }
+    }
+}
+
+async fn hear_revocations(mut announced: async_nats::Subscriber, revoked: impl Fn(Uuid)) {
+    while let Some(message) = announced.next().await {
+        match std::str::from_utf8(&message.payload)
+            .ok()
+            .and_then(|text| Uuid::parse_str(text).ok())
+        {
+            Some(key) => revoked(key),
+            None => tracing::warn!("ignoring a malformed key revocation from NATS"),
+        }
     }
 }
 

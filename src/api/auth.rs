@@ -148,9 +148,10 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
 /// not cost a lookup each.
 ///
 /// An entry is used for [`KEY_CACHE_TTL`] after it was read. A key revoked through this
-/// process is dropped at once ([`KeyCache::forget`]); one revoked through another process
-/// of a cluster stops working here within the TTL, when the entry is read again. Only keys
-/// that exist are kept, so unknown keys cannot fill it.
+/// process is dropped at once ([`KeyCache::forget`]), and so is one revoked through another
+/// process of a cluster when that process's word arrives over NATS; should the word be lost,
+/// the key stops working here within the TTL, when the entry is read again. Only keys that
+/// exist are kept, so unknown keys cannot fill it.
 #[derive(Default)]
 pub struct KeyCache {
     entries: DashMap<String, Found>,

@@ -185,6 +185,9 @@ async fn revoke_key(
     }
     state.keys.forget(id);
     state.streams.revoke(id);
+    if let Some(others) = &state.revocations {
+        others.announce(id).await;
+    }
     tracing::info!(key = %id, "API key revoked");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -61,6 +61,8 @@ pub struct AppState {
     pub keys: Arc<auth::KeyCache>,
     /// Open WebSocket streams per key.
     pub streams: Arc<Streams>,
+    /// Where keys revoked here are announced to the other processes, in a cluster.
+    pub revocations: Option<crate::cluster::Revocations>,
     /// The client for user-supplied URLs, and their check.
     pub outbound: Outbound,
     /// Cancelled when the server shuts down; WebSocket sessions close with 1001 on it.
