@@ -6,7 +6,6 @@
 //!   fill gaps from the store, so a frame lost on the way costs a catch-up, never an event.
 //! - **Requests** for a collaboration another process runs (stop, delete, a person's
 //!   message) go to `skein.process.<owner id>` and are answered by that process's engine.
-//!
 //! - **Revoked keys.** A process that revokes a key says so on `skein.keys.revoked`; every
 //!   process then drops the key from its key cache and closes its streams, as the revoking
 //!   process did.

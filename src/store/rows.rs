@@ -160,7 +160,7 @@ impl<Id: Into<Uuid>> AgentRow<Id> {
 }
 
 /// A collaboration's row with its roster, which the query folds into one JSON array of
-/// `[id, address, name, kind]`, principal first (see each backend's `ROSTER` column).
+/// `[id, address, name, kind]`, principal first (each backend's `rostered!` query).
 /// One statement reads a collaboration whole, instead of one for the rows and one for the
 /// rosters.
 #[derive(FromRow)]
