@@ -1314,3 +1314,24 @@ async fn enqueue_webhook(
     .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// A bare bound `LIMIT` makes SQLite compile its statement again on every run (see the
+    /// module's docs), which nothing else would show but a profile.
+    #[test]
+    fn every_bound_limit_is_cast() {
+        let source = include_str!("sqlite.rs");
+        // Spelled in pieces, so that this test does not find itself.
+        for bare in [["LIMIT", " ?"].concat(), ["LIMIT", " \")"].concat()] {
+            let found: Vec<&str> = source
+                .lines()
+                .filter(|line| !line.trim_start().starts_with("//") && line.contains(&bare))
+                .collect();
+            assert!(
+                found.is_empty(),
+                "write `LIMIT CAST(? AS INTEGER)`: {found:#?}"
+            );
+        }
+    }
+}
