@@ -177,9 +177,13 @@ async fn create(
                 format!("no agent `{reference}` exists"),
             ));
         }
-        Ok::<_, AppError>(agent.map(|a| a.id))
+        Ok::<_, AppError>(agent)
     };
+    // The agents found, principal first: the new runner starts from them.
+    let mut agents = Vec::new();
     let principal = resolve("principal".into(), &request.principal, &mut errors).await?;
+    let principal_id = principal.as_ref().map(|a| a.id);
+    agents.extend(principal);
     if request.participants.is_empty() {
         errors.push(FieldError::new(
             "participants",
@@ -196,18 +200,19 @@ async fn create(
     let mut seen = HashSet::new();
     for (i, reference) in request.participants.iter().enumerate() {
         let field = format!("participants[{i}]");
-        let Some(id) = resolve(field.clone(), reference, &mut errors).await? else {
+        let Some(agent) = resolve(field.clone(), reference, &mut errors).await? else {
             continue;
         };
-        if Some(id) == principal {
+        if Some(agent.id) == principal_id {
             errors.push(FieldError::new(
                 field,
                 "the principal cannot also be a participant",
             ));
-        } else if !seen.insert(id) {
+        } else if !seen.insert(agent.id) {
             errors.push(FieldError::new(field, "this agent is listed twice"));
         } else {
-            participants.push(id);
+            participants.push(agent.id);
+            agents.push(agent);
         }
     }
 
@@ -284,7 +289,7 @@ async fn create(
         account_id: caller.account_id,
         channel_id: Uuid::now_v7(),
         objective,
-        principal: principal.expect("checked above"),
+        principal: principal_id.expect("checked above"),
         participants,
         message_cap: request.message_cap as u32,
         timeout_window: request.timeout_window as u32,
@@ -307,10 +312,6 @@ async fn create(
         )
         .await?
         .ok_or_else(|| AppError::Internal(anyhow::anyhow!("a new collaboration came unleased")))?;
-    // Run here at once. Should the client go away first and drop this handler, the next
-    // lease renewal finds the lease held with no runner and starts one.
-    state.engine.launch(lease);
-    crate::telemetry::collaboration_started();
     let created = state
         .store
         .get_collaboration(caller.account_id, new.id)
@@ -318,6 +319,11 @@ async fn create(
         .ok_or_else(|| {
             AppError::Internal(anyhow::anyhow!("a collaboration vanished after insert"))
         })?;
+    // Run here at once, from what is at hand. Should the client go away first and drop
+    // this handler, the next lease renewal finds the lease held with no runner and starts
+    // one, which reads the collaboration from the store.
+    state.engine.launch_created(lease, created.clone(), agents);
+    crate::telemetry::collaboration_started();
     tracing::info!(collaboration = %new.id, "collaboration created");
     let mut headers = HeaderMap::new();
     headers.insert(

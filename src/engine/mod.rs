@@ -38,7 +38,7 @@ use uuid::Uuid;
 use crate::{
     agents::{ModelRef, Models, Remote},
     config::EngineSettings,
-    domain::{AgentSpec, Collaboration, EndReason, Ending, Sender, StoredEvent},
+    domain::{Agent, AgentSpec, Collaboration, EndReason, Ending, Sender, StoredEvent},
     live::Hub,
     store::{Claim, Lease, LeaseTo, Store},
 };
@@ -188,7 +188,7 @@ impl Engine {
     }
 
     /// The lease a collaboration created here is stored with: held by this process, so
-    /// that it runs it from the start (see [`Engine::launch`]).
+    /// that it runs it from the start (see [`Engine::launch_created`]).
     pub fn lease_to(&self) -> LeaseTo {
         LeaseTo {
             owner: self.inner.owner,
@@ -375,8 +375,24 @@ impl Engine {
             .await?)
     }
 
+    /// Starts the runner of a collaboration just created here under `lease`, from the
+    /// collaboration as stored and its agents, which it then need not read back.
+    pub fn launch_created(&self, lease: Lease, collaboration: Collaboration, agents: Vec<Agent>) {
+        self.spawn_runner(
+            lease,
+            Some(runner::Known {
+                collaboration,
+                agents,
+            }),
+        );
+    }
+
     /// Starts the runner of a collaboration this process holds the lease of.
-    pub fn launch(&self, lease: Lease) {
+    fn launch(&self, lease: Lease) {
+        self.spawn_runner(lease, None);
+    }
+
+    fn spawn_runner(&self, lease: Lease, known: Option<runner::Known>) {
         let id = lease.collaboration_id;
         let (tx, rx) = mpsc::channel(4);
         let halt = self.inner.shutdown.child_token();
@@ -392,7 +408,7 @@ impl Engine {
         };
         let inner = self.inner.clone();
         self.inner.tracker.spawn(async move {
-            let outcome = AssertUnwindSafe(runner::run(&inner, lease, rx, halt.clone()))
+            let outcome = AssertUnwindSafe(runner::run(&inner, lease, known, rx, halt.clone()))
                 .catch_unwind()
                 .await;
             if outcome.is_err() {

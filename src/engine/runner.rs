@@ -80,16 +80,24 @@ enum Wake<T> {
     Exit(Exit),
 }
 
+/// What the process that has just created a collaboration holds of it: the runner
+/// starts from this instead of reading it back.
+pub(super) struct Known {
+    pub(super) collaboration: Collaboration,
+    pub(super) agents: Vec<Agent>,
+}
+
 /// Runs the collaboration under `lease`: its turns if it is running, then (or only, after
 /// a crash between the two) its summary. `halt` stops it without writing anything more.
 pub(super) async fn run(
     inner: &Inner,
     lease: Lease,
+    known: Option<Known>,
     mut control: mpsc::Receiver<Control>,
     halt: CancellationToken,
 ) {
     let id = lease.collaboration_id;
-    let mut state = match load(inner, lease, halt).await {
+    let mut state = match load(inner, lease, known, halt).await {
         Ok(Some(state)) => state,
         Ok(None) => return,
         Err(error) => {
@@ -175,7 +183,7 @@ pub(super) async fn panicked(inner: &Inner, lease: Lease) {
     inner.hub.end_turns(collaboration.channel_id);
     telemetry::collaboration_ended(ending.reason.status().name(), ending.reason.name());
     inner.hub.publish_event(collaboration.channel_id, &event);
-    if let Ok(Some(state)) = load(inner, lease, inner.shutdown.child_token()).await {
+    if let Ok(Some(state)) = load(inner, lease, None, inner.shutdown.child_token()).await {
         summarize(inner, &state, ending.reason, &mut None).await;
     }
 }
@@ -184,20 +192,26 @@ pub(super) async fn panicked(inner: &Inner, lease: Lease) {
 async fn load(
     inner: &Inner,
     lease: Lease,
+    known: Option<Known>,
     halt: CancellationToken,
 ) -> anyhow::Result<Option<State>> {
-    let Some(collaboration) = inner.store.collaboration(lease.collaboration_id).await? else {
-        return Ok(None);
+    let (collaboration, agents) = match known {
+        Some(Known {
+            collaboration,
+            agents,
+        }) => (collaboration, agents),
+        None => {
+            let Some(collaboration) = inner.store.collaboration(lease.collaboration_id).await?
+            else {
+                return Ok(None);
+            };
+            let ids: Vec<Uuid> = collaboration.roster().iter().map(|s| s.id).collect();
+            let agents = inner.store.agents_by_id(&ids).await?;
+            (collaboration, agents)
+        }
     };
     let roster = collaboration.roster();
-    let ids: Vec<Uuid> = roster.iter().map(|s| s.id).collect();
-    let agents: HashMap<Uuid, Agent> = inner
-        .store
-        .agents_by_id(&ids)
-        .await?
-        .into_iter()
-        .map(|a| (a.id, a))
-        .collect();
+    let agents: HashMap<Uuid, Agent> = agents.into_iter().map(|a| (a.id, a)).collect();
     let mut transcript = Vec::new();
     let mut after = 0;
     // Rebuilt from the store, not from memory: this is also how a restart resumes.
