@@ -34,6 +34,8 @@ const REVOKED_KEYS: &str = "skein.keys.revoked";
 /// How long a relayed request may take: the other process answers once its runner has acted
 /// (stored the person's message, or the end).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long revoking a key waits for NATS to take the announcement.
+const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(2);
 
 const ORIGIN: &str = "Skein-Origin";
 const KIND: &str = "Skein-Kind";
@@ -140,10 +142,16 @@ impl Revocations {
     /// still refuses the key once its cached entry is a second old.
     pub async fn announce(&self, key: Uuid) {
         let payload = Bytes::from(key.to_string());
-        let sent = match self.client.publish(REVOKED_KEYS, payload).await {
-            Ok(()) => self.client.flush().await.map_err(anyhow::Error::from),
-            Err(error) => Err(error.into()),
+        let send = async {
+            self.client.publish(REVOKED_KEYS, payload).await?;
+            self.client.flush().await?;
+            Ok::<_, anyhow::Error>(())
         };
+        // With NATS unreachable, the flush would wait for it: the revocation itself is
+        // stored already, so the request does not wait long.
+        let sent = tokio::time::timeout(ANNOUNCE_TIMEOUT, send)
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("NATS did not take it in time")));
         if let Err(error) = sent {
             tracing::warn!(%key, error = format!("{error:#}"), "announcing a revoked key failed");
         }
