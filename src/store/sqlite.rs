@@ -58,18 +58,19 @@ macro_rules! rostered {
 /// of letting several connections contend for the file lock (busy retries, and a thread
 /// switch per attempt). Readers never wait for it in WAL mode.
 ///
-/// Turns, the one write every running collaboration makes over and over, are written by a
-/// task of their own, many to a transaction (see [`commit_turns`]).
+/// Turns, the one write every running collaboration makes over and over, and new
+/// collaborations, the one write every create request makes, are written by a task of their
+/// own, many to a transaction (see [`commit_writes`]).
 #[derive(Clone)]
 pub struct SqliteStore {
     reads: SqlitePool,
     writes: SqlitePool,
-    turns: mpsc::Sender<Turn>,
+    queue: mpsc::Sender<Write>,
 }
 
-/// The most turns written in one transaction. Enough to take in every runnable
-/// collaboration's turn at once; few enough that a commit stays short.
-const TURNS_PER_COMMIT: usize = 256;
+/// The most writes in one transaction. Enough to take in every runnable collaboration's
+/// turn at once; few enough that a commit stays short.
+const WRITES_PER_COMMIT: usize = 256;
 
 impl SqliteStore {
     /// Opens (creating if needed) `skein.db` in `data_dir` and applies pending migrations.
@@ -96,17 +97,30 @@ impl SqliteStore {
             .max_connections(8)
             .connect_with(options.read_only(true))
             .await?;
-        let (turns, queue) = mpsc::channel(TURNS_PER_COMMIT);
-        tokio::spawn(commit_turns(writes.clone(), queue));
+        let (queue, writer) = mpsc::channel(WRITES_PER_COMMIT);
+        tokio::spawn(commit_writes(writes.clone(), writer));
         Ok(Self {
             reads,
             writes,
-            turns,
+            queue,
         })
     }
 
     async fn write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
         begin_write(&self.writes).await
+    }
+
+    /// Hands `write` to [`commit_writes`] and waits until its transaction has committed.
+    async fn queued<T>(
+        &self,
+        write: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> Write,
+    ) -> StoreResult<T> {
+        let (done, written) = oneshot::channel();
+        // The writer task lives as long as any clone of the store; it is gone only if it
+        // panicked, and then nothing can be written any more.
+        let gone = || StoreError::Database(sqlx::Error::PoolClosed);
+        self.queue.send(write(done)).await.map_err(|_| gone())?;
+        written.await.map_err(|_| gone())?
     }
 }
 
@@ -141,67 +155,180 @@ async fn begin_write(writes: &SqlitePool) -> StoreResult<Transaction<'static, Sq
     Ok(writes.begin_with("BEGIN IMMEDIATE").await?)
 }
 
-/// A turn waiting for [`commit_turns`] to write it.
+/// A write waiting for [`commit_writes`], with where to answer once it is committed.
+enum Write {
+    Turn(Turn, oneshot::Sender<StoreResult<Option<StoredEvent>>>),
+    Create(Create, oneshot::Sender<StoreResult<()>>),
+}
+
 struct Turn {
     lease: Lease,
     body: EventBody,
     tokens: u64,
-    done: oneshot::Sender<StoreResult<Option<StoredEvent>>>,
 }
 
-/// Group commit. Every turn waiting when the writer comes round goes into one transaction,
+struct Create {
+    new: NewCollaboration,
+    max_running: u32,
+    lease: Option<(Lease, DateTime<Utc>)>,
+}
+
+/// What a write made: the event a turn stored, nothing for a create.
+type Made = Option<StoredEvent>;
+
+impl Write {
+    /// This write's statements, inside `tx`. A refusal (a lost lease, the running cap)
+    /// writes nothing, so the transaction can go on with the next write.
+    async fn apply(&self, tx: &mut Transaction<'static, Sqlite>) -> StoreResult<Made> {
+        match self {
+            Write::Turn(turn, _) => append_in(tx, turn).await,
+            Write::Create(create, _) => create_in(tx, create).await.map(|()| None),
+        }
+    }
+
+    /// Whether `error` from [`Write::apply`] is a refusal, raised before this write wrote
+    /// anything: the transaction is whole and goes on.
+    fn refused(&self, error: &StoreError) -> bool {
+        match self {
+            Write::Turn(..) => matches!(error, StoreError::LeaseLost),
+            // The running cap, checked before the first insert.
+            Write::Create(..) => matches!(error, StoreError::Conflict(_)),
+        }
+    }
+
+    fn answer(self, result: StoreResult<Made>) {
+        match self {
+            Write::Turn(_, done) => drop(done.send(result)),
+            Write::Create(_, done) => drop(done.send(result.map(drop))),
+        }
+    }
+}
+
+/// Group commit. Every write waiting when the writer comes round goes into one transaction,
 /// and each is answered only once that transaction is committed. A commit costs SQLite a
 /// WAL write of every page it touched, and sqlx two hand-offs to its connection's thread;
-/// under load, hundreds of turns now share them, and the pages they have in common (the
-/// tables' last leaves, the indexes) are written once.
+/// under load, hundreds of turns (or tens of creates) now share them, and the pages they
+/// have in common (the tables' last leaves, the indexes) are written once.
 ///
-/// A turn is refused on its own (its collaboration has ended, or its lease is lost) without
-/// harm to the others. If the transaction fails as a whole, nothing of it was kept, and each
-/// turn is tried again in a transaction of its own, so that one bad turn fails alone.
-async fn commit_turns(writes: SqlitePool, mut queue: mpsc::Receiver<Turn>) {
-    let mut batch = Vec::with_capacity(TURNS_PER_COMMIT);
-    while queue.recv_many(&mut batch, TURNS_PER_COMMIT).await > 0 {
-        match append_together(&writes, &batch).await {
-            Ok(written) => {
-                for (turn, result) in batch.drain(..).zip(written) {
-                    let _ = turn.done.send(result);
+/// A write is refused on its own (its collaboration has ended, its lease is lost, its key
+/// has too many collaborations running) without harm to the others. If the transaction
+/// fails as a whole, nothing of it was kept, and each write is tried again in a transaction
+/// of its own, so that one bad write fails alone.
+async fn commit_writes(writes: SqlitePool, mut queue: mpsc::Receiver<Write>) {
+    let mut batch = Vec::with_capacity(WRITES_PER_COMMIT);
+    while queue.recv_many(&mut batch, WRITES_PER_COMMIT).await > 0 {
+        match write_together(&writes, &batch).await {
+            Ok(made) => {
+                for (write, result) in batch.drain(..).zip(made) {
+                    write.answer(result);
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, turns = batch.len(), "group commit failed; writing its turns one by one");
-                for turn in batch.drain(..) {
-                    let result = append_alone(&writes, &turn).await;
-                    let _ = turn.done.send(result);
+                tracing::warn!(%error, writes = batch.len(), "group commit failed; writing its writes one by one");
+                for write in batch.drain(..) {
+                    let result = write_alone(&writes, &write).await;
+                    write.answer(result);
                 }
             }
         }
     }
 }
 
-/// The turns of `batch` in one transaction, with each turn's own outcome; `Err` if the
+/// The writes of `batch` in one transaction, with each write's own outcome; `Err` if the
 /// transaction failed and was rolled back.
-async fn append_together(
+async fn write_together(
     writes: &SqlitePool,
-    batch: &[Turn],
-) -> StoreResult<Vec<StoreResult<Option<StoredEvent>>>> {
+    batch: &[Write],
+) -> StoreResult<Vec<StoreResult<Made>>> {
     let mut tx = begin_write(writes).await?;
-    let mut written = Vec::with_capacity(batch.len());
-    for turn in batch {
-        match append_in(&mut tx, turn).await {
-            Err(StoreError::LeaseLost) => written.push(Err(StoreError::LeaseLost)),
-            Err(error) => return Err(error),
-            Ok(event) => written.push(Ok(event)),
+    let mut made = Vec::with_capacity(batch.len());
+    for write in batch {
+        match write.apply(&mut tx).await {
+            Err(error) if !write.refused(&error) => return Err(error),
+            result => made.push(result),
         }
     }
     tx.commit().await?;
-    Ok(written)
+    Ok(made)
 }
 
-async fn append_alone(writes: &SqlitePool, turn: &Turn) -> StoreResult<Option<StoredEvent>> {
+async fn write_alone(writes: &SqlitePool, write: &Write) -> StoreResult<Made> {
     let mut tx = begin_write(writes).await?;
-    let event = append_in(&mut tx, turn).await?;
+    let made = write.apply(&mut tx).await?;
     tx.commit().await?;
-    Ok(event)
+    Ok(made)
+}
+
+/// A new collaboration's rows, its lease and its `started` webhook, once the running cap
+/// allows it. Counted inside the write transaction, so two requests cannot both take the
+/// last slot.
+async fn create_in(tx: &mut Transaction<'static, Sqlite>, create: &Create) -> StoreResult<()> {
+    let Create {
+        new,
+        max_running,
+        lease,
+    } = create;
+    let running: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM collaborations WHERE created_by_key = ? AND status = 'running'",
+    )
+    .bind(new.created_by.hyphenated())
+    .fetch_one(&mut **tx)
+    .await?;
+    if running >= i64::from(*max_running) {
+        return Err(StoreError::too_many_running(running, *max_running));
+    }
+    sqlx::query(
+            "INSERT INTO collaborations (id, account_id, channel_id, objective, principal_agent_id, \
+             message_cap, timeout_window, evaluate_objective_completion, source, strategy, webhook_url, \
+             token_budget, podcast, allow_interjections, created_by_key, status, started_at, created_at, \
+             lease_owner, lease_expires_at, lease_epoch) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+        )
+        .bind(new.id.hyphenated())
+        .bind(new.account_id.hyphenated())
+        .bind(new.channel_id.hyphenated())
+        .bind(&new.objective)
+        .bind(new.principal.hyphenated())
+        .bind(i64::from(new.message_cap))
+        .bind(i64::from(new.timeout_window))
+        .bind(new.evaluate_objective_completion)
+        .bind(new.source.map(|s| s.name()))
+        .bind(new.strategy.name())
+        .bind(&new.webhook_url)
+        .bind(new.token_budget.map(|b| b as i64))
+        .bind(new.podcast)
+        .bind(new.allow_interjections)
+        .bind(new.created_by.hyphenated())
+        .bind(new.created_at)
+        .bind(new.created_at)
+        .bind(lease.map(|(lease, _)| lease.owner.hyphenated()))
+        .bind(lease.map(|(_, expires)| expires))
+        .bind(lease.map_or(0, |(lease, _)| lease.epoch))
+        .execute(&mut **tx)
+        .await?;
+    let roster = std::iter::once(&new.principal).chain(&new.participants);
+    QueryBuilder::new(
+        "INSERT INTO collaboration_participants (collaboration_id, agent_id, position) ",
+    )
+    .push_values(roster.enumerate(), |mut row, (position, agent_id)| {
+        row.push_bind(new.id.hyphenated())
+            .push_bind(agent_id.hyphenated())
+            .push_bind(position as i64);
+    })
+    .build()
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+            "INSERT INTO channels (id, account_id, collaboration_id, last_seq, created_at) VALUES (?, ?, ?, 0, ?)",
+        )
+        .bind(new.channel_id.hyphenated())
+        .bind(new.account_id.hyphenated())
+        .bind(new.id.hyphenated())
+        .bind(new.created_at)
+        .execute(&mut **tx)
+        .await?;
+    enqueue_webhook(tx, new.id, WebhookEvent::Started).await?;
+    Ok(())
 }
 
 /// One turn's writes. A turn refused for its lease or state writes nothing, so the
@@ -631,71 +758,14 @@ impl Store for SqliteStore {
         max_running: u32,
         lease_to: Option<LeaseTo>,
     ) -> StoreResult<Option<Lease>> {
-        let lease = lease_to.map(|to| to.first(new.id));
-        let mut tx = self.write().await?;
-        // Counted inside the write transaction, so two requests cannot both take the last slot.
-        let running: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM collaborations WHERE created_by_key = ? AND status = 'running'",
-        )
-        .bind(new.created_by.hyphenated())
-        .fetch_one(&mut *tx)
-        .await?;
-        if running >= i64::from(max_running) {
-            return Err(StoreError::too_many_running(running, max_running));
-        }
-        sqlx::query(
-            "INSERT INTO collaborations (id, account_id, channel_id, objective, principal_agent_id, \
-             message_cap, timeout_window, evaluate_objective_completion, source, strategy, webhook_url, \
-             token_budget, podcast, allow_interjections, created_by_key, status, started_at, created_at, \
-             lease_owner, lease_expires_at, lease_epoch) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
-        )
-        .bind(new.id.hyphenated())
-        .bind(new.account_id.hyphenated())
-        .bind(new.channel_id.hyphenated())
-        .bind(&new.objective)
-        .bind(new.principal.hyphenated())
-        .bind(i64::from(new.message_cap))
-        .bind(i64::from(new.timeout_window))
-        .bind(new.evaluate_objective_completion)
-        .bind(new.source.map(|s| s.name()))
-        .bind(new.strategy.name())
-        .bind(&new.webhook_url)
-        .bind(new.token_budget.map(|b| b as i64))
-        .bind(new.podcast)
-        .bind(new.allow_interjections)
-        .bind(new.created_by.hyphenated())
-        .bind(new.created_at)
-        .bind(new.created_at)
-        .bind(lease.map(|(lease, _)| lease.owner.hyphenated()))
-        .bind(lease.map(|(_, expires)| expires))
-        .bind(lease.map_or(0, |(lease, _)| lease.epoch))
-        .execute(&mut *tx)
-        .await?;
-        let roster = std::iter::once(&new.principal).chain(&new.participants);
-        QueryBuilder::new(
-            "INSERT INTO collaboration_participants (collaboration_id, agent_id, position) ",
-        )
-        .push_values(roster.enumerate(), |mut row, (position, agent_id)| {
-            row.push_bind(new.id.hyphenated())
-                .push_bind(agent_id.hyphenated())
-                .push_bind(position as i64);
-        })
-        .build()
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO channels (id, account_id, collaboration_id, last_seq, created_at) VALUES (?, ?, ?, 0, ?)",
-        )
-        .bind(new.channel_id.hyphenated())
-        .bind(new.account_id.hyphenated())
-        .bind(new.id.hyphenated())
-        .bind(new.created_at)
-        .execute(&mut *tx)
-        .await?;
-        enqueue_webhook(&mut tx, new.id, WebhookEvent::Started).await?;
-        tx.commit().await?;
-        Ok(lease.map(|(lease, _)| lease))
+        let create = Create {
+            new: new.clone(),
+            max_running,
+            lease: lease_to.map(|to| to.first(new.id)),
+        };
+        let lease = create.lease.map(|(lease, _)| lease);
+        self.queued(|done| Write::Create(create, done)).await?;
+        Ok(lease)
     }
 
     async fn get_collaboration(
@@ -936,18 +1006,12 @@ impl Store for SqliteStore {
         body: &EventBody,
         tokens: u64,
     ) -> StoreResult<Option<StoredEvent>> {
-        let (done, written) = oneshot::channel();
         let turn = Turn {
             lease: *lease,
             body: body.clone(),
             tokens,
-            done,
         };
-        // The writer task lives as long as any clone of the store; it is gone only if it
-        // panicked, and then nothing can be written any more.
-        let gone = || StoreError::Database(sqlx::Error::PoolClosed);
-        self.turns.send(turn).await.map_err(|_| gone())?;
-        written.await.map_err(|_| gone())?
+        self.queued(|done| Write::Turn(turn, done)).await
     }
 
     async fn add_tokens(&self, collaboration_id: Uuid, tokens: u64) -> StoreResult<()> {

@@ -8,7 +8,7 @@ use skein::{
 };
 use tokio::task::JoinSet;
 
-use crate::support::{Shared, Team, each_store, ending, frame, lease, team};
+use crate::support::{Shared, Team, each_store, ending, frame, lease, sqlite_refusing, team};
 
 /// Every event of the channel, in order.
 async fn history(store: &Shared, channel_id: uuid::Uuid) -> Vec<StoredEvent> {
@@ -431,24 +431,11 @@ async fn turns_written_at_once_keep_their_own_outcomes() {
 /// transaction with must still be stored, once each, with nothing of the refused one kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_turn_the_database_refuses_fails_alone() {
-    use sqlx::Connection;
-
-    let dir = tempfile::tempdir().unwrap();
-    let store: Shared = Arc::new(skein::store::SqliteStore::open(dir.path()).await.unwrap());
-    // Another connection to the same file installs a trigger that refuses one message.
-    let mut raw = sqlx::SqliteConnection::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("skein.db").display()
-    ))
-    .await
-    .unwrap();
-    sqlx::query(
+    let (_dir, store) = sqlite_refusing(
         "CREATE TRIGGER refuse_poison BEFORE INSERT ON events WHEN NEW.frame LIKE '%poison%' \
          BEGIN SELECT RAISE(ABORT, 'refused for the test'); END",
     )
-    .execute(&mut raw)
-    .await
-    .unwrap();
+    .await;
 
     let team = Arc::new(team(&store, "team").await);
     let mut collaborations = Vec::new();

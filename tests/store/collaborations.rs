@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::support::{
-    agent, each_store, ending, later, lease, needing_runner, new_key, sender, team,
+    agent, each_store, ending, later, lease, needing_runner, new_key, sender, sqlite_refusing, team,
 };
 
 #[tokio::test]
@@ -167,6 +167,57 @@ async fn concurrent_starts_do_not_share_the_last_slots() {
         assert_eq!(needing_runner(&store).await.len(), 3);
     })
     .await;
+}
+
+/// SQLite writes creates many to a transaction. A create the database refuses after its
+/// first rows are written fails alone, with none of its rows kept; the creates beside it
+/// are stored, and the running cap still counts exactly the ones that were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_create_the_database_refuses_fails_alone() {
+    // The channel is the last row a create writes, after the collaboration and its roster.
+    let (_dir, store) = sqlite_refusing(
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON channels WHEN (SELECT objective \
+         FROM collaborations WHERE id = NEW.collaboration_id) = 'poison' \
+         BEGIN SELECT RAISE(ABORT, 'refused for the test'); END",
+    )
+    .await;
+    let team = std::sync::Arc::new(team(&store, "team").await);
+    let mut starts = JoinSet::new();
+    for i in 0..12 {
+        let (store, team) = (store.clone(), team.clone());
+        starts.spawn(async move {
+            let mut new = team.collaboration(10);
+            if i == 5 {
+                new.objective = "poison".into();
+            }
+            let outcome = store.insert_collaboration(&new, 8, None).await;
+            (new, outcome)
+        });
+    }
+    let mut stored = Vec::new();
+    let mut capped = 0;
+    for (new, outcome) in starts.join_all().await {
+        match outcome {
+            Ok(_) => stored.push(new.id),
+            Err(StoreError::Conflict(_)) => capped += 1,
+            Err(error) => {
+                assert_eq!(new.objective, "poison", "{error}");
+                assert!(store.collaboration(new.id).await.unwrap().is_none());
+            }
+        }
+    }
+    assert_eq!((stored.len(), capped), (8, 3));
+    stored.sort();
+    assert_eq!(needing_runner(&store).await, stored);
+    let (_, total) = store
+        .list_collaborations(
+            team.tenant.id(),
+            &CollaborationFilter::default(),
+            PageRequest { page: 1, size: 50 },
+        )
+        .await
+        .unwrap();
+    assert_eq!(total, 8, "the refused create is not counted");
 }
 
 #[tokio::test]

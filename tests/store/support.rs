@@ -206,6 +206,19 @@ pub async fn lease(store: &Shared, id: Uuid) -> Lease {
 
 /// Every collaboration that needs a runner, sorted: claimed, live leases too, by a process
 /// of its own.
+/// A fresh SQLite store whose file also holds `trigger`, installed through a connection of
+/// its own: how a test makes the database refuse one write among many.
+pub async fn sqlite_refusing(trigger: &'static str) -> (tempfile::TempDir, Shared) {
+    use sqlx::Connection;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store: Shared = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let url = format!("sqlite://{}", dir.path().join("skein.db").display());
+    let mut raw = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query(trigger).execute(&mut raw).await.unwrap();
+    (dir, store)
+}
+
 pub async fn needing_runner(store: &Shared) -> Vec<Uuid> {
     let minute = std::time::Duration::from_secs(60);
     let claimed = store.claim_leases(Uuid::new_v4(), minute, Claim::All).await;
