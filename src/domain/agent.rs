@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::AgentAddress;
+use super::{AgentAddress, Sender};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -88,6 +88,18 @@ pub struct Agent {
     pub secret: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl Agent {
+    /// How the agent is shown in a roster and beside each of its messages.
+    pub fn sender(&self) -> Sender {
+        Sender {
+            id: self.id,
+            address: self.address.to_string(),
+            name: self.name.clone(),
+            kind: self.spec.kind(),
+        }
+    }
 }
 
 /// How a request names an agent: by UUID or by `agent1q…` address.

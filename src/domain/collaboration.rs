@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::Sender;
+use super::{Agent, Sender};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -96,7 +96,47 @@ pub struct NewCollaboration {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone)]
+impl NewCollaboration {
+    /// The collaboration as the store holds it once inserted: running, nothing said yet.
+    /// `roster` is its agents, principal first then participants in order; it is never
+    /// empty.
+    pub fn started(&self, roster: &[Agent]) -> Collaboration {
+        let (principal, participants) = roster
+            .split_first()
+            .expect("a collaboration has a principal");
+        Collaboration {
+            id: self.id,
+            account_id: self.account_id,
+            channel_id: self.channel_id,
+            objective: self.objective.clone(),
+            principal: principal.sender(),
+            participants: participants.iter().map(Agent::sender).collect(),
+            message_cap: self.message_cap,
+            timeout_window: self.timeout_window,
+            evaluate_objective_completion: self.evaluate_objective_completion,
+            source: self.source,
+            strategy: self.strategy,
+            webhook_url: self.webhook_url.clone(),
+            token_budget: self.token_budget,
+            podcast: self.podcast,
+            allow_interjections: self.allow_interjections,
+            status: CollaborationStatus::Running,
+            end_reason: None,
+            headline: None,
+            summary: None,
+            error_message: None,
+            advisory_message: None,
+            audio_url: None,
+            message_count: 0,
+            tokens_used: 0,
+            started_at: self.created_at,
+            ended_at: None,
+            created_at: self.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct Collaboration {
     pub id: Uuid,
     pub account_id: Uuid,

@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::support::{
-    agent, each_store, ending, later, lease, needing_runner, new_key, sender, sqlite_refusing, team,
+    agent, each_store, ending, later, lease, needing_runner, new_key, sqlite_refusing, team,
 };
 
 #[tokio::test]
@@ -36,10 +36,10 @@ async fn a_collaboration_is_stored_with_its_roster_and_channel() {
         assert_eq!(stored.id, new.id);
         assert_eq!(stored.channel_id, new.channel_id);
         assert_eq!(stored.objective, new.objective);
-        assert_eq!(stored.principal, sender(&team.principal));
+        assert_eq!(stored.principal, team.principal.sender());
         assert_eq!(
             stored.participants,
-            [sender(&third), sender(&team.participant)]
+            [third.sender(), team.participant.sender()]
         );
         assert_eq!(stored.message_cap, 12);
         assert_eq!(stored.timeout_window, 60);
@@ -57,6 +57,11 @@ async fn a_collaboration_is_stored_with_its_roster_and_channel() {
         assert_eq!(stored.started_at, new.created_at);
         assert_eq!(stored.created_at, new.created_at);
         assert_eq!(stored.ended_at, None);
+        // What the create handler answers with, without reading it back.
+        assert_eq!(
+            stored,
+            new.started(&[team.principal.clone(), third, team.participant.clone()])
+        );
 
         let channel = store
             .get_channel(new.account_id, new.channel_id)

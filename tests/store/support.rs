@@ -180,7 +180,7 @@ impl Team {
     }
 
     pub fn message(&self, content: &str) -> EventBody {
-        message_from(sender(&self.principal), content)
+        message_from(self.principal.sender(), content)
     }
 }
 
@@ -229,15 +229,6 @@ pub async fn needing_runner(store: &Shared) -> Vec<Uuid> {
         .collect();
     ids.sort();
     ids
-}
-
-pub fn sender(agent: &Agent) -> Sender {
-    Sender {
-        id: agent.id,
-        address: agent.address.to_string(),
-        name: agent.name.clone(),
-        kind: agent.spec.kind(),
-    }
 }
 
 pub fn message_from(sender: Sender, content: &str) -> EventBody {
