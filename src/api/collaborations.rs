@@ -1,7 +1,5 @@
 //! `/collaborations`: the flockx collaborations API, plus stop and Skein's extensions.
 
-use std::collections::HashSet;
-
 use axum::{
     Json, Router,
     extract::State,
@@ -16,8 +14,8 @@ use uuid::Uuid;
 use super::{ApiJson, ApiPath, ApiQuery, AppState, PageParams, auth::Caller, check, check_len};
 use crate::{
     domain::{
-        AgentRef, Collaboration, CollaborationStatus, EndReason, FieldError, NewCollaboration,
-        Page, Sender, Source, Strategy,
+        Agent, AgentRef, Collaboration, CollaborationStatus, EndReason, FieldError,
+        NewCollaboration, Page, Sender, Source, Strategy,
     },
     engine::StopOutcome,
     error::AppError,
@@ -161,59 +159,63 @@ async fn create(
     let limits = &state.config.limits;
     let mut errors = Vec::new();
 
-    // The roster: every reference must parse and name one of the caller's agents.
-    let resolve = async |field: String, reference: &str, errors: &mut Vec<FieldError>| {
-        let parsed = match AgentRef::parse(reference) {
-            Ok(parsed) => parsed,
-            Err(message) => {
-                errors.push(FieldError::new(field, message));
-                return Ok(None);
-            }
-        };
-        let agent = state.store.get_agent(caller.account_id, &parsed).await?;
-        if agent.is_none() {
-            errors.push(FieldError::new(
-                field,
-                format!("no agent `{reference}` exists"),
-            ));
-        }
-        Ok::<_, AppError>(agent)
-    };
-    // The agents found, principal first: the new runner starts from them.
-    let mut agents = Vec::new();
-    let principal = resolve("principal".into(), &request.principal, &mut errors).await?;
-    let principal_id = principal.as_ref().map(|a| a.id);
-    agents.extend(principal);
     if request.participants.is_empty() {
         errors.push(FieldError::new(
             "participants",
             "at least one participant is required",
         ));
     }
-    if request.participants.len() > limits.max_participants {
+    // A roster past the limit is not looked up at all.
+    let listed = if request.participants.len() > limits.max_participants {
         errors.push(FieldError::new(
             "participants",
             format!("at most {} participants", limits.max_participants),
         ));
+        &[][..]
+    } else {
+        &request.participants[..]
+    };
+    // The roster: every reference must parse and name one of the caller's agents, and all
+    // are looked up in one query. `None` is the principal's place, `Some(i)` a participant's.
+    let mut named = Vec::new();
+    let places = std::iter::once((None, &request.principal))
+        .chain(listed.iter().enumerate().map(|(i, r)| (Some(i), r)));
+    for (place, reference) in places {
+        let field = place.map_or("principal".into(), |i| format!("participants[{i}]"));
+        match AgentRef::parse(reference) {
+            Ok(parsed) => named.push((place, field, reference, parsed)),
+            Err(message) => errors.push(FieldError::new(field, message)),
+        }
     }
+    let refs: Vec<AgentRef> = named.iter().map(|(.., parsed)| parsed.clone()).collect();
+    let found = state.store.get_agents(caller.account_id, &refs).await?;
+    // The agents found, principal first: the new runner starts from them.
+    let mut agents: Vec<Agent> = Vec::new();
+    let mut principal_id = None;
     let mut participants = Vec::new();
-    let mut seen = HashSet::new();
-    for (i, reference) in request.participants.iter().enumerate() {
-        let field = format!("participants[{i}]");
-        let Some(agent) = resolve(field.clone(), reference, &mut errors).await? else {
+    for (place, field, reference, parsed) in named {
+        let Some(agent) = found.iter().find(|agent| agent.is(&parsed)) else {
+            errors.push(FieldError::new(
+                field,
+                format!("no agent `{reference}` exists"),
+            ));
             continue;
         };
-        if Some(agent.id) == principal_id {
+        if place.is_none() {
+            principal_id = Some(agent.id);
+        } else if Some(agent.id) == principal_id {
             errors.push(FieldError::new(
                 field,
                 "the principal cannot also be a participant",
             ));
-        } else if !seen.insert(agent.id) {
+            continue;
+        } else if participants.contains(&agent.id) {
             errors.push(FieldError::new(field, "this agent is listed twice"));
+            continue;
         } else {
             participants.push(agent.id);
-            agents.push(agent);
         }
+        agents.push(agent.clone());
     }
 
     if !(1..=i64::from(limits.max_message_cap)).contains(&request.message_cap) {

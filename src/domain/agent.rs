@@ -91,6 +91,14 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// Whether `reference` names this agent.
+    pub fn is(&self, reference: &AgentRef) -> bool {
+        match reference {
+            AgentRef::Id(id) => self.id == *id,
+            AgentRef::Address(address) => self.address == *address,
+        }
+    }
+
     /// How the agent is shown in a roster and beside each of its messages.
     pub fn sender(&self) -> Sender {
         Sender {

@@ -231,6 +231,9 @@ pub trait Store: Send + Sync + 'static {
     /// Refuses an address already used in the account ([`StoreError::Conflict`]).
     async fn insert_agent(&self, agent: &Agent) -> StoreResult<()>;
     async fn get_agent(&self, account_id: Uuid, agent: &AgentRef) -> StoreResult<Option<Agent>>;
+    /// The account's agents that `agents` name, in one query and in no particular order; a
+    /// reference that names none adds nothing.
+    async fn get_agents(&self, account_id: Uuid, agents: &[AgentRef]) -> StoreResult<Vec<Agent>>;
     /// Agents by id regardless of account: the engine's view of a roster it already owns.
     async fn agents_by_id(&self, ids: &[Uuid]) -> StoreResult<Vec<Agent>>;
     async fn list_agents(

@@ -450,6 +450,25 @@ impl Store for PgStore {
         row.map(AgentRow::into_domain).transpose()
     }
 
+    async fn get_agents(&self, account_id: Uuid, agents: &[AgentRef]) -> StoreResult<Vec<Agent>> {
+        let (mut ids, mut addresses) = (Vec::new(), Vec::new());
+        for agent in agents {
+            match agent {
+                AgentRef::Id(id) => ids.push(*id),
+                AgentRef::Address(address) => addresses.push(address.as_str()),
+            }
+        }
+        let rows: Vec<AgentRow<Id>> = sqlx::query_as(
+            "SELECT * FROM agents WHERE account_id = $1 AND (id = ANY($2) OR address = ANY($3))",
+        )
+        .bind(account_id)
+        .bind(ids)
+        .bind(addresses)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(AgentRow::into_domain).collect()
+    }
+
     async fn agents_by_id(&self, ids: &[Uuid]) -> StoreResult<Vec<Agent>> {
         if ids.is_empty() {
             return Ok(Vec::new());

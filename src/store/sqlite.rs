@@ -683,6 +683,26 @@ impl Store for SqliteStore {
         row.map(AgentRow::into_domain).transpose()
     }
 
+    async fn get_agents(&self, account_id: Uuid, agents: &[AgentRef]) -> StoreResult<Vec<Agent>> {
+        if agents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut query = QueryBuilder::<Sqlite>::new("SELECT * FROM agents WHERE account_id = ");
+        query.push_bind(account_id.hyphenated()).push(" AND (");
+        let mut either = query.separated(" OR ");
+        for agent in agents {
+            match agent {
+                AgentRef::Id(id) => either.push("id = ").push_bind_unseparated(id.hyphenated()),
+                AgentRef::Address(address) => either
+                    .push("address = ")
+                    .push_bind_unseparated(address.to_string()),
+            };
+        }
+        query.push(")");
+        let rows: Vec<AgentRow<Id>> = query.build_query_as().fetch_all(&self.reads).await?;
+        rows.into_iter().map(AgentRow::into_domain).collect()
+    }
+
     async fn agents_by_id(&self, ids: &[Uuid]) -> StoreResult<Vec<Agent>> {
         if ids.is_empty() {
             return Ok(Vec::new());

@@ -48,6 +48,36 @@ async fn an_agent_is_found_by_id_and_by_address_in_its_account() {
     .await;
 }
 
+/// A roster is looked up in one query: by id and by address at once, only in the account,
+/// and what names nothing is left out.
+#[tokio::test]
+async fn several_agents_are_found_at_once_by_id_or_address() {
+    each_store(|store| async move {
+        let tenant = tenant(&store, "tenant").await;
+        let other = crate::support::tenant(&store, "other").await;
+        let (one, two) = (
+            agent_value(tenant.id(), "one"),
+            agent_value(tenant.id(), "two"),
+        );
+        let elsewhere = agent_value(other.id(), "elsewhere");
+        for agent in [&one, &two, &elsewhere] {
+            store.insert_agent(agent).await.unwrap();
+        }
+        let refs = [
+            AgentRef::Id(one.id),
+            AgentRef::Address(two.address.clone()),
+            AgentRef::Id(elsewhere.id),
+            AgentRef::Address(elsewhere.address.clone()),
+            AgentRef::Id(Uuid::now_v7()),
+        ];
+        let mut found = store.get_agents(tenant.id(), &refs).await.unwrap();
+        found.sort_by_key(|agent| agent.name.clone());
+        assert_eq!(found, [one, two]);
+        assert_eq!(store.get_agents(tenant.id(), &[]).await.unwrap(), []);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn an_address_is_used_once_per_account() {
     each_store(|store| async move {
