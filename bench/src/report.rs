@@ -115,6 +115,11 @@ pub fn ms(nanos: f64) -> f64 {
     (nanos / 1e6 * 1000.0).round() / 1000.0
 }
 
+/// Bytes to KiB, to two decimal places, for printing.
+pub fn kib(bytes: f64) -> f64 {
+    (bytes / 1024.0 * 100.0).round() / 100.0
+}
+
 /// A ratio to two significant places, or "-" without a peer figure.
 pub fn ratio(skein: f64, peer: Option<f64>) -> String {
     match peer {

@@ -17,7 +17,7 @@ use crate::{
     fake_model::{self, FakeModel, Purpose},
     fleet::{self, Fleet},
     proc::{self, ADMIN_KEY, Served},
-    report::{Report, Row, median, ms, percentile_f, ratio},
+    report::{Report, Row, kib, median, ms, percentile_f, ratio},
 };
 
 const MESSAGE_BYTES: usize = 200;
@@ -181,12 +181,7 @@ impl Bench {
             figures[name(target)] = steps
                 .iter()
                 .zip(&medians)
-                .map(|(step, bytes)| {
-                    (
-                        step.to_string(),
-                        json!((bytes / 1024.0 * 100.0).round() / 100.0),
-                    )
-                })
+                .map(|(step, bytes)| (step.to_string(), json!(kib(*bytes))))
                 .collect::<serde_json::Map<_, _>>()
                 .into();
             results.insert(name(target), medians);
@@ -530,6 +525,7 @@ impl Bench {
             let poster = api.human("poster").await?;
             let other = api.human("other").await?;
             let cpu_at_start = served.cpu_seconds();
+            let rss_at_start = served.rss_bytes();
             let mut create = measure(creates, concurrency, |_| {
                 let api = api.clone();
                 let (poster, other) = (poster.clone(), other.clone());
@@ -537,6 +533,11 @@ impl Bench {
             })
             .await?;
             let cpu_after_creates = served.cpu_seconds();
+            // Every collaboration created is still running (its people never speak): what
+            // the server holds per running collaboration, its store's caches included.
+            let grown = served.rss_bytes().saturating_sub(rss_at_start);
+            create["server_rss_kib_per_running_collaboration"] =
+                json!(kib(grown as f64 / creates as f64));
             let mut list = measure(lists, concurrency, |_| {
                 let api = api.clone();
                 async move { api.get("/collaborations?size=20").await.map(drop) }
@@ -550,6 +551,11 @@ impl Bench {
             list["server_cpu_ms_per_request"] =
                 json!(cpu_per(served.cpu_seconds() - cpu_after_creates, lists));
             served.stop().await;
+            self.report.row(Row::alone(
+                format!("server memory per running collaboration, {backend} (RSS growth over the creates)"),
+                format!("{} KiB", create["server_rss_kib_per_running_collaboration"]),
+                None,
+            ));
             figures[backend] = json!({"create": create, "list": list});
             let rate = |figures: &Value| figures["per_second"].as_f64().unwrap_or(0.0);
             for (what, figures, target) in [("list", &list, 15_000.0), ("create", &create, 3_000.0)]

@@ -412,7 +412,10 @@ impl Engine {
                 .catch_unwind()
                 .await;
             if outcome.is_err() {
-                runner::panicked(&inner, lease).await;
+                // Boxed like the runner's phases (see `runner::run`): a task is as large as
+                // its largest future, and this one, an ending and a summary written after a
+                // bug, made every runner's task 16 KiB.
+                Box::pin(runner::panicked(&inner, lease)).await;
             }
             // Done, halted or lost: whatever is left (a summary after a store outage, say)
             // is claimed again by the lease scan, here or elsewhere.
