@@ -37,7 +37,10 @@ async fn invalid_collaborations_are_refused_with_named_fields_and_create_nothing
         (with(json!({"participants": [b, b]})), "participants[1]"),
         (with(json!({"participants": [a]})), "participants[0]"),
         (with(json!({"participants": [unknown]})), "participants[0]"),
-        (with(json!({"participants": vec![b.clone(); 33]})), "participants"),
+        (
+            with(json!({"participants": vec![b.clone(); 33]})),
+            "participants",
+        ),
         (with(json!({"message_cap": 0})), "message_cap"),
         (with(json!({"message_cap": 1_000_000})), "message_cap"),
         (with(json!({"timeout_window": 0})), "timeout_window"),
