@@ -278,34 +278,34 @@ async fn create_in(tx: &mut Transaction<'static, Sqlite>, create: &Create) -> St
         return Err(StoreError::too_many_running(running, *max_running));
     }
     sqlx::query(
-            "INSERT INTO collaborations (id, account_id, channel_id, objective, principal_agent_id, \
-             message_cap, timeout_window, evaluate_objective_completion, source, strategy, webhook_url, \
-             token_budget, podcast, allow_interjections, created_by_key, status, started_at, created_at, \
-             lease_owner, lease_expires_at, lease_epoch) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
-        )
-        .bind(new.id.hyphenated())
-        .bind(new.account_id.hyphenated())
-        .bind(new.channel_id.hyphenated())
-        .bind(&new.objective)
-        .bind(new.principal.hyphenated())
-        .bind(i64::from(new.message_cap))
-        .bind(i64::from(new.timeout_window))
-        .bind(new.evaluate_objective_completion)
-        .bind(new.source.map(|s| s.name()))
-        .bind(new.strategy.name())
-        .bind(&new.webhook_url)
-        .bind(new.token_budget.map(|b| b as i64))
-        .bind(new.podcast)
-        .bind(new.allow_interjections)
-        .bind(new.created_by.hyphenated())
-        .bind(new.created_at)
-        .bind(new.created_at)
-        .bind(lease.map(|(lease, _)| lease.owner.hyphenated()))
-        .bind(lease.map(|(_, expires)| expires))
-        .bind(lease.map_or(0, |(lease, _)| lease.epoch))
-        .execute(&mut **tx)
-        .await?;
+        "INSERT INTO collaborations (id, account_id, channel_id, objective, principal_agent_id, \
+         message_cap, timeout_window, evaluate_objective_completion, source, strategy, webhook_url, \
+         token_budget, podcast, allow_interjections, created_by_key, status, started_at, created_at, \
+         lease_owner, lease_expires_at, lease_epoch) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
+    )
+    .bind(new.id.hyphenated())
+    .bind(new.account_id.hyphenated())
+    .bind(new.channel_id.hyphenated())
+    .bind(&new.objective)
+    .bind(new.principal.hyphenated())
+    .bind(i64::from(new.message_cap))
+    .bind(i64::from(new.timeout_window))
+    .bind(new.evaluate_objective_completion)
+    .bind(new.source.map(|s| s.name()))
+    .bind(new.strategy.name())
+    .bind(&new.webhook_url)
+    .bind(new.token_budget.map(|b| b as i64))
+    .bind(new.podcast)
+    .bind(new.allow_interjections)
+    .bind(new.created_by.hyphenated())
+    .bind(new.created_at)
+    .bind(new.created_at)
+    .bind(lease.map(|(lease, _)| lease.owner.hyphenated()))
+    .bind(lease.map(|(_, expires)| expires))
+    .bind(lease.map_or(0, |(lease, _)| lease.epoch))
+    .execute(&mut **tx)
+    .await?;
     let roster = std::iter::once(&new.principal).chain(&new.participants);
     QueryBuilder::new(
         "INSERT INTO collaboration_participants (collaboration_id, agent_id, position) ",
@@ -319,14 +319,14 @@ async fn create_in(tx: &mut Transaction<'static, Sqlite>, create: &Create) -> St
     .execute(&mut **tx)
     .await?;
     sqlx::query(
-            "INSERT INTO channels (id, account_id, collaboration_id, last_seq, created_at) VALUES (?, ?, ?, 0, ?)",
-        )
-        .bind(new.channel_id.hyphenated())
-        .bind(new.account_id.hyphenated())
-        .bind(new.id.hyphenated())
-        .bind(new.created_at)
-        .execute(&mut **tx)
-        .await?;
+        "INSERT INTO channels (id, account_id, collaboration_id, last_seq, created_at) VALUES (?, ?, ?, 0, ?)",
+    )
+    .bind(new.channel_id.hyphenated())
+    .bind(new.account_id.hyphenated())
+    .bind(new.id.hyphenated())
+    .bind(new.created_at)
+    .execute(&mut **tx)
+    .await?;
     enqueue_webhook(tx, new.id, WebhookEvent::Started).await?;
     Ok(())
 }
