@@ -187,6 +187,9 @@ async fn a_create_the_database_refuses_fails_alone() {
     )
     .await;
     let team = std::sync::Arc::new(team(&store, "team").await);
+    // The refused create is made with a key of its own, so the cap never stops it first.
+    let poisoner = new_key(team.tenant.id(), "poisoner", vec![Scope::Write], false);
+    store.insert_key(&poisoner).await.unwrap();
     let mut starts = JoinSet::new();
     for i in 0..12 {
         let (store, team) = (store.clone(), team.clone());
@@ -194,13 +197,13 @@ async fn a_create_the_database_refuses_fails_alone() {
             let mut new = team.collaboration(10);
             if i == 5 {
                 new.objective = "poison".into();
+                new.created_by = poisoner.id;
             }
             let outcome = store.insert_collaboration(&new, 8, None).await;
             (new, outcome)
         });
     }
-    let mut stored = Vec::new();
-    let mut capped = 0;
+    let (mut stored, mut capped, mut refused) = (Vec::new(), 0, 0);
     for (new, outcome) in starts.join_all().await {
         match outcome {
             Ok(_) => stored.push(new.id),
@@ -208,10 +211,11 @@ async fn a_create_the_database_refuses_fails_alone() {
             Err(error) => {
                 assert_eq!(new.objective, "poison", "{error}");
                 assert!(store.collaboration(new.id).await.unwrap().is_none());
+                refused += 1;
             }
         }
     }
-    assert_eq!((stored.len(), capped), (8, 3));
+    assert_eq!((stored.len(), capped, refused), (8, 3, 1));
     stored.sort();
     assert_eq!(needing_runner(&store).await, stored);
     let (_, total) = store
