@@ -204,8 +204,6 @@ pub async fn lease(store: &Shared, id: Uuid) -> Lease {
         .expect("the collaboration needs a runner and nobody else holds it")
 }
 
-/// Every collaboration that needs a runner, sorted: claimed, live leases too, by a process
-/// of its own.
 /// A fresh SQLite store whose file also holds `trigger`, installed through a connection of
 /// its own: how a test makes the database refuse one write among many.
 pub async fn sqlite_refusing(trigger: &'static str) -> (tempfile::TempDir, Shared) {
@@ -219,6 +217,8 @@ pub async fn sqlite_refusing(trigger: &'static str) -> (tempfile::TempDir, Share
     (dir, store)
 }
 
+/// Every collaboration that needs a runner, sorted: claimed, live leases too, by a process
+/// of its own.
 pub async fn needing_runner(store: &Shared) -> Vec<Uuid> {
     let minute = std::time::Duration::from_secs(60);
     let claimed = store.claim_leases(Uuid::new_v4(), minute, Claim::All).await;
