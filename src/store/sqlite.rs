@@ -268,12 +268,12 @@ async fn create_in(tx: &mut Transaction<'static, Sqlite>, create: &Create) -> St
         max_running,
         lease,
     } = create;
-    let running: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM collaborations WHERE created_by_key = ? AND status = 'running'",
-    )
-    .bind(new.created_by.hyphenated())
-    .fetch_one(&mut **tx)
-    .await?;
+    // Kept by triggers (migration 0008), so the cap costs one lookup however many run.
+    let running: i64 = sqlx::query_scalar("SELECT n FROM running_counts WHERE created_by_key = ?")
+        .bind(new.created_by.hyphenated())
+        .fetch_optional(&mut **tx)
+        .await?
+        .unwrap_or(0);
     if running >= i64::from(*max_running) {
         return Err(StoreError::too_many_running(running, *max_running));
     }
@@ -899,10 +899,12 @@ impl Store for SqliteStore {
     }
 
     async fn count_by_status(&self) -> StoreResult<Vec<(CollaborationStatus, u64)>> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT status, COUNT(*) FROM collaborations GROUP BY status")
-                .fetch_all(&self.reads)
-                .await?;
+        // Off the per-account counts the triggers keep (migration 0007).
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, SUM(n) FROM collaboration_counts GROUP BY status HAVING SUM(n) > 0",
+        )
+        .fetch_all(&self.reads)
+        .await?;
         rows.into_iter()
             .map(|(status, count)| {
                 let status = status.parse().map_err(StoreError::Corrupt)?;

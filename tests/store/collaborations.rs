@@ -3,7 +3,7 @@
 use chrono::Duration;
 use skein::{
     domain::{CollaborationStatus, EndReason, PageRequest, Scope, Source},
-    store::{CollaborationFilter, StoreError},
+    store::{CollaborationFilter, SqliteStore, StoreError},
 };
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -144,8 +144,76 @@ async fn a_key_runs_at_most_max_running_collaborations() {
             .unwrap();
         // Three running, and the cancelled one until its summary is written.
         assert_eq!(needing_runner(&store).await.len(), 4);
+
+        // So does a deleted one.
+        let third = team.collaboration(10);
+        assert!(matches!(
+            store.insert_collaboration(&third, 2, None).await,
+            Err(StoreError::Conflict(_))
+        ));
+        let running = needing_runner(&store).await;
+        let deleted = running.iter().find(|id| **id != first.id).unwrap();
+        assert!(
+            store
+                .delete_collaboration(team.tenant.id(), *deleted)
+                .await
+                .unwrap()
+        );
+        store.insert_collaboration(&third, 2, None).await.unwrap();
     })
     .await;
+}
+
+/// SQLite keeps each key's running count (migration 0008). A database upgraded with
+/// collaborations already running starts from their number, so the cap still holds.
+#[tokio::test]
+async fn an_upgraded_database_counts_the_collaborations_already_running() {
+    use sqlx::Connection;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store: crate::support::Shared =
+        std::sync::Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let team = team(&store, "team").await;
+    let ended = team.start(&store, 10).await;
+    store
+        .finish_collaboration(ended.id, None, &ending(EndReason::Cancelled))
+        .await
+        .unwrap()
+        .unwrap();
+    team.start(&store, 10).await;
+    team.start(&store, 10).await;
+    drop(store);
+
+    // Back to the schema before 0008, with the three collaborations in it.
+    let url = format!("sqlite://{}", dir.path().join("skein.db").display());
+    let mut raw = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(
+        "DROP TRIGGER running_counted; DROP TRIGGER running_uncounted; \
+         DROP TRIGGER running_recounted; DROP TABLE running_counts; \
+         CREATE INDEX collaborations_running_by_key ON collaborations (created_by_key, status); \
+         CREATE INDEX collaborations_by_status ON collaborations (status); \
+         DELETE FROM _sqlx_migrations WHERE version = 8",
+    )
+    .execute(&mut raw)
+    .await
+    .unwrap();
+    raw.close().await.unwrap();
+
+    let store: crate::support::Shared =
+        std::sync::Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    match store
+        .insert_collaboration(&team.collaboration(10), 2, None)
+        .await
+    {
+        Err(StoreError::Conflict(message)) => {
+            assert!(message.contains("already has 2 running"), "{message}")
+        }
+        other => panic!("the upgrade lost count of what runs: {other:?}"),
+    }
+    store
+        .insert_collaboration(&team.collaboration(10), 3, None)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

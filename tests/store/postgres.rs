@@ -77,7 +77,7 @@ async fn the_search_path_in_the_url_decides_where_the_tables_go() {
     .fetch_all(&mut connection)
     .await
     .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8]);
     connection.close().await.unwrap();
     schema.drop().await;
 }
