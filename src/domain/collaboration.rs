@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Agent, Sender};
+use super::{Agent, Sender, webhook::CollaborationSnapshot};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -132,6 +132,25 @@ impl NewCollaboration {
             started_at: self.created_at,
             ended_at: None,
             created_at: self.created_at,
+        }
+    }
+
+    /// What a webhook tells of it once inserted (the `started` event).
+    pub fn snapshot(&self) -> CollaborationSnapshot {
+        CollaborationSnapshot {
+            id: self.id,
+            channel_id: self.channel_id,
+            objective: self.objective.clone(),
+            status: CollaborationStatus::Running,
+            end_reason: None,
+            message_count: 0,
+            tokens_used: 0,
+            started_at: self.created_at,
+            ended_at: None,
+            headline: None,
+            summary: None,
+            advisory_message: None,
+            error_message: None,
         }
     }
 }
