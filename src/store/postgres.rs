@@ -38,12 +38,12 @@ use crate::domain::{
 };
 
 /// A query reading collaborations whole, as `c`: the row and, as `roster`, the agents on
-/// its roster folded into a JSON array of `[id, address, name, kind]`, principal first (see
+/// its roster folded into a JSON array of `[position, id, address, name, kind]` (see
 /// [`RosteredRow`]). What follows the select list is the macro's argument.
 macro_rules! rostered {
     ($rest:literal) => {
         concat!(
-            "SELECT c.*, (SELECT COALESCE(json_agg(json_build_array(a.id, a.address, a.name, a.kind) \
+            "SELECT c.*, (SELECT COALESCE(json_agg(json_build_array(p.position, a.id, a.address, a.name, a.kind) \
              ORDER BY p.position), '[]')::text FROM collaboration_participants p \
              JOIN agents a ON a.id = p.agent_id WHERE p.collaboration_id = c.id) AS roster ",
             $rest

@@ -160,7 +160,8 @@ impl<Id: Into<Uuid>> AgentRow<Id> {
 }
 
 /// A collaboration's row with its roster, which the query folds into one JSON array of
-/// `[id, address, name, kind]`, principal first (each backend's `rostered!` query).
+/// `[position, id, address, name, kind]` (each backend's `rostered!` query), put in order
+/// here: principal first, then the participants in speaking order.
 /// One statement reads a collaboration whole, instead of one for the rows and one for the
 /// rosters.
 #[derive(FromRow)]
@@ -172,11 +173,13 @@ pub(super) struct RosteredRow<Id> {
 
 impl<Id: Into<Uuid>> RosteredRow<Id> {
     pub(super) fn into_domain(self) -> StoreResult<Collaboration> {
-        let members: Vec<(Uuid, String, String, AgentKind)> = serde_json::from_str(&self.roster)
-            .map_err(|e| StoreError::Corrupt(format!("a roster: {e}")))?;
+        let mut members: Vec<(u32, Uuid, String, String, AgentKind)> =
+            serde_json::from_str(&self.roster)
+                .map_err(|e| StoreError::Corrupt(format!("a roster: {e}")))?;
+        members.sort_unstable_by_key(|(position, ..)| *position);
         let roster = members
             .into_iter()
-            .map(|(id, address, name, kind)| Sender {
+            .map(|(_, id, address, name, kind)| Sender {
                 id,
                 address,
                 name,

@@ -44,13 +44,17 @@ type Id = Hyphenated;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// A query reading collaborations whole, as `c`: the row and, as `roster`, the agents on
-/// its roster folded into a JSON array of `[id, address, name, kind]`, principal first (see
+/// its roster folded into a JSON array of `[position, id, address, name, kind]` (see
 /// [`RosteredRow`]). What follows the select list is the macro's argument.
+///
+/// The array is not ordered in SQL: an aggregate's `ORDER BY` sorts through a temporary
+/// b-tree opened for every row, 6% of a list request's CPU in a profile. The roster is put
+/// in order when it is read.
 macro_rules! rostered {
     ($rest:literal) => {
         concat!(
-            "SELECT c.*, (SELECT json_group_array(json_array(a.id, a.address, a.name, a.kind) \
-             ORDER BY p.position) FROM collaboration_participants p \
+            "SELECT c.*, (SELECT json_group_array(json_array(p.position, a.id, a.address, \
+             a.name, a.kind)) FROM collaboration_participants p \
              JOIN agents a ON a.id = p.agent_id WHERE p.collaboration_id = c.id) AS roster ",
             $rest
         )
