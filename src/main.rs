@@ -9,7 +9,9 @@ use tracing_subscriber::EnvFilter;
 
 /// The benchmark found a third of a REST request's time in glibc's allocator (frees that
 /// consolidate, small allocations that split chunks); mimalloc serves the many small,
-/// short-lived allocations of a request with less work.
+/// short-lived allocations of a request with less work. With the `override` feature it also
+/// serves `malloc` itself, so SQLite's allocations (a copy of every value sqlx reads) take
+/// the same path.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
