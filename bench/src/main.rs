@@ -58,16 +58,24 @@ struct Args {
     database_url: Option<String>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let fds = proc::raise_fd_limit();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // The server on core 0, this process on the last one.
+    // The server on core 0, this process on the last one. Pinned before the runtime starts,
+    // so that every thread of the load generator inherits the pin: one thread, on its own
+    // core, never on the server's.
     let server_core = (cores > 1).then_some(0);
     if cores > 1 {
         proc::pin_self(cores - 1);
     }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args, fds, cores, server_core))
+}
+
+async fn run(args: Args, fds: u64, cores: usize, server_core: Option<usize>) -> anyhow::Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("bench/ is inside the repository")
