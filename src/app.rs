@@ -4,6 +4,7 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
+use axum::serve::ListenerExt;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -170,6 +171,13 @@ impl App {
         let limit = state.config.limits.max_body_bytes;
         let router = api::router(state).layer(axum::Extension(BodyLimit(limit)));
         let stopping = shutdown.clone();
+        // Frames are small and each is written when it is due: Nagle's algorithm would hold
+        // a viewer's next frame until the last one is acknowledged.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "could not set TCP_NODELAY");
+            }
+        });
         let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
             signal.await;
             tracing::info!("shutting down");
