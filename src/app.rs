@@ -20,6 +20,9 @@ use crate::{
     store::{PgStore, SqliteStore, Store},
 };
 
+/// How long shutdown waits for viewers' streams to close.
+const VIEWERS_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Limit on one call to a user-supplied URL.
 const OUTBOUND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -169,6 +172,7 @@ impl App {
         };
         let webhooks = tokio::spawn(deliverer.run(shutdown.child_token()));
         let limit = state.config.limits.max_body_bytes;
+        let hub = state.hub.clone();
         let router = api::router(state).layer(axum::Extension(BodyLimit(limit)));
         let stopping = shutdown.clone();
         // Frames are small and each is written when it is due: Nagle's algorithm would hold
@@ -186,6 +190,10 @@ impl App {
         let result = serve.await;
         shutdown.cancel();
         engine.shutdown().await;
+        // Viewers have been told the server is going (1001); give their close frames a
+        // moment to leave.
+        hub.tasks().close();
+        let _ = tokio::time::timeout(VIEWERS_GRACE, hub.tasks().wait()).await;
         if let Some(cluster) = cluster {
             cluster.close().await;
         }

@@ -169,7 +169,8 @@ impl Default for PodcastSettings {
 pub struct WebSocketSettings {
     pub ping_interval: Duration,
     pub max_message_bytes: usize,
-    /// Frames buffered per channel for viewers; one that falls further behind is caught up
+    /// Frames that may wait for a viewer beyond what its socket takes, and that a channel's
+    /// delivery task may fall behind its publisher: a viewer further behind is caught up
     /// from the store instead.
     pub buffered_frames: usize,
 }

@@ -176,11 +176,11 @@ impl Drop for ViewerConnected {
     }
 }
 
-/// Counted once per frame per viewer: the handle is looked up once, not per frame.
-pub fn frame_sent() {
+/// Frames sent to viewers, counted per viewer; the handle is looked up once, not per frame.
+pub fn frames_sent(count: u64) {
     static FRAMES: std::sync::LazyLock<metrics::Counter> =
         std::sync::LazyLock::new(|| counter!("skein_websocket_frames_total"));
-    FRAMES.increment(1);
+    FRAMES.increment(count);
 }
 
 pub fn viewer_caught_up() {

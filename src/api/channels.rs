@@ -2,13 +2,7 @@
 
 use axum::{
     Json, Router,
-    extract::{
-        State,
-        ws::{
-            CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code,
-            rejection::WebSocketUpgradeRejection,
-        },
-    },
+    extract::State,
     http::{HeaderMap, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -28,7 +22,8 @@ use crate::{
     error::AppError,
     live::{
         Refusal,
-        session::{Session, Speak},
+        session::{self, Session, Speak, StreamSettings},
+        upgrade::Upgrade,
     },
     store::ChannelInfo,
 };
@@ -285,18 +280,8 @@ async fn stream(
     ApiPath(id): ApiPath<String>,
     ApiQuery(params): ApiQuery<StreamParams>,
     parts: Parts,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Upgrade,
 ) -> Response {
-    let upgrade = match upgrade {
-        Ok(upgrade) => upgrade,
-        Err(rejection) => {
-            return AppError::BadRequest(format!(
-                "a WebSocket upgrade is required: {}",
-                rejection.body_text()
-            ))
-            .into_response();
-        }
-    };
     if !origin_allowed(&parts.headers, &state.config.allowed_origins) {
         return AppError::Forbidden(
             "pages from this origin may not open streams; see SKEIN_ALLOWED_ORIGINS".into(),
@@ -317,14 +302,12 @@ async fn stream(
         },
         Err(reason) => Err(reason),
     };
-    let settings = &state.config.websocket;
-    let upgrade = upgrade
-        // Small buffers: most viewers only listen, and idle connections should cost little.
-        // A larger message from the viewer still arrives whole; the buffer grows for it.
-        .read_buffer_size(1024)
-        .write_buffer_size(0)
-        .max_message_size(settings.max_message_bytes)
-        .max_frame_size(settings.max_message_bytes);
+    let websocket = &state.config.websocket;
+    let settings = StreamSettings {
+        ping_interval: websocket.ping_interval,
+        max_message_bytes: websocket.max_message_bytes,
+        queued_frames: websocket.buffered_frames,
+    };
     // The session is made now, so that the upgrade's task, which lives as long as the
     // stream, holds one pointer to it rather than everything it is made from.
     let session = admitted.map(|(channel, caller, pass)| {
@@ -334,24 +317,15 @@ async fn stream(
             hub: state.hub.clone(),
             channel,
             after_seq: params.after_seq.unwrap_or(0).max(0),
-            ping_interval: settings.ping_interval,
+            settings,
             shutdown: state.shutdown.clone(),
             pass,
         })
     });
-    upgrade.on_upgrade(move |socket| match session {
-        Ok(session) => Either::Left(session.run(socket)),
-        Err(reason) => Either::Right(refuse(socket, reason)),
+    upgrade.on_upgrade(state.hub.tasks(), move |upgraded| match session {
+        Ok(session) => Either::Left(session.run(upgraded)),
+        Err(reason) => Either::Right(session::refuse(upgraded, reason, settings)),
     })
-}
-
-/// Closes a stream that may not be opened, saying why.
-async fn refuse(mut socket: WebSocket, reason: &'static str) {
-    let frame = CloseFrame {
-        code: close_code::POLICY,
-        reason: reason.into(),
-    };
-    let _ = socket.send(Message::Close(Some(frame))).await;
 }
 
 /// How this stream's viewer speaks with a `{"type":"message"}` frame: as a human

@@ -1,29 +1,38 @@
-//! A map of channel id to a broadcast sender, after mini-redis's pub/sub.
+//! Fan-out in this process: a map of channel id to the channel's audience, its viewers
+//! here, after mini-redis's pub/sub.
+//!
+//! A published frame is made into its wire bytes once and offered to every viewer's
+//! [`Outlet`], which writes it to the connection at once when the viewer is live and
+//! keeping up. An audience's viewers are split into groups of [`GROUP_SIZE`], each served by
+//! a delivery task that takes frames from the channel's broadcast: a frame wakes one task
+//! per group rather than one per viewer, and on a runtime with several threads the groups
+//! of a large audience are written in parallel. A group that lags behind the broadcast
+//! marks its viewers behind, and their sessions catch them up from the store.
 //!
 //! With several processes, what one hub publishes is also exported (as [`Wire`]) and
 //! applied to the hubs of the others, so a viewer on any process sees every frame.
 //!
-//! Frames are serialized once by the publisher and shared as reference-counted bytes with
-//! every subscriber. The map's guard is never held across an `.await`: every method here is
-//! synchronous.
+//! The map's guards are never held across an `.await`: every method here is synchronous.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
 use tokio::sync::{broadcast, mpsc};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tungstenite::Utf8Bytes;
 use uuid::Uuid;
 
-use crate::domain::StoredEvent;
+use super::outlet::{BATCH, Frame, Outlet, text_frame};
+use crate::{domain::StoredEvent, telemetry};
 
+/// Viewers served by one delivery task. Small enough that the groups of a large audience
+/// spread over a runtime's threads, large enough that a frame wakes few tasks.
+const GROUP_SIZE: usize = 128;
+
+/// What a channel's broadcast carries to its delivery tasks.
 #[derive(Debug, Clone)]
-pub enum Frame {
-    /// A stored event; `seq` lets the viewer spot gaps and duplicates.
-    Event { seq: i64, text: Utf8Bytes },
-    /// Ephemeral streamed text of a turn in progress. `after_seq` is the channel's last seq
-    /// when the turn began: once a viewer has an event beyond it, the turn's message has
-    /// been delivered and its late deltas are dropped instead of drawing a stale "typing".
-    Delta { after_seq: i64, text: Utf8Bytes },
+enum Broadcast {
+    Frame(Frame),
     /// The channel is gone (its collaboration was deleted).
     Closed,
 }
@@ -54,15 +63,44 @@ pub enum Wire {
 
 #[derive(Debug)]
 pub struct Hub {
-    channels: DashMap<Uuid, broadcast::Sender<Frame>>,
+    channels: DashMap<Uuid, Arc<Audience>>,
     /// Each channel's turn in progress (who speaks now) and its `turn` frame, until the
     /// turn is over: a viewer who connects meanwhile (while a person is awaited, say) is
     /// told after its catch-up, not left guessing until the next turn.
     turns: DashMap<Uuid, (Uuid, Utf8Bytes)>,
-    /// How many frames a slow viewer may fall behind before it is caught up from the store.
+    /// How many frames a delivery task may fall behind the publisher before its viewers
+    /// are caught up from the store.
     capacity: usize,
     /// Where what this process publishes goes to reach other processes, when it does.
     exports: OnceLock<mpsc::UnboundedSender<(Uuid, Wire)>>,
+    /// The delivery tasks, and the viewers' sessions: all that streams to viewers.
+    tasks: TaskTracker,
+}
+
+/// A channel's viewers in this process.
+#[derive(Debug)]
+struct Audience {
+    frames: broadcast::Sender<Broadcast>,
+    groups: Mutex<Vec<Arc<Group>>>,
+}
+
+/// Viewers served by one delivery task.
+#[derive(Debug, Default)]
+struct Group {
+    /// Replaced, not changed in place, when a viewer joins or leaves: the delivery task
+    /// takes the list once per frame and writes without holding the lock.
+    viewers: Mutex<Arc<[Arc<Outlet>]>>,
+    /// Ends the delivery task once the group is empty.
+    stop: CancellationToken,
+}
+
+/// A viewer's place in an audience: frames are offered to its outlet until it is dropped.
+pub(crate) struct Membership {
+    hub: Arc<Hub>,
+    channel_id: Uuid,
+    audience: Arc<Audience>,
+    group: Arc<Group>,
+    outlet: Arc<Outlet>,
 }
 
 impl Hub {
@@ -72,6 +110,7 @@ impl Hub {
             turns: DashMap::new(),
             capacity: capacity.max(1),
             exports: OnceLock::new(),
+            tasks: TaskTracker::new(),
         }
     }
 
@@ -84,17 +123,44 @@ impl Hub {
         rx
     }
 
-    pub fn subscribe(&self, channel_id: Uuid) -> broadcast::Receiver<Frame> {
-        self.channels
-            .entry(channel_id)
-            .or_insert_with(|| broadcast::channel(self.capacity).0)
-            .subscribe()
+    /// What streams to viewers: wait on it, once closed, to let viewers be told goodbye.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
     }
 
-    /// Drops the channel's sender once its last viewer has gone.
-    pub fn release(&self, channel_id: Uuid) {
-        self.channels
-            .remove_if(&channel_id, |_, sender| sender.receiver_count() == 0);
+    /// Offers the channel's frames, from those published next on, to `outlet`.
+    pub(crate) fn join(self: &Arc<Self>, channel_id: Uuid, outlet: Arc<Outlet>) -> Membership {
+        // Under the map's entry, so that the audience cannot be dropped as its last viewer
+        // leaves while this one joins.
+        let entry = self.channels.entry(channel_id).or_insert_with(|| {
+            Arc::new(Audience {
+                frames: broadcast::channel(self.capacity).0,
+                groups: Mutex::default(),
+            })
+        });
+        let audience = entry.value().clone();
+        let mut groups = lock(&audience.groups);
+        let open = groups
+            .iter()
+            .find(|group| lock(&group.viewers).len() < GROUP_SIZE)
+            .cloned();
+        let group = open.unwrap_or_else(|| {
+            let group = Arc::new(Group::default());
+            self.tasks
+                .spawn(deliver(group.clone(), audience.frames.subscribe()));
+            groups.push(group.clone());
+            group
+        });
+        let mut viewers = lock(&group.viewers);
+        *viewers = viewers.iter().cloned().chain([outlet.clone()]).collect();
+        drop((viewers, groups, entry));
+        Membership {
+            hub: self.clone(),
+            channel_id,
+            audience,
+            group,
+            outlet,
+        }
     }
 
     pub fn publish_event(&self, channel_id: Uuid, event: &StoredEvent) {
@@ -153,17 +219,26 @@ impl Hub {
     /// Does here what another process's hub did: the frame reaches this process's viewers.
     pub fn apply(&self, channel_id: Uuid, wire: Wire) {
         match wire {
-            Wire::Event { seq, text } => self.send(channel_id, || Frame::Event { seq, text }),
-            Wire::Delta { after_seq, text } => {
-                self.send(channel_id, || Frame::Delta { after_seq, text })
-            }
+            Wire::Event { seq, text } => self.send(channel_id, || Frame::Event {
+                seq,
+                wire: text_frame(&text),
+            }),
+            Wire::Delta { after_seq, text } => self.send(channel_id, || Frame::Delta {
+                after_seq,
+                wire: text_frame(&text),
+            }),
             Wire::Turn {
                 after_seq,
                 turn_id,
                 text,
             } => {
+                // Kept before it is sent: a viewer going live meanwhile either gets it from
+                // its delivery task or finds it here.
                 self.turns.insert(channel_id, (turn_id, text.clone()));
-                self.send(channel_id, || Frame::Delta { after_seq, text });
+                self.send(channel_id, || Frame::Delta {
+                    after_seq,
+                    wire: text_frame(&text),
+                });
             }
             Wire::EndTurn { turn_id } => {
                 self.turns
@@ -174,8 +249,8 @@ impl Hub {
             }
             Wire::Closed => {
                 self.turns.remove(&channel_id);
-                if let Some((_, sender)) = self.channels.remove(&channel_id) {
-                    let _ = sender.send(Frame::Closed);
+                if let Some((_, audience)) = self.channels.remove(&channel_id) {
+                    let _ = audience.frames.send(Broadcast::Closed);
                 }
             }
         }
@@ -188,13 +263,221 @@ impl Hub {
         self.apply(channel_id, wire);
     }
 
+    /// Hands a frame to the channel's delivery tasks; made only if someone here watches.
     fn send(&self, channel_id: Uuid, frame: impl FnOnce() -> Frame) {
         // Clone the sender out so no map guard is held while sending.
-        let Some(sender) = self.channels.get(&channel_id).map(|s| s.clone()) else {
+        let Some(frames) = self
+            .channels
+            .get(&channel_id)
+            .map(|audience| audience.frames.clone())
+        else {
             return;
         };
-        if sender.send(frame()).is_err() {
-            self.release(channel_id);
+        // An error means no delivery task is left, and so no viewer: nothing to do.
+        let _ = frames.send(Broadcast::Frame(frame()));
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        let mut groups = lock(&self.audience.groups);
+        let mut viewers = lock(&self.group.viewers);
+        *viewers = viewers
+            .iter()
+            .filter(|viewer| !Arc::ptr_eq(viewer, &self.outlet))
+            .cloned()
+            .collect();
+        if viewers.is_empty() {
+            groups.retain(|group| !Arc::ptr_eq(group, &self.group));
+            self.group.stop.cancel();
         }
+        drop(viewers);
+        let audience_empty = groups.is_empty();
+        drop(groups);
+        if audience_empty {
+            // Only this audience, and only if nobody joined it meanwhile: that is checked
+            // under the map's entry, as joining is.
+            self.hub
+                .channels
+                .remove_if(&self.channel_id, |_, audience| {
+                    Arc::ptr_eq(audience, &self.audience) && lock(&audience.groups).is_empty()
+                });
+        }
+    }
+}
+
+/// Serves one group: every frame of the channel, offered to each of its viewers. Frames
+/// that are waiting together go out together, in one write per viewer.
+async fn deliver(group: Arc<Group>, mut broadcast: broadcast::Receiver<Broadcast>) {
+    use broadcast::error::{RecvError, TryRecvError};
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let mut received = tokio::select! {
+            biased;
+            () = group.stop.cancelled() => return,
+            received = broadcast.recv() => received,
+        };
+        let (mut closed, mut lagged) = (false, false);
+        loop {
+            match received {
+                Ok(Broadcast::Frame(frame)) => batch.push(frame),
+                Ok(Broadcast::Closed) | Err(RecvError::Closed) => closed = true,
+                Err(RecvError::Lagged(_)) => lagged = true,
+            }
+            if closed || lagged || batch.len() == BATCH {
+                break;
+            }
+            received = match broadcast.try_recv() {
+                Ok(next) => Ok(next),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                Err(TryRecvError::Lagged(missed)) => Err(RecvError::Lagged(missed)),
+            };
+        }
+        let viewers = lock(&group.viewers).clone();
+        if !batch.is_empty() {
+            // Outside tokio's cooperative budget: every write takes from it, and a group
+            // spends it in one batch, after which writes would be refused as if the sockets
+            // were full. The task still yields at its next `recv` once the budget is spent.
+            let offered = async { viewers.iter().map(|viewer| viewer.offer(&batch)).sum() };
+            let taken: usize = tokio::task::unconstrained(offered).await;
+            telemetry::frames_sent(taken as u64);
+            batch.clear();
+        }
+        if lagged {
+            viewers.iter().for_each(|viewer| viewer.fall_behind());
+        }
+        if closed {
+            viewers.iter().for_each(|viewer| viewer.delete());
+            return;
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while holding these; a poisoned lock's data is still whole.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        task::{Context, Poll, Waker},
+        time::Duration,
+    };
+
+    use tokio::io::{AsyncReadExt, DuplexStream};
+
+    use super::*;
+    use crate::live::outlet::Attention;
+
+    const PATIENCE: Duration = Duration::from_secs(10);
+
+    /// A live outlet writing into memory, and the end its bytes come out of.
+    fn viewer() -> (Arc<Outlet>, DuplexStream) {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let outlet = Arc::new(Outlet::new(ours, 0, 8));
+        outlet.begin_catch_up();
+        assert!(outlet.go_live());
+        (outlet, theirs)
+    }
+
+    fn stored(seq: i64) -> StoredEvent {
+        StoredEvent {
+            seq,
+            frame: format!(r#"{{"type":"message","seq":{seq}}}"#),
+        }
+    }
+
+    async fn read_exactly(end: &mut DuplexStream, len: usize) -> Vec<u8> {
+        let mut bytes = vec![0; len];
+        tokio::time::timeout(PATIENCE, end.read_exact(&mut bytes))
+            .await
+            .expect("the frame arrives")
+            .unwrap();
+        bytes
+    }
+
+    #[tokio::test]
+    async fn every_viewer_of_an_audience_of_several_groups_gets_each_frame_once() {
+        let hub = Arc::new(Hub::new(16));
+        let channel = Uuid::now_v7();
+        let viewers: Vec<_> = (0..GROUP_SIZE * 2 + 1).map(|_| viewer()).collect();
+        let memberships: Vec<_> = viewers
+            .iter()
+            .map(|(outlet, _)| hub.join(channel, outlet.clone()))
+            .collect();
+        assert_eq!(lock(&hub.channels.get(&channel).unwrap().groups).len(), 3);
+        hub.publish_event(channel, &stored(1));
+        hub.publish_event(channel, &stored(2));
+        let expected: Vec<u8> = [stored(1), stored(2)]
+            .iter()
+            .flat_map(|event| text_frame(&event.frame).to_vec())
+            .collect();
+        for (_, mut end) in viewers {
+            assert_eq!(read_exactly(&mut end, expected.len()).await, expected);
+        }
+        drop(memberships);
+    }
+
+    #[tokio::test]
+    async fn the_last_viewer_to_leave_takes_the_channel_and_its_delivery_tasks_with_it() {
+        let hub = Arc::new(Hub::new(16));
+        let channel = Uuid::now_v7();
+        let viewers: Vec<_> = (0..GROUP_SIZE + 1).map(|_| viewer()).collect();
+        let memberships: Vec<_> = viewers
+            .iter()
+            .map(|(outlet, _)| hub.join(channel, outlet.clone()))
+            .collect();
+        drop(memberships);
+        assert!(hub.channels.is_empty());
+        hub.tasks().close();
+        tokio::time::timeout(PATIENCE, hub.tasks().wait())
+            .await
+            .expect("every delivery task ends");
+        // Published to nobody: nothing is made, nothing fails.
+        hub.publish_event(channel, &stored(1));
+    }
+
+    #[tokio::test]
+    async fn viewers_of_a_deleted_channel_are_told_so() {
+        let hub = Arc::new(Hub::new(16));
+        let channel = Uuid::now_v7();
+        let (outlet, _end) = viewer();
+        let _membership = hub.join(channel, outlet.clone());
+        hub.close(channel);
+        let told = tokio::time::timeout(
+            PATIENCE,
+            std::future::poll_fn(|cx| outlet.poll_attention(cx)),
+        )
+        .await
+        .expect("the viewer's session is woken");
+        assert_eq!(told, Attention::Deleted);
+        assert!(hub.channels.is_empty());
+        assert_eq!(
+            outlet.poll_attention(&mut Context::from_waker(Waker::noop())),
+            Poll::Ready(Attention::Deleted)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_delivery_task_that_lags_behind_its_channel_marks_its_viewers_behind() {
+        let hub = Arc::new(Hub::new(2));
+        let channel = Uuid::now_v7();
+        let (outlet, _end) = viewer();
+        let _membership = hub.join(channel, outlet.clone());
+        // Published with no chance for the delivery task to run in between.
+        for seq in 1..=5 {
+            hub.publish_event(channel, &stored(seq));
+        }
+        let asked = tokio::time::timeout(
+            PATIENCE,
+            std::future::poll_fn(|cx| outlet.poll_attention(cx)),
+        )
+        .await
+        .expect("the viewer's session is woken");
+        assert_eq!(asked, Attention::CatchUp);
     }
 }

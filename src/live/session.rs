@@ -1,23 +1,35 @@
 //! One viewer's WebSocket: `hello`, then every stored event after `after_seq`, then live
 //! frames, with no gap and no duplicate at the seam.
 //!
-//! The session subscribes to the hub *before* reading the store, so an event committed while
-//! the backlog is being sent is either in the backlog or in the subscription. Every event
-//! frame is checked against the last `seq` sent: older ones are dropped, a jump is filled from
-//! the store, and a lagged subscription is caught up from the store.
+//! The session joins the channel's audience *before* reading the store, with its outlet
+//! catching up: an event published meanwhile is either in what the store returns or marks
+//! the outlet behind, and the session reads the store again before it lets the hub write
+//! (see [`Outlet::go_live`]). Once live, the hub writes to the viewer directly and this
+//! task sleeps; it wakes for the viewer's own frames, pings, and what its outlet asks of
+//! it: finishing a write the socket had no room for, catching up from the store after
+//! events went past, a deleted channel.
 //!
 //! A viewer may also speak as a human participant with a `{"type": "message"}` frame; the
 //! session hands it to the [`Speak`] it was given and answers only a refusal.
 
 use std::{sync::Arc, time::Duration};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
-use futures::future::BoxFuture;
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt, future::BoxFuture};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use serde_json::json;
-use tokio::sync::broadcast::error::RecvError;
+use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
+use tungstenite::{
+    Message,
+    protocol::{CloseFrame, Role, WebSocketConfig, frame::coding::CloseCode},
+};
 
-use super::{Frame, Hub, StreamPass};
+use super::{
+    Hub, StreamPass,
+    outlet::{Attention, Outlet, ViewerIo, text_frame},
+};
 use crate::{
     store::{ChannelInfo, Store},
     telemetry,
@@ -26,6 +38,8 @@ use crate::{
 const CATCH_UP_PAGE: u32 = 500;
 /// How long a stream closed for an oversized message stays open for its close frame.
 const CLOSE_LINGER: Duration = Duration::from_millis(250);
+/// The longest a close frame may wait for a peer that does not read.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How a viewer speaks as a human participant: given the frame's `sender` (if any) and
 /// `content`, the API layer checks and posts; an error is a code and a message for an
@@ -36,13 +50,27 @@ pub type Speak = Arc<
         + Sync,
 >;
 
+/// A viewer's connection, as the WebSocket protocol reads and writes it.
+type Socket = WebSocketStream<ViewerIo<tokio::io::ReadHalf<TokioIo<Upgraded>>>>;
+
+/// How a stream's connection is set up.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamSettings {
+    pub ping_interval: Duration,
+    /// The largest message or frame a viewer may send.
+    pub max_message_bytes: usize,
+    /// Frames that may wait for a viewer's socket; one that falls further behind is caught
+    /// up from the store instead.
+    pub queued_frames: usize,
+}
+
 pub struct Session {
     pub speak: Speak,
     pub store: Arc<dyn Store>,
     pub hub: Arc<Hub>,
     pub channel: ChannelInfo,
     pub after_seq: i64,
-    pub ping_interval: Duration,
+    pub settings: StreamSettings,
     pub shutdown: CancellationToken,
     /// The stream's slot under its key's cap; its token fires when the key is revoked.
     pub pass: StreamPass,
@@ -61,41 +89,38 @@ enum End {
 
 impl Session {
     /// Serves the viewer until either side ends the stream. An open stream is mostly this
-    /// future waiting, so it is kept small: the session and the socket are held once (an
-    /// `async fn` would hold its arguments twice), and what runs rarely (catching up, a
-    /// viewer's message) is boxed while it runs rather than reserved for the stream's life.
+    /// future waiting, so it is kept small: the session is held once (an `async fn` would
+    /// hold its arguments twice), and what runs rarely (catching up, a viewer's message) is
+    /// boxed while it runs rather than reserved for the stream's life.
     #[expect(
         clippy::manual_async_fn,
         reason = "an async fn keeps its arguments twice, and this future lives as long as the stream"
     )]
-    pub fn run(self: Box<Self>, mut socket: WebSocket) -> impl Future<Output = ()> + Send {
-        // The socket is used where it was captured: moving it into a local would store it
-        // twice, as an `async fn` does.
-        async move { self.serve_until_closed(&mut socket).await }
+    pub fn run(self: Box<Self>, upgraded: Upgraded) -> impl Future<Output = ()> + Send {
+        async move {
+            let (outlet, mut socket) = open(upgraded, self.after_seq, &self.settings).await;
+            self.serve_until_closed(&mut socket, &outlet).await
+        }
     }
 
-    async fn serve_until_closed(&self, socket: &mut WebSocket) {
-        let mut live = self.hub.subscribe(self.channel.id);
+    async fn serve_until_closed(&self, socket: &mut Socket, outlet: &Arc<Outlet>) {
+        let membership = self.hub.join(self.channel.id, outlet.clone());
         let connected = telemetry::ViewerConnected::new();
-        let end = self.serve(socket, &mut live).await;
+        let end = self.serve(socket, outlet).await;
+        outlet.close();
+        drop(membership);
         drop(connected);
-        drop(live);
-        self.hub.release(self.channel.id);
         let too_big = matches!(end, End::TooBig);
         let close = match end {
             End::Peer => None,
-            End::Deleted => Some((close_code::NORMAL, "the collaboration was deleted")),
-            End::ShuttingDown => Some((close_code::AWAY, "the server is shutting down")),
-            End::Revoked => Some((close_code::POLICY, "the API key was revoked")),
-            End::TooBig => Some((close_code::SIZE, "the message is larger than the limit")),
-            End::Failed => Some((close_code::ERROR, "internal error")),
+            End::Deleted => Some((CloseCode::Normal, "the collaboration was deleted")),
+            End::ShuttingDown => Some((CloseCode::Away, "the server is shutting down")),
+            End::Revoked => Some((CloseCode::Policy, "the API key was revoked")),
+            End::TooBig => Some((CloseCode::Size, "the message is larger than the limit")),
+            End::Failed => Some((CloseCode::Error, "internal error")),
         };
         if let Some((code, reason)) = close {
-            let frame = CloseFrame {
-                code,
-                reason: reason.into(),
-            };
-            let _ = socket.send(Message::Close(Some(frame))).await;
+            send_close(socket, code, reason).await;
         }
         if too_big {
             // The rest of the oversized message is still unread: closing now would make the
@@ -105,13 +130,9 @@ impl Session {
         }
     }
 
-    async fn serve(
-        &self,
-        socket: &mut WebSocket,
-        live: &mut tokio::sync::broadcast::Receiver<Frame>,
-    ) -> End {
-        // Read the channel again now that we are subscribed: its `last_seq` is then a floor
-        // for everything the subscription will carry.
+    async fn serve(&self, socket: &mut Socket, outlet: &Outlet) -> End {
+        // Read the channel again now that we are in its audience: its `last_seq` is then a
+        // floor for everything the hub will offer.
         let channel = match self
             .store
             .get_channel(self.channel.account_id, self.channel.id)
@@ -124,8 +145,6 @@ impl Session {
                 return End::Failed;
             }
         };
-        // Made into text at once: a `Value` kept in scope would stay allocated for as long
-        // as the stream is open.
         let hello = json!({
             "type": "hello",
             "channel_id": channel.id,
@@ -134,18 +153,14 @@ impl Session {
             "last_seq": channel.last_seq,
         })
         .to_string();
-        if let Err(end) = self.send(socket, Message::Text(hello.into())).await {
+        if let Err(end) = self.send(outlet, text_frame(&hello), None).await {
             return end;
         }
-        // A viewer claiming to be ahead of the channel would otherwise drop live events.
-        let mut last_sent = self.after_seq.min(channel.last_seq);
-        if let Err(end) = Box::pin(self.catch_up(socket, &mut last_sent)).await {
+        outlet.clamp_last_seq(channel.last_seq);
+        if let Err(end) = Box::pin(self.catch_up(outlet)).await {
             return end;
         }
-        if let Err(end) = self.tell_turn(socket).await {
-            return end;
-        }
-        let mut ping = tokio::time::interval(self.ping_interval);
+        let mut ping = tokio::time::interval(self.settings.ping_interval);
         // After a long catch-up, one late tick, not a burst that outruns the pong.
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await;
@@ -154,33 +169,20 @@ impl Session {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return End::ShuttingDown,
                 _ = self.pass.revoked.cancelled() => return End::Revoked,
-                frame = live.recv() => {
-                    let result = match frame {
-                        Ok(Frame::Event { seq, .. }) if seq <= last_sent => Ok(()),
-                        Ok(Frame::Event { seq, text }) if seq == last_sent + 1 => {
-                            last_sent = seq;
-                            self.send(socket, Message::Text(text)).await
+                attention = std::future::poll_fn(|cx| outlet.poll_attention(cx)) => match attention {
+                    // Events went past (a gap, a full queue, a hub that lagged): the store
+                    // has them all, and the turn frame it may have missed is in the hub.
+                    Attention::CatchUp => {
+                        telemetry::viewer_caught_up();
+                        if let Err(end) = Box::pin(self.catch_up(outlet)).await {
+                            return end;
                         }
-                        // A gap (we missed a frame) or a lagged subscription: the store has it
-                        // all, and the turn frame it may have missed is in the hub.
-                        Ok(Frame::Event { .. }) | Err(RecvError::Lagged(_)) => {
-                            telemetry::viewer_caught_up();
-                            match Box::pin(self.catch_up(socket, &mut last_sent)).await {
-                                Ok(()) => self.tell_turn(socket).await,
-                                failed => failed,
-                            }
-                        }
-                        // The turn's message is already out: its text would be a stale echo.
-                        Ok(Frame::Delta { after_seq, .. }) if after_seq < last_sent => Ok(()),
-                        Ok(Frame::Delta { text, .. }) => self.send(socket, Message::Text(text)).await,
-                        Ok(Frame::Closed) | Err(RecvError::Closed) => return End::Deleted,
-                    };
-                    if let Err(end) = result {
-                        return end;
                     }
-                }
-                incoming = socket.recv() => match incoming {
-                    Some(Err(error)) if is_too_big(&error) => return End::TooBig,
+                    Attention::Deleted => return End::Deleted,
+                    Attention::Broken => return End::Peer,
+                },
+                incoming = socket.next() => match incoming {
+                    Some(Err(tungstenite::Error::Capacity(_))) => return End::TooBig,
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return End::Peer,
                     Some(Ok(Message::Text(text))) => {
                         peer_alive = true;
@@ -188,8 +190,7 @@ impl Session {
                         // only a refusal is answered here.
                         if let Err((code, message)) = Box::pin(self.take_client_frame(&text)).await {
                             let frame = json!({"type": "error", "code": code, "message": message});
-                            let reply = Message::Text(frame.to_string().into());
-                            if let Err(end) = self.send(socket, reply).await {
+                            if let Err(end) = self.send(outlet, text_frame(&frame.to_string()), None).await {
                                 return end;
                             }
                         }
@@ -197,31 +198,36 @@ impl Session {
                     Some(Ok(_)) => peer_alive = true,
                 },
                 _ = ping.tick() => {
-                    if !peer_alive {
+                    // Frames waiting for a whole interval, and nothing taken: the viewer
+                    // stopped reading. Waiting longer would only hold its frames.
+                    if !peer_alive || outlet.stalled() {
                         telemetry::viewer_dropped();
-                        tracing::debug!(channel = %self.channel.id, "viewer stopped answering pings");
+                        tracing::debug!(channel = %self.channel.id, "viewer stopped reading or answering pings");
                         return End::Peer;
                     }
                     peer_alive = false;
-                    if let Err(end) = self.send(socket, Message::Ping(Default::default())).await {
-                        return end;
+                    let ping = socket.send(Message::Ping(Bytes::new()));
+                    match tokio::time::timeout(self.settings.ping_interval, ping).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) | Err(_) => return End::Peer,
                     }
                 }
             }
         }
     }
 
-    /// Sends one frame, unless the stream's key was revoked. A peer that does not take it
-    /// within a ping interval has stopped reading: waiting longer would also keep this
-    /// session from hearing shutdown.
-    async fn send(&self, socket: &mut WebSocket, message: Message) -> Result<(), End> {
+    /// Sends one of the session's own frames, unless the stream's key was revoked. A peer
+    /// that does not take it within a ping interval has stopped reading: waiting longer
+    /// would also keep this session from hearing shutdown.
+    async fn send(&self, outlet: &Outlet, frame: Bytes, seq: Option<i64>) -> Result<(), End> {
         // Checked per frame, so a key revoked before or during a long catch-up sends no more.
         if self.pass.revoked.is_cancelled() {
             return Err(End::Revoked);
         }
-        match tokio::time::timeout(self.ping_interval, socket.send(message)).await {
+        let sent = tokio::time::timeout(self.settings.ping_interval, outlet.send(frame, seq));
+        match sent.await {
             Ok(Ok(())) => {
-                telemetry::frame_sent();
+                telemetry::frames_sent(1);
                 Ok(())
             }
             Ok(Err(_)) => Err(End::Peer),
@@ -233,11 +239,44 @@ impl Session {
         }
     }
 
-    /// Tells the viewer who has the turn now, if someone does. It may also come live: a
-    /// harmless repeat, which viewers recognise by its `turn_id`.
-    async fn tell_turn(&self, socket: &mut WebSocket) -> Result<(), End> {
+    /// Sends every stored event after the last one sent, page by page, until none went
+    /// past meanwhile; then the outlet is live, and the viewer is told whose turn it is.
+    async fn catch_up(&self, outlet: &Outlet) -> Result<(), End> {
+        loop {
+            let mut last_sent = outlet.begin_catch_up();
+            loop {
+                let events = match self
+                    .store
+                    .read_events(self.channel.id, last_sent, CATCH_UP_PAGE)
+                    .await
+                {
+                    Ok(events) => events,
+                    Err(error) => {
+                        tracing::error!(
+                            error = format!("{error:#}"),
+                            "catching a viewer up failed"
+                        );
+                        return Err(End::Failed);
+                    }
+                };
+                let full_page = events.len() == CATCH_UP_PAGE as usize;
+                for event in events {
+                    last_sent = event.seq;
+                    self.send(outlet, text_frame(&event.frame), Some(event.seq))
+                        .await?;
+                }
+                if !full_page {
+                    break;
+                }
+            }
+            if outlet.go_live() {
+                break;
+            }
+        }
+        // After going live: a turn that begins from now on comes from the hub, and one
+        // already begun is in it. Told twice at worst, which viewers see by its `turn_id`.
         match self.hub.current_turn(self.channel.id) {
-            Some(turn) => self.send(socket, Message::Text(turn)).await,
+            Some(turn) => self.send(outlet, text_frame(&turn), None).await,
             None => Ok(()),
         }
     }
@@ -261,36 +300,45 @@ impl Session {
         let sender = frame["sender"].as_str().map(str::to_owned);
         (self.speak)(sender, content.to_owned()).await
     }
-
-    /// Sends every stored event after `last_sent`, page by page, advancing `last_sent`.
-    async fn catch_up(&self, socket: &mut WebSocket, last_sent: &mut i64) -> Result<(), End> {
-        loop {
-            let events = match self
-                .store
-                .read_events(self.channel.id, *last_sent, CATCH_UP_PAGE)
-                .await
-            {
-                Ok(events) => events,
-                Err(error) => {
-                    tracing::error!(error = format!("{error:#}"), "catching a viewer up failed");
-                    return Err(End::Failed);
-                }
-            };
-            let full_page = events.len() == CATCH_UP_PAGE as usize;
-            for event in events {
-                *last_sent = event.seq;
-                self.send(socket, Message::Text(event.frame.into())).await?;
-            }
-            if !full_page {
-                return Ok(());
-            }
-        }
-    }
 }
 
-/// Whether a read failed because the peer's message or frame was over the size limit.
-fn is_too_big(error: &axum::Error) -> bool {
-    std::error::Error::source(error)
-        .and_then(|inner| inner.downcast_ref::<tungstenite::Error>())
-        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
+/// Closes a stream that may not be opened, saying why: 1008 before any frame.
+pub async fn refuse(upgraded: Upgraded, reason: &'static str, settings: StreamSettings) {
+    let (outlet, mut socket) = open(upgraded, 0, &settings).await;
+    outlet.close();
+    send_close(&mut socket, CloseCode::Policy, reason).await;
+}
+
+/// The connection split in two: the outlet writes, and the WebSocket reads (and writes
+/// through the outlet what it sends of its own).
+async fn open(
+    upgraded: Upgraded,
+    after_seq: i64,
+    settings: &StreamSettings,
+) -> (Arc<Outlet>, Socket) {
+    let (read, write) = tokio::io::split(TokioIo::new(upgraded));
+    let outlet = Arc::new(Outlet::new(write, after_seq, settings.queued_frames));
+    let config = WebSocketConfig::default()
+        // Small: most viewers only listen, and idle connections should cost little. A
+        // larger message from the viewer still arrives whole; the buffer grows for it.
+        .read_buffer_size(1024)
+        // Every frame goes to the outlet at once, which queues what the socket won't take.
+        .write_buffer_size(0)
+        .max_message_size(Some(settings.max_message_bytes))
+        .max_frame_size(Some(settings.max_message_bytes));
+    let socket = WebSocketStream::from_raw_socket(
+        ViewerIo::new(read, outlet.clone()),
+        Role::Server,
+        Some(config),
+    )
+    .await;
+    (outlet, socket)
+}
+
+async fn send_close(socket: &mut Socket, code: CloseCode, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
 }

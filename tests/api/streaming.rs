@@ -73,6 +73,30 @@ async fn a_viewer_that_falls_behind_is_caught_up_from_the_store_not_skipped() {
 }
 
 #[tokio::test]
+async fn a_viewer_that_stops_reading_gets_every_event_once_when_it_reads_again() {
+    // Two frames may wait for a viewer, and its socket holds a few KiB. The server's own
+    // socket buffer grows to at most 4 MiB (`tcp_wmem`): 4.5 MB of replies leave it
+    // nowhere to put the next frame.
+    let app = spawn_app_with(|c| c.websocket.buffered_frames = 2).await;
+    let long = "x".repeat(15_000);
+    let a = app.scripted("A", &[&long], 2).await;
+    let b = app.scripted("B", &[&long], 2).await;
+    let created = app.collaborate(&a, &b, json!({"message_cap": 300})).await;
+    let mut viewer = app
+        .viewer_with_a_small_window(created["channel_id"].as_str().unwrap(), 0)
+        .await;
+    assert_eq!(viewer.frame().await["type"], "hello");
+    // Not a frame read while it runs to its end.
+    app.wait_until_summarized(&id(&created)).await;
+    let frames = viewer.until("summary").await;
+    assert_eq!(
+        seqs(&frames),
+        (1..=302).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+}
+
+#[tokio::test]
 async fn history_pages_by_after_seq_with_the_frames_the_stream_sends() {
     let app = spawn_app().await;
     let created = app.scripted_duo(5, 0).await;

@@ -330,6 +330,27 @@ impl Api {
 
     /// A viewer authenticated with this key.
     pub async fn viewer(&self, channel_id: &str, after_seq: i64) -> Viewer {
+        Viewer::connect(self.stream_request(channel_id, after_seq)).await
+    }
+
+    /// A viewer whose socket takes only a few KiB unread: once it stops reading, the
+    /// server soon has nowhere to put its frames.
+    pub async fn viewer_with_a_small_window(&self, channel_id: &str, after_seq: i64) -> Viewer {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let tcp = socket.connect(self.address).await.unwrap();
+        let request = self.stream_request(channel_id, after_seq);
+        let (stream, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp))
+            .await
+            .expect("the upgrade succeeds");
+        Viewer { stream }
+    }
+
+    fn stream_request(
+        &self,
+        channel_id: &str,
+        after_seq: i64,
+    ) -> tokio_tungstenite::tungstenite::handshake::client::Request {
         let url = format!(
             "ws://{}/api/v1/channels/{channel_id}/stream?after_seq={after_seq}",
             self.address
@@ -339,7 +360,7 @@ impl Api {
             "Authorization",
             format!("Bearer {}", self.key).parse().unwrap(),
         );
-        Viewer::connect(request).await
+        request
     }
 
     pub async fn viewer_at(&self, path_and_query: &str) -> Viewer {

@@ -1,0 +1,102 @@
+//! The WebSocket opening handshake, server side (RFC 6455, section 4.2).
+//!
+//! Done here rather than with axum's `WebSocketUpgrade`, which hands the connection over
+//! only inside its own `WebSocket`: the hub writes to each viewer's connection itself (see
+//! [`super::outlet`]), so a session needs the connection as it is.
+
+use std::future::Future;
+
+use axum::{
+    body::Body,
+    extract::FromRequestParts,
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts},
+    response::{IntoResponse, Response},
+};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use tokio_util::task::TaskTracker;
+
+use crate::error::AppError;
+
+/// A request to open a WebSocket, checked.
+pub struct Upgrade {
+    key: HeaderValue,
+    on_upgrade: OnUpgrade,
+}
+
+/// Why a request cannot be upgraded: a 400 that says so.
+#[derive(Debug)]
+pub struct NotAnUpgrade(&'static str);
+
+impl IntoResponse for NotAnUpgrade {
+    fn into_response(self) -> Response {
+        AppError::BadRequest(format!("a WebSocket upgrade is required: {}", self.0)).into_response()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
+    type Rejection = NotAnUpgrade;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        if parts.method != Method::GET {
+            return Err(NotAnUpgrade("the method must be GET"));
+        }
+        if !has_token(&parts.headers, header::CONNECTION, "upgrade") {
+            return Err(NotAnUpgrade("the Connection header must include `upgrade`"));
+        }
+        if !has_token(&parts.headers, header::UPGRADE, "websocket") {
+            return Err(NotAnUpgrade("the Upgrade header must be `websocket`"));
+        }
+        if parts.headers.get(header::SEC_WEBSOCKET_VERSION) != Some(&HeaderValue::from_static("13"))
+        {
+            return Err(NotAnUpgrade("the Sec-WebSocket-Version header must be 13"));
+        }
+        let key = parts
+            .headers
+            .get(header::SEC_WEBSOCKET_KEY)
+            .cloned()
+            .ok_or(NotAnUpgrade("the Sec-WebSocket-Key header is missing"))?;
+        let on_upgrade = parts
+            .extensions
+            .remove::<OnUpgrade>()
+            .ok_or(NotAnUpgrade("this connection cannot be upgraded"))?;
+        Ok(Self { key, on_upgrade })
+    }
+}
+
+impl Upgrade {
+    /// Answers `101 Switching Protocols`; once the client has it, runs `serve` on the
+    /// connection, as a task of `tasks`.
+    pub fn on_upgrade<F, Fut>(self, tasks: &TaskTracker, serve: F) -> Response
+    where
+        F: FnOnce(Upgraded) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let accept = tungstenite::handshake::derive_accept_key(self.key.as_bytes());
+        let on_upgrade = self.on_upgrade;
+        tasks.spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => serve(upgraded).await,
+                Err(error) => tracing::debug!(%error, "a WebSocket upgrade did not complete"),
+            }
+        });
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        if let Ok(accept) = HeaderValue::from_str(&accept) {
+            headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        response
+    }
+}
+
+/// Whether a comma-separated header holds `token`, in any case.
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|part| part.trim().eq_ignore_ascii_case(token))
+}
