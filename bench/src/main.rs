@@ -15,11 +15,12 @@ mod api;
 #[allow(dead_code)]
 mod fake_model;
 mod fleet;
+mod floor;
 mod proc;
 mod report;
 mod scenarios;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, ValueEnum};
 
@@ -56,11 +57,35 @@ struct Args {
     /// own, made with `psql`).
     #[arg(long, env = "SKEIN_BENCH_DATABASE_URL")]
     database_url: Option<String>,
+    /// Serve a floor instead of measuring (the scenarios start these themselves).
+    #[arg(long, value_enum, hide = true)]
+    floor: Option<Floor>,
+    /// What the HTTP floor answers with.
+    #[arg(long, hide = true)]
+    floor_body: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Floor {
+    Broadcast,
+    Http,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let fds = proc::raise_fd_limit();
+    if let Some(floor) = args.floor {
+        // Started pinned to the server's core by the scenario that measures it.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        return match floor {
+            Floor::Broadcast => runtime.block_on(floor::broadcast()),
+            Floor::Http => runtime.block_on(floor::http(
+                args.floor_body.as_deref().unwrap_or(Path::new("-")),
+            )),
+        };
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     // The server on core 0, this process on the last one. Pinned before the runtime starts,
     // so that every thread of the load generator inherits the pin: one thread, on its own

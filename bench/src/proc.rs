@@ -96,6 +96,20 @@ pub async fn node_ws(peers: &Path, core: Option<usize>) -> anyhow::Result<Served
     })
 }
 
+/// A floor server (`skein-bench --floor <kind>`, see `floor.rs`) with `args` after.
+pub async fn floor(kind: &str, core: Option<usize>, args: &[&str]) -> anyhow::Result<Served> {
+    let this = std::env::current_exe().context("the benchmark's own path")?;
+    let mut command = pinned(&this, core);
+    command.args(["--floor", kind]).args(args);
+    let (child, address) = start(command, "listening ").await?;
+    Ok(Served {
+        pid: child.id().context("the floor has a pid")?,
+        child,
+        address,
+        _data_dir: None,
+    })
+}
+
 fn pinned(program: &Path, core: Option<usize>) -> Command {
     match core {
         Some(core) if which("taskset") => {

@@ -30,6 +30,24 @@ impl Row {
     }
 }
 
+impl Row {
+    /// Skein's figure beside the floor's (`floor.rs`): how far from the machine's limit.
+    pub fn against_floor(
+        figure: String,
+        (skein, floor): (f64, f64),
+        show: fn(f64) -> String,
+    ) -> Self {
+        Self {
+            figure: format!("{figure}, against the floor"),
+            skein: show(skein),
+            peer: format!("{} (floor)", show(floor)),
+            ratio: ratio(skein, Some(floor)),
+            target: "-".into(),
+            met: None,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Report {
     rows: Vec<Row>,

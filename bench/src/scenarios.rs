@@ -68,8 +68,14 @@ struct Channel {
 
 /// One message sent to every viewer at a fixed rate, or once.
 enum Publisher {
-    Skein { api: Api, channel: Channel },
-    Node { socket: Box<WsSocket> },
+    Skein {
+        api: Api,
+        channel: Channel,
+    },
+    /// A client whose messages the server relays to every other (Node, the floor).
+    Relay {
+        socket: Box<WsSocket>,
+    },
 }
 
 type WsSocket =
@@ -80,16 +86,18 @@ impl Publisher {
         let text = fleet::message(k, MESSAGE_BYTES);
         match self {
             Self::Skein { api, channel } => api.say(&channel.id, &channel.poster, &text).await,
-            Self::Node { socket } => Ok(socket.send(Message::Text(text.into())).await?),
+            Self::Relay { socket } => Ok(socket.send(Message::Text(text.into())).await?),
         }
     }
 }
 
-/// What a server under test is, for the scenarios that run on both.
+/// What a server under test is, for the scenarios that run on several.
 #[derive(Clone, Copy, PartialEq)]
 enum Target {
     Skein,
     Node,
+    /// One write per delivery and nothing else (`floor.rs`).
+    Floor,
 }
 
 impl Bench {
@@ -127,12 +135,17 @@ impl Bench {
                 };
                 Ok((served, url, Some(ADMIN_KEY.to_owned()), publisher))
             }
-            Target::Node => {
-                let dir = self.node().expect("the Node peer is installed");
-                let served = proc::node_ws(dir, self.server_core).await?;
+            Target::Node | Target::Floor => {
+                let served = match target {
+                    Target::Node => {
+                        let dir = self.node().expect("the Node peer is installed");
+                        proc::node_ws(dir, self.server_core).await?
+                    }
+                    _ => proc::floor("broadcast", self.server_core, &[]).await?,
+                };
                 let url = format!("ws://{}/", served.address);
                 let (socket, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
-                let publisher = Publisher::Node {
+                let publisher = Publisher::Relay {
                     socket: Box::new(socket),
                 };
                 Ok((served, url, None, publisher))
@@ -140,10 +153,14 @@ impl Bench {
         }
     }
 
-    fn targets(&self) -> Vec<Target> {
+    /// Skein, Node when installed, and the floor where a scenario's figures have one.
+    fn targets(&self, floor: bool) -> Vec<Target> {
         let mut targets = vec![Target::Skein];
         if self.node().is_some() {
             targets.push(Target::Node);
+        }
+        if floor {
+            targets.push(Target::Floor);
         }
         targets
     }
@@ -157,7 +174,7 @@ impl Bench {
         };
         let mut figures = json!({});
         let mut results = std::collections::HashMap::new();
-        for target in self.targets() {
+        for target in self.targets(false) {
             let mut runs: Vec<Vec<f64>> = Vec::new();
             for _ in 0..self.repeats {
                 let (served, url, key, _publisher) = self.broadcast_setup(target).await?;
@@ -214,7 +231,7 @@ impl Bench {
             json!({"viewers": viewers, "message_bytes": MESSAGE_BYTES, "seconds": seconds});
         for &rate in rates {
             let mut by_target = std::collections::HashMap::new();
-            for target in self.targets() {
+            for target in self.targets(true) {
                 let mut runs = Vec::new();
                 for _ in 0..self.repeats {
                     runs.push(self.fanout_once(target, viewers, rate, seconds).await?);
@@ -266,6 +283,14 @@ impl Bench {
                 },
                 met: (offered == 20_000).then_some(p99 <= 20.0),
             });
+            let floor = by_target.get("floor");
+            if let Some(floor) = floor.and_then(|f| f["deliveries_per_cpu_second"].as_f64()) {
+                self.report.row(Row::against_floor(
+                    format!("fanout deliveries per server CPU-second ({offered}/s offered)"),
+                    (efficiency, floor),
+                    |n| format!("{n:.0}"),
+                ));
+            }
         }
         self.report.scenario("fanout", figures);
         Ok(())
@@ -308,7 +333,7 @@ impl Bench {
         let (viewers, bursts) = if self.tiny { (50, 3) } else { (10_000, 10) };
         let mut figures = json!({"viewers": viewers, "bursts": bursts});
         let mut p99s = std::collections::HashMap::new();
-        for target in self.targets() {
+        for target in self.targets(true) {
             let mut runs = Vec::new();
             for _ in 0..self.repeats {
                 let (served, url, key, mut publisher) = self.broadcast_setup(target).await?;
@@ -356,12 +381,12 @@ impl Bench {
                 "server_cpu_ms_per_burst": pick("server_cpu_ms"),
                 "everyone_reached": runs.iter().all(|run| run["everyone_reached"] == true),
             });
-            p99s.insert(name(target), pick("p99_ms"));
+            p99s.insert(name(target), (pick("p99_ms"), pick("server_cpu_ms")));
             figures[name(target)] = summary;
         }
         self.report.scenario("burst", figures);
-        let skein = p99s["skein"];
-        let node = p99s.get("node").copied();
+        let (skein, skein_cpu) = p99s["skein"];
+        let node = p99s.get("node").map(|(p99, _)| *p99);
         self.report.row(Row {
             figure: format!("burst: one message to {viewers} viewers, last one p99"),
             skein: format!("{skein:.1} ms"),
@@ -370,6 +395,19 @@ impl Bench {
             target: "≤ 100 ms".into(),
             met: Some(skein <= 100.0),
         });
+        if let Some(&(floor, floor_cpu)) = p99s.get("floor") {
+            let ms = |n: f64| format!("{n:.1} ms");
+            self.report.row(Row::against_floor(
+                format!("burst to {viewers} viewers, last one p99"),
+                (skein, floor),
+                ms,
+            ));
+            self.report.row(Row::against_floor(
+                format!("server CPU per burst to {viewers} viewers"),
+                (skein_cpu, floor_cpu),
+                ms,
+            ));
+        }
         Ok(())
     }
 
@@ -519,6 +557,7 @@ impl Bench {
             (2000, 5000, 16)
         };
         let mut figures = json!({"concurrency": concurrency});
+        let mut list_page = None;
         for (backend, env) in backends {
             let served = self.start_skein(&env).await?;
             let api = Api::new(served.address);
@@ -550,6 +589,10 @@ impl Bench {
                 json!(cpu_per(cpu_after_creates - cpu_at_start, creates));
             list["server_cpu_ms_per_request"] =
                 json!(cpu_per(served.cpu_seconds() - cpu_after_creates, lists));
+            if backend == "sqlite" {
+                let page = api.get("/collaborations?size=20").await?;
+                list_page = Some(serde_json::to_vec(&page)?);
+            }
             served.stop().await;
             self.report.row(Row::alone(
                 format!("server memory per running collaboration, {backend} (RSS growth over the creates)"),
@@ -573,8 +616,45 @@ impl Bench {
                 ));
             }
         }
+        if let Some(page) = list_page {
+            let floor = self.rest_floor(&page, lists, concurrency).await?;
+            let skein = figures["sqlite"]["list"]["server_cpu_ms_per_request"]
+                .as_f64()
+                .unwrap_or(0.0);
+            let floor_cpu = floor["server_cpu_ms_per_request"].as_f64().unwrap_or(0.0);
+            self.report.row(Row::against_floor(
+                "REST list server CPU per request (the same page from memory)".into(),
+                (skein, floor_cpu),
+                |n| format!("{n:.3} ms"),
+            ));
+            figures["floor"] = json!({"list": floor, "page_bytes": page.len()});
+        }
         self.report.scenario("rest", figures);
         Ok(())
+    }
+
+    /// Lists against the HTTP floor, which answers with `page` from memory.
+    async fn rest_floor(
+        &self,
+        page: &[u8],
+        lists: usize,
+        concurrency: usize,
+    ) -> anyhow::Result<Value> {
+        let file = tempfile::NamedTempFile::new()?;
+        std::fs::write(file.path(), page)?;
+        let path = file.path().to_string_lossy().into_owned();
+        let served = proc::floor("http", self.server_core, &["--floor-body", &path]).await?;
+        let api = Api::new(served.address);
+        let cpu_before = served.cpu_seconds();
+        let mut list = measure(lists, concurrency, |_| {
+            let api = api.clone();
+            async move { api.get("/collaborations?size=20").await.map(drop) }
+        })
+        .await?;
+        list["server_cpu_ms_per_request"] =
+            json!(ms((served.cpu_seconds() - cpu_before) / lists as f64 * 1e9));
+        served.stop().await;
+        Ok(list)
     }
 
     /// A long collaboration of two model agents against the fake model: prompt tokens per
@@ -689,6 +769,7 @@ fn name(target: Target) -> &'static str {
     match target {
         Target::Skein => "skein",
         Target::Node => "node",
+        Target::Floor => "floor",
     }
 }
 
@@ -713,7 +794,7 @@ async fn send_at_rate(publisher: Publisher, rate: u32, count: u32) -> anyhow::Re
                 sent?;
             }
         }
-        Publisher::Node { mut socket } => {
+        Publisher::Relay { mut socket } => {
             for k in 0..count {
                 tick.tick().await;
                 let text = fleet::message(k, MESSAGE_BYTES);
