@@ -579,7 +579,7 @@ impl Bench {
                 json!(kib(grown as f64 / creates as f64));
             let mut list = measure(lists, concurrency, |_| {
                 let api = api.clone();
-                async move { api.get("/collaborations?size=20").await.map(drop) }
+                async move { api.fetch("/collaborations?size=20").await.map(drop) }
             })
             .await?;
             // The server's CPU per request: with the server on one core, the bound on
@@ -648,7 +648,7 @@ impl Bench {
         let cpu_before = served.cpu_seconds();
         let mut list = measure(lists, concurrency, |_| {
             let api = api.clone();
-            async move { api.get("/collaborations?size=20").await.map(drop) }
+            async move { api.fetch("/collaborations?size=20").await.map(drop) }
         })
         .await?;
         list["server_cpu_ms_per_request"] =
