@@ -297,32 +297,13 @@ impl Outlet {
         stalled
     }
 
+    /// tungstenite's writes: whole frames, like the session's own.
     fn poll_write_bytes(&self, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>> {
-        let mut state = self.lock();
-        state.register(cx);
-        state.pump();
-        if state.broken {
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        match self.poll_send(cx, &Bytes::copy_from_slice(bytes), None) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(bytes.len())),
+            Poll::Ready(Err(Broken)) => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+            Poll::Pending => Poll::Pending,
         }
-        if state.queue.len() >= self.limit {
-            return Poll::Pending;
-        }
-        if state.queue.is_empty() {
-            match state.write(&[IoSlice::new(bytes)]) {
-                Ok(n) if n == bytes.len() => return Poll::Ready(Ok(n)),
-                Ok(n) => state.queue.push_back(Bytes::copy_from_slice(&bytes[n..])),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    state.queue.push_back(Bytes::copy_from_slice(bytes));
-                }
-                Err(error) => {
-                    state.broken = true;
-                    return Poll::Ready(Err(error));
-                }
-            }
-        } else {
-            state.queue.push_back(Bytes::copy_from_slice(bytes));
-        }
-        Poll::Ready(Ok(bytes.len()))
     }
 
     fn poll_flush_queue(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -407,6 +388,12 @@ impl State {
                 self.written = written;
             }
             self.queue.push_back(frame.clone());
+        }
+        if !self.queue.is_empty() {
+            // A write the socket took in part leaves nobody to be woken when it has room
+            // (tokio clears the readiness without registering a waker): trying again
+            // registers the session.
+            self.pump();
         }
     }
 
@@ -710,6 +697,45 @@ mod tests {
         );
         let (texts, _client) = reader.await.unwrap();
         assert!(texts.iter().all(|text| *text == big));
+    }
+
+    /// A waker that says when it is woken.
+    struct Told(tokio::sync::Notify);
+
+    impl futures::task::ArcWake for Told {
+        fn wake_by_ref(told: &Arc<Self>) {
+            told.0.notify_one();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_frame_the_socket_took_in_part_wakes_the_session_once_there_is_room() {
+        let (server, mut client) = pair(Some(4096)).await;
+        let outlet = live(server, 4);
+        let told = Arc::new(Told(tokio::sync::Notify::new()));
+        let waker = futures::task::waker(told.clone());
+        assert_eq!(
+            outlet.poll_attention(&mut Context::from_waker(&waker)),
+            Poll::Pending
+        );
+        // Far more than the sockets hold: the hub's write is taken in part.
+        assert_eq!(outlet.offer(&[event(1, &"w".repeat(1_000_000))]), 1);
+        assert_eq!(outlet.lock().queue.len(), 1);
+        // Nothing polls the outlet now; the client reads, and the session must hear of it.
+        let reader = tokio::spawn(async move { texts(&mut client, 1).await });
+        tokio::time::timeout(PATIENCE, told.0.notified())
+            .await
+            .expect("the session is woken when the socket has room");
+        loop {
+            let _ = outlet.poll_attention(&mut Context::from_waker(&waker));
+            if outlet.lock().queue.is_empty() {
+                break;
+            }
+            tokio::time::timeout(PATIENCE, told.0.notified())
+                .await
+                .expect("and again, until the frame is out");
+        }
+        assert_eq!(reader.await.unwrap()[0].len(), 1_000_000);
     }
 
     #[tokio::test]
