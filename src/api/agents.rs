@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{ApiJson, ApiPath, ApiQuery, AppState, PageParams, auth::Caller, check, check_len};
+use super::{
+    ApiJson, ApiPath, ApiQuery, AppState, PageJson, PageParams, auth::Caller, check, check_len,
+};
 use crate::{
     domain::{
         Agent, AgentAddress, AgentRef, AgentSpec, CollaborationStatus, FieldError, Page,
@@ -316,12 +318,14 @@ async fn list(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(params): ApiQuery<PageParams>,
-) -> Result<Json<Page<AgentView>>, AppError> {
+) -> Result<PageJson<AgentView>, AppError> {
     let mut errors = Vec::new();
     let page = params.parse(&mut errors);
     check(errors)?;
     let (agents, total) = state.store.list_agents(caller.account_id, page).await?;
-    Ok(Json(Page::new(agents, total, page).map(AgentView::from)))
+    Ok(PageJson(
+        Page::new(agents, total, page).map(AgentView::from),
+    ))
 }
 
 async fn find(state: &AppState, caller: &Caller, reference: &str) -> Result<Agent, AppError> {

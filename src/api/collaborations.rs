@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{ApiJson, ApiPath, ApiQuery, AppState, PageParams, auth::Caller, check, check_len};
+use super::{
+    ApiJson, ApiPath, ApiQuery, AppState, PageJson, PageParams, auth::Caller, check, check_len,
+};
 use crate::{
     domain::{
         Agent, AgentRef, Collaboration, CollaborationStatus, EndReason, FieldError,
@@ -356,7 +358,7 @@ async fn list(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(params): ApiQuery<ListParams>,
-) -> Result<Json<Page<CollaborationView>>, AppError> {
+) -> Result<PageJson<CollaborationView>, AppError> {
     let mut errors = Vec::new();
     let page = PageParams {
         page: params.page,
@@ -397,13 +399,13 @@ async fn list(
     check(errors)?;
     if unknown_agent {
         // An agent the account does not have takes part in none of its collaborations.
-        return Ok(Json(Page::new(Vec::new(), 0, page)));
+        return Ok(PageJson(Page::new(Vec::new(), 0, page)));
     }
     let (items, total) = state
         .store
         .list_collaborations(caller.account_id, &filter, page)
         .await?;
-    Ok(Json(
+    Ok(PageJson(
         Page::new(items, total, page).map(CollaborationView::from),
     ))
 }

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
-    ApiJson, ApiPath, ApiQuery, AppState, PageParams, auth, auth::Caller, check, check_len,
+    ApiJson, ApiPath, ApiQuery, AppState, PageJson, PageParams, auth, auth::Caller, check,
+    check_len,
 };
 use crate::{
     domain::{Account, ApiKey, FieldError, NewKey, Page, Scope},
@@ -145,13 +146,13 @@ async fn list_keys(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(params): ApiQuery<PageParams>,
-) -> Result<Json<Page<KeyView>>, AppError> {
+) -> Result<PageJson<KeyView>, AppError> {
     caller.require(Scope::Admin)?;
     let mut errors = Vec::new();
     let page = params.parse(&mut errors);
     check(errors)?;
     let (keys, total) = state.store.list_keys(caller.account_id, page).await?;
-    Ok(Json(Page::new(keys, total, page).map(KeyView::from)))
+    Ok(PageJson(Page::new(keys, total, page).map(KeyView::from)))
 }
 
 #[utoipa::path(get, path = "/api/v1/keys/{id}", tag = "keys", params(("id" = String, Path, description = "Key id")),
@@ -286,13 +287,13 @@ async fn list_accounts(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(params): ApiQuery<PageParams>,
-) -> Result<Json<Page<AccountView>>, AppError> {
+) -> Result<PageJson<AccountView>, AppError> {
     require_operator(&caller)?;
     let mut errors = Vec::new();
     let page = params.parse(&mut errors);
     check(errors)?;
     let (accounts, total) = state.store.list_accounts(page).await?;
-    Ok(Json(
+    Ok(PageJson(
         Page::new(accounts, total, page).map(AccountView::from),
     ))
 }

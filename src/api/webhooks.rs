@@ -15,7 +15,7 @@ use axum::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{ApiJson, ApiQuery, AppState, PageParams, auth::Caller, check};
+use super::{ApiJson, ApiQuery, AppState, PageJson, PageParams, auth::Caller, check};
 use crate::{
     domain::{
         FieldError, Page, Scope,
@@ -184,7 +184,7 @@ async fn deliveries(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(params): ApiQuery<PageParams>,
-) -> Result<Json<Page<Delivery>>, AppError> {
+) -> Result<PageJson<Delivery>, AppError> {
     let mut errors = Vec::new();
     let page = params.parse(&mut errors);
     check(errors)?;
@@ -192,5 +192,5 @@ async fn deliveries(
         .store
         .list_webhook_deliveries(caller.account_id, page)
         .await?;
-    Ok(Json(Page::new(items, total, page)))
+    Ok(PageJson(Page::new(items, total, page)))
 }
