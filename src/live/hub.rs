@@ -380,7 +380,7 @@ mod tests {
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
         let outlet = Arc::new(Outlet::new(ours, 0, 8));
         outlet.begin_catch_up();
-        assert!(outlet.go_live());
+        assert!(outlet.go_live(|| None));
         (outlet, theirs)
     }
 

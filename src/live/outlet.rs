@@ -271,21 +271,49 @@ impl Outlet {
     }
 
     /// Goes live, unless an event went past since the round began (then another round is
-    /// due, and this returns false).
-    pub(crate) fn go_live(&self) -> bool {
+    /// due, and this returns false). The frame of the turn in progress, if `turn` finds one,
+    /// is sent first, under the same lock: the hub cannot write the message that ends the
+    /// turn before it.
+    pub(crate) fn go_live(&self, turn: impl FnOnce() -> Option<Bytes>) -> bool {
         let mut state = self.lock();
         if state.behind {
             return false;
         }
         if state.mode == Mode::CatchingUp {
+            if let Some(frame) = turn() {
+                // Over the limit at worst by this one frame.
+                state.push_all(&[&frame]);
+            }
             state.mode = Mode::Live;
         }
         true
     }
 
-    /// The session is closing the stream: from now on only the session writes (its close).
+    /// The session is closing the stream: from now on only the session writes (its close),
+    /// and frames still waiting are dropped, but for one already begun. The close frame
+    /// then goes out at once rather than behind them; the viewer gets them from the store
+    /// when it reconnects.
     pub(crate) fn close(&self) {
-        self.lock().mode = Mode::Closed;
+        let mut state = self.lock();
+        state.mode = Mode::Closed;
+        let begun = usize::from(state.written > 0);
+        state.queue.truncate(begun);
+    }
+
+    /// Ready once everything waiting is written (or the connection failed): the session's
+    /// close frame has left.
+    pub(crate) async fn drained(&self) {
+        std::future::poll_fn(|cx| {
+            let mut state = self.lock();
+            state.register(cx);
+            state.pump();
+            if state.broken || state.queue.is_empty() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
     }
 
     /// Whether frames wait for a peer that took nothing since the last look: one that
@@ -306,22 +334,29 @@ impl Outlet {
         }
     }
 
+    /// A flush writes what it can and does not wait for the rest: what tungstenite wrote
+    /// is queued in order behind the hub's frames, and waiting for a slow viewer's whole
+    /// queue would hold its session (a ping, say) for as long as the queue takes to go.
+    /// Whether the viewer keeps reading is [`Outlet::stalled`]'s to judge.
     fn poll_flush_queue(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut state = self.lock();
         state.register(cx);
         state.pump();
         if state.broken {
             Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()))
-        } else if state.queue.is_empty() {
-            Poll::Ready(Ok(()))
         } else {
-            Poll::Pending
+            Poll::Ready(Ok(()))
         }
     }
 
     fn poll_shutdown_socket(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        std::task::ready!(self.poll_flush_queue(cx))?;
-        self.lock().socket.as_mut().poll_shutdown(cx)
+        let mut state = self.lock();
+        state.register(cx);
+        state.pump();
+        if !state.broken && !state.queue.is_empty() {
+            return Poll::Pending;
+        }
+        state.socket.as_mut().poll_shutdown(cx)
     }
 }
 
@@ -578,7 +613,7 @@ mod tests {
     fn live(socket: TcpStream, limit: usize) -> Outlet {
         let outlet = Outlet::new(socket, 0, limit);
         assert_eq!(outlet.begin_catch_up(), 0);
-        assert!(outlet.go_live());
+        assert!(outlet.go_live(|| None));
         outlet
     }
 
@@ -645,12 +680,73 @@ mod tests {
         assert_eq!(outlet.begin_catch_up(), 0);
         // Published after the session read the store, before it went live.
         assert_eq!(outlet.offer(&[event(1, "one")]), 0);
-        assert!(!outlet.go_live(), "a round missed an event");
+        assert!(!outlet.go_live(|| None), "a round missed an event");
         assert_eq!(outlet.begin_catch_up(), 0);
         outlet.send(text_frame("one"), Some(1)).await.unwrap();
-        assert!(outlet.go_live());
+        assert!(outlet.go_live(|| None));
         assert_eq!(outlet.offer(&[event(1, "one"), event(2, "two")]), 1);
         assert_eq!(texts(&mut client, 2).await, ["one", "two"]);
+    }
+
+    #[tokio::test]
+    async fn going_live_tells_the_turn_in_progress_before_anything_live() {
+        let (server, mut client) = pair(None).await;
+        let outlet = Outlet::new(server, 0, 8);
+        outlet.begin_catch_up();
+        outlet.send(text_frame("one"), Some(1)).await.unwrap();
+        assert!(outlet.go_live(|| Some(text_frame("turn"))));
+        assert_eq!(outlet.offer(&[event(2, "two")]), 1);
+        assert_eq!(texts(&mut client, 3).await, ["one", "turn", "two"]);
+    }
+
+    #[tokio::test]
+    async fn closing_drops_what_waits_but_the_frame_begun_and_the_close_goes_out_at_once() {
+        let (server, mut client) = pair(Some(4096)).await;
+        let outlet = live(server, 8);
+        let big = "c".repeat(200_000);
+        assert_eq!(
+            outlet.offer(&[event(1, &big), event(2, &big), event(3, &big)]),
+            3
+        );
+        assert_eq!(
+            outlet.lock().queue.len(),
+            3,
+            "the first in part, two waiting"
+        );
+        outlet.close();
+        assert_eq!(outlet.lock().queue.len(), 1, "the one begun");
+        outlet.send(text_frame("goodbye"), None).await.unwrap();
+        let reader = tokio::spawn(async move { texts(&mut client, 2).await });
+        tokio::time::timeout(PATIENCE, outlet.drained())
+            .await
+            .expect("drained once the client reads");
+        let texts = reader.await.unwrap();
+        assert_eq!((texts[0].len(), texts[1].as_str()), (big.len(), "goodbye"));
+    }
+
+    #[tokio::test]
+    async fn a_flush_does_not_wait_for_a_slow_viewer_s_queue() {
+        let (server, _client) = pair(Some(4096)).await;
+        let outlet = Arc::new(live(server, 8));
+        let big = "f".repeat(200_000);
+        assert_eq!(outlet.offer(&[event(1, &big), event(2, &big)]), 2);
+        let mut io = ViewerIo::new(tokio::io::empty(), outlet.clone());
+        let mut cx = Context::from_waker(Waker::noop());
+        // A ping, as tungstenite writes and flushes it.
+        let ping = [0x89, 0x00];
+        assert!(matches!(
+            Pin::new(&mut io).poll_write(&mut cx, &ping),
+            Poll::Ready(Ok(2))
+        ));
+        assert!(matches!(
+            Pin::new(&mut io).poll_flush(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        assert_eq!(
+            outlet.lock().queue.len(),
+            3,
+            "queued behind the hub's frames"
+        );
     }
 
     #[tokio::test]
@@ -659,7 +755,7 @@ mod tests {
         let outlet = Outlet::new(server, 1000, 8);
         outlet.clamp_last_seq(4);
         assert_eq!(outlet.begin_catch_up(), 4);
-        assert!(outlet.go_live());
+        assert!(outlet.go_live(|| None));
         assert_eq!(outlet.offer(&[event(5, "five")]), 1);
         assert_eq!(texts(&mut client, 1).await, ["five"]);
     }

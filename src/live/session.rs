@@ -120,7 +120,7 @@ impl Session {
             End::Failed => Some((CloseCode::Error, "internal error")),
         };
         if let Some((code, reason)) = close {
-            send_close(socket, code, reason).await;
+            send_close(socket, outlet, code, reason).await;
         }
         if too_big {
             // The rest of the oversized message is still unread: closing now would make the
@@ -240,7 +240,7 @@ impl Session {
     }
 
     /// Sends every stored event after the last one sent, page by page, until none went
-    /// past meanwhile; then the outlet is live, and the viewer is told whose turn it is.
+    /// past meanwhile; then the outlet goes live, telling the viewer first whose turn it is.
     async fn catch_up(&self, outlet: &Outlet) -> Result<(), End> {
         loop {
             let mut last_sent = outlet.begin_catch_up();
@@ -269,15 +269,10 @@ impl Session {
                     break;
                 }
             }
-            if outlet.go_live() {
-                break;
+            let turn = || Some(text_frame(&self.hub.current_turn(self.channel.id)?));
+            if outlet.go_live(turn) {
+                return Ok(());
             }
-        }
-        // After going live: a turn that begins from now on comes from the hub, and one
-        // already begun is in it. Told twice at worst, which viewers see by its `turn_id`.
-        match self.hub.current_turn(self.channel.id) {
-            Some(turn) => self.send(outlet, text_frame(&turn), None).await,
-            None => Ok(()),
         }
     }
 
@@ -306,7 +301,7 @@ impl Session {
 pub async fn refuse(upgraded: Upgraded, reason: &'static str, settings: StreamSettings) {
     let (outlet, mut socket) = open(upgraded, 0, &settings).await;
     outlet.close();
-    send_close(&mut socket, CloseCode::Policy, reason).await;
+    send_close(&mut socket, &outlet, CloseCode::Policy, reason).await;
 }
 
 /// The connection split in two: the outlet writes, and the WebSocket reads (and writes
@@ -335,10 +330,17 @@ async fn open(
     (outlet, socket)
 }
 
-async fn send_close(socket: &mut Socket, code: CloseCode, reason: &'static str) {
+/// Sends the close frame: at once, since a closed outlet holds nothing but what it had
+/// begun to write, and then waits (boundedly) until it has left.
+async fn send_close(socket: &mut Socket, outlet: &Outlet, code: CloseCode, reason: &'static str) {
     let frame = CloseFrame {
         code,
         reason: reason.into(),
     };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        if socket.send(Message::Close(Some(frame))).await.is_ok() {
+            outlet.drained().await;
+        }
+    })
+    .await;
 }
