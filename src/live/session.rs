@@ -245,6 +245,10 @@ impl Session {
         loop {
             let mut last_sent = outlet.begin_catch_up();
             loop {
+                // A long catch-up does not keep the session from hearing shutdown.
+                if self.shutdown.is_cancelled() {
+                    return Err(End::ShuttingDown);
+                }
                 let events = match self
                     .store
                     .read_events(self.channel.id, last_sent, CATCH_UP_PAGE)
