@@ -14,7 +14,7 @@
 //!
 //! The map's guards are never held across an `.await`: every method here is synchronous.
 
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use dashmap::DashMap;
 use tokio::sync::{broadcast, mpsc};
@@ -22,7 +22,10 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tungstenite::Utf8Bytes;
 use uuid::Uuid;
 
-use super::outlet::{BATCH, Frame, Outlet, text_frame};
+use super::{
+    lock,
+    outlet::{BATCH, Frame, Outlet, text_frame},
+};
 use crate::{domain::StoredEvent, telemetry};
 
 /// Viewers served by one delivery task. Small enough that the groups of a large audience
@@ -352,13 +355,6 @@ async fn deliver(group: Arc<Group>, mut broadcast: broadcast::Receiver<Broadcast
             return;
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing panics while holding these; a poisoned lock's data is still whole.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

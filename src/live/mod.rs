@@ -13,3 +13,11 @@ pub mod upgrade;
 
 pub use hub::{Hub, Wire};
 pub use streams::{Refusal, StreamPass, Streams};
+
+/// Locks a mutex of this module. Nothing panics while holding one, so a poisoned lock's
+/// data is still whole.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

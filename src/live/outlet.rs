@@ -134,10 +134,7 @@ impl Outlet {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // Nothing panics while holding it; a poisoned lock's state is still whole.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        super::lock(&self.state)
     }
 
     // The hub's side. None of these waits: each writes, queues or marks.
