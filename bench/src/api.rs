@@ -38,31 +38,28 @@ impl Api {
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(ADMIN_KEY)
-            .send()
-            .await?;
-        read(response).await
+        read(self.send_get(path).await?).await
     }
 
     /// A GET whose answer is checked and read to its end but not parsed, so that the load
     /// generator's cost per request stays small beside the server's: parsing a 20 KB page
     /// took the generator longer than the server took to make it.
     pub async fn fetch(&self, path: &str) -> anyhow::Result<usize> {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(ADMIN_KEY)
-            .send()
-            .await?;
+        let response = self.send_get(path).await?;
         let status = response.status();
         let body = response.bytes().await?;
         if !status.is_success() {
             bail!("{status}: {}", String::from_utf8_lossy(&body));
         }
         Ok(body.len())
+    }
+
+    async fn send_get(&self, path: &str) -> reqwest::Result<reqwest::Response> {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
     }
 
     pub async fn agent(&self, body: Value) -> anyhow::Result<String> {

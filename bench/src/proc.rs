@@ -87,13 +87,7 @@ pub async fn skein(
 pub async fn node_ws(peers: &Path, core: Option<usize>) -> anyhow::Result<Served> {
     let mut command = pinned(Path::new("node"), core);
     command.arg(peers.join("node-ws/server.js")).arg("0");
-    let (child, address) = start(command, "listening ").await?;
-    Ok(Served {
-        pid: child.id().context("the peer has a pid")?,
-        child,
-        address,
-        _data_dir: None,
-    })
+    peer(command).await
 }
 
 /// A floor server (`skein-bench --floor <kind>`, see `floor.rs`) with `args` after.
@@ -101,9 +95,14 @@ pub async fn floor(kind: &str, core: Option<usize>, args: &[&str]) -> anyhow::Re
     let this = std::env::current_exe().context("the benchmark's own path")?;
     let mut command = pinned(&this, core);
     command.args(["--floor", kind]).args(args);
+    peer(command).await
+}
+
+/// A server that prints `listening <port>` once ready and keeps no data.
+async fn peer(command: Command) -> anyhow::Result<Served> {
     let (child, address) = start(command, "listening ").await?;
     Ok(Served {
-        pid: child.id().context("the floor has a pid")?,
+        pid: child.id().context("the server has a pid")?,
         child,
         address,
         _data_dir: None,

@@ -444,12 +444,9 @@ mod tests {
         let (outlet, _end) = viewer();
         let _membership = hub.join(channel, outlet.clone());
         hub.close(channel);
-        let told = tokio::time::timeout(
-            PATIENCE,
-            std::future::poll_fn(|cx| outlet.poll_attention(cx)),
-        )
-        .await
-        .expect("the viewer's session is woken");
+        let told = tokio::time::timeout(PATIENCE, outlet.attention())
+            .await
+            .expect("the viewer's session is woken");
         assert_eq!(told, Attention::Deleted);
         assert!(hub.channels.is_empty());
         assert_eq!(
@@ -468,12 +465,9 @@ mod tests {
         for seq in 1..=5 {
             hub.publish_event(channel, &stored(seq));
         }
-        let asked = tokio::time::timeout(
-            PATIENCE,
-            std::future::poll_fn(|cx| outlet.poll_attention(cx)),
-        )
-        .await
-        .expect("the viewer's session is woken");
+        let asked = tokio::time::timeout(PATIENCE, outlet.attention())
+            .await
+            .expect("the viewer's session is woken");
         assert_eq!(asked, Attention::CatchUp);
     }
 }

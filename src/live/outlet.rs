@@ -202,6 +202,11 @@ impl Outlet {
 
     // The session's side.
 
+    /// What the session must do next, once it must do something.
+    pub(crate) async fn attention(&self) -> Attention {
+        std::future::poll_fn(|cx| self.poll_attention(cx)).await
+    }
+
     /// Finishes what the socket would not take before; ready when the session must act.
     pub(crate) fn poll_attention(&self, cx: &mut Context<'_>) -> Poll<Attention> {
         let mut state = self.lock();
@@ -776,12 +781,9 @@ mod tests {
             let texts = texts(&mut client, seq as usize).await;
             (texts, client)
         });
-        let asked = tokio::time::timeout(
-            PATIENCE,
-            std::future::poll_fn(|cx| outlet.poll_attention(cx)),
-        )
-        .await
-        .expect("the session is woken once the queue is out");
+        let asked = tokio::time::timeout(PATIENCE, outlet.attention())
+            .await
+            .expect("the session is woken once the queue is out");
         assert_eq!(asked, Attention::CatchUp);
         assert_eq!(
             outlet.begin_catch_up(),

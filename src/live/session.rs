@@ -169,7 +169,7 @@ impl Session {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return End::ShuttingDown,
                 _ = self.pass.revoked.cancelled() => return End::Revoked,
-                attention = std::future::poll_fn(|cx| outlet.poll_attention(cx)) => match attention {
+                attention = outlet.attention() => match attention {
                     // Events went past (a gap, a full queue, a hub that lagged): the store
                     // has them all, and the turn frame it may have missed is in the hub.
                     Attention::CatchUp => {
