@@ -18,6 +18,7 @@ use crate::{
     live::{Hub, Streams},
     outbound::Outbound,
     store::{PgStore, SqliteStore, Store},
+    tasks::Tasks,
 };
 
 /// How long shutdown waits for viewers' streams to close.
@@ -44,9 +45,11 @@ impl App {
         std::fs::create_dir_all(&config.data_dir)?;
         // SQLite is one server's file; PostgreSQL may be shared by several.
         let single_process = config.database_url.is_none();
+        let shutdown = CancellationToken::new();
+        let tasks = Tasks::new(shutdown.clone());
         let store: Arc<dyn Store> = match &config.database_url {
             Some(url) => Arc::new(PgStore::connect(url.expose_secret()).await?),
-            None => Arc::new(SqliteStore::open(&config.data_dir).await?),
+            None => Arc::new(SqliteStore::open(&config.data_dir, &tasks).await?),
         };
         let bootstrap = api::auth::bootstrap_admin(
             store.as_ref(),
@@ -66,7 +69,6 @@ impl App {
         store.purge_idempotency(expired, single_process).await?;
         let models = Models::new(&config.providers, &config.models)?;
         let hub = Arc::new(Hub::new(config.websocket.buffered_frames));
-        let shutdown = CancellationToken::new();
         let outbound = Outbound::new(config.allow_private_urls, OUTBOUND_TIMEOUT)?;
         let engine = Engine::new(
             store.clone(),

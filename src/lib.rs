@@ -28,5 +28,6 @@ pub mod live;
 pub mod outbound;
 pub mod signing;
 pub mod store;
+pub mod tasks;
 pub mod telemetry;
 pub mod webhooks;

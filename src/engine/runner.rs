@@ -184,7 +184,7 @@ pub(super) async fn panicked(inner: &Inner, lease: Lease) {
     else {
         return;
     };
-    let Ok(Some(collaboration)) = inner.store.collaboration(id).await else {
+    let Ok(Some(collaboration)) = inner.store.collaboration_unscoped(id).await else {
         return;
     };
     inner.hub.end_turns(collaboration.channel_id);
@@ -211,12 +211,15 @@ async fn load(
             agents,
         }) => (collaboration, agents, (Vec::new(), 0)),
         None => {
-            let Some(collaboration) = inner.store.collaboration(lease.collaboration_id).await?
+            let Some(collaboration) = inner
+                .store
+                .collaboration_unscoped(lease.collaboration_id)
+                .await?
             else {
                 return Ok(None);
             };
             let ids: Vec<Uuid> = collaboration.roster().iter().map(|s| s.id).collect();
-            let agents = inner.store.agents_by_id(&ids).await?;
+            let agents = inner.store.agents_unscoped(&ids).await?;
             let transcript = transcript(inner, collaboration.channel_id).await?;
             (collaboration, agents, transcript)
         }

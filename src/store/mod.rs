@@ -10,9 +10,17 @@
 //! schema (each with its own migrations, same versions) and answer the same way; the
 //! conformance suite in `tests/store` runs every test against both. Callers never see which
 //! one they have (no `sqlx::Any`, no backend types in signatures).
+//!
+//! The SQL the two share is written once, in [`sql`], over sqlx's generic traits; each
+//! backend's module keeps only what it says its own way (a [`sql::Dialect`]): SQLite's
+//! group-commit writer, PostgreSQL's row locks, whose clock judges a lease.
+//!
+//! Reads scoped to an account (`get_…`, `list_…`) are what the API calls; the few that are
+//! not (`…_unscoped`) are for the engine, which holds a collaboration it already owns.
 
 mod postgres;
 mod rows;
+mod sql;
 mod sqlite;
 
 use std::time::Duration;
@@ -28,6 +36,7 @@ use crate::domain::{
 };
 
 pub use postgres::PgStore;
+pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -235,7 +244,7 @@ pub trait Store: Send + Sync + 'static {
     /// reference that names none adds nothing.
     async fn get_agents(&self, account_id: Uuid, agents: &[AgentRef]) -> StoreResult<Vec<Agent>>;
     /// Agents by id regardless of account: the engine's view of a roster it already owns.
-    async fn agents_by_id(&self, ids: &[Uuid]) -> StoreResult<Vec<Agent>>;
+    async fn agents_unscoped(&self, ids: &[Uuid]) -> StoreResult<Vec<Agent>>;
     async fn list_agents(
         &self,
         account_id: Uuid,
@@ -263,7 +272,7 @@ pub trait Store: Send + Sync + 'static {
         id: Uuid,
     ) -> StoreResult<Option<Collaboration>>;
     /// By id regardless of account: for the engine, which owns the collaboration.
-    async fn collaboration(&self, id: Uuid) -> StoreResult<Option<Collaboration>>;
+    async fn collaboration_unscoped(&self, id: Uuid) -> StoreResult<Option<Collaboration>>;
     async fn list_collaborations(
         &self,
         account_id: Uuid,
@@ -331,7 +340,8 @@ pub trait Store: Send + Sync + 'static {
         summary: &str,
     ) -> StoreResult<Option<StoredEvent>>;
     async fn get_channel(&self, account_id: Uuid, id: Uuid) -> StoreResult<Option<ChannelInfo>>;
-    /// Events with `seq > after_seq`, in order, at most `limit`.
+    /// Events with `seq > after_seq`, in order, at most `limit`. By channel id alone: the
+    /// caller found the channel in its account first.
     async fn read_events(
         &self,
         channel_id: Uuid,
@@ -339,7 +349,6 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<Vec<StoredEvent>>;
 
-    // WebSocket tickets.
     // Webhooks. Deliveries are written by the methods above that make their events happen
     // (`insert_collaboration`, `finish_collaboration`, `record_summary`), in their transaction.
     async fn webhook_settings(&self, account_id: Uuid) -> StoreResult<Option<WebhookSettings>>;
@@ -382,6 +391,7 @@ pub trait Store: Send + Sync + 'static {
         page: PageRequest,
     ) -> StoreResult<(Vec<Delivery>, u64)>;
 
+    // WebSocket tickets.
     async fn insert_ticket(
         &self,
         hash: &str,

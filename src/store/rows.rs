@@ -108,7 +108,6 @@ pub(super) struct IdempotencyRow {
     request_hash: String,
     status: Option<i64>,
     response: Option<Vec<u8>>,
-    pub(super) created_at: DateTime<Utc>,
 }
 
 impl IdempotencyRow {

@@ -125,12 +125,12 @@ async fn agents_are_listed_updated_and_read_by_id_across_accounts() {
         assert_eq!(names, ["c", "b"]);
 
         let mut found = store
-            .agents_by_id(&[agents[0].id, foreign.id, Uuid::now_v7()])
+            .agents_unscoped(&[agents[0].id, foreign.id, Uuid::now_v7()])
             .await
             .unwrap();
         found.sort_by_key(|a| a.name.clone());
         assert_eq!(found, [agents[0].clone(), foreign]);
-        assert!(store.agents_by_id(&[]).await.unwrap().is_empty());
+        assert!(store.agents_unscoped(&[]).await.unwrap().is_empty());
 
         let mut changed = agents[1].clone();
         changed.name = "renamed".into();

@@ -37,7 +37,7 @@ async fn appended_messages_are_numbered_from_one_and_counted() {
             assert_eq!(sent["content"], content);
             assert_eq!(sent["sender"]["id"], team.principal.id.to_string());
         }
-        let stored = store.collaboration(new.id).await.unwrap().unwrap();
+        let stored = store.collaboration_unscoped(new.id).await.unwrap().unwrap();
         assert_eq!(stored.message_count, 3);
         assert_eq!(stored.tokens_used, 10 + 11 + 12);
         let channel = store
@@ -48,7 +48,7 @@ async fn appended_messages_are_numbered_from_one_and_counted() {
         assert_eq!(channel.last_seq, 3);
 
         store.add_tokens(new.id, 100).await.unwrap();
-        let stored = store.collaboration(new.id).await.unwrap().unwrap();
+        let stored = store.collaboration_unscoped(new.id).await.unwrap().unwrap();
         assert_eq!(stored.tokens_used, 133);
         assert_eq!(stored.message_count, 3);
     })
@@ -80,7 +80,7 @@ async fn the_message_cap_holds_in_the_store() {
                 .unwrap(),
             None
         );
-        let stored = store.collaboration(new.id).await.unwrap().unwrap();
+        let stored = store.collaboration_unscoped(new.id).await.unwrap().unwrap();
         assert_eq!((stored.message_count, stored.tokens_used), (2, 2));
         assert_eq!(history(&store, new.channel_id).await.len(), 2);
     })
@@ -127,7 +127,7 @@ async fn a_collaboration_ends_once_and_is_summarized_once() {
                 .is_none()
         );
 
-        let stored = store.collaboration(new.id).await.unwrap().unwrap();
+        let stored = store.collaboration_unscoped(new.id).await.unwrap().unwrap();
         assert_eq!(stored.status, CollaborationStatus::Failed);
         assert_eq!(stored.end_reason, Some(EndReason::Error));
         assert_eq!(stored.ended_at, Some(ended.ended_at));
@@ -156,7 +156,7 @@ async fn a_collaboration_ends_once_and_is_summarized_once() {
                 .unwrap()
                 .is_none()
         );
-        let stored = store.collaboration(new.id).await.unwrap().unwrap();
+        let stored = store.collaboration_unscoped(new.id).await.unwrap().unwrap();
         assert_eq!(stored.headline.as_deref(), Some("Failed early"));
         assert_eq!(stored.summary.as_deref(), Some("The participant failed."));
 
@@ -186,7 +186,7 @@ async fn the_podcast_is_recorded_or_explained() {
             .record_audio(new.id, None, Some("No podcast: no voice."))
             .await
             .unwrap();
-        let stored = store.collaboration(new.id).await.unwrap().unwrap();
+        let stored = store.collaboration_unscoped(new.id).await.unwrap().unwrap();
         assert_eq!(stored.audio_url, None);
         assert_eq!(
             stored.advisory_message,
@@ -197,7 +197,7 @@ async fn the_podcast_is_recorded_or_explained() {
             .record_audio(new.id, Some("/audio/x.wav"), None)
             .await
             .unwrap();
-        let stored = store.collaboration(new.id).await.unwrap().unwrap();
+        let stored = store.collaboration_unscoped(new.id).await.unwrap().unwrap();
         assert_eq!(stored.audio_url.as_deref(), Some("/audio/x.wav"));
         assert_eq!(
             stored.advisory_message,
@@ -210,7 +210,11 @@ async fn the_podcast_is_recorded_or_explained() {
             .record_audio(quiet.id, None, Some("No podcast."))
             .await
             .unwrap();
-        let stored = store.collaboration(quiet.id).await.unwrap().unwrap();
+        let stored = store
+            .collaboration_unscoped(quiet.id)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(stored.advisory_message.as_deref(), Some("No podcast."));
     })
     .await;
@@ -302,7 +306,7 @@ async fn concurrent_writers_get_dense_distinct_seqs() {
         let seqs = append_concurrently(&store, &team, new.id, 8, 25).await;
         assert_eq!(seqs, (1..=200).collect::<Vec<i64>>());
 
-        let stored = store.collaboration(new.id).await.unwrap().unwrap();
+        let stored = store.collaboration_unscoped(new.id).await.unwrap().unwrap();
         assert_eq!((stored.message_count, stored.tokens_used), (200, 200));
         let events = history(&store, new.channel_id).await;
         let stored_seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
@@ -325,7 +329,7 @@ async fn concurrent_writers_stop_exactly_at_the_cap() {
         let new = team.start(&store, 50).await;
         let seqs = append_concurrently(&store, &team, new.id, 8, 10).await;
         assert_eq!(seqs, (1..=50).collect::<Vec<i64>>());
-        let stored = store.collaboration(new.id).await.unwrap().unwrap();
+        let stored = store.collaboration_unscoped(new.id).await.unwrap().unwrap();
         assert_eq!(stored.message_count, 50);
     })
     .await;
@@ -364,7 +368,7 @@ async fn an_ending_among_concurrent_writers_is_the_last_event_before_the_summary
         assert_eq!(kinds.len(), status.seq as usize + 1);
         assert!(kinds[..kinds.len() - 2].iter().all(|k| k == "message"));
         assert_eq!(kinds[kinds.len() - 2..], ["status", "summary"]);
-        let stored = store.collaboration(new.id).await.unwrap().unwrap();
+        let stored = store.collaboration_unscoped(new.id).await.unwrap().unwrap();
         assert_eq!(i64::from(stored.message_count), status.seq - 1);
     })
     .await;
@@ -419,7 +423,7 @@ async fn turns_written_at_once_keep_their_own_outcomes() {
                 _ => vec![1],
             };
             assert_eq!(seqs, expected, "collaboration of kind {kind}");
-            let stored = store.collaboration(new.id).await.unwrap().unwrap();
+            let stored = store.collaboration_unscoped(new.id).await.unwrap().unwrap();
             assert_eq!(stored.message_count as usize, expected.len());
         }
     })
@@ -476,7 +480,7 @@ async fn a_turn_the_database_refuses_fails_alone() {
             (1..=expected).collect::<Vec<i64>>()
         );
         assert!(events.iter().all(|e| frame(&e.frame)["content"] == "fine"));
-        let stored = store.collaboration(new.id).await.unwrap().unwrap();
+        let stored = store.collaboration_unscoped(new.id).await.unwrap().unwrap();
         assert_eq!(
             stored.message_count as i64, expected,
             "the refused turn is not counted"

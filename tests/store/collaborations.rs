@@ -91,10 +91,20 @@ async fn a_collaboration_is_stored_with_its_roster_and_channel() {
                 .is_none()
         );
         assert_eq!(
-            store.collaboration(new.id).await.unwrap().map(|c| c.id),
+            store
+                .collaboration_unscoped(new.id)
+                .await
+                .unwrap()
+                .map(|c| c.id),
             Some(new.id)
         );
-        assert!(store.collaboration(Uuid::now_v7()).await.unwrap().is_none());
+        assert!(
+            store
+                .collaboration_unscoped(Uuid::now_v7())
+                .await
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(needing_runner(&store).await, [new.id]);
     })
     .await;
@@ -171,8 +181,11 @@ async fn an_upgraded_database_counts_the_collaborations_already_running() {
     use sqlx::Connection;
 
     let dir = tempfile::tempdir().unwrap();
-    let store: crate::support::Shared =
-        std::sync::Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let store: crate::support::Shared = std::sync::Arc::new(
+        SqliteStore::open(dir.path(), &crate::support::tasks())
+            .await
+            .unwrap(),
+    );
     let team = team(&store, "team").await;
     let ended = team.start(&store, 10).await;
     store
@@ -199,8 +212,11 @@ async fn an_upgraded_database_counts_the_collaborations_already_running() {
     .unwrap();
     raw.close().await.unwrap();
 
-    let store: crate::support::Shared =
-        std::sync::Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let store: crate::support::Shared = std::sync::Arc::new(
+        SqliteStore::open(dir.path(), &crate::support::tasks())
+            .await
+            .unwrap(),
+    );
     match store
         .insert_collaboration(&team.collaboration(10), 2, None)
         .await
@@ -278,7 +294,13 @@ async fn a_create_the_database_refuses_fails_alone() {
             Err(StoreError::Conflict(_)) => capped += 1,
             Err(error) => {
                 assert_eq!(new.objective, "poison", "{error}");
-                assert!(store.collaboration(new.id).await.unwrap().is_none());
+                assert!(
+                    store
+                        .collaboration_unscoped(new.id)
+                        .await
+                        .unwrap()
+                        .is_none()
+                );
                 refused += 1;
             }
         }

@@ -112,7 +112,7 @@ async fn a_lease_is_held_by_one_process_until_it_expires() {
         assert!(matches!(refused, Err(StoreError::LeaseLost)), "{refused:?}");
 
         // Nothing the stale lease tried was written.
-        let stored = store.collaboration(new.id).await.unwrap().unwrap();
+        let stored = store.collaboration_unscoped(new.id).await.unwrap().unwrap();
         assert_eq!(stored.message_count, 1);
         assert!(stored.end_reason.is_none());
         assert_eq!(

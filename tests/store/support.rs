@@ -23,7 +23,9 @@ where
 {
     let dir = tempfile::tempdir().expect("a temporary directory");
     println!("== SQLite in {}", dir.path().display());
-    let sqlite = SqliteStore::open(dir.path()).await.expect("SQLite opens");
+    let sqlite = SqliteStore::open(dir.path(), &tasks())
+        .await
+        .expect("SQLite opens");
     test(Arc::new(sqlite)).await;
 
     if let Some(url) = database_url() {
@@ -43,6 +45,11 @@ pub use schema::{Schema, database_url};
 
 /// Now, to the microsecond: what both backends keep of a time, so values compare equal
 /// after a round trip.
+/// Tasks for a store's workers (SQLite's writer), in a server that never stops.
+pub fn tasks() -> skein::tasks::Tasks {
+    skein::tasks::Tasks::new(tokio_util::sync::CancellationToken::new())
+}
+
 pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
@@ -210,7 +217,7 @@ pub async fn sqlite_refusing(trigger: &'static str) -> (tempfile::TempDir, Share
     use sqlx::Connection;
 
     let dir = tempfile::tempdir().unwrap();
-    let store: Shared = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let store: Shared = Arc::new(SqliteStore::open(dir.path(), &tasks()).await.unwrap());
     let url = format!("sqlite://{}", dir.path().join("skein.db").display());
     let mut raw = sqlx::SqliteConnection::connect(&url).await.unwrap();
     sqlx::query(trigger).execute(&mut raw).await.unwrap();

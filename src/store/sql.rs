@@ -1,0 +1,1467 @@
+//! The SQL both backends speak, written once.
+//!
+//! [`SqlStore`] is the [`Store`] over either database. Its one implementation of the trait
+//! holds every statement the two dialects say alike: placeholders are `$N` in both (sqlx's
+//! SQLite driver reads `$N` as the N-th argument), booleans are tested bare (`WHERE
+//! operator`), and a bound `LIMIT` is cast (see [`crate::store`]'s SQLite notes), which
+//! PostgreSQL takes as it is.
+//!
+//! What the backends truly say differently is a [`Dialect`], implemented in each backend's
+//! module: how a UUID column is encoded, how a write transaction begins, whose clock judges a
+//! lease (PostgreSQL's, so that processes agree; SQLite's process is the only one), how leases
+//! and deliveries are claimed (`SKIP LOCKED` where other processes contend), how a roster is
+//! folded into JSON, and how new collaborations and turns are written (SQLite's group commit,
+//! PostgreSQL's row locks).
+//!
+//! Rust cannot yet say once, on the trait, everything sqlx needs of a backend to run these
+//! statements (bounds on types other than the backend itself are not implied), so the impl
+//! blocks below repeat one `where` clause.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    future::Future,
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{
+    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder,
+    Transaction, Type,
+};
+use uuid::Uuid;
+
+use super::{
+    ChannelInfo, Claim, CollaborationFilter, Credential, IdempotencyClaim, Lease, LeaseTo, Store,
+    StoreError, StoreResult, is_foreign_key_violation, is_unique_violation,
+    rows::{
+        AccountRow, AgentRow, ChannelRow, DeliveryRow, DueRow, IdempotencyRow, KeyRow, ListedRow,
+        RosteredRow, SnapshotRow, WebhookSettingsRow, attempt_columns, parse, spec_json,
+    },
+};
+use crate::domain::{
+    Account, Agent, AgentRef, ApiKey, Collaboration, CollaborationStatus, Ending, EventBody,
+    NewCollaboration, NewKey, PageRequest, Scope, StoredEvent,
+    webhook::{AttemptOutcome, Delivery, DueDelivery, WebhookEvent, WebhookSettings},
+};
+
+/// A value a backend binds and reads back the same.
+pub(super) trait Column<D: Database>:
+    for<'q> Encode<'q, D> + for<'r> Decode<'r, D> + Type<D>
+{
+}
+
+impl<D: Database, T> Column<D> for T where T: for<'q> Encode<'q, D> + for<'r> Decode<'r, D> + Type<D>
+{}
+
+/// What a backend says its own way. Implemented by sqlx's `Sqlite` and `Postgres`.
+pub(super) trait Dialect: Database<Arguments: IntoArguments<Self>> + Sized {
+    /// How a UUID column binds and decodes (hyphenated text in SQLite, `uuid` in PostgreSQL).
+    type Id: Column<Self> + From<Uuid> + Into<Uuid> + Copy + Send + Sync + Unpin + 'static;
+    /// What a store keeps besides its pools: SQLite's queue to its group-commit writer.
+    type Writer: Clone + Send + Sync + 'static;
+
+    /// How a write transaction begins: SQLite takes the write lock up front.
+    const BEGIN_WRITE: &'static str;
+    /// The select-list expression that folds the roster of collaboration `c` into a JSON
+    /// array of `[position, id, address, name, kind]` (see [`RosteredRow`]).
+    const ROSTER: &'static str;
+    /// Whether `collaboration_counts` is kept (by SQLite's triggers, migration 0007): a
+    /// list filtered by status alone then reads its total there instead of counting.
+    const KEEPS_COUNTS: bool;
+    /// Ends a query that claims webhook deliveries (`d`): rows another transaction is
+    /// claiming are passed over rather than waited for.
+    const SKIP_CLAIMED: &'static str;
+
+    fn rows_affected(done: &Self::QueryResult) -> u64;
+
+    /// Refuses the transaction's writes unless `lease` is still held, and keeps anyone from
+    /// claiming it until the transaction ends.
+    fn check_lease(
+        tx: &mut Transaction<'static, Self>,
+        lease: &Lease,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// Counts a turn's message and tokens on its collaboration, in one statement guarded by
+    /// the lease, the status and the cap; the channel to append to, or `None` when the
+    /// guard matched nothing.
+    fn count_turn(
+        tx: &mut Transaction<'static, Self>,
+        turn: &Turn,
+    ) -> impl Future<Output = StoreResult<Option<Self::Id>>> + Send;
+
+    /// See [`Store::insert_collaboration`].
+    fn insert_collaboration(
+        store: &SqlStore<Self>,
+        create: Create,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+
+    /// See [`Store::append_message`].
+    fn append_message(
+        store: &SqlStore<Self>,
+        turn: Turn,
+    ) -> impl Future<Output = StoreResult<Option<StoredEvent>>> + Send;
+
+    /// See [`Store::claim_leases`].
+    fn claim_leases(
+        store: &SqlStore<Self>,
+        owner: Uuid,
+        ttl: Duration,
+        which: Claim,
+    ) -> impl Future<Output = StoreResult<Vec<Lease>>> + Send;
+
+    /// See [`Store::renew_leases`].
+    fn renew_leases(
+        store: &SqlStore<Self>,
+        owner: Uuid,
+        ttl: Duration,
+    ) -> impl Future<Output = StoreResult<Vec<Lease>>> + Send;
+
+    /// See [`Store::lease_holder`].
+    fn lease_holder(
+        store: &SqlStore<Self>,
+        collaboration_id: Uuid,
+    ) -> impl Future<Output = StoreResult<Option<Uuid>>> + Send;
+}
+
+/// The store over a SQL database: its pools, and whatever its dialect keeps besides.
+/// Named through its aliases, [`super::SqliteStore`] and [`super::PgStore`]; the dialects
+/// are this module's business, hence the private bounds.
+#[expect(private_bounds, reason = "the dialects are the store's own business")]
+pub struct SqlStore<D: Dialect> {
+    /// Where reads go. The same pool as `writes` on PostgreSQL; on SQLite, read-only
+    /// connections that never wait for the writer.
+    pub(super) reads: Pool<D>,
+    pub(super) writes: Pool<D>,
+    pub(super) writer: D::Writer,
+}
+
+impl<D: Dialect> Clone for SqlStore<D> {
+    fn clone(&self) -> Self {
+        Self {
+            reads: self.reads.clone(),
+            writes: self.writes.clone(),
+            writer: self.writer.clone(),
+        }
+    }
+}
+
+/// A new collaboration to store, with the lease it is stored under.
+pub(super) struct Create {
+    pub(super) new: NewCollaboration,
+    pub(super) max_running: u32,
+    pub(super) lease: Option<(Lease, DateTime<Utc>)>,
+}
+
+/// A turn's message to append under its lease.
+pub(super) struct Turn {
+    pub(super) lease: Lease,
+    pub(super) body: EventBody,
+    pub(super) tokens: u64,
+}
+
+/// The most rows of one table a multi-row statement writes at once (see [`runs`]).
+pub(super) const ROWS_PER_STATEMENT: usize = 256;
+
+fn id<D: Dialect>(uuid: Uuid) -> D::Id {
+    uuid.into()
+}
+
+#[expect(private_bounds, reason = "the dialects are the store's own business")]
+impl<D> SqlStore<D>
+where
+    D: Dialect,
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    for<'r> &'r str: ColumnIndex<D::Row>,
+    usize: ColumnIndex<D::Row>,
+    i64: Column<D>,
+    bool: Column<D>,
+    String: Column<D>,
+    Vec<u8>: Column<D>,
+    DateTime<Utc>: Column<D>,
+    Option<i64>: Column<D>,
+    Option<String>: Column<D>,
+    Option<DateTime<Utc>>: Column<D>,
+    Option<D::Id>: Column<D>,
+    for<'q> &'q str: Encode<'q, D> + Type<D>,
+    for<'q> Option<&'q str>: Encode<'q, D>,
+    for<'q> &'q [u8]: Encode<'q, D> + Type<D>,
+{
+    pub(super) async fn write(&self) -> StoreResult<Transaction<'static, D>> {
+        Ok(self.writes.begin_with(D::BEGIN_WRITE).await?)
+    }
+
+    /// Appends one event to a channel inside the caller's transaction: bumps the channel's
+    /// counter and inserts the frame under the new `seq`. On PostgreSQL the bump locks the
+    /// channel's row until the transaction ends, so the next writer's `seq` waits for this
+    /// one's commit; SQLite has one writer at a time anyway.
+    pub(super) async fn insert_event(
+        tx: &mut Transaction<'static, D>,
+        channel_id: D::Id,
+        body: &EventBody,
+    ) -> StoreResult<StoredEvent> {
+        let seq: i64 = sqlx::query_scalar(
+            "UPDATE channels SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq",
+        )
+        .bind(channel_id)
+        .fetch_one(&mut **tx)
+        .await?;
+        let frame = body.to_frame(seq);
+        sqlx::query(
+            "INSERT INTO events (channel_id, seq, kind, frame, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(channel_id)
+        .bind(seq)
+        .bind(body.kind())
+        .bind(&frame)
+        .bind(Utc::now())
+        .execute(&mut **tx)
+        .await?;
+        Ok(StoredEvent { seq, frame })
+    }
+
+    /// A turn's writes: counted by the dialect's guarded statement (the lease, the state and
+    /// the cap at once), then stored as an event. A turn refused for its lease or state
+    /// writes nothing, so the caller's transaction can go on; only then is the lease looked
+    /// at again, to tell a lost lease from an ended collaboration.
+    pub(super) async fn append_in(
+        tx: &mut Transaction<'static, D>,
+        turn: &Turn,
+    ) -> StoreResult<Option<StoredEvent>> {
+        let Some(channel_id) = D::count_turn(tx, turn).await? else {
+            D::check_lease(tx, &turn.lease).await?;
+            return Ok(None);
+        };
+        Ok(Some(Self::insert_event(tx, channel_id, &turn.body).await?))
+    }
+
+    /// New collaborations, each with its roster, channel, lease and `started` webhook, in
+    /// one statement per table whatever their number (see [`runs`]): a statement costs two
+    /// thread hand-offs to sqlx's connection thread besides the database's own work, and a
+    /// batch of creates shares them. The caller has checked the running cap.
+    pub(super) async fn insert_created(
+        tx: &mut Transaction<'static, D>,
+        admitted: &[&Create],
+    ) -> StoreResult<()> {
+        for run in runs(admitted, ROWS_PER_STATEMENT) {
+            QueryBuilder::<D>::new(
+                "INSERT INTO collaborations (id, account_id, channel_id, objective, principal_agent_id, \
+                 message_cap, timeout_window, evaluate_objective_completion, source, strategy, \
+                 webhook_url, token_budget, podcast, allow_interjections, created_by_key, status, \
+                 started_at, created_at, lease_owner, lease_expires_at, lease_epoch) ",
+            )
+            .push_values(run, |mut row, Create { new, lease, .. }| {
+                row.push_bind(id::<D>(new.id))
+                    .push_bind(id::<D>(new.account_id))
+                    .push_bind(id::<D>(new.channel_id))
+                    .push_bind(new.objective.clone())
+                    .push_bind(id::<D>(new.principal))
+                    .push_bind(i64::from(new.message_cap))
+                    .push_bind(i64::from(new.timeout_window))
+                    .push_bind(new.evaluate_objective_completion)
+                    .push_bind(new.source.map(|s| s.name()))
+                    .push_bind(new.strategy.name())
+                    .push_bind(new.webhook_url.clone())
+                    .push_bind(new.token_budget.map(|b| b as i64))
+                    .push_bind(new.podcast)
+                    .push_bind(new.allow_interjections)
+                    .push_bind(id::<D>(new.created_by))
+                    .push("'running'")
+                    .push_bind(new.created_at)
+                    .push_bind(new.created_at)
+                    .push_bind(lease.map(|(lease, _)| id::<D>(lease.owner)))
+                    .push_bind(lease.map(|(_, expires)| expires))
+                    .push_bind(lease.map_or(0, |(lease, _)| lease.epoch));
+            })
+            .build()
+            .execute(&mut **tx)
+            .await?;
+        }
+
+        let roster: Vec<(Uuid, Uuid, usize)> = admitted
+            .iter()
+            .flat_map(|Create { new, .. }| {
+                std::iter::once(&new.principal)
+                    .chain(&new.participants)
+                    .enumerate()
+                    .map(|(position, agent_id)| (new.id, *agent_id, position))
+            })
+            .collect();
+        // Rosters can be long: 2048 rows bind 6144 values, well under either's limit.
+        for run in runs(&roster, 2048) {
+            QueryBuilder::<D>::new(
+                "INSERT INTO collaboration_participants (collaboration_id, agent_id, position) ",
+            )
+            .push_values(run, |mut row, (collaboration_id, agent_id, position)| {
+                row.push_bind(id::<D>(*collaboration_id))
+                    .push_bind(id::<D>(*agent_id))
+                    .push_bind(*position as i64);
+            })
+            .build()
+            .execute(&mut **tx)
+            .await?;
+        }
+
+        for run in runs(admitted, ROWS_PER_STATEMENT) {
+            QueryBuilder::<D>::new(
+                "INSERT INTO channels (id, account_id, collaboration_id, last_seq, created_at) ",
+            )
+            .push_values(run, |mut row, Create { new, .. }| {
+                row.push_bind(id::<D>(new.channel_id))
+                    .push_bind(id::<D>(new.account_id))
+                    .push_bind(id::<D>(new.id))
+                    .push("0")
+                    .push_bind(new.created_at);
+            })
+            .build()
+            .execute(&mut **tx)
+            .await?;
+        }
+
+        Self::started_webhooks(tx, admitted).await
+    }
+
+    /// The `started` deliveries of new collaborations: for each whose account has set
+    /// webhooks up and that has a URL of its own or the account's default. The payload is
+    /// made from the collaboration as it was just written, which is all a new one is.
+    async fn started_webhooks(
+        tx: &mut Transaction<'static, D>,
+        admitted: &[&Create],
+    ) -> StoreResult<()> {
+        if admitted.is_empty() {
+            return Ok(());
+        }
+        let accounts: BTreeSet<Uuid> = admitted.iter().map(|c| c.new.account_id).collect();
+        let mut query = QueryBuilder::<D>::new(
+            "SELECT account_id, default_url FROM webhook_settings WHERE account_id IN (",
+        );
+        push_in(&mut query, &accounts);
+        let settings: HashMap<Uuid, Option<String>> = query
+            .build_query_as::<(D::Id, Option<String>)>()
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .map(|(account, url)| (account.into(), url))
+            .collect();
+        let now = Utc::now();
+        let event = WebhookEvent::Started;
+        let deliveries: Vec<(&NewCollaboration, &str)> = admitted
+            .iter()
+            .filter_map(|Create { new, .. }| {
+                let default_url = settings.get(&new.account_id)?;
+                Some((
+                    new,
+                    new.webhook_url.as_ref().or(default_url.as_ref())?.as_str(),
+                ))
+            })
+            .collect();
+        for run in runs(&deliveries, ROWS_PER_STATEMENT) {
+            QueryBuilder::<D>::new(
+                "INSERT INTO webhook_deliveries (id, account_id, collaboration_id, event, url, \
+                 payload, status, next_attempt_at, created_at) ",
+            )
+            .push_values(run, |mut row, (new, url)| {
+                row.push_bind(id::<D>(Uuid::now_v7()))
+                    .push_bind(id::<D>(new.account_id))
+                    .push_bind(id::<D>(new.id))
+                    .push_bind(event.name())
+                    .push_bind(url.to_string())
+                    .push_bind(event.payload(&new.snapshot(), now))
+                    .push("'pending'")
+                    .push_bind(now)
+                    .push_bind(now);
+            })
+            .build()
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Writes an event's delivery into the outbox, in the transaction that makes the event
+    /// happen, when the collaboration has somewhere to send it (its own `webhook_url`, else
+    /// its account's default) and the account has a signing secret.
+    async fn enqueue_webhook(
+        tx: &mut Transaction<'static, D>,
+        collaboration_id: Uuid,
+        event: WebhookEvent,
+    ) -> StoreResult<()> {
+        let row: Option<SnapshotRow<D::Id>> = sqlx::query_as(
+            "SELECT c.account_id, COALESCE(c.webhook_url, w.default_url) AS url, c.id, c.channel_id, \
+             c.objective, c.status, c.end_reason, c.message_count, c.tokens_used, c.started_at, \
+             c.ended_at, c.headline, c.summary, c.advisory_message, c.error_message \
+             FROM collaborations c JOIN webhook_settings w ON w.account_id = c.account_id \
+             WHERE c.id = $1",
+        )
+        .bind(id::<D>(collaboration_id))
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some(row) = row else { return Ok(()) };
+        let Some(url) = row.url.clone() else {
+            return Ok(());
+        };
+        let now = Utc::now();
+        let account_id = row.account_id;
+        let payload = event.payload(&row.into_domain()?, now);
+        sqlx::query(
+            "INSERT INTO webhook_deliveries (id, account_id, collaboration_id, event, url, payload, \
+             status, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8)",
+        )
+        .bind(id::<D>(Uuid::now_v7()))
+        .bind(account_id)
+        .bind(id::<D>(collaboration_id))
+        .bind(event.name())
+        .bind(url)
+        .bind(payload)
+        .bind(now)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn channel_of(
+        tx: &mut Transaction<'static, D>,
+        collaboration_id: Uuid,
+    ) -> StoreResult<D::Id> {
+        Ok(
+            sqlx::query_scalar("SELECT channel_id FROM collaborations WHERE id = $1")
+                .bind(id::<D>(collaboration_id))
+                .fetch_one(&mut **tx)
+                .await?,
+        )
+    }
+
+    async fn insert_key<'e>(
+        executor: impl Executor<'e, Database = D>,
+        key: &NewKey,
+    ) -> StoreResult<()> {
+        let scopes: Vec<String> = key.scopes.iter().map(Scope::name).collect();
+        sqlx::query(
+            "INSERT INTO api_keys (id, account_id, name, key_prefix, key_hash, scopes, from_config, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(id::<D>(key.id))
+        .bind(id::<D>(key.account_id))
+        .bind(&key.name)
+        .bind(&key.prefix)
+        .bind(&key.hash)
+        .bind(scopes.join(" "))
+        .bind(key.from_config)
+        .bind(Utc::now())
+        .execute(executor)
+        .await?;
+        Ok(())
+    }
+
+    /// One page of a query over `table`'s rows of an account, newest first, with how many
+    /// rows the account has in all.
+    async fn page<Row>(
+        &self,
+        count: &'static str,
+        select: &'static str,
+        account_id: Uuid,
+        page: PageRequest,
+    ) -> StoreResult<(Vec<Row>, u64)>
+    where
+        Row: for<'r> sqlx::FromRow<'r, D::Row> + Send + Unpin,
+    {
+        let total: i64 = sqlx::query_scalar(count)
+            .bind(id::<D>(account_id))
+            .fetch_one(&self.reads)
+            .await?;
+        let rows: Vec<Row> = sqlx::query_as(select)
+            .bind(id::<D>(account_id))
+            .bind(i64::from(page.size))
+            .bind(page.offset())
+            .fetch_all(&self.reads)
+            .await?;
+        Ok((rows, total as u64))
+    }
+
+    /// `FROM` and `WHERE` of the account's collaborations that `filter` matches, as `c`.
+    fn filtered(query: &mut QueryBuilder<D>, account_id: Uuid, filter: &CollaborationFilter) {
+        query
+            .push(" FROM collaborations c WHERE c.account_id = ")
+            .push_bind(id::<D>(account_id));
+        if let Some(agent) = filter.agent {
+            query
+                .push(" AND EXISTS (SELECT 1 FROM collaboration_participants p WHERE p.collaboration_id = c.id AND p.agent_id = ")
+                .push_bind(id::<D>(agent))
+                .push(")");
+        }
+        if let Some(channel_id) = filter.channel_id {
+            query
+                .push(" AND c.channel_id = ")
+                .push_bind(id::<D>(channel_id));
+        }
+        if let Some(status) = filter.status {
+            query.push(" AND c.status = ").push_bind(status.name());
+        }
+        if let Some(source) = filter.source {
+            query.push(" AND c.source = ").push_bind(source.name());
+        }
+    }
+
+    /// A query for how many of the account's collaborations `filter` matches: read off the
+    /// kept counts when there are some and the filter is by status alone, else counted.
+    fn total(query: &mut QueryBuilder<D>, account_id: Uuid, filter: &CollaborationFilter) {
+        let by_status_alone =
+            filter.agent.is_none() && filter.channel_id.is_none() && filter.source.is_none();
+        if !(D::KEEPS_COUNTS && by_status_alone) {
+            query.push("SELECT COUNT(*)");
+            Self::filtered(query, account_id, filter);
+            return;
+        }
+        query
+            .push("SELECT COALESCE(SUM(n), 0) FROM collaboration_counts WHERE account_id = ")
+            .push_bind(id::<D>(account_id));
+        if let Some(status) = filter.status {
+            query.push(" AND status = ").push_bind(status.name());
+        }
+    }
+
+    /// A collaboration read whole (see [`RosteredRow`]): `rest` follows the select list
+    /// and names the collaboration `c`.
+    fn rostered(rest: &str) -> String {
+        format!("SELECT c.*, {} AS roster {rest}", D::ROSTER)
+    }
+}
+
+/// The leases `owner` holds, as a claim or a renewal returned them.
+pub(super) fn leases<Id: Into<Uuid>>(owner: Uuid, rows: Vec<(Id, i64)>) -> Vec<Lease> {
+    rows.into_iter()
+        .map(|(id, epoch)| Lease {
+            collaboration_id: id.into(),
+            owner,
+            epoch,
+        })
+        .collect()
+}
+
+/// Multi-row statements are written over runs of rows whose lengths are powers of two, at
+/// most `longest` (itself one), so that each takes one of a few shapes, prepared once and
+/// kept in the connection's statement cache. A shape for every batch size, prepared anew
+/// each time, was 8% of a create's CPU.
+pub(super) fn runs<T>(rows: &[T], longest: usize) -> impl Iterator<Item = &[T]> {
+    debug_assert!(longest.is_power_of_two());
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (run, tail) = rest.split_at((1 << rest.len().ilog2()).min(longest));
+        rest = tail;
+        Some(run)
+    })
+}
+
+/// `IN (...)` over `ids`, the last repeated up to a power of two, for the same reason as
+/// [`runs`]. `ids` is not empty.
+pub(super) fn push_in<D: Dialect>(query: &mut QueryBuilder<D>, ids: &BTreeSet<Uuid>) {
+    let last = ids.last().expect("an id to look for");
+    let padding = ids.len().next_power_of_two() - ids.len();
+    let mut list = query.separated(", ");
+    for uuid in ids.iter().chain(std::iter::repeat_n(last, padding)) {
+        list.push_bind(id::<D>(*uuid));
+    }
+    query.push(")");
+}
+
+#[async_trait]
+impl<D> Store for SqlStore<D>
+where
+    D: Dialect,
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    for<'r> &'r str: ColumnIndex<D::Row>,
+    usize: ColumnIndex<D::Row>,
+    i64: Column<D>,
+    bool: Column<D>,
+    String: Column<D>,
+    Vec<u8>: Column<D>,
+    DateTime<Utc>: Column<D>,
+    Option<i64>: Column<D>,
+    Option<String>: Column<D>,
+    Option<DateTime<Utc>>: Column<D>,
+    Option<D::Id>: Column<D>,
+    for<'q> &'q str: Encode<'q, D> + Type<D>,
+    for<'q> Option<&'q str>: Encode<'q, D>,
+    for<'q> &'q [u8]: Encode<'q, D> + Type<D>,
+{
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.reads).await?;
+        Ok(())
+    }
+
+    async fn operator_account(&self) -> StoreResult<Option<Uuid>> {
+        let id: Option<D::Id> =
+            sqlx::query_scalar("SELECT id FROM accounts WHERE operator LIMIT 1")
+                .fetch_optional(&self.reads)
+                .await?;
+        Ok(id.map(Into::into))
+    }
+
+    async fn create_account(&self, account: &Account, first_key: &NewKey) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO accounts (id, name, operator, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id::<D>(account.id))
+        .bind(&account.name)
+        .bind(account.operator)
+        .bind(account.created_at)
+        .execute(&mut *tx)
+        .await?;
+        Self::insert_key(&mut *tx, first_key).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_accounts(&self, page: PageRequest) -> StoreResult<(Vec<Account>, u64)> {
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
+            .fetch_one(&self.reads)
+            .await?;
+        let rows: Vec<AccountRow<D::Id>> = sqlx::query_as(
+            "SELECT * FROM accounts ORDER BY created_at, id LIMIT CAST($1 AS BIGINT) OFFSET $2",
+        )
+        .bind(i64::from(page.size))
+        .bind(page.offset())
+        .fetch_all(&self.reads)
+        .await?;
+        Ok((
+            rows.into_iter().map(AccountRow::into_domain).collect(),
+            total as u64,
+        ))
+    }
+
+    async fn insert_key(&self, key: &NewKey) -> StoreResult<()> {
+        Self::insert_key(&self.writes, key).await
+    }
+
+    async fn find_key(&self, hash: &str) -> StoreResult<Option<Credential>> {
+        let row: Option<KeyRow<D::Id>> = sqlx::query_as(
+            "SELECT k.*, a.operator FROM api_keys k JOIN accounts a ON a.id = k.account_id \
+             WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
+        )
+        .bind(hash)
+        .fetch_optional(&self.reads)
+        .await?;
+        row.map(KeyRow::into_credential).transpose()
+    }
+
+    async fn key_exists(&self, hash: &str) -> StoreResult<bool> {
+        Ok(
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys WHERE key_hash = $1)")
+                .bind(hash)
+                .fetch_one(&self.reads)
+                .await?,
+        )
+    }
+
+    async fn touch_key(&self, key_id: Uuid, at: DateTime<Utc>) -> StoreResult<()> {
+        sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
+            .bind(at)
+            .bind(id::<D>(key_id))
+            .execute(&self.writes)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_key(&self, account_id: Uuid, key_id: Uuid) -> StoreResult<Option<ApiKey>> {
+        let row: Option<KeyRow<D::Id>> = sqlx::query_as(
+            "SELECT k.*, a.operator FROM api_keys k JOIN accounts a ON a.id = k.account_id \
+             WHERE k.id = $1 AND k.account_id = $2",
+        )
+        .bind(id::<D>(key_id))
+        .bind(id::<D>(account_id))
+        .fetch_optional(&self.reads)
+        .await?;
+        row.map(KeyRow::into_key).transpose()
+    }
+
+    async fn list_keys(
+        &self,
+        account_id: Uuid,
+        page: PageRequest,
+    ) -> StoreResult<(Vec<ApiKey>, u64)> {
+        let (rows, total) = self
+            .page::<KeyRow<D::Id>>(
+                "SELECT COUNT(*) FROM api_keys WHERE account_id = $1",
+                "SELECT k.*, a.operator FROM api_keys k JOIN accounts a ON a.id = k.account_id \
+                 WHERE k.account_id = $1 ORDER BY k.created_at DESC, k.id \
+                 LIMIT CAST($2 AS BIGINT) OFFSET $3",
+                account_id,
+                page,
+            )
+            .await?;
+        let keys = rows
+            .into_iter()
+            .map(KeyRow::into_key)
+            .collect::<StoreResult<_>>()?;
+        Ok((keys, total))
+    }
+
+    async fn revoke_key(
+        &self,
+        account_id: Uuid,
+        key_id: Uuid,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.write().await?;
+        let from_config: Option<bool> = sqlx::query_scalar(
+            "SELECT from_config FROM api_keys WHERE id = $1 AND account_id = $2",
+        )
+        .bind(id::<D>(key_id))
+        .bind(id::<D>(account_id))
+        .fetch_optional(&mut *tx)
+        .await?;
+        match from_config {
+            None => return Ok(false),
+            Some(true) => return Err(StoreError::configured_key()),
+            Some(false) => {}
+        }
+        sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
+            .bind(at)
+            .bind(id::<D>(key_id))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn revoke_config_keys_except(&self, hash: &str) -> StoreResult<Vec<Uuid>> {
+        let ids: Vec<D::Id> = sqlx::query_scalar(
+            "UPDATE api_keys SET revoked_at = $1 \
+             WHERE from_config AND revoked_at IS NULL AND key_hash <> $2 RETURNING id",
+        )
+        .bind(Utc::now())
+        .bind(hash)
+        .fetch_all(&self.writes)
+        .await?;
+        Ok(ids.into_iter().map(Into::into).collect())
+    }
+
+    async fn claim_idempotency(
+        &self,
+        account_id: Uuid,
+        key: &str,
+        request_hash: &str,
+        expired_before: DateTime<Utc>,
+    ) -> StoreResult<IdempotencyClaim> {
+        let mut tx = self.write().await?;
+        // Claims the key if it is new or its claim expired, in one statement: of two
+        // requests racing for it, one inserts and the other waits for that row (SQLite: for
+        // the write lock), then finds it live. A live row is left as it is but locked until
+        // this transaction ends, so it cannot change (or be released) before it is read.
+        let claimed = sqlx::query(
+            "INSERT INTO idempotency_keys (account_id, idempotency_key, request_hash, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (account_id, idempotency_key) DO UPDATE SET \
+             request_hash = excluded.request_hash, status = NULL, response = NULL, \
+             created_at = excluded.created_at \
+             WHERE idempotency_keys.created_at < $5",
+        )
+        .bind(id::<D>(account_id))
+        .bind(key)
+        .bind(request_hash)
+        .bind(Utc::now())
+        .bind(expired_before)
+        .execute(&mut *tx)
+        .await?;
+        let claim = if D::rows_affected(&claimed) == 1 {
+            IdempotencyClaim::Claimed
+        } else {
+            let live: IdempotencyRow = sqlx::query_as(
+                "SELECT request_hash, status, response FROM idempotency_keys \
+                 WHERE account_id = $1 AND idempotency_key = $2",
+            )
+            .bind(id::<D>(account_id))
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+            live.claim(request_hash)?
+        };
+        tx.commit().await?;
+        Ok(claim)
+    }
+
+    async fn complete_idempotency(
+        &self,
+        account_id: Uuid,
+        key: &str,
+        status: u16,
+        response: &[u8],
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET status = $1, response = $2 \
+             WHERE account_id = $3 AND idempotency_key = $4",
+        )
+        .bind(i64::from(status))
+        .bind(response)
+        .bind(id::<D>(account_id))
+        .bind(key)
+        .execute(&self.writes)
+        .await?;
+        Ok(())
+    }
+
+    async fn release_idempotency(&self, account_id: Uuid, key: &str) -> StoreResult<()> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys \
+             WHERE account_id = $1 AND idempotency_key = $2 AND status IS NULL",
+        )
+        .bind(id::<D>(account_id))
+        .bind(key)
+        .execute(&self.writes)
+        .await?;
+        Ok(())
+    }
+
+    async fn purge_idempotency(
+        &self,
+        expired_before: DateTime<Utc>,
+        in_flight_too: bool,
+    ) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE created_at < $1 OR ($2 AND status IS NULL)",
+        )
+        .bind(expired_before)
+        .bind(in_flight_too)
+        .execute(&self.writes)
+        .await?;
+        Ok(D::rows_affected(&done))
+    }
+
+    async fn insert_agent(&self, agent: &Agent) -> StoreResult<()> {
+        let result = sqlx::query(
+            "INSERT INTO agents (id, account_id, address, name, description, kind, spec, secret, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(id::<D>(agent.id))
+        .bind(id::<D>(agent.account_id))
+        .bind(agent.address.as_str())
+        .bind(&agent.name)
+        .bind(&agent.description)
+        .bind(agent.spec.kind().as_str())
+        .bind(spec_json(&agent.spec))
+        .bind(&agent.secret)
+        .bind(agent.created_at)
+        .bind(agent.updated_at)
+        .execute(&self.writes)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::address_taken(&agent.address)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn get_agent(&self, account_id: Uuid, agent: &AgentRef) -> StoreResult<Option<Agent>> {
+        let query = match agent {
+            AgentRef::Id(agent_id) => {
+                sqlx::query_as("SELECT * FROM agents WHERE account_id = $1 AND id = $2")
+                    .bind(id::<D>(account_id))
+                    .bind(id::<D>(*agent_id))
+            }
+            AgentRef::Address(address) => {
+                sqlx::query_as("SELECT * FROM agents WHERE account_id = $1 AND address = $2")
+                    .bind(id::<D>(account_id))
+                    .bind(address.as_str())
+            }
+        };
+        let row: Option<AgentRow<D::Id>> = query.fetch_optional(&self.reads).await?;
+        row.map(AgentRow::into_domain).transpose()
+    }
+
+    async fn get_agents(&self, account_id: Uuid, agents: &[AgentRef]) -> StoreResult<Vec<Agent>> {
+        let (mut ids, mut addresses) = (BTreeSet::new(), BTreeSet::new());
+        for agent in agents {
+            match agent {
+                AgentRef::Id(agent_id) => ids.insert(*agent_id),
+                AgentRef::Address(address) => addresses.insert(address.as_str()),
+            };
+        }
+        if ids.is_empty() && addresses.is_empty() {
+            return Ok(Vec::new());
+        }
+        // An id lookup and an address lookup, each off its own index.
+        let mut query = QueryBuilder::<D>::new("SELECT * FROM agents WHERE account_id = ");
+        query.push_bind(id::<D>(account_id)).push(" AND (");
+        if !ids.is_empty() {
+            query.push("id IN (");
+            push_in(&mut query, &ids);
+        }
+        if !addresses.is_empty() {
+            if !ids.is_empty() {
+                query.push(" OR ");
+            }
+            query.push("address IN (");
+            let mut list = query.separated(", ");
+            for address in addresses {
+                list.push_bind(address.to_owned());
+            }
+            query.push(")");
+        }
+        query.push(")");
+        let rows: Vec<AgentRow<D::Id>> = query.build_query_as().fetch_all(&self.reads).await?;
+        rows.into_iter().map(AgentRow::into_domain).collect()
+    }
+
+    async fn agents_unscoped(&self, ids: &[Uuid]) -> StoreResult<Vec<Agent>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut query = QueryBuilder::<D>::new("SELECT * FROM agents WHERE id IN (");
+        push_in(&mut query, &ids.iter().copied().collect());
+        let rows: Vec<AgentRow<D::Id>> = query.build_query_as().fetch_all(&self.reads).await?;
+        rows.into_iter().map(AgentRow::into_domain).collect()
+    }
+
+    async fn list_agents(
+        &self,
+        account_id: Uuid,
+        page: PageRequest,
+    ) -> StoreResult<(Vec<Agent>, u64)> {
+        let (rows, total) = self
+            .page::<AgentRow<D::Id>>(
+                "SELECT COUNT(*) FROM agents WHERE account_id = $1",
+                "SELECT * FROM agents WHERE account_id = $1 ORDER BY created_at DESC, id \
+                 LIMIT CAST($2 AS BIGINT) OFFSET $3",
+                account_id,
+                page,
+            )
+            .await?;
+        let agents = rows
+            .into_iter()
+            .map(AgentRow::into_domain)
+            .collect::<StoreResult<_>>()?;
+        Ok((agents, total))
+    }
+
+    async fn update_agent(&self, agent: &Agent) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE agents SET name = $1, description = $2, kind = $3, spec = $4, secret = $5, updated_at = $6 \
+             WHERE id = $7 AND account_id = $8",
+        )
+        .bind(&agent.name)
+        .bind(&agent.description)
+        .bind(agent.spec.kind().as_str())
+        .bind(spec_json(&agent.spec))
+        .bind(&agent.secret)
+        .bind(agent.updated_at)
+        .bind(id::<D>(agent.id))
+        .bind(id::<D>(agent.account_id))
+        .execute(&self.writes)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_agent(&self, account_id: Uuid, agent_id: Uuid) -> StoreResult<bool> {
+        let result = sqlx::query("DELETE FROM agents WHERE id = $1 AND account_id = $2")
+            .bind(id::<D>(agent_id))
+            .bind(id::<D>(account_id))
+            .execute(&self.writes)
+            .await;
+        match result {
+            Ok(done) => Ok(D::rows_affected(&done) == 1),
+            Err(e) if is_foreign_key_violation(&e) => Err(StoreError::agent_in_use()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn insert_collaboration(
+        &self,
+        new: &NewCollaboration,
+        max_running: u32,
+        lease_to: Option<LeaseTo>,
+    ) -> StoreResult<Option<Lease>> {
+        let create = Create {
+            new: new.clone(),
+            max_running,
+            lease: lease_to.map(|to| to.first(new.id)),
+        };
+        let lease = create.lease.map(|(lease, _)| lease);
+        D::insert_collaboration(self, create).await?;
+        Ok(lease)
+    }
+
+    async fn get_collaboration(
+        &self,
+        account_id: Uuid,
+        collaboration_id: Uuid,
+    ) -> StoreResult<Option<Collaboration>> {
+        let sql = Self::rostered("FROM collaborations c WHERE c.id = $1 AND c.account_id = $2");
+        let row: Option<RosteredRow<D::Id>> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id::<D>(collaboration_id))
+            .bind(id::<D>(account_id))
+            .fetch_optional(&self.reads)
+            .await?;
+        row.map(RosteredRow::into_domain).transpose()
+    }
+
+    async fn collaboration_unscoped(
+        &self,
+        collaboration_id: Uuid,
+    ) -> StoreResult<Option<Collaboration>> {
+        let sql = Self::rostered("FROM collaborations c WHERE c.id = $1");
+        let row: Option<RosteredRow<D::Id>> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id::<D>(collaboration_id))
+            .fetch_optional(&self.reads)
+            .await?;
+        row.map(RosteredRow::into_domain).transpose()
+    }
+
+    async fn list_collaborations(
+        &self,
+        account_id: Uuid,
+        filter: &CollaborationFilter,
+        page: PageRequest,
+    ) -> StoreResult<(Vec<Collaboration>, u64)> {
+        let mut query = QueryBuilder::<D>::new(Self::rostered(", ("));
+        Self::total(&mut query, account_id, filter);
+        query.push(") AS total");
+        Self::filtered(&mut query, account_id, filter);
+        query
+            .push(" ORDER BY c.created_at DESC, c.id LIMIT CAST(")
+            .push_bind(i64::from(page.size))
+            .push(" AS BIGINT) OFFSET ")
+            .push_bind(page.offset());
+        let rows: Vec<ListedRow<D::Id>> = query.build_query_as().fetch_all(&self.reads).await?;
+        let total = match rows.first() {
+            Some(row) => row.total,
+            None if page.offset() == 0 => 0,
+            // A page past the end still says how many there are.
+            None => {
+                let mut query = QueryBuilder::<D>::new("");
+                Self::total(&mut query, account_id, filter);
+                query.build_query_scalar().fetch_one(&self.reads).await?
+            }
+        };
+        let items = rows
+            .into_iter()
+            .map(|row| row.collaboration.into_domain())
+            .collect::<StoreResult<_>>()?;
+        Ok((items, total as u64))
+    }
+
+    async fn delete_collaboration(
+        &self,
+        account_id: Uuid,
+        collaboration_id: Uuid,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM collaborations WHERE id = $1 AND account_id = $2")
+            .bind(id::<D>(collaboration_id))
+            .bind(id::<D>(account_id))
+            .execute(&self.writes)
+            .await?;
+        Ok(D::rows_affected(&done) == 1)
+    }
+
+    async fn count_by_status(&self) -> StoreResult<Vec<(CollaborationStatus, u64)>> {
+        let sql = if D::KEEPS_COUNTS {
+            "SELECT status, SUM(n) FROM collaboration_counts GROUP BY status HAVING SUM(n) > 0"
+        } else {
+            "SELECT status, COUNT(*) FROM collaborations GROUP BY status"
+        };
+        let rows: Vec<(String, i64)> = sqlx::query_as(sql).fetch_all(&self.reads).await?;
+        rows.into_iter()
+            .map(|(status, count)| Ok((parse(&status)?, count as u64)))
+            .collect()
+    }
+
+    async fn claim_leases(
+        &self,
+        owner: Uuid,
+        ttl: Duration,
+        which: Claim,
+    ) -> StoreResult<Vec<Lease>> {
+        D::claim_leases(self, owner, ttl, which).await
+    }
+
+    async fn renew_leases(&self, owner: Uuid, ttl: Duration) -> StoreResult<Vec<Lease>> {
+        D::renew_leases(self, owner, ttl).await
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE collaborations SET lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $1 AND lease_owner = $2 AND lease_epoch = $3",
+        )
+        .bind(id::<D>(lease.collaboration_id))
+        .bind(id::<D>(lease.owner))
+        .bind(lease.epoch)
+        .execute(&self.writes)
+        .await?;
+        Ok(())
+    }
+
+    async fn release_leases(&self, owner: Uuid) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE collaborations SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = $1",
+        )
+        .bind(id::<D>(owner))
+        .execute(&self.writes)
+        .await?;
+        Ok(D::rows_affected(&done))
+    }
+
+    async fn lease_holder(&self, collaboration_id: Uuid) -> StoreResult<Option<Uuid>> {
+        D::lease_holder(self, collaboration_id).await
+    }
+
+    async fn append_message(
+        &self,
+        lease: &Lease,
+        body: &EventBody,
+        tokens: u64,
+    ) -> StoreResult<Option<StoredEvent>> {
+        let turn = Turn {
+            lease: *lease,
+            body: body.clone(),
+            tokens,
+        };
+        D::append_message(self, turn).await
+    }
+
+    async fn add_tokens(&self, collaboration_id: Uuid, tokens: u64) -> StoreResult<()> {
+        sqlx::query("UPDATE collaborations SET tokens_used = tokens_used + $1 WHERE id = $2")
+            .bind(tokens as i64)
+            .bind(id::<D>(collaboration_id))
+            .execute(&self.writes)
+            .await?;
+        Ok(())
+    }
+
+    async fn record_audio(
+        &self,
+        collaboration_id: Uuid,
+        audio_url: Option<&str>,
+        note: Option<&str>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE collaborations SET audio_url = $1, \
+             advisory_message = CASE WHEN $2 IS NULL THEN advisory_message \
+               WHEN advisory_message IS NULL THEN $2 ELSE advisory_message || ' ' || $2 END \
+             WHERE id = $3",
+        )
+        .bind(audio_url)
+        .bind(note)
+        .bind(id::<D>(collaboration_id))
+        .execute(&self.writes)
+        .await?;
+        Ok(())
+    }
+
+    async fn finish_collaboration(
+        &self,
+        collaboration_id: Uuid,
+        lease: Option<&Lease>,
+        ending: &Ending,
+    ) -> StoreResult<Option<StoredEvent>> {
+        let mut tx = self.write().await?;
+        if let Some(lease) = lease {
+            D::check_lease(&mut tx, lease).await?;
+        }
+        let status = ending.reason.status();
+        let updated = sqlx::query(
+            "UPDATE collaborations SET status = $1, end_reason = $2, ended_at = $3, advisory_message = $4, \
+             error_message = $5 WHERE id = $6 AND status = 'running'",
+        )
+        .bind(status.name())
+        .bind(ending.reason.name())
+        .bind(ending.ended_at)
+        .bind(&ending.advisory_message)
+        .bind(&ending.error_message)
+        .bind(id::<D>(collaboration_id))
+        .execute(&mut *tx)
+        .await?;
+        if D::rows_affected(&updated) == 0 {
+            return Ok(None);
+        }
+        let channel_id = Self::channel_of(&mut tx, collaboration_id).await?;
+        let body = EventBody::Status {
+            status,
+            end_reason: Some(ending.reason),
+            advisory_message: ending.advisory_message.clone(),
+            error_message: ending.error_message.clone(),
+            ended_at: Some(ending.ended_at),
+        };
+        let event = Self::insert_event(&mut tx, channel_id, &body).await?;
+        Self::enqueue_webhook(&mut tx, collaboration_id, WebhookEvent::Ended).await?;
+        tx.commit().await?;
+        Ok(Some(event))
+    }
+
+    async fn record_summary(
+        &self,
+        collaboration_id: Uuid,
+        headline: &str,
+        summary: &str,
+    ) -> StoreResult<Option<StoredEvent>> {
+        let mut tx = self.write().await?;
+        let updated = sqlx::query(
+            "UPDATE collaborations SET headline = $1, summary = $2 WHERE id = $3 AND summary IS NULL",
+        )
+        .bind(headline)
+        .bind(summary)
+        .bind(id::<D>(collaboration_id))
+        .execute(&mut *tx)
+        .await?;
+        if D::rows_affected(&updated) == 0 {
+            return Ok(None);
+        }
+        let channel_id = Self::channel_of(&mut tx, collaboration_id).await?;
+        let body = EventBody::Summary {
+            headline: headline.to_owned(),
+            summary: summary.to_owned(),
+            created_at: crate::domain::now(),
+        };
+        let event = Self::insert_event(&mut tx, channel_id, &body).await?;
+        Self::enqueue_webhook(&mut tx, collaboration_id, WebhookEvent::SummaryReady).await?;
+        tx.commit().await?;
+        Ok(Some(event))
+    }
+
+    async fn get_channel(
+        &self,
+        account_id: Uuid,
+        channel_id: Uuid,
+    ) -> StoreResult<Option<ChannelInfo>> {
+        let row: Option<ChannelRow<D::Id>> = sqlx::query_as(
+            "SELECT ch.id, ch.account_id, ch.collaboration_id, ch.last_seq, c.status, ch.created_at \
+             FROM channels ch JOIN collaborations c ON c.id = ch.collaboration_id \
+             WHERE ch.id = $1 AND ch.account_id = $2",
+        )
+        .bind(id::<D>(channel_id))
+        .bind(id::<D>(account_id))
+        .fetch_optional(&self.reads)
+        .await?;
+        row.map(ChannelRow::into_domain).transpose()
+    }
+
+    async fn read_events(
+        &self,
+        channel_id: Uuid,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT seq, frame FROM events WHERE channel_id = $1 AND seq > $2 ORDER BY seq \
+             LIMIT CAST($3 AS BIGINT)",
+        )
+        .bind(id::<D>(channel_id))
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reads)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, frame)| StoredEvent { seq, frame })
+            .collect())
+    }
+
+    async fn webhook_settings(&self, account_id: Uuid) -> StoreResult<Option<WebhookSettings>> {
+        let row: Option<WebhookSettingsRow<D::Id>> =
+            sqlx::query_as("SELECT * FROM webhook_settings WHERE account_id = $1")
+                .bind(id::<D>(account_id))
+                .fetch_optional(&self.reads)
+                .await?;
+        Ok(row.map(WebhookSettingsRow::into_domain))
+    }
+
+    async fn create_webhook_settings(&self, settings: &WebhookSettings) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO webhook_settings (account_id, default_url, secret, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account_id) DO NOTHING",
+        )
+        .bind(id::<D>(settings.account_id))
+        .bind(&settings.default_url)
+        .bind(&settings.secret)
+        .bind(settings.created_at)
+        .bind(settings.updated_at)
+        .execute(&self.writes)
+        .await?;
+        Ok(D::rows_affected(&done) == 1)
+    }
+
+    async fn set_webhook_default_url(
+        &self,
+        account_id: Uuid,
+        url: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE webhook_settings SET default_url = $1, updated_at = $2 WHERE account_id = $3",
+        )
+        .bind(url)
+        .bind(at)
+        .bind(id::<D>(account_id))
+        .execute(&self.writes)
+        .await?;
+        Ok(D::rows_affected(&done) == 1)
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        account_id: Uuid,
+        secret: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE webhook_settings SET secret = $1, updated_at = $2 WHERE account_id = $3",
+        )
+        .bind(secret)
+        .bind(at)
+        .bind(id::<D>(account_id))
+        .execute(&self.writes)
+        .await?;
+        Ok(D::rows_affected(&done) == 1)
+    }
+
+    async fn claim_webhooks(
+        &self,
+        now: DateTime<Utc>,
+        claim_until: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<DueDelivery>> {
+        let mut tx = self.write().await?;
+        let mut query = QueryBuilder::<D>::new(
+            "SELECT d.id, d.account_id, d.url, d.payload, d.attempts, d.created_at, w.secret \
+             FROM webhook_deliveries d JOIN webhook_settings w ON w.account_id = d.account_id \
+             WHERE d.status = 'pending' AND d.next_attempt_at <= ",
+        );
+        query
+            .push_bind(now)
+            .push(" ORDER BY d.next_attempt_at LIMIT CAST(")
+            .push_bind(i64::from(limit))
+            .push(" AS BIGINT)")
+            .push(D::SKIP_CLAIMED);
+        let rows: Vec<DueRow<D::Id>> = query.build_query_as().fetch_all(&mut *tx).await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut claim = QueryBuilder::<D>::new("UPDATE webhook_deliveries SET next_attempt_at = ");
+        claim.push_bind(claim_until).push(" WHERE id IN (");
+        push_in(&mut claim, &rows.iter().map(|row| row.id.into()).collect());
+        claim.build().execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| row.into_domain(claim_until))
+            .collect())
+    }
+
+    async fn record_webhook_attempt(
+        &self,
+        delivery_id: Uuid,
+        claimed_until: DateTime<Utc>,
+        outcome: &AttemptOutcome,
+    ) -> StoreResult<()> {
+        let (status, next, delivered) = attempt_columns(outcome);
+        sqlx::query(
+            "UPDATE webhook_deliveries SET status = $1, attempts = attempts + 1, next_attempt_at = $2, \
+             last_attempt_at = $3, last_status = $4, last_error = $5, delivered_at = $6 \
+             WHERE id = $7 AND status = 'pending' AND next_attempt_at = $8",
+        )
+        .bind(status.name())
+        .bind(next)
+        .bind(outcome.at)
+        .bind(outcome.status.map(i64::from))
+        .bind(&outcome.error)
+        .bind(delivered)
+        .bind(id::<D>(delivery_id))
+        .bind(claimed_until)
+        .execute(&self.writes)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        account_id: Uuid,
+        page: PageRequest,
+    ) -> StoreResult<(Vec<Delivery>, u64)> {
+        let (rows, total) = self
+            .page::<DeliveryRow<D::Id>>(
+                "SELECT COUNT(*) FROM webhook_deliveries WHERE account_id = $1",
+                "SELECT * FROM webhook_deliveries WHERE account_id = $1 \
+                 ORDER BY created_at DESC, id DESC LIMIT CAST($2 AS BIGINT) OFFSET $3",
+                account_id,
+                page,
+            )
+            .await?;
+        let deliveries = rows
+            .into_iter()
+            .map(DeliveryRow::into_domain)
+            .collect::<StoreResult<_>>()?;
+        Ok((deliveries, total))
+    }
+
+    async fn insert_ticket(
+        &self,
+        hash: &str,
+        key: &ApiKey,
+        channel_id: Uuid,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO websocket_tickets (ticket_hash, account_id, key_id, channel_id, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(hash)
+        .bind(id::<D>(key.account_id))
+        .bind(id::<D>(key.id))
+        .bind(id::<D>(channel_id))
+        .bind(expires_at)
+        .execute(&self.writes)
+        .await?;
+        Ok(())
+    }
+
+    async fn redeem_ticket(&self, hash: &str, channel_id: Uuid) -> StoreResult<Option<Credential>> {
+        let now = Utc::now();
+        let mut tx = self.write().await?;
+        // Of two redemptions at once, the second waits for the first's row (SQLite: for the
+        // write lock) and finds it used.
+        let key_id: Option<D::Id> = sqlx::query_scalar(
+            "UPDATE websocket_tickets SET used_at = $1 \
+             WHERE ticket_hash = $2 AND channel_id = $3 AND used_at IS NULL AND expires_at > $1 \
+             RETURNING key_id",
+        )
+        .bind(now)
+        .bind(hash)
+        .bind(id::<D>(channel_id))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(key_id) = key_id else {
+            return Ok(None);
+        };
+        let row: Option<KeyRow<D::Id>> = sqlx::query_as(
+            "SELECT k.*, a.operator FROM api_keys k JOIN accounts a ON a.id = k.account_id \
+             WHERE k.id = $1 AND k.revoked_at IS NULL",
+        )
+        .bind(key_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.map(KeyRow::into_credential).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every row in order, in runs of a few lengths only.
+    #[test]
+    fn rows_are_written_in_runs_of_powers_of_two() {
+        let lengths = |n: usize, longest| {
+            let rows: Vec<usize> = (0..n).collect();
+            let runs: Vec<&[usize]> = super::runs(&rows, longest).collect();
+            assert_eq!(runs.concat(), rows);
+            runs.iter().map(|run| run.len()).collect::<Vec<_>>()
+        };
+        assert_eq!(lengths(0, 8), [0; 0]);
+        assert_eq!(lengths(1, 8), [1]);
+        assert_eq!(lengths(16, 256), [16]);
+        assert_eq!(lengths(13, 256), [8, 4, 1]);
+        assert_eq!(lengths(600, 256), [256, 256, 64, 16, 8]);
+    }
+}
