@@ -1,6 +1,8 @@
 //! Wiring: open the store, make sure an admin key exists, build the engine and the router,
 //! bind the listener. [`App::run_until`] serves until the given future resolves, then shuts
-//! down in order: stop accepting, close WebSockets with 1001, let runners stop, return.
+//! down in order: stop accepting, close WebSockets with 1001, let runners stop, let the
+//! background workers finish what they hold, return. Every background task runs on the
+//! app's [`Tasks`] (or a group of them), and is waited for here.
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
@@ -14,7 +16,7 @@ use crate::{
     api::{self, AppState, BodyLimit, auth::KeyCache, rate_limit::RateLimits},
     cluster::Cluster,
     config::Config,
-    engine::Engine,
+    engine::{self, Engine},
     live::{Hub, Streams},
     outbound::Outbound,
     store::{PgStore, SqliteStore, Store},
@@ -24,12 +26,18 @@ use crate::{
 /// How long shutdown waits for viewers' streams to close.
 const VIEWERS_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// How long shutdown waits, last, for the store's own workers (SQLite's writer) to finish
+/// what they were given once nothing holds the store any more.
+const STORE_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Limit on one call to a user-supplied URL.
 const OUTBOUND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct App {
     listener: TcpListener,
     state: AppState,
+    /// The store's own workers, waited for after everything else let go of the store.
+    store_tasks: Tasks,
     new_admin_key: Option<String>,
     cluster: Option<Cluster>,
     /// Only this process uses the database (SQLite): it may take over every lease at start.
@@ -47,9 +55,10 @@ impl App {
         let single_process = config.database_url.is_none();
         let shutdown = CancellationToken::new();
         let tasks = Tasks::new(shutdown.clone());
+        let store_tasks = tasks.group();
         let store: Arc<dyn Store> = match &config.database_url {
             Some(url) => Arc::new(PgStore::connect(url.expose_secret()).await?),
-            None => Arc::new(SqliteStore::open(&config.data_dir, &tasks).await?),
+            None => Arc::new(SqliteStore::open(&config.data_dir, &store_tasks).await?),
         };
         let bootstrap = api::auth::bootstrap_admin(
             store.as_ref(),
@@ -71,18 +80,21 @@ impl App {
         let hub = Arc::new(Hub::new(config.websocket.buffered_frames));
         let outbound = Outbound::new(config.allow_private_urls, OUTBOUND_TIMEOUT)?;
         let engine = Engine::new(
-            store.clone(),
-            hub.clone(),
-            models,
-            Remote::new(outbound.clone(), config.remote.clone()),
-            config.engine.clone(),
-            shutdown.child_token(),
+            engine::Parts {
+                store: store.clone(),
+                hub: hub.clone(),
+                models,
+                remote: Remote::new(outbound.clone(), config.remote.clone(), &tasks),
+                settings: config.engine.clone(),
+                max_running_per_key: config.rate_limits.max_running_per_key,
+            },
+            &tasks,
         );
         let keys: Arc<KeyCache> = Arc::default();
         let streams = Arc::new(Streams::new(config.rate_limits.max_streams_per_key));
         let cluster = match &config.nats_url {
             Some(url) => {
-                let mut cluster = Cluster::connect(url, engine.owner()).await?;
+                let mut cluster = Cluster::connect(url, engine.owner(), &tasks).await?;
                 engine.set_relay(cluster.relay());
                 let (keys, streams) = (keys.clone(), streams.clone());
                 let revoked = move |key| {
@@ -114,10 +126,12 @@ impl App {
             outbound,
             config: Arc::new(config),
             shutdown,
+            tasks,
         };
         Ok(Self {
             listener,
             state,
+            store_tasks,
             new_admin_key: bootstrap.created,
             cluster,
             single_process,
@@ -153,6 +167,7 @@ impl App {
         let Self {
             listener,
             state,
+            store_tasks,
             cluster,
             single_process,
             ..
@@ -161,20 +176,19 @@ impl App {
         if resumed > 0 {
             tracing::info!(resumed, "resumed running collaborations");
         }
-        let engine = state.engine.clone();
+        let (engine, hub, tasks) = (state.engine.clone(), state.hub.clone(), state.tasks.clone());
         let shutdown = state.shutdown.clone();
-        tokio::spawn(purge_idempotency_keys(
-            state.store.clone(),
-            shutdown.child_token(),
-        ));
+        tasks.spawn_essential(
+            "idempotency purge",
+            purge_idempotency_keys(state.store.clone(), shutdown.clone()),
+        );
         let deliverer = crate::webhooks::Deliverer {
             store: state.store.clone(),
             outbound: state.outbound.clone(),
             settings: state.config.webhooks.clone(),
         };
-        let webhooks = tokio::spawn(deliverer.run(shutdown.child_token()));
+        tasks.spawn_essential("webhook deliverer", deliverer.run(shutdown.clone()));
         let limit = state.config.limits.max_body_bytes;
-        let hub = state.hub.clone();
         let router = api::router(state).layer(axum::Extension(BodyLimit(limit)));
         let stopping = shutdown.clone();
         // Frames are small and each is written when it is due: Nagle's algorithm would hold
@@ -192,6 +206,7 @@ impl App {
         let result = serve.await;
         shutdown.cancel();
         engine.shutdown().await;
+        drop(engine);
         // Viewers have been told the server is going (1001); give their close frames a
         // moment to leave.
         hub.tasks().close();
@@ -199,8 +214,10 @@ impl App {
         if let Some(cluster) = cluster {
             cluster.close().await;
         }
-        // Its attempt in progress is recorded before the process goes.
-        let _ = webhooks.await;
+        // The webhook deliverer records its attempt in progress before it returns.
+        tasks.wait().await;
+        drop(hub);
+        let _ = tokio::time::timeout(STORE_GRACE, store_tasks.wait()).await;
         Ok(result?)
     }
 }

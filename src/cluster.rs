@@ -18,14 +18,15 @@ use std::{sync::Arc, time::Duration};
 use async_nats::{Client, HeaderMap, Message};
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
-use tokio::{sync::mpsc, task::JoinHandle};
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
     engine::{Engine, Relay, Reply, Request},
     live::{Hub, Wire},
+    tasks::Tasks,
 };
 
 const CHANNEL_SUBJECTS: &str = "skein.channel";
@@ -45,14 +46,17 @@ const TURN: &str = "Skein-Turn";
 pub struct Cluster {
     client: Client,
     owner: Uuid,
-    tasks: Vec<JoinHandle<()>>,
-    /// Fired last on shutdown: the exporter then sends what is queued and flushes.
+    /// The links' workers, and the requests being answered.
+    tasks: Tasks,
+    /// Fired last on shutdown: the exporter then sends what is queued and flushes, and the
+    /// other workers stop listening.
     done: CancellationToken,
 }
 
 impl Cluster {
-    /// Connects to NATS as the process `owner` (the engine's lease owner id).
-    pub async fn connect(url: &str, owner: Uuid) -> anyhow::Result<Self> {
+    /// Connects to NATS as the process `owner` (the engine's lease owner id). Its workers
+    /// run on a group of `tasks`.
+    pub async fn connect(url: &str, owner: Uuid, tasks: &Tasks) -> anyhow::Result<Self> {
         let client = async_nats::ConnectOptions::new()
             .name(format!("skein {owner}"))
             .connect(url)
@@ -61,7 +65,7 @@ impl Cluster {
         Ok(Self {
             client,
             owner,
-            tasks: Vec::new(),
+            tasks: tasks.group(),
             done: CancellationToken::new(),
         })
     }
@@ -105,29 +109,34 @@ impl Cluster {
             .await
             .map_err(|e| anyhow::anyhow!("subscribing to revoked keys: {e}"))?;
         let exports = hub.export_to();
-        self.tasks.push(tokio::spawn(export(
+        let (tasks, done) = (&self.tasks, &self.done);
+        tasks.spawn_essential(
+            "cluster export",
+            export(self.client.clone(), self.owner, exports, done.clone()),
+        );
+        tasks.spawn_essential(
+            "cluster import",
+            import(until(done, frames), self.owner, hub),
+        );
+        let answering = answer(
             self.client.clone(),
-            self.owner,
-            exports,
-            self.done.clone(),
-        )));
-        self.tasks
-            .push(tokio::spawn(import(frames, self.owner, hub)));
-        self.tasks
-            .push(tokio::spawn(answer(self.client.clone(), requests, engine)));
-        self.tasks
-            .push(tokio::spawn(hear_revocations(revocations, revoked)));
+            until(done, requests),
+            engine,
+            tasks.clone(),
+        );
+        tasks.spawn_essential("cluster requests", answering);
+        tasks.spawn_essential(
+            "cluster revocations",
+            hear_revocations(until(done, revocations), revoked),
+        );
         Ok(())
     }
 
-    /// After the engine has stopped: sends the frames still queued, then lets go.
+    /// After the engine has stopped: sends the frames still queued, stops listening, and
+    /// waits for the requests being answered.
     pub async fn close(self) {
         self.done.cancel();
-        let mut tasks = self.tasks.into_iter();
-        if let Some(exporter) = tasks.next() {
-            let _ = exporter.await;
-        }
-        tasks.for_each(|task| task.abort());
+        self.tasks.wait().await;
     }
 }
 
@@ -158,7 +167,18 @@ impl Revocations {
     }
 }
 
-async fn hear_revocations(mut announced: async_nats::Subscriber, revoked: impl Fn(Uuid)) {
+/// A subscription's messages until `done` fires.
+fn until(
+    done: &CancellationToken,
+    subscription: async_nats::Subscriber,
+) -> impl Stream<Item = Message> + Unpin + Send + 'static {
+    Box::pin(subscription.take_until(done.clone().cancelled_owned()))
+}
+
+async fn hear_revocations(
+    mut announced: impl Stream<Item = Message> + Unpin,
+    revoked: impl Fn(Uuid),
+) {
     while let Some(message) = announced.next().await {
         match std::str::from_utf8(&message.payload)
             .ok()
@@ -222,7 +242,7 @@ async fn export(
     }
 }
 
-async fn import(mut frames: async_nats::Subscriber, owner: Uuid, hub: Arc<Hub>) {
+async fn import(mut frames: impl Stream<Item = Message> + Unpin, owner: Uuid, hub: Arc<Hub>) {
     while let Some(message) = frames.next().await {
         match decode(&message) {
             // Our own frames reached our viewers when they were published.
@@ -235,14 +255,19 @@ async fn import(mut frames: async_nats::Subscriber, owner: Uuid, hub: Arc<Hub>) 
     }
 }
 
-async fn answer(client: Client, mut requests: async_nats::Subscriber, engine: Engine) {
+async fn answer(
+    client: Client,
+    mut requests: impl Stream<Item = Message> + Unpin,
+    engine: Engine,
+    tasks: Tasks,
+) {
     while let Some(message) = requests.next().await {
         let Some(reply_to) = message.reply.clone() else {
             continue;
         };
         let (client, engine) = (client.clone(), engine.clone());
         // Each on its own: a post waits for the runner, which must not hold up a stop.
-        tokio::spawn(async move {
+        tasks.spawn("relayed request", async move {
             let reply = match serde_json::from_slice::<Request>(&message.payload) {
                 Ok(request) => engine.answer(request).await,
                 Err(error) => {

@@ -31,7 +31,6 @@ use dashmap::DashMap;
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
-use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::{
@@ -52,16 +51,11 @@ struct Card {
     version: Version,
 }
 
-/// Agent cards already fetched, by registered URL, with when they were fetched; and the
-/// tracker of the cancellations sent for abandoned tasks, which shutdown waits for.
+/// Agent cards already fetched, by registered URL, with when they were fetched.
 #[derive(Clone)]
 pub struct Cards {
     ttl: Duration,
     cached: Arc<DashMap<String, (tokio::time::Instant, Card)>>,
-    /// Tasks an agent left waiting for input, by collaboration and agent: its next turn
-    /// continues that task rather than starting another.
-    waiting: Arc<DashMap<(Uuid, Uuid), String>>,
-    cleanups: TaskTracker,
 }
 
 impl Cards {
@@ -69,17 +63,13 @@ impl Cards {
         Self {
             ttl,
             cached: Arc::default(),
-            waiting: Arc::default(),
-            cleanups: TaskTracker::new(),
         }
     }
-
-    /// Waits for the cancellations still being sent.
-    pub async fn close(&self) {
-        self.cleanups.close();
-        self.cleanups.wait().await;
-    }
 }
+
+/// Tasks an agent left waiting for input, by collaboration and agent: its next turn
+/// continues that task rather than starting another.
+pub type InputRequests = Arc<DashMap<(Uuid, Uuid), String>>;
 
 pub(super) async fn speak(
     card_url: &str,
@@ -106,7 +96,7 @@ async fn converse(
     };
     let mut message = client.message(context);
     let key = (context.collaboration_id, context.speaker.id);
-    if let Some((_, task)) = remote.cards.waiting.remove(&key) {
+    if let Some((_, task)) = remote.input_requests.remove(&key) {
         message["taskId"] = task.into();
     }
     let (method, params) = match card.version {
@@ -156,7 +146,7 @@ async fn converse(
             }
             "input_required" => {
                 open.done = true;
-                remote.cards.waiting.insert(key, id.clone());
+                remote.input_requests.insert(key, id.clone());
                 return turn(text_of(&task["status"]["message"]));
             }
             "submitted" | "working" => {}
@@ -206,8 +196,9 @@ async fn send(
     params: Value,
 ) -> Result<Value, AgentError> {
     let (answer, answered) = oneshot::channel();
+    let tasks = remote.tasks.clone();
     let (remote, card) = (remote.clone(), card.clone());
-    tokio::spawn(async move {
+    tasks.spawn("a2a send", async move {
         let client = Client {
             remote: &remote,
             card: &card,
@@ -576,24 +567,26 @@ impl Drop for OpenTask {
             return;
         }
         let (remote, card, id) = (self.remote.clone(), self.card.clone(), self.id.clone());
-        self.remote.cards.cleanups.spawn(async move {
-            let client = Client {
-                remote: &remote,
-                card: &card,
-            };
-            let method = match card.version {
-                Version::V1 => "CancelTask",
-                Version::V03 => "tasks/cancel",
-            };
-            let cancelled = tokio::time::timeout(
-                Duration::from_secs(10),
-                client.call(method, json!({"id": id})),
-            )
-            .await;
-            if let Ok(Err(error)) = cancelled {
-                tracing::debug!(task = %id, %error, "cancelling an abandoned A2A task failed");
-            }
-        });
+        self.remote
+            .tasks
+            .spawn("a2a task cancellation", async move {
+                let client = Client {
+                    remote: &remote,
+                    card: &card,
+                };
+                let method = match card.version {
+                    Version::V1 => "CancelTask",
+                    Version::V03 => "tasks/cancel",
+                };
+                let cancelled = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    client.call(method, json!({"id": id})),
+                )
+                .await;
+                if let Ok(Err(error)) = cancelled {
+                    tracing::debug!(task = %id, %error, "cancelling an abandoned A2A task failed");
+                }
+            });
     }
 }
 

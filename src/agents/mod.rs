@@ -20,6 +20,7 @@ use crate::{
     config::RemoteAgentSettings,
     domain::{Agent, AgentSpec, Sender},
     outbound::Outbound,
+    tasks::Tasks,
 };
 
 pub use models::{Completion, Delta, ModelError, ModelRef, Models};
@@ -57,21 +58,27 @@ pub const INSTRUCTION: &str = "Reply with your next message only, without prefix
     objective forward.";
 
 /// How agents that live elsewhere are reached: the guarded client for user-supplied URLs,
-/// the turn limits, and the A2A agent cards already fetched.
+/// the turn limits, what is kept of A2A agents between turns, and the tasks that carry calls
+/// on after a turn was dropped (sends still in flight, cancellations of abandoned A2A tasks),
+/// which shutdown waits for.
 #[derive(Clone)]
 pub struct Remote {
     pub outbound: Outbound,
     pub settings: RemoteAgentSettings,
     pub cards: a2a::Cards,
+    pub input_requests: a2a::InputRequests,
+    pub tasks: Tasks,
 }
 
 impl Remote {
-    pub fn new(outbound: Outbound, settings: RemoteAgentSettings) -> Self {
+    pub fn new(outbound: Outbound, settings: RemoteAgentSettings, tasks: &Tasks) -> Self {
         let cards = a2a::Cards::new(settings.card_ttl);
         Self {
             outbound,
             settings,
             cards,
+            input_requests: a2a::InputRequests::default(),
+            tasks: tasks.group(),
         }
     }
 

@@ -3,7 +3,7 @@
 use axum::{
     Json, Router,
     extract::State,
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderValue, StatusCode, header},
     response::IntoResponse,
     routing::{get, post},
 };
@@ -15,11 +15,12 @@ use super::{
     ApiJson, ApiPath, ApiQuery, AppState, PageJson, PageParams, auth::Caller, check, check_len,
 };
 use crate::{
+    config::Limits,
     domain::{
-        Agent, AgentRef, Collaboration, CollaborationStatus, EndReason, FieldError,
-        NewCollaboration, Page, Sender, Source, Strategy,
+        AgentRef, Collaboration, CollaborationStatus, EndReason, FieldError, Page, Sender, Source,
+        Strategy, ValidCollaboration,
     },
-    engine::StopOutcome,
+    engine::{CreateError, StopOutcome},
     error::AppError,
     store::CollaborationFilter,
 };
@@ -151,6 +152,118 @@ fn parse_choice<T: std::str::FromStr>(
     }
 }
 
+impl CreateCollaboration {
+    /// Checks everything that can be checked without the store, reporting every problem.
+    fn validate(self, limits: &Limits) -> Result<ValidCollaboration, AppError> {
+        let mut errors = Vec::new();
+        if self.participants.is_empty() {
+            errors.push(FieldError::new(
+                "participants",
+                "at least one participant is required",
+            ));
+        }
+        // A roster past the limit is not looked at further.
+        let listed = if self.participants.len() > limits.max_participants {
+            errors.push(FieldError::new(
+                "participants",
+                format!("at most {} participants", limits.max_participants),
+            ));
+            &[][..]
+        } else {
+            &self.participants[..]
+        };
+        let mut reference = |field: String, given: &str| match AgentRef::parse(given) {
+            Ok(parsed) => Some(parsed),
+            Err(message) => {
+                errors.push(FieldError::new(field, message));
+                None
+            }
+        };
+        let principal = reference("principal".into(), &self.principal);
+        let participants: Vec<Option<AgentRef>> = listed
+            .iter()
+            .enumerate()
+            .map(|(i, given)| reference(format!("participants[{i}]"), given))
+            .collect();
+        if !(1..=i64::from(limits.max_message_cap)).contains(&self.message_cap) {
+            errors.push(FieldError::new(
+                "message_cap",
+                format!("must be between 1 and {}", limits.max_message_cap),
+            ));
+        }
+        if !(1..=i64::from(limits.max_timeout_window)).contains(&self.timeout_window) {
+            errors.push(FieldError::new(
+                "timeout_window",
+                format!(
+                    "must be between 1 and {} seconds",
+                    limits.max_timeout_window
+                ),
+            ));
+        }
+        let objective = self
+            .objective
+            .as_deref()
+            .map_or(DEFAULT_OBJECTIVE.to_owned(), |o| o.trim().to_owned());
+        check_len(
+            &mut errors,
+            "objective",
+            &objective,
+            1,
+            limits.max_objective_chars,
+        );
+        let source = parse_choice::<Source>(
+            &mut errors,
+            "source",
+            self.source.as_deref(),
+            "FLOCKX, ASI1, flockx, asi_one, fetch_business",
+        );
+        let strategy = parse_choice::<Strategy>(
+            &mut errors,
+            "strategy",
+            self.strategy.as_deref(),
+            "manager, round_robin",
+        )
+        .unwrap_or(Strategy::Manager);
+        if let Some(url) = &self.webhook_url
+            && url.chars().count() > MAX_URL_CHARS
+        {
+            errors.push(FieldError::new(
+                "webhook_url",
+                format!("must be at most {MAX_URL_CHARS} characters"),
+            ));
+        }
+        if let Some(budget) = self.token_budget
+            && budget < 1
+        {
+            errors.push(FieldError::new("token_budget", "must be at least 1"));
+        }
+        check(errors)?;
+        Ok(ValidCollaboration {
+            principal: principal.expect("checked above"),
+            participants: participants.into_iter().flatten().collect(),
+            message_cap: self.message_cap as u32,
+            timeout_window: self.timeout_window as u32,
+            objective,
+            evaluate_objective_completion: self.evaluate_objective_completion.unwrap_or(true),
+            source,
+            strategy,
+            webhook_url: self.webhook_url,
+            token_budget: self.token_budget.map(|b| b as u64),
+            podcast: self.podcast.unwrap_or(false),
+            allow_interjections: self.allow_interjections.unwrap_or(true),
+        })
+    }
+}
+
+impl From<CreateError> for AppError {
+    fn from(error: CreateError) -> Self {
+        match error {
+            CreateError::Invalid(errors) => Self::Validation(errors),
+            CreateError::Store(error) => error.into(),
+        }
+    }
+}
+
 #[utoipa::path(post, path = "/api/v1/collaborations", tag = "collaborations", request_body = CreateCollaboration,
     responses((status = 201, body = CollaborationView), (status = 400, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 async fn create(
@@ -158,179 +271,13 @@ async fn create(
     caller: Caller,
     ApiJson(request): ApiJson<CreateCollaboration>,
 ) -> Result<impl IntoResponse, AppError> {
-    let limits = &state.config.limits;
-    let mut errors = Vec::new();
-
-    if request.participants.is_empty() {
-        errors.push(FieldError::new(
-            "participants",
-            "at least one participant is required",
-        ));
-    }
-    // A roster past the limit is not looked up at all.
-    let listed = if request.participants.len() > limits.max_participants {
-        errors.push(FieldError::new(
-            "participants",
-            format!("at most {} participants", limits.max_participants),
-        ));
-        &[][..]
-    } else {
-        &request.participants[..]
-    };
-    // The roster: every reference must parse and name one of the caller's agents, and all
-    // are looked up in one query. `None` is the principal's place, `Some(i)` a participant's.
-    let mut named = Vec::new();
-    let places = std::iter::once((None, &request.principal))
-        .chain(listed.iter().enumerate().map(|(i, r)| (Some(i), r)));
-    for (place, reference) in places {
-        let field = place.map_or("principal".into(), |i| format!("participants[{i}]"));
-        match AgentRef::parse(reference) {
-            Ok(parsed) => named.push((place, field, reference, parsed)),
-            Err(message) => errors.push(FieldError::new(field, message)),
-        }
-    }
-    let refs: Vec<AgentRef> = named.iter().map(|(.., parsed)| parsed.clone()).collect();
-    let found = state.store.get_agents(caller.account_id, &refs).await?;
-    // The agents found, principal first: the new runner starts from them.
-    let mut agents: Vec<Agent> = Vec::new();
-    let mut principal_id = None;
-    let mut participants = Vec::new();
-    for (place, field, reference, parsed) in named {
-        let Some(agent) = found.iter().find(|agent| agent.is(&parsed)) else {
-            errors.push(FieldError::new(
-                field,
-                format!("no agent `{reference}` exists"),
-            ));
-            continue;
-        };
-        if place.is_none() {
-            principal_id = Some(agent.id);
-        } else if Some(agent.id) == principal_id {
-            errors.push(FieldError::new(
-                field,
-                "the principal cannot also be a participant",
-            ));
-            continue;
-        } else if participants.contains(&agent.id) {
-            errors.push(FieldError::new(field, "this agent is listed twice"));
-            continue;
-        } else {
-            participants.push(agent.id);
-        }
-        agents.push(agent.clone());
-    }
-
-    if !(1..=i64::from(limits.max_message_cap)).contains(&request.message_cap) {
-        errors.push(FieldError::new(
-            "message_cap",
-            format!("must be between 1 and {}", limits.max_message_cap),
-        ));
-    }
-    if !(1..=i64::from(limits.max_timeout_window)).contains(&request.timeout_window) {
-        errors.push(FieldError::new(
-            "timeout_window",
-            format!(
-                "must be between 1 and {} seconds",
-                limits.max_timeout_window
-            ),
-        ));
-    }
-    let objective = request
-        .objective
-        .as_deref()
-        .map_or(DEFAULT_OBJECTIVE.to_owned(), |o| o.trim().to_owned());
-    check_len(
-        &mut errors,
-        "objective",
-        &objective,
-        1,
-        limits.max_objective_chars,
-    );
-    let source = parse_choice::<Source>(
-        &mut errors,
-        "source",
-        request.source.as_deref(),
-        "FLOCKX, ASI1, flockx, asi_one, fetch_business",
-    );
-    let strategy = parse_choice::<Strategy>(
-        &mut errors,
-        "strategy",
-        request.strategy.as_deref(),
-        "manager, round_robin",
-    )
-    .unwrap_or(Strategy::Manager);
-    if let Some(url) = &request.webhook_url {
-        if url.chars().count() > MAX_URL_CHARS {
-            errors.push(FieldError::new(
-                "webhook_url",
-                format!("must be at most {MAX_URL_CHARS} characters"),
-            ));
-        } else if let Err(error) = state.outbound.check(url).await {
-            errors.push(FieldError::new("webhook_url", error.to_string()));
-        } else if state
-            .store
-            .webhook_settings(caller.account_id)
-            .await?
-            .is_none()
-        {
-            // Deliveries are signed with the account's secret, which the user must have seen.
-            errors.push(FieldError::new(
-                "webhook_url",
-                "set webhooks up first (PUT /api/v1/webhooks), to get the secret deliveries are signed with",
-            ));
-        }
-    }
-    if let Some(budget) = request.token_budget
-        && budget < 1
-    {
-        errors.push(FieldError::new("token_budget", "must be at least 1"));
-    }
-    check(errors)?;
-
-    let now = crate::domain::now();
-    let new = NewCollaboration {
-        id: Uuid::now_v7(),
-        account_id: caller.account_id,
-        channel_id: Uuid::now_v7(),
-        objective,
-        principal: principal_id.expect("checked above"),
-        participants,
-        message_cap: request.message_cap as u32,
-        timeout_window: request.timeout_window as u32,
-        evaluate_objective_completion: request.evaluate_objective_completion.unwrap_or(true),
-        source,
-        strategy,
-        webhook_url: request.webhook_url,
-        token_budget: request.token_budget.map(|b| b as u64),
-        podcast: request.podcast.unwrap_or(false),
-        allow_interjections: request.allow_interjections.unwrap_or(true),
-        created_by: caller.key.id,
-        created_at: now,
-    };
-    let lease = state
-        .store
-        .insert_collaboration(
-            &new,
-            state.config.rate_limits.max_running_per_key,
-            Some(state.engine.lease_to()),
-        )
-        .await?
-        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("a new collaboration came unleased")))?;
-    // As stored: the store tests hold the two the same.
-    let created = new.started(&agents);
-    // Run here at once, from what is at hand. Should the client go away first and drop
-    // this handler, the next lease renewal finds the lease held with no runner and starts
-    // one, which reads the collaboration from the store.
-    state.engine.launch_created(lease, created.clone(), agents);
-    crate::telemetry::collaboration_started();
-    tracing::info!(collaboration = %new.id, "collaboration created");
-    let mut headers = HeaderMap::new();
-    headers.insert(
+    let request = request.validate(&state.config.limits)?;
+    let created = state.engine.create(&caller.key, request).await?;
+    let location = format!("/api/v1/collaborations/{}", created.id);
+    let headers = [(
         header::LOCATION,
-        format!("/api/v1/collaborations/{}", new.id)
-            .parse()
-            .expect("a path is a header value"),
-    );
+        HeaderValue::try_from(location).expect("a path is a header value"),
+    )];
     Ok((
         StatusCode::CREATED,
         headers,
@@ -485,21 +432,12 @@ async fn remove(
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, AppError> {
     let collaboration = find(&state, &caller, &id).await?;
-    state.engine.halt(collaboration.id).await;
     if !state
-        .store
-        .delete_collaboration(caller.account_id, collaboration.id)
+        .engine
+        .delete(caller.account_id, &collaboration)
         .await?
     {
         return Err(AppError::NotFound("collaboration"));
     }
-    state.hub.close(collaboration.channel_id);
-    // Its podcast, if it had one, goes with it.
-    match tokio::fs::remove_file(state.engine.podcast_file(collaboration.id)).await {
-        Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(error) => tracing::warn!(%error, "deleting a podcast file failed"),
-    }
-    tracing::info!(collaboration = %collaboration.id, "collaboration deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -64,8 +64,15 @@ async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// The database answers.
+/// The database answers, and every essential background worker is running.
 async fn ready(State(state): State<AppState>) -> Result<Json<Value>, Problem> {
+    let failed = state.tasks.failed();
+    if !failed.is_empty() {
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("background workers have stopped: {}", failed.join(", ")),
+        ));
+    }
     match state.store.ping().await {
         Ok(()) => Ok(Json(json!({"status": "ready"}))),
         Err(error) => {

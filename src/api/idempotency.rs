@@ -102,7 +102,8 @@ pub(super) async fn idempotency(
             // The request runs to the end in a task of its own: a client that gives up
             // waiting must not leave work done but unrecorded, or its retry would do it again.
             let request = Request::from_parts(parts, Body::from(body));
-            let finished = tokio::spawn(async move {
+            let tasks = state.tasks.clone();
+            let finished = tasks.spawn("idempotent request", async move {
                 let response = next.run(request).await;
                 keep(&state, release, &cipher, response).await
             });
@@ -290,7 +291,8 @@ impl Drop for Release {
     fn drop(&mut self) {
         if let Some(state) = self.state.take() {
             let (account, key) = (self.account, std::mem::take(&mut self.key));
-            tokio::spawn(release(state, account, key));
+            let tasks = state.tasks.clone();
+            tasks.spawn("idempotency release", release(state, account, key));
         }
     }
 }

@@ -44,6 +44,7 @@ use crate::{
     live::{Hub, Streams},
     outbound::Outbound,
     store::Store,
+    tasks::Tasks,
 };
 
 use self::rate_limit::RateLimits;
@@ -67,6 +68,9 @@ pub struct AppState {
     pub outbound: Outbound,
     /// Cancelled when the server shuts down; WebSocket sessions close with 1001 on it.
     pub shutdown: CancellationToken,
+    /// The server's background tasks: requests that outlive their client run here, and
+    /// `/ready` reads which essential workers have failed.
+    pub tasks: Tasks,
 }
 
 pub fn router(state: AppState) -> Router {

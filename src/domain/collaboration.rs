@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Agent, Sender, webhook::CollaborationSnapshot};
+use super::{Agent, AgentRef, Sender, webhook::CollaborationSnapshot};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -71,6 +71,28 @@ pub enum Source {
 }
 
 text_enum!(CollaborationStatus, EndReason, Strategy, Source);
+
+/// A create request as the API parsed it: every field checked that can be checked without
+/// the store. Whether the roster's agents exist (and are distinct agents, however named)
+/// and whether webhooks are set up are the engine's to find out, as it creates.
+#[derive(Debug, Clone)]
+pub struct ValidCollaboration {
+    pub principal: AgentRef,
+    /// At least one, in speaking order, within the server's limit.
+    pub participants: Vec<AgentRef>,
+    pub message_cap: u32,
+    pub timeout_window: u32,
+    /// Trimmed, not empty.
+    pub objective: String,
+    pub evaluate_objective_completion: bool,
+    pub source: Option<Source>,
+    pub strategy: Strategy,
+    /// Within the length limit; not yet checked against the outbound guard.
+    pub webhook_url: Option<String>,
+    pub token_budget: Option<u64>,
+    pub podcast: bool,
+    pub allow_interjections: bool,
+}
 
 /// A validated create request, ready to store.
 #[derive(Debug, Clone)]

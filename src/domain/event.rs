@@ -64,13 +64,67 @@ impl EventBody {
 
     /// The frame as sent and stored: this body plus its `seq`.
     pub fn to_frame(&self, seq: i64) -> String {
-        let mut value = serde_json::to_value(self).expect("event bodies serialize");
-        value
-            .as_object_mut()
-            .expect("a tagged enum serializes to an object")
-            .insert("seq".into(), seq.into());
-        value.to_string()
+        Frame::Event { seq, body: self }.text()
     }
+}
+
+/// Every frame a viewer of a channel can receive, serialized in one place ([`Frame::text`]).
+/// Stored events are written once, when they are stored, and sent as stored; the others
+/// are made as they happen and never stored.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Frame<'a> {
+    /// The stream's first frame: where the channel stands.
+    Hello {
+        channel_id: Uuid,
+        collaboration_id: Uuid,
+        status: CollaborationStatus,
+        last_seq: i64,
+    },
+    /// Who speaks now. Ephemeral, like a delta.
+    Turn { turn_id: Uuid, sender: &'a Sender },
+    /// Text of a turn in progress; `restart` drops the text so far (the model's stream
+    /// broke and starts over).
+    Delta {
+        turn_id: Uuid,
+        sender: &'a Sender,
+        text: &'a str,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        restart: bool,
+    },
+    /// A frame the viewer sent was refused.
+    Error { code: ErrorCode, message: &'a str },
+    /// A stored event: its body, with its `type`, and its `seq`.
+    #[serde(untagged)]
+    Event {
+        seq: i64,
+        #[serde(flatten)]
+        body: &'a EventBody,
+    },
+}
+
+impl Frame<'_> {
+    /// The frame's JSON text.
+    pub fn text(&self) -> String {
+        serde_json::to_string(self).expect("frames serialize")
+    }
+}
+
+/// Why a frame a viewer sent was refused (the `code` of an `error` frame).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not a JSON object of a known `type`, or missing what its type needs.
+    BadFrame,
+    /// The stream's key may not write.
+    Forbidden,
+    /// The key is over its request rate.
+    RateLimited,
+    /// The message breaks a rule (its length, who may send it).
+    Invalid,
+    /// The collaboration does not take it now (not running, not this person's turn).
+    Refused,
+    Internal,
 }
 
 /// An event as stored: its `seq` and its frame, already serialized.

@@ -39,8 +39,9 @@ pub use address::AgentAddress;
 pub use agent::{Agent, AgentKind, AgentRef, AgentSpec};
 pub use collaboration::{
     Collaboration, CollaborationStatus, EndReason, Ending, NewCollaboration, Source, Strategy,
+    ValidCollaboration,
 };
-pub use event::{EventBody, Sender, StoredEvent};
+pub use event::{ErrorCode, EventBody, Frame, Sender, StoredEvent};
 pub use paging::{Page, PageRequest};
 
 /// A field-level validation problem, reported in a 422's `errors` list.

@@ -1,18 +1,27 @@
 //! The orchestration engine: one runner task per running collaboration.
 //!
-//! [`Engine`] is the handle the API holds. It starts runners, forwards stop, delete and post
-//! requests to them (through a [`Relay`] when another process runs the collaboration),
-//! resumes what was running when the process starts, and on shutdown cancels every runner
-//! and waits for it: runners are started under a `TaskTracker`, never as detached tasks.
+//! [`Engine`] is the handle the API holds, and it owns every sequence in a collaboration's
+//! life, so that a handler only parses, calls one method and renders:
+//! - **create**: resolve the roster, store the collaboration with its lease, start its
+//!   runner from what is at hand;
+//! - **stop**: the runner stores the end (wherever it runs), or, with none to ask, this
+//!   process does under the lease it can take;
+//! - **delete**: the runner is told to write nothing more, the rows go, the channel's
+//!   viewers are told, the podcast file is removed;
+//! - **post**: a person speaks, as their turn or an interjection.
 //!
-//! A runner runs under a lease ([`crate::store::Lease`]): the one writer of its channel,
-//! across every process that serves the database. The engine renews its leases, claims
-//! expired ones (a process died: its collaborations resume here from their stored messages)
-//! and halts a runner whose lease it lost; the database refuses that runner's writes anyway.
+//! The parts: [`runner`] is one collaboration's life; [`leases`] keeps this process's hold
+//! on the collaborations it runs; [`relay`] carries requests to the process that runs one;
+//! [`journal`] is what a runner reads and writes of the store. Runners and the lease keeper
+//! run on the engine's own [`Tasks`], which shutdown cancels and waits for before the
+//! leases are handed over.
 
 mod context;
+mod journal;
 mod judge;
+mod leases;
 pub mod podcast;
+mod relay;
 mod runner;
 mod speaker;
 mod summary;
@@ -21,10 +30,8 @@ mod wav;
 use std::{
     panic::AssertUnwindSafe,
     sync::{Arc, OnceLock},
-    time::Duration,
 };
 
-use async_trait::async_trait;
 use dashmap::DashMap;
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
@@ -32,15 +39,22 @@ use tokio::{
     sync::{mpsc, oneshot},
     time::Instant,
 };
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub use relay::{Relay, Reply, Request};
+
+use self::journal::{Journal, Stored};
 use crate::{
     agents::{ModelRef, Models, Remote},
     config::EngineSettings,
-    domain::{Agent, AgentSpec, Collaboration, EndReason, Ending, Sender, StoredEvent},
+    domain::{
+        Agent, AgentRef, AgentSpec, ApiKey, Collaboration, EndReason, Ending, FieldError,
+        NewCollaboration, Sender, StoredEvent, ValidCollaboration,
+    },
     live::Hub,
-    store::{Claim, Lease, LeaseTo, Store},
+    store::{Claim, Lease, LeaseTo, Store, StoreError},
+    tasks::Tasks,
 };
 
 /// Requests a runner answers once it has acted on them.
@@ -52,6 +66,22 @@ enum Control {
     Delete(oneshot::Sender<()>),
     /// A human participant speaks.
     Post(Post),
+}
+
+impl Control {
+    /// Asks the runner to stop: true once it has stored the end, false if it had ended.
+    async fn stop(control: &mpsc::Sender<Control>) -> bool {
+        let (ack, done) = oneshot::channel();
+        control.send(Control::Stop(ack)).await.is_ok() && done.await.is_ok()
+    }
+
+    /// Tells the runner its rows are going: it returns once the runner writes no more.
+    async fn delete(control: &mpsc::Sender<Control>) {
+        let (ack, done) = oneshot::channel();
+        if control.send(Control::Delete(ack)).await.is_ok() {
+            let _ = done.await;
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -81,47 +111,15 @@ pub enum StopOutcome {
     NotRunning,
 }
 
-/// What one process asks of the process that runs a collaboration: the requests a local
-/// runner takes through its control channel, carried by a [`Relay`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Request {
-    Stop {
-        collaboration_id: Uuid,
-    },
-    Halt {
-        collaboration_id: Uuid,
-    },
-    Post {
-        collaboration_id: Uuid,
-        sender: Sender,
-        content: String,
-    },
-}
-
-/// The answer to a [`Request`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "result", rename_all = "snake_case")]
-pub enum Reply {
-    Stopped,
-    NotRunning,
-    Halted,
-    Posted {
-        seq: i64,
-        frame: String,
-    },
-    Refused {
-        refusal: PostRefusal,
-    },
-    /// This process does not run it (any more): the asker acts on the store itself.
-    NotHere,
-}
-
-/// Carries a [`Request`] to another process (over NATS when several processes serve one
-/// database). `None` when nobody answered in time.
-#[async_trait]
-pub trait Relay: Send + Sync + 'static {
-    async fn forward(&self, owner: Uuid, request: &Request) -> Option<Reply>;
+/// Why a collaboration was not created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The roster or the webhook URL does not hold up: each problem, by field.
+    #[error("the collaboration is invalid")]
+    Invalid(Vec<FieldError>),
+    /// A limit (the key's running collaborations), or the store failing.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 #[derive(Clone)]
@@ -129,18 +127,28 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    store: Arc<dyn Store>,
+/// What runners work with.
+pub(crate) struct Crew {
+    journal: Arc<dyn Journal>,
     hub: Arc<Hub>,
     models: Models,
     remote: Remote,
     settings: EngineSettings,
+    /// Fires on shutdown: every runner writes nothing more and returns.
+    shutdown: CancellationToken,
+}
+
+struct Inner {
+    crew: Crew,
+    store: Arc<dyn Store>,
     /// This process, as the owner of its leases.
     owner: Uuid,
+    /// How many collaborations one key may have running at once.
+    max_running_per_key: u32,
     relay: OnceLock<Arc<dyn Relay>>,
     runners: DashMap<Uuid, Runner>,
-    tracker: TaskTracker,
-    shutdown: CancellationToken,
+    /// The runners and the lease keeper.
+    tasks: Tasks,
 }
 
 /// A runner in this process.
@@ -152,27 +160,43 @@ struct Runner {
     halt: CancellationToken,
 }
 
+/// Everything the engine is made of.
+pub struct Parts {
+    pub store: Arc<dyn Store>,
+    pub hub: Arc<Hub>,
+    pub models: Models,
+    pub remote: Remote,
+    pub settings: EngineSettings,
+    pub max_running_per_key: u32,
+}
+
 impl Engine {
-    pub fn new(
-        store: Arc<dyn Store>,
-        hub: Arc<Hub>,
-        models: Models,
-        remote: Remote,
-        settings: EngineSettings,
-        shutdown: CancellationToken,
-    ) -> Self {
+    /// An engine whose runners run on a group of `tasks`, and stop when they do.
+    pub fn new(parts: Parts, tasks: &Tasks) -> Self {
+        let Parts {
+            store,
+            hub,
+            models,
+            remote,
+            settings,
+            max_running_per_key,
+        } = parts;
         Self {
             inner: Arc::new(Inner {
+                crew: Crew {
+                    journal: Arc::new(Stored(store.clone())),
+                    hub,
+                    models,
+                    remote,
+                    settings,
+                    shutdown: tasks.stopping().child_token(),
+                },
                 store,
-                hub,
-                models,
-                remote,
-                settings,
                 owner: Uuid::new_v4(),
+                max_running_per_key,
                 relay: OnceLock::new(),
                 runners: DashMap::new(),
-                tracker: TaskTracker::new(),
-                shutdown,
+                tasks: tasks.group(),
             }),
         }
     }
@@ -187,75 +211,206 @@ impl Engine {
         let _ = self.inner.relay.set(relay);
     }
 
-    /// The lease a collaboration created here is stored with: held by this process, so
-    /// that it runs it from the start (see [`Engine::launch_created`]).
-    pub fn lease_to(&self) -> LeaseTo {
-        LeaseTo {
-            owner: self.inner.owner,
-            ttl: self.inner.settings.lease_ttl,
-        }
+    pub fn models(&self) -> &Models {
+        &self.inner.crew.models
     }
 
-    /// Takes up what needs a runner now, then keeps leases renewed and claims expired ones
-    /// until shutdown. `take_all` also takes live leases: for a process that is the only one
-    /// (SQLite), whose predecessor's leases would otherwise stall it until they expired.
-    /// Returns how many collaborations were taken up at once.
-    pub async fn recover(&self, take_all: bool) -> anyhow::Result<usize> {
-        let which = if take_all {
-            Claim::All
-        } else {
-            Claim::Expired { limit: CLAIM_BATCH }
+    /// Where a collaboration's podcast is kept.
+    pub fn podcast_file(&self, id: Uuid) -> std::path::PathBuf {
+        podcast::file(&self.inner.crew.settings.podcast.dir, id)
+    }
+
+    /// Creates a collaboration for `key`'s account and starts it here. The roster's
+    /// references must name agents of the account, each once; a webhook URL must pass the
+    /// outbound guard, with the account's webhooks set up to sign its deliveries.
+    pub async fn create(
+        &self,
+        key: &ApiKey,
+        request: ValidCollaboration,
+    ) -> Result<Collaboration, CreateError> {
+        let (agents, mut errors) = self.roster(key.account_id, &request).await?;
+        if let Some(url) = &request.webhook_url
+            && let Some(problem) = self.webhook_problem(key.account_id, url).await?
+        {
+            errors.push(FieldError::new("webhook_url", problem));
+        }
+        if !errors.is_empty() {
+            return Err(CreateError::Invalid(errors));
+        }
+        let now = crate::domain::now();
+        let new = NewCollaboration {
+            id: Uuid::now_v7(),
+            account_id: key.account_id,
+            channel_id: Uuid::now_v7(),
+            objective: request.objective,
+            principal: agents[0].id,
+            participants: agents[1..].iter().map(|agent| agent.id).collect(),
+            message_cap: request.message_cap,
+            timeout_window: request.timeout_window,
+            evaluate_objective_completion: request.evaluate_objective_completion,
+            source: request.source,
+            strategy: request.strategy,
+            webhook_url: request.webhook_url,
+            token_budget: request.token_budget,
+            podcast: request.podcast,
+            allow_interjections: request.allow_interjections,
+            created_by: key.id,
+            created_at: now,
         };
-        let leases = self.claim(which).await?;
-        let count = leases.len();
-        leases.into_iter().for_each(|lease| self.launch(lease));
-        tokio::spawn(self.clone().keep_leases());
-        Ok(count)
+        let lease_to = LeaseTo {
+            owner: self.inner.owner,
+            ttl: self.inner.crew.settings.lease_ttl,
+        };
+        let lease = self
+            .inner
+            .store
+            .insert_collaboration(&new, self.inner.max_running_per_key, Some(lease_to))
+            .await?
+            .expect("a collaboration stored with a lease comes back with it");
+        // As stored: the store tests hold the two the same.
+        let created = new.started(&agents);
+        // Run here at once, from what is at hand. Should this future be dropped before
+        // (the client went away), the next lease renewal finds the lease held with no
+        // runner and starts one, which reads the collaboration from the store.
+        let known = runner::Known {
+            collaboration: created.clone(),
+            agents,
+        };
+        self.launch(lease, Some(known));
+        crate::telemetry::collaboration_started();
+        tracing::info!(collaboration = %new.id, "collaboration created");
+        Ok(created)
+    }
+
+    /// The roster's agents, principal first, looked up in one query; and what is wrong with
+    /// it, by field.
+    async fn roster(
+        &self,
+        account_id: Uuid,
+        request: &ValidCollaboration,
+    ) -> Result<(Vec<Agent>, Vec<FieldError>), StoreError> {
+        let named: Vec<(String, &AgentRef)> =
+            std::iter::once(("principal".to_owned(), &request.principal))
+                .chain(
+                    request
+                        .participants
+                        .iter()
+                        .enumerate()
+                        .map(|(i, reference)| (format!("participants[{i}]"), reference)),
+                )
+                .collect();
+        let references: Vec<AgentRef> = named.iter().map(|(_, r)| (*r).clone()).collect();
+        let found = self.inner.store.get_agents(account_id, &references).await?;
+        let mut agents: Vec<Agent> = Vec::with_capacity(named.len());
+        let mut errors = Vec::new();
+        let (mut principal, mut participants) = (None, Vec::new());
+        for (place, (field, reference)) in named.into_iter().enumerate() {
+            let Some(agent) = found.iter().find(|agent| agent.is(reference)) else {
+                errors.push(FieldError::new(
+                    field,
+                    format!("no agent `{reference}` exists"),
+                ));
+                continue;
+            };
+            if place == 0 {
+                principal = Some(agent.id);
+            } else if principal == Some(agent.id) {
+                errors.push(FieldError::new(
+                    field,
+                    "the principal cannot also be a participant",
+                ));
+                continue;
+            } else if participants.contains(&agent.id) {
+                errors.push(FieldError::new(field, "this agent is listed twice"));
+                continue;
+            } else {
+                participants.push(agent.id);
+            }
+            agents.push(agent.clone());
+        }
+        Ok((agents, errors))
+    }
+
+    /// Why a collaboration's webhook URL cannot be used, if it cannot.
+    async fn webhook_problem(
+        &self,
+        account_id: Uuid,
+        url: &str,
+    ) -> Result<Option<String>, StoreError> {
+        if let Err(error) = self.inner.crew.remote.outbound.check(url).await {
+            return Ok(Some(error.to_string()));
+        }
+        if self
+            .inner
+            .store
+            .webhook_settings(account_id)
+            .await?
+            .is_none()
+        {
+            // Deliveries are signed with the account's secret, which the user must have seen.
+            return Ok(Some(
+                "set webhooks up first (PUT /api/v1/webhooks), to get the secret deliveries are signed with"
+                    .into(),
+            ));
+        }
+        Ok(None)
     }
 
     /// Ends a running collaboration with `cancelled`; returns once the status is stored.
     pub async fn stop(&self, collaboration: &Collaboration) -> anyhow::Result<StopOutcome> {
         let id = collaboration.id;
         if let Some(control) = self.control(id) {
-            let (ack, done) = oneshot::channel();
-            if control.send(Control::Stop(ack)).await.is_err() || done.await.is_err() {
+            return Ok(match Control::stop(&control).await {
+                true => StopOutcome::Stopped,
                 // The runner ended on its own in the meantime.
-                return Ok(StopOutcome::NotRunning);
-            }
-            return Ok(StopOutcome::Stopped);
+                false => StopOutcome::NotRunning,
+            });
         }
-        match self
-            .forward(
-                id,
-                Request::Stop {
-                    collaboration_id: id,
-                },
-            )
-            .await
-        {
+        let request = Request::Stop {
+            collaboration_id: id,
+        };
+        match self.forward(id, request).await {
             Some(Reply::Stopped) => Ok(StopOutcome::Stopped),
             Some(Reply::NotRunning) => Ok(StopOutcome::NotRunning),
             _ => self.stop_here(collaboration).await,
         }
     }
 
-    /// Halts the runner, wherever it is, so nothing more is written; the caller then deletes.
-    /// A runner that cannot be reached finds its next write refused once the rows are gone.
-    pub async fn halt(&self, id: Uuid) {
-        if let Some(control) = self.control(id) {
-            let (ack, done) = oneshot::channel();
-            if control.send(Control::Delete(ack)).await.is_ok() {
-                let _ = done.await;
+    /// Deletes a collaboration of `account_id` with its channel: its runner, wherever it
+    /// is, writes nothing more, then the rows go, the channel's viewers are told, and its
+    /// podcast file is removed. False when there was no such collaboration. A runner that
+    /// cannot be reached finds its next write refused once the rows are gone.
+    pub async fn delete(
+        &self,
+        account_id: Uuid,
+        collaboration: &Collaboration,
+    ) -> Result<bool, StoreError> {
+        let id = collaboration.id;
+        match self.control(id) {
+            Some(control) => Control::delete(&control).await,
+            None => {
+                let request = Request::Delete {
+                    collaboration_id: id,
+                };
+                self.forward(id, request).await;
             }
-            return;
         }
-        self.forward(
-            id,
-            Request::Halt {
-                collaboration_id: id,
-            },
-        )
-        .await;
+        if !self
+            .inner
+            .store
+            .delete_collaboration(account_id, id)
+            .await?
+        {
+            return Ok(false);
+        }
+        self.inner.crew.hub.close(collaboration.channel_id);
+        match tokio::fs::remove_file(self.podcast_file(id)).await {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => tracing::warn!(%error, "deleting a podcast file failed"),
+        }
+        tracing::info!(collaboration = %id, "collaboration deleted");
+        Ok(true)
     }
 
     /// A human participant of a running collaboration speaks: as their turn when it is
@@ -292,62 +447,13 @@ impl Engine {
         answer.await.map_err(|_| PostRefusal::NotRunning)?
     }
 
-    /// Answers a request another process relayed here, for a runner of this one.
-    pub async fn answer(&self, request: Request) -> Reply {
-        match request {
-            Request::Stop { collaboration_id } => {
-                let Some(control) = self.control(collaboration_id) else {
-                    return Reply::NotHere;
-                };
-                let (ack, done) = oneshot::channel();
-                if control.send(Control::Stop(ack)).await.is_err() || done.await.is_err() {
-                    return Reply::NotRunning;
-                }
-                Reply::Stopped
-            }
-            Request::Halt { collaboration_id } => {
-                if self.control(collaboration_id).is_none() {
-                    return Reply::NotHere;
-                }
-                self.halt(collaboration_id).await;
-                Reply::Halted
-            }
-            Request::Post {
-                collaboration_id,
-                sender,
-                content,
-            } => {
-                if self.control(collaboration_id).is_none() {
-                    return Reply::NotHere;
-                }
-                match self.post(collaboration_id, sender, content).await {
-                    Ok(event) => Reply::Posted {
-                        seq: event.seq,
-                        frame: event.frame,
-                    },
-                    Err(refusal) => Reply::Refused { refusal },
-                }
-            }
-        }
-    }
-
-    pub fn models(&self) -> &Models {
-        &self.inner.models
-    }
-
-    /// Where a collaboration's podcast file is.
-    pub fn podcast_file(&self, id: Uuid) -> std::path::PathBuf {
-        podcast::file(&self.inner.settings.podcast.dir, id)
-    }
-
-    /// Cancels every runner, waits until all have returned, and gives up this process's
-    /// leases so that another process (or the next start) takes over at once. Running
-    /// collaborations stay `running` in the store.
+    /// Cancels every runner and the lease keeper, waits until all have returned, and gives
+    /// up this process's leases so that another process (or the next start) takes over at
+    /// once. Running collaborations stay `running` in the store.
     pub async fn shutdown(&self) {
-        self.inner.shutdown.cancel();
-        self.inner.tracker.close();
-        self.inner.tracker.wait().await;
-        self.inner.remote.cards.close().await;
+        self.inner.crew.shutdown.cancel();
+        self.inner.tasks.wait().await;
+        self.inner.crew.remote.tasks.wait().await;
         match self.inner.store.release_leases(self.inner.owner).await {
             Ok(released) if released > 0 => tracing::info!(released, "handed over leases"),
             Ok(_) => {}
@@ -367,36 +473,18 @@ impl Engine {
             .map(|entry| entry.value().control.clone())
     }
 
-    async fn claim(&self, which: Claim) -> anyhow::Result<Vec<Lease>> {
-        let inner = &self.inner;
-        Ok(inner
-            .store
-            .claim_leases(inner.owner, inner.settings.lease_ttl, which)
-            .await?)
-    }
-
-    /// Starts the runner of a collaboration just created here under `lease`, from the
-    /// collaboration as stored and its agents, which it then need not read back.
-    pub fn launch_created(&self, lease: Lease, collaboration: Collaboration, agents: Vec<Agent>) {
-        self.spawn_runner(
-            lease,
-            Some(runner::Known {
-                collaboration,
-                agents,
-            }),
-        );
-    }
-
-    /// Starts the runner of a collaboration this process holds the lease of.
-    fn launch(&self, lease: Lease) {
-        self.spawn_runner(lease, None);
-    }
-
-    fn spawn_runner(&self, lease: Lease, known: Option<runner::Known>) {
+    /// Starts the runner of a collaboration this process holds the lease of: from what is
+    /// `known` of it (it was just created here), else from the store. A second launch of
+    /// the same collaboration (a claim racing a create) does nothing, and so does a launch
+    /// once shutdown has begun.
+    fn launch(&self, lease: Lease, known: Option<runner::Known>) {
         let id = lease.collaboration_id;
+        let crew = &self.inner.crew;
+        if crew.shutdown.is_cancelled() {
+            return;
+        }
         let (tx, rx) = mpsc::channel(4);
-        let halt = self.inner.shutdown.child_token();
-        // A second launch of the same collaboration (a claim racing a create) is a no-op.
+        let halt = crew.shutdown.child_token();
         match self.inner.runners.entry(id) {
             dashmap::Entry::Vacant(entry) => entry.insert(Runner {
                 control: tx,
@@ -407,15 +495,16 @@ impl Engine {
             dashmap::Entry::Occupied(_) => return,
         };
         let inner = self.inner.clone();
-        self.inner.tracker.spawn(async move {
-            let outcome = AssertUnwindSafe(runner::run(&inner, lease, known, rx, halt.clone()))
+        self.inner.tasks.spawn("runner", async move {
+            let crew = &inner.crew;
+            let outcome = AssertUnwindSafe(runner::run(crew, lease, known, rx, halt))
                 .catch_unwind()
                 .await;
             if outcome.is_err() {
                 // Boxed like the runner's phases (see `runner::run`): a task is as large as
                 // its largest future, and this one, an ending and a summary written after a
                 // bug, made every runner's task 16 KiB.
-                Box::pin(runner::panicked(&inner, lease)).await;
+                Box::pin(runner::panicked(crew, lease)).await;
             }
             // Done, halted or lost: whatever is left (a summary after a store outage, say)
             // is claimed again by the lease scan, here or elsewhere.
@@ -424,26 +513,6 @@ impl Engine {
             }
             inner.runners.remove_if(&id, |_, runner| runner.lease == lease);
         });
-    }
-
-    /// Sends `request` to the process that holds the collaboration's lease, if that is
-    /// another one and a relay is set. `None` when there is nobody to ask or no answer.
-    async fn forward(&self, id: Uuid, request: Request) -> Option<Reply> {
-        let relay = self.inner.relay.get()?;
-        let holder = match self.inner.store.lease_holder(id).await {
-            Ok(holder) => holder?,
-            Err(error) => {
-                tracing::warn!(collaboration = %id, error = format!("{error:#}"), "cannot read the lease holder");
-                return None;
-            }
-        };
-        if holder == self.inner.owner {
-            return None;
-        }
-        match relay.forward(holder, &request).await {
-            Some(Reply::NotHere) | None => None,
-            reply => reply,
-        }
     }
 
     /// Stops a collaboration no runner could be asked to stop: with its lease when it can be
@@ -463,86 +532,23 @@ impl Engine {
             .finish_collaboration(collaboration.id, lease.as_ref(), &ending)
             .await?;
         if let Some(event) = &finished {
-            self.inner.hub.end_turns(collaboration.channel_id);
-            self.inner
-                .hub
-                .publish_event(collaboration.channel_id, event);
+            let hub = &self.inner.crew.hub;
+            hub.end_turns(collaboration.channel_id);
+            hub.publish_event(collaboration.channel_id, event);
             crate::telemetry::collaboration_ended(
                 ending.reason.status().name(),
                 ending.reason.name(),
             );
         }
         if let Some(lease) = lease {
-            self.launch(lease);
+            self.launch(lease, None);
         }
         Ok(match finished {
             Some(_) => StopOutcome::Stopped,
             None => StopOutcome::NotRunning,
         })
     }
-
-    /// Renews this process's leases and claims expired ones until shutdown. A runner whose
-    /// lease was not renewed lost it: it is halted before it writes again (and the database
-    /// would refuse it anyway). A lease held with no runner (one that gave up on a store
-    /// outage) gets a runner again.
-    async fn keep_leases(self) {
-        let ttl = self.inner.settings.lease_ttl;
-        let mut renew = tokio::time::interval(ttl / 3);
-        let mut scan = tokio::time::interval((ttl / 3).min(Duration::from_secs(1)));
-        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut renewed_at = Instant::now();
-        loop {
-            tokio::select! {
-                _ = self.inner.shutdown.cancelled() => return,
-                _ = renew.tick() => {
-                    let began = Instant::now();
-                    match self.inner.store.renew_leases(self.inner.owner, ttl).await {
-                        Ok(held) => {
-                            renewed_at = began;
-                            self.reconcile(&held, began);
-                        }
-                        Err(error) => {
-                            tracing::warn!(error = format!("{error:#}"), "renewing leases failed");
-                            if began.duration_since(renewed_at) >= ttl {
-                                // They may have been claimed elsewhere by now.
-                                self.inner.runners.iter().for_each(|runner| runner.halt.cancel());
-                            }
-                        }
-                    }
-                }
-                _ = scan.tick() => match self.claim(Claim::Expired { limit: CLAIM_BATCH }).await {
-                    Ok(leases) => {
-                        if !leases.is_empty() {
-                            tracing::info!(count = leases.len(), "took over collaborations");
-                        }
-                        leases.into_iter().for_each(|lease| self.launch(lease));
-                    }
-                    Err(error) => tracing::warn!(error = format!("{error:#}"), "claiming leases failed"),
-                },
-            }
-        }
-    }
-
-    fn reconcile(&self, held: &[Lease], renewal_began: Instant) {
-        for runner in self.inner.runners.iter() {
-            let still_held = held.contains(&runner.lease);
-            if !still_held && runner.claimed_at < renewal_began {
-                tracing::warn!(collaboration = %runner.lease.collaboration_id, "lost the lease; halting the runner");
-                runner.halt.cancel();
-            }
-        }
-        for lease in held {
-            if !self.inner.runners.contains_key(&lease.collaboration_id) {
-                self.launch(*lease);
-            }
-        }
-    }
 }
-
-/// How many expired leases one scan takes: a process taking over from a dead one spreads
-/// the work over scans instead of starting everything in one burst.
-const CLAIM_BATCH: u32 = 50;
 
 /// The model that judges, selects and summarizes for a collaboration: the principal's when
 /// it is an `llm` agent, else the `default` provider's configured model, else none.

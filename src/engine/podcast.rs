@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use uuid::Uuid;
 
-use super::{Inner, wav};
+use super::{Crew, wav};
 use crate::agents::{Line, ModelRef};
 
 /// Silence between two speakers, in milliseconds.
@@ -21,21 +21,21 @@ const MAX_INPUT_CHARS: usize = 4096;
 
 /// Renders and records the podcast: its URL, or a note of why there is none.
 pub(super) async fn record(
-    inner: &Inner,
+    crew: &Crew,
     id: Uuid,
     roster: &[crate::domain::Sender],
     transcript: &[Line],
     provider: Option<&ModelRef>,
 ) {
-    let (url, note) = match render(inner, id, roster, transcript, provider).await {
+    let (url, note) = match render(crew, id, roster, transcript, provider).await {
         Ok(()) => (Some(format!("/api/v1/collaborations/{id}/audio")), None),
         Err(why) => {
             tracing::warn!(collaboration = %id, why, "no podcast");
             (None, Some(format!("No podcast was made: {why}.")))
         }
     };
-    if let Err(error) = inner
-        .store
+    if let Err(error) = crew
+        .journal
         .record_audio(id, url.as_deref(), note.as_deref())
         .await
     {
@@ -49,7 +49,7 @@ pub fn file(dir: &std::path::Path, id: Uuid) -> PathBuf {
 }
 
 async fn render(
-    inner: &Inner,
+    crew: &Crew,
     id: Uuid,
     roster: &[crate::domain::Sender],
     transcript: &[Line],
@@ -59,7 +59,7 @@ async fn render(
     if transcript.is_empty() {
         return Err("nothing was said".into());
     }
-    let settings = &inner.settings.podcast;
+    let settings = &crew.settings.podcast;
     let mut parts = Vec::with_capacity(transcript.len());
     for line in transcript {
         let place = roster
@@ -68,7 +68,7 @@ async fn render(
             .unwrap_or(0);
         let voice = &settings.voices[place % settings.voices.len()];
         let text: String = line.content.chars().take(MAX_INPUT_CHARS).collect();
-        let audio = inner
+        let audio = crew
             .models
             .speech(&provider.provider, &settings.model, voice, &text)
             .await

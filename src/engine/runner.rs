@@ -2,9 +2,9 @@
 //! summary.
 //!
 //! Every await that may be cut short (the judge, the choice of speaker, a turn, the
-//! summarizer) runs inside [`wait`], which also listens to the shutdown token, the control
-//! channel and the inactivity clock; every write to the store happens after its `select!`
-//! has finished, never inside a branch that could be cancelled half-way.
+//! summarizer) runs inside [`Driver::wait`], which also listens to the halt token, the
+//! control channel and the inactivity clock; every write to the store happens after its
+//! `select!` has finished, never inside a branch that could be cancelled half-way.
 //!
 //! People take part through [`Control::Post`]. A human's turn is a wait for their post; a
 //! post from anyone else (any human, while an agent is thinking or another human is due) is
@@ -20,20 +20,18 @@ use std::{
     time::Duration,
 };
 
-use futures::future::Either;
-use serde_json::json;
 use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
-    Control, Inner, PostRefusal, auxiliary_model, context, judge, podcast, speaker, summary,
+    Control, Crew, PostRefusal, auxiliary_model, context, judge, podcast, speaker, summary,
 };
 use crate::{
     agents::{self, Delta, Line, ModelRef},
     domain::{
-        Agent, AgentKind, Collaboration, CollaborationStatus, EndReason, Ending, EventBody, Sender,
-        StoredEvent, event::Role,
+        Agent, AgentKind, Collaboration, CollaborationStatus, EndReason, Ending, EventBody, Frame,
+        Sender, StoredEvent, event::Role,
     },
     store::{Lease, StoreError, StoreResult},
     telemetry,
@@ -95,14 +93,14 @@ pub(super) struct Known {
 /// on an agent is boxed, and only what runs now takes memory: a waiting runner's futures
 /// take about 4 KiB, its task included, where this one alone took 17 KiB.
 pub(super) async fn run(
-    inner: &Inner,
+    crew: &Crew,
     lease: Lease,
     known: Option<Known>,
     mut control: mpsc::Receiver<Control>,
     halt: CancellationToken,
 ) {
     let id = lease.collaboration_id;
-    let mut state = match Box::pin(load(inner, lease, known, halt)).await {
+    let mut state = match Box::pin(load(crew, lease, known, halt)).await {
         Ok(Some(state)) => state,
         Ok(None) => return,
         Err(error) => {
@@ -114,29 +112,27 @@ pub(super) async fn run(
         if state.collaboration.summary.is_none()
             && let Some(reason) = state.collaboration.end_reason
         {
-            Box::pin(summarize(inner, &state, reason, &mut Some(&mut control))).await;
+            Box::pin(summarize(crew, &state, reason, &mut Some(&mut control))).await;
         }
         return;
     }
-    let exit = Box::pin(drive(inner, &mut state, &mut control)).await;
+    let exit = Box::pin(drive(crew, &mut state, &mut control)).await;
     // A runner that lost its lease leaves the turn to the process that runs it now.
-    if !state.halt.is_cancelled() || inner.shutdown.is_cancelled() {
-        inner.hub.end_turns(state.collaboration.channel_id);
+    if !state.halt.is_cancelled() || crew.shutdown.is_cancelled() {
+        crew.hub.end_turns(state.collaboration.channel_id);
     }
     let Exit::Ended(ending, ack) = exit else {
         return;
     };
     let Some(event) = persist("end", || {
-        inner
-            .store
+        crew.journal
             .finish_collaboration(id, Some(&state.lease), &ending)
     })
     .await
     .flatten() else {
         return;
     };
-    inner
-        .hub
+    crew.hub
         .publish_event(state.collaboration.channel_id, &event);
     if let Some(ack) = ack {
         let _ = ack.send(());
@@ -149,12 +145,12 @@ pub(super) async fn run(
     collaboration.advisory_message = ending.advisory_message.clone();
     collaboration.error_message = ending.error_message.clone();
     let mut control = Some(&mut control);
-    if Box::pin(summarize(inner, &state, ending.reason, &mut control)).await
+    if Box::pin(summarize(crew, &state, ending.reason, &mut control)).await
         && state.collaboration.podcast
     {
         // A delete or shutdown abandons it; the collaboration then simply has no audio.
         let reading = podcast::record(
-            inner,
+            crew,
             id,
             &state.roster,
             &state.transcript,
@@ -166,7 +162,7 @@ pub(super) async fn run(
 
 /// A runner panicked: a bug, not an agent's failure. The collaboration is ended visibly
 /// rather than left "running" with nobody driving it, and summarized.
-pub(super) async fn panicked(inner: &Inner, lease: Lease) {
+pub(super) async fn panicked(crew: &Crew, lease: Lease) {
     let id = lease.collaboration_id;
     tracing::error!(collaboration = %id, "the runner panicked");
     let ending = Ending {
@@ -177,27 +173,27 @@ pub(super) async fn panicked(inner: &Inner, lease: Lease) {
         ),
         ended_at: crate::domain::now(),
     };
-    let Ok(Some(event)) = inner
-        .store
+    let Ok(Some(event)) = crew
+        .journal
         .finish_collaboration(id, Some(&lease), &ending)
         .await
     else {
         return;
     };
-    let Ok(Some(collaboration)) = inner.store.collaboration_unscoped(id).await else {
+    let Ok(Some(collaboration)) = crew.journal.collaboration(id).await else {
         return;
     };
-    inner.hub.end_turns(collaboration.channel_id);
+    crew.hub.end_turns(collaboration.channel_id);
     telemetry::collaboration_ended(ending.reason.status().name(), ending.reason.name());
-    inner.hub.publish_event(collaboration.channel_id, &event);
-    if let Ok(Some(state)) = load(inner, lease, None, inner.shutdown.child_token()).await {
-        summarize(inner, &state, ending.reason, &mut None).await;
+    crew.hub.publish_event(collaboration.channel_id, &event);
+    if let Ok(Some(state)) = load(crew, lease, None, crew.shutdown.child_token()).await {
+        summarize(crew, &state, ending.reason, &mut None).await;
     }
 }
 
 /// `None` when the collaboration is gone or needs nothing more (ended and summarized).
 async fn load(
-    inner: &Inner,
+    crew: &Crew,
     lease: Lease,
     known: Option<Known>,
     halt: CancellationToken,
@@ -211,23 +207,20 @@ async fn load(
             agents,
         }) => (collaboration, agents, (Vec::new(), 0)),
         None => {
-            let Some(collaboration) = inner
-                .store
-                .collaboration_unscoped(lease.collaboration_id)
-                .await?
+            let Some(collaboration) = crew.journal.collaboration(lease.collaboration_id).await?
             else {
                 return Ok(None);
             };
             let ids: Vec<Uuid> = collaboration.roster().iter().map(|s| s.id).collect();
-            let agents = inner.store.agents_unscoped(&ids).await?;
-            let transcript = transcript(inner, collaboration.channel_id).await?;
+            let agents = crew.journal.agents(&ids).await?;
+            let transcript = transcript(crew, collaboration.channel_id).await?;
             (collaboration, agents, transcript)
         }
     };
     let roster = collaboration.roster();
     let agents: HashMap<Uuid, Agent> = agents.into_iter().map(|a| (a.id, a)).collect();
     let aux = auxiliary_model(
-        &inner.models,
+        &crew.models,
         agents.get(&collaboration.principal.id).map(|a| &a.spec),
     );
     if collaboration.status != CollaborationStatus::Running && collaboration.summary.is_some() {
@@ -246,11 +239,11 @@ async fn load(
 }
 
 /// The messages stored in a channel, in order, and the last `seq` in it.
-async fn transcript(inner: &Inner, channel_id: Uuid) -> anyhow::Result<(Vec<Line>, i64)> {
+async fn transcript(crew: &Crew, channel_id: Uuid) -> anyhow::Result<(Vec<Line>, i64)> {
     let mut transcript = Vec::new();
     let mut after = 0;
     loop {
-        let events = inner.store.read_events(channel_id, after, 500).await?;
+        let events = crew.journal.read_events(channel_id, after, 500).await?;
         let Some(last) = events.last() else { break };
         after = last.seq;
         transcript.extend(events.iter().filter_map(|e| match e.body() {
@@ -267,12 +260,15 @@ async fn transcript(inner: &Inner, channel_id: Uuid) -> anyhow::Result<(Vec<Line
     Ok((transcript, after))
 }
 
-async fn drive(inner: &Inner, state: &mut State, control: &mut mpsc::Receiver<Control>) -> Exit {
-    // The inactivity clock starts when this runner does: time the server was down is not
-    // the agents' silence.
-    let mut last_activity = Instant::now();
-    // Interjections stored while a phase ran, added to the state once it has finished.
-    let mut posted = Vec::new();
+async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Control>) -> Exit {
+    let mut driver = Driver {
+        crew,
+        control,
+        // The inactivity clock starts when this runner does: time the server was down is
+        // not the agents' silence.
+        last_activity: Instant::now(),
+        posted: Vec::new(),
+    };
     // A resumed collaboration may have stopped between a message and its verdict.
     let mut unjudged = !state.transcript.is_empty();
     loop {
@@ -281,17 +277,17 @@ async fn drive(inner: &Inner, state: &mut State, control: &mut mpsc::Receiver<Co
             && let Some(aux) = state.aux.clone()
         {
             let judging = Box::pin(judge::judge(
-                &inner.models,
+                &crew.models,
                 &aux,
                 &state.collaboration.objective,
                 &state.transcript,
             ));
             // The judge's time is not the agents' silence: no inactivity deadline here.
-            let wake = wait(inner, state, control, None, &mut posted, None, judging).await;
-            absorb(state, &mut posted);
+            let wake = driver.wait(state, Phase::UNTIMED, judging).await;
+            driver.absorb(state);
             match wake {
                 Wake::Done(Ok((verdict, tokens))) => {
-                    add_tokens(inner, state, tokens).await;
+                    add_tokens(crew, state, tokens).await;
                     if verdict.met {
                         let advisory = format!("The objective was judged met: {}", verdict.reason);
                         return ended(EndReason::ObjectiveMet, Some(advisory), None, None);
@@ -303,7 +299,7 @@ async fn drive(inner: &Inner, state: &mut State, control: &mut mpsc::Receiver<Co
                 Wake::Spoke(_) | Wake::Capped => {}
                 Wake::Exit(exit) => return exit,
             }
-            last_activity = Instant::now();
+            driver.last_activity = Instant::now();
         }
         let collaboration = &state.collaboration;
         if collaboration.message_count >= collaboration.message_cap {
@@ -326,64 +322,45 @@ async fn drive(inner: &Inner, state: &mut State, control: &mut mpsc::Receiver<Co
             &state.roster,
             &state.transcript,
             &collaboration.objective,
-            &inner.models,
+            &crew.models,
             state.aux.as_ref(),
         ));
-        let wake = wait(
-            inner,
-            state,
-            control,
-            Some(&mut last_activity),
-            &mut posted,
-            None,
-            choosing,
-        )
-        .await;
-        absorb(state, &mut posted);
+        let wake = driver.wait(state, Phase::TIMED, choosing).await;
+        driver.absorb(state);
         let choice = match wake {
             Wake::Done(choice) => choice,
             Wake::Spoke(_) | Wake::Capped => continue,
             Wake::Exit(exit) => return exit,
         };
         // Counted now, so a turn that is then dropped does not lose them.
-        add_tokens(inner, state, choice.tokens).await;
+        add_tokens(crew, state, choice.tokens).await;
         let sender = state.roster[choice.index].clone();
         let turn_id = Uuid::now_v7();
-        announce(inner, state, turn_id, &sender);
+        announce(crew, state, turn_id, &sender);
         let human = state
             .agents
             .get(&sender.id)
             .is_some_and(|agent| agent.spec.kind() == AgentKind::Human);
-        let (awaiting, speaking) = if human {
+        let wake = if human {
             // A person's time to answer starts when they are told it is their turn, and
             // the turn is theirs to take: the phase itself never ends.
-            last_activity = Instant::now();
-            (
-                Some((&sender, turn_id)),
-                Either::Left(std::future::pending()),
-            )
+            driver.last_activity = Instant::now();
+            let phase = Phase {
+                timed: true,
+                awaiting: Some((&sender, turn_id)),
+            };
+            let theirs = std::future::pending::<Result<Turn, String>>();
+            driver.wait(state, phase, theirs).await
         } else {
-            (
-                None,
-                Either::Right(Box::pin(take_turn(inner, state, &sender, turn_id))),
-            )
+            let speaking = Box::pin(take_turn(crew, state, &sender, turn_id));
+            driver.wait(state, Phase::TIMED, speaking).await
         };
-        let wake = wait(
-            inner,
-            state,
-            control,
-            Some(&mut last_activity),
-            &mut posted,
-            awaiting,
-            speaking,
-        )
-        .await;
-        absorb(state, &mut posted);
+        driver.absorb(state);
         // Whatever became of it, this turn is over: late viewers must not be told of it.
-        inner.hub.end_turn(state.collaboration.channel_id, turn_id);
+        crew.hub.end_turn(state.collaboration.channel_id, turn_id);
         match wake {
             Wake::Done(Ok(turn)) => {
-                if !record(inner, state, turn).await {
+                if !record(crew, state, turn).await {
                     return Exit::Halted;
                 }
             }
@@ -395,112 +372,143 @@ async fn drive(inner: &Inner, state: &mut State, control: &mut mpsc::Receiver<Co
             Wake::Capped => {}
             Wake::Exit(exit) => return exit,
         }
-        last_activity = Instant::now();
+        driver.last_activity = Instant::now();
         unjudged = true;
     }
 }
 
-/// Waits for `phase` while answering what arrives meanwhile. Shutdown, stop and delete end
-/// the wait, and so does the inactivity window when `last_activity` is given. A person's
-/// post is stored at once: as the turn of `awaiting` (who, and the turn's id) when it is
-/// theirs, else as an interjection if the collaboration allows them, its line collected in
-/// `posted` for the caller to add once `phase` (which may be reading the state) is done.
-async fn wait<T>(
-    inner: &Inner,
-    state: &State,
-    control: &mut mpsc::Receiver<Control>,
-    mut last_activity: Option<&mut Instant>,
-    posted: &mut Vec<Line>,
-    awaiting: Option<(&Sender, Uuid)>,
-    phase: impl Future<Output = T>,
-) -> Wake<T> {
-    let mut phase = pin!(phase);
-    let collaboration = &state.collaboration;
-    let window = Duration::from_secs(u64::from(collaboration.timeout_window));
-    loop {
-        let deadline = last_activity.as_deref().map(|at| *at + window);
-        let silence = async {
-            match deadline {
-                Some(deadline) => tokio::time::sleep_until(deadline).await,
-                None => std::future::pending().await,
-            }
-        };
-        let post = tokio::select! {
-            biased;
-            _ = state.halt.cancelled() => return Wake::Exit(Exit::Halted),
-            request = control.recv() => match request {
-                Some(Control::Post(post)) => post,
-                other => return Wake::Exit(on_control(other)),
-            },
-            _ = silence => {
-                let advisory = format!(
-                    "No message arrived within the {}-second inactivity window.",
-                    collaboration.timeout_window
-                );
-                return Wake::Exit(ended(EndReason::InactivityTimeout, Some(advisory), None, None));
-            }
-            done = &mut phase => return Wake::Done(done),
-        };
-        // The cap holds for people too: the phase may run after the last message it allows
-        // (the judge of the capping message, say).
-        if collaboration.message_count as usize + posted.len() >= collaboration.message_cap as usize
-        {
-            let _ = post.reply.send(Err(PostRefusal::CapReached));
-            continue;
-        }
-        let turn_id = match awaiting {
-            Some((due, turn_id)) if due.id == post.sender.id => Some(turn_id),
-            _ if collaboration.allow_interjections => None,
-            _ => {
-                let _ = post.reply.send(Err(PostRefusal::NotYourTurn));
-                continue;
-            }
-        };
-        let stored = store_message(
-            inner,
-            state,
-            turn_id.unwrap_or_else(Uuid::now_v7),
-            post.sender,
-            Role::Human,
-            post.content,
-            0,
-        )
-        .await;
-        let Some((event, line)) = stored else {
-            let _ = post.reply.send(Err(PostRefusal::NotRunning));
-            return Wake::Exit(Exit::Halted);
-        };
-        let _ = post.reply.send(Ok(event));
-        if let Some(at) = last_activity.as_deref_mut() {
-            *at = Instant::now();
-        }
-        if turn_id.is_some() {
-            return Wake::Spoke(line);
-        }
-        posted.push(line);
-        if collaboration.message_count as usize + posted.len() >= collaboration.message_cap as usize
-        {
-            return Wake::Capped;
-        }
-    }
+/// What the loop waits on its phases with: the control channel, the inactivity clock, and
+/// the interjections stored while a phase ran.
+struct Driver<'a> {
+    crew: &'a Crew,
+    control: &'a mut mpsc::Receiver<Control>,
+    /// When the last message arrived (or the runner started): the inactivity window runs
+    /// from here during the phases it applies to.
+    last_activity: Instant,
+    /// Interjections stored while a phase ran, added to the state once it has finished
+    /// (the phase may be reading the state meanwhile).
+    posted: Vec<Line>,
 }
 
-/// Adds interjections stored during a phase to the state.
-fn absorb(state: &mut State, posted: &mut Vec<Line>) {
-    for line in posted.drain(..) {
-        state.collaboration.message_count += 1;
-        state.transcript.push(line);
+/// How a phase of the loop is waited for.
+#[derive(Clone, Copy)]
+struct Phase<'a> {
+    /// Whether the inactivity window runs during it (the judge's time is not the agents'
+    /// silence).
+    timed: bool,
+    /// The person whose turn it is, and the turn's id: their post is the phase's end.
+    awaiting: Option<(&'a Sender, Uuid)>,
+}
+
+impl Phase<'_> {
+    const TIMED: Self = Self {
+        timed: true,
+        awaiting: None,
+    };
+    const UNTIMED: Self = Self {
+        timed: false,
+        awaiting: None,
+    };
+}
+
+impl Driver<'_> {
+    /// Adds the interjections stored during the last phase to the state: once the phase,
+    /// which may read the state, is over.
+    fn absorb(&mut self, state: &mut State) {
+        for line in self.posted.drain(..) {
+            state.collaboration.message_count += 1;
+            state.transcript.push(line);
+        }
+    }
+
+    /// Waits for `work` while answering what arrives meanwhile. Shutdown, stop and delete
+    /// end the wait, and so does the inactivity window when the phase is timed. A person's
+    /// post is stored at once: as the turn of the person awaited when it is theirs, else as
+    /// an interjection if the collaboration allows them, kept in `posted` until
+    /// [`Driver::absorb`].
+    async fn wait<T>(
+        &mut self,
+        state: &State,
+        phase: Phase<'_>,
+        work: impl Future<Output = T>,
+    ) -> Wake<T> {
+        let mut work = pin!(work);
+        let collaboration = &state.collaboration;
+        let window = Duration::from_secs(u64::from(collaboration.timeout_window));
+        loop {
+            let deadline = phase.timed.then(|| self.last_activity + window);
+            let silence = async {
+                match deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let post = tokio::select! {
+                biased;
+                _ = state.halt.cancelled() => return Wake::Exit(Exit::Halted),
+                request = self.control.recv() => match request {
+                    Some(Control::Post(post)) => post,
+                    other => return Wake::Exit(on_control(other)),
+                },
+                _ = silence => {
+                    let advisory = format!(
+                        "No message arrived within the {}-second inactivity window.",
+                        collaboration.timeout_window
+                    );
+                    return Wake::Exit(ended(EndReason::InactivityTimeout, Some(advisory), None, None));
+                }
+                done = &mut work => return Wake::Done(done),
+            };
+            // The cap holds for people too: the phase may run after the last message it
+            // allows (the judge of the capping message, say).
+            let said = collaboration.message_count as usize + self.posted.len();
+            if said >= collaboration.message_cap as usize {
+                let _ = post.reply.send(Err(PostRefusal::CapReached));
+                continue;
+            }
+            let turn_id = match phase.awaiting {
+                Some((due, turn_id)) if due.id == post.sender.id => Some(turn_id),
+                _ if collaboration.allow_interjections => None,
+                _ => {
+                    let _ = post.reply.send(Err(PostRefusal::NotYourTurn));
+                    continue;
+                }
+            };
+            let stored = store_message(
+                self.crew,
+                state,
+                turn_id.unwrap_or_else(Uuid::now_v7),
+                post.sender,
+                Role::Human,
+                post.content,
+                0,
+            )
+            .await;
+            let Some((event, line)) = stored else {
+                let _ = post.reply.send(Err(PostRefusal::NotRunning));
+                return Wake::Exit(Exit::Halted);
+            };
+            let _ = post.reply.send(Ok(event));
+            self.last_activity = Instant::now();
+            if turn_id.is_some() {
+                return Wake::Spoke(line);
+            }
+            self.posted.push(line);
+            if said + 1 >= collaboration.message_cap as usize {
+                return Wake::Capped;
+            }
+        }
     }
 }
 
 /// Tells viewers whose turn it is: an ephemeral frame, like a delta.
-fn announce(inner: &Inner, state: &State, turn_id: Uuid, sender: &Sender) {
-    let frame = json!({"type": "turn", "turn_id": turn_id, "sender": sender});
-    inner.hub.publish_turn(
+fn announce(crew: &Crew, state: &State, turn_id: Uuid, sender: &Sender) {
+    let frame = Frame::Turn { turn_id, sender };
+    crew.hub.publish_turn(
         state.collaboration.channel_id,
         state.last_seq.load(Ordering::Acquire),
         turn_id,
-        frame.to_string(),
+        frame.text(),
     );
 }
 
@@ -535,7 +543,7 @@ fn on_control(request: Option<Control>) -> Exit {
 
 /// An agent's turn (never a person's: they are waited for in [`wait`]).
 async fn take_turn(
-    inner: &Inner,
+    crew: &Crew,
     state: &State,
     sender: &Sender,
     turn_id: Uuid,
@@ -552,28 +560,30 @@ async fn take_turn(
         &state.roster,
         &state.transcript,
         sender,
-        &inner.settings,
+        &crew.settings,
     );
     let channel_id = collaboration.channel_id;
     let on_delta = |delta: Delta<'_>| {
-        let frame = match delta {
-            Delta::Text(text) => {
-                json!({"type": "delta", "turn_id": turn_id, "sender": sender, "text": text})
-            }
+        let (text, restart) = match delta {
+            Delta::Text(text) => (text, false),
             // Viewers drop the text they have of this turn and start it again.
-            Delta::Restart => {
-                json!({"type": "delta", "turn_id": turn_id, "sender": sender, "text": "", "restart": true})
-            }
+            Delta::Restart => ("", true),
         };
-        inner.hub.publish_delta(
+        let frame = Frame::Delta {
+            turn_id,
+            sender,
+            text,
+            restart,
+        };
+        crew.hub.publish_delta(
             channel_id,
             state.last_seq.load(Ordering::Acquire),
-            frame.to_string(),
+            frame.text(),
         );
     };
     let span = tracing::info_span!("turn", collaboration = %collaboration.id, agent = %sender.name, %turn_id);
     let completion = tracing::Instrument::instrument(
-        agents::speak(agent, &context, &inner.models, &inner.remote, &on_delta),
+        agents::speak(agent, &context, &crew.models, &crew.remote, &on_delta),
         span,
     )
     .await
@@ -590,9 +600,9 @@ async fn take_turn(
 }
 
 /// Stores an agent's turn, then publishes it. False if the store would not take it.
-async fn record(inner: &Inner, state: &mut State, turn: Turn) -> bool {
+async fn record(crew: &Crew, state: &mut State, turn: Turn) -> bool {
     let stored = store_message(
-        inner,
+        crew,
         state,
         turn.turn_id,
         turn.sender,
@@ -613,7 +623,7 @@ async fn record(inner: &Inner, state: &mut State, turn: Turn) -> bool {
 /// Stores a message, then publishes it, and moves `last_seq` on. `None` if the store would
 /// not take it: the collaboration is no longer running, or the store gave up.
 async fn store_message(
-    inner: &Inner,
+    crew: &Crew,
     state: &State,
     turn_id: Uuid,
     sender: Sender,
@@ -631,16 +641,15 @@ async fn store_message(
     };
     let lease = &state.lease;
     let event = persist("message", || {
-        inner.store.append_message(lease, &body, tokens)
+        crew.journal.append_message(lease, &body, tokens)
     })
     .await
     .flatten()?;
     telemetry::turn(sender.kind.as_str());
     // Before the message goes out, so that a viewer who has the message is not then told
     // the turn is still on.
-    inner.hub.end_turn(state.collaboration.channel_id, turn_id);
-    inner
-        .hub
+    crew.hub.end_turn(state.collaboration.channel_id, turn_id);
+    crew.hub
         .publish_event(state.collaboration.channel_id, &event);
     state.last_seq.store(event.seq, Ordering::Release);
     let line = Line {
@@ -651,12 +660,12 @@ async fn store_message(
     Some((event, line))
 }
 
-async fn add_tokens(inner: &Inner, state: &mut State, tokens: u64) {
+async fn add_tokens(crew: &Crew, state: &mut State, tokens: u64) {
     if tokens == 0 {
         return;
     }
     let id = state.collaboration.id;
-    if persist("tokens", || inner.store.add_tokens(id, tokens))
+    if persist("tokens", || crew.journal.add_tokens(id, tokens))
         .await
         .is_some()
     {
@@ -667,14 +676,14 @@ async fn add_tokens(inner: &Inner, state: &mut State, tokens: u64) {
 /// Writes and stores the summary. False if the collaboration was deleted meanwhile or the
 /// server is stopping: then nothing more is to be done for it.
 async fn summarize(
-    inner: &Inner,
+    crew: &Crew,
     state: &State,
     reason: EndReason,
     control: &mut Option<&mut mpsc::Receiver<Control>>,
 ) -> bool {
     let collaboration = &state.collaboration;
     let writing = summary::write(
-        &inner.models,
+        &crew.models,
         state.aux.as_ref(),
         collaboration,
         reason,
@@ -685,17 +694,16 @@ async fn summarize(
     };
     let id = collaboration.id;
     if tokens > 0 {
-        persist("tokens", || inner.store.add_tokens(id, tokens)).await;
+        persist("tokens", || crew.journal.add_tokens(id, tokens)).await;
     }
     let stored = persist("summary", || {
-        inner
-            .store
+        crew.journal
             .record_summary(id, &summary.headline, &summary.summary)
     })
     .await
     .flatten();
     if let Some(event) = stored {
-        inner.hub.publish_event(collaboration.channel_id, &event);
+        crew.hub.publish_event(collaboration.channel_id, &event);
     }
     true
 }

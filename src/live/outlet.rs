@@ -564,6 +564,10 @@ pub(crate) fn text_frame(text: &str) -> Bytes {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a test's reader task ends with the test"
+)]
 mod tests {
     use std::time::Duration;
 

@@ -1,0 +1,119 @@
+//! What a runner reads and writes of the store: its collaboration, its roster's agents and
+//! its channel's log. A port of its own, so that the runner's state machine can be tested
+//! over an in-memory journal on a paused clock (a real database answers from another
+//! thread, and a paused clock jumps ahead while it waits).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::{
+    domain::{Agent, Collaboration, Ending, EventBody, StoredEvent},
+    store::{Lease, Store, StoreResult},
+};
+
+/// The runner's view of the store; every method is the [`Store`] method of the same name.
+#[async_trait]
+pub(crate) trait Journal: Send + Sync + 'static {
+    async fn collaboration(&self, id: Uuid) -> StoreResult<Option<Collaboration>>;
+    async fn agents(&self, ids: &[Uuid]) -> StoreResult<Vec<Agent>>;
+    async fn read_events(
+        &self,
+        channel_id: Uuid,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredEvent>>;
+    async fn append_message(
+        &self,
+        lease: &Lease,
+        body: &EventBody,
+        tokens: u64,
+    ) -> StoreResult<Option<StoredEvent>>;
+    async fn add_tokens(&self, collaboration_id: Uuid, tokens: u64) -> StoreResult<()>;
+    async fn finish_collaboration(
+        &self,
+        collaboration_id: Uuid,
+        lease: Option<&Lease>,
+        ending: &Ending,
+    ) -> StoreResult<Option<StoredEvent>>;
+    async fn record_summary(
+        &self,
+        collaboration_id: Uuid,
+        headline: &str,
+        summary: &str,
+    ) -> StoreResult<Option<StoredEvent>>;
+    async fn record_audio(
+        &self,
+        collaboration_id: Uuid,
+        audio_url: Option<&str>,
+        note: Option<&str>,
+    ) -> StoreResult<()>;
+}
+
+/// The journal a server's runners keep: the store itself.
+pub(crate) struct Stored(pub(crate) Arc<dyn Store>);
+
+#[async_trait]
+impl Journal for Stored {
+    async fn collaboration(&self, id: Uuid) -> StoreResult<Option<Collaboration>> {
+        self.0.collaboration_unscoped(id).await
+    }
+
+    async fn agents(&self, ids: &[Uuid]) -> StoreResult<Vec<Agent>> {
+        self.0.agents_unscoped(ids).await
+    }
+
+    async fn read_events(
+        &self,
+        channel_id: Uuid,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        self.0.read_events(channel_id, after_seq, limit).await
+    }
+
+    async fn append_message(
+        &self,
+        lease: &Lease,
+        body: &EventBody,
+        tokens: u64,
+    ) -> StoreResult<Option<StoredEvent>> {
+        self.0.append_message(lease, body, tokens).await
+    }
+
+    async fn add_tokens(&self, collaboration_id: Uuid, tokens: u64) -> StoreResult<()> {
+        self.0.add_tokens(collaboration_id, tokens).await
+    }
+
+    async fn finish_collaboration(
+        &self,
+        collaboration_id: Uuid,
+        lease: Option<&Lease>,
+        ending: &Ending,
+    ) -> StoreResult<Option<StoredEvent>> {
+        self.0
+            .finish_collaboration(collaboration_id, lease, ending)
+            .await
+    }
+
+    async fn record_summary(
+        &self,
+        collaboration_id: Uuid,
+        headline: &str,
+        summary: &str,
+    ) -> StoreResult<Option<StoredEvent>> {
+        self.0
+            .record_summary(collaboration_id, headline, summary)
+            .await
+    }
+
+    async fn record_audio(
+        &self,
+        collaboration_id: Uuid,
+        audio_url: Option<&str>,
+        note: Option<&str>,
+    ) -> StoreResult<()> {
+        self.0.record_audio(collaboration_id, audio_url, note).await
+    }
+}
