@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::{
     engine::{Engine, Relay, Reply, Request},
-    live::{Hub, Wire},
+    live::{Hub, Publication},
     tasks::Tasks,
 };
 
@@ -218,7 +218,7 @@ impl Relay for NatsRelay {
 async fn export(
     client: Client,
     owner: Uuid,
-    mut exports: mpsc::UnboundedReceiver<(Uuid, Wire)>,
+    mut exports: mpsc::UnboundedReceiver<(Uuid, Publication)>,
     done: CancellationToken,
 ) {
     loop {
@@ -228,10 +228,10 @@ async fn export(
             _ = done.cancelled() => None,
         };
         // Biased: whatever is queued goes out before `done` ends the loop.
-        let Some((channel_id, wire)) = next else {
+        let Some((channel_id, publication)) = next else {
             break;
         };
-        let (headers, payload) = encode(owner, &wire);
+        let (headers, payload) = encode(owner, &publication);
         let subject = format!("{CHANNEL_SUBJECTS}.{channel_id}");
         if let Err(error) = client.publish_with_headers(subject, headers, payload).await {
             tracing::warn!(%error, "publishing a frame to NATS failed");
@@ -247,7 +247,7 @@ async fn import(mut frames: impl Stream<Item = Message> + Unpin, owner: Uuid, hu
         match decode(&message) {
             // Our own frames reached our viewers when they were published.
             Some((origin, ..)) if origin == owner => {}
-            Some((_, channel_id, wire)) => hub.apply(channel_id, wire),
+            Some((_, channel_id, publication)) => hub.apply(channel_id, publication),
             None => {
                 tracing::warn!(subject = %message.subject, "ignoring a malformed frame from NATS")
             }
@@ -285,19 +285,19 @@ async fn answer(
     }
 }
 
-fn encode(owner: Uuid, wire: &Wire) -> (HeaderMap, Bytes) {
+fn encode(owner: Uuid, publication: &Publication) -> (HeaderMap, Bytes) {
     let mut headers = HeaderMap::new();
     headers.insert(ORIGIN, owner.to_string());
-    let (kind, text) = match wire {
-        Wire::Event { seq, text } => {
+    let (kind, text) = match publication {
+        Publication::Event { seq, text } => {
             headers.insert(SEQ, seq.to_string());
             ("event", Some(text))
         }
-        Wire::Delta { after_seq, text } => {
+        Publication::Delta { after_seq, text } => {
             headers.insert(SEQ, after_seq.to_string());
             ("delta", Some(text))
         }
-        Wire::Turn {
+        Publication::Turn {
             after_seq,
             turn_id,
             text,
@@ -306,12 +306,12 @@ fn encode(owner: Uuid, wire: &Wire) -> (HeaderMap, Bytes) {
             headers.insert(TURN, turn_id.to_string());
             ("turn", Some(text))
         }
-        Wire::EndTurn { turn_id } => {
+        Publication::EndTurn { turn_id } => {
             headers.insert(TURN, turn_id.to_string());
             ("end_turn", None)
         }
-        Wire::EndTurns => ("end_turns", None),
-        Wire::Closed => ("closed", None),
+        Publication::EndTurns => ("end_turns", None),
+        Publication::Closed => ("closed", None),
     };
     headers.insert(KIND, kind);
     let payload = text
@@ -321,7 +321,7 @@ fn encode(owner: Uuid, wire: &Wire) -> (HeaderMap, Bytes) {
 }
 
 /// The origin, the channel and the frame of a message `encode` made.
-fn decode(message: &Message) -> Option<(Uuid, Uuid, Wire)> {
+fn decode(message: &Message) -> Option<(Uuid, Uuid, Publication)> {
     let channel_id = message
         .subject
         .strip_prefix(CHANNEL_SUBJECTS)?
@@ -338,28 +338,28 @@ fn decode(message: &Message) -> Option<(Uuid, Uuid, Wire)> {
             .ok()
             .map(Into::into)
     };
-    let wire = match header(KIND)? {
-        "event" => Wire::Event {
+    let publication = match header(KIND)? {
+        "event" => Publication::Event {
             seq: seq()?,
             text: text()?,
         },
-        "delta" => Wire::Delta {
+        "delta" => Publication::Delta {
             after_seq: seq()?,
             text: text()?,
         },
-        "turn" => Wire::Turn {
+        "turn" => Publication::Turn {
             after_seq: seq()?,
             turn_id: turn_id()?,
             text: text()?,
         },
-        "end_turn" => Wire::EndTurn {
+        "end_turn" => Publication::EndTurn {
             turn_id: turn_id()?,
         },
-        "end_turns" => Wire::EndTurns,
-        "closed" => Wire::Closed,
+        "end_turns" => Publication::EndTurns,
+        "closed" => Publication::Closed,
         _ => return None,
     };
-    Some((origin, channel_id, wire))
+    Some((origin, channel_id, publication))
 }
 
 #[cfg(test)]
@@ -381,27 +381,27 @@ mod tests {
     #[test]
     fn every_frame_survives_the_trip() {
         let (owner, channel_id, turn_id) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        let wires = [
-            Wire::Event {
+        let publications = [
+            Publication::Event {
                 seq: 7,
                 text: r#"{"type":"message","seq":7}"#.into(),
             },
-            Wire::Delta {
+            Publication::Delta {
                 after_seq: 6,
                 text: r#"{"type":"delta","text":"hé"}"#.into(),
             },
-            Wire::Turn {
+            Publication::Turn {
                 after_seq: 6,
                 turn_id,
                 text: r#"{"type":"turn"}"#.into(),
             },
-            Wire::EndTurn { turn_id },
-            Wire::EndTurns,
-            Wire::Closed,
+            Publication::EndTurn { turn_id },
+            Publication::EndTurns,
+            Publication::Closed,
         ];
-        for wire in wires {
-            let decoded = decode(&message(channel_id, encode(owner, &wire)));
-            assert_eq!(decoded, Some((owner, channel_id, wire)));
+        for publication in publications {
+            let decoded = decode(&message(channel_id, encode(owner, &publication)));
+            assert_eq!(decoded, Some((owner, channel_id, publication)));
         }
     }
 
@@ -410,14 +410,14 @@ mod tests {
         let (owner, channel_id) = (Uuid::new_v4(), Uuid::new_v4());
         let (mut headers, payload) = encode(
             owner,
-            &Wire::Event {
+            &Publication::Event {
                 seq: 1,
                 text: "{}".into(),
             },
         );
         headers.insert(SEQ, "not a number");
         assert_eq!(decode(&message(channel_id, (headers, payload))), None);
-        let mut stray = message(channel_id, encode(owner, &Wire::EndTurns));
+        let mut stray = message(channel_id, encode(owner, &Publication::EndTurns));
         stray.subject = "skein.channel.nope".into();
         assert_eq!(decode(&stray), None);
     }

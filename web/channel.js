@@ -283,7 +283,7 @@ export function channelView(main, id) {
 
   function onState(next) {
     connection = next;
-    if (next.state === "closed" && next.detail === "the collaboration was deleted") {
+    if (next.state === "deleted") {
       toast("This collaboration was deleted.");
       location.hash = "#/";
       return;

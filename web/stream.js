@@ -11,9 +11,19 @@ import { api } from "./api.js";
 const RETRY_MIN_MS = 500;
 const RETRY_MAX_MS = 10_000;
 
+// Why the server closed the stream, by code (README, "Close codes"); its reason text is
+// only for people. 1001 (restart), 1008 (a refused ticket) and 1011 are reconnected: the
+// next ticket request says whether the channel or the key is gone.
+const CLOSED = {
+  TOO_BIG: 1009,
+  KEY_REVOKED: 4403,
+  DELETED: 4410,
+};
+
 export class ChannelStream {
   /// `onFrame(frame)` gets hello, delta and every stored event once, in `seq` order;
-  /// `onState({state, detail, retryInMs})` gets connecting | live | retrying | done | closed.
+  /// `onState({state, detail, retryInMs})` gets connecting | live | retrying | done |
+  /// deleted | closed.
   constructor(channelId, { onFrame, onState }) {
     this.channelId = channelId;
     this.onFrame = onFrame;
@@ -88,13 +98,19 @@ export class ChannelStream {
     if (socket !== this.socket) return;
     this.socket = null;
     if (this.stopped) return;
-    if (event.code === 1000) {
-      this.finish("closed", event.reason || "the channel was closed");
-    } else if (event.code === 1008 && /unknown channel|revoked/.test(event.reason)) {
-      this.finish("closed", event.reason);
-    } else {
-      // A drop, a restart (1001), an expired ticket or a gap: resume from lastSeq.
-      this.retry(event.reason || "the connection dropped");
+    switch (event.code) {
+      case CLOSED.DELETED:
+        this.finish("deleted", "the collaboration was deleted");
+        break;
+      case CLOSED.KEY_REVOKED:
+        this.finish("closed", "the API key was revoked");
+        break;
+      case CLOSED.TOO_BIG:
+        this.finish("closed", "a message was larger than the server takes");
+        break;
+      default:
+        // A drop, a restart (1001), a refused ticket (1008) or a gap: resume from lastSeq.
+        this.retry(event.reason || "the connection dropped");
     }
   }
 

@@ -80,7 +80,7 @@ impl Models {
         let mut map = HashMap::new();
         for config in providers {
             let service = RetryService {
-                inner: ReqwestService::new(http.clone()),
+                inner: Transport::Http(ReqwestService::new(http.clone())),
                 settings: settings.clone(),
             };
             let client = Client::with_config(ProviderAuth::new(config)?).with_http_service(service);
@@ -411,8 +411,77 @@ struct AttemptTimeout(Duration);
 /// time out, waiting for `Retry-After` when the server names it.
 #[derive(Clone)]
 struct RetryService {
-    inner: ReqwestService,
+    inner: Transport,
     settings: ModelSettings,
+}
+
+/// How a provider's requests reach it.
+#[derive(Clone)]
+enum Transport {
+    Http(ReqwestService),
+    /// Answered in this process, for the engine's unit tests on a paused clock (a socket
+    /// would be served by another task, and a paused clock jumps ahead while it waits): a
+    /// chat request's JSON in, a completion's JSON out.
+    #[cfg(test)]
+    InProcess(Arc<dyn Fn(serde_json::Value) -> serde_json::Value + Send + Sync>),
+}
+
+impl Transport {
+    async fn send(
+        &mut self,
+        request: HttpRequestFactory,
+    ) -> Result<reqwest::Response, OpenAIError> {
+        use tower::{Service, ServiceExt};
+        match self {
+            Self::Http(http) => http.ready().await?.call(request).await,
+            #[cfg(test)]
+            Self::InProcess(answer) => {
+                let request = request.build().await?;
+                let asked = request
+                    .body()
+                    .and_then(|body| body.as_bytes())
+                    .and_then(|bytes| serde_json::from_slice(bytes).ok())
+                    .unwrap_or_default();
+                let answered = serde_json::to_vec(&answer(asked)).expect("JSON serializes");
+                let response = http::Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .body(answered)
+                    .expect("a response");
+                Ok(reqwest::Response::from(response))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+impl Models {
+    /// One provider, `default` (model `fake`), answered in this process by `answer`.
+    pub(crate) fn answered_by(
+        answer: impl Fn(serde_json::Value) -> serde_json::Value + Send + Sync + 'static,
+        settings: &ModelSettings,
+    ) -> Self {
+        let config = ProviderConfig {
+            name: "default".into(),
+            base_url: "http://in-process".into(),
+            api_key: String::new(),
+            key_header: AUTHORIZATION.into(),
+            default_model: Some("fake".into()),
+        };
+        let service = RetryService {
+            inner: Transport::InProcess(Arc::new(answer)),
+            settings: settings.clone(),
+        };
+        let auth = ProviderAuth::new(&config).expect("a valid provider");
+        let provider = Provider {
+            client: Client::with_config(auth).with_http_service(service),
+            default_model: config.default_model,
+        };
+        Self {
+            providers: Arc::new(HashMap::from([("default".to_owned(), provider)])),
+            settings: settings.clone(),
+        }
+    }
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -422,8 +491,9 @@ impl tower::Service<HttpRequestFactory> for RetryService {
     type Error = OpenAIError;
     type Future = BoxFuture<Result<reqwest::Response, OpenAIError>>;
 
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Each call makes its own attempts, on a transport that is always ready.
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: HttpRequestFactory) -> Self::Future {
@@ -443,11 +513,10 @@ enum Attempt {
 
 impl RetryService {
     async fn run(mut self, request: HttpRequestFactory) -> Result<reqwest::Response, OpenAIError> {
-        use tower::{Service, ServiceExt};
         let mut attempt = 0;
         loop {
             let timeout = self.settings.call_timeout;
-            let call = self.inner.ready().await?.call(request.clone());
+            let call = self.inner.send(request.clone());
             // The timeout covers reading an error body too: a 5xx that never ends is a hang.
             let outcome =
                 match tokio::time::timeout(timeout, async { classify(call.await).await }).await {

@@ -18,7 +18,9 @@ use super::{
     check,
 };
 use crate::{
-    domain::{AgentKind, AgentRef, CollaborationStatus, FieldError, Sender, StoredEvent},
+    domain::{
+        AgentKind, AgentRef, CollaborationStatus, ErrorCode, FieldError, Sender, StoredEvent,
+    },
     error::AppError,
     live::{
         Refusal,
@@ -342,33 +344,30 @@ fn speaker(state: &AppState, channel: &ChannelInfo, caller: &Caller) -> Speak {
     std::sync::Arc::new(move |sender: Option<String>, content: String| {
         let (state, channel, may_write) = (state.clone(), channel.clone(), may_write.clone());
         Box::pin(async move {
-            may_write.map_err(|e| ("forbidden".to_owned(), e))?;
+            may_write.map_err(|e| (ErrorCode::Forbidden, e))?;
             // Each message costs what a request does, and counts as one.
             if state.rate_limits.check(key_id).is_err() {
                 return Err((
-                    "rate_limited".to_owned(),
+                    ErrorCode::RateLimited,
                     "this API key is over its request rate; wait a moment".to_owned(),
                 ));
             }
             match speak_as_human(&state, &channel, sender.as_deref(), &content).await {
                 Ok(_) => Ok(()),
                 Err(AppError::Validation(errors)) => Err((
-                    "invalid".to_owned(),
+                    ErrorCode::Invalid,
                     errors
                         .iter()
                         .map(|e| format!("{}: {}", e.field, e.message))
                         .collect::<Vec<_>>()
                         .join("; "),
                 )),
-                Err(AppError::Conflict(reason)) => Err(("refused".to_owned(), reason)),
+                Err(AppError::Conflict(reason)) => Err((ErrorCode::Refused, reason)),
                 Err(AppError::Internal(error)) => {
                     tracing::error!(error = format!("{error:#}"), "posting from a stream failed");
-                    Err((
-                        "internal".to_owned(),
-                        "an internal error occurred".to_owned(),
-                    ))
+                    Err((ErrorCode::Internal, "an internal error occurred".to_owned()))
                 }
-                Err(other) => Err(("refused".to_owned(), other.to_string())),
+                Err(other) => Err((ErrorCode::Refused, other.to_string())),
             }
         })
     })

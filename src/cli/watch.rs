@@ -13,11 +13,10 @@ use std::{
 
 use futures::StreamExt;
 use serde_json::Value;
-use tokio_tungstenite::tungstenite::{
-    Message, client::IntoClientRequest, http::HeaderValue, protocol::frame::coding::CloseCode,
-};
+use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
 
 use super::{CliError, client::Client, output};
+use crate::live::Close;
 
 /// How many times in a row a lost connection is retried before giving up.
 const RECONNECTS: u32 = 12;
@@ -126,16 +125,22 @@ impl View {
                         return Ok(Done::Summary);
                     }
                 }
-                Message::Close(Some(close))
-                    if matches!(close.code, CloseCode::Normal | CloseCode::Policy) =>
-                {
-                    self.end_line();
-                    return Ok(Done::Closed(format!(
-                        "the stream was closed: {}",
-                        close.reason
+                // Decided by the code (see `live::Close`); the reason is only shown.
+                Message::Close(Some(frame)) => {
+                    let close = Close::from_code(u16::from(frame.code));
+                    if close.is_some_and(Close::is_final) {
+                        self.end_line();
+                        return Ok(Done::Closed(format!(
+                            "the stream was closed: {}",
+                            frame.reason
+                        )));
+                    }
+                    return Err(Lost::from(format!(
+                        "the server closed the stream: {}",
+                        frame.reason
                     )));
                 }
-                Message::Close(_) => {
+                Message::Close(None) => {
                     return Err(Lost::from("the server closed the stream".to_owned()));
                 }
                 _ => {}

@@ -767,3 +767,6 @@ where
     }
     None
 }
+
+#[cfg(test)]
+mod tests;

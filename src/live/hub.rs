@@ -9,7 +9,7 @@
 //! of a large audience are written in parallel. A group that lags behind the broadcast
 //! marks its viewers behind, and their sessions catch them up from the store.
 //!
-//! With several processes, what one hub publishes is also exported (as [`Wire`]) and
+//! With several processes, what one hub publishes is also exported (as [`Publication`]) and
 //! applied to the hubs of the others, so a viewer on any process sees every frame.
 //!
 //! The map's guards are never held across an `.await`: every method here is synchronous.
@@ -43,7 +43,7 @@ enum Broadcast {
 /// What a hub's publishing methods did, as it crosses to the hubs of other processes
 /// ([`Hub::export_to`], [`Hub::apply`]).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Wire {
+pub enum Publication {
     Event {
         seq: i64,
         text: Utf8Bytes,
@@ -75,7 +75,7 @@ pub struct Hub {
     /// are caught up from the store.
     capacity: usize,
     /// Where what this process publishes goes to reach other processes, when it does.
-    exports: OnceLock<mpsc::UnboundedSender<(Uuid, Wire)>>,
+    exports: OnceLock<mpsc::UnboundedSender<(Uuid, Publication)>>,
     /// The delivery tasks, and the viewers' sessions: all that streams to viewers.
     tasks: TaskTracker,
 }
@@ -120,7 +120,7 @@ impl Hub {
     /// From now on, everything published here is also handed to the returned receiver, to
     /// be carried to other processes. Unbounded so that publishing never waits; a carrier
     /// that falls behind holds frames in memory rather than lose them.
-    pub fn export_to(&self) -> mpsc::UnboundedReceiver<(Uuid, Wire)> {
+    pub fn export_to(&self) -> mpsc::UnboundedReceiver<(Uuid, Publication)> {
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = self.exports.set(tx);
         rx
@@ -169,7 +169,7 @@ impl Hub {
     pub fn publish_event(&self, channel_id: Uuid, event: &StoredEvent) {
         self.publish(
             channel_id,
-            Wire::Event {
+            Publication::Event {
                 seq: event.seq,
                 text: event.frame.clone().into(),
             },
@@ -179,7 +179,7 @@ impl Hub {
     pub fn publish_delta(&self, channel_id: Uuid, after_seq: i64, json: String) {
         self.publish(
             channel_id,
-            Wire::Delta {
+            Publication::Delta {
                 after_seq,
                 text: json.into(),
             },
@@ -191,7 +191,7 @@ impl Hub {
         let text = json.into();
         self.publish(
             channel_id,
-            Wire::Turn {
+            Publication::Turn {
                 after_seq,
                 turn_id,
                 text,
@@ -206,31 +206,31 @@ impl Hub {
 
     /// The turn is over (its message is stored, or it was dropped).
     pub fn end_turn(&self, channel_id: Uuid, turn_id: Uuid) {
-        self.publish(channel_id, Wire::EndTurn { turn_id });
+        self.publish(channel_id, Publication::EndTurn { turn_id });
     }
 
     /// Nobody has the turn any more: the collaboration is over.
     pub fn end_turns(&self, channel_id: Uuid) {
-        self.publish(channel_id, Wire::EndTurns);
+        self.publish(channel_id, Publication::EndTurns);
     }
 
     /// Tells every viewer the channel is gone and forgets it.
     pub fn close(&self, channel_id: Uuid) {
-        self.publish(channel_id, Wire::Closed);
+        self.publish(channel_id, Publication::Closed);
     }
 
     /// Does here what another process's hub did: the frame reaches this process's viewers.
-    pub fn apply(&self, channel_id: Uuid, wire: Wire) {
-        match wire {
-            Wire::Event { seq, text } => self.send(channel_id, || Frame::Event {
+    pub fn apply(&self, channel_id: Uuid, publication: Publication) {
+        match publication {
+            Publication::Event { seq, text } => self.send(channel_id, || Frame::Event {
                 seq,
                 wire: text_frame(&text),
             }),
-            Wire::Delta { after_seq, text } => self.send(channel_id, || Frame::Delta {
+            Publication::Delta { after_seq, text } => self.send(channel_id, || Frame::Delta {
                 after_seq,
                 wire: text_frame(&text),
             }),
-            Wire::Turn {
+            Publication::Turn {
                 after_seq,
                 turn_id,
                 text,
@@ -243,14 +243,14 @@ impl Hub {
                     wire: text_frame(&text),
                 });
             }
-            Wire::EndTurn { turn_id } => {
+            Publication::EndTurn { turn_id } => {
                 self.turns
                     .remove_if(&channel_id, |_, turn| turn.0 == turn_id);
             }
-            Wire::EndTurns => {
+            Publication::EndTurns => {
                 self.turns.remove(&channel_id);
             }
-            Wire::Closed => {
+            Publication::Closed => {
                 self.turns.remove(&channel_id);
                 if let Some((_, audience)) = self.channels.remove(&channel_id) {
                     let _ = audience.frames.send(Broadcast::Closed);
@@ -259,11 +259,11 @@ impl Hub {
         }
     }
 
-    fn publish(&self, channel_id: Uuid, wire: Wire) {
+    fn publish(&self, channel_id: Uuid, publication: Publication) {
         if let Some(exports) = self.exports.get() {
-            let _ = exports.send((channel_id, wire.clone()));
+            let _ = exports.send((channel_id, publication.clone()));
         }
-        self.apply(channel_id, wire);
+        self.apply(channel_id, publication);
     }
 
     /// Hands a frame to the channel's delivery tasks; made only if someone here watches.

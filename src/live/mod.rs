@@ -1,17 +1,20 @@
 //! Live delivery: the hub fans events out to viewers in this process, writing each frame
 //! through the viewer's outlet; the session module runs one viewer's WebSocket; `upgrade`
-//! opens it; `streams` counts open streams per API key.
+//! opens it; `streams` counts open streams per API key; `close` names why a stream ends.
+//! What the frames say is [`crate::domain::Frame`].
 //!
 //! The hub is a convenience, not the source of truth: a viewer that misses frames (it lagged,
 //! or connected late) is caught up from the store by `seq`, never skipped.
 
+mod close;
 mod hub;
 mod outlet;
 pub mod session;
 pub mod streams;
 pub mod upgrade;
 
-pub use hub::{Hub, Wire};
+pub use close::Close;
+pub use hub::{Hub, Publication};
 pub use streams::{Refusal, StreamPass, Streams};
 
 /// Locks a mutex of this module. Nothing panics while holding one, so a poisoned lock's

@@ -18,7 +18,6 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt, future::BoxFuture};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use serde_json::json;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tungstenite::{
@@ -27,10 +26,11 @@ use tungstenite::{
 };
 
 use super::{
-    Hub, StreamPass,
+    Close, Hub, StreamPass,
     outlet::{Attention, Outlet, ViewerIo, text_frame},
 };
 use crate::{
+    domain::{ErrorCode, Frame},
     store::{ChannelInfo, Store},
     telemetry,
 };
@@ -45,7 +45,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// `content`, the API layer checks and posts; an error is a code and a message for an
 /// `error` frame. Handed in so that this module stays about streaming.
 pub type Speak = Arc<
-    dyn Fn(Option<String>, String) -> BoxFuture<'static, Result<(), (String, String)>>
+    dyn Fn(Option<String>, String) -> BoxFuture<'static, Result<(), (ErrorCode, String)>>
         + Send
         + Sync,
 >;
@@ -76,15 +76,10 @@ pub struct Session {
     pub pass: StreamPass,
 }
 
-/// Why a session ended, for the close frame.
+/// Why a session ended: the peer went, or the server closes it, saying why.
 enum End {
     Peer,
-    Deleted,
-    ShuttingDown,
-    Revoked,
-    /// The peer sent a message over the size limit.
-    TooBig,
-    Failed,
+    Closed(Close),
 }
 
 impl Session {
@@ -110,19 +105,11 @@ impl Session {
         outlet.close();
         drop(membership);
         drop(connected);
-        let too_big = matches!(end, End::TooBig);
-        let close = match end {
-            End::Peer => None,
-            End::Deleted => Some((CloseCode::Normal, "the collaboration was deleted")),
-            End::ShuttingDown => Some((CloseCode::Away, "the server is shutting down")),
-            End::Revoked => Some((CloseCode::Policy, "the API key was revoked")),
-            End::TooBig => Some((CloseCode::Size, "the message is larger than the limit")),
-            End::Failed => Some((CloseCode::Error, "internal error")),
+        let End::Closed(close) = end else {
+            return;
         };
-        if let Some((code, reason)) = close {
-            send_close(socket, outlet, code, reason).await;
-        }
-        if too_big {
+        send_close(socket, outlet, close).await;
+        if close == Close::TooBig {
             // The rest of the oversized message is still unread: closing now would make the
             // kernel reset the connection, which can destroy the close frame on its way.
             // A moment's linger lets the peer read why it is being closed.
@@ -139,20 +126,19 @@ impl Session {
             .await
         {
             Ok(Some(channel)) => channel,
-            Ok(None) => return End::Deleted,
+            Ok(None) => return End::Closed(Close::Deleted),
             Err(error) => {
                 tracing::error!(error = format!("{error:#}"), "reading a channel failed");
-                return End::Failed;
+                return End::Closed(Close::Failed);
             }
         };
-        let hello = json!({
-            "type": "hello",
-            "channel_id": channel.id,
-            "collaboration_id": channel.collaboration_id,
-            "status": channel.status,
-            "last_seq": channel.last_seq,
-        })
-        .to_string();
+        let hello = Frame::Hello {
+            channel_id: channel.id,
+            collaboration_id: channel.collaboration_id,
+            status: channel.status,
+            last_seq: channel.last_seq,
+        }
+        .text();
         if let Err(end) = self.send(outlet, text_frame(&hello), None).await {
             return end;
         }
@@ -167,8 +153,8 @@ impl Session {
         let mut peer_alive = true;
         loop {
             tokio::select! {
-                _ = self.shutdown.cancelled() => return End::ShuttingDown,
-                _ = self.pass.revoked.cancelled() => return End::Revoked,
+                _ = self.shutdown.cancelled() => return End::Closed(Close::ShuttingDown),
+                _ = self.pass.revoked.cancelled() => return End::Closed(Close::KeyRevoked),
                 attention = outlet.attention() => match attention {
                     // Events went past (a gap, a full queue, a hub that lagged): the store
                     // has them all, and the turn frame it may have missed is in the hub.
@@ -178,19 +164,19 @@ impl Session {
                             return end;
                         }
                     }
-                    Attention::Deleted => return End::Deleted,
+                    Attention::Deleted => return End::Closed(Close::Deleted),
                     Attention::Broken => return End::Peer,
                 },
                 incoming = socket.next() => match incoming {
-                    Some(Err(tungstenite::Error::Capacity(_))) => return End::TooBig,
+                    Some(Err(tungstenite::Error::Capacity(_))) => return End::Closed(Close::TooBig),
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return End::Peer,
                     Some(Ok(Message::Text(text))) => {
                         peer_alive = true;
                         // The stored message comes back through the stream like any other;
                         // only a refusal is answered here.
                         if let Err((code, message)) = Box::pin(self.take_client_frame(&text)).await {
-                            let frame = json!({"type": "error", "code": code, "message": message});
-                            if let Err(end) = self.send(outlet, text_frame(&frame.to_string()), None).await {
+                            let frame = Frame::Error { code, message: &message }.text();
+                            if let Err(end) = self.send(outlet, text_frame(&frame), None).await {
                                 return end;
                             }
                         }
@@ -222,7 +208,7 @@ impl Session {
     async fn send(&self, outlet: &Outlet, frame: Bytes, seq: Option<i64>) -> Result<(), End> {
         // Checked per frame, so a key revoked before or during a long catch-up sends no more.
         if self.pass.revoked.is_cancelled() {
-            return Err(End::Revoked);
+            return Err(End::Closed(Close::KeyRevoked));
         }
         let sent = tokio::time::timeout(self.settings.ping_interval, outlet.send(frame, seq));
         match sent.await {
@@ -247,7 +233,7 @@ impl Session {
             loop {
                 // A long catch-up does not keep the session from hearing shutdown.
                 if self.shutdown.is_cancelled() {
-                    return Err(End::ShuttingDown);
+                    return Err(End::Closed(Close::ShuttingDown));
                 }
                 let events = match self
                     .store
@@ -260,7 +246,7 @@ impl Session {
                             error = format!("{error:#}"),
                             "catching a viewer up failed"
                         );
-                        return Err(End::Failed);
+                        return Err(End::Closed(Close::Failed));
                     }
                 };
                 let full_page = events.len() == CATCH_UP_PAGE as usize;
@@ -282,17 +268,17 @@ impl Session {
 
     /// A frame from the viewer: `{"type": "message", "content": …, "sender"?: …}` speaks
     /// as a human participant; anything else is refused.
-    async fn take_client_frame(&self, text: &str) -> Result<(), (String, String)> {
+    async fn take_client_frame(&self, text: &str) -> Result<(), (ErrorCode, String)> {
         let frame: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
         if frame["type"] != "message" {
             return Err((
-                "bad_frame".into(),
+                ErrorCode::BadFrame,
                 "expected a JSON object with a known `type`".into(),
             ));
         }
         let Some(content) = frame["content"].as_str() else {
             return Err((
-                "bad_frame".into(),
+                ErrorCode::BadFrame,
                 "a message needs a `content` string".into(),
             ));
         };
@@ -301,11 +287,12 @@ impl Session {
     }
 }
 
-/// Closes a stream that may not be opened, saying why: 1008 before any frame.
+/// Closes a stream that may not be opened, saying why: 1008 before any frame, with
+/// `reason` for people (unknown channel, a bad ticket or key).
 pub async fn refuse(upgraded: Upgraded, reason: &'static str, settings: StreamSettings) {
     let (outlet, mut socket) = open(upgraded, 0, &settings).await;
     outlet.close();
-    send_close(&mut socket, &outlet, CloseCode::Policy, reason).await;
+    send_close_frame(&mut socket, &outlet, Close::Refused.frame_code(), reason).await;
 }
 
 /// The connection split in two: the outlet writes, and the WebSocket reads (and writes
@@ -334,9 +321,19 @@ async fn open(
     (outlet, socket)
 }
 
+/// Closes the stream, saying why.
+async fn send_close(socket: &mut Socket, outlet: &Outlet, close: Close) {
+    send_close_frame(socket, outlet, close.frame_code(), close.reason()).await;
+}
+
 /// Sends the close frame: at once, since a closed outlet holds nothing but what it had
 /// begun to write, and then waits (boundedly) until it has left.
-async fn send_close(socket: &mut Socket, outlet: &Outlet, code: CloseCode, reason: &'static str) {
+async fn send_close_frame(
+    socket: &mut Socket,
+    outlet: &Outlet,
+    code: CloseCode,
+    reason: &'static str,
+) {
     let frame = CloseFrame {
         code,
         reason: reason.into(),

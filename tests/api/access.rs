@@ -119,7 +119,7 @@ async fn a_read_key_reads_but_gets_403_when_it_writes_and_changes_nothing() {
 }
 
 #[tokio::test]
-async fn a_revoked_key_is_refused_at_once_and_its_streams_close_with_1008() {
+async fn a_revoked_key_is_refused_at_once_and_its_streams_close_with_4403() {
     let app = spawn_app().await;
     let (key_id, secret) = new_key(&app, &["read", "write"]).await;
     let user = app.with_key(&secret);
@@ -148,10 +148,10 @@ async fn a_revoked_key_is_refused_at_once_and_its_streams_close_with_1008() {
                 Said::Closed(code, reason) => break (code, reason),
             }
         };
-        assert_eq!(closed.0, Some(CloseCode::Policy), "{}", closed.1);
+        assert_eq!(closed.0, Some(CloseCode::from(4403)), "{}", closed.1);
         assert!(closed.1.contains("revoked"), "{}", closed.1);
     }
-    // A ticket the key asked for before is dead with it.
+    // A ticket the key asked for before is dead with it: refused before any frame.
     let mut late = user
         .viewer_at(&format!(
             "/api/v1/channels/{channel}/stream?ticket={}",

@@ -133,7 +133,7 @@ async fn a_key_revoked_through_one_process_is_refused_by_the_others_and_its_stre
     })
     .await
     .expect("the stream on the other process stayed open");
-    assert_eq!(closed.0, Some(CloseCode::Policy), "{}", closed.1);
+    assert_eq!(closed.0, Some(CloseCode::from(4403)), "{}", closed.1);
     assert!(closed.1.contains("revoked"), "{}", closed.1);
     wait_until(Duration::from_secs(5), || async {
         (there.get("/api/v1/agents").await.status() == 401).then_some(())
