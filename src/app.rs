@@ -6,7 +6,6 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
-use axum::serve::ListenerExt;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -189,16 +188,14 @@ impl App {
         };
         tasks.spawn_essential("webhook deliverer", deliverer.run(shutdown.clone()));
         let limit = state.config.limits.max_body_bytes;
+        let state_limits = state.config.connections.clone();
         let router = api::router(state).layer(axum::Extension(BodyLimit(limit)));
         let stopping = shutdown.clone();
-        // Frames are small and each is written when it is due: Nagle's algorithm would hold
-        // a viewer's next frame until the last one is acknowledged.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "could not set TCP_NODELAY");
-            }
-        });
-        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let connections = crate::server::ConnectionLimits {
+            header_timeout: state_limits.header_timeout,
+            max_connections: state_limits.max_connections,
+        };
+        let serve = crate::server::serve(listener, router, connections, &tasks, async move {
             signal.await;
             tracing::info!("shutting down");
             stopping.cancel();

@@ -35,6 +35,20 @@ pub struct Config {
     /// `SKEIN_NATS_URL`: live events (and requests for a collaboration another process
     /// runs) cross processes through NATS. Needed when several processes serve one database.
     pub nats_url: Option<String>,
+    pub connections: ConnectionSettings,
+}
+
+/// What one client connection may take.
+#[derive(Debug, Clone)]
+pub struct ConnectionSettings {
+    /// Until a connection's request head (the next one, on a kept-alive connection) must
+    /// have arrived whole (`SKEIN_HEADER_TIMEOUT_SECS`).
+    pub header_timeout: Duration,
+    /// Until a request (its body read, its work done) must be answered
+    /// (`SKEIN_REQUEST_TIMEOUT_SECS`); a WebSocket stream is answered when it opens.
+    pub request_timeout: Duration,
+    /// Connections open at once, WebSocket streams included (`SKEIN_MAX_CONNECTIONS`).
+    pub max_connections: usize,
 }
 
 /// One OpenAI-compatible endpoint.
@@ -234,6 +248,11 @@ impl Default for Config {
             allow_private_urls: false,
             database_url: None,
             nats_url: None,
+            connections: ConnectionSettings {
+                header_timeout: Duration::from_secs(10),
+                request_timeout: Duration::from_secs(30),
+                max_connections: 16_384,
+            },
         }
     }
 }
@@ -311,6 +330,16 @@ impl Config {
         })?;
         number("SKEIN_MAX_RUNNING_PER_KEY", &mut |v| {
             rate.max_running_per_key = clamp(v)
+        })?;
+        let connections = &mut config.connections;
+        number("SKEIN_HEADER_TIMEOUT_SECS", &mut |v| {
+            connections.header_timeout = Duration::from_secs(v)
+        })?;
+        number("SKEIN_REQUEST_TIMEOUT_SECS", &mut |v| {
+            connections.request_timeout = Duration::from_secs(v)
+        })?;
+        number("SKEIN_MAX_CONNECTIONS", &mut |v| {
+            connections.max_connections = v as usize
         })?;
         let engine = &mut config.engine;
         number("SKEIN_LEASE_SECS", &mut |v| {

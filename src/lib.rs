@@ -13,6 +13,8 @@
 //! - [`webhooks`] delivers the events the store put in its outbox;
 //! - [`telemetry`] names every metric and renders `/metrics`;
 //! - [`app`] wires these together, binds the listener and runs until told to stop;
+//! - [`server`] accepts connections, within bounds (a request head's time, how many at once);
+//! - [`tasks`] tracks every background task, and which essential worker has failed;
 //! - [`cli`] is the other side: the `skein` commands that use a running server.
 
 pub mod agents;
@@ -26,6 +28,7 @@ pub mod engine;
 pub mod error;
 pub mod live;
 pub mod outbound;
+pub mod server;
 pub mod signing;
 pub mod store;
 pub mod tasks;

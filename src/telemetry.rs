@@ -92,6 +92,10 @@ fn describe() {
         "skein_rate_limited_total",
         "Requests and messages refused for a key's rate."
     );
+    describe_counter!(
+        "skein_connections_refused_total",
+        "Connections answered 503 because the server had its maximum open."
+    );
 }
 
 pub fn collaboration_started() {
@@ -217,4 +221,8 @@ pub fn webhook_attempt(outcome: &'static str) {
 
 pub fn rate_limited() {
     counter!("skein_rate_limited_total").increment(1);
+}
+
+pub fn connection_refused() {
+    counter!("skein_connections_refused_total").increment(1);
 }

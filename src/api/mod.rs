@@ -75,6 +75,7 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.limits.max_body_bytes;
+    let request_timeout = state.config.connections.request_timeout;
     let v1 = Router::new()
         .merge(collaborations::router())
         .merge(agents::router())
@@ -102,6 +103,7 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(request_timeout, in_time))
         .layer(middleware::from_fn(count_request))
         // The span names the path only: a query string can carry a WebSocket ticket.
         .layer(
@@ -118,6 +120,27 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(tower::util::option_layer(cors))
         .with_state(state)
+}
+
+/// Every request is answered within the timeout: a body that trickles in, or work that
+/// hangs, ends in a 408 instead of holding its connection. (A WebSocket stream is answered
+/// when it opens; what it streams afterwards is not a request.)
+async fn in_time(
+    axum::extract::State(timeout): axum::extract::State<std::time::Duration>,
+    request: Request,
+    next: middleware::Next,
+) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request was not answered within {} seconds",
+                timeout.as_secs()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 /// Counts a request by its route as declared (`/api/v1/agents/{agent}`), never its path, so

@@ -1,0 +1,161 @@
+//! A server on the internet: clients that hold connections open, send half a request or
+//! too many at once, and the handshake details attackers and proxies get wrong.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use crate::support::{PATIENCE, id, spawn_app_with};
+
+/// Reads until the server closes the connection; what it said, and when it closed.
+async fn until_closed(mut stream: TcpStream) -> (Vec<u8>, Instant) {
+    let mut said = Vec::new();
+    let mut buffer = [0; 1024];
+    loop {
+        match tokio::time::timeout(PATIENCE, stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (said, Instant::now()),
+            Ok(Ok(n)) => said.extend_from_slice(&buffer[..n]),
+            Err(_) => panic!("the server kept a connection open for {PATIENCE:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn half_open_connections_are_closed_at_the_header_timeout_while_the_server_carries_on() {
+    let app = spawn_app_with(|config| {
+        config.connections.header_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let collaboration = app.scripted_duo(4, 300).await;
+
+    let opened = Instant::now();
+    let mut slow = Vec::new();
+    for n in 0..300 {
+        let mut stream = TcpStream::connect(app.address).await.unwrap();
+        // Half a request line; a few more bytes now and then would not help.
+        let half = if n % 2 == 0 {
+            "GET /health HT"
+        } else {
+            "POST /api/v1/agents HTTP/1.1\r\nHost: x\r\n"
+        };
+        stream.write_all(half.as_bytes()).await.unwrap();
+        slow.push(stream);
+    }
+    // Meanwhile the server answers, and the collaboration runs.
+    let health = app.get("/health").await;
+    assert_eq!(health.status(), StatusCode::OK);
+
+    let closings = futures::future::join_all(slow.into_iter().map(until_closed)).await;
+    let latest = closings.iter().map(|(_, at)| *at).max().unwrap();
+    let held = latest - opened;
+    println!("300 half-open connections: the last closed after {held:?}");
+    assert!(held < Duration::from_secs(4), "held for {held:?}");
+    // The one that sent a whole request line but no end of head was told nothing either.
+    assert!(
+        closings
+            .iter()
+            .all(|(said, _)| !said.starts_with(b"HTTP/1.1 2"))
+    );
+
+    let done = app.wait_until_summarized(&id(&collaboration)).await;
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["message_count"], 4);
+}
+
+#[tokio::test]
+async fn an_idle_kept_alive_connection_is_closed_like_a_slow_one() {
+    let app = spawn_app_with(|config| {
+        config.connections.header_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let mut stream = TcpStream::connect(app.address).await.unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let asked = Instant::now();
+    let (said, closed) = until_closed(stream).await;
+    assert!(
+        said.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&said)
+    );
+    let idle = closed - asked;
+    assert!(
+        (Duration::from_millis(900)..Duration::from_secs(3)).contains(&idle),
+        "{idle:?}"
+    );
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_are_answered_503_and_streams_count_under_it() {
+    let app = spawn_app_with(|config| {
+        config.connections.max_connections = 8;
+        config.connections.header_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let collaboration = app.scripted_duo(2, 2000).await;
+    let channel = collaboration["channel_id"].as_str().unwrap();
+    // The test's own client keeps one connection; six streams take six more.
+    let mut viewers = Vec::new();
+    for _ in 0..6 {
+        let mut viewer = app.viewer(channel, 0).await;
+        assert_eq!(viewer.frame().await["type"], "hello");
+        viewers.push(viewer);
+    }
+    let _last = TcpStream::connect(app.address).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let over = TcpStream::connect(app.address).await.unwrap();
+    let (said, _) = until_closed(over).await;
+    let said = String::from_utf8(said).unwrap();
+    assert!(said.starts_with("HTTP/1.1 503"), "{said}");
+    assert!(said.contains("Retry-After: 5"), "{said}");
+    assert!(said.contains("too many connections"), "{said}");
+
+    // Streams that end give their places back.
+    drop(viewers);
+    crate::support::wait_for(|| async {
+        let stream = TcpStream::connect(app.address).await.ok()?;
+        let mut stream = stream;
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let (said, _) = until_closed(stream).await;
+        said.starts_with(b"HTTP/1.1 200").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_request_whose_body_trickles_in_is_answered_408_at_the_request_timeout() {
+    let app = spawn_app_with(|config| {
+        config.connections.request_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let mut stream = TcpStream::connect(app.address).await.unwrap();
+    let head = format!(
+        "POST /api/v1/agents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"name\":",
+        app.key
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let asked = Instant::now();
+    let mut said = vec![0; 4096];
+    let n = tokio::time::timeout(PATIENCE, stream.read(&mut said))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let said = String::from_utf8_lossy(&said[..n]);
+    assert!(said.starts_with("HTTP/1.1 408"), "{said}");
+    assert!(said.contains("application/problem+json"), "{said}");
+    assert!(asked.elapsed() < Duration::from_secs(3));
+    // Nothing was created.
+    let agents = app.get_json("/api/v1/agents").await;
+    assert_eq!(agents["meta"]["total"], 0);
+}
