@@ -373,25 +373,48 @@ fn speaker(state: &AppState, channel: &ChannelInfo, caller: &Caller) -> Speak {
     })
 }
 
-/// A browser's `Origin` must be this server (the `Host` it asked for) or a configured one.
-/// Programs send no `Origin` and are let through: they authenticate with a key or ticket.
+/// A browser's `Origin` must be this server (the `Host` it asked for) or a configured one,
+/// compared as origins are: scheme and host in any case, and a port that is the scheme's
+/// default the same as none. Programs send no `Origin` and are let through: they
+/// authenticate with a key or ticket.
 fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
-    let Ok(origin) = origin.to_str() else {
+    let Some(origin) = origin.to_str().ok().and_then(Origin::parse) else {
         return false;
     };
-    let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
-    if allowed.contains(&origin) {
+    if allowed
+        .iter()
+        .filter_map(|allowed| Origin::parse(allowed))
+        .any(|allowed| allowed == origin)
+    {
         return true;
     }
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    match (origin.split_once("://"), host) {
-        (Some((scheme, authority)), Some(host)) => {
-            matches!(scheme, "http" | "https") && authority.eq_ignore_ascii_case(host.trim())
+    host.and_then(|host| Origin::parse(&format!("{}://{host}", origin.scheme)))
+        .is_some_and(|this_server| this_server == origin)
+}
+
+/// An origin as RFC 6454 compares them.
+#[derive(Debug, PartialEq, Eq)]
+struct Origin {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    fn parse(text: &str) -> Option<Self> {
+        let url = url::Url::parse(text.trim()).ok()?;
+        if !matches!(url.scheme(), "http" | "https") || url.path() != "/" || url.query().is_some() {
+            return None;
         }
-        _ => false,
+        Some(Self {
+            scheme: url.scheme().to_owned(),
+            host: url.host_str()?.to_ascii_lowercase(),
+            port: url.port_or_known_default()?,
+        })
     }
 }
 

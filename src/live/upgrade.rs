@@ -15,7 +15,9 @@ use axum::{
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use tokio_util::task::TaskTracker;
 
-use crate::error::AppError;
+use base64::Engine as _;
+
+use crate::error::{AppError, Problem};
 
 /// A request to open a WebSocket, checked.
 pub struct Upgrade {
@@ -23,13 +25,35 @@ pub struct Upgrade {
     on_upgrade: OnUpgrade,
 }
 
-/// Why a request cannot be upgraded: a 400 that says so.
+/// Why a request cannot be upgraded.
 #[derive(Debug)]
-pub struct NotAnUpgrade(&'static str);
+pub enum NotAnUpgrade {
+    /// 400, saying what is wrong with the request.
+    Malformed(&'static str),
+    /// 426 with `Sec-WebSocket-Version: 13`, the one version this server speaks
+    /// (RFC 6455, section 4.4).
+    Version,
+}
 
 impl IntoResponse for NotAnUpgrade {
     fn into_response(self) -> Response {
-        AppError::BadRequest(format!("a WebSocket upgrade is required: {}", self.0)).into_response()
+        match self {
+            Self::Malformed(why) => {
+                AppError::BadRequest(format!("a WebSocket upgrade is required: {why}"))
+                    .into_response()
+            }
+            Self::Version => {
+                let mut response = Problem::new(
+                    StatusCode::UPGRADE_REQUIRED,
+                    "this server speaks WebSocket version 13 only",
+                )
+                .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+                response
+            }
+        }
     }
 }
 
@@ -37,28 +61,36 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
     type Rejection = NotAnUpgrade;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        use NotAnUpgrade::Malformed;
         if parts.method != Method::GET {
-            return Err(NotAnUpgrade("the method must be GET"));
+            return Err(Malformed("the method must be GET"));
         }
         if !has_token(&parts.headers, header::CONNECTION, "upgrade") {
-            return Err(NotAnUpgrade("the Connection header must include `upgrade`"));
+            return Err(Malformed("the Connection header must include `upgrade`"));
         }
         if !has_token(&parts.headers, header::UPGRADE, "websocket") {
-            return Err(NotAnUpgrade("the Upgrade header must be `websocket`"));
+            return Err(Malformed("the Upgrade header must be `websocket`"));
         }
         if parts.headers.get(header::SEC_WEBSOCKET_VERSION) != Some(&HeaderValue::from_static("13"))
         {
-            return Err(NotAnUpgrade("the Sec-WebSocket-Version header must be 13"));
+            return Err(NotAnUpgrade::Version);
         }
         let key = parts
             .headers
             .get(header::SEC_WEBSOCKET_KEY)
             .cloned()
-            .ok_or(NotAnUpgrade("the Sec-WebSocket-Key header is missing"))?;
+            .ok_or(Malformed("the Sec-WebSocket-Key header is missing"))?;
+        // A nonce of 16 bytes, base64-encoded (RFC 6455, section 4.1).
+        let nonce = base64::engine::general_purpose::STANDARD.decode(key.as_bytes());
+        if !nonce.is_ok_and(|nonce| nonce.len() == 16) {
+            return Err(Malformed(
+                "the Sec-WebSocket-Key header must be 16 bytes in base64",
+            ));
+        }
         let on_upgrade = parts
             .extensions
             .remove::<OnUpgrade>()
-            .ok_or(NotAnUpgrade("this connection cannot be upgraded"))?;
+            .ok_or(Malformed("this connection cannot be upgraded"))?;
         Ok(Self { key, on_upgrade })
     }
 }

@@ -159,3 +159,103 @@ async fn a_request_whose_body_trickles_in_is_answered_408_at_the_request_timeout
     let agents = app.get_json("/api/v1/agents").await;
     assert_eq!(agents["meta"]["total"], 0);
 }
+
+/// The status line and headers the server answers a raw upgrade request with.
+async fn upgrade_answer(app: &crate::support::TestApp, headers: &[(&str, &str)]) -> String {
+    let mut request = format!(
+        "GET /api/v1/channels/{}/stream HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n",
+        uuid::Uuid::now_v7()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut stream = TcpStream::connect(app.address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut said = vec![0; 4096];
+    let n = tokio::time::timeout(PATIENCE, stream.read(&mut said))
+        .await
+        .expect("an answer")
+        .unwrap();
+    String::from_utf8_lossy(&said[..n]).into_owned()
+}
+
+const NONCE: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+#[tokio::test]
+async fn a_websocket_key_that_is_not_sixteen_bytes_of_base64_is_refused_with_400() {
+    let app = spawn_app_with(|_| {}).await;
+    for key in ["not base64!", "c2hvcnQ=", "dGhpcyBub25jZSBpcyB0b28gbG9uZw=="] {
+        let answer = upgrade_answer(
+            &app,
+            &[("Host", "x"), ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", key)],
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{key}: {answer}");
+        assert!(answer.contains("16 bytes"), "{answer}");
+    }
+    let good = upgrade_answer(
+        &app,
+        &[("Host", "x"), ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", NONCE)],
+    )
+    .await;
+    assert!(good.starts_with("HTTP/1.1 101"), "{good}");
+    // RFC 6455's own example: the accept value is derived from the nonce.
+    assert!(good.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{good}");
+}
+
+#[tokio::test]
+async fn a_websocket_of_another_version_is_answered_426_naming_version_13() {
+    let app = spawn_app_with(|_| {}).await;
+    let answer = upgrade_answer(
+        &app,
+        &[("Host", "x"), ("Sec-WebSocket-Version", "8"), ("Sec-WebSocket-Key", NONCE)],
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 426"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("sec-websocket-version: 13"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn an_origin_that_spells_out_its_default_port_is_the_same_origin() {
+    let app = spawn_app_with(|config| {
+        config.allowed_origins = vec!["https://app.example.com".into()];
+    })
+    .await;
+    let upgrade = |host: &'static str, origin: &'static str| {
+        let app = &app;
+        async move {
+            upgrade_answer(
+                app,
+                &[
+                    ("Host", host),
+                    ("Origin", origin),
+                    ("Sec-WebSocket-Version", "13"),
+                    ("Sec-WebSocket-Key", NONCE),
+                ],
+            )
+            .await
+        }
+    };
+    for (host, origin) in [
+        ("skein.example", "http://skein.example:80"),
+        ("skein.example", "http://SKEIN.example"),
+        ("skein.example:80", "http://skein.example"),
+        ("other.example", "https://app.example.com:443"),
+    ] {
+        let answer = upgrade(host, origin).await;
+        assert!(answer.starts_with("HTTP/1.1 101"), "{host} {origin}: {answer}");
+    }
+    for (host, origin) in [
+        ("skein.example", "http://skein.example:8080"),
+        ("skein.example", "https://skein.example:80"),
+        ("skein.example", "http://evil.example"),
+        ("skein.example", "null"),
+    ] {
+        let answer = upgrade(host, origin).await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{host} {origin}: {answer}");
+    }
+}
