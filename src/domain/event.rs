@@ -54,6 +54,15 @@ pub enum EventBody {
 }
 
 impl EventBody {
+    /// A message's own id: stored beside it, unique in its channel, so that no write can
+    /// store it twice.
+    pub fn message_id(&self) -> Option<Uuid> {
+        match self {
+            Self::Message { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Message { .. } => "message",

@@ -30,7 +30,7 @@ pub(crate) trait Journal: Send + Sync + 'static {
         body: &EventBody,
         tokens: u64,
     ) -> StoreResult<Option<StoredEvent>>;
-    async fn add_tokens(&self, collaboration_id: Uuid, tokens: u64) -> StoreResult<()>;
+    async fn add_tokens(&self, lease: &Lease, tokens: u64) -> StoreResult<()>;
     async fn finish_collaboration(
         &self,
         collaboration_id: Uuid,
@@ -39,13 +39,13 @@ pub(crate) trait Journal: Send + Sync + 'static {
     ) -> StoreResult<Option<StoredEvent>>;
     async fn record_summary(
         &self,
-        collaboration_id: Uuid,
+        lease: &Lease,
         headline: &str,
         summary: &str,
     ) -> StoreResult<Option<StoredEvent>>;
     async fn record_audio(
         &self,
-        collaboration_id: Uuid,
+        lease: &Lease,
         audio_url: Option<&str>,
         note: Option<&str>,
     ) -> StoreResult<()>;
@@ -82,8 +82,8 @@ impl Journal for Stored {
         self.0.append_message(lease, body, tokens).await
     }
 
-    async fn add_tokens(&self, collaboration_id: Uuid, tokens: u64) -> StoreResult<()> {
-        self.0.add_tokens(collaboration_id, tokens).await
+    async fn add_tokens(&self, lease: &Lease, tokens: u64) -> StoreResult<()> {
+        self.0.add_tokens(lease, tokens).await
     }
 
     async fn finish_collaboration(
@@ -99,21 +99,19 @@ impl Journal for Stored {
 
     async fn record_summary(
         &self,
-        collaboration_id: Uuid,
+        lease: &Lease,
         headline: &str,
         summary: &str,
     ) -> StoreResult<Option<StoredEvent>> {
-        self.0
-            .record_summary(collaboration_id, headline, summary)
-            .await
+        self.0.record_summary(lease, headline, summary).await
     }
 
     async fn record_audio(
         &self,
-        collaboration_id: Uuid,
+        lease: &Lease,
         audio_url: Option<&str>,
         note: Option<&str>,
     ) -> StoreResult<()> {
-        self.0.record_audio(collaboration_id, audio_url, note).await
+        self.0.record_audio(lease, audio_url, note).await
     }
 }

@@ -12,7 +12,10 @@ use std::path::PathBuf;
 use uuid::Uuid;
 
 use super::{Crew, wav};
-use crate::agents::{Line, ModelRef};
+use crate::{
+    agents::{Line, ModelRef},
+    store::Lease,
+};
 
 /// Silence between two speakers, in milliseconds.
 const GAP_MS: u32 = 300;
@@ -22,11 +25,12 @@ const MAX_INPUT_CHARS: usize = 4096;
 /// Renders and records the podcast: its URL, or a note of why there is none.
 pub(super) async fn record(
     crew: &Crew,
-    id: Uuid,
+    lease: &Lease,
     roster: &[crate::domain::Sender],
     transcript: &[Line],
     provider: Option<&ModelRef>,
 ) {
+    let id = lease.collaboration_id;
     let (url, note) = match render(crew, id, roster, transcript, provider).await {
         Ok(()) => (Some(format!("/api/v1/collaborations/{id}/audio")), None),
         Err(why) => {
@@ -36,7 +40,7 @@ pub(super) async fn record(
     };
     if let Err(error) = crew
         .journal
-        .record_audio(id, url.as_deref(), note.as_deref())
+        .record_audio(lease, url.as_deref(), note.as_deref())
         .await
     {
         tracing::error!(collaboration = %id, error = format!("{error:#}"), "recording the podcast failed");

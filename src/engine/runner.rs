@@ -151,7 +151,7 @@ pub(super) async fn run(
         // A delete or shutdown abandons it; the collaboration then simply has no audio.
         let reading = podcast::record(
             crew,
-            id,
+            &state.lease,
             &state.roster,
             &state.transcript,
             state.aux.as_ref(),
@@ -664,8 +664,8 @@ async fn add_tokens(crew: &Crew, state: &mut State, tokens: u64) {
     if tokens == 0 {
         return;
     }
-    let id = state.collaboration.id;
-    if persist("tokens", || crew.journal.add_tokens(id, tokens))
+    let lease = &state.lease;
+    if persist("tokens", || crew.journal.add_tokens(lease, tokens))
         .await
         .is_some()
     {
@@ -692,13 +692,13 @@ async fn summarize(
     let Some((summary, tokens)) = after_the_end(&state.halt, control, writing).await else {
         return false;
     };
-    let id = collaboration.id;
+    let lease = &state.lease;
     if tokens > 0 {
-        persist("tokens", || crew.journal.add_tokens(id, tokens)).await;
+        persist("tokens", || crew.journal.add_tokens(lease, tokens)).await;
     }
     let stored = persist("summary", || {
         crew.journal
-            .record_summary(id, &summary.headline, &summary.summary)
+            .record_summary(lease, &summary.headline, &summary.summary)
     })
     .await
     .flatten();

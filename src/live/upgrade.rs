@@ -48,9 +48,10 @@ impl IntoResponse for NotAnUpgrade {
                     "this server speaks WebSocket version 13 only",
                 )
                 .into_response();
-                response
-                    .headers_mut()
-                    .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+                response.headers_mut().insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
                 response
             }
         }

@@ -304,8 +304,9 @@ pub trait Store: Send + Sync + 'static {
     // The channel log.
     /// Appends a message event, counting it and its tokens on the collaboration; `None`
     /// (and nothing written) once the collaboration is no longer running or has reached
-    /// its message cap: the cap holds in the database, whoever writes.
-    /// [`StoreError::LeaseLost`] unless `lease` is still held.
+    /// its message cap: the cap holds in the database, whoever writes. A message whose id is
+    /// stored already (a retried write that had gone through) is answered as it was stored,
+    /// and nothing is written. [`StoreError::LeaseLost`] unless `lease` is still held.
     async fn append_message(
         &self,
         lease: &Lease,
@@ -313,12 +314,14 @@ pub trait Store: Send + Sync + 'static {
         tokens: u64,
     ) -> StoreResult<Option<StoredEvent>>;
     /// Adds tokens spent outside turns (judge, selector, summary).
-    async fn add_tokens(&self, collaboration_id: Uuid, tokens: u64) -> StoreResult<()>;
+    /// [`StoreError::LeaseLost`] unless `lease` is still held.
+    async fn add_tokens(&self, lease: &Lease, tokens: u64) -> StoreResult<()>;
     /// Records the podcast: its URL, or (with no URL) why there is none, added to the
-    /// collaboration's advisory message.
+    /// collaboration's advisory message. [`StoreError::LeaseLost`] unless `lease` is still
+    /// held.
     async fn record_audio(
         &self,
-        collaboration_id: Uuid,
+        lease: &Lease,
         audio_url: Option<&str>,
         note: Option<&str>,
     ) -> StoreResult<()>;
@@ -333,9 +336,10 @@ pub trait Store: Send + Sync + 'static {
         ending: &Ending,
     ) -> StoreResult<Option<StoredEvent>>;
     /// Stores the summary and appends its `summary` event; `None` if one was stored already.
+    /// [`StoreError::LeaseLost`] unless `lease` is still held.
     async fn record_summary(
         &self,
-        collaboration_id: Uuid,
+        lease: &Lease,
         headline: &str,
         summary: &str,
     ) -> StoreResult<Option<StoredEvent>>;

@@ -208,13 +208,15 @@ where
         .await?;
         let frame = body.to_frame(seq);
         sqlx::query(
-            "INSERT INTO events (channel_id, seq, kind, frame, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO events (channel_id, seq, kind, frame, created_at, message_id) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(channel_id)
         .bind(seq)
         .bind(body.kind())
         .bind(&frame)
         .bind(Utc::now())
+        .bind(body.message_id().map(id::<D>))
         .execute(&mut **tx)
         .await?;
         Ok(StoredEvent { seq, frame })
@@ -228,6 +230,21 @@ where
         tx: &mut Transaction<'static, D>,
         turn: &Turn,
     ) -> StoreResult<Option<StoredEvent>> {
+        // A write retried after an ambiguous failure (its commit may have happened) finds
+        // the message it stored, rather than storing it twice.
+        if let Some(message_id) = turn.body.message_id() {
+            let stored: Option<(i64, String)> = sqlx::query_as(
+                "SELECT e.seq, e.frame FROM events e JOIN collaborations c ON c.channel_id = e.channel_id \
+                 WHERE c.id = $1 AND e.message_id = $2",
+            )
+            .bind(id::<D>(turn.lease.collaboration_id))
+            .bind(id::<D>(message_id))
+            .fetch_optional(&mut **tx)
+            .await?;
+            if let Some((seq, frame)) = stored {
+                return Ok(Some(StoredEvent { seq, frame }));
+            }
+        }
         let Some(channel_id) = D::count_turn(tx, turn).await? else {
             D::check_lease(tx, &turn.lease).await?;
             return Ok(None);
@@ -1122,21 +1139,26 @@ where
         D::append_message(self, turn).await
     }
 
-    async fn add_tokens(&self, collaboration_id: Uuid, tokens: u64) -> StoreResult<()> {
+    async fn add_tokens(&self, lease: &Lease, tokens: u64) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        D::check_lease(&mut tx, lease).await?;
         sqlx::query("UPDATE collaborations SET tokens_used = tokens_used + $1 WHERE id = $2")
             .bind(tokens as i64)
-            .bind(id::<D>(collaboration_id))
-            .execute(&self.writes)
+            .bind(id::<D>(lease.collaboration_id))
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     async fn record_audio(
         &self,
-        collaboration_id: Uuid,
+        lease: &Lease,
         audio_url: Option<&str>,
         note: Option<&str>,
     ) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        D::check_lease(&mut tx, lease).await?;
         sqlx::query(
             "UPDATE collaborations SET audio_url = $1, \
              advisory_message = CASE WHEN $2 IS NULL THEN advisory_message \
@@ -1145,9 +1167,10 @@ where
         )
         .bind(audio_url)
         .bind(note)
-        .bind(id::<D>(collaboration_id))
-        .execute(&self.writes)
+        .bind(id::<D>(lease.collaboration_id))
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -1193,11 +1216,13 @@ where
 
     async fn record_summary(
         &self,
-        collaboration_id: Uuid,
+        lease: &Lease,
         headline: &str,
         summary: &str,
     ) -> StoreResult<Option<StoredEvent>> {
+        let collaboration_id = lease.collaboration_id;
         let mut tx = self.write().await?;
+        D::check_lease(&mut tx, lease).await?;
         let updated = sqlx::query(
             "UPDATE collaborations SET headline = $1, summary = $2 WHERE id = $3 AND summary IS NULL",
         )

@@ -185,10 +185,18 @@ const NONCE: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 #[tokio::test]
 async fn a_websocket_key_that_is_not_sixteen_bytes_of_base64_is_refused_with_400() {
     let app = spawn_app_with(|_| {}).await;
-    for key in ["not base64!", "c2hvcnQ=", "dGhpcyBub25jZSBpcyB0b28gbG9uZw=="] {
+    for key in [
+        "not base64!",
+        "c2hvcnQ=",
+        "dGhpcyBub25jZSBpcyB0b28gbG9uZw==",
+    ] {
         let answer = upgrade_answer(
             &app,
-            &[("Host", "x"), ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", key)],
+            &[
+                ("Host", "x"),
+                ("Sec-WebSocket-Version", "13"),
+                ("Sec-WebSocket-Key", key),
+            ],
         )
         .await;
         assert!(answer.starts_with("HTTP/1.1 400"), "{key}: {answer}");
@@ -196,7 +204,11 @@ async fn a_websocket_key_that_is_not_sixteen_bytes_of_base64_is_refused_with_400
     }
     let good = upgrade_answer(
         &app,
-        &[("Host", "x"), ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", NONCE)],
+        &[
+            ("Host", "x"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", NONCE),
+        ],
     )
     .await;
     assert!(good.starts_with("HTTP/1.1 101"), "{good}");
@@ -209,12 +221,18 @@ async fn a_websocket_of_another_version_is_answered_426_naming_version_13() {
     let app = spawn_app_with(|_| {}).await;
     let answer = upgrade_answer(
         &app,
-        &[("Host", "x"), ("Sec-WebSocket-Version", "8"), ("Sec-WebSocket-Key", NONCE)],
+        &[
+            ("Host", "x"),
+            ("Sec-WebSocket-Version", "8"),
+            ("Sec-WebSocket-Key", NONCE),
+        ],
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 426"), "{answer}");
     assert!(
-        answer.to_ascii_lowercase().contains("sec-websocket-version: 13"),
+        answer
+            .to_ascii_lowercase()
+            .contains("sec-websocket-version: 13"),
         "{answer}"
     );
 }
@@ -247,7 +265,10 @@ async fn an_origin_that_spells_out_its_default_port_is_the_same_origin() {
         ("other.example", "https://app.example.com:443"),
     ] {
         let answer = upgrade(host, origin).await;
-        assert!(answer.starts_with("HTTP/1.1 101"), "{host} {origin}: {answer}");
+        assert!(
+            answer.starts_with("HTTP/1.1 101"),
+            "{host} {origin}: {answer}"
+        );
     }
     for (host, origin) in [
         ("skein.example", "http://skein.example:8080"),
@@ -256,6 +277,9 @@ async fn an_origin_that_spells_out_its_default_port_is_the_same_origin() {
         ("skein.example", "null"),
     ] {
         let answer = upgrade(host, origin).await;
-        assert!(answer.starts_with("HTTP/1.1 403"), "{host} {origin}: {answer}");
+        assert!(
+            answer.starts_with("HTTP/1.1 403"),
+            "{host} {origin}: {answer}"
+        );
     }
 }

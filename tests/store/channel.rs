@@ -47,7 +47,10 @@ async fn appended_messages_are_numbered_from_one_and_counted() {
             .unwrap();
         assert_eq!(channel.last_seq, 3);
 
-        store.add_tokens(new.id, 100).await.unwrap();
+        store
+            .add_tokens(&crate::support::lease(&store, new.id).await, 100)
+            .await
+            .unwrap();
         let stored = store.collaboration_unscoped(new.id).await.unwrap().unwrap();
         assert_eq!(stored.tokens_used, 133);
         assert_eq!(stored.message_count, 3);
@@ -142,7 +145,11 @@ async fn a_collaboration_ends_once_and_is_summarized_once() {
         assert_eq!(channel.status, CollaborationStatus::Failed);
 
         let summary = store
-            .record_summary(new.id, "Failed early", "The participant failed.")
+            .record_summary(
+                &crate::support::lease(&store, new.id).await,
+                "Failed early",
+                "The participant failed.",
+            )
             .await
             .unwrap()
             .unwrap();
@@ -151,7 +158,11 @@ async fn a_collaboration_ends_once_and_is_summarized_once() {
         assert_eq!(frame(&summary.frame)["headline"], "Failed early");
         assert!(
             store
-                .record_summary(new.id, "Again", "Twice.")
+                .record_summary(
+                    &crate::support::lease(&store, new.id).await,
+                    "Again",
+                    "Twice."
+                )
                 .await
                 .unwrap()
                 .is_none()
@@ -183,7 +194,11 @@ async fn the_podcast_is_recorded_or_explained() {
         let advisory = ending(EndReason::ObjectiveMet).advisory_message.unwrap();
 
         store
-            .record_audio(new.id, None, Some("No podcast: no voice."))
+            .record_audio(
+                &crate::support::lease(&store, new.id).await,
+                None,
+                Some("No podcast: no voice."),
+            )
             .await
             .unwrap();
         let stored = store.collaboration_unscoped(new.id).await.unwrap().unwrap();
@@ -194,7 +209,11 @@ async fn the_podcast_is_recorded_or_explained() {
         );
 
         store
-            .record_audio(new.id, Some("/audio/x.wav"), None)
+            .record_audio(
+                &crate::support::lease(&store, new.id).await,
+                Some("/audio/x.wav"),
+                None,
+            )
             .await
             .unwrap();
         let stored = store.collaboration_unscoped(new.id).await.unwrap().unwrap();
@@ -207,7 +226,11 @@ async fn the_podcast_is_recorded_or_explained() {
         // With no advisory message yet, the note becomes it.
         let quiet = team.start(&store, 10).await;
         store
-            .record_audio(quiet.id, None, Some("No podcast."))
+            .record_audio(
+                &crate::support::lease(&store, quiet.id).await,
+                None,
+                Some("No podcast."),
+            )
             .await
             .unwrap();
         let stored = store
@@ -352,7 +375,11 @@ async fn an_ending_among_concurrent_writers_is_the_last_event_before_the_summary
             .unwrap();
         let messages = writers.await.unwrap();
         let summary = store
-            .record_summary(new.id, "Stopped", "Someone stopped it.")
+            .record_summary(
+                &crate::support::lease(&store, new.id).await,
+                "Stopped",
+                "Someone stopped it.",
+            )
             .await
             .unwrap()
             .unwrap();

@@ -452,7 +452,11 @@ async fn statuses_are_counted_and_unsummarized_endings_found() {
             .unwrap()
             .unwrap();
         store
-            .record_summary(completed.id, "Done", "They agreed.")
+            .record_summary(
+                &crate::support::lease(&store, completed.id).await,
+                "Done",
+                "They agreed.",
+            )
             .await
             .unwrap()
             .unwrap();

@@ -230,7 +230,11 @@ async fn only_collaborations_that_need_a_runner_are_claimed() {
                 .unwrap();
         }
         store
-            .record_summary(done.id, "Done", "All said.")
+            .record_summary(
+                &crate::support::lease(&store, done.id).await,
+                "Done",
+                "All said.",
+            )
             .await
             .unwrap()
             .unwrap();
@@ -299,6 +303,88 @@ async fn processes_claiming_at_once_never_get_the_same_collaboration() {
         assert!(distinct.is_subset(&ids));
         // 4 processes × 5 scans × 3 could take 60: all 30 are taken, each once.
         assert_eq!(distinct, ids);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tokens_the_summary_and_the_podcast_are_written_only_under_a_lease_still_held() {
+    each_store(|store| async move {
+        let team = team(&store, "team").await;
+        let new = team.start(&store, 10).await;
+        let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+        let lease = store
+            .claim_leases(first, SHORT, Claim::One(new.id))
+            .await
+            .unwrap()
+            .pop()
+            .expect("a free lease");
+        store
+            .finish_collaboration(new.id, Some(&lease), &ending(EndReason::MessageCap))
+            .await
+            .unwrap()
+            .expect("ended under the lease");
+        store.add_tokens(&lease, 5).await.unwrap();
+
+        // The lease lapses and another process claims the collaboration, to summarize it.
+        tokio::time::sleep(SHORT * 2).await;
+        let theirs = store
+            .claim_leases(second, LONG, Claim::One(new.id))
+            .await
+            .unwrap()
+            .pop()
+            .expect("the lapsed lease");
+        let tokens = store.add_tokens(&lease, 100).await;
+        assert!(matches!(tokens, Err(StoreError::LeaseLost)), "{tokens:?}");
+        let summary = store.record_summary(&lease, "Late", "Too late.").await;
+        assert!(matches!(summary, Err(StoreError::LeaseLost)), "{summary:?}");
+        let audio = store.record_audio(&lease, Some("/late.wav"), None).await;
+        assert!(matches!(audio, Err(StoreError::LeaseLost)), "{audio:?}");
+
+        let stored = store.collaboration_unscoped(new.id).await.unwrap().unwrap();
+        assert_eq!(stored.tokens_used, 5);
+        assert_eq!(stored.summary, None);
+        assert_eq!(stored.audio_url, None);
+        // The new holder writes.
+        store
+            .record_summary(&theirs, "Done", "Summarized by the second process.")
+            .await
+            .unwrap()
+            .expect("the summary");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_message_written_again_is_answered_as_stored_and_counted_once() {
+    each_store(|store| async move {
+        let team = team(&store, "team").await;
+        let new = team.start(&store, 10).await;
+        let lease = crate::support::lease(&store, new.id).await;
+        let message = team.message("once");
+        let first = store
+            .append_message(&lease, &message, 7)
+            .await
+            .unwrap()
+            .expect("stored");
+        // The same write again, as a retry after a commit whose answer was lost would be.
+        let again = store
+            .append_message(&lease, &message, 7)
+            .await
+            .unwrap()
+            .expect("answered");
+        assert_eq!(again, first);
+        let stored = store.collaboration_unscoped(new.id).await.unwrap().unwrap();
+        assert_eq!((stored.message_count, stored.tokens_used), (1, 7));
+        let events = store.read_events(new.channel_id, 0, 100).await.unwrap();
+        assert_eq!(events, [first]);
+        // Another message, with its own id, is another event.
+        let next = store
+            .append_message(&lease, &team.message("twice"), 1)
+            .await
+            .unwrap()
+            .expect("stored");
+        assert_eq!(next.seq, 2);
     })
     .await;
 }

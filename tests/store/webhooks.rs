@@ -134,12 +134,20 @@ async fn each_event_writes_its_delivery_with_the_change() {
             .await
             .unwrap();
         store
-            .record_summary(new.id, "Agreed", "They agreed on a name.")
+            .record_summary(
+                &crate::support::lease(&store, new.id).await,
+                "Agreed",
+                "They agreed on a name.",
+            )
             .await
             .unwrap()
             .unwrap();
         store
-            .record_summary(new.id, "Again", "Again.")
+            .record_summary(
+                &crate::support::lease(&store, new.id).await,
+                "Again",
+                "Again.",
+            )
             .await
             .unwrap();
 

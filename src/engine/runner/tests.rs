@@ -138,7 +138,7 @@ impl Journal for Memory {
         Ok(Some(book.append(body)))
     }
 
-    async fn add_tokens(&self, _: Uuid, tokens: u64) -> StoreResult<()> {
+    async fn add_tokens(&self, _: &Lease, tokens: u64) -> StoreResult<()> {
         self.book().collaboration.tokens_used += tokens;
         Ok(())
     }
@@ -174,7 +174,7 @@ impl Journal for Memory {
 
     async fn record_summary(
         &self,
-        _: Uuid,
+        _: &Lease,
         headline: &str,
         summary: &str,
     ) -> StoreResult<Option<StoredEvent>> {
@@ -192,7 +192,7 @@ impl Journal for Memory {
         Ok(Some(book.append(&body)))
     }
 
-    async fn record_audio(&self, _: Uuid, _: Option<&str>, _: Option<&str>) -> StoreResult<()> {
+    async fn record_audio(&self, _: &Lease, _: Option<&str>, _: Option<&str>) -> StoreResult<()> {
         Ok(())
     }
 }
