@@ -54,7 +54,7 @@ pub struct ConnectionLimits {
 /// send buffer, without a task of its own.
 const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
     Content-Type: application/problem+json\r\nRetry-After: 5\r\nConnection: close\r\n\
-    Content-Length: 155\r\n\r\n\
+    Content-Length: 143\r\n\r\n\
     {\"type\":\"https://skein.dev/problems/service-unavailable\",\"title\":\"Service Unavailable\",\
     \"status\":503,\"detail\":\"too many connections; try again\"}";
 
