@@ -18,6 +18,7 @@ use crate::{
     engine::{self, Engine},
     live::{Hub, Streams},
     outbound::Outbound,
+    secrets::Vault,
     store::{PgStore, SqliteStore, Store},
     tasks::Tasks,
 };
@@ -55,10 +56,24 @@ impl App {
         let shutdown = CancellationToken::new();
         let tasks = Tasks::new(shutdown.clone());
         let store_tasks = tasks.group();
+        let previous: Vec<String> = config
+            .previous_secret_keys
+            .iter()
+            .map(|key| key.expose_secret().to_owned())
+            .collect();
+        let vault = Arc::new(Vault::load(
+            &config.data_dir,
+            config.secret_key.as_ref().map(ExposeSecret::expose_secret),
+            &previous,
+        )?);
         let store: Arc<dyn Store> = match &config.database_url {
-            Some(url) => Arc::new(PgStore::connect(url.expose_secret()).await?),
-            None => Arc::new(SqliteStore::open(&config.data_dir, &store_tasks).await?),
+            Some(url) => Arc::new(PgStore::connect(url.expose_secret(), vault).await?),
+            None => Arc::new(SqliteStore::open(&config.data_dir, &store_tasks, vault).await?),
         };
+        let resealed = store.reseal_secrets().await?;
+        if resealed > 0 {
+            tracing::info!(resealed, "sealed stored secrets under the current key");
+        }
         let bootstrap = api::auth::bootstrap_admin(
             store.as_ref(),
             config.admin_key.as_ref().map(ExposeSecret::expose_secret),

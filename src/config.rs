@@ -36,6 +36,14 @@ pub struct Config {
     /// runs) cross processes through NATS. Needed when several processes serve one database.
     pub nats_url: Option<String>,
     pub connections: ConnectionSettings,
+    /// The key secrets are sealed with at rest (`SKEIN_SECRET_KEY`, 32 bytes in base64);
+    /// without it, the key in `<data-dir>/secret.key`, made on first start.
+    pub secret_key: Option<SecretString>,
+    /// Keys secrets may still be sealed with, while they are rotated out
+    /// (`SKEIN_PREVIOUS_SECRET_KEYS`, comma separated).
+    pub previous_secret_keys: Vec<SecretString>,
+    /// With it, `/metrics` answers only requests that bear it (`SKEIN_METRICS_TOKEN`).
+    pub metrics_token: Option<SecretString>,
 }
 
 /// What one client connection may take.
@@ -248,6 +256,9 @@ impl Default for Config {
             allow_private_urls: false,
             database_url: None,
             nats_url: None,
+            secret_key: None,
+            previous_secret_keys: Vec::new(),
+            metrics_token: None,
             connections: ConnectionSettings {
                 header_timeout: Duration::from_secs(10),
                 request_timeout: Duration::from_secs(30),
@@ -275,6 +286,17 @@ impl Config {
             config.data_dir = dir.into();
         }
         config.admin_key = lookup("SKEIN_ADMIN_KEY").map(SecretString::from);
+        config.secret_key = lookup("SKEIN_SECRET_KEY").map(SecretString::from);
+        config.metrics_token = lookup("SKEIN_METRICS_TOKEN").map(SecretString::from);
+        config.previous_secret_keys = lookup("SKEIN_PREVIOUS_SECRET_KEYS")
+            .map(|keys| {
+                keys.split(',')
+                    .map(str::trim)
+                    .filter(|key| !key.is_empty())
+                    .map(SecretString::from)
+                    .collect()
+            })
+            .unwrap_or_default();
         config.providers = providers_from(&lookup);
         if let Some(secs) = lookup("SKEIN_LLM_TIMEOUT_SECS") {
             config.models.call_timeout = Duration::from_secs(secs.parse()?);

@@ -28,6 +28,7 @@ pub mod engine;
 pub mod error;
 pub mod live;
 pub mod outbound;
+pub mod secrets;
 pub mod server;
 pub mod signing;
 pub mod store;

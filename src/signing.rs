@@ -6,13 +6,17 @@
 //! time of the attempt, and `webhook-signature` is `v1,` and the base64 HMAC-SHA256 of
 //! `id.timestamp.body` under the secret's key: the base64 after `whsec_`.
 
+use crate::secrets::Secret;
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 /// A fresh signing secret: `whsec_` and 32 random bytes in base64.
-pub fn new_secret() -> String {
-    format!("whsec_{}", STANDARD.encode(rand::random::<[u8; 32]>()))
+pub fn new_secret() -> Secret {
+    Secret::new(format!(
+        "whsec_{}",
+        STANDARD.encode(rand::random::<[u8; 32]>())
+    ))
 }
 
 /// `v1,<signature>` of `id.timestamp.body` under a `whsec_…` secret.
@@ -58,7 +62,9 @@ mod tests {
     fn a_new_secret_is_32_random_bytes() {
         let (a, b) = (new_secret(), new_secret());
         assert_ne!(a, b);
-        let bytes = STANDARD.decode(a.strip_prefix("whsec_").unwrap()).unwrap();
+        let bytes = STANDARD
+            .decode(a.expose().strip_prefix("whsec_").unwrap())
+            .unwrap();
         assert_eq!(bytes.len(), 32);
     }
 }

@@ -132,7 +132,9 @@ impl Deliverer {
             .map_err(|e| (None, Some(format!("the URL {e}"))))?
             .timeout(self.settings.attempt_timeout)
             .header("content-type", "application/json");
-        for (name, value) in signing::headers(&delivery.secret, &delivery.id.to_string(), &body) {
+        for (name, value) in
+            signing::headers(delivery.secret.expose(), &delivery.id.to_string(), &body)
+        {
             request = request.header(name, value);
         }
         match request.body(body).send().await {

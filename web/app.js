@@ -9,18 +9,30 @@ import { ApiError, clearKey, getKey, request, setKey } from "./api.js";
 import { agentsView } from "./agents.js";
 import { channelView } from "./channel.js";
 import { createView, listView } from "./collaborations.js";
-import { h } from "./ui.js";
+import { confirmAction, h } from "./ui.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
 const signOut = document.getElementById("sign-out");
 let dispose = null;
 
-function takeKeyFromFragment() {
+/// Takes the key a sign-in link carries. A browser already signed in with another key asks
+/// first: a link from someone else must not silently swap the account you are working in.
+async function takeKeyFromFragment() {
   const match = location.hash.match(/^#key=([^&]+)/);
   if (!match) return;
-  setKey(decodeURIComponent(match[1]));
+  const offered = decodeURIComponent(match[1]);
   history.replaceState(null, "", `${location.pathname}#/`);
+  const current = getKey();
+  if (current && current !== offered) {
+    const switching = await confirmAction(
+      "Sign in with another key?",
+      `This link signs you in with the key ${offered.slice(0, 12)}…, but you are signed in with ${current.slice(0, 12)}…. Switch to the link's key?`,
+      "Switch keys",
+    );
+    if (!switching) return;
+  }
+  setKey(offered);
 }
 
 function route() {
@@ -103,11 +115,11 @@ window.addEventListener("skein:unauthorized", () => {
   signInView("Your key is no longer accepted. Sign in again.");
 });
 
-window.addEventListener("hashchange", () => {
-  if (location.hash.startsWith("#key=")) takeKeyFromFragment();
+window.addEventListener("hashchange", async () => {
+  if (location.hash.startsWith("#key=")) await takeKeyFromFragment();
   route();
 });
 
-takeKeyFromFragment();
+await takeKeyFromFragment();
 route();
 

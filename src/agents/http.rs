@@ -15,6 +15,7 @@ use super::{
     AgentError, Completion, INSTRUCTION, ReadError, Remote, TurnContext, error_excerpt, read_json,
     retry, transient,
 };
+use crate::secrets::Secret;
 use crate::{
     domain::{Agent, Sender},
     signing,
@@ -102,7 +103,7 @@ pub(super) async fn speak(
     context: &TurnContext,
     remote: &Remote,
 ) -> Result<Completion, AgentError> {
-    let secret = agent.secret.as_deref().ok_or_else(|| {
+    let secret = agent.secret.as_ref().map(Secret::expose).ok_or_else(|| {
         AgentError::Misconfigured(format!("{} has no signing secret", agent.name))
     })?;
     let url = remote

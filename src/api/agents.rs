@@ -65,7 +65,7 @@ impl From<Agent> for AgentView {
 impl AgentView {
     /// The view with the secret shown: for the one response that created it.
     fn revealing(agent: Agent) -> Self {
-        let secret = agent.secret.clone();
+        let secret = agent.secret.as_ref().map(|s| s.expose().to_owned());
         Self {
             secret,
             ..agent.into()

@@ -3,11 +3,13 @@
 use axum::{
     Json, Router,
     extract::State,
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::IntoResponse,
     routing::get,
 };
+use secrecy::ExposeSecret;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use super::AppState;
 use crate::{domain::CollaborationStatus, error::Problem, telemetry};
@@ -20,7 +22,22 @@ pub(super) fn router() -> Router<AppState> {
 }
 
 /// Prometheus text format. Stored counts are read now; the rest was counted as it happened.
-async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, Problem> {
+/// With `SKEIN_METRICS_TOKEN` set, only a request bearing it is answered.
+async fn metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, Problem> {
+    if let Some(token) = &state.config.metrics_token {
+        // Compared as digests: the time taken says nothing of how much of it matched.
+        let digest = |text: &str| Sha256::digest(text.as_bytes());
+        let offered = super::auth::bearer(&headers).map(|offered| digest(&offered));
+        if offered != Some(digest(token.expose_secret())) {
+            return Err(Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "the metrics need their bearer token (SKEIN_METRICS_TOKEN)",
+            ));
+        }
+    }
     let counted = state.store.count_by_status().await.map_err(|error| {
         tracing::warn!(
             error = format!("{error:#}"),

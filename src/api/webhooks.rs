@@ -51,8 +51,8 @@ impl WebhookSettingsView {
     fn new(settings: WebhookSettings, reveal: bool) -> Self {
         Self {
             default_url: settings.default_url,
-            secret_prefix: settings.secret.chars().take(12).collect(),
-            secret: reveal.then_some(settings.secret),
+            secret_prefix: settings.secret.expose().chars().take(12).collect(),
+            secret: reveal.then(|| settings.secret.expose().to_owned()),
             created_at: settings.created_at,
             updated_at: settings.updated_at,
         }

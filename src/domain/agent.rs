@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::secrets::Secret;
+
 use super::{AgentAddress, Sender};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -85,7 +87,7 @@ pub struct Agent {
     /// The Standard Webhooks secret (`whsec_…`) an `http` agent's requests are signed with.
     /// A credential rather than a setting: shown once when the agent is created, never in a
     /// view after that.
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

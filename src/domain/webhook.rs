@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::secrets::Secret;
+
 use super::{CollaborationStatus, EndReason};
 
 /// What happened to a collaboration.
@@ -55,7 +57,7 @@ pub struct WebhookSettings {
     /// Where events go for collaborations that name no `webhook_url`.
     pub default_url: Option<String>,
     /// The `whsec_…` secret every delivery of the account is signed with.
-    pub secret: String,
+    pub secret: Secret,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -101,7 +103,7 @@ pub struct DueDelivery {
     pub payload: String,
     pub attempts: u32,
     pub created_at: DateTime<Utc>,
-    pub secret: String,
+    pub secret: Secret,
 }
 
 /// How an attempt went, and what comes next.

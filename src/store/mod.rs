@@ -29,10 +29,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::domain::{
-    Account, Agent, AgentAddress, AgentRef, ApiKey, Collaboration, CollaborationStatus, Ending,
-    EventBody, NewCollaboration, NewKey, PageRequest, Source, StoredEvent,
-    webhook::{AttemptOutcome, Delivery, DueDelivery, WebhookSettings},
+use crate::{
+    domain::{
+        Account, Agent, AgentAddress, AgentRef, ApiKey, Collaboration, CollaborationStatus, Ending,
+        EventBody, NewCollaboration, NewKey, PageRequest, Source, StoredEvent,
+        webhook::{AttemptOutcome, Delivery, DueDelivery, WebhookSettings},
+    },
+    secrets::Secret,
 };
 
 pub use postgres::PgStore;
@@ -181,6 +184,9 @@ pub enum Claim {
 pub trait Store: Send + Sync + 'static {
     /// Cheap round trip for `/ready`.
     async fn ping(&self) -> StoreResult<()>;
+    /// Seals every stored secret that is not sealed under the server's current key: stored
+    /// before secrets were sealed, or under a key being rotated out. How many were.
+    async fn reseal_secrets(&self) -> StoreResult<u64>;
 
     // Accounts and keys.
     /// The account of the server's own admin key, once it exists.
@@ -369,7 +375,7 @@ pub trait Store: Send + Sync + 'static {
     async fn rotate_webhook_secret(
         &self,
         account_id: Uuid,
-        secret: &str,
+        secret: &Secret,
         at: DateTime<Utc>,
     ) -> StoreResult<bool>;
     /// Claims up to `limit` pending deliveries due by `now`. A claimed one is not due again

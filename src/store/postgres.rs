@@ -15,7 +15,7 @@
 //! in a schema of their own. PostgreSQL keeps times to the microsecond, SQLite to the
 //! nanosecond.
 
-use std::{str::FromStr, time::Duration};
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use sqlx::{
     Postgres, QueryBuilder, Transaction,
@@ -27,7 +27,7 @@ use super::{
     Claim, Lease, StoreError, StoreResult,
     sql::{Create, Dialect, SqlStore, Turn, leases},
 };
-use crate::domain::StoredEvent;
+use crate::{domain::StoredEvent, secrets::Vault};
 
 /// The store over a PostgreSQL database that several processes may share.
 pub type PgStore = SqlStore<Postgres>;
@@ -38,8 +38,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 const IDLE_IN_TRANSACTION: &str = "5s";
 
 impl SqlStore<Postgres> {
-    /// Connects to the database at `url` and applies pending migrations.
-    pub async fn connect(url: &str) -> StoreResult<Self> {
+    /// Connects to the database at `url` and applies pending migrations. Secrets are
+    /// sealed with `vault`.
+    pub async fn connect(url: &str, vault: Arc<Vault>) -> StoreResult<Self> {
         // A process frozen in the middle of a transaction (stopped, swapped out, paused in a
         // debugger) would keep its row locks, and other processes skip locked rows when they
         // claim leases: its collaborations would never be taken over. Our transactions last
@@ -56,6 +57,7 @@ impl SqlStore<Postgres> {
             reads: pool.clone(),
             writes: pool,
             writer: (),
+            vault,
         })
     }
 }

@@ -19,9 +19,17 @@ use crate::domain::{
         WebhookSettings,
     },
 };
+use crate::secrets::{Secret, Vault};
 
 pub(super) fn parse<T: FromStr<Err = String>>(text: &str) -> StoreResult<T> {
     text.parse().map_err(StoreError::Corrupt)
+}
+
+/// A stored secret, opened (see [`crate::secrets`]).
+pub(super) fn open(vault: &Vault, stored: &str) -> StoreResult<Secret> {
+    vault
+        .open(stored)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 pub(super) fn spec_json(spec: &AgentSpec) -> String {
@@ -141,7 +149,7 @@ pub(super) struct AgentRow<Id> {
 }
 
 impl<Id: Into<Uuid>> AgentRow<Id> {
-    pub(super) fn into_domain(self) -> StoreResult<Agent> {
+    pub(super) fn into_domain(self, vault: &Vault) -> StoreResult<Agent> {
         Ok(Agent {
             id: self.id.into(),
             account_id: self.account_id.into(),
@@ -151,7 +159,7 @@ impl<Id: Into<Uuid>> AgentRow<Id> {
             description: self.description,
             spec: serde_json::from_str(&self.spec)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            secret: self.secret,
+            secret: self.secret.as_deref().map(|s| open(vault, s)).transpose()?,
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
@@ -303,14 +311,14 @@ pub(super) struct WebhookSettingsRow<Id> {
 }
 
 impl<Id: Into<Uuid>> WebhookSettingsRow<Id> {
-    pub(super) fn into_domain(self) -> WebhookSettings {
-        WebhookSettings {
+    pub(super) fn into_domain(self, vault: &Vault) -> StoreResult<WebhookSettings> {
+        Ok(WebhookSettings {
             account_id: self.account_id.into(),
             default_url: self.default_url,
-            secret: self.secret,
+            secret: open(vault, &self.secret)?,
             created_at: self.created_at,
             updated_at: self.updated_at,
-        }
+        })
     }
 }
 
@@ -368,8 +376,12 @@ pub(super) struct DueRow<Id> {
 }
 
 impl<Id: Into<Uuid>> DueRow<Id> {
-    pub(super) fn into_domain(self, claimed_until: DateTime<Utc>) -> DueDelivery {
-        DueDelivery {
+    pub(super) fn into_domain(
+        self,
+        claimed_until: DateTime<Utc>,
+        vault: &Vault,
+    ) -> StoreResult<DueDelivery> {
+        Ok(DueDelivery {
             claimed_until,
             id: self.id.into(),
             account_id: self.account_id.into(),
@@ -377,8 +389,8 @@ impl<Id: Into<Uuid>> DueRow<Id> {
             payload: self.payload,
             attempts: self.attempts as u32,
             created_at: self.created_at,
-            secret: self.secret,
-        }
+            secret: open(vault, &self.secret)?,
+        })
     }
 }
 

@@ -20,6 +20,7 @@
 use std::{
     collections::{BTreeSet, HashMap},
     future::Future,
+    sync::Arc,
     time::Duration,
 };
 
@@ -39,10 +40,13 @@ use super::{
         RosteredRow, SnapshotRow, WebhookSettingsRow, attempt_columns, parse, spec_json,
     },
 };
-use crate::domain::{
-    Account, Agent, AgentRef, ApiKey, Collaboration, CollaborationStatus, Ending, EventBody,
-    NewCollaboration, NewKey, PageRequest, Scope, StoredEvent,
-    webhook::{AttemptOutcome, Delivery, DueDelivery, WebhookEvent, WebhookSettings},
+use crate::{
+    domain::{
+        Account, Agent, AgentRef, ApiKey, Collaboration, CollaborationStatus, Ending, EventBody,
+        NewCollaboration, NewKey, PageRequest, Scope, StoredEvent,
+        webhook::{AttemptOutcome, Delivery, DueDelivery, WebhookEvent, WebhookSettings},
+    },
+    secrets::{Secret, Vault},
 };
 
 /// A value a backend binds and reads back the same.
@@ -134,6 +138,8 @@ pub struct SqlStore<D: Dialect> {
     pub(super) reads: Pool<D>,
     pub(super) writes: Pool<D>,
     pub(super) writer: D::Writer,
+    /// Seals the secrets stored, and opens them again (see [`crate::secrets`]).
+    pub(super) vault: Arc<Vault>,
 }
 
 impl<D: Dialect> Clone for SqlStore<D> {
@@ -142,6 +148,7 @@ impl<D: Dialect> Clone for SqlStore<D> {
             reads: self.reads.clone(),
             writes: self.writes.clone(),
             writer: self.writer.clone(),
+            vault: self.vault.clone(),
         }
     }
 }
@@ -610,6 +617,39 @@ where
         Ok(())
     }
 
+    async fn reseal_secrets(&self) -> StoreResult<u64> {
+        let mut tx = self.write().await?;
+        let agents: Vec<(D::Id, String)> =
+            sqlx::query_as("SELECT id, secret FROM agents WHERE secret IS NOT NULL")
+                .fetch_all(&mut *tx)
+                .await?;
+        let settings: Vec<(D::Id, String)> =
+            sqlx::query_as("SELECT account_id, secret FROM webhook_settings")
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut resealed = 0;
+        for (table, key, rows) in [
+            ("agents", "id", agents),
+            ("webhook_settings", "account_id", settings),
+        ] {
+            for (row, stored) in rows {
+                if self.vault.is_current(&stored) {
+                    continue;
+                }
+                let secret = super::rows::open(&self.vault, &stored)?;
+                let sql = format!("UPDATE {table} SET secret = $1 WHERE {key} = $2");
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(self.vault.seal(&secret))
+                    .bind(row)
+                    .execute(&mut *tx)
+                    .await?;
+                resealed += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(resealed)
+    }
+
     async fn operator_account(&self) -> StoreResult<Option<Uuid>> {
         let id: Option<D::Id> =
             sqlx::query_scalar("SELECT id FROM accounts WHERE operator LIMIT 1")
@@ -860,7 +900,7 @@ where
         .bind(&agent.description)
         .bind(agent.spec.kind().as_str())
         .bind(spec_json(&agent.spec))
-        .bind(&agent.secret)
+        .bind(agent.secret.as_ref().map(|secret| self.vault.seal(secret)))
         .bind(agent.created_at)
         .bind(agent.updated_at)
         .execute(&self.writes)
@@ -886,7 +926,7 @@ where
             }
         };
         let row: Option<AgentRow<D::Id>> = query.fetch_optional(&self.reads).await?;
-        row.map(AgentRow::into_domain).transpose()
+        row.map(|row| row.into_domain(&self.vault)).transpose()
     }
 
     async fn get_agents(&self, account_id: Uuid, agents: &[AgentRef]) -> StoreResult<Vec<Agent>> {
@@ -920,7 +960,9 @@ where
         }
         query.push(")");
         let rows: Vec<AgentRow<D::Id>> = query.build_query_as().fetch_all(&self.reads).await?;
-        rows.into_iter().map(AgentRow::into_domain).collect()
+        rows.into_iter()
+            .map(|row| row.into_domain(&self.vault))
+            .collect()
     }
 
     async fn agents_unscoped(&self, ids: &[Uuid]) -> StoreResult<Vec<Agent>> {
@@ -930,7 +972,9 @@ where
         let mut query = QueryBuilder::<D>::new("SELECT * FROM agents WHERE id IN (");
         push_in(&mut query, &ids.iter().copied().collect());
         let rows: Vec<AgentRow<D::Id>> = query.build_query_as().fetch_all(&self.reads).await?;
-        rows.into_iter().map(AgentRow::into_domain).collect()
+        rows.into_iter()
+            .map(|row| row.into_domain(&self.vault))
+            .collect()
     }
 
     async fn list_agents(
@@ -949,7 +993,7 @@ where
             .await?;
         let agents = rows
             .into_iter()
-            .map(AgentRow::into_domain)
+            .map(|row| row.into_domain(&self.vault))
             .collect::<StoreResult<_>>()?;
         Ok((agents, total))
     }
@@ -963,7 +1007,7 @@ where
         .bind(&agent.description)
         .bind(agent.spec.kind().as_str())
         .bind(spec_json(&agent.spec))
-        .bind(&agent.secret)
+        .bind(agent.secret.as_ref().map(|secret| self.vault.seal(secret)))
         .bind(agent.updated_at)
         .bind(id::<D>(agent.id))
         .bind(id::<D>(agent.account_id))
@@ -1290,7 +1334,7 @@ where
                 .bind(id::<D>(account_id))
                 .fetch_optional(&self.reads)
                 .await?;
-        Ok(row.map(WebhookSettingsRow::into_domain))
+        row.map(|row| row.into_domain(&self.vault)).transpose()
     }
 
     async fn create_webhook_settings(&self, settings: &WebhookSettings) -> StoreResult<bool> {
@@ -1300,7 +1344,7 @@ where
         )
         .bind(id::<D>(settings.account_id))
         .bind(&settings.default_url)
-        .bind(&settings.secret)
+        .bind(self.vault.seal(&settings.secret))
         .bind(settings.created_at)
         .bind(settings.updated_at)
         .execute(&self.writes)
@@ -1328,13 +1372,13 @@ where
     async fn rotate_webhook_secret(
         &self,
         account_id: Uuid,
-        secret: &str,
+        secret: &Secret,
         at: DateTime<Utc>,
     ) -> StoreResult<bool> {
         let done = sqlx::query(
             "UPDATE webhook_settings SET secret = $1, updated_at = $2 WHERE account_id = $3",
         )
-        .bind(secret)
+        .bind(self.vault.seal(secret))
         .bind(at)
         .bind(id::<D>(account_id))
         .execute(&self.writes)
@@ -1369,10 +1413,9 @@ where
         push_in(&mut claim, &rows.iter().map(|row| row.id.into()).collect());
         claim.build().execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| row.into_domain(claim_until))
-            .collect())
+        rows.into_iter()
+            .map(|row| row.into_domain(claim_until, &self.vault))
+            .collect()
     }
 
     async fn record_webhook_attempt(

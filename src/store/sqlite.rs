@@ -14,7 +14,7 @@
 
 mod writer;
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use chrono::Utc;
 use sqlx::{
@@ -31,7 +31,7 @@ use super::{
     Claim, Lease, StoreError, StoreResult,
     sql::{Create, Dialect, SqlStore, Turn, leases},
 };
-use crate::{domain::StoredEvent, tasks::Tasks};
+use crate::{domain::StoredEvent, secrets::Vault, tasks::Tasks};
 
 /// The store over one SQLite file. Reads and writes go through pools of their own: SQLite
 /// takes one writer at a time, so one writing connection queues writers in the process,
@@ -45,7 +45,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 impl SqlStore<Sqlite> {
     /// Opens (creating if needed) `skein.db` in `data_dir` and applies pending migrations.
     /// The group-commit writer runs on `tasks`, as an essential worker.
-    pub async fn open(data_dir: &Path, tasks: &Tasks) -> StoreResult<Self> {
+    /// Secrets are sealed with `vault`.
+    pub async fn open(data_dir: &Path, tasks: &Tasks, vault: Arc<Vault>) -> StoreResult<Self> {
         let options = SqliteConnectOptions::new()
             .filename(data_dir.join("skein.db"))
             .create_if_missing(true)
@@ -79,6 +80,7 @@ impl SqlStore<Sqlite> {
             reads,
             writes,
             writer: queue,
+            vault,
         })
     }
 }

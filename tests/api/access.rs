@@ -469,7 +469,7 @@ async fn pages_from_origins_neither_ours_nor_allowed_cannot_open_streams() {
 }
 
 #[tokio::test]
-async fn the_database_holds_no_key_or_ticket_in_plain_text() {
+async fn the_database_holds_no_key_ticket_or_secret_in_plain_text() {
     if on_postgres() {
         eprintln!("this test reads the SQLite file: skipped on PostgreSQL");
         return;
@@ -496,11 +496,27 @@ async fn the_database_holds_no_key_or_ticket_in_plain_text() {
     let ticket = team
         .ticket(collaboration["channel_id"].as_str().unwrap())
         .await;
+    // Secrets Skein must use again, sealed under the server key.
+    let courier = team
+        .create_agent(json!({"name": "Courier", "kind": "http", "endpoint": "http://127.0.0.1:9/"}))
+        .await;
+    let hooks = team
+        .client
+        .put(team.url("/api/v1/webhooks"))
+        .bearer_auth(&team_key)
+        .json(&json!({"default_url": "http://127.0.0.1:9/hooks"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hooks.status(), StatusCode::CREATED);
+    let hooks: Value = hooks.json().await.unwrap();
     let secrets = [
         ADMIN_KEY.to_owned(),
         team_key.clone(),
         kept_secret,
         ticket["value"].as_str().unwrap().to_owned(),
+        courier["secret"].as_str().unwrap().to_owned(),
+        hooks["secret"].as_str().unwrap().to_owned(),
     ];
     let data_dir = app.shut_down_keeping_data().await;
     let mut dump = Vec::new();

@@ -807,3 +807,56 @@ async fn the_summary_offers_the_podcast_and_it_plays_in_the_page() {
     assert!((seconds.as_f64().unwrap() - 0.4).abs() < 0.05, "{seconds}");
     assert_no_page_errors(&browser);
 }
+
+#[tokio::test]
+async fn a_sign_in_link_with_another_key_asks_before_it_switches() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let other = app
+        .create("/api/v1/keys", json!({"name": "someone else's"}))
+        .await;
+    let other = other["key"].as_str().unwrap().to_owned();
+    let page = signed_in(&browser, &app).await;
+    let stored = "localStorage.getItem('skein.key')";
+    let link = format!("location.hash = {}", json!(format!("#key={other}")));
+
+    page.eval(&link).await;
+    page.wait_until(
+        "document.getElementById('confirm').open",
+        "the question opens",
+    )
+    .await;
+    assert!(
+        page.text("#confirm p")
+            .await
+            .as_str()
+            .unwrap()
+            .contains(&other[..12]),
+        "it names the key"
+    );
+    assert_eq!(
+        page.eval("location.hash").await,
+        "#/",
+        "the key left the address bar"
+    );
+    page.click("#confirm button[value=no]").await;
+    page.wait_until("!document.getElementById('confirm').open", "it closes")
+        .await;
+    assert_eq!(page.eval(stored).await, app.key.as_str(), "kept");
+
+    page.eval(&link).await;
+    page.wait_until(
+        "document.getElementById('confirm').open",
+        "the question opens again",
+    )
+    .await;
+    page.click("#confirm button[value=yes]").await;
+    page.wait_until(
+        &format!("{stored} === {}", json!(other)),
+        "the link's key is used",
+    )
+    .await;
+    assert!(browser.errors().is_empty(), "{:?}", browser.errors());
+}

@@ -88,3 +88,30 @@ async fn counters_move_with_a_collaboration_and_are_scraped_without_a_key() {
         "the viewer got hello, 4 messages, status and summary: {frames}"
     );
 }
+
+#[tokio::test]
+async fn with_a_metrics_token_only_a_scrape_bearing_it_is_answered() {
+    let app = spawn_app_with(|c| c.metrics_token = Some("metrics-token-0123".into())).await;
+    let scrape = |token: Option<&'static str>| {
+        let mut request = app.client.get(app.url("/metrics"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    for refused in [
+        None,
+        Some("metrics-token-0124"),
+        Some(super::support::ADMIN_KEY),
+    ] {
+        let response = scrape(refused).await.unwrap();
+        assert_eq!(response.status(), 401, "{refused:?}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+    }
+    let answered = scrape(Some("metrics-token-0123")).await.unwrap();
+    assert_eq!(answered.status(), 200);
+    assert!(answered.text().await.unwrap().contains("skein_"));
+}

@@ -17,7 +17,7 @@ async fn an_agent_is_found_by_id_and_by_address_in_its_account() {
         stored.spec = AgentSpec::Http {
             endpoint: "https://agents.example/turn".into(),
         };
-        stored.secret = Some("whsec_c2VjcmV0".into());
+        stored.secret = Some(skein::secrets::Secret::new("whsec_c2VjcmV0"));
         store.insert_agent(&stored).await.unwrap();
 
         let by_id = store

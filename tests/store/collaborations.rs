@@ -182,9 +182,13 @@ async fn an_upgraded_database_counts_the_collaborations_already_running() {
 
     let dir = tempfile::tempdir().unwrap();
     let store: crate::support::Shared = std::sync::Arc::new(
-        SqliteStore::open(dir.path(), &crate::support::tasks())
-            .await
-            .unwrap(),
+        SqliteStore::open(
+            dir.path(),
+            &crate::support::tasks(),
+            crate::support::vault(),
+        )
+        .await
+        .unwrap(),
     );
     let team = team(&store, "team").await;
     let ended = team.start(&store, 10).await;
@@ -213,9 +217,13 @@ async fn an_upgraded_database_counts_the_collaborations_already_running() {
     raw.close().await.unwrap();
 
     let store: crate::support::Shared = std::sync::Arc::new(
-        SqliteStore::open(dir.path(), &crate::support::tasks())
-            .await
-            .unwrap(),
+        SqliteStore::open(
+            dir.path(),
+            &crate::support::tasks(),
+            crate::support::vault(),
+        )
+        .await
+        .unwrap(),
     );
     match store
         .insert_collaboration(&team.collaboration(10), 2, None)

@@ -27,5 +27,6 @@ mod collaborations;
 mod idempotency;
 mod leases;
 mod postgres;
+mod secrets;
 mod tickets;
 mod webhooks;

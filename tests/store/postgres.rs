@@ -41,9 +41,13 @@ async fn the_search_path_in_the_url_decides_where_the_tables_go() {
         "{base_url}{separator}options=-c%20search_path%3D{}",
         schema.name
     );
-    PgStore::connect(&url).await.unwrap();
+    PgStore::connect(&url, crate::support::vault())
+        .await
+        .unwrap();
     // Connecting again finds the migrations applied.
-    PgStore::connect(&url).await.unwrap();
+    PgStore::connect(&url, crate::support::vault())
+        .await
+        .unwrap();
 
     let mut connection = PgConnection::connect(&base_url).await.unwrap();
     let tables: Vec<String> = sqlx::query_scalar(

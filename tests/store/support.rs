@@ -23,7 +23,7 @@ where
 {
     let dir = tempfile::tempdir().expect("a temporary directory");
     println!("== SQLite in {}", dir.path().display());
-    let sqlite = SqliteStore::open(dir.path(), &tasks())
+    let sqlite = SqliteStore::open(dir.path(), &tasks(), vault())
         .await
         .expect("SQLite opens");
     test(Arc::new(sqlite)).await;
@@ -31,7 +31,7 @@ where
     if let Some(url) = database_url() {
         let schema = Schema::create(&url, "skein_t").await;
         println!("== PostgreSQL in schema {}", schema.name);
-        let postgres = PgStore::connect(&schema.url)
+        let postgres = PgStore::connect(&schema.url, vault())
             .await
             .expect("PostgreSQL connects");
         test(Arc::new(postgres)).await;
@@ -45,6 +45,14 @@ pub use schema::{Schema, database_url};
 
 /// Now, to the microsecond: what both backends keep of a time, so values compare equal
 /// after a round trip.
+/// The key the test stores seal their secrets with: one for the whole run, so that a store
+/// opened again on the same file opens what it sealed.
+pub fn vault() -> Arc<skein::secrets::Vault> {
+    static VAULT: std::sync::LazyLock<Arc<skein::secrets::Vault>> =
+        std::sync::LazyLock::new(|| Arc::new(skein::secrets::Vault::generate()));
+    VAULT.clone()
+}
+
 /// Tasks for a store's workers (SQLite's writer), in a server that never stops.
 pub fn tasks() -> skein::tasks::Tasks {
     skein::tasks::Tasks::new(tokio_util::sync::CancellationToken::new())
@@ -217,7 +225,11 @@ pub async fn sqlite_refusing(trigger: &'static str) -> (tempfile::TempDir, Share
     use sqlx::Connection;
 
     let dir = tempfile::tempdir().unwrap();
-    let store: Shared = Arc::new(SqliteStore::open(dir.path(), &tasks()).await.unwrap());
+    let store: Shared = Arc::new(
+        SqliteStore::open(dir.path(), &tasks(), vault())
+            .await
+            .unwrap(),
+    );
     let url = format!("sqlite://{}", dir.path().join("skein.db").display());
     let mut raw = sqlx::SqliteConnection::connect(&url).await.unwrap();
     sqlx::query(trigger).execute(&mut raw).await.unwrap();

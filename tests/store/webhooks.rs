@@ -7,6 +7,7 @@ use skein::domain::{
     EndReason, PageRequest,
     webhook::{AttemptOutcome, DeliveryStatus, DueDelivery, NextStep, WebhookSettings},
 };
+use skein::secrets::Secret;
 use uuid::Uuid;
 
 use crate::support::{Shared, Team, each_store, ending, later, lease, now, team};
@@ -18,7 +19,7 @@ fn settings(account_id: Uuid, default_url: Option<&str>) -> WebhookSettings {
     WebhookSettings {
         account_id,
         default_url: default_url.map(str::to_owned),
-        secret: "whsec_Zmlyc3Q=".into(),
+        secret: Secret::new("whsec_Zmlyc3Q="),
         created_at: at,
         updated_at: at,
     }
@@ -65,7 +66,7 @@ async fn settings_are_made_once_then_changed_in_place() {
         );
         assert!(
             !store
-                .rotate_webhook_secret(account, "whsec_bmV3", now())
+                .rotate_webhook_secret(account, &Secret::new("whsec_bmV3"), now())
                 .await
                 .unwrap()
         );
@@ -73,7 +74,7 @@ async fn settings_are_made_once_then_changed_in_place() {
         let first = settings(account, None);
         assert!(store.create_webhook_settings(&first).await.unwrap());
         let mut second = settings(account, Some(DEFAULT_URL));
-        second.secret = "whsec_c2Vjb25k".into();
+        second.secret = Secret::new("whsec_c2Vjb25k");
         assert!(!store.create_webhook_settings(&second).await.unwrap());
         let stored = store.webhook_settings(account).await.unwrap().unwrap();
         assert_eq!(stored.secret, first.secret);
@@ -94,7 +95,7 @@ async fn settings_are_made_once_then_changed_in_place() {
 
         assert!(
             store
-                .rotate_webhook_secret(account, "whsec_bmV3", later(20))
+                .rotate_webhook_secret(account, &Secret::new("whsec_bmV3"), later(20))
                 .await
                 .unwrap()
         );
@@ -105,7 +106,7 @@ async fn settings_are_made_once_then_changed_in_place() {
                 .unwrap()
         );
         let stored = store.webhook_settings(account).await.unwrap().unwrap();
-        assert_eq!(stored.secret, "whsec_bmV3");
+        assert_eq!(stored.secret.expose(), "whsec_bmV3");
         assert_eq!(stored.default_url, None);
         assert_eq!(stored.created_at, first.created_at);
     })
@@ -179,7 +180,7 @@ async fn each_event_writes_its_delivery_with_the_change() {
             .iter()
             .map(|d| {
                 assert_eq!(d.account_id, account);
-                assert_eq!(d.secret, "whsec_Zmlyc3Q=");
+                assert_eq!(d.secret.expose(), "whsec_Zmlyc3Q=");
                 assert_eq!(d.attempts, 0);
                 serde_json::from_str(&d.payload).unwrap()
             })

@@ -219,7 +219,7 @@ impl Api {
     }
 
     /// POSTs `body`, expecting 201, and returns what was created.
-    async fn create(&self, path: &str, body: Value) -> Value {
+    pub async fn create(&self, path: &str, body: Value) -> Value {
         let response = self.post(path, &body).await;
         assert_eq!(
             response.status(),
