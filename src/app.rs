@@ -100,12 +100,12 @@ impl App {
                 models,
                 remote: Remote::new(outbound.clone(), config.remote.clone(), &tasks),
                 settings: config.engine.clone(),
-                max_running_per_key: config.rate_limits.max_running_per_key,
+                max_running_per_account: config.rate_limits.max_running_per_account,
             },
             &tasks,
         );
         let keys: Arc<KeyCache> = Arc::default();
-        let streams = Arc::new(Streams::new(config.rate_limits.max_streams_per_key));
+        let streams = Arc::new(Streams::new(config.rate_limits.max_streams_per_account));
         let cluster = match &config.nats_url {
             Some(url) => {
                 let mut cluster = Cluster::connect(url, engine.owner(), &tasks).await?;

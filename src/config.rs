@@ -135,18 +135,21 @@ pub struct Limits {
     pub max_participants: usize,
 }
 
-/// Per-key limits. Defaults suit a person with a browser or a busy integration; raise them
-/// for load tests.
+/// Quotas, per account: every key of an account draws on the same ones, so a new key brings
+/// no new budget. Defaults suit a team with browsers and a busy integration; raise them for
+/// load tests.
 #[derive(Debug, Clone)]
 pub struct RateLimitSettings {
-    /// Requests per minute, refilled continuously.
+    /// Requests per minute, refilled continuously (`SKEIN_RATE_LIMIT_PER_MINUTE`).
     pub per_minute: u32,
-    /// Requests that may arrive at once.
+    /// Requests that may arrive at once (`SKEIN_RATE_LIMIT_BURST`).
     pub burst: u32,
-    /// WebSocket streams open at once.
-    pub max_streams_per_key: usize,
-    /// Collaborations running at once, counting those the key started.
-    pub max_running_per_key: u32,
+    /// WebSocket streams open at once (`SKEIN_MAX_STREAMS_PER_ACCOUNT`).
+    pub max_streams_per_account: usize,
+    /// Collaborations running at once (`SKEIN_MAX_RUNNING_PER_ACCOUNT`).
+    pub max_running_per_account: u32,
+    /// Keys not revoked (`SKEIN_MAX_KEYS_PER_ACCOUNT`).
+    pub max_keys_per_account: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -249,8 +252,9 @@ impl Default for Config {
             rate_limits: RateLimitSettings {
                 per_minute: 600,
                 burst: 100,
-                max_streams_per_key: 200,
-                max_running_per_key: 50,
+                max_streams_per_account: 200,
+                max_running_per_account: 50,
+                max_keys_per_account: 100,
             },
             allowed_origins: Vec::new(),
             allow_private_urls: false,
@@ -347,11 +351,15 @@ impl Config {
             rate.per_minute = clamp(v)
         })?;
         number("SKEIN_RATE_LIMIT_BURST", &mut |v| rate.burst = clamp(v))?;
-        number("SKEIN_MAX_STREAMS_PER_KEY", &mut |v| {
-            rate.max_streams_per_key = v as usize
-        })?;
-        number("SKEIN_MAX_RUNNING_PER_KEY", &mut |v| {
-            rate.max_running_per_key = clamp(v)
+        // The names these quotas had when they were counted per key still work.
+        for name in ["SKEIN_MAX_STREAMS_PER_KEY", "SKEIN_MAX_STREAMS_PER_ACCOUNT"] {
+            number(name, &mut |v| rate.max_streams_per_account = v as usize)?;
+        }
+        for name in ["SKEIN_MAX_RUNNING_PER_KEY", "SKEIN_MAX_RUNNING_PER_ACCOUNT"] {
+            number(name, &mut |v| rate.max_running_per_account = clamp(v))?;
+        }
+        number("SKEIN_MAX_KEYS_PER_ACCOUNT", &mut |v| {
+            rate.max_keys_per_account = clamp(v)
         })?;
         let connections = &mut config.connections;
         number("SKEIN_HEADER_TIMEOUT_SECS", &mut |v| {
@@ -489,7 +497,7 @@ mod tests {
         let config = config_with(&[
             ("SKEIN_RATE_LIMIT_PER_MINUTE", "120"),
             ("SKEIN_RATE_LIMIT_BURST", "7"),
-            ("SKEIN_MAX_STREAMS_PER_KEY", "3"),
+            ("SKEIN_MAX_STREAMS_PER_ACCOUNT", "3"),
             ("SKEIN_MAX_BODY_BYTES", "1024"),
             (
                 "SKEIN_ALLOWED_ORIGINS",
@@ -503,7 +511,7 @@ mod tests {
         assert_eq!(config.engine.context_window, 20);
         assert_eq!(config.engine.synopsis_chars, 4000);
         assert_eq!(config.rate_limits.burst, 7);
-        assert_eq!(config.rate_limits.max_streams_per_key, 3);
+        assert_eq!(config.rate_limits.max_streams_per_account, 3);
         assert_eq!(config.limits.max_body_bytes, 1024);
         assert_eq!(
             config.allowed_origins,

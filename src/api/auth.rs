@@ -106,7 +106,7 @@ fn scope_for(method: &Method) -> Scope {
     }
 }
 
-/// Middleware: authenticate once, rate-limit by key, remember the caller.
+/// Middleware: authenticate once, rate-limit by account, remember the caller.
 ///
 /// A request without a valid key passes through without a [`Caller`]: handlers that need
 /// one answer 401, and the WebSocket route closes with 1008 after the upgrade instead.
@@ -120,7 +120,7 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
         Ok(None) => return next.run(request).await,
         Err(error) => return AppError::from(error).into_response(),
     };
-    let allowance = match state.rate_limits.check(credential.key.id) {
+    let allowance = match state.rate_limits.check(credential.key.account_id) {
         Ok(allowance) => allowance,
         Err(limited) => return limited.into_response(),
     };
@@ -285,7 +285,8 @@ pub async fn bootstrap_admin(
         let stored = match store.operator_account().await? {
             Some(account_id) => {
                 let key = stored_key(account_id, "admin", &secret, all, true);
-                store.insert_key(&key).await
+                // The server's own admin key is never refused for the cap.
+                store.insert_key(&key, u32::MAX).await
             }
             None => {
                 let account = Account {

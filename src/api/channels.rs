@@ -291,12 +291,12 @@ async fn stream(
         .into_response();
     }
     let admitted = match admit(&state, &id, &params, &parts).await {
-        Ok((channel, caller)) => match state.streams.admit(caller.key.id) {
+        Ok((channel, caller)) => match state.streams.admit(caller.key.account_id, caller.key.id) {
             Ok(pass) => Ok((channel, caller, pass)),
             Err(Refusal::AtLimit(max)) => {
                 return AppError::TooManyRequests(format!(
-                    "this API key already has {max} streams open, the limit \
-                     (max_streams_per_key); close one first"
+                    "this account already has {max} streams open, the limit \
+                     (SKEIN_MAX_STREAMS_PER_ACCOUNT); close one first"
                 ))
                 .into_response();
             }
@@ -335,8 +335,8 @@ async fn stream(
 /// frame. It keeps only what it needs of the caller: every open stream holds one.
 fn speaker(state: &AppState, channel: &ChannelInfo, caller: &Caller) -> Speak {
     let (state, channel) = (state.clone(), channel.clone());
-    let (key_id, may_write) = (
-        caller.key.id,
+    let (account_id, may_write) = (
+        caller.key.account_id,
         caller
             .require(crate::domain::Scope::Write)
             .map_err(|e| e.to_string()),
@@ -346,10 +346,10 @@ fn speaker(state: &AppState, channel: &ChannelInfo, caller: &Caller) -> Speak {
         Box::pin(async move {
             may_write.map_err(|e| (ErrorCode::Forbidden, e))?;
             // Each message costs what a request does, and counts as one.
-            if state.rate_limits.check(key_id).is_err() {
+            if state.rate_limits.check(account_id).is_err() {
                 return Err((
                     ErrorCode::RateLimited,
-                    "this API key is over its request rate; wait a moment".to_owned(),
+                    "this account is over its request rate; wait a moment".to_owned(),
                 ));
             }
             match speak_as_human(&state, &channel, sender.as_deref(), &content).await {

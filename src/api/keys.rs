@@ -132,7 +132,10 @@ async fn create_key(
     let scopes = parse_scopes(&mut errors, request.scopes);
     check(errors)?;
     let (secret, new) = auth::new_key(caller.account_id, &name, scopes);
-    state.store.insert_key(&new).await?;
+    state
+        .store
+        .insert_key(&new, state.config.rate_limits.max_keys_per_account)
+        .await?;
     tracing::info!(key = %new.id, "API key created");
     Ok((
         StatusCode::CREATED,

@@ -1,7 +1,8 @@
-//! Per-key request rate limits (GCRA, from `governor`).
+//! Request rate limits per account (GCRA, from `governor`).
 //!
-//! Each key has a bucket of `burst` requests, refilled at `per_minute`. Every authenticated
-//! response says where the key stands: `X-RateLimit-Limit` (the bucket size),
+//! Each account has a bucket of `burst` requests, refilled at `per_minute`, that all its keys
+//! draw on: a new key brings no new budget. Every authenticated response says where the
+//! account stands: `X-RateLimit-Limit` (the bucket size),
 //! `X-RateLimit-Remaining`, and `X-RateLimit-Reset` (seconds until the bucket is full again).
 //! Over the limit, the request is answered 429 with `Retry-After` before any handler runs.
 
@@ -52,9 +53,9 @@ impl RateLimits {
         }
     }
 
-    /// Takes one request from the key's bucket.
-    pub fn check(&self, key: Uuid) -> Result<Allowance, Limited> {
-        match self.limiter.check_key(&key) {
+    /// Takes one request from the account's bucket.
+    pub fn check(&self, account: Uuid) -> Result<Allowance, Limited> {
+        match self.limiter.check_key(&account) {
             Ok(snapshot) => Ok(self.allowance(&snapshot)),
             Err(not_until) => {
                 crate::telemetry::rate_limited();
@@ -110,7 +111,7 @@ impl IntoResponse for Limited {
         let mut response = Problem::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
-                "this API key is over its rate limit of {} requests per minute (bursts of {}); \
+                "this account is over its rate limit of {} requests per minute (bursts of {}); \
                  retry after {wait} s",
                 self.per_minute, self.limit
             ),

@@ -143,8 +143,8 @@ struct Inner {
     store: Arc<dyn Store>,
     /// This process, as the owner of its leases.
     owner: Uuid,
-    /// How many collaborations one key may have running at once.
-    max_running_per_key: u32,
+    /// How many collaborations one account may have running at once.
+    max_running_per_account: u32,
     relay: OnceLock<Arc<dyn Relay>>,
     runners: DashMap<Uuid, Runner>,
     /// The runners and the lease keeper.
@@ -167,7 +167,7 @@ pub struct Parts {
     pub models: Models,
     pub remote: Remote,
     pub settings: EngineSettings,
-    pub max_running_per_key: u32,
+    pub max_running_per_account: u32,
 }
 
 impl Engine {
@@ -179,7 +179,7 @@ impl Engine {
             models,
             remote,
             settings,
-            max_running_per_key,
+            max_running_per_account,
         } = parts;
         Self {
             inner: Arc::new(Inner {
@@ -193,7 +193,7 @@ impl Engine {
                 },
                 store,
                 owner: Uuid::new_v4(),
-                max_running_per_key,
+                max_running_per_account,
                 relay: OnceLock::new(),
                 runners: DashMap::new(),
                 tasks: tasks.group(),
@@ -264,7 +264,7 @@ impl Engine {
         let lease = self
             .inner
             .store
-            .insert_collaboration(&new, self.inner.max_running_per_key, Some(lease_to))
+            .insert_collaboration(&new, self.inner.max_running_per_account, Some(lease_to))
             .await?
             .expect("a collaboration stored with a lease comes back with it");
         // As stored: the store tests hold the two the same.

@@ -1,9 +1,10 @@
-//! Open WebSocket streams per API key: the per-key cap, and closing a revoked key's streams.
+//! Open WebSocket streams: the cap per account, and closing a revoked key's streams.
 //!
-//! Each open stream holds a [`StreamPass`]; dropping it frees the slot. Revoking a key
-//! cancels the token every one of its passes watches, and refuses new passes for it, so a
-//! stream admitted just before the revocation cannot slip through either way: it either got
-//! its pass before (and is cancelled) or asks after (and is refused).
+//! Each open stream holds a [`StreamPass`]; dropping it frees the slot. The cap counts an
+//! account's streams whichever of its keys opened them, so a new key brings no new streams.
+//! Revoking a key cancels the token every one of that key's passes watches, and refuses new
+//! passes for it, so a stream admitted just before the revocation cannot slip through either
+//! way: it either got its pass before (and is cancelled) or asks after (and is refused).
 
 use std::sync::Arc;
 
@@ -13,9 +14,12 @@ use uuid::Uuid;
 
 #[derive(Debug)]
 pub struct Streams {
-    open: DashMap<Uuid, KeyStreams>,
+    /// Open streams per account.
+    accounts: DashMap<Uuid, usize>,
+    /// Per key: its open streams, and the token they close on when it is revoked.
+    keys: DashMap<Uuid, KeyStreams>,
     revoked: DashSet<Uuid>,
-    max_per_key: usize,
+    max_per_account: usize,
 }
 
 #[derive(Debug)]
@@ -24,76 +28,87 @@ struct KeyStreams {
     revoked: CancellationToken,
 }
 
-/// Why a stream was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// The key already has this many streams open.
+    /// The account has this many open, its cap.
     AtLimit(usize),
     Revoked,
 }
 
-/// One open stream's slot.
+/// An open stream's place: under its account's cap, and watching its key's revocation.
 #[derive(Debug)]
 pub struct StreamPass {
     streams: Arc<Streams>,
+    account: Uuid,
     key: Uuid,
-    /// Cancelled when the key is revoked.
     pub revoked: CancellationToken,
 }
 
 impl Streams {
-    pub fn new(max_per_key: usize) -> Self {
+    pub fn new(max_per_account: usize) -> Self {
         Self {
-            open: DashMap::new(),
+            accounts: DashMap::new(),
+            keys: DashMap::new(),
             revoked: DashSet::new(),
-            max_per_key,
+            max_per_account,
         }
     }
 
-    /// A slot for one more stream of `key`.
-    pub fn admit(self: &Arc<Self>, key: Uuid) -> Result<StreamPass, Refusal> {
+    /// A pass for a stream `key` of `account` opens, unless the account is at its cap or
+    /// the key is revoked.
+    pub fn admit(self: &Arc<Self>, account: Uuid, key: Uuid) -> Result<StreamPass, Refusal> {
         if self.revoked.contains(&key) {
             return Err(Refusal::Revoked);
         }
-        let mut entry = self.open.entry(key).or_insert_with(|| KeyStreams {
-            count: 0,
-            revoked: CancellationToken::new(),
-        });
-        if entry.count >= self.max_per_key {
-            return Err(Refusal::AtLimit(self.max_per_key));
+        {
+            // The account's entry is held while it is counted: two streams opening at once
+            // cannot both take its last place.
+            let mut open = self.accounts.entry(account).or_insert(0);
+            if *open >= self.max_per_account {
+                return Err(Refusal::AtLimit(self.max_per_account));
+            }
+            *open += 1;
         }
-        entry.count += 1;
-        let revoked = entry.revoked.clone();
-        drop(entry);
-        // Revoked between the check above and taking the slot: the token may already have
-        // been cancelled and removed, so look again.
+        let revoked = {
+            let mut entry = self.keys.entry(key).or_insert_with(|| KeyStreams {
+                count: 0,
+                revoked: CancellationToken::new(),
+            });
+            entry.count += 1;
+            entry.revoked.clone()
+        };
         if self.revoked.contains(&key) {
             revoked.cancel();
         }
         Ok(StreamPass {
             streams: self.clone(),
+            account,
             key,
             revoked,
         })
     }
 
-    /// Closes the key's open streams and refuses new ones.
     pub fn revoke(&self, key: Uuid) {
         self.revoked.insert(key);
-        if let Some(entry) = self.open.get(&key) {
+        if let Some(entry) = self.keys.get(&key) {
             entry.revoked.cancel();
         }
     }
 
-    /// Streams open for `key`.
-    pub fn open_for(&self, key: Uuid) -> usize {
-        self.open.get(&key).map_or(0, |entry| entry.count)
+    /// How many streams the account has open.
+    pub fn open_for(&self, account: Uuid) -> usize {
+        self.accounts.get(&account).map_or(0, |open| *open)
     }
 }
 
 impl Drop for StreamPass {
     fn drop(&mut self) {
-        self.streams.open.remove_if_mut(&self.key, |_, entry| {
+        let streams = &self.streams;
+        streams.accounts.remove_if_mut(&self.account, |_, open| {
+            *open -= 1;
+            *open == 0
+        });
+        streams.keys.remove_if_mut(&self.key, |_, entry| {
             entry.count -= 1;
             entry.count == 0
         });
@@ -105,28 +120,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_key_gets_at_most_its_cap_and_freed_slots_come_back() {
+    fn an_account_gets_at_most_its_cap_whichever_key_asks_and_freed_places_come_back() {
         let streams = Arc::new(Streams::new(2));
-        let key = Uuid::now_v7();
-        let first = streams.admit(key).unwrap();
-        let _second = streams.admit(key).unwrap();
-        assert_eq!(streams.admit(key).unwrap_err(), Refusal::AtLimit(2));
+        let (account, one, another) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let first = streams.admit(account, one).unwrap();
+        let _second = streams.admit(account, another).unwrap();
+        assert_eq!(
+            streams.admit(account, Uuid::now_v7()).unwrap_err(),
+            Refusal::AtLimit(2),
+            "a new key brings no new streams"
+        );
         assert!(
-            streams.admit(Uuid::now_v7()).is_ok(),
-            "other keys are not affected"
+            streams.admit(Uuid::now_v7(), Uuid::now_v7()).is_ok(),
+            "other accounts are not affected"
         );
         drop(first);
-        assert_eq!(streams.open_for(key), 1);
-        assert!(streams.admit(key).is_ok());
+        assert_eq!(streams.open_for(account), 1);
+        assert!(streams.admit(account, one).is_ok());
     }
 
     #[test]
-    fn revoking_a_key_cancels_its_streams_and_refuses_new_ones() {
+    fn revoking_a_key_cancels_its_streams_only_and_refuses_new_ones() {
         let streams = Arc::new(Streams::new(5));
-        let key = Uuid::now_v7();
-        let pass = streams.admit(key).unwrap();
+        let (account, key, other) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let pass = streams.admit(account, key).unwrap();
+        let kept = streams.admit(account, other).unwrap();
         streams.revoke(key);
         assert!(pass.revoked.is_cancelled());
-        assert_eq!(streams.admit(key).unwrap_err(), Refusal::Revoked);
+        assert!(!kept.revoked.is_cancelled());
+        assert_eq!(streams.admit(account, key).unwrap_err(), Refusal::Revoked);
     }
 }

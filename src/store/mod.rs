@@ -81,8 +81,15 @@ impl StoreError {
 
     fn too_many_running(running: i64, max_running: u32) -> Self {
         Self::Conflict(format!(
-            "this API key already has {running} running collaborations, the limit \
-             (max_running_collaborations_per_key = {max_running}); stop one or wait for one to end"
+            "this account already has {running} running collaborations, the limit \
+             (SKEIN_MAX_RUNNING_PER_ACCOUNT = {max_running}); stop one or wait for one to end"
+        ))
+    }
+
+    fn too_many_keys(max_keys: u32) -> Self {
+        Self::Conflict(format!(
+            "this account already has {max_keys} keys, the limit (SKEIN_MAX_KEYS_PER_ACCOUNT); \
+             revoke one first"
         ))
     }
 }
@@ -194,7 +201,9 @@ pub trait Store: Send + Sync + 'static {
     /// Stores an account with its first key, in one transaction.
     async fn create_account(&self, account: &Account, first_key: &NewKey) -> StoreResult<()>;
     async fn list_accounts(&self, page: PageRequest) -> StoreResult<(Vec<Account>, u64)>;
-    async fn insert_key(&self, key: &NewKey) -> StoreResult<()>;
+    /// Stores a key; a conflict naming the limit when its account already has `max_live`
+    /// keys not revoked.
+    async fn insert_key(&self, key: &NewKey, max_live: u32) -> StoreResult<()>;
     /// The live (not revoked) key with this hash.
     async fn find_key(&self, hash: &str) -> StoreResult<Option<Credential>>;
     /// Whether a key with this hash was ever stored, revoked or not.
@@ -262,7 +271,7 @@ pub trait Store: Send + Sync + 'static {
 
     // Collaborations.
     /// Stores the collaboration, its roster and its channel in one transaction; a conflict
-    /// naming the limit when its key already has `max_running` collaborations running.
+    /// naming the limit when its account already has `max_running` collaborations running.
     /// With `lease_to`, the collaboration is stored with its lease held by that process,
     /// which is returned: no other process can claim it in between, and no second write
     /// is needed to claim it.

@@ -77,6 +77,7 @@ impl Dialect for Postgres {
     /// A delivery another worker is claiming right now is skipped, not waited for; once
     /// that claim commits, the row is no longer due and a later SELECT passes it by too.
     const SKIP_CLAIMED: &'static str = " FOR UPDATE OF d SKIP LOCKED";
+    const LOCK_ROW: &'static str = " FOR UPDATE";
 
     fn rows_affected(done: &PgQueryResult) -> u64 {
         done.rows_affected()
@@ -124,16 +125,17 @@ impl Dialect for Postgres {
     async fn insert_collaboration(store: &PgStore, create: Create) -> StoreResult<()> {
         let new = &create.new;
         let mut tx = store.write().await?;
-        // Two requests of one key take turns on a lock named after the key, held until this
-        // transaction ends, so they cannot both count the same free slot and take it.
+        // Two requests of one account take turns on a lock named after the account, held
+        // until this transaction ends, so they cannot both count the same free place and
+        // take it.
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(advisory_key(new.created_by))
+            .bind(advisory_key(new.account_id))
             .execute(&mut *tx)
             .await?;
         let running: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM collaborations WHERE created_by_key = $1 AND status = 'running'",
+            "SELECT COUNT(*) FROM collaborations WHERE account_id = $1 AND status = 'running'",
         )
-        .bind(new.created_by)
+        .bind(new.account_id)
         .fetch_one(&mut *tx)
         .await?;
         if running >= i64::from(create.max_running) {
@@ -211,8 +213,8 @@ impl Dialect for Postgres {
     }
 }
 
-/// The key's id folded to the 64 bits an advisory lock is named by: its random half, so two
-/// keys practically never share a lock (and if they did, they would only take turns).
-fn advisory_key(key_id: Uuid) -> i64 {
-    key_id.as_u64_pair().1 as i64
+/// An id folded to the 64 bits an advisory lock is named by: its random half, so two ids
+/// practically never share a lock (and if they did, they would only take turns).
+fn advisory_key(id: Uuid) -> i64 {
+    id.as_u64_pair().1 as i64
 }

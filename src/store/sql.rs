@@ -76,6 +76,8 @@ pub(super) trait Dialect: Database<Arguments: IntoArguments<Self>> + Sized {
     /// Ends a query that claims webhook deliveries (`d`): rows another transaction is
     /// claiming are passed over rather than waited for.
     const SKIP_CLAIMED: &'static str;
+    /// Ends a query whose rows the transaction must hold until it ends.
+    const LOCK_ROW: &'static str;
 
     fn rows_affected(done: &Self::QueryResult) -> u64;
 
@@ -691,8 +693,27 @@ where
         ))
     }
 
-    async fn insert_key(&self, key: &NewKey) -> StoreResult<()> {
-        Self::insert_key(&self.writes, key).await
+    async fn insert_key(&self, key: &NewKey, max_live: u32) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        // Two keys made at once for one account take turns on its row (SQLite: on the write
+        // lock), so they cannot both take its last place.
+        let lock = format!("SELECT id FROM accounts WHERE id = $1{}", D::LOCK_ROW);
+        sqlx::query(sqlx::AssertSqlSafe(lock))
+            .bind(id::<D>(key.account_id))
+            .execute(&mut *tx)
+            .await?;
+        let live: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM api_keys WHERE account_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(id::<D>(key.account_id))
+        .fetch_one(&mut *tx)
+        .await?;
+        if live >= i64::from(max_live) {
+            return Err(StoreError::too_many_keys(max_live));
+        }
+        Self::insert_key(&mut *tx, key).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn find_key(&self, hash: &str) -> StoreResult<Option<Credential>> {

@@ -99,6 +99,8 @@ impl Dialect for Sqlite {
     const KEEPS_COUNTS: bool = true;
     /// One writer at a time: there is nothing to skip.
     const SKIP_CLAIMED: &'static str = "";
+    /// `BEGIN IMMEDIATE` holds the whole database.
+    const LOCK_ROW: &'static str = "";
 
     fn rows_affected(done: &SqliteQueryResult) -> u64 {
         done.rows_affected()

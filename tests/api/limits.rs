@@ -1,4 +1,5 @@
-//! Per-key limits (request rate, open streams, running collaborations), limits on input, the
+//! Quotas per account (request rate, open streams, running collaborations, keys), limits on
+//! input, the
 //! outbound URL guard, and transcript text that tries to give the judge orders.
 
 use reqwest::StatusCode;
@@ -22,28 +23,26 @@ fn header(response: &reqwest::Response, name: &str) -> u64 {
 }
 
 #[tokio::test]
-async fn over_its_rate_limit_a_key_gets_429_with_retry_after_and_nothing_happens() {
+async fn over_its_rate_limit_an_account_gets_429_with_retry_after_whichever_key_asks() {
     let app = spawn_app_with(|config| {
-        config.rate_limits.per_minute = 1;
+        config.rate_limits.per_minute = 60;
         config.rate_limits.burst = 3;
     })
     .await;
-    // A second key of the same account has a bucket of its own, to look without spending.
-    let response = app.post("/api/v1/keys", &json!({"name": "observer"})).await;
-    let observer: Value = response.json().await.unwrap();
-    let observer = app.with_key(observer["key"].as_str().unwrap());
+    // A second key of the same account: it draws on the same bucket.
+    let response = app.post("/api/v1/keys", &json!({"name": "second"})).await;
+    let second: Value = response.json().await.unwrap();
+    let second = app.with_key(second["key"].as_str().unwrap());
 
-    // Creating the observer spent one request of three.
-    let second = app.get("/api/v1/agents").await;
-    assert_eq!(second.status(), StatusCode::OK);
-    assert_eq!(header(&second, "x-ratelimit-limit"), 3);
-    assert_eq!(header(&second, "x-ratelimit-remaining"), 1);
-    assert!(
-        header(&second, "x-ratelimit-reset") > 60,
-        "two minutes to refill two"
-    );
-    let third = app.get("/api/v1/agents").await;
-    assert_eq!(header(&third, "x-ratelimit-remaining"), 0);
+    // Making the second key spent one request of three.
+    let asked = app.get("/api/v1/agents").await;
+    assert_eq!(asked.status(), StatusCode::OK);
+    assert_eq!(header(&asked, "x-ratelimit-limit"), 3);
+    assert_eq!(header(&asked, "x-ratelimit-remaining"), 1);
+    assert!(header(&asked, "x-ratelimit-reset") >= 1);
+    let by_second = second.get("/api/v1/agents").await;
+    assert_eq!(by_second.status(), StatusCode::OK);
+    assert_eq!(header(&by_second, "x-ratelimit-remaining"), 0);
 
     let limited = app
         .post(
@@ -53,27 +52,43 @@ async fn over_its_rate_limit_a_key_gets_429_with_retry_after_and_nothing_happens
         .await;
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
     let retry_after = header(&limited, "retry-after");
-    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
     assert_eq!(header(&limited, "x-ratelimit-limit"), 3);
     assert_eq!(header(&limited, "x-ratelimit-remaining"), 0);
     assert_eq!(header(&limited, "x-ratelimit-reset"), retry_after);
     let body = problem(limited, StatusCode::TOO_MANY_REQUESTS).await;
-    assert!(body["detail"].as_str().unwrap().contains("rate limit"));
-
+    assert!(body["detail"].as_str().unwrap().contains("this account"));
+    // A new key brings no new budget.
     assert_eq!(
-        observer.get_json("/api/v1/agents").await["meta"]["total"],
+        second.get("/api/v1/agents").await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    tokio::time::sleep(std::time::Duration::from_secs(retry_after)).await;
+    assert_eq!(
+        second.get_json("/api/v1/agents").await["meta"]["total"],
         0,
         "the refused request created nothing"
     );
 }
 
 #[tokio::test]
-async fn a_key_at_its_cap_of_open_streams_gets_429_naming_the_limit() {
-    let app = spawn_app_with(|config| config.rate_limits.max_streams_per_key = 2).await;
+async fn an_account_at_its_cap_of_open_streams_gets_429_naming_the_limit() {
+    let app = spawn_app_with(|config| config.rate_limits.max_streams_per_account = 2).await;
     let collaboration = app.scripted_duo(400, 200).await;
     let channel = collaboration["channel_id"].as_str().unwrap();
+    let other_key: Value = app
+        .post("/api/v1/keys", &json!({"name": "second"}))
+        .await
+        .json()
+        .await
+        .unwrap();
     let mut first = app.viewer(channel, 0).await;
-    let mut second = app.viewer(channel, 0).await;
+    // The account's other key counts against the same cap.
+    let mut second = app
+        .with_key(other_key["key"].as_str().unwrap())
+        .viewer(channel, 0)
+        .await;
     assert_eq!(first.frame().await["type"], "hello");
     assert_eq!(second.frame().await["type"], "hello");
 
@@ -87,7 +102,7 @@ async fn a_key_at_its_cap_of_open_streams_gets_429_naming_the_limit() {
         Err(tungstenite::Error::Http(response)) => {
             assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
             let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default());
-            assert!(body.contains("max_streams_per_key"), "{body}");
+            assert!(body.contains("SKEIN_MAX_STREAMS_PER_ACCOUNT"), "{body}");
         }
         other => panic!("a third stream was not refused: {other:?}"),
     }
@@ -105,12 +120,20 @@ async fn a_key_at_its_cap_of_open_streams_gets_429_naming_the_limit() {
 }
 
 #[tokio::test]
-async fn a_key_at_its_cap_of_running_collaborations_gets_409_naming_the_limit() {
-    let app = spawn_app_with(|config| config.rate_limits.max_running_per_key = 1).await;
+async fn an_account_at_its_cap_of_running_collaborations_gets_409_naming_the_limit() {
+    let app = spawn_app_with(|config| config.rate_limits.max_running_per_account = 1).await;
     let running = app.scripted_duo(400, 200).await;
     let a = app.scripted("C", &["c"], 0).await;
     let b = app.scripted("D", &["d"], 0).await;
+    // Another key of the account is refused as the first would be.
+    let other_key: Value = app
+        .post("/api/v1/keys", &json!({"name": "second"}))
+        .await
+        .json()
+        .await
+        .unwrap();
     let refused = app
+        .with_key(other_key["key"].as_str().unwrap())
         .post(
             "/api/v1/collaborations",
             &json!({"principal": id(&a), "participants": [id(&b)], "message_cap": 2, "timeout_window": 5}),
@@ -121,14 +144,14 @@ async fn a_key_at_its_cap_of_running_collaborations_gets_409_naming_the_limit() 
         refused["detail"]
             .as_str()
             .unwrap()
-            .contains("max_running_collaborations_per_key"),
+            .contains("SKEIN_MAX_RUNNING_PER_ACCOUNT"),
         "{refused}"
     );
     assert_eq!(
         app.get_json("/api/v1/collaborations").await["meta"]["total"],
         1
     );
-    // Once the running one is stopped, the key may start another.
+    // Once the running one is stopped, the account may start another.
     let stopped = app
         .post(
             &format!("/api/v1/collaborations/{}/stop", id(&running)),
@@ -137,6 +160,31 @@ async fn a_key_at_its_cap_of_running_collaborations_gets_409_naming_the_limit() 
         .await;
     assert_eq!(stopped.status(), StatusCode::OK);
     app.collaborate(&a, &b, json!({"message_cap": 2})).await;
+}
+
+#[tokio::test]
+async fn an_account_at_its_cap_of_keys_gets_409_until_it_revokes_one() {
+    let app = spawn_app_with(|config| config.rate_limits.max_keys_per_account = 2).await;
+    let second: Value = app
+        .post("/api/v1/keys", &json!({"name": "second"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let refused = app.post("/api/v1/keys", &json!({"name": "third"})).await;
+    let refused = problem(refused, StatusCode::CONFLICT).await;
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("SKEIN_MAX_KEYS_PER_ACCOUNT"),
+        "{refused}"
+    );
+    assert_eq!(app.get_json("/api/v1/keys").await["meta"]["total"], 2);
+    let revoked = app.delete(&format!("/api/v1/keys/{}", id(&second))).await;
+    assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
+    let third = app.post("/api/v1/keys", &json!({"name": "third"})).await;
+    assert_eq!(third.status(), StatusCode::CREATED);
 }
 
 #[tokio::test]

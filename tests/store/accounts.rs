@@ -113,7 +113,7 @@ async fn keys_are_listed_newest_first_per_account() {
             // Creation times are the store's own clock: keep them apart.
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             let key = new_key(tenant.id(), name, vec![Scope::Read], false);
-            store.insert_key(&key).await.unwrap();
+            store.insert_key(&key, 100).await.unwrap();
             names.push(name.to_owned());
         }
         names.reverse();
@@ -180,8 +180,8 @@ async fn configured_keys_are_rotated_not_revoked() {
         let operator = tenant_at(&store, "operator", true, now()).await;
         let old = new_key(operator.id(), "admin", vec![Scope::Admin], true);
         let new = new_key(operator.id(), "admin", vec![Scope::Admin], true);
-        store.insert_key(&old).await.unwrap();
-        store.insert_key(&new).await.unwrap();
+        store.insert_key(&old, 100).await.unwrap();
+        store.insert_key(&new, 100).await.unwrap();
 
         match store.revoke_key(operator.id(), old.id, now()).await {
             Err(StoreError::Conflict(message)) => {

@@ -111,7 +111,7 @@ async fn a_collaboration_is_stored_with_its_roster_and_channel() {
 }
 
 #[tokio::test]
-async fn a_key_runs_at_most_max_running_collaborations() {
+async fn an_account_runs_at_most_max_running_collaborations_whichever_key_starts_them() {
     each_store(|store| async move {
         let team = team(&store, "team").await;
         let first = team.collaboration(10);
@@ -126,21 +126,24 @@ async fn a_key_runs_at_most_max_running_collaborations() {
         {
             Err(StoreError::Conflict(message)) => assert_eq!(
                 message,
-                "this API key already has 2 running collaborations, the limit \
-                 (max_running_collaborations_per_key = 2); stop one or wait for one to end"
+                "this account already has 2 running collaborations, the limit \
+                 (SKEIN_MAX_RUNNING_PER_ACCOUNT = 2); stop one or wait for one to end"
             ),
             other => panic!("a third collaboration started: {other:?}"),
         }
 
-        // Another key of the account has slots of its own.
+        // Another key of the account has no places of its own.
         let key = new_key(team.tenant.id(), "second", vec![Scope::Write], false);
-        store.insert_key(&key).await.unwrap();
+        store.insert_key(&key, 100).await.unwrap();
         let mut by_other_key = team.collaboration(10);
         by_other_key.created_by = key.id;
-        store
-            .insert_collaboration(&by_other_key, 2, None)
-            .await
-            .unwrap();
+        assert!(matches!(
+            store.insert_collaboration(&by_other_key, 2, None).await,
+            Err(StoreError::Conflict(_))
+        ));
+        // Another account does.
+        let others = crate::support::team(&store, "others").await;
+        others.start(&store, 10).await;
 
         // An ended collaboration frees its slot.
         store
@@ -152,7 +155,8 @@ async fn a_key_runs_at_most_max_running_collaborations() {
             .insert_collaboration(&team.collaboration(10), 2, None)
             .await
             .unwrap();
-        // Three running, and the cancelled one until its summary is written.
+        // Two running here, one in the other account, and the cancelled one until its
+        // summary is written.
         assert_eq!(needing_runner(&store).await.len(), 4);
 
         // So does a deleted one.
@@ -161,8 +165,18 @@ async fn a_key_runs_at_most_max_running_collaborations() {
             store.insert_collaboration(&third, 2, None).await,
             Err(StoreError::Conflict(_))
         ));
-        let running = needing_runner(&store).await;
-        let deleted = running.iter().find(|id| **id != first.id).unwrap();
+        let (running, _) = store
+            .list_collaborations(
+                team.tenant.id(),
+                &skein::store::CollaborationFilter {
+                    status: Some(skein::domain::CollaborationStatus::Running),
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        let deleted = &running[0].id;
         assert!(
             store
                 .delete_collaboration(team.tenant.id(), *deleted)
@@ -174,8 +188,9 @@ async fn a_key_runs_at_most_max_running_collaborations() {
     .await;
 }
 
-/// SQLite keeps each key's running count (migration 0008). A database upgraded with
-/// collaborations already running starts from their number, so the cap still holds.
+/// SQLite keeps each account's count by status (migration 0007), which the running cap
+/// reads. A database upgraded with collaborations already running starts from their
+/// number, so the cap still holds.
 #[tokio::test]
 async fn an_upgraded_database_counts_the_collaborations_already_running() {
     use sqlx::Connection;
@@ -201,15 +216,13 @@ async fn an_upgraded_database_counts_the_collaborations_already_running() {
     team.start(&store, 10).await;
     drop(store);
 
-    // Back to the schema before 0008, with the three collaborations in it.
+    // Back to the schema before 0007, with the three collaborations in it.
     let url = format!("sqlite://{}", dir.path().join("skein.db").display());
     let mut raw = sqlx::SqliteConnection::connect(&url).await.unwrap();
     sqlx::raw_sql(
-        "DROP TRIGGER running_counted; DROP TRIGGER running_uncounted; \
-         DROP TRIGGER running_recounted; DROP TABLE running_counts; \
-         CREATE INDEX collaborations_running_by_key ON collaborations (created_by_key, status); \
-         CREATE INDEX collaborations_by_status ON collaborations (status); \
-         DELETE FROM _sqlx_migrations WHERE version = 8",
+        "DROP TRIGGER collaboration_counted; DROP TRIGGER collaboration_uncounted; \
+         DROP TRIGGER collaboration_recounted; DROP TABLE collaboration_counts; \
+         DELETE FROM _sqlx_migrations WHERE version = 7",
     )
     .execute(&mut raw)
     .await
@@ -281,7 +294,7 @@ async fn a_create_the_database_refuses_fails_alone() {
     let team = std::sync::Arc::new(team(&store, "team").await);
     // The refused create is made with a key of its own, so the cap never stops it first.
     let poisoner = new_key(team.tenant.id(), "poisoner", vec![Scope::Write], false);
-    store.insert_key(&poisoner).await.unwrap();
+    store.insert_key(&poisoner, 100).await.unwrap();
     let mut starts = JoinSet::new();
     for i in 0..12 {
         let (store, team) = (store.clone(), team.clone());

@@ -120,10 +120,10 @@ async fn write_alone(writes: &SqlitePool, write: &Write) -> StoreResult<Made> {
     made.pop().expect("an outcome for the one write")
 }
 
-/// New collaborations, after the running cap: every key's count is read at once (kept by
-/// triggers, migration 0008) and counted on here, in order, so two creates of one batch
-/// cannot both take a key's last slot. A create over the cap is refused (`Conflict`) and
-/// writes nothing; the others are written together ([`SqlStore::insert_created`]).
+/// New collaborations, after the running cap: every account's count is read at once (kept
+/// by triggers, migration 0007) and counted on here, in order, so two creates of one batch
+/// cannot both take an account's last place. A create over the cap is refused (`Conflict`)
+/// and writes nothing; the others are written together ([`SqlStore::insert_created`]).
 async fn create_all(
     tx: &mut Transaction<'static, Sqlite>,
     creates: &[&Create],
@@ -131,20 +131,20 @@ async fn create_all(
     if creates.is_empty() {
         return Ok(Vec::new());
     }
-    let keys: BTreeSet<Uuid> = creates.iter().map(|c| c.new.created_by).collect();
+    let accounts: BTreeSet<Uuid> = creates.iter().map(|c| c.new.account_id).collect();
     let mut query = QueryBuilder::<Sqlite>::new(
-        "SELECT created_by_key, n FROM running_counts WHERE created_by_key IN (",
+        "SELECT account_id, n FROM collaboration_counts WHERE status = 'running' AND account_id IN (",
     );
-    push_in(&mut query, &keys);
+    push_in(&mut query, &accounts);
     let counted: Vec<(Hyphenated, i64)> = query.build_query_as().fetch_all(&mut **tx).await?;
     let mut running: HashMap<Uuid, i64> = counted
         .into_iter()
-        .map(|(key, n)| (key.into_uuid(), n))
+        .map(|(account, n)| (account.into_uuid(), n))
         .collect();
     let outcomes: Vec<StoreResult<()>> = creates
         .iter()
         .map(|create| {
-            let n = running.entry(create.new.created_by).or_default();
+            let n = running.entry(create.new.account_id).or_default();
             if *n >= i64::from(create.max_running) {
                 return Err(StoreError::too_many_running(*n, create.max_running));
             }
