@@ -12,7 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     agents::{Models, Remote},
-    api::{self, AppState, BodyLimit, auth::KeyCache, rate_limit::RateLimits},
+    api::{
+        self, AppState, BodyLimit,
+        auth::KeyCache,
+        rate_limit::{AuthFailures, RateLimits},
+    },
     cluster::Cluster,
     config::Config,
     engine::{self, Engine},
@@ -134,6 +138,9 @@ impl App {
             engine,
             hub,
             rate_limits: Arc::new(RateLimits::new(&config.rate_limits)),
+            auth_failures: Arc::new(AuthFailures::new(
+                config.rate_limits.auth_failures_per_minute,
+            )),
             keys,
             streams,
             revocations: cluster.as_ref().map(Cluster::revocations),
@@ -193,8 +200,12 @@ impl App {
         let (engine, hub, tasks) = (state.engine.clone(), state.hub.clone(), state.tasks.clone());
         let shutdown = state.shutdown.clone();
         tasks.spawn_essential(
-            "idempotency purge",
-            purge_idempotency_keys(state.store.clone(), shutdown.clone()),
+            "housekeeping",
+            housekeeping(
+                state.store.clone(),
+                state.auth_failures.clone(),
+                shutdown.clone(),
+            ),
         );
         let deliverer = crate::webhooks::Deliverer {
             store: state.store.clone(),
@@ -234,20 +245,34 @@ impl App {
     }
 }
 
-/// Deletes expired idempotency keys every hour while the server runs.
-async fn purge_idempotency_keys(store: Arc<dyn Store>, stop: CancellationToken) {
-    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+/// Every few minutes while the server runs, throws out what has served its time: expired
+/// idempotency keys and WebSocket tickets, and the addresses that have stopped failing to
+/// authenticate.
+async fn housekeeping(
+    store: Arc<dyn Store>,
+    auth_failures: Arc<AuthFailures>,
+    stop: CancellationToken,
+) {
+    let mut every = tokio::time::interval(HOUSEKEEPING_EVERY);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = every.tick() => {}
         }
-        let expired = chrono::Utc::now() - chrono::Duration::hours(api::IDEMPOTENCY_HOURS);
+        auth_failures.forget_old();
+        let now = chrono::Utc::now();
+        let expired = now - chrono::Duration::hours(api::IDEMPOTENCY_HOURS);
         if let Err(error) = store.purge_idempotency(expired, false).await {
             tracing::warn!(
                 error = format!("{error:#}"),
                 "purging idempotency keys failed"
             );
         }
+        if let Err(error) = store.purge_tickets(now).await {
+            tracing::warn!(error = format!("{error:#}"), "purging tickets failed");
+        }
     }
 }
+
+/// How often [`housekeeping`] runs.
+const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(600);

@@ -150,6 +150,9 @@ pub struct RateLimitSettings {
     pub max_running_per_account: u32,
     /// Keys not revoked (`SKEIN_MAX_KEYS_PER_ACCOUNT`).
     pub max_keys_per_account: u32,
+    /// Failed authentications a client address may make per minute before it is refused
+    /// for a while (`SKEIN_AUTH_FAILURES_PER_MINUTE`).
+    pub auth_failures_per_minute: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -255,6 +258,7 @@ impl Default for Config {
                 max_streams_per_account: 200,
                 max_running_per_account: 50,
                 max_keys_per_account: 100,
+                auth_failures_per_minute: 60,
             },
             allowed_origins: Vec::new(),
             allow_private_urls: false,
@@ -358,6 +362,9 @@ impl Config {
         for name in ["SKEIN_MAX_RUNNING_PER_KEY", "SKEIN_MAX_RUNNING_PER_ACCOUNT"] {
             number(name, &mut |v| rate.max_running_per_account = clamp(v))?;
         }
+        number("SKEIN_AUTH_FAILURES_PER_MINUTE", &mut |v| {
+            rate.auth_failures_per_minute = clamp(v)
+        })?;
         number("SKEIN_MAX_KEYS_PER_ACCOUNT", &mut |v| {
             rate.max_keys_per_account = clamp(v)
         })?;

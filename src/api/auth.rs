@@ -115,10 +115,26 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
         return next.run(request).await;
     };
     let hash = hash_secret(&secret);
-    let credential = match state.keys.find(state.store.as_ref(), &hash).await {
-        Ok(Some(credential)) => credential,
-        Ok(None) => return next.run(request).await,
-        Err(error) => return AppError::from(error).into_response(),
+    let address = crate::server::client_address(&request).map(|address| address.ip());
+    let credential = match state.keys.cached(&hash) {
+        Some(credential) => credential,
+        None => {
+            if let Some(address) = address
+                && let Err(refused) = state.auth_failures.check(address)
+            {
+                return refused;
+            }
+            match state.keys.find(state.store.as_ref(), &hash).await {
+                Ok(Some(credential)) => credential,
+                Ok(None) => {
+                    if let Some(address) = address {
+                        state.auth_failures.failed(address);
+                    }
+                    return next.run(request).await;
+                }
+                Err(error) => return AppError::from(error).into_response(),
+            }
+        }
     };
     let allowance = match state.rate_limits.check(credential.key.account_id) {
         Ok(allowance) => allowance,
@@ -169,12 +185,16 @@ pub const KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1)
 const KEY_CACHE_SWEEP_ABOVE: usize = 1024;
 
 impl KeyCache {
+    /// The live key with this hash, if the cache holds it fresh.
+    pub fn cached(&self, hash: &str) -> Option<Credential> {
+        let found = self.entries.get(hash)?;
+        (found.at.elapsed() < KEY_CACHE_TTL).then(|| found.credential.clone())
+    }
+
     /// The live key with this hash, from the cache while fresh, else from the store.
     pub async fn find(&self, store: &dyn Store, hash: &str) -> StoreResult<Option<Credential>> {
-        if let Some(found) = self.entries.get(hash)
-            && found.at.elapsed() < KEY_CACHE_TTL
-        {
-            return Ok(Some(found.credential.clone()));
+        if let Some(credential) = self.cached(hash) {
+            return Ok(Some(credential));
         }
         let credential = store.find_key(hash).await?;
         match &credential {

@@ -290,6 +290,16 @@ async fn stream(
         )
         .into_response();
     }
+    let address = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    if params.ticket.is_some()
+        && let Some(address) = address
+        && let Err(refused) = state.auth_failures.check(address)
+    {
+        return refused;
+    }
     let admitted = match admit(&state, &id, &params, &parts).await {
         Ok((channel, caller)) => match state.streams.admit(caller.key.account_id, caller.key.id) {
             Ok(pass) => Ok((channel, caller, pass)),
@@ -432,8 +442,16 @@ async fn admit(
             .store
             .redeem_ticket(&auth::hash_secret(ticket), channel_id)
             .await
-            .map_err(|_| "internal error")?
-            .ok_or("invalid, used or expired ticket")?;
+            .map_err(|_| "internal error")?;
+        let Some(credential) = credential else {
+            if let Some(info) = parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            {
+                state.auth_failures.failed(info.0.ip());
+            }
+            return Err("invalid, used or expired ticket");
+        };
         Caller::from(credential)
     } else {
         // The gate has looked the key up already.

@@ -58,6 +58,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub config: Arc<Config>,
     pub rate_limits: Arc<RateLimits>,
+    /// Failed authentications per client address.
+    pub auth_failures: Arc<rate_limit::AuthFailures>,
     /// Keys recently found, so most requests skip the store to authenticate.
     pub keys: Arc<auth::KeyCache>,
     /// Open WebSocket streams per key.

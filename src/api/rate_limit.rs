@@ -6,7 +6,7 @@
 //! `X-RateLimit-Remaining`, and `X-RateLimit-Reset` (seconds until the bucket is full again).
 //! Over the limit, the request is answered 429 with `Retry-After` before any handler runs.
 
-use std::{num::NonZeroU32, time::Duration};
+use std::{net::IpAddr, num::NonZeroU32, time::Duration};
 
 use axum::{
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header},
@@ -123,5 +123,85 @@ impl IntoResponse for Limited {
         put(headers, "x-ratelimit-remaining", 0);
         put(headers, "x-ratelimit-reset", wait);
         response
+    }
+}
+
+/// Failed authentications (an unknown or revoked key, a bad ticket) per client address.
+///
+/// A failure costs the server a read; a flood of them from one address would cost many. An
+/// address past `per_minute` failures is refused with 429 for a while, before any lookup,
+/// unless its key is one this server has just found valid (a client with a good key behind
+/// the same address carries on). The limit is per connecting address: behind a proxy that
+/// is the proxy's, so give it room.
+pub struct AuthFailures {
+    limiter: RateLimiter<
+        IpAddr,
+        DefaultKeyedStateStore<IpAddr>,
+        DefaultClock,
+        StateInformationMiddleware,
+    >,
+    quota: Quota,
+    /// Addresses refused until then.
+    blocked: dashmap::DashMap<IpAddr, std::time::Instant>,
+    per_minute: u32,
+}
+
+impl AuthFailures {
+    pub fn new(per_minute: u32) -> Self {
+        let per_minute = per_minute.max(1);
+        let quota = Quota::per_minute(NonZeroU32::new(per_minute).expect("at least 1"));
+        Self {
+            limiter: RateLimiter::dashmap(quota).with_middleware::<StateInformationMiddleware>(),
+            quota,
+            blocked: dashmap::DashMap::new(),
+            per_minute,
+        }
+    }
+
+    /// 429 while `address` is refused for failing too often.
+    pub fn check(&self, address: IpAddr) -> Result<(), Response> {
+        let Some(until) = self.blocked.get(&address).map(|until| *until) else {
+            return Ok(());
+        };
+        let now = std::time::Instant::now();
+        if until <= now {
+            self.blocked.remove_if(&address, |_, until| *until <= now);
+            return Ok(());
+        }
+        crate::telemetry::rate_limited();
+        let wait = ceil_secs(until - now).max(1);
+        let mut response = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many failed authentications from this address (over {} a minute); \
+                 retry after {wait} s",
+                self.per_minute
+            ),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        Err(response)
+    }
+
+    /// Counts a failed authentication from `address`; the one that spends its last
+    /// allowance has it refused until the allowance grows back.
+    pub fn failed(&self, address: IpAddr) {
+        let wait = match self.limiter.check_key(&address) {
+            Ok(left) if left.remaining_burst_capacity() > 0 => return,
+            Ok(_) => self.quota.replenish_interval(),
+            Err(not_until) => not_until.wait_time_from(self.limiter.clock().now()),
+        };
+        self.blocked
+            .insert(address, std::time::Instant::now() + wait);
+    }
+
+    /// Forgets addresses that have not failed lately: the maps stay as small as the
+    /// addresses failing now.
+    pub fn forget_old(&self) {
+        self.limiter.retain_recent();
+        let now = std::time::Instant::now();
+        self.blocked.retain(|_, until| *until > now);
     }
 }

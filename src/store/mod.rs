@@ -411,6 +411,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<(Vec<Delivery>, u64)>;
 
     // WebSocket tickets.
+    /// Deletes the tickets that expired before then, used or not. How many.
+    async fn purge_tickets(&self, expired_before: DateTime<Utc>) -> StoreResult<u64>;
     async fn insert_ticket(
         &self,
         hash: &str,
@@ -420,5 +422,6 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Marks the ticket used and returns the key that asked for it, if the ticket is unused,
     /// unexpired and for this channel, and the key is not revoked. A ticket is redeemed once.
+    /// One that does not exist costs a read, never a write.
     async fn redeem_ticket(&self, hash: &str, channel_id: Uuid) -> StoreResult<Option<Credential>>;
 }

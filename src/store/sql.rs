@@ -1485,6 +1485,14 @@ where
         Ok((deliveries, total))
     }
 
+    async fn purge_tickets(&self, expired_before: DateTime<Utc>) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM websocket_tickets WHERE expires_at < $1")
+            .bind(expired_before)
+            .execute(&self.writes)
+            .await?;
+        Ok(D::rows_affected(&done))
+    }
+
     async fn insert_ticket(
         &self,
         hash: &str,
@@ -1508,6 +1516,20 @@ where
 
     async fn redeem_ticket(&self, hash: &str, channel_id: Uuid) -> StoreResult<Option<Credential>> {
         let now = Utc::now();
+        // A ticket that is not there (a guess, a reuse) costs a read, not a write
+        // transaction: on SQLite that would queue behind, and hold up, every turn.
+        let live: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM websocket_tickets \
+             WHERE ticket_hash = $1 AND channel_id = $2 AND used_at IS NULL AND expires_at > $3)",
+        )
+        .bind(hash)
+        .bind(id::<D>(channel_id))
+        .bind(now)
+        .fetch_one(&self.reads)
+        .await?;
+        if !live {
+            return Ok(None);
+        }
         let mut tx = self.write().await?;
         // Of two redemptions at once, the second waits for the first's row (SQLite: for the
         // write lock) and finds it used.

@@ -283,3 +283,55 @@ async fn an_origin_that_spells_out_its_default_port_is_the_same_origin() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_address_that_keeps_failing_to_authenticate_is_refused_429_before_any_lookup() {
+    let app = spawn_app_with(|config| config.rate_limits.auth_failures_per_minute = 5).await;
+    let good = app.get("/api/v1/agents").await;
+    assert_eq!(good.status(), StatusCode::OK);
+    let guesser = app.with_key("sk_guess_0123456789abcdef0123456789abcdef");
+    for _ in 0..5 {
+        assert_eq!(
+            guesser.get("/api/v1/agents").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let refused = guesser.get("/api/v1/agents").await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("failed authentications"),
+        "{body}"
+    );
+    // A key this server has just found good carries on.
+    assert_eq!(app.get("/api/v1/agents").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn bad_tickets_count_as_failed_authentications_too() {
+    let app = spawn_app_with(|config| config.rate_limits.auth_failures_per_minute = 3).await;
+    let collaboration = app.scripted_duo(2, 500).await;
+    let channel = collaboration["channel_id"].as_str().unwrap();
+    let path = format!("/api/v1/channels/{channel}/stream?ticket=wst_guess");
+    for _ in 0..3 {
+        let mut viewer = app.viewer_at(&path).await;
+        assert!(matches!(
+            viewer.next().await,
+            crate::support::Said::Closed(Some(code), _) if u16::from(code) == 1008
+        ));
+    }
+    let request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{}{path}", app.address),
+    )
+    .unwrap();
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS)
+        }
+        other => panic!("a fourth bad ticket was let try: {other:?}"),
+    }
+}
