@@ -122,7 +122,7 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
             if let Some(address) = address
                 && let Err(refused) = state.auth_failures.check(address)
             {
-                return refused;
+                return *refused;
             }
             match state.keys.find(state.store.as_ref(), &hash).await {
                 Ok(Some(credential)) => credential,

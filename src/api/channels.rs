@@ -298,7 +298,7 @@ async fn stream(
         && let Some(address) = address
         && let Err(refused) = state.auth_failures.check(address)
     {
-        return refused;
+        return *refused;
     }
     let admitted = match admit(&state, &id, &params, &parts).await {
         Ok((channel, caller)) => match state.streams.admit(caller.key.account_id, caller.key.id) {

@@ -159,7 +159,7 @@ impl AuthFailures {
     }
 
     /// 429 while `address` is refused for failing too often.
-    pub fn check(&self, address: IpAddr) -> Result<(), Response> {
+    pub fn check(&self, address: IpAddr) -> Result<(), Box<Response>> {
         let Some(until) = self.blocked.get(&address).map(|until| *until) else {
             return Ok(());
         };
@@ -182,7 +182,7 @@ impl AuthFailures {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(wait));
-        Err(response)
+        Err(Box::new(response))
     }
 
     /// Counts a failed authentication from `address`; the one that spends its last
