@@ -54,6 +54,7 @@ impl App {
         // Before anything is counted, so that nothing is counted into the void.
         crate::telemetry::handle();
         config.engine.podcast.dir = config.data_dir.join("audio");
+        config.engine.max_content_chars = config.limits.max_content_chars;
         std::fs::create_dir_all(&config.data_dir)?;
         // SQLite is one server's file; PostgreSQL may be shared by several.
         let single_process = config.database_url.is_none();

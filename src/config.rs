@@ -91,6 +91,9 @@ pub struct ModelSettings {
     /// First backoff step; doubled per retry, jittered, capped by `retry_max`.
     pub retry_base: Duration,
     pub retry_max: Duration,
+    /// The most of a model's answer read: a streamed reply is cut there (the turn's
+    /// message is cut to the content limit anyway), a whole one refused.
+    pub max_reply_bytes: usize,
 }
 
 /// Turns of agents that live elsewhere (`http`, `a2a`).
@@ -168,6 +171,9 @@ pub struct EngineSettings {
     /// How long a process's hold on a collaboration lasts unless renewed
     /// (`SKEIN_LEASE_SECS`): how soon another process takes over from one that died.
     pub lease_ttl: Duration,
+    /// The longest message stored, whoever wrote it (`SKEIN_MAX_CONTENT_CHARS`, the same
+    /// as [`Limits::max_content_chars`]): an agent's longer message is cut, saying so.
+    pub max_content_chars: usize,
 }
 
 /// How collaborations that ask for it (`podcast: true`) are read aloud.
@@ -201,6 +207,9 @@ pub struct WebSocketSettings {
     /// delivery task may fall behind its publisher: a viewer further behind is caught up
     /// from the store instead.
     pub buffered_frames: usize,
+    /// Bytes of frames that may wait for one viewer (`SKEIN_WS_BUFFERED_BYTES`): a viewer of
+    /// large messages that stops reading is caught up from the store rather than held.
+    pub buffered_bytes: usize,
 }
 
 impl Default for Config {
@@ -215,6 +224,7 @@ impl Default for Config {
                 max_retries: 3,
                 retry_base: Duration::from_millis(500),
                 retry_max: Duration::from_secs(20),
+                max_reply_bytes: 4 << 20,
             },
             remote: RemoteAgentSettings {
                 turn_timeout: Duration::from_secs(60),
@@ -246,11 +256,13 @@ impl Default for Config {
                 synopsis_chars: 1200,
                 podcast: PodcastSettings::default(),
                 lease_ttl: Duration::from_secs(15),
+                max_content_chars: 20_000,
             },
             websocket: WebSocketSettings {
                 ping_interval: Duration::from_secs(20),
                 max_message_bytes: 64 * 1024,
                 buffered_frames: 256,
+                buffered_bytes: 1 << 20,
             },
             rate_limits: RateLimitSettings {
                 per_minute: 600,
@@ -346,9 +358,15 @@ impl Config {
         number("SKEIN_MAX_TIMEOUT_WINDOW", &mut |v| {
             limits.max_timeout_window = clamp(v)
         })?;
+        number("SKEIN_MAX_CONTENT_CHARS", &mut |v| {
+            limits.max_content_chars = v as usize
+        })?;
         let websocket = &mut config.websocket;
         number("SKEIN_MAX_WS_MESSAGE_BYTES", &mut |v| {
             websocket.max_message_bytes = v as usize
+        })?;
+        number("SKEIN_WS_BUFFERED_BYTES", &mut |v| {
+            websocket.buffered_bytes = v as usize
         })?;
         let rate = &mut config.rate_limits;
         number("SKEIN_RATE_LIMIT_PER_MINUTE", &mut |v| {

@@ -128,7 +128,7 @@ const MAX_REPLY_BYTES: usize = 256 * 1024;
 
 /// Reads at most `max` bytes of a peer's answer: the bytes, and whether there was more.
 /// A hostile peer cannot make Skein buffer an endless body.
-async fn read_capped(
+pub(crate) async fn read_capped(
     mut response: reqwest::Response,
     max: usize,
 ) -> Result<(Vec<u8>, bool), reqwest::Error> {

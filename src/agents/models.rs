@@ -243,6 +243,15 @@ impl Models {
                 }
                 finished |= choice.finish_reason.is_some();
             }
+            // Enough: however much more the model would say, no more is read or kept.
+            if completion.content.len() > self.settings.max_reply_bytes {
+                tracing::warn!(
+                    bytes = completion.content.len(),
+                    "a model's streamed reply was over the limit; stopped reading"
+                );
+                finished = true;
+                break;
+            }
         }
         if !finished {
             return Err(ModelError::BrokenStream(
@@ -427,13 +436,19 @@ enum Transport {
 }
 
 impl Transport {
+    /// One attempt. A whole answer larger than `max_bytes` is refused rather than read;
+    /// a stream is passed on, to be cut by the reader.
     async fn send(
         &mut self,
         request: HttpRequestFactory,
+        max_bytes: usize,
     ) -> Result<reqwest::Response, OpenAIError> {
         use tower::{Service, ServiceExt};
         match self {
-            Self::Http(http) => http.ready().await?.call(request).await,
+            Self::Http(http) => {
+                let response = http.ready().await?.call(request).await?;
+                within(response, max_bytes).await
+            }
             #[cfg(test)]
             Self::InProcess(answer) => {
                 let request = request.build().await?;
@@ -453,6 +468,37 @@ impl Transport {
         }
     }
 }
+
+/// A whole answer read into memory, if it is no larger than `max_bytes` (else an error
+/// saying so); a stream (`text/event-stream`) as it is, to be read piece by piece.
+async fn within(
+    response: reqwest::Response,
+    max_bytes: usize,
+) -> Result<reqwest::Response, OpenAIError> {
+    let streamed = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/event-stream"));
+    if streamed {
+        return Ok(response);
+    }
+    let (status, headers) = (response.status(), response.headers().clone());
+    let (body, more) = crate::agents::read_capped(response, max_bytes)
+        .await
+        .map_err(OpenAIError::Reqwest)?;
+    if more {
+        return Err(OpenAIError::Boxed(Box::new(TooLarge(max_bytes))));
+    }
+    let mut rebuilt = http::Response::new(bytes::Bytes::from(body));
+    *rebuilt.status_mut() = status;
+    *rebuilt.headers_mut() = headers;
+    Ok(reqwest::Response::from(rebuilt))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the model's answer is larger than {0} bytes")]
+struct TooLarge(usize);
 
 #[cfg(test)]
 impl Models {
@@ -516,7 +562,9 @@ impl RetryService {
         let mut attempt = 0;
         loop {
             let timeout = self.settings.call_timeout;
-            let call = self.inner.send(request.clone());
+            let call = self
+                .inner
+                .send(request.clone(), self.settings.max_reply_bytes);
             // The timeout covers reading an error body too: a 5xx that never ends is a hang.
             let outcome =
                 match tokio::time::timeout(timeout, async { classify(call.await).await }).await {

@@ -129,8 +129,7 @@ mod tests {
         let settings = EngineSettings {
             context_window: 4,
             synopsis_chars: 300,
-            podcast: Default::default(),
-            lease_ttl: std::time::Duration::from_secs(15),
+            ..crate::config::Config::default().engine
         };
         let (a, b) = (sender("a"), sender("b"));
         let transcript: Vec<Line> = (0..500)
@@ -165,8 +164,7 @@ mod tests {
         let settings = EngineSettings {
             context_window: 12,
             synopsis_chars: 300,
-            podcast: Default::default(),
-            lease_ttl: std::time::Duration::from_secs(15),
+            ..crate::config::Config::default().engine
         };
         let (a, b) = (sender("a"), sender("b"));
         let transcript = vec![

@@ -594,9 +594,35 @@ async fn take_turn(
     Ok(Turn {
         turn_id,
         sender: sender.clone(),
-        content: completion.content,
+        content: within_limit(completion.content, crew.settings.max_content_chars),
         tokens: completion.tokens,
     })
+}
+
+/// An agent's message within the longest a message may be: what is over is cut, and the
+/// message says so, so that nobody takes the cut for the agent's own ending.
+fn within_limit(content: String, max_chars: usize) -> String {
+    let Some((cut_at, _)) = content.char_indices().nth(max_chars) else {
+        return content;
+    };
+    let total = content.chars().count();
+    tracing::warn!(
+        total,
+        max_chars,
+        "an agent's message was over the limit; cut"
+    );
+    let note = format!(
+        "\n\n[Cut by Skein: the message was {total} characters; the limit is {max_chars}.]"
+    );
+    // The note is part of the message: the cut leaves room for it.
+    let keep = content[..cut_at]
+        .char_indices()
+        .nth(max_chars.saturating_sub(note.chars().count()))
+        .map_or(cut_at, |(at, _)| at);
+    let mut cut = content;
+    cut.truncate(keep);
+    cut.push_str(&note);
+    cut
 }
 
 /// Stores an agent's turn, then publishes it. False if the store would not take it.

@@ -193,6 +193,7 @@ mod tests {
             max_retries: 0,
             retry_base: std::time::Duration::from_millis(1),
             retry_max: std::time::Duration::from_millis(1),
+            ..crate::config::Config::default().models
         };
         Models::new(&[], &settings).unwrap()
     }

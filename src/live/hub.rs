@@ -374,7 +374,14 @@ mod tests {
     /// A live outlet writing into memory, and the end its bytes come out of.
     fn viewer() -> (Arc<Outlet>, DuplexStream) {
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
-        let outlet = Arc::new(Outlet::new(ours, 0, 8));
+        let outlet = Arc::new(Outlet::new(
+            ours,
+            0,
+            crate::live::outlet::Limit {
+                frames: 8,
+                bytes: 1 << 20,
+            },
+        ));
         outlet.begin_catch_up();
         assert!(outlet.go_live(|| None));
         (outlet, theirs)

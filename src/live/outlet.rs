@@ -49,8 +49,16 @@ type Socket = Pin<Box<dyn AsyncWrite + Send>>;
 
 pub(crate) struct Outlet {
     state: Mutex<State>,
-    /// Frames that may wait in the queue; beyond them, events are left to the store.
-    limit: usize,
+    /// What may wait in the queue; beyond it, events are left to the store.
+    limit: Limit,
+}
+
+/// How much may wait for a viewer's socket: so many frames, and so many bytes, for a
+/// viewer of large messages that stops reading must not hold them all.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limit {
+    pub(crate) frames: usize,
+    pub(crate) bytes: usize,
 }
 
 struct State {
@@ -58,6 +66,8 @@ struct State {
     /// Whole frames not yet written; the first `written` bytes of the first are out.
     queue: VecDeque<Bytes>,
     written: usize,
+    /// The bytes of the frames in `queue`.
+    queued_bytes: usize,
     mode: Mode,
     /// The `seq` of the last event written or queued.
     last_seq: i64,
@@ -111,17 +121,18 @@ impl std::fmt::Debug for Outlet {
 }
 
 impl Outlet {
-    /// An outlet that starts catching up after `last_seq`, and lets `limit` frames wait.
+    /// An outlet that starts catching up after `last_seq`, and lets `limit` wait.
     pub(crate) fn new(
         socket: impl AsyncWrite + Send + 'static,
         last_seq: i64,
-        limit: usize,
+        limit: Limit,
     ) -> Self {
         Self {
             state: Mutex::new(State {
                 socket: Box::pin(socket),
                 queue: VecDeque::new(),
                 written: 0,
+                queued_bytes: 0,
                 mode: Mode::CatchingUp,
                 last_seq,
                 behind: false,
@@ -129,7 +140,10 @@ impl Outlet {
                 broken: false,
                 session: None,
             }),
-            limit: limit.max(1),
+            limit: Limit {
+                frames: limit.frames.max(1),
+                bytes: limit.bytes.max(1),
+            },
         }
     }
 
@@ -144,13 +158,13 @@ impl Outlet {
     pub(crate) fn offer(&self, frames: &[Frame]) -> usize {
         let mut state = self.lock();
         let mut taken = [&NOTHING; BATCH];
-        let mut count = 0;
+        let (mut count, mut bytes) = (0, 0);
         for frame in frames.iter().take(BATCH) {
             let wire = match frame {
                 Frame::Event { seq, wire } => match state.mode {
                     Mode::Live | Mode::CatchingUp if *seq <= state.last_seq => continue,
                     Mode::Live if *seq == state.last_seq + 1 => {
-                        if state.queue.len() + count >= self.limit && !state.queue.is_empty() {
+                        if state.over(self.limit, count, bytes + wire.len()) {
                             state.fall_behind();
                             continue;
                         }
@@ -169,7 +183,7 @@ impl Outlet {
                     if state.mode != Mode::Live || *after_seq < state.last_seq {
                         continue;
                     }
-                    if state.queue.len() + count >= self.limit && !state.queue.is_empty() {
+                    if state.over(self.limit, count, bytes + wire.len()) {
                         state.fall_behind();
                         continue;
                     }
@@ -178,6 +192,7 @@ impl Outlet {
             };
             taken[count] = wire;
             count += 1;
+            bytes += wire.len();
         }
         state.push_all(&taken[..count]);
         count
@@ -300,6 +315,7 @@ impl Outlet {
         state.mode = Mode::Closed;
         let begun = usize::from(state.written > 0);
         state.queue.truncate(begun);
+        state.queued_bytes = state.queue.iter().map(Bytes::len).sum();
     }
 
     /// Ready once everything waiting is written (or the connection failed): the session's
@@ -379,6 +395,14 @@ impl State {
         }
     }
 
+    /// Whether queueing `frames` more, of `bytes`, would take the queue past `limit`. An
+    /// empty queue takes anything: a frame the socket does not take at once is queued.
+    fn over(&self, limit: Limit, frames: usize, bytes: usize) -> bool {
+        !self.queue.is_empty()
+            && (self.queue.len() + frames >= limit.frames
+                || self.queued_bytes + bytes > limit.bytes)
+    }
+
     fn fall_behind(&mut self) {
         self.mode = Mode::CatchingUp;
         if !self.behind {
@@ -389,8 +413,8 @@ impl State {
 
     /// Writes `frame` whole or queues what the socket did not take; false, doing nothing,
     /// if the queue is full.
-    fn push(&mut self, frame: &Bytes, limit: usize) -> bool {
-        if self.queue.len() >= limit {
+    fn push(&mut self, frame: &Bytes, limit: Limit) -> bool {
+        if self.queue.len() >= limit.frames || self.over(limit, 0, frame.len()) {
             return false;
         }
         self.push_all(&[frame]);
@@ -404,7 +428,9 @@ impl State {
             return;
         }
         if !self.queue.is_empty() {
-            self.queue.extend(frames.iter().map(|&frame| frame.clone()));
+            for &frame in frames {
+                self.enqueue(frame.clone());
+            }
             return;
         }
         let mut slices = [IoSlice::new(&[]); BATCH];
@@ -424,7 +450,7 @@ impl State {
             if self.queue.is_empty() {
                 self.written = written;
             }
-            self.queue.push_back(frame.clone());
+            self.enqueue(frame.clone());
         }
         if !self.queue.is_empty() {
             // A write the socket took in part leaves nobody to be woken when it has room
@@ -458,7 +484,9 @@ impl State {
                 }
                 written -= left;
                 self.written = 0;
-                self.queue.pop_front();
+                if let Some(done) = self.queue.pop_front() {
+                    self.queued_bytes -= done.len();
+                }
             }
         }
     }
@@ -471,9 +499,15 @@ impl State {
         Ok(written)
     }
 
+    fn enqueue(&mut self, frame: Bytes) {
+        self.queued_bytes += frame.len();
+        self.queue.push_back(frame);
+    }
+
     fn break_down(&mut self) {
         self.broken = true;
         self.queue.clear();
+        self.queued_bytes = 0;
         self.written = 0;
         self.wake();
     }
@@ -617,7 +651,14 @@ mod tests {
     }
 
     fn live(socket: TcpStream, limit: usize) -> Outlet {
-        let outlet = Outlet::new(socket, 0, limit);
+        let outlet = Outlet::new(
+            socket,
+            0,
+            Limit {
+                frames: limit,
+                bytes: 1 << 20,
+            },
+        );
         assert_eq!(outlet.begin_catch_up(), 0);
         assert!(outlet.go_live(|| None));
         outlet
@@ -653,6 +694,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_viewer_of_large_frames_that_stops_reading_holds_at_most_its_bytes() {
+        let (server, _client) = pair(Some(4096)).await;
+        let outlet = Outlet::new(
+            server,
+            0,
+            Limit {
+                frames: 1000,
+                bytes: 256 * 1024,
+            },
+        );
+        outlet.begin_catch_up();
+        assert!(outlet.go_live(|| None));
+        let big = "b".repeat(100_000);
+        let mut taken = 0;
+        for seq in 1..=50 {
+            taken += outlet.offer(&[event(seq, &big)]);
+        }
+        let queued = outlet.lock().queued_bytes;
+        // The socket took a little; the queue holds what fits under the limit, no more.
+        assert!(queued <= 256 * 1024 + 100_010, "{queued} bytes wait");
+        assert!(taken < 10, "{taken} of 50 frames taken");
+        assert_eq!(attention(&outlet), Poll::Pending);
+        assert!(outlet.lock().behind, "the rest is left to the store");
+    }
+
+    #[tokio::test]
     async fn frames_offered_together_arrive_whole_and_in_order_and_stale_ones_not_at_all() {
         let (server, mut client) = pair(None).await;
         let outlet = live(server, 8);
@@ -682,7 +749,14 @@ mod tests {
     #[tokio::test]
     async fn an_event_that_goes_past_while_catching_up_makes_another_round() {
         let (server, mut client) = pair(None).await;
-        let outlet = Outlet::new(server, 0, 8);
+        let outlet = Outlet::new(
+            server,
+            0,
+            Limit {
+                frames: 8,
+                bytes: 1 << 20,
+            },
+        );
         assert_eq!(outlet.begin_catch_up(), 0);
         // Published after the session read the store, before it went live.
         assert_eq!(outlet.offer(&[event(1, "one")]), 0);
@@ -697,7 +771,14 @@ mod tests {
     #[tokio::test]
     async fn going_live_tells_the_turn_in_progress_before_anything_live() {
         let (server, mut client) = pair(None).await;
-        let outlet = Outlet::new(server, 0, 8);
+        let outlet = Outlet::new(
+            server,
+            0,
+            Limit {
+                frames: 8,
+                bytes: 1 << 20,
+            },
+        );
         outlet.begin_catch_up();
         outlet.send(text_frame("one"), Some(1)).await.unwrap();
         assert!(outlet.go_live(|| Some(text_frame("turn"))));
@@ -758,7 +839,14 @@ mod tests {
     #[tokio::test]
     async fn a_viewer_claiming_to_be_ahead_is_held_to_the_channel() {
         let (server, mut client) = pair(None).await;
-        let outlet = Outlet::new(server, 1000, 8);
+        let outlet = Outlet::new(
+            server,
+            1000,
+            Limit {
+                frames: 8,
+                bytes: 1 << 20,
+            },
+        );
         outlet.clamp_last_seq(4);
         assert_eq!(outlet.begin_catch_up(), 4);
         assert!(outlet.go_live(|| None));

@@ -27,11 +27,11 @@ use tungstenite::{
 
 use super::{
     Close, Hub, StreamPass,
-    outlet::{Attention, Outlet, ViewerIo, text_frame},
+    outlet::{Attention, Limit, Outlet, ViewerIo, text_frame},
 };
 use crate::{
     domain::{ErrorCode, Frame},
-    store::{ChannelInfo, Store},
+    store::{ChannelInfo, Store, page_may_continue},
     telemetry,
 };
 
@@ -59,9 +59,10 @@ pub struct StreamSettings {
     pub ping_interval: Duration,
     /// The largest message or frame a viewer may send.
     pub max_message_bytes: usize,
-    /// Frames that may wait for a viewer's socket; one that falls further behind is caught
-    /// up from the store instead.
+    /// Frames, and bytes of them, that may wait for a viewer's socket; one that falls
+    /// further behind is caught up from the store instead.
     pub queued_frames: usize,
+    pub queued_bytes: usize,
 }
 
 pub struct Session {
@@ -249,13 +250,13 @@ impl Session {
                         return Err(End::Closed(Close::Failed));
                     }
                 };
-                let full_page = events.len() == CATCH_UP_PAGE as usize;
+                let more = page_may_continue(&events, CATCH_UP_PAGE);
                 for event in events {
                     last_sent = event.seq;
                     self.send(outlet, text_frame(&event.frame), Some(event.seq))
                         .await?;
                 }
-                if !full_page {
+                if !more {
                     break;
                 }
             }
@@ -303,7 +304,11 @@ async fn open(
     settings: &StreamSettings,
 ) -> (Arc<Outlet>, Socket) {
     let (read, write) = tokio::io::split(TokioIo::new(upgraded));
-    let outlet = Arc::new(Outlet::new(write, after_seq, settings.queued_frames));
+    let limit = Limit {
+        frames: settings.queued_frames,
+        bytes: settings.queued_bytes,
+    };
+    let outlet = Arc::new(Outlet::new(write, after_seq, limit));
     let config = WebSocketConfig::default()
         // Small: most viewers only listen, and idle connections should cost little. A
         // larger message from the viewer still arrives whole; the buffer grows for it.

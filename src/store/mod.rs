@@ -61,6 +61,16 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// The most bytes of frames one page of events holds (see [`Store::read_events`]).
+pub const PAGE_BYTES: i64 = 1 << 20;
+
+/// Whether events may follow a page [`Store::read_events`] returned for `limit`: it is full,
+/// or large enough that the size bound may have cut it.
+pub fn page_may_continue(page: &[StoredEvent], limit: u32) -> bool {
+    let bytes: usize = page.iter().map(|event| event.frame.len()).sum();
+    page.len() >= limit as usize || bytes as i64 >= PAGE_BYTES
+}
+
 /// The conflicts every backend reports, worded once.
 impl StoreError {
     fn address_taken(address: &AgentAddress) -> Self {
@@ -359,8 +369,11 @@ pub trait Store: Send + Sync + 'static {
         summary: &str,
     ) -> StoreResult<Option<StoredEvent>>;
     async fn get_channel(&self, account_id: Uuid, id: Uuid) -> StoreResult<Option<ChannelInfo>>;
-    /// Events with `seq > after_seq`, in order, at most `limit`. By channel id alone: the
-    /// caller found the channel in its account first.
+    /// Events with `seq > after_seq`, in order: at most `limit`, and no more than
+    /// [`PAGE_BYTES`] bytes of frames (but always one, if there is one), so that a page of
+    /// large messages cannot take a server's memory. A short page does not mean the end: read
+    /// on until a page is empty. By channel id alone: the caller found the channel in its
+    /// account first.
     async fn read_events(
         &self,
         channel_id: Uuid,

@@ -1334,13 +1334,23 @@ where
         after_seq: i64,
         limit: u32,
     ) -> StoreResult<Vec<StoredEvent>> {
+        // First where the page ends, from the frames' sizes alone (both databases know a
+        // value's size without reading it, and sum it over the page's rows only); then the
+        // frames up to there.
         let rows: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT seq, frame FROM events WHERE channel_id = $1 AND seq > $2 ORDER BY seq \
-             LIMIT CAST($3 AS BIGINT)",
+            "SELECT seq, frame FROM events WHERE channel_id = $1 AND seq > $2 AND seq <= (\
+               SELECT MAX(seq) FROM (\
+                 SELECT seq, SUM(size) OVER (ORDER BY seq) - size AS before FROM (\
+                   SELECT seq, octet_length(frame) AS size FROM events \
+                   WHERE channel_id = $1 AND seq > $2 ORDER BY seq LIMIT CAST($3 AS BIGINT)\
+                 ) page\
+               ) sized WHERE before < $4\
+             ) ORDER BY seq",
         )
         .bind(id::<D>(channel_id))
         .bind(after_seq)
         .bind(i64::from(limit))
+        .bind(super::PAGE_BYTES)
         .fetch_all(&self.reads)
         .await?;
         Ok(rows

@@ -344,3 +344,101 @@ async fn bad_tickets_count_as_failed_authentications_too() {
         other => panic!("a fourth bad ticket was let try: {other:?}"),
     }
 }
+
+/// The bound the README gives: a server of this test's channel, readers and viewers stays
+/// under this much resident memory.
+const LARGE_MESSAGES_RSS_MIB: u64 = 160;
+
+#[tokio::test]
+async fn large_messages_read_by_many_readers_and_stalled_viewers_keep_memory_bounded() {
+    if !cfg!(target_os = "linux") {
+        eprintln!("reads /proc: skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = crate::support::process::Process::start_with(
+        dir.path(),
+        &[
+            ("RUST_LOG", "warn"),
+            ("SKEIN_RATE_LIMIT_BURST", "100000"),
+            ("SKEIN_RATE_LIMIT_PER_MINUTE", "1000000"),
+        ],
+    )
+    .await;
+    let api = &server.api;
+    // A channel of 120 messages of 20,000 characters (the most a message may have).
+    let principal = api.scripted("Planner", &["Go on."], 0).await;
+    let person = api
+        .create_agent(serde_json::json!({"name": "Ada", "kind": "human"}))
+        .await;
+    let collaboration = api
+        .collaborate(
+            &principal,
+            &person,
+            serde_json::json!({"message_cap": 1000, "timeout_window": 600}),
+        )
+        .await;
+    let channel = collaboration["channel_id"].as_str().unwrap().to_owned();
+    let long = "word ".repeat(4000);
+    for n in 0..120 {
+        let posted = api
+            .post(
+                &format!("/api/v1/channels/{channel}/messages"),
+                &serde_json::json!({"sender": id(&person), "content": format!("{n} {long}")[..20_000]}),
+            )
+            .await;
+        assert_eq!(posted.status(), StatusCode::CREATED, "message {n}");
+    }
+    let idle = server.rss_kib();
+
+    // Forty viewers that read nothing, each catching up from the start through a 4 KiB
+    // window, and eighty history readers paging through the channel at once.
+    let mut viewers = Vec::new();
+    for _ in 0..40 {
+        viewers.push(api.viewer_with_a_small_window(&channel, 0).await);
+    }
+    let readers = (0..80).map(|_| {
+        let api = api.clone();
+        let channel = channel.clone();
+        async move {
+            let mut after = 0;
+            loop {
+                let page = api
+                    .get(&format!(
+                        "/api/v1/channels/{channel}/messages?after_seq={after}&limit=500"
+                    ))
+                    .await;
+                assert_eq!(page.status(), StatusCode::OK);
+                let page: serde_json::Value = page.json().await.unwrap();
+                let items = page["items"].as_array().unwrap();
+                if items.is_empty() {
+                    return;
+                }
+                after = page["next_after_seq"].as_i64().unwrap();
+            }
+        }
+    });
+    let mut peak = idle;
+    let reading = futures::future::join_all(readers);
+    tokio::pin!(reading);
+    loop {
+        tokio::select! {
+            _ = &mut reading => break,
+            () = tokio::time::sleep(Duration::from_millis(20)) => peak = peak.max(server.rss_kib()),
+        }
+    }
+    // The stalled viewers still hold their places.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    peak = peak.max(server.rss_kib());
+    println!(
+        "resident memory: {} MiB idle with the channel, {} MiB at the peak of 80 readers and 40 stalled viewers",
+        idle / 1024,
+        peak / 1024
+    );
+    drop(viewers);
+    assert!(
+        peak / 1024 < LARGE_MESSAGES_RSS_MIB,
+        "{} MiB at the peak",
+        peak / 1024
+    );
+}

@@ -514,3 +514,44 @@ async fn a_turn_the_database_refuses_fails_alone() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_page_of_large_events_is_bounded_in_bytes_and_the_rest_follows() {
+    each_store(|store| async move {
+        let team = team(&store, "team").await;
+        let new = team.start(&store, 20).await;
+        let lease = lease(&store, new.id).await;
+        let large = "x".repeat(300_000);
+        for _ in 0..8 {
+            store
+                .append_message(&lease, &team.message(&large), 0)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let huge = "y".repeat(2_500_000);
+        store
+            .append_message(&lease, &team.message(&huge), 0)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut pages = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = store.read_events(new.channel_id, after, 500).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            // A page cut by its size says more may follow.
+            assert!(skein::store::page_may_continue(&page, 500));
+            pages.push(page.iter().map(|e| e.seq).collect::<Vec<_>>());
+        }
+        // Each page stops once it holds a mebibyte; an event larger than that comes alone.
+        assert_eq!(pages, [vec![1, 2, 3, 4], vec![5, 6, 7, 8], vec![9]]);
+        // The count still bounds a page of small ones.
+        assert_eq!(
+            store.read_events(new.channel_id, 0, 2).await.unwrap().len(),
+            2
+        );
+    })
+    .await;
+}

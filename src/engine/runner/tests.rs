@@ -539,3 +539,27 @@ fn completion(content: &str) -> Value {
         "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": TOKENS_PER_CALL}
     })
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_message_over_the_content_limit_is_cut_and_says_so() {
+    let long = "x".repeat(25_000);
+    let talker = agent(
+        "Talker",
+        AgentSpec::Scripted {
+            replies: vec![long],
+            delay_ms: 0,
+        },
+    );
+    let mut setup = Setup::new(vec![talker, scripted("Scout", 0)]);
+    setup.message_cap = 1;
+    let journal = Running::start(setup, no_models()).finished().await;
+    let (_, content) = journal.messages().remove(0);
+    let limit = Config::default().engine.max_content_chars;
+    assert_eq!(content.chars().count(), limit);
+    assert!(
+        content.ends_with("[Cut by Skein: the message was 25000 characters; the limit is 20000.]"),
+        "{}",
+        &content[content.len() - 100..]
+    );
+    assert!(content.starts_with("xxxx"));
+}

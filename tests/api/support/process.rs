@@ -27,9 +27,12 @@ impl Process {
         Self::start_with(data_dir, &[("RUST_LOG", "warn")]).await
     }
 
-    /// Starts `skein serve` with extra environment variables.
+    /// Starts `skein serve` with extra environment variables. `SKEIN_TEST_BINARY` names
+    /// another build to start instead (an earlier one, to measure against).
     pub async fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_skein"));
+        let binary = std::env::var("SKEIN_TEST_BINARY")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_skein").into());
+        let mut command = Command::new(binary);
         if let Some(url) = postgres_for(data_dir).await {
             let lease = POSTGRES_LEASE.as_secs().to_string();
             command
@@ -68,6 +71,17 @@ impl Process {
             api: Api::new(address),
             output,
         }
+    }
+
+    /// The server's resident memory now, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.id().expect("still running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc")
     }
 
     /// Everything the server wrote so far.
