@@ -213,7 +213,8 @@ impl App {
             outbound: state.outbound.clone(),
             settings: state.config.webhooks.clone(),
         };
-        tasks.spawn_essential("webhook deliverer", deliverer.run(shutdown.clone()));
+        let delivering = deliverer.run(tasks.clone(), shutdown.clone());
+        tasks.spawn_essential("webhook deliverer", delivering);
         let limit = state.config.limits.max_body_bytes;
         let state_limits = state.config.connections.clone();
         let router = api::router(state).layer(axum::Extension(BodyLimit(limit)));
@@ -247,8 +248,8 @@ impl App {
 }
 
 /// Every few minutes while the server runs, throws out what has served its time: expired
-/// idempotency keys and WebSocket tickets, and the addresses that have stopped failing to
-/// authenticate.
+/// idempotency keys and WebSocket tickets, webhook deliveries settled a month ago, and the
+/// addresses that have stopped failing to authenticate.
 async fn housekeeping(
     store: Arc<dyn Store>,
     auth_failures: Arc<AuthFailures>,
@@ -272,8 +273,18 @@ async fn housekeeping(
         if let Err(error) = store.purge_tickets(now).await {
             tracing::warn!(error = format!("{error:#}"), "purging tickets failed");
         }
+        let settled = now - chrono::Duration::days(WEBHOOK_RETENTION_DAYS);
+        if let Err(error) = store.purge_webhook_deliveries(settled).await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "purging webhook deliveries failed"
+            );
+        }
     }
 }
+
+/// How long a settled webhook delivery stays listed (`GET /webhooks/deliveries`).
+const WEBHOOK_RETENTION_DAYS: i64 = 30;
 
 /// How often [`housekeeping`] runs.
 const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(600);

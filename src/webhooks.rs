@@ -8,11 +8,19 @@
 //! restart loses nothing, since everything it needs is in the store. Every URL goes through
 //! the outbound guard.
 
+//!
+//! Receivers are kept apart: every attempt runs on its own, under one of [`CONCURRENCY`]
+//! places, and no receiver (a host and port) holds more than [`PER_RECEIVER`] of them, so one that
+//! hangs holds its own deliveries up and nobody else's. An attempt (the address check
+//! included) is bounded by `attempt_timeout`, well inside its claim, so it cannot outlive
+//! the claim and be made twice at once.
+
 use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
-use futures::StreamExt;
+use dashmap::DashMap;
 use reqwest::Method;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -21,11 +29,14 @@ use crate::{
     outbound::Outbound,
     signing,
     store::Store,
+    tasks::Tasks,
     telemetry,
 };
 
-/// Deliveries attempted at once.
-const CONCURRENCY: usize = 8;
+/// Attempts under way at once.
+pub const CONCURRENCY: usize = 16;
+/// Attempts under way at once to one receiver (a host and port).
+pub const PER_RECEIVER: usize = 2;
 
 pub struct Deliverer {
     pub store: Arc<dyn Store>,
@@ -34,29 +45,61 @@ pub struct Deliverer {
 }
 
 impl Deliverer {
-    /// Delivers what is due every `poll_interval` until `stop`.
-    pub async fn run(self, stop: CancellationToken) {
-        let mut every = tokio::time::interval(self.settings.poll_interval);
+    /// Delivers what is due every `poll_interval` until `stop`, each attempt a task of a
+    /// group of `tasks`. On `stop`, attempts under way are let finish, so that their
+    /// outcome is recorded rather than lost.
+    pub async fn run(self, tasks: Tasks, stop: CancellationToken) {
+        let this = Arc::new(self);
+        let attempts = tasks.group();
+        let places = Arc::new(Semaphore::new(CONCURRENCY));
+        let busy: Arc<DashMap<String, usize>> = Arc::default();
+        let mut every = tokio::time::interval(this.settings.poll_interval);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => break,
                 _ = every.tick() => {}
             }
-            // An attempt in progress is let finish: its outcome is then recorded, not lost.
-            self.deliver_due(&stop).await;
+            let free = places.available_permits();
+            if free == 0 {
+                continue;
+            }
+            for delivery in this.claim(free).await {
+                let receiver = receiver_of(&delivery.url);
+                let mut count = busy.entry(receiver.clone()).or_default();
+                if *count >= PER_RECEIVER {
+                    drop(count);
+                    this.put_back(&delivery).await;
+                    continue;
+                }
+                *count += 1;
+                drop(count);
+                let place = places
+                    .clone()
+                    .try_acquire_owned()
+                    .expect("no more claimed than places free");
+                let (this, busy) = (this.clone(), busy.clone());
+                attempts.spawn("webhook attempt", async move {
+                    this.deliver(delivery).await;
+                    busy.remove_if_mut(&receiver, |_, count| {
+                        *count -= 1;
+                        *count == 0
+                    });
+                    drop(place);
+                });
+            }
         }
+        attempts.wait().await;
     }
 
-    async fn deliver_due(&self, stop: &CancellationToken) {
+    /// Up to `limit` deliveries that are due, each claimed for longer than an attempt takes.
+    async fn claim(&self, limit: usize) -> Vec<DueDelivery> {
         let now = Utc::now();
-        // Only as many as are sent at once, each claimed for longer than an attempt takes,
-        // so no claim lapses while its attempt runs.
-        let claim = self.settings.attempt_timeout * 2;
-        let due = match self
+        let claim = self.settings.attempt_timeout * 2 + Duration::from_secs(5);
+        match self
             .store
-            .claim_webhooks(now, now + claim, CONCURRENCY as u32)
+            .claim_webhooks(now, now + claim, limit as u32)
             .await
         {
             Ok(due) => due,
@@ -65,17 +108,25 @@ impl Deliverer {
                     error = format!("{error:#}"),
                     "reading the webhook outbox failed"
                 );
-                return;
+                Vec::new()
             }
-        };
-        futures::stream::iter(due)
-            .for_each_concurrent(CONCURRENCY, |delivery| async move {
-                // Stopping: the claim lapses and the next process sends it.
-                if !stop.is_cancelled() {
-                    self.deliver(delivery).await;
-                }
-            })
-            .await;
+        }
+    }
+
+    /// A delivery whose receiver has its attempts under way: due again at the next look.
+    async fn put_back(&self, delivery: &DueDelivery) {
+        let again = Utc::now()
+            + chrono::Duration::from_std(self.settings.poll_interval).unwrap_or_default();
+        if let Err(error) = self
+            .store
+            .unclaim_webhook(delivery.id, delivery.claimed_until, again)
+            .await
+        {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "putting a webhook back failed"
+            );
+        }
     }
 
     async fn deliver(&self, delivery: DueDelivery) {
@@ -117,9 +168,21 @@ impl Deliverer {
         }
     }
 
-    /// One POST: the receiver's success status, or its status (if it answered) and what went
-    /// wrong.
+    /// One POST, bounded whole by the attempt timeout: the receiver's success status, or its
+    /// status (if it answered) and what went wrong.
     async fn attempt(&self, delivery: &DueDelivery) -> Result<u16, (Option<u16>, Option<String>)> {
+        let limit = self.settings.attempt_timeout;
+        tokio::time::timeout(limit, self.post(delivery))
+            .await
+            .unwrap_or_else(|_| {
+                Err((
+                    None,
+                    Some(format!("no answer within {} s", limit.as_secs_f32())),
+                ))
+            })
+    }
+
+    async fn post(&self, delivery: &DueDelivery) -> Result<u16, (Option<u16>, Option<String>)> {
         let url = self
             .outbound
             .check(&delivery.url)
@@ -130,7 +193,6 @@ impl Deliverer {
             .outbound
             .request(Method::POST, url)
             .map_err(|e| (None, Some(format!("the URL {e}"))))?
-            .timeout(self.settings.attempt_timeout)
             .header("content-type", "application/json");
         for (name, value) in
             signing::headers(delivery.secret.expose(), &delivery.id.to_string(), &body)
@@ -160,4 +222,16 @@ impl Deliverer {
     fn give_up_after(&self) -> chrono::Duration {
         chrono::Duration::from_std(self.settings.give_up_after).unwrap_or(chrono::Duration::days(1))
     }
+}
+
+/// The receiving service a delivery goes to, by host and port: attempts to it share its
+/// places.
+fn receiver_of(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|url| {
+            let host = url.host_str()?.to_ascii_lowercase();
+            Some(format!("{host}:{}", url.port_or_known_default()?))
+        })
+        .unwrap_or_default()
 }

@@ -417,6 +417,16 @@ pub trait Store: Send + Sync + 'static {
         claimed_until: DateTime<Utc>,
         outcome: &AttemptOutcome,
     ) -> StoreResult<()>;
+    /// Makes a claimed delivery due again at `again`, if the claim is still this one.
+    async fn unclaim_webhook(
+        &self,
+        id: Uuid,
+        claimed_until: DateTime<Utc>,
+        again: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Deletes deliveries settled (delivered, or given up on) for events before then. How
+    /// many.
+    async fn purge_webhook_deliveries(&self, before: DateTime<Utc>) -> StoreResult<u64>;
     async fn list_webhook_deliveries(
         &self,
         account_id: Uuid,

@@ -1474,6 +1474,34 @@ where
         Ok(())
     }
 
+    async fn unclaim_webhook(
+        &self,
+        delivery_id: Uuid,
+        claimed_until: DateTime<Utc>,
+        again: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE webhook_deliveries SET next_attempt_at = $1 \
+             WHERE id = $2 AND status = 'pending' AND next_attempt_at = $3",
+        )
+        .bind(again)
+        .bind(id::<D>(delivery_id))
+        .bind(claimed_until)
+        .execute(&self.writes)
+        .await?;
+        Ok(())
+    }
+
+    async fn purge_webhook_deliveries(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "DELETE FROM webhook_deliveries WHERE status <> 'pending' AND created_at < $1",
+        )
+        .bind(before)
+        .execute(&self.writes)
+        .await?;
+        Ok(D::rows_affected(&done))
+    }
+
     async fn list_webhook_deliveries(
         &self,
         account_id: Uuid,

@@ -261,3 +261,69 @@ async fn the_secret_is_shown_once_and_a_webhook_url_needs_one() {
         .await;
     assert_eq!(late.status(), StatusCode::CREATED);
 }
+
+/// A receiver that takes requests and never answers them.
+async fn hanging_receiver() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let holding = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    (url, holding)
+}
+
+#[tokio::test]
+async fn a_receiver_that_hangs_holds_up_nobody_elses_deliveries() {
+    let app = spawn_app_with(|config| {
+        config.webhooks.attempt_timeout = Duration::from_secs(4);
+    })
+    .await;
+    // Account A's receiver hangs, with more deliveries due than attempts run at once.
+    let (hanging, _holding) = hanging_receiver().await;
+    set_up(&app, Some(hanging)).await;
+    for _ in 0..12 {
+        app.scripted_duo(400, 1000).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Account B's receiver answers.
+    let created = app.post("/api/v1/accounts", &json!({"name": "B"})).await;
+    let created: Value = created.json().await.unwrap();
+    let b = app.with_key(created["key"]["key"].as_str().unwrap());
+    let receiver = Receiver::start().await;
+    let secret = set_up(&b, Some(receiver.url())).await;
+    receiver.trust(&secret);
+    let asked = std::time::Instant::now();
+    b.scripted_duo(400, 1000).await;
+    wait_for(|| async {
+        receiver
+            .accepted()
+            .iter()
+            .any(|received| event_of(received) == "collaboration.started")
+            .then_some(())
+    })
+    .await;
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "B's delivery waited {took:?} behind A's receiver"
+    );
+    // A's are attempted, two at a time, and time out as failures to retry, not lost.
+    wait_for(|| async {
+        let deliveries = app.get_json("/api/v1/webhooks/deliveries?size=100").await;
+        deliveries["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| {
+                d["attempts"].as_u64() > Some(0)
+                    && d["last_error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("no answer within"))
+            })
+            .then_some(())
+    })
+    .await;
+}

@@ -428,3 +428,47 @@ async fn an_attempt_counts_only_under_the_claim_it_was_made_under() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_claimed_delivery_put_back_is_due_again_and_settled_ones_are_purged() {
+    each_store(|store| async move {
+        let team = hooked_team(&store).await;
+        let account = team.tenant.id();
+        team.start(&store, 10).await;
+        team.start(&store, 10).await;
+        let (due, claimed_until) = claim_due(&store, 10).await;
+        assert_eq!(due.len(), 2);
+        // One goes back, to be due at once; a stale claim changes nothing.
+        store
+            .unclaim_webhook(due[0].id, claimed_until, now())
+            .await
+            .unwrap();
+        store
+            .unclaim_webhook(due[1].id, later(-1000), now())
+            .await
+            .unwrap();
+        let (again, _) = claim_due(&store, 10).await;
+        assert_eq!(again.iter().map(|d| d.id).collect::<Vec<_>>(), [due[0].id]);
+
+        // Settled: delivered. Purged once older than the cut-off, pending ones never.
+        let delivered = AttemptOutcome {
+            at: now(),
+            status: Some(200),
+            error: None,
+            next: NextStep::Delivered,
+        };
+        store
+            .record_webhook_attempt(due[1].id, claimed_until, &delivered)
+            .await
+            .unwrap();
+        assert_eq!(store.purge_webhook_deliveries(later(-60)).await.unwrap(), 0);
+        assert_eq!(store.purge_webhook_deliveries(later(60)).await.unwrap(), 1);
+        let (left, total) = store
+            .list_webhook_deliveries(account, PageRequest::default())
+            .await
+            .unwrap();
+        assert_eq!(total, 1);
+        assert_eq!(left[0].id, due[0].id);
+    })
+    .await;
+}
