@@ -113,7 +113,9 @@ impl App {
         let streams = Arc::new(Streams::new(config.rate_limits.max_streams_per_account));
         let cluster = match &config.nats_url {
             Some(url) => {
-                let mut cluster = Cluster::connect(url, engine.owner(), &tasks).await?;
+                let url = url.expose_secret();
+                let mut cluster =
+                    Cluster::connect(url, &config.nats_auth, engine.owner(), &tasks).await?;
                 engine.set_relay(cluster.relay());
                 let (keys, streams) = (keys.clone(), streams.clone());
                 let revoked = move |key| {

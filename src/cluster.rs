@@ -23,7 +23,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use secrecy::ExposeSecret;
+
 use crate::{
+    config::NatsAuth,
     engine::{Engine, Relay, Reply, Request},
     live::{Hub, Publication},
     tasks::Tasks,
@@ -54,14 +57,57 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Connects to NATS as the process `owner` (the engine's lease owner id). Its workers
-    /// run on a group of `tasks`.
-    pub async fn connect(url: &str, owner: Uuid, tasks: &Tasks) -> anyhow::Result<Self> {
-        let client = async_nats::ConnectOptions::new()
-            .name(format!("skein {owner}"))
-            .connect(url)
+    /// Connects to NATS as the process `owner` (the engine's lease owner id), with `auth`
+    /// besides what the URL says. Its workers run on a group of `tasks`.
+    pub async fn connect(
+        url: &str,
+        auth: &NatsAuth,
+        owner: Uuid,
+        tasks: &Tasks,
+    ) -> anyhow::Result<Self> {
+        let shown = without_password(url);
+        let mut options = async_nats::ConnectOptions::new().name(format!("skein {owner}"));
+        // Credentials in the URL (`nats://user:pass@host`) are given as credentials: the
+        // client does not read them from the URL itself.
+        let mut url = url.to_owned();
+        if let Ok(mut parsed) = url::Url::parse(&url)
+            && !parsed.username().is_empty()
+        {
+            let decode = |text: &str| {
+                percent_encoding::percent_decode_str(text)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            let user = decode(parsed.username());
+            let password = decode(parsed.password().unwrap_or_default());
+            options = options.user_and_password(user, password);
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            url = parsed.to_string();
+        }
+        if let Some(token) = &auth.token {
+            options = options.token(token.expose_secret().to_owned());
+        }
+        if let (Some(user), Some(password)) = (&auth.user, &auth.password) {
+            options = options.user_and_password(user.clone(), password.expose_secret().to_owned());
+        }
+        if let Some(path) = &auth.creds_file {
+            options = options
+                .credentials_file(path)
+                .await
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        }
+        if let Some(path) = &auth.ca_file {
+            options = options.add_root_certificates(path.clone());
+        }
+        if let Some((cert, key)) = &auth.client_cert {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        let client = options
+            .require_tls(auth.require_tls)
+            .connect(url.as_str())
             .await
-            .map_err(|e| anyhow::anyhow!("connecting to NATS at {url}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("connecting to NATS at {shown}: {e}"))?;
         Ok(Self {
             client,
             owner,
@@ -108,11 +154,17 @@ impl Cluster {
             .subscribe(REVOKED_KEYS)
             .await
             .map_err(|e| anyhow::anyhow!("subscribing to revoked keys: {e}"))?;
-        let exports = hub.export_to();
+        let exports = hub.export_to(crate::live::EXPORT_QUEUE);
         let (tasks, done) = (&self.tasks, &self.done);
         tasks.spawn_essential(
             "cluster export",
-            export(self.client.clone(), self.owner, exports, done.clone()),
+            export(
+                self.client.clone(),
+                self.owner,
+                exports,
+                hub.clone(),
+                done.clone(),
+            ),
         );
         tasks.spawn_essential(
             "cluster import",
@@ -167,6 +219,17 @@ impl Revocations {
     }
 }
 
+/// The URL as it may be shown: without a password it carries.
+fn without_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("…"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// A subscription's messages until `done` fires.
 fn until(
     done: &CancellationToken,
@@ -215,10 +278,13 @@ impl Relay for NatsRelay {
     }
 }
 
+/// Carries what the hub publishes to NATS, in order, and then tells of the channels whose
+/// publications were dropped while the queue was full.
 async fn export(
     client: Client,
     owner: Uuid,
-    mut exports: mpsc::UnboundedReceiver<(Uuid, Publication)>,
+    mut exports: mpsc::Receiver<(Uuid, Publication)>,
+    hub: Arc<Hub>,
     done: CancellationToken,
 ) {
     loop {
@@ -231,10 +297,18 @@ async fn export(
         let Some((channel_id, publication)) = next else {
             break;
         };
-        let (headers, payload) = encode(owner, &publication);
-        let subject = format!("{CHANNEL_SUBJECTS}.{channel_id}");
-        if let Err(error) = client.publish_with_headers(subject, headers, payload).await {
-            tracing::warn!(%error, "publishing a frame to NATS failed");
+        let lost = if exports.is_empty() {
+            hub.take_lost()
+        } else {
+            Vec::new()
+        };
+        let marks = lost.into_iter().map(|channel| (channel, Publication::Lost));
+        for (channel_id, publication) in std::iter::once((channel_id, publication)).chain(marks) {
+            let (headers, payload) = encode(owner, &publication);
+            let subject = format!("{CHANNEL_SUBJECTS}.{channel_id}");
+            if let Err(error) = client.publish_with_headers(subject, headers, payload).await {
+                tracing::warn!(%error, "publishing a frame to NATS failed");
+            }
         }
     }
     if let Err(error) = client.flush().await {
@@ -311,6 +385,7 @@ fn encode(owner: Uuid, publication: &Publication) -> (HeaderMap, Bytes) {
             ("end_turn", None)
         }
         Publication::EndTurns => ("end_turns", None),
+        Publication::Lost => ("lost", None),
         Publication::Closed => ("closed", None),
     };
     headers.insert(KIND, kind);
@@ -356,6 +431,7 @@ fn decode(message: &Message) -> Option<(Uuid, Uuid, Publication)> {
             turn_id: turn_id()?,
         },
         "end_turns" => Publication::EndTurns,
+        "lost" => Publication::Lost,
         "closed" => Publication::Closed,
         _ => return None,
     };
@@ -397,6 +473,7 @@ mod tests {
             },
             Publication::EndTurn { turn_id },
             Publication::EndTurns,
+            Publication::Lost,
             Publication::Closed,
         ];
         for publication in publications {

@@ -34,7 +34,11 @@ pub struct Config {
     pub database_url: Option<SecretString>,
     /// `SKEIN_NATS_URL`: live events (and requests for a collaboration another process
     /// runs) cross processes through NATS. Needed when several processes serve one database.
-    pub nats_url: Option<String>,
+    /// Secret: it may carry a password.
+    pub nats_url: Option<SecretString>,
+    /// How Skein proves itself to NATS, besides what the URL says (`nats://user:pass@…`,
+    /// `tls://…`).
+    pub nats_auth: NatsAuth,
     pub connections: ConnectionSettings,
     /// The key secrets are sealed with at rest (`SKEIN_SECRET_KEY`, 32 bytes in base64);
     /// without it, the key in `<data-dir>/secret.key`, made on first start.
@@ -44,6 +48,24 @@ pub struct Config {
     pub previous_secret_keys: Vec<SecretString>,
     /// With it, `/metrics` answers only requests that bear it (`SKEIN_METRICS_TOKEN`).
     pub metrics_token: Option<SecretString>,
+}
+
+/// NATS credentials and TLS, each optional.
+#[derive(Debug, Clone, Default)]
+pub struct NatsAuth {
+    /// `SKEIN_NATS_TOKEN`.
+    pub token: Option<SecretString>,
+    /// `SKEIN_NATS_USER` and `SKEIN_NATS_PASSWORD`.
+    pub user: Option<String>,
+    pub password: Option<SecretString>,
+    /// A `.creds` file (JWT and NKey seed): `SKEIN_NATS_CREDS`.
+    pub creds_file: Option<PathBuf>,
+    /// A CA to trust for the server's certificate: `SKEIN_NATS_CA`.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and its key, for mutual TLS: `SKEIN_NATS_CERT`, `SKEIN_NATS_KEY`.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Refuse a connection that is not TLS: `SKEIN_NATS_TLS=true`.
+    pub require_tls: bool,
 }
 
 /// What one client connection may take.
@@ -276,6 +298,7 @@ impl Default for Config {
             allow_private_urls: false,
             database_url: None,
             nats_url: None,
+            nats_auth: NatsAuth::default(),
             secret_key: None,
             previous_secret_keys: Vec::new(),
             metrics_token: None,
@@ -417,7 +440,23 @@ impl Config {
             );
             config.database_url = Some(SecretString::from(url));
         }
-        config.nats_url = lookup("SKEIN_NATS_URL");
+        config.nats_url = lookup("SKEIN_NATS_URL").map(SecretString::from);
+        let auth = &mut config.nats_auth;
+        auth.token = lookup("SKEIN_NATS_TOKEN").map(SecretString::from);
+        auth.user = lookup("SKEIN_NATS_USER");
+        auth.password = lookup("SKEIN_NATS_PASSWORD").map(SecretString::from);
+        auth.creds_file = lookup("SKEIN_NATS_CREDS").map(PathBuf::from);
+        auth.ca_file = lookup("SKEIN_NATS_CA").map(PathBuf::from);
+        auth.client_cert = match (lookup("SKEIN_NATS_CERT"), lookup("SKEIN_NATS_KEY")) {
+            (Some(cert), Some(key)) => Some((cert.into(), key.into())),
+            (None, None) => None,
+            _ => anyhow::bail!("SKEIN_NATS_CERT and SKEIN_NATS_KEY go together"),
+        };
+        anyhow::ensure!(
+            auth.user.is_some() == auth.password.is_some(),
+            "SKEIN_NATS_USER and SKEIN_NATS_PASSWORD go together"
+        );
+        auth.require_tls = lookup("SKEIN_NATS_TLS").is_some_and(|v| truthy(&v));
         if let Some(origins) = lookup("SKEIN_ALLOWED_ORIGINS") {
             config.allowed_origins = origins
                 .split(',')
@@ -438,6 +477,13 @@ impl Config {
     pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
         self.providers.iter().find(|p| p.name == name)
     }
+}
+
+fn truthy(value: &str) -> bool {
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "1" | "true" | "yes" | "on"
+    )
 }
 
 fn providers_from(lookup: &impl Fn(&str) -> Option<String>) -> Vec<ProviderConfig> {

@@ -93,6 +93,11 @@ fn describe() {
         "Requests and messages refused for a key's rate."
     );
     describe_counter!(
+        "skein_cluster_publications_dropped_total",
+        "Publications not carried to other processes because the queue to NATS was full; \
+         their viewers catch up from the store."
+    );
+    describe_counter!(
         "skein_connections_refused_total",
         "Connections answered 503 because the server had its maximum open."
     );
@@ -221,6 +226,10 @@ pub fn webhook_attempt(outcome: &'static str) {
 
 pub fn rate_limited() {
     counter!("skein_rate_limited_total").increment(1);
+}
+
+pub fn export_dropped() {
+    counter!("skein_cluster_publications_dropped_total").increment(1);
 }
 
 pub fn connection_refused() {

@@ -28,6 +28,10 @@ use crate::{error::AppError, store::IdempotencyClaim};
 
 /// How long a response is kept for replay.
 pub const RETENTION_HOURS: i64 = 24;
+
+/// How long a claim may stay in flight before it is taken for abandoned (its process died
+/// with the request unfinished) and the key can be used again.
+const ABANDONED_AFTER_MINUTES: i64 = 10;
 const MAX_KEY_CHARS: usize = 255;
 /// Larger responses are not kept (the claim is released instead); none of ours come close.
 const MAX_KEPT_RESPONSE: usize = 4 * 1024 * 1024;
@@ -72,11 +76,21 @@ pub(super) async fn idempotency(
     };
     let fingerprint = fingerprint(&parts.method, parts.uri.path(), &body);
     let cipher = cipher(&secret, &key);
-    let expired_before = Utc::now() - Duration::hours(RETENTION_HOURS);
+    let now = Utc::now();
+    let expired_before = now - Duration::hours(RETENTION_HOURS);
+    // A request runs to its end within the request timeout, however its client fares: a
+    // claim still in flight long after that was left by a process that died.
+    let abandoned_before = now - Duration::minutes(ABANDONED_AFTER_MINUTES);
     let account = caller.account_id;
     let claim = state
         .store
-        .claim_idempotency(account, &key, &fingerprint, expired_before)
+        .claim_idempotency(
+            account,
+            &key,
+            &fingerprint,
+            expired_before,
+            abandoned_before,
+        )
         .await;
     match claim {
         Err(error) => AppError::from(error).into_response(),

@@ -14,7 +14,10 @@
 //!
 //! The map's guards are never held across an `.await`: every method here is synchronous.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex, OnceLock},
+};
 
 use dashmap::DashMap;
 use tokio::sync::{broadcast, mpsc};
@@ -36,9 +39,20 @@ const GROUP_SIZE: usize = 128;
 #[derive(Debug, Clone)]
 enum Broadcast {
     Frame(Frame),
+    /// Frames of the channel were lost on their way here: every viewer catches up.
+    Lost,
     /// The channel is gone (its collaboration was deleted).
     Closed,
 }
+
+/// How many publications may wait to be carried to other processes. Past it (NATS is down
+/// or slow), a channel's publications are dropped and the channel is marked lost, which the
+/// other processes are told once there is room: their viewers catch up from the store.
+pub const EXPORT_QUEUE: usize = 16_384;
+
+/// How many channels may be marked lost at once; past that, the marks themselves are
+/// dropped (and counted), and those channels' viewers catch up at their next event.
+const LOST_CHANNELS: usize = 65_536;
 
 /// What a hub's publishing methods did, as it crosses to the hubs of other processes
 /// ([`Hub::export_to`], [`Hub::apply`]).
@@ -61,6 +75,8 @@ pub enum Publication {
         turn_id: Uuid,
     },
     EndTurns,
+    /// Publications of the channel were dropped on the way: its viewers must catch up.
+    Lost,
     Closed,
 }
 
@@ -75,7 +91,9 @@ pub struct Hub {
     /// are caught up from the store.
     capacity: usize,
     /// Where what this process publishes goes to reach other processes, when it does.
-    exports: OnceLock<mpsc::UnboundedSender<(Uuid, Publication)>>,
+    exports: OnceLock<mpsc::Sender<(Uuid, Publication)>>,
+    /// Channels some of whose publications could not be queued for export.
+    lost: Mutex<HashSet<Uuid>>,
     /// The delivery tasks, and the viewers' sessions: all that streams to viewers.
     tasks: TaskTracker,
 }
@@ -113,17 +131,25 @@ impl Hub {
             turns: DashMap::new(),
             capacity: capacity.max(1),
             exports: OnceLock::new(),
+            lost: Mutex::default(),
             tasks: TaskTracker::new(),
         }
     }
 
     /// From now on, everything published here is also handed to the returned receiver, to
-    /// be carried to other processes. Unbounded so that publishing never waits; a carrier
-    /// that falls behind holds frames in memory rather than lose them.
-    pub fn export_to(&self) -> mpsc::UnboundedReceiver<(Uuid, Publication)> {
-        let (tx, rx) = mpsc::unbounded_channel();
+    /// be carried to other processes. Publishing never waits: past `capacity` waiting, a
+    /// channel's publications are dropped and the channel is marked lost (see
+    /// [`Hub::take_lost`]).
+    pub fn export_to(&self, capacity: usize) -> mpsc::Receiver<(Uuid, Publication)> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
         let _ = self.exports.set(tx);
         rx
+    }
+
+    /// The channels marked lost since the last call: the carrier tells the other processes,
+    /// as [`Publication::Lost`], once it has room.
+    pub fn take_lost(&self) -> Vec<Uuid> {
+        lock(&self.lost).drain().collect()
     }
 
     /// What streams to viewers: wait on it, once closed, to let viewers be told goodbye.
@@ -250,6 +276,11 @@ impl Hub {
             Publication::EndTurns => {
                 self.turns.remove(&channel_id);
             }
+            Publication::Lost => {
+                if let Some(frames) = self.channels.get(&channel_id).map(|a| a.frames.clone()) {
+                    let _ = frames.send(Broadcast::Lost);
+                }
+            }
             Publication::Closed => {
                 self.turns.remove(&channel_id);
                 if let Some((_, audience)) = self.channels.remove(&channel_id) {
@@ -260,8 +291,15 @@ impl Hub {
     }
 
     fn publish(&self, channel_id: Uuid, publication: Publication) {
-        if let Some(exports) = self.exports.get() {
-            let _ = exports.send((channel_id, publication.clone()));
+        if let Some(exports) = self.exports.get()
+            && let Err(mpsc::error::TrySendError::Full(_)) =
+                exports.try_send((channel_id, publication.clone()))
+        {
+            telemetry::export_dropped();
+            let mut lost = lock(&self.lost);
+            if lost.len() < LOST_CHANNELS {
+                lost.insert(channel_id);
+            }
         }
         self.apply(channel_id, publication);
     }
@@ -325,7 +363,7 @@ async fn deliver(group: Arc<Group>, mut broadcast: broadcast::Receiver<Broadcast
             match received {
                 Ok(Broadcast::Frame(frame)) => batch.push(frame),
                 Ok(Broadcast::Closed) | Err(RecvError::Closed) => closed = true,
-                Err(RecvError::Lagged(_)) => lagged = true,
+                Ok(Broadcast::Lost) | Err(RecvError::Lagged(_)) => lagged = true,
             }
             if closed || lagged || batch.len() == BATCH {
                 break;
@@ -460,6 +498,32 @@ mod tests {
             outlet.poll_attention(&mut Context::from_waker(Waker::noop())),
             Poll::Ready(Attention::Deleted)
         );
+    }
+
+    #[tokio::test]
+    async fn publications_past_a_full_export_queue_mark_their_channel_lost_there_and_behind_here() {
+        let publisher = Hub::new(16);
+        let mut exports = publisher.export_to(2);
+        let channel = Uuid::now_v7();
+        for seq in 1..=5 {
+            publisher.publish_event(channel, &stored(seq));
+        }
+        // Two wait; three were dropped, and their channel is marked, once.
+        assert_eq!(publisher.take_lost(), [channel]);
+        assert!(publisher.take_lost().is_empty());
+        assert!(
+            matches!(exports.try_recv(), Ok((c, Publication::Event { seq: 1, .. })) if c == channel)
+        );
+
+        // Another process's hub is told, and its viewers of the channel catch up.
+        let there = Arc::new(Hub::new(16));
+        let (outlet, _end) = viewer();
+        let _membership = there.join(channel, outlet.clone());
+        there.apply(channel, Publication::Lost);
+        let asked = tokio::time::timeout(PATIENCE, outlet.attention())
+            .await
+            .expect("the viewer's session is woken");
+        assert_eq!(asked, Attention::CatchUp);
     }
 
     #[tokio::test]

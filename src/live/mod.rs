@@ -14,7 +14,7 @@ pub mod streams;
 pub mod upgrade;
 
 pub use close::Close;
-pub use hub::{Hub, Publication};
+pub use hub::{EXPORT_QUEUE, Hub, Publication};
 pub use streams::{Refusal, StreamPass, Streams};
 
 /// Locks a mutex of this module. Nothing panics while holding one, so a poisoned lock's

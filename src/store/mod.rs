@@ -236,13 +236,15 @@ pub trait Store: Send + Sync + 'static {
 
     // Idempotency keys, per account.
     /// Claims `key` for a request whose canonical form hashes to `request_hash`. A claim
-    /// older than `expired_before` is replaced as if it did not exist.
+    /// older than `expired_before`, or still in flight since before `abandoned_before` (its
+    /// process died with the request unfinished), is replaced as if it did not exist.
     async fn claim_idempotency(
         &self,
         account_id: Uuid,
         key: &str,
         request_hash: &str,
         expired_before: DateTime<Utc>,
+        abandoned_before: DateTime<Utc>,
     ) -> StoreResult<IdempotencyClaim>;
     /// Keeps the response of a claimed request.
     async fn complete_idempotency(

@@ -825,6 +825,7 @@ where
         key: &str,
         request_hash: &str,
         expired_before: DateTime<Utc>,
+        abandoned_before: DateTime<Utc>,
     ) -> StoreResult<IdempotencyClaim> {
         let mut tx = self.write().await?;
         // Claims the key if it is new or its claim expired, in one statement: of two
@@ -836,13 +837,15 @@ where
              VALUES ($1, $2, $3, $4) ON CONFLICT (account_id, idempotency_key) DO UPDATE SET \
              request_hash = excluded.request_hash, status = NULL, response = NULL, \
              created_at = excluded.created_at \
-             WHERE idempotency_keys.created_at < $5",
+             WHERE idempotency_keys.created_at < $5 \
+               OR (idempotency_keys.status IS NULL AND idempotency_keys.created_at < $6)",
         )
         .bind(id::<D>(account_id))
         .bind(key)
         .bind(request_hash)
         .bind(Utc::now())
         .bind(expired_before)
+        .bind(abandoned_before)
         .execute(&mut *tx)
         .await?;
         let claim = if D::rows_affected(&claimed) == 1 {

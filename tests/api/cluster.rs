@@ -333,3 +333,121 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A NATS server of the test's own on a free port, started with `args`, stopped (by its
+/// pid) when dropped. `None` where there is no `nats-server` and NATS tests are not required.
+struct OwnNats {
+    child: tokio::process::Child,
+    port: u16,
+}
+
+impl OwnNats {
+    async fn start(args: &[&str]) -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let binary = [
+            "nats-server",
+            "/usr/sbin/nats-server",
+            "/usr/bin/nats-server",
+        ]
+        .into_iter()
+        .find(|path| {
+            std::process::Command::new(path)
+                .arg("--version")
+                .output()
+                .is_ok()
+        });
+        let Some(binary) = binary else {
+            assert!(
+                std::env::var("SKEIN_CLUSTER_TESTS").as_deref() != Ok("required"),
+                "SKEIN_CLUSTER_TESTS=required but there is no nats-server"
+            );
+            eprintln!("no nats-server: skipping");
+            return None;
+        };
+        let child = tokio::process::Command::new(binary)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(args)
+            .kill_on_drop(true)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        crate::support::wait_for(|| async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+        })
+        .await;
+        Some(Self { child, port })
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+#[tokio::test]
+async fn a_nats_server_that_asks_for_credentials_gets_them_and_a_missing_one_is_said_plainly() {
+    let Some(nats) = OwnNats::start(&["--auth", "nats-token-0123"]).await else {
+        return;
+    };
+    let app = crate::support::spawn_app_with(|config| {
+        config.nats_url = Some(nats.url().into());
+        config.nats_auth.token = Some("nats-token-0123".into());
+    })
+    .await;
+    let collaboration = app.scripted_duo(2, 0).await;
+    app.wait_until_summarized(&id(&collaboration)).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let refused = skein::app::App::build(skein::config::Config {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        nats_url: Some(nats.url().into()),
+        ..Default::default()
+    })
+    .await
+    .err()
+    .expect("no token, no connection");
+    let said = format!("{refused:#}");
+    assert!(said.contains("connecting to NATS"), "{said}");
+    assert!(said.to_lowercase().contains("authoriz"), "{said}");
+}
+
+#[tokio::test]
+async fn a_password_in_the_nats_url_is_used_and_never_shown() {
+    let Some(nats) = OwnNats::start(&["--user", "skein", "--pass", "nats-pass-4567"]).await else {
+        return;
+    };
+    let with = format!("nats://skein:nats-pass-4567@127.0.0.1:{}", nats.port);
+    let app = crate::support::spawn_app_with(|config| config.nats_url = Some(with.into())).await;
+    assert_eq!(app.get("/ready").await.status(), 200);
+
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = format!("nats://skein:wrong-pass-89@127.0.0.1:{}", nats.port);
+    let refused = skein::app::App::build(skein::config::Config {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        nats_url: Some(wrong.into()),
+        ..Default::default()
+    })
+    .await
+    .err()
+    .expect("a wrong password, no connection");
+    let said = format!("{refused:#}");
+    assert!(said.contains("connecting to NATS"), "{said}");
+    assert!(
+        !said.contains("wrong-pass-89"),
+        "the password was shown: {said}"
+    );
+}

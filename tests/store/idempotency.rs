@@ -19,7 +19,7 @@ async fn a_claim_goes_from_in_flight_to_completed() {
             let store = store.clone();
             async move {
                 store
-                    .claim_idempotency(account, "key-1", hash, a_day_ago())
+                    .claim_idempotency(account, "key-1", hash, a_day_ago(), a_day_ago())
                     .await
                     .unwrap()
             }
@@ -57,13 +57,13 @@ async fn a_released_claim_is_free_again() {
     each_store(|store| async move {
         let account = tenant(&store, "tenant").await.id();
         let claim = store
-            .claim_idempotency(account, "key-1", "hash-a", a_day_ago())
+            .claim_idempotency(account, "key-1", "hash-a", a_day_ago(), a_day_ago())
             .await
             .unwrap();
         assert_eq!(claim, IdempotencyClaim::Claimed);
         store.release_idempotency(account, "key-1").await.unwrap();
         let claim = store
-            .claim_idempotency(account, "key-1", "hash-b", a_day_ago())
+            .claim_idempotency(account, "key-1", "hash-b", a_day_ago(), a_day_ago())
             .await
             .unwrap();
         assert_eq!(claim, IdempotencyClaim::Claimed);
@@ -78,7 +78,7 @@ async fn keys_belong_to_an_account_and_expire() {
         let other = tenant(&store, "other").await.id();
         for who in [account, other] {
             let claim = store
-                .claim_idempotency(who, "key-1", "hash-a", a_day_ago())
+                .claim_idempotency(who, "key-1", "hash-a", a_day_ago(), a_day_ago())
                 .await
                 .unwrap();
             assert_eq!(claim, IdempotencyClaim::Claimed);
@@ -91,12 +91,12 @@ async fn keys_belong_to_an_account_and_expire() {
         // Everything claimed before a minute from now has expired: the claim starts over,
         // for another request too, and what was kept of the first is gone.
         let claim = store
-            .claim_idempotency(account, "key-1", "hash-b", later(60))
+            .claim_idempotency(account, "key-1", "hash-b", later(60), a_day_ago())
             .await
             .unwrap();
         assert_eq!(claim, IdempotencyClaim::Claimed);
         let claim = store
-            .claim_idempotency(account, "key-1", "hash-b", a_day_ago())
+            .claim_idempotency(account, "key-1", "hash-b", a_day_ago(), a_day_ago())
             .await
             .unwrap();
         assert_eq!(claim, IdempotencyClaim::InFlight);
@@ -105,7 +105,7 @@ async fn keys_belong_to_an_account_and_expire() {
             .await
             .unwrap();
         let claim = store
-            .claim_idempotency(account, "key-1", "hash-b", a_day_ago())
+            .claim_idempotency(account, "key-1", "hash-b", a_day_ago(), a_day_ago())
             .await
             .unwrap();
         assert_eq!(
@@ -125,7 +125,7 @@ async fn purging_removes_expired_claims_and_on_request_those_in_flight() {
         let account = tenant(&store, "tenant").await.id();
         for key in ["done", "in-flight"] {
             store
-                .claim_idempotency(account, key, "hash", a_day_ago())
+                .claim_idempotency(account, key, "hash", a_day_ago(), a_day_ago())
                 .await
                 .unwrap();
         }
@@ -140,7 +140,7 @@ async fn purging_removes_expired_claims_and_on_request_those_in_flight() {
         );
         assert_eq!(store.purge_idempotency(a_day_ago(), true).await.unwrap(), 1);
         let claim = store
-            .claim_idempotency(account, "done", "hash", a_day_ago())
+            .claim_idempotency(account, "done", "hash", a_day_ago(), a_day_ago())
             .await
             .unwrap();
         assert_eq!(
@@ -152,7 +152,7 @@ async fn purging_removes_expired_claims_and_on_request_those_in_flight() {
         );
         assert_eq!(store.purge_idempotency(later(60), false).await.unwrap(), 1);
         let claim = store
-            .claim_idempotency(account, "done", "hash", a_day_ago())
+            .claim_idempotency(account, "done", "hash", a_day_ago(), a_day_ago())
             .await
             .unwrap();
         assert_eq!(claim, IdempotencyClaim::Claimed);
@@ -172,7 +172,7 @@ async fn of_concurrent_claims_exactly_one_goes_through() {
                 let key = key.clone();
                 claims.spawn(async move {
                     store
-                        .claim_idempotency(account, &key, "hash", a_day_ago())
+                        .claim_idempotency(account, &key, "hash", a_day_ago(), a_day_ago())
                         .await
                         .unwrap()
                 });
@@ -190,6 +190,47 @@ async fn of_concurrent_claims_exactly_one_goes_through() {
                 "{claims:?}"
             );
         }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_claim_left_in_flight_by_a_process_that_died_is_taken_over_once_abandoned() {
+    each_store(|store| async move {
+        let account = tenant(&store, "acme").await.id();
+        let first = store
+            .claim_idempotency(account, "key-1", "hash-a", a_day_ago(), a_day_ago())
+            .await
+            .unwrap();
+        assert_eq!(first, IdempotencyClaim::Claimed);
+        // Its process died: the claim stays in flight, and holds the key meanwhile.
+        assert_eq!(
+            store
+                .claim_idempotency(account, "key-1", "hash-a", a_day_ago(), a_day_ago())
+                .await
+                .unwrap(),
+            IdempotencyClaim::InFlight
+        );
+        // Past the age at which a request in flight is taken for abandoned, the key is free.
+        assert_eq!(
+            store
+                .claim_idempotency(account, "key-1", "hash-a", a_day_ago(), later(1))
+                .await
+                .unwrap(),
+            IdempotencyClaim::Claimed
+        );
+        // A finished one is never taken for abandoned: it replays.
+        store
+            .complete_idempotency(account, "key-1", 201, b"kept")
+            .await
+            .unwrap();
+        assert!(matches!(
+            store
+                .claim_idempotency(account, "key-1", "hash-a", a_day_ago(), later(1))
+                .await
+                .unwrap(),
+            IdempotencyClaim::Completed { status: 201, .. }
+        ));
     })
     .await;
 }
