@@ -9,6 +9,7 @@ pub mod a2a;
 pub mod http;
 mod llm;
 pub mod models;
+pub mod quote;
 mod retry;
 mod scripted;
 

@@ -5,45 +5,30 @@
 use uuid::Uuid;
 
 use crate::{
-    agents::{Line, TurnContext},
+    agents::{
+        Line, TurnContext,
+        quote::{defuse, one_line},
+    },
     config::EngineSettings,
     domain::Sender,
 };
 
 /// The last `window` lines of the transcript, quoted for a model that must read them as data
 /// (the judge, the selector, the summarizer): one `name: content` line each, between
-/// `<transcript>` tags. A message that writes the tags itself cannot close the quote early:
-/// its tags are defused.
+/// `<transcript>` tags. A message is one line whatever it holds (its line breaks are written
+/// `\n`), so it cannot start a line of its own that seems to come from someone else; and a
+/// message that writes the tags itself cannot close the quote early: its tags are defused.
 pub(crate) fn quote_transcript(transcript: &[Line], window: usize) -> String {
     let start = transcript.len().saturating_sub(window);
     let mut quoted = String::from("<transcript>\n");
     for line in &transcript[start..] {
-        quoted.push_str(&defuse(&line.sender.name));
+        quoted.push_str(&one_line(&defuse(&line.sender.name)));
         quoted.push_str(": ");
-        quoted.push_str(&defuse(&line.content));
+        quoted.push_str(&one_line(&defuse(&line.content)));
         quoted.push('\n');
     }
     quoted.push_str("</transcript>");
     quoted
-}
-
-/// Replaces the `<` of any `<transcript` or `</transcript` (any case) with `‹`.
-fn defuse(text: &str) -> String {
-    const TAG: &str = "transcript";
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find('<') {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + 1..];
-        let name = after.strip_prefix('/').unwrap_or(after);
-        let is_tag = name
-            .get(..TAG.len())
-            .is_some_and(|n| n.eq_ignore_ascii_case(TAG));
-        out.push(if is_tag { '‹' } else { '<' });
-        rest = after;
-    }
-    out.push_str(rest);
-    out
 }
 
 /// Longest excerpt of one older message kept in the synopsis.
@@ -82,7 +67,11 @@ fn synopsis(older: &[Line], budget: usize) -> String {
     let mut kept = Vec::new();
     let mut used = 0;
     for line in older.iter().rev() {
-        let entry = format!("- {}: {}", line.sender.name, excerpt(&line.content));
+        let entry = format!(
+            "- {}: {}",
+            one_line(&line.sender.name),
+            excerpt(&line.content)
+        );
         if used + entry.len() > budget {
             break;
         }
