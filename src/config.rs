@@ -116,6 +116,9 @@ pub struct ModelSettings {
     /// The most of a model's answer read: a streamed reply is cut there (the turn's
     /// message is cut to the content limit anyway), a whole one refused.
     pub max_reply_bytes: usize,
+    /// The longest one model call may take, its retries and its whole stream included
+    /// (`SKEIN_LLM_DEADLINE_SECS`): a provider that trickles an answer forever is cut off.
+    pub deadline: Duration,
 }
 
 /// Turns of agents that live elsewhere (`http`, `a2a`).
@@ -247,6 +250,7 @@ impl Default for Config {
                 retry_base: Duration::from_millis(500),
                 retry_max: Duration::from_secs(20),
                 max_reply_bytes: 4 << 20,
+                deadline: Duration::from_secs(300),
             },
             remote: RemoteAgentSettings {
                 turn_timeout: Duration::from_secs(60),
@@ -346,6 +350,9 @@ impl Config {
         }
         if let Some(retries) = lookup("SKEIN_LLM_MAX_RETRIES") {
             config.models.max_retries = retries.parse()?;
+        }
+        if let Some(secs) = lookup("SKEIN_LLM_DEADLINE_SECS") {
+            config.models.deadline = Duration::from_secs(secs.parse()?);
         }
         if let Some(ms) = lookup("SKEIN_LLM_RETRY_BASE_MS") {
             config.models.retry_base = Duration::from_millis(ms.parse()?);

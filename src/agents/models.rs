@@ -49,6 +49,8 @@ pub enum ModelError {
     Timeout(Duration),
     #[error("the model's stream went quiet for {0:?}")]
     Stalled(Duration),
+    #[error("the model did not finish its answer within {0:?} (SKEIN_LLM_DEADLINE_SECS)")]
+    Deadline(Duration),
 }
 
 /// What a streamed completion reports as it goes.
@@ -130,7 +132,9 @@ impl Models {
         request: CreateChatCompletionRequest,
     ) -> Result<Completion, ModelError> {
         let started = std::time::Instant::now();
-        let result = self.complete_counted(target, request).await;
+        let result = self
+            .within_deadline(self.complete_counted(target, request))
+            .await;
         observe(target, started, &result);
         result
     }
@@ -171,9 +175,22 @@ impl Models {
         on_delta: &(dyn Fn(Delta<'_>) + Send + Sync),
     ) -> Result<Completion, ModelError> {
         let started = std::time::Instant::now();
-        let result = self.stream_counted(target, request, on_delta).await;
+        let result = self
+            .within_deadline(self.stream_counted(target, request, on_delta))
+            .await;
         observe(target, started, &result);
         result
+    }
+
+    /// A call, all its attempts and its whole stream included, cut off at the deadline.
+    async fn within_deadline(
+        &self,
+        call: impl Future<Output = Result<Completion, ModelError>>,
+    ) -> Result<Completion, ModelError> {
+        let deadline = self.settings.deadline;
+        tokio::time::timeout(deadline, call)
+            .await
+            .unwrap_or(Err(ModelError::Deadline(deadline)))
     }
 
     async fn stream_counted(
@@ -337,6 +354,7 @@ impl ModelError {
             Self::BrokenStream(_) => "broken_stream",
             Self::Timeout(_) => "timeout",
             Self::Stalled(_) => "stalled",
+            Self::Deadline(_) => "deadline",
         }
     }
 }

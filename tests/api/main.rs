@@ -16,6 +16,7 @@ mod cli;
 mod cluster;
 mod collaborations;
 mod exposure;
+mod faults;
 mod humans;
 mod idempotency;
 mod limits;

@@ -332,3 +332,32 @@ async fn the_flock_provider_from_the_environment_sends_its_key_in_x_litellm_api_
     assert!(request.headers.get("authorization").is_none());
     assert_eq!(request.body["model"], "qwen3-30b-a3b-instruct-2507");
 }
+
+#[tokio::test]
+async fn a_provider_that_trickles_its_answer_forever_is_cut_off_at_the_deadline() {
+    let fake = FakeModel::start().await;
+    fake.fail_always(Purpose::Turn, Fault::Trickle);
+    let base = fake.base_url();
+    let app = spawn_app_with(move |config| {
+        config.providers = vec![default_provider(&base)];
+        config.models.deadline = Duration::from_secs(2);
+    })
+    .await;
+    let (host, guest) = llm_pair(&app).await;
+    let asked = std::time::Instant::now();
+    let created = app
+        .collaborate(
+            &host,
+            &guest,
+            json!({"message_cap": 4, "timeout_window": 600}),
+        )
+        .await;
+    let done = app.wait_until_summarized(&id(&created)).await;
+    let took = asked.elapsed();
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["end_reason"], "error");
+    let error = done["error_message"].as_str().unwrap();
+    assert!(error.contains("SKEIN_LLM_DEADLINE_SECS"), "{error}");
+    // The deadline, not the 10-minute inactivity window, ended it.
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}

@@ -46,6 +46,8 @@ pub enum Fault {
     /// Sends the first piece of the stream, then ends it with no finish reason and no
     /// `[DONE]`, as a proxy that cuts an upstream off does.
     BrokenStream,
+    /// A stream of empty pieces, one every 100 ms, forever: never quiet, never done.
+    Trickle,
 }
 
 #[derive(Debug, Clone)]
@@ -305,6 +307,7 @@ async fn completions(
             return openai_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "boom");
         }
         Some(Fault::Hang) => std::future::pending::<()>().await,
+        Some(Fault::Trickle) => return trickle(),
         Some(Fault::BrokenStream) | None => {}
     }
     let broken = matches!(fault, Some(Fault::BrokenStream));
@@ -321,6 +324,22 @@ async fn completions(
         .into_response();
     }
     sse(content, model, usage, broken, fake.chunk_delay)
+}
+
+/// An SSE stream that never ends: an empty piece every 100 ms.
+fn trickle() -> Response {
+    let piece = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0,
+                       "model": "fake-model",
+                       "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": null}]});
+    let frame = Bytes::from(format!("data: {piece}\n\n"));
+    let pieces = futures::stream::unfold(frame, |frame| async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Some((Ok::<_, std::convert::Infallible>(frame.clone()), frame))
+    });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(pieces))
+        .unwrap()
 }
 
 /// Samples per spoken part: 50 ms at 8 kHz.

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod fake_model;
 pub mod peers;
 pub mod process;
+pub mod proxy;
 #[path = "../../common/schema.rs"]
 pub mod schema;
 
