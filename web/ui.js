@@ -119,7 +119,15 @@ export function confirmAction(title, text, action) {
   dialog.showModal();
   dialog.querySelector("[value=no]").focus();
   return new Promise((resolve) => {
-    dialog.addEventListener("close", () => resolve(dialog.returnValue === "yes"), { once: true });
+    // A `close` event is queued, not dispatched at once: one left over from the last time
+    // this dialog closed can arrive after it has opened again. Only a close that leaves the
+    // dialog closed answers this question.
+    const closed = () => {
+      if (dialog.open) return;
+      dialog.removeEventListener("close", closed);
+      resolve(dialog.returnValue === "yes");
+    };
+    dialog.addEventListener("close", closed);
   });
 }
 
