@@ -131,6 +131,8 @@ impl AgentInput {
                 limits.max_prompt_chars,
             );
         }
+        // Every field given is checked for its form, whichever kind uses it.
+        self.check_form(&mut errors, limits);
         let address = match self.address.as_deref().map(AgentAddress::parse) {
             Some(Ok(address)) => Some(address),
             Some(Err(e)) => {
@@ -171,24 +173,7 @@ impl AgentInput {
                         "model",
                         "is required (the provider has no default model)",
                     )),
-                    Some(m) => check_len(&mut errors, "model", m, 1, 200),
-                }
-                if let Some(prompt) = &self.system_prompt {
-                    check_len(
-                        &mut errors,
-                        "system_prompt",
-                        prompt,
-                        0,
-                        limits.max_prompt_chars,
-                    );
-                }
-                if let Some(t) = self.temperature
-                    && !(0.0..=2.0).contains(&t)
-                {
-                    errors.push(FieldError::new("temperature", "must be between 0 and 2"));
-                }
-                if let Some(0) = self.max_tokens {
-                    errors.push(FieldError::new("max_tokens", "must be at least 1"));
+                        Some(_) => {}
                 }
                 AgentSpec::Llm {
                     provider: provider.unwrap_or_default(),
@@ -206,19 +191,7 @@ impl AgentInput {
                         "a scripted agent needs at least one reply",
                     ));
                 }
-                for (i, reply) in replies.iter().enumerate() {
-                    check_len(
-                        &mut errors,
-                        &format!("replies[{i}]"),
-                        reply.trim(),
-                        1,
-                        limits.max_content_chars,
-                    );
-                }
                 let delay_ms = self.delay_ms.unwrap_or(0);
-                if delay_ms > 60_000 {
-                    errors.push(FieldError::new("delay_ms", "must be at most 60000"));
-                }
                 AgentSpec::Scripted { replies, delay_ms }
             }
             "http" => AgentSpec::Http {
@@ -251,6 +224,47 @@ impl AgentInput {
     }
 }
 
+impl AgentInput {
+    /// The form of every field given, whether or not its kind uses it: a value out of
+    /// range is refused, not quietly ignored.
+    fn check_form(&self, errors: &mut Vec<FieldError>, limits: &crate::config::Limits) {
+        if let Some(model) = &self.model {
+            check_len(errors, "model", model, 1, 200);
+        }
+        if let Some(prompt) = &self.system_prompt {
+            check_len(errors, "system_prompt", prompt, 0, limits.max_prompt_chars);
+        }
+        if let Some(t) = self.temperature
+            && !(0.0..=2.0).contains(&t)
+        {
+            errors.push(FieldError::new("temperature", "must be between 0 and 2"));
+        }
+        if let Some(0) = self.max_tokens {
+            errors.push(FieldError::new("max_tokens", "must be at least 1"));
+        }
+        for (i, reply) in self.replies.iter().flatten().enumerate() {
+            check_len(
+                errors,
+                &format!("replies[{i}]"),
+                reply.trim(),
+                1,
+                limits.max_content_chars,
+            );
+        }
+        if self.delay_ms.is_some_and(|delay| delay > 60_000) {
+            errors.push(FieldError::new("delay_ms", "must be at most 60000"));
+        }
+        for (field, url) in [("endpoint", &self.endpoint), ("card_url", &self.card_url)] {
+            if url.as_ref().is_some_and(|url| url.chars().count() > MAX_URL_CHARS) {
+                errors.push(FieldError::new(
+                    field,
+                    format!("must be at most {MAX_URL_CHARS} characters"),
+                ));
+            }
+        }
+    }
+}
+
 /// A remote agent's URL: required, at most [`MAX_URL_CHARS`], and one the outbound guard
 /// lets through.
 async fn remote_url(
@@ -263,12 +277,9 @@ async fn remote_url(
         errors.push(FieldError::new(field, "is required for this kind"));
         return String::new();
     };
-    if url.chars().count() > MAX_URL_CHARS {
-        errors.push(FieldError::new(
-            field,
-            format!("must be at most {MAX_URL_CHARS} characters"),
-        ));
-    } else if let Err(e) = state.outbound.check(&url).await {
+    if url.chars().count() <= MAX_URL_CHARS
+        && let Err(e) = state.outbound.check(&url).await
+    {
         errors.push(FieldError::new(field, e.to_string()));
     }
     url

@@ -77,10 +77,13 @@ async fn read(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct HistoryParams {
     /// Only events with a greater `seq` (default 0: from the start).
+    #[param(minimum = 0)]
     pub(super) after_seq: Option<i64>,
     /// 1–500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub(super) limit: Option<i64>,
 }
 
@@ -275,8 +278,10 @@ async fn ticket(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct StreamParams {
     /// Replay stored events with a greater `seq` first (default 0: everything).
+    #[param(minimum = 0)]
     pub(super) after_seq: Option<i64>,
     /// A single-use ticket, for browsers that cannot set headers on a WebSocket.
     pub(super) ticket: Option<String>,

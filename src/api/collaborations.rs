@@ -286,17 +286,36 @@ async fn create(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListParams {
     /// 1-based page number.
+    #[param(minimum = 1, maximum = 4294967295_i64)]
     pub(super) page: Option<i64>,
     /// Items per page, 1–100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
     pub(super) size: Option<i64>,
     /// UUID or address of an agent taking part (as principal or participant).
+    #[param(min_length = 1, max_length = 200)]
     pub(super) agent: Option<String>,
+    #[param(format = Uuid)]
     pub(super) channel_id: Option<String>,
     /// `running`, `completed`, `failed` or `cancelled`.
+    #[param(value_type = Option<CollaborationStatus>)]
     pub(super) status: Option<String>,
+    /// `FLOCKX`, `ASI1`, `flockx`, `asi_one` or `fetch_business`.
+    #[param(value_type = Option<SourceName>)]
     pub(super) source: Option<String>,
+}
+
+/// How a request may name a collaboration's source: flockx's names and Skein's.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, clippy::upper_case_acronyms, non_camel_case_types)]
+pub(super) enum SourceName {
+    FLOCKX,
+    ASI1,
+    flockx,
+    asi_one,
+    fetch_business,
 }
 
 #[utoipa::path(get, path = "/api/v1/collaborations", tag = "collaborations", params(ListParams),

@@ -11,7 +11,10 @@ use utoipa::{
 };
 use utoipa_swagger_ui::SwaggerUi;
 
+use serde_json::json;
+
 use super::{AppState, agents, channels, collaborations, keys, providers, webhooks};
+use crate::config::Config;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -138,6 +141,102 @@ fn problem_content() -> Content {
     Content::new(Some(Ref::from_schema_name("Problem")))
 }
 
-pub(super) fn router() -> Router<AppState> {
-    Router::new().merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+pub(super) fn router(config: &Config) -> Router<AppState> {
+    Router::new().merge(SwaggerUi::new("/docs").url("/openapi.json", document(config)))
+}
+
+/// The document as this server takes requests: its limits, as its configuration sets them,
+/// stated in the request schemas (`maxLength`, ranges, enums, patterns), so that a client
+/// made from the document never sends what the server refuses for its form. What only the
+/// stored data can tell (does this agent exist?) stays a 422 of its own.
+fn document(config: &Config) -> utoipa::openapi::OpenApi {
+    let limits = &config.limits;
+    let mut document =
+        serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serializes");
+    // Not blank: the server trims what it is given.
+    let text = |max: usize| json!({"pattern": "\\S", "maxLength": max});
+    let reference = json!({"minLength": 1, "maxLength": 200});
+    let url = json!({"maxLength": 2048, "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"});
+    // Empty is none.
+    let url_or_none = json!({"maxLength": 2048, "pattern": "^(\\s*|[Hh][Tt][Tt][Pp][Ss]?://.*)$"});
+    let constraints = [
+        ("CreateCollaboration", "principal", reference.clone()),
+        (
+            "CreateCollaboration",
+            "participants",
+            json!({"minItems": 1, "maxItems": limits.max_participants, "items": reference}),
+        ),
+        (
+            "CreateCollaboration",
+            "message_cap",
+            json!({"minimum": 1, "maximum": limits.max_message_cap}),
+        ),
+        (
+            "CreateCollaboration",
+            "timeout_window",
+            json!({"minimum": 1, "maximum": limits.max_timeout_window}),
+        ),
+        ("CreateCollaboration", "objective", text(limits.max_objective_chars)),
+        (
+            "CreateCollaboration",
+            "source",
+            json!({"enum": ["FLOCKX", "ASI1", "asi1", "FETCH_BUSINESS", "flockx", "asi_one", "fetch_business", null]}),
+        ),
+        ("CreateCollaboration", "strategy", json!({"enum": ["manager", "round_robin", null]})),
+        ("CreateCollaboration", "webhook_url", url.clone()),
+        ("CreateCollaboration", "token_budget", json!({"minimum": 1})),
+        ("AgentInput", "name", text(limits.max_name_chars)),
+        ("AgentInput", "description", json!({"maxLength": limits.max_prompt_chars})),
+        ("AgentInput", "kind", json!({"enum": ["llm", "scripted", "http", "a2a", "human"]})),
+        ("AgentInput", "address", json!({"maxLength": 200})),
+        ("AgentInput", "model", json!({"minLength": 1, "maxLength": 200})),
+        ("AgentInput", "system_prompt", json!({"maxLength": limits.max_prompt_chars})),
+        ("AgentInput", "temperature", json!({"minimum": 0, "maximum": 2})),
+        ("AgentInput", "max_tokens", json!({"minimum": 1})),
+        ("AgentInput", "replies", json!({"items": text(limits.max_content_chars)})),
+        ("AgentInput", "delay_ms", json!({"maximum": 60_000})),
+        ("AgentInput", "endpoint", url.clone()),
+        ("AgentInput", "card_url", url.clone()),
+        ("PostMessage", "sender", json!({"minLength": 1, "maxLength": 200})),
+        ("PostMessage", "content", text(limits.max_content_chars)),
+        ("CreateKey", "name", text(limits.max_name_chars)),
+        (
+            "CreateKey",
+            "scopes",
+            json!({"minItems": 1, "items": {"enum": ["read", "write", "admin"]}}),
+        ),
+        ("CreateAccount", "name", text(limits.max_name_chars)),
+        ("CreateAccount", "key_name", text(limits.max_name_chars)),
+        ("PutWebhooks", "default_url", url_or_none),
+    ];
+    for (schema, property, constraint) in constraints {
+        let target = &mut document["components"]["schemas"][schema]["properties"][property];
+        assert!(target.is_object(), "{schema}.{property} is in the document");
+        merge(target, constraint);
+    }
+    // A PATCH takes any of the create's fields, merged over the agent as it is.
+    let mut patch = document["components"]["schemas"]["AgentInput"].clone();
+    patch["required"] = json!([]);
+    patch["description"] = json!("Any of an agent's fields, merged over the agent as it is.");
+    document["components"]["schemas"]["AgentPatch"] = patch;
+    document["paths"]["/api/v1/agents/{agent}"]["patch"]["requestBody"] = json!({
+        "required": true,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AgentPatch"}}}
+    });
+    serde_json::from_value(document).expect("the OpenAPI document reads back")
+}
+
+/// Adds `constraint`'s keys to `target`, merging into objects it has already.
+fn merge(target: &mut serde_json::Value, constraint: serde_json::Value) {
+    let serde_json::Value::Object(constraint) = constraint else {
+        return;
+    };
+    for (key, value) in constraint {
+        match (target.get_mut(&key), value) {
+            (Some(existing @ serde_json::Value::Object(_)), value @ serde_json::Value::Object(_)) => {
+                merge(existing, value)
+            }
+            (_, value) => target[key] = value,
+        }
+    }
 }

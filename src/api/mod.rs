@@ -95,7 +95,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", v1)
         .merge(health::router())
-        .merge(docs::router())
+        .merge(docs::router(&state.config))
         .merge(web::router())
         .fallback(|| async { AppError::NotFound("route") })
         .method_not_allowed_fallback(|| async {
@@ -288,10 +288,13 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiQuer
 
 /// `page` and `size` as flockx takes them.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// 1-based page number.
+    #[param(minimum = 1, maximum = 4294967295_i64)]
     pub page: Option<i64>,
     /// Items per page, 1–100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
     pub size: Option<i64>,
 }
 
