@@ -173,7 +173,7 @@ impl AgentInput {
                         "model",
                         "is required (the provider has no default model)",
                     )),
-                        Some(_) => {}
+                    Some(_) => {}
                 }
                 AgentSpec::Llm {
                     provider: provider.unwrap_or_default(),
@@ -255,7 +255,10 @@ impl AgentInput {
             errors.push(FieldError::new("delay_ms", "must be at most 60000"));
         }
         for (field, url) in [("endpoint", &self.endpoint), ("card_url", &self.card_url)] {
-            if url.as_ref().is_some_and(|url| url.chars().count() > MAX_URL_CHARS) {
+            if url
+                .as_ref()
+                .is_some_and(|url| url.chars().count() > MAX_URL_CHARS)
+            {
                 errors.push(FieldError::new(
                     field,
                     format!("must be at most {MAX_URL_CHARS} characters"),

@@ -176,28 +176,64 @@ fn document(config: &Config) -> utoipa::openapi::OpenApi {
             "timeout_window",
             json!({"minimum": 1, "maximum": limits.max_timeout_window}),
         ),
-        ("CreateCollaboration", "objective", text(limits.max_objective_chars)),
+        (
+            "CreateCollaboration",
+            "objective",
+            text(limits.max_objective_chars),
+        ),
         (
             "CreateCollaboration",
             "source",
             json!({"enum": ["FLOCKX", "ASI1", "asi1", "FETCH_BUSINESS", "flockx", "asi_one", "fetch_business", null]}),
         ),
-        ("CreateCollaboration", "strategy", json!({"enum": ["manager", "round_robin", null]})),
+        (
+            "CreateCollaboration",
+            "strategy",
+            json!({"enum": ["manager", "round_robin", null]}),
+        ),
         ("CreateCollaboration", "webhook_url", url.clone()),
         ("CreateCollaboration", "token_budget", json!({"minimum": 1})),
         ("AgentInput", "name", text(limits.max_name_chars)),
-        ("AgentInput", "description", json!({"maxLength": limits.max_prompt_chars})),
-        ("AgentInput", "kind", json!({"enum": ["llm", "scripted", "http", "a2a", "human"]})),
+        (
+            "AgentInput",
+            "description",
+            json!({"maxLength": limits.max_prompt_chars}),
+        ),
+        (
+            "AgentInput",
+            "kind",
+            json!({"enum": ["llm", "scripted", "http", "a2a", "human"]}),
+        ),
         ("AgentInput", "address", json!({"maxLength": 200})),
-        ("AgentInput", "model", json!({"minLength": 1, "maxLength": 200})),
-        ("AgentInput", "system_prompt", json!({"maxLength": limits.max_prompt_chars})),
-        ("AgentInput", "temperature", json!({"minimum": 0, "maximum": 2})),
+        (
+            "AgentInput",
+            "model",
+            json!({"minLength": 1, "maxLength": 200}),
+        ),
+        (
+            "AgentInput",
+            "system_prompt",
+            json!({"maxLength": limits.max_prompt_chars}),
+        ),
+        (
+            "AgentInput",
+            "temperature",
+            json!({"minimum": 0, "maximum": 2}),
+        ),
         ("AgentInput", "max_tokens", json!({"minimum": 1})),
-        ("AgentInput", "replies", json!({"items": text(limits.max_content_chars)})),
+        (
+            "AgentInput",
+            "replies",
+            json!({"items": text(limits.max_content_chars)}),
+        ),
         ("AgentInput", "delay_ms", json!({"maximum": 60_000})),
         ("AgentInput", "endpoint", url.clone()),
         ("AgentInput", "card_url", url.clone()),
-        ("PostMessage", "sender", json!({"minLength": 1, "maxLength": 200})),
+        (
+            "PostMessage",
+            "sender",
+            json!({"minLength": 1, "maxLength": 200}),
+        ),
         ("PostMessage", "content", text(limits.max_content_chars)),
         ("CreateKey", "name", text(limits.max_name_chars)),
         (
@@ -233,9 +269,10 @@ fn merge(target: &mut serde_json::Value, constraint: serde_json::Value) {
     };
     for (key, value) in constraint {
         match (target.get_mut(&key), value) {
-            (Some(existing @ serde_json::Value::Object(_)), value @ serde_json::Value::Object(_)) => {
-                merge(existing, value)
-            }
+            (
+                Some(existing @ serde_json::Value::Object(_)),
+                value @ serde_json::Value::Object(_),
+            ) => merge(existing, value),
             (_, value) => target[key] = value,
         }
     }

@@ -345,9 +345,11 @@ async fn bad_tickets_count_as_failed_authentications_too() {
     }
 }
 
-/// The bound the README gives: a server of this test's channel, readers and viewers stays
-/// under this much resident memory.
-const LARGE_MESSAGES_RSS_MIB: u64 = 160;
+/// The bound the README gives: this test's readers and stalled viewers grow the server's
+/// resident memory by less than this over what it holds idle with the channel. Measured on
+/// a debug build: +31 to +47 MiB; before pages and viewer queues were bounded in bytes,
+/// +81 to +89 MiB.
+const LARGE_MESSAGES_GROWTH_MIB: u64 = 70;
 
 #[tokio::test]
 async fn large_messages_read_by_many_readers_and_stalled_viewers_keep_memory_bounded() {
@@ -436,9 +438,9 @@ async fn large_messages_read_by_many_readers_and_stalled_viewers_keep_memory_bou
         peak / 1024
     );
     drop(viewers);
+    let growth = peak.saturating_sub(idle) / 1024;
     assert!(
-        peak / 1024 < LARGE_MESSAGES_RSS_MIB,
-        "{} MiB at the peak",
-        peak / 1024
+        growth < LARGE_MESSAGES_GROWTH_MIB,
+        "{growth} MiB over the idle figure at the peak"
     );
 }
