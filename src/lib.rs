@@ -15,6 +15,7 @@
 //! - [`app`] wires these together, binds the listener and runs until told to stop;
 //! - [`server`] accepts connections, within bounds (a request head's time, how many at once);
 //! - [`tasks`] tracks every background task, and which essential worker has failed;
+//! - [`uagents`] is the Fetch.ai uAgents wire format: identities, signed envelopes, chat;
 //! - [`cli`] is the other side: the `skein` commands that use a running server.
 
 pub mod agents;
@@ -34,4 +35,5 @@ pub mod signing;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;
+pub mod uagents;
 pub mod webhooks;
