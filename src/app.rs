@@ -25,6 +25,7 @@ use crate::{
     secrets::Vault,
     store::{PgStore, SqliteStore, Store},
     tasks::Tasks,
+    uagents::Identities,
 };
 
 /// How long shutdown waits for viewers' streams to close.
@@ -71,6 +72,7 @@ impl App {
             config.secret_key.as_ref().map(ExposeSecret::expose_secret),
             &previous,
         )?);
+        let identities = Identities::new(vault.derive("uagents identities"));
         let store: Arc<dyn Store> = match &config.database_url {
             Some(url) => Arc::new(PgStore::connect(url.expose_secret(), vault).await?),
             None => Arc::new(SqliteStore::open(&config.data_dir, &store_tasks, vault).await?),
@@ -103,7 +105,13 @@ impl App {
                 store: store.clone(),
                 hub: hub.clone(),
                 models,
-                remote: Remote::new(outbound.clone(), config.remote.clone(), &tasks),
+                remote: Remote::new(
+                    outbound.clone(),
+                    config.remote.clone(),
+                    config.uagents.clone(),
+                    identities,
+                    &tasks,
+                ),
                 settings: config.engine.clone(),
                 max_running_per_account: config.rate_limits.max_running_per_account,
             },
@@ -136,6 +144,9 @@ impl App {
             }
         };
         let listener = TcpListener::bind(config.bind).await?;
+        if config.uagents.public_url.is_none() {
+            config.uagents.public_url = Some(format!("http://{}", listener.local_addr()?));
+        }
         let state = AppState {
             store,
             engine,

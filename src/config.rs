@@ -18,6 +18,7 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     pub models: ModelSettings,
     pub remote: RemoteAgentSettings,
+    pub uagents: UagentSettings,
     pub webhooks: WebhookDeliverySettings,
     pub limits: Limits,
     pub engine: EngineSettings,
@@ -135,6 +136,19 @@ pub struct RemoteAgentSettings {
     pub poll_interval: Duration,
     /// How long a fetched A2A agent card is used before it is fetched again.
     pub card_ttl: Duration,
+}
+
+/// How Skein takes part in the uAgents network.
+#[derive(Debug, Clone)]
+pub struct UagentSettings {
+    /// How long a uAgent has to answer its turn (`SKEIN_UAGENT_REPLY_SECS`).
+    pub reply_timeout: Duration,
+    /// An Almanac API to look up agents that were given without an endpoint
+    /// (`SKEIN_ALMANAC_URL`, e.g. `https://agentverse.ai`).
+    pub almanac_url: Option<String>,
+    /// The base URL uAgents reach this server at: its `/submit` is what Skein's
+    /// identities advertise (`SKEIN_PUBLIC_URL`; by default `http://` and the bound address).
+    pub public_url: Option<String>,
 }
 
 /// How webhooks are delivered from the outbox.
@@ -260,6 +274,11 @@ impl Default for Config {
                 poll_interval: Duration::from_secs(1),
                 card_ttl: Duration::from_secs(300),
             },
+            uagents: UagentSettings {
+                reply_timeout: Duration::from_secs(120),
+                almanac_url: None,
+                public_url: None,
+            },
             webhooks: WebhookDeliverySettings {
                 poll_interval: Duration::from_secs(1),
                 attempt_timeout: Duration::from_secs(10),
@@ -362,6 +381,12 @@ impl Config {
         }
         if let Some(secs) = lookup("SKEIN_AGENT_TIMEOUT_SECS") {
             config.remote.turn_timeout = Duration::from_secs(secs.parse()?);
+        }
+        config.uagents.almanac_url = lookup("SKEIN_ALMANAC_URL");
+        config.uagents.public_url =
+            lookup("SKEIN_PUBLIC_URL").map(|url| url.trim_end_matches('/').to_owned());
+        if let Some(secs) = lookup("SKEIN_UAGENT_REPLY_SECS") {
+            config.uagents.reply_timeout = Duration::from_secs(secs.parse()?);
         }
         if let Some(retries) = lookup("SKEIN_AGENT_MAX_RETRIES") {
             config.remote.max_retries = retries.parse()?;

@@ -240,32 +240,12 @@ impl Envelope {
         if self.version != 1 {
             return Err(EnvelopeError::Version(self.version));
         }
-        let sender = self.sender_key()?;
-        let signature = self.signature.as_deref().ok_or(EnvelopeError::Unsigned)?;
-        let (hrp, bytes) = bech32::decode(signature).map_err(|_| EnvelopeError::BadSignature)?;
-        if hrp.as_str() != "sig" {
-            return Err(EnvelopeError::BadSignature);
-        }
-        let signature = Signature::from_slice(&bytes).map_err(|_| EnvelopeError::BadSignature)?;
-        // Python's ecdsa signs with a high S half of the time; k256 accepts only low S.
-        let signature = signature.normalize_s().unwrap_or(signature);
-        sender
-            .verify_prehash(&self.digest(), &signature)
-            .map_err(|_| EnvelopeError::BadSignature)?;
+        verify_signed(&self.sender, &self.digest(), self.signature.as_deref())?;
         match self.expires {
             Some(expires) if expires as i64 > now.timestamp() => {}
             _ => return Err(EnvelopeError::Expired),
         }
         AgentAddress::parse(&self.sender).map_err(|e| EnvelopeError::Sender(e.to_string()))
-    }
-
-    fn sender_key(&self) -> Result<VerifyingKey, EnvelopeError> {
-        let bad = |why: &str| EnvelopeError::Sender(why.to_owned());
-        let (hrp, bytes) = bech32::decode(&self.sender).map_err(|e| bad(&e.to_string()))?;
-        if hrp.as_str() != "agent" {
-            return Err(bad("the prefix must be `agent`"));
-        }
-        VerifyingKey::from_sec1_bytes(&bytes).map_err(|_| bad("not a secp256k1 public key"))
     }
 
     /// The payload, parsed as `T`.
@@ -275,6 +255,125 @@ impl Envelope {
             .decode(payload)
             .map_err(|_| EnvelopeError::Payload)?;
         serde_json::from_slice(&bytes).map_err(|_| EnvelopeError::Payload)
+    }
+}
+
+/// Checks that `signature` (bech32 `sig1…`) is `signer`'s over `digest`, taken as a
+/// prehash.
+fn verify_signed(
+    signer: &str,
+    digest: &[u8; 32],
+    signature: Option<&str>,
+) -> Result<(), EnvelopeError> {
+    let bad = |why: &str| EnvelopeError::Sender(why.to_owned());
+    let (hrp, bytes) = bech32::decode(signer).map_err(|e| bad(&e.to_string()))?;
+    if hrp.as_str() != "agent" {
+        return Err(bad("the prefix must be `agent`"));
+    }
+    let key =
+        VerifyingKey::from_sec1_bytes(&bytes).map_err(|_| bad("not a secp256k1 public key"))?;
+    let signature = signature.ok_or(EnvelopeError::Unsigned)?;
+    let (hrp, bytes) = bech32::decode(signature).map_err(|_| EnvelopeError::BadSignature)?;
+    if hrp.as_str() != "sig" {
+        return Err(EnvelopeError::BadSignature);
+    }
+    let signature = Signature::from_slice(&bytes).map_err(|_| EnvelopeError::BadSignature)?;
+    // Python's ecdsa signs with a high S half of the time; k256 accepts only low S.
+    let signature = signature.normalize_s().unwrap_or(signature);
+    key.verify_prehash(digest, &signature)
+        .map_err(|_| EnvelopeError::BadSignature)
+}
+
+/// Checks an agent's Almanac registration: `signature` is `address`'s over the SHA-256 of
+/// the rest of the registration as Python's `json.dumps(…, sort_keys=True,
+/// separators=(",", ":"))` writes it (keys sorted at every level, non-ASCII escaped).
+pub fn verify_attestation(
+    address: &str,
+    unsigned: &serde_json::Map<String, serde_json::Value>,
+    signature: &str,
+) -> Result<(), EnvelopeError> {
+    let mut text = String::new();
+    python_json(&serde_json::Value::Object(unsigned.clone()), &mut text);
+    let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+    verify_signed(address, &digest, Some(signature))
+}
+
+/// `value` as Python's `json.dumps` writes it with sorted keys and compact separators.
+fn python_json(value: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                python_string(key, out);
+                out.push(':');
+                python_json(&map[key], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                python_json(item, out);
+            }
+            out.push(']');
+        }
+        Value::String(text) => python_string(text, out),
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// A string as Python's `json.dumps` writes it: everything outside ASCII as `\uXXXX`.
+fn python_string(text: &str, out: &mut String) {
+    let json = serde_json::to_string(text).expect("a string serializes");
+    for c in json.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+}
+
+/// The chat messages heard lately, by `msg_id`: a replayed envelope (valid until it
+/// expires) is heard once. Bounded: the oldest are forgotten first, long after their
+/// envelopes have expired.
+#[derive(Debug, Default)]
+pub struct Heard {
+    seen: std::sync::Mutex<(
+        std::collections::HashSet<Uuid>,
+        std::collections::VecDeque<Uuid>,
+    )>,
+}
+
+impl Heard {
+    const REMEMBERED: usize = 65_536;
+
+    /// Whether `msg_id` is new; it is remembered from now on.
+    pub fn first_time(&self, msg_id: Uuid) -> bool {
+        let mut seen = self.seen.lock().expect("the heard set is never poisoned");
+        let (set, order) = &mut *seen;
+        if !set.insert(msg_id) {
+            return false;
+        }
+        order.push_back(msg_id);
+        if order.len() > Self::REMEMBERED
+            && let Some(oldest) = order.pop_front()
+        {
+            set.remove(&oldest);
+        }
+        true
     }
 }
 

@@ -10,6 +10,7 @@ const KINDS = {
   http: "HTTP: your program, sent each turn as a signed POST",
   a2a: "A2A: a remote agent speaking the Agent2Agent protocol",
   human: "Human: a person who types in the channel",
+  uagent: "uAgent: a Fetch.ai agent, reached by its agent1q… address",
 };
 
 export function agentsView(main) {
@@ -49,6 +50,7 @@ export function agentsView(main) {
     else if (agent.kind === "http") detail = agent.endpoint;
     else if (agent.kind === "a2a") detail = agent.card_url;
     else if (agent.kind === "human") detail = "speaks in the channel";
+    else if (agent.kind === "uagent") detail = agent.endpoint ?? "found through the Almanac";
     else if (agent.kind === "scripted") detail = `${agent.replies.length} ${agent.replies.length === 1 ? "reply" : "replies"}${agent.delay_ms ? `, ${agent.delay_ms} ms apart` : ""}`;
     return h("li", { class: "agent card", dataset: { id: agent.id } },
       h("div", { class: "agent-head" },
@@ -99,7 +101,8 @@ export function agentsView(main) {
       field("Replies", "replies", replies, "Spoken in order, one per turn, starting again after the last."),
       field("Delay before each reply (ms)", "delay_ms", delay));
     const httpFields = h("div", {},
-      field("Endpoint", "endpoint", endpoint, "Each turn is POSTed here as JSON; answer {\"content\": \"…\"}. See the README's \"Bring your own agent\"."));
+      field("Endpoint", "endpoint", endpoint, "http: each turn is POSTed here as JSON; answer {\"content\": \"…\"}. uAgent: its /submit URL (may be left empty when the server has an Almanac). See the README's \"Bring your own agent\"."));
+    const uagentFields = h("p", { class: "hint" }, "A Fetch.ai uAgent speaking the chat protocol: give its agent1q… address and its endpoint. It must be up when you create it.");
     const a2aFields = h("div", {},
       field("Agent card URL", "card_url", cardUrl, "The agent's card, or its base URL."));
     const humanFields = h("p", { class: "hint" }, "A person: when the turn is theirs, the channel waits for them to type.");
@@ -109,6 +112,8 @@ export function agentsView(main) {
       httpFields.hidden = kind.value !== "http";
       a2aFields.hidden = kind.value !== "a2a";
       humanFields.hidden = kind.value !== "human";
+      uagentFields.hidden = kind.value !== "uagent";
+      httpFields.hidden = kind.value !== "http" && kind.value !== "uagent";
     };
     kind.addEventListener("change", showKind);
     showKind();
@@ -123,6 +128,7 @@ export function agentsView(main) {
       httpFields,
       a2aFields,
       humanFields,
+      uagentFields,
       h("p", { class: "form-error notice error", role: "alert", tabindex: "-1", hidden: true }),
       h("div", { class: "actions" },
         h("button", { type: "submit", class: "primary" }, agent ? "Save" : "Create agent"),
@@ -147,6 +153,8 @@ export function agentsView(main) {
         body.delay_ms = numberOrNull(delay.value) ?? 0;
       } else if (kind.value === "http") {
         body.endpoint = endpoint.value.trim();
+      } else if (kind.value === "uagent") {
+        body.endpoint = endpoint.value.trim() || null;
       } else if (kind.value === "a2a") {
         body.card_url = cardUrl.value.trim();
       }

@@ -12,16 +12,18 @@ pub mod models;
 pub mod quote;
 mod retry;
 mod scripted;
+pub mod uagent;
 
 use std::time::Duration;
 
 use uuid::Uuid;
 
 use crate::{
-    config::RemoteAgentSettings,
+    config::{RemoteAgentSettings, UagentSettings},
     domain::{Agent, AgentSpec, Sender},
     outbound::Outbound,
     tasks::Tasks,
+    uagents::Identities,
 };
 
 pub use models::{Completion, Delta, ModelError, ModelRef, Models};
@@ -69,10 +71,21 @@ pub struct Remote {
     pub cards: a2a::Cards,
     pub input_requests: a2a::InputRequests,
     pub tasks: Tasks,
+    /// Who Skein speaks to uAgents as, and how it finds them.
+    pub identities: Identities,
+    pub uagents: UagentSettings,
+    /// Chat messages already taken from uAgents, so that a replay is not taken again.
+    pub heard: std::sync::Arc<crate::uagents::Heard>,
 }
 
 impl Remote {
-    pub fn new(outbound: Outbound, settings: RemoteAgentSettings, tasks: &Tasks) -> Self {
+    pub fn new(
+        outbound: Outbound,
+        settings: RemoteAgentSettings,
+        uagents: UagentSettings,
+        identities: Identities,
+        tasks: &Tasks,
+    ) -> Self {
         let cards = a2a::Cards::new(settings.card_ttl);
         Self {
             outbound,
@@ -80,6 +93,9 @@ impl Remote {
             cards,
             input_requests: a2a::InputRequests::default(),
             tasks: tasks.group(),
+            identities,
+            uagents,
+            heard: std::sync::Arc::default(),
         }
     }
 
@@ -117,8 +133,8 @@ pub async fn speak(
         AgentSpec::Llm { .. } => llm::speak(agent, context, models, on_delta).await,
         AgentSpec::Http { endpoint } => http::speak(agent, endpoint, context, remote).await,
         AgentSpec::A2a { card_url } => a2a::speak(card_url, context, remote).await,
-        AgentSpec::Human => Err(AgentError::Misconfigured(format!(
-            "{} is a person: the engine waits for their message",
+        AgentSpec::Human | AgentSpec::Uagent { .. } => Err(AgentError::Misconfigured(format!(
+            "{} answers in its own time: the engine waits for its message",
             agent.name
         ))),
     }

@@ -80,9 +80,10 @@ pub(super) struct AgentInput {
     pub(super) name: String,
     #[serde(default)]
     pub(super) description: Option<String>,
-    /// `llm`, `scripted`, `http`, `a2a` or `human`.
+    /// `llm`, `scripted`, `http`, `a2a`, `human` or `uagent`.
     pub(super) kind: String,
-    /// An existing `agent1q…` address; generated when absent.
+    /// An existing `agent1q…` address; generated when absent. A `uagent`'s own address,
+    /// required for that kind.
     #[serde(default)]
     pub(super) address: Option<String>,
     #[serde(default)]
@@ -99,7 +100,8 @@ pub(super) struct AgentInput {
     pub(super) replies: Option<Vec<String>>,
     #[serde(default)]
     pub(super) delay_ms: Option<u64>,
-    /// `http`: the URL each turn is POSTed to.
+    /// `http`: the URL each turn is POSTed to. `uagent`: its `/submit` URL (optional when
+    /// the server has an Almanac, `SKEIN_ALMANAC_URL`).
     #[serde(default)]
     pub(super) endpoint: Option<String>,
     /// `a2a`: the agent card's URL, or the agent's base URL (its card is then looked up
@@ -168,12 +170,11 @@ impl AgentInput {
                 let model = self
                     .model
                     .or_else(|| provider.as_deref().and_then(|p| models.default_model(p)));
-                match &model {
-                    None => errors.push(FieldError::new(
+                if model.is_none() {
+                    errors.push(FieldError::new(
                         "model",
                         "is required (the provider has no default model)",
-                    )),
-                    Some(_) => {}
+                    ));
                 }
                 AgentSpec::Llm {
                     provider: provider.unwrap_or_default(),
@@ -201,11 +202,21 @@ impl AgentInput {
                 card_url: remote_url(state, &mut errors, "card_url", self.card_url).await,
             },
             "human" => AgentSpec::Human,
+            "uagent" => AgentSpec::Uagent {
+                endpoint: uagent_endpoint(
+                    state,
+                    &mut errors,
+                    address.as_ref(),
+                    self.address.is_some(),
+                    self.endpoint,
+                )
+                .await,
+            },
             other => {
                 errors.push(FieldError::new(
                     "kind",
                     format!(
-                        "`{other}` is not a kind; use `llm`, `scripted`, `http`, `a2a` or `human`"
+                        "`{other}` is not a kind; use `llm`, `scripted`, `http`, `a2a`, `human` or `uagent`"
                     ),
                 ));
                 AgentSpec::Scripted {
@@ -289,6 +300,48 @@ async fn remote_url(
 }
 
 const MAX_URL_CHARS: usize = 2048;
+
+/// A uAgent's endpoint: optional with an Almanac to ask, and, when given, one where the
+/// agent answers uAgents' readiness probe for its address (a down agent is refused now,
+/// not at its first turn).
+async fn uagent_endpoint(
+    state: &AppState,
+    errors: &mut Vec<FieldError>,
+    address: Option<&AgentAddress>,
+    address_given: bool,
+    endpoint: Option<String>,
+) -> Option<String> {
+    if !address_given {
+        errors.push(FieldError::new(
+            "address",
+            "is required for a uagent: the agent's own agent1q… address",
+        ));
+    }
+    let endpoint = endpoint
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty());
+    let Some(endpoint) = endpoint else {
+        if state.config.uagents.almanac_url.is_none() {
+            errors.push(FieldError::new(
+                "endpoint",
+                "is required for a uagent unless the server has an Almanac (SKEIN_ALMANAC_URL)",
+            ));
+        }
+        return None;
+    };
+    if endpoint.chars().count() > MAX_URL_CHARS {
+        return Some(endpoint);
+    }
+    if let Err(e) = state.outbound.check(&endpoint).await {
+        errors.push(FieldError::new("endpoint", e.to_string()));
+    } else if let Some(address) = address
+        && let Err(why) =
+            crate::agents::uagent::probe(state.engine.remote(), &endpoint, address).await
+    {
+        errors.push(FieldError::new("endpoint", why));
+    }
+    Some(endpoint)
+}
 
 #[utoipa::path(post, path = "/api/v1/agents", tag = "agents", request_body = AgentInput,
     responses((status = 201, body = AgentView), (status = 409, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]

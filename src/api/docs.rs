@@ -202,7 +202,7 @@ fn document(config: &Config) -> utoipa::openapi::OpenApi {
         (
             "AgentInput",
             "kind",
-            json!({"enum": ["llm", "scripted", "http", "a2a", "human"]}),
+            json!({"enum": ["llm", "scripted", "http", "a2a", "human", "uagent"]}),
         ),
         ("AgentInput", "address", json!({"maxLength": 200})),
         (

@@ -15,6 +15,7 @@ mod idempotency;
 mod keys;
 mod providers;
 pub mod rate_limit;
+mod uagents;
 mod web;
 mod webhooks;
 
@@ -96,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", v1)
         .merge(health::router())
         .merge(docs::router(&state.config))
+        .merge(uagents::router())
         .merge(web::router())
         .fallback(|| async { AppError::NotFound("route") })
         .method_not_allowed_fallback(|| async {

@@ -81,12 +81,12 @@ pub enum AgentsCommand {
 pub struct AgentFields {
     #[arg(long)]
     name: Option<String>,
-    /// `llm`, `scripted`, `http`, `a2a` or `human`.
+    /// `llm`, `scripted`, `http`, `a2a`, `human` or `uagent`.
     #[arg(long)]
     kind: Option<String>,
     #[arg(long)]
     description: Option<String>,
-    /// An existing `agent1q…` address.
+    /// An existing `agent1q…` address (a uagent's own, required for that kind).
     #[arg(long)]
     address: Option<String>,
     #[arg(long)]
@@ -104,7 +104,7 @@ pub struct AgentFields {
     replies: Vec<String>,
     #[arg(long)]
     delay_ms: Option<u64>,
-    /// An http agent's URL.
+    /// An http agent's URL, or a uagent's `/submit` URL.
     #[arg(long)]
     endpoint: Option<String>,
     /// An a2a agent's card (or base) URL.

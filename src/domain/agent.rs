@@ -19,6 +19,7 @@ pub enum AgentKind {
     Http,
     A2a,
     Human,
+    Uagent,
 }
 
 impl AgentKind {
@@ -29,6 +30,7 @@ impl AgentKind {
             Self::Http => "http",
             Self::A2a => "a2a",
             Self::Human => "human",
+            Self::Uagent => "uagent",
         }
     }
 }
@@ -62,6 +64,13 @@ pub enum AgentSpec {
     A2a { card_url: String },
     /// A person, speaking through the API or the browser; the engine waits for them.
     Human,
+    /// A Fetch.ai uAgent, known by its own `agent1q…` address and spoken to in the chat
+    /// protocol; it answers to Skein's `/submit`, so the engine waits for it as for a person.
+    Uagent {
+        /// Its `/submit` URL; without one, the Almanac (`SKEIN_ALMANAC_URL`) is asked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+    },
 }
 
 impl AgentSpec {
@@ -72,6 +81,7 @@ impl AgentSpec {
             Self::Http { .. } => AgentKind::Http,
             Self::A2a { .. } => AgentKind::A2a,
             Self::Human => AgentKind::Human,
+            Self::Uagent { .. } => AgentKind::Uagent,
         }
     }
 }

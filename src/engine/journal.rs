@@ -31,6 +31,7 @@ pub(crate) trait Journal: Send + Sync + 'static {
         tokens: u64,
     ) -> StoreResult<Option<StoredEvent>>;
     async fn add_tokens(&self, lease: &Lease, tokens: u64) -> StoreResult<()>;
+    async fn remember_identity(&self, address: &str, collaboration_id: Uuid) -> StoreResult<()>;
     async fn finish_collaboration(
         &self,
         collaboration_id: Uuid,
@@ -84,6 +85,10 @@ impl Journal for Stored {
 
     async fn add_tokens(&self, lease: &Lease, tokens: u64) -> StoreResult<()> {
         self.0.add_tokens(lease, tokens).await
+    }
+
+    async fn remember_identity(&self, address: &str, collaboration_id: Uuid) -> StoreResult<()> {
+        self.0.remember_identity(address, collaboration_id).await
     }
 
     async fn finish_collaboration(

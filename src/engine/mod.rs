@@ -23,6 +23,7 @@ mod leases;
 pub mod podcast;
 mod relay;
 mod runner;
+pub(crate) use runner::within_limit;
 mod speaker;
 mod summary;
 mod wav;
@@ -88,6 +89,9 @@ impl Control {
 struct Post {
     sender: Sender,
     content: String,
+    /// The sender reports that it cannot take its turn, `content` saying why (a uAgent's
+    /// `ErrorMessage`): the turn fails and nothing is stored. Its reply is then dropped.
+    failure: bool,
     /// The stored message, or why it was not taken.
     reply: oneshot::Sender<Result<StoredEvent, PostRefusal>>,
 }
@@ -213,6 +217,11 @@ impl Engine {
 
     pub fn models(&self) -> &Models {
         &self.inner.crew.models
+    }
+
+    /// How agents elsewhere are reached, and who Skein speaks to uAgents as.
+    pub fn remote(&self) -> &Remote {
+        &self.inner.crew.remote
     }
 
     /// Where a collaboration's podcast is kept.
@@ -413,20 +422,46 @@ impl Engine {
         Ok(true)
     }
 
-    /// A human participant of a running collaboration speaks: as their turn when it is
-    /// theirs, else as an interjection where the collaboration allows them. The caller has
-    /// checked that `sender` is a human participant.
+    /// A member who answers in their own time (a person, a uAgent) speaks in a running
+    /// collaboration: as their turn when it is theirs, else, for a person, as an
+    /// interjection where the collaboration allows them. The caller has checked that
+    /// `sender` is such a member of it.
     pub async fn post(
         &self,
         collaboration_id: Uuid,
         sender: Sender,
         content: String,
     ) -> Result<StoredEvent, PostRefusal> {
+        self.deliver(collaboration_id, sender, content, false).await
+    }
+
+    /// A member whose turn it is reports that it cannot take it: the collaboration ends
+    /// with `why` as its error. Refused when it is not their turn.
+    pub async fn fail_turn(
+        &self,
+        collaboration_id: Uuid,
+        sender: Sender,
+        why: String,
+    ) -> Result<(), PostRefusal> {
+        match self.deliver(collaboration_id, sender, why, true).await {
+            Err(refusal @ (PostRefusal::NotYourTurn | PostRefusal::CapReached)) => Err(refusal),
+            _ => Ok(()),
+        }
+    }
+
+    async fn deliver(
+        &self,
+        collaboration_id: Uuid,
+        sender: Sender,
+        content: String,
+        failure: bool,
+    ) -> Result<StoredEvent, PostRefusal> {
         let Some(control) = self.control(collaboration_id) else {
             let request = Request::Post {
                 collaboration_id,
                 sender,
                 content,
+                failure,
             };
             return match self.forward(collaboration_id, request).await {
                 Some(Reply::Posted { seq, frame }) => Ok(StoredEvent { seq, frame }),
@@ -438,6 +473,7 @@ impl Engine {
         let post = Post {
             sender,
             content,
+            failure,
             reply,
         };
         control

@@ -30,6 +30,9 @@ pub enum Request {
         collaboration_id: Uuid,
         sender: Sender,
         content: String,
+        /// See [`super::Engine::fail_turn`]; absent from a server that predates it.
+        #[serde(default)]
+        failure: bool,
     },
 }
 
@@ -100,11 +103,15 @@ impl Engine {
                 collaboration_id,
                 sender,
                 content,
+                failure,
             } => {
                 if self.control(collaboration_id).is_none() {
                     return Reply::NotHere;
                 }
-                match self.post(collaboration_id, sender, content).await {
+                match self
+                    .deliver(collaboration_id, sender, content, failure)
+                    .await
+                {
                     Ok(event) => Reply::Posted {
                         seq: event.seq,
                         frame: event.frame,

@@ -15,7 +15,7 @@
 use std::{
     collections::HashMap,
     future::Future,
-    pin::pin,
+    pin::{Pin, pin},
     sync::atomic::{AtomicI64, Ordering},
     time::Duration,
 };
@@ -71,8 +71,10 @@ struct Turn {
 /// How waiting on a phase of the loop ended.
 enum Wake<T> {
     Done(T),
-    /// The person whose turn it was spoke; their message is stored.
+    /// The person (or uAgent) whose turn it was spoke; their message is stored.
     Spoke(Line),
+    /// The member whose turn it was reported that they cannot take it.
+    Failed(String),
     /// Interjections reached the message cap: what the phase would give is not wanted.
     Capped,
     Exit(Exit),
@@ -296,7 +298,7 @@ async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Cont
                 Wake::Done(Err(error)) => {
                     tracing::warn!(%error, "the objective judge failed; carrying on")
                 }
-                Wake::Spoke(_) | Wake::Capped => {}
+                Wake::Spoke(_) | Wake::Failed(_) | Wake::Capped => {}
                 Wake::Exit(exit) => return exit,
             }
             driver.last_activity = Instant::now();
@@ -329,7 +331,7 @@ async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Cont
         driver.absorb(state);
         let choice = match wake {
             Wake::Done(choice) => choice,
-            Wake::Spoke(_) | Wake::Capped => continue,
+            Wake::Spoke(_) | Wake::Failed(_) | Wake::Capped => continue,
             Wake::Exit(exit) => return exit,
         };
         // Counted now, so a turn that is then dropped does not lose them.
@@ -337,19 +339,23 @@ async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Cont
         let sender = state.roster[choice.index].clone();
         let turn_id = Uuid::now_v7();
         announce(crew, state, turn_id, &sender);
-        let human = state
-            .agents
-            .get(&sender.id)
-            .is_some_and(|agent| agent.spec.kind() == AgentKind::Human);
-        let wake = if human {
-            // A person's time to answer starts when they are told it is their turn, and
-            // the turn is theirs to take: the phase itself never ends.
+        let kind = state.agents.get(&sender.id).map(|agent| agent.spec.kind());
+        let wake = if let Some(kind @ (AgentKind::Human | AgentKind::Uagent)) = kind {
+            // Their time to answer starts when they are told it is their turn, and the
+            // turn is theirs to take: it ends with their post (a person's through the API,
+            // a uAgent's through `/submit`). A person's phase never ends by itself; a
+            // uAgent's ends in failure when it cannot be asked or does not answer in time.
             driver.last_activity = Instant::now();
             let phase = Phase {
                 timed: true,
                 awaiting: Some((&sender, turn_id)),
             };
-            let theirs = std::future::pending::<Result<Turn, String>>();
+            let theirs: Pin<Box<dyn Future<Output = Result<Turn, String>> + Send + '_>> =
+                if kind == AgentKind::Uagent {
+                    Box::pin(ask_uagent(crew, state, &sender, turn_id))
+                } else {
+                    Box::pin(std::future::pending())
+                };
             driver.wait(state, phase, theirs).await
         } else {
             let speaking = Box::pin(take_turn(crew, state, &sender, turn_id));
@@ -364,7 +370,9 @@ async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Cont
                     return Exit::Halted;
                 }
             }
-            Wake::Done(Err(message)) => return ended(EndReason::Error, None, Some(message), None),
+            Wake::Done(Err(message)) | Wake::Failed(message) => {
+                return ended(EndReason::Error, None, Some(message), None);
+            }
             Wake::Spoke(line) => {
                 state.collaboration.message_count += 1;
                 state.transcript.push(line);
@@ -466,20 +474,28 @@ impl Driver<'_> {
                 let _ = post.reply.send(Err(PostRefusal::CapReached));
                 continue;
             }
-            let turn_id = match phase.awaiting {
-                Some((due, turn_id)) if due.id == post.sender.id => Some(turn_id),
-                _ if collaboration.allow_interjections => None,
-                _ => {
+            let due = phase
+                .awaiting
+                .filter(|(due, _)| due.id == post.sender.id)
+                .map(|(_, turn_id)| turn_id);
+            // Only people interject: an agent speaks on its turn.
+            let person = post.sender.kind == AgentKind::Human;
+            let turn_id = match due {
+                Some(_) if post.failure => return Wake::Failed(post.content),
+                Some(turn_id) => Some(turn_id),
+                None if collaboration.allow_interjections && person && !post.failure => None,
+                None => {
                     let _ = post.reply.send(Err(PostRefusal::NotYourTurn));
                     continue;
                 }
             };
+            let role = if person { Role::Human } else { Role::Agent };
             let stored = store_message(
                 self.crew,
                 state,
                 turn_id.unwrap_or_else(Uuid::now_v7),
                 post.sender,
-                Role::Human,
+                role,
                 post.content,
                 0,
             )
@@ -541,7 +557,54 @@ fn on_control(request: Option<Control>) -> Exit {
     }
 }
 
-/// An agent's turn (never a person's: they are waited for in [`wait`]).
+/// A uAgent's half of its turn: Skein asks it, and its reply arrives as a post (see
+/// [`Driver::wait`]). Ends only in failure: the agent could not be asked, or did not answer
+/// within `SKEIN_UAGENT_REPLY_SECS`.
+async fn ask_uagent(
+    crew: &Crew,
+    state: &State,
+    sender: &Sender,
+    turn_id: Uuid,
+) -> Result<Turn, String> {
+    let collaboration = &state.collaboration;
+    let agent = state
+        .agents
+        .get(&sender.id)
+        .ok_or_else(|| format!("agent {} no longer exists", sender.name))?;
+    let crate::domain::AgentSpec::Uagent { endpoint } = &agent.spec else {
+        return Err(format!("{} is not a uAgent", sender.name));
+    };
+    let remote = &crew.remote;
+    let identity = remote.identities.for_collaboration(collaboration.id);
+    // So that the reply finds this collaboration on whichever server it reaches.
+    persist("the uAgent identity", || {
+        crew.journal
+            .remember_identity(identity.address().as_str(), collaboration.id)
+    })
+    .await
+    .ok_or_else(|| "the store would not take the uAgent identity".to_owned())?;
+    let context = context::build(
+        collaboration.id,
+        turn_id,
+        &collaboration.objective,
+        &state.roster,
+        &state.transcript,
+        sender,
+        &crew.settings,
+    );
+    agents::uagent::ask(agent, endpoint.as_deref(), &context, remote)
+        .await
+        .map_err(|e| format!("{} failed: {e}", sender.name))?;
+    let waiting = remote.uagents.reply_timeout;
+    tokio::time::sleep(waiting).await;
+    Err(format!(
+        "{} did not answer within {} s (SKEIN_UAGENT_REPLY_SECS)",
+        sender.name,
+        waiting.as_secs()
+    ))
+}
+
+/// An agent's turn (never a person's or a uAgent's: they are waited for in [`wait`]).
 async fn take_turn(
     crew: &Crew,
     state: &State,
@@ -601,7 +664,7 @@ async fn take_turn(
 
 /// An agent's message within the longest a message may be: what is over is cut, and the
 /// message says so, so that nobody takes the cut for the agent's own ending.
-fn within_limit(content: String, max_chars: usize) -> String {
+pub(crate) fn within_limit(content: String, max_chars: usize) -> String {
     let Some((cut_at, _)) = content.char_indices().nth(max_chars) else {
         return content;
     };

@@ -300,6 +300,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<Collaboration>>;
     /// By id regardless of account: for the engine, which owns the collaboration.
     async fn collaboration_unscoped(&self, id: Uuid) -> StoreResult<Option<Collaboration>>;
+    /// Notes that Skein speaks to uAgents as `address` in `collaboration_id`; noting it
+    /// again changes nothing.
+    async fn remember_identity(&self, address: &str, collaboration_id: Uuid) -> StoreResult<()>;
+    /// The collaboration Skein speaks to uAgents in as `address`, if any.
+    async fn identity_collaboration(&self, address: &str) -> StoreResult<Option<Uuid>>;
     async fn list_collaborations(
         &self,
         account_id: Uuid,

@@ -1095,6 +1095,27 @@ where
         row.map(RosteredRow::into_domain).transpose()
     }
 
+    async fn remember_identity(&self, address: &str, collaboration_id: Uuid) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO uagent_identities (address, collaboration_id) VALUES ($1, $2) \
+             ON CONFLICT (address) DO NOTHING",
+        )
+        .bind(address)
+        .bind(id::<D>(collaboration_id))
+        .execute(&self.writes)
+        .await?;
+        Ok(())
+    }
+
+    async fn identity_collaboration(&self, address: &str) -> StoreResult<Option<Uuid>> {
+        let row: Option<(D::Id,)> =
+            sqlx::query_as("SELECT collaboration_id FROM uagent_identities WHERE address = $1")
+                .bind(address)
+                .fetch_optional(&self.reads)
+                .await?;
+        Ok(row.map(|(id,)| id.into()))
+    }
+
     async fn list_collaborations(
         &self,
         account_id: Uuid,

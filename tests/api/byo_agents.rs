@@ -25,14 +25,14 @@ async fn http_agent(app: &Api, name: &str) -> (Value, HttpAgent) {
     (created, agent)
 }
 
-async fn stored_messages(app: &Api, collaboration: &Value) -> Vec<Value> {
+pub(crate) async fn stored_messages(app: &Api, collaboration: &Value) -> Vec<Value> {
     let history = app
         .history(collaboration["channel_id"].as_str().unwrap())
         .await;
     messages(&history).into_iter().cloned().collect()
 }
 
-fn said_by<'a>(messages: &'a [Value], name: &str) -> Vec<&'a str> {
+pub(crate) fn said_by<'a>(messages: &'a [Value], name: &str) -> Vec<&'a str> {
     messages
         .iter()
         .filter(|m| m["sender"]["name"] == name)
@@ -221,7 +221,7 @@ async fn a2a_agent(app: &Api, name: &str, peer: &A2aPeer) -> Value {
         .await
 }
 
-async fn with_fake_model(fake: &FakeModel) -> TestApp {
+pub(crate) async fn with_fake_model(fake: &FakeModel) -> TestApp {
     let base = fake.base_url();
     spawn_app_with(move |c| c.providers = vec![default_provider(&base)]).await
 }

@@ -143,6 +143,10 @@ impl Journal for Memory {
         Ok(())
     }
 
+    async fn remember_identity(&self, _: &str, _: Uuid) -> StoreResult<()> {
+        Ok(())
+    }
+
     async fn finish_collaboration(
         &self,
         _: Uuid,
@@ -285,6 +289,8 @@ impl Running {
             remote: Remote::new(
                 Outbound::new(false, Duration::from_secs(5)).expect("an outbound client"),
                 config.remote.clone(),
+                config.uagents.clone(),
+                crate::uagents::Identities::new([1; 32]),
                 &tasks,
             ),
             settings: config.engine.clone(),
@@ -327,6 +333,7 @@ impl Running {
     async fn post(&self, sender: &Agent, content: &str) -> Result<StoredEvent, PostRefusal> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let post = Post {
+            failure: false,
             sender: sender.sender(),
             content: content.to_owned(),
             reply,

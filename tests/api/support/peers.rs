@@ -162,38 +162,151 @@ async fn turn(State(agent): State<HttpAgent>, headers: HeaderMap, body: Bytes) -
 fn a2a_python() -> Option<PathBuf> {
     static PYTHON: OnceLock<Option<PathBuf>> = OnceLock::new();
     PYTHON
-        .get_or_init(|| {
-            if let Some(python) = std::env::var_os("SKEIN_A2A_PYTHON") {
-                return Some(python.into());
-            }
-            let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("a2a-venv");
-            let python = venv.join("bin/python");
-            if has_sdk(&python) {
-                return Some(python);
-            }
-            let requirements =
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/a2a/requirements.txt");
-            let made = std::process::Command::new("python3")
-                .args(["-m", "venv"])
-                .arg(&venv)
-                .status()
-                .is_ok_and(|s| s.success())
-                && std::process::Command::new(&python)
-                    .args(["-m", "pip", "install", "--quiet", "-r"])
-                    .arg(requirements)
-                    .status()
-                    .is_ok_and(|s| s.success());
-            (made && has_sdk(&python)).then_some(python)
-        })
+        .get_or_init(|| sdk_python("SKEIN_A2A_PYTHON", "a2a", "import a2a.server, uvicorn"))
         .clone()
 }
 
-fn has_sdk(python: &Path) -> bool {
+/// The uAgents reference SDK's Python, or `None` when it cannot be had here.
+fn uagents_python() -> Option<PathBuf> {
+    static PYTHON: OnceLock<Option<PathBuf>> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| sdk_python("SKEIN_UAGENTS_PYTHON", "uagents", "import uagents"))
+        .clone()
+}
+
+/// A Python with an SDK: the one `variable` names, else a virtualenv under `target/` made
+/// from `tests/<sdk>/requirements.txt` (pinned versions) the first time it is needed.
+fn sdk_python(variable: &str, sdk: &str, imports: &str) -> Option<PathBuf> {
+    if let Some(python) = std::env::var_os(variable) {
+        return Some(python.into());
+    }
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{sdk}-venv"));
+    let python = venv.join("bin/python");
+    if has_sdk(&python, imports) {
+        return Some(python);
+    }
+    let requirements =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/{sdk}/requirements.txt"));
+    let made = std::process::Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success())
+        && std::process::Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "-r"])
+            .arg(requirements)
+            .status()
+            .is_ok_and(|s| s.success());
+    (made && has_sdk(&python, imports)).then_some(python)
+}
+
+fn has_sdk(python: &Path, imports: &str) -> bool {
     std::process::Command::new(python)
-        .args(["-c", "import a2a.server, uvicorn"])
+        .args(["-c", imports])
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// `tests/uagents/agent.py`: a uAgent on the reference SDK, listening on a free port.
+pub struct UagentPeer {
+    child: Child,
+    pub address: String,
+    pub endpoint: String,
+    /// Every chat message and acknowledgement it received, one JSON object each.
+    heard: Arc<Mutex<Vec<Value>>>,
+}
+
+impl UagentPeer {
+    /// Starts the peer in `mode` (`echo`, `silent`, `error`), finding Skein by `flags`
+    /// (`--skein <submit URL>` or `--agentverse <base URL>`); `None` (the test then passes
+    /// over itself) without the SDK.
+    pub async fn start(mode: &str, seed: &str, flags: &[&str]) -> Option<Self> {
+        let Some(python) = uagents_python() else {
+            assert!(
+                std::env::var("SKEIN_UAGENTS_TESTS").as_deref() != Ok("required"),
+                "SKEIN_UAGENTS_TESTS=required but the uagents virtualenv could not be made"
+            );
+            eprintln!("no Python with uagents (and no way to install it): skipping");
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/uagents/agent.py");
+        let mut child = Command::new(python)
+            .arg(script)
+            .args([mode, &port.to_string(), seed])
+            .args(flags)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the uAgent peer starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        // The SDK logs to stdout too: the address is the first line that is JSON.
+        let address = tokio::time::timeout(PATIENCE * 4, async {
+            loop {
+                let line = lines.next_line().await.unwrap().expect("the peer runs");
+                if let Ok(said) = serde_json::from_str::<Value>(&line) {
+                    return said["address"].as_str().unwrap().to_owned();
+                }
+            }
+        })
+        .await
+        .expect("the uAgent peer says its address");
+        let heard: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let seen = heard.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(said) = serde_json::from_str(&line) {
+                    seen.lock().unwrap().push(said);
+                }
+            }
+        });
+        let endpoint = format!("http://127.0.0.1:{port}/submit");
+        let client = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + PATIENCE * 4;
+        loop {
+            let ready = client
+                .head(&endpoint)
+                .header("x-uagents-address", &address)
+                .send()
+                .await
+                .is_ok_and(|r| {
+                    r.headers()
+                        .get("x-uagents-status")
+                        .is_some_and(|s| s == "ready")
+                });
+            if ready {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the uAgent peer did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Some(Self {
+            child,
+            address,
+            endpoint,
+            heard,
+        })
+    }
+
+    /// What it received: `{from, text}` per chat message, `{from, acknowledged}` per
+    /// acknowledgement.
+    pub fn heard(&self) -> Vec<Value> {
+        self.heard.lock().unwrap().clone()
+    }
+
+    /// Stops it: its endpoint no longer answers.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
 }
 
 /// `tests/a2a/agent.py` in one of its modes, listening on a free port.

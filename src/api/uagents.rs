@@ -1,0 +1,300 @@
+//! Where uAgents reach Skein: `POST /submit` takes their signed envelopes (the replies to
+//! what Skein asked them), `HEAD /submit` answers their readiness probe, and a small Almanac
+//! API (`/v1/almanac/agents…`) tells an agent started with `agentverse=<this server>` where
+//! Skein's identities are, and takes its registration.
+//!
+//! Everything is checked before anything is believed: the envelope's signature (see
+//! [`crate::uagents::Envelope::verify`]), that its target is an identity Skein speaks as,
+//! that its sender is a uAgent of that collaboration, and that the session is theirs. A
+//! refusal is a 400 with `{"error": …}`, as uAgents answer; nothing changes.
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::AppState;
+use crate::{
+    agents::uagent,
+    domain::{Agent, AgentAddress, AgentKind, AgentSpec},
+    uagents::{self, ChatMessage, Envelope, ErrorMessage},
+};
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/submit", post(submit).head(readiness))
+        .route("/v1/almanac/agents", post(register))
+        .route("/v1/almanac/agents/{address}", get(lookup))
+        .route("/v1/almanac/agents/{address}/status", post(status))
+}
+
+/// A refusal as uAgents word theirs.
+fn refused(status: StatusCode, error: impl std::fmt::Display) -> Response {
+    (status, Json(json!({"error": error.to_string()}))).into_response()
+}
+
+fn accepted() -> Response {
+    Json(json!({})).into_response()
+}
+
+/// An envelope for one of Skein's identities. Answered at once with 200 `{}`; what it
+/// carries goes to the collaboration's runner, wherever it runs.
+async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    if !json {
+        return refused(StatusCode::BAD_REQUEST, "invalid content-type");
+    }
+    let Ok(envelope) = serde_json::from_slice::<Envelope>(&body) else {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            "contents do not match envelope schema",
+        );
+    };
+    let sender = match envelope.verify(Utc::now()) {
+        Ok(sender) => sender,
+        Err(error) => return refused(StatusCode::BAD_REQUEST, error),
+    };
+    let (collaboration_id, agent) = match route(&state, &envelope, &sender).await {
+        Ok(routed) => routed,
+        Err(response) => return response,
+    };
+    let remote = state.engine.remote();
+    match envelope.schema_digest.as_str() {
+        uagents::CHAT_MESSAGE => {
+            let Ok(message) = envelope.message::<ChatMessage>() else {
+                return refused(StatusCode::BAD_REQUEST, "the payload is not a ChatMessage");
+            };
+            if !remote.heard.first_time(message.msg_id) {
+                tracing::debug!(msg_id = %message.msg_id, "a chat message heard before; ignored");
+                return accepted();
+            }
+            acknowledge(
+                &state,
+                &agent,
+                collaboration_id,
+                envelope.session,
+                message.msg_id,
+            );
+            let words = message.words();
+            if words.trim().is_empty() {
+                return accepted();
+            }
+            let words = crate::engine::within_limit(words, state.config.limits.max_content_chars);
+            if let Err(refusal) = state
+                .engine
+                .post(collaboration_id, agent.sender(), words)
+                .await
+            {
+                // Said out of turn, or after the end: the channel does not take it, and the
+                // agent has no use for knowing.
+                tracing::info!(agent = %agent.name, %refusal, "a uAgent's message was not taken");
+            }
+        }
+        uagents::ERROR_MESSAGE => {
+            let error = envelope
+                .message::<ErrorMessage>()
+                .map(|m| m.error)
+                .unwrap_or_else(|_| "an error it did not describe".into());
+            let why = format!("{} answered with an error: {error}", agent.name);
+            if let Err(refusal) = state
+                .engine
+                .fail_turn(collaboration_id, agent.sender(), why)
+                .await
+            {
+                tracing::info!(agent = %agent.name, %refusal, error, "a uAgent's error was not taken");
+            }
+        }
+        uagents::CHAT_ACKNOWLEDGEMENT => {
+            tracing::debug!(agent = %agent.name, "a uAgent acknowledged its turn");
+        }
+        other => {
+            tracing::debug!(agent = %agent.name, schema = other, "a uAgent message of an unknown schema; ignored");
+        }
+    }
+    accepted()
+}
+
+/// The collaboration an envelope belongs to, and the uAgent that sent it: its target must
+/// be the identity Skein speaks as there, its sender one of its uAgents, its session theirs.
+async fn route(
+    state: &AppState,
+    envelope: &Envelope,
+    sender: &AgentAddress,
+) -> Result<(Uuid, Agent), Response> {
+    let unroutable = || refused(StatusCode::BAD_REQUEST, "unable to route envelope");
+    let internal = |error: crate::store::StoreError| {
+        tracing::error!(
+            error = format!("{error:#}"),
+            "reading a uAgent's collaboration failed"
+        );
+        refused(StatusCode::SERVICE_UNAVAILABLE, "try again later")
+    };
+    let collaboration_id = state
+        .store
+        .identity_collaboration(&envelope.target)
+        .await
+        .map_err(internal)?
+        .ok_or_else(unroutable)?;
+    let remote = state.engine.remote();
+    // The identity is derived from the server key: after a key change it is no longer ours.
+    if remote
+        .identities
+        .for_collaboration(collaboration_id)
+        .address()
+        .as_str()
+        != envelope.target
+    {
+        return Err(unroutable());
+    }
+    let collaboration = state
+        .store
+        .collaboration_unscoped(collaboration_id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(unroutable)?;
+    let member = collaboration
+        .roster()
+        .into_iter()
+        .find(|member| member.kind == AgentKind::Uagent && member.address == sender.as_str())
+        .ok_or_else(|| {
+            refused(
+                StatusCode::BAD_REQUEST,
+                "the sender is not a uAgent of this collaboration",
+            )
+        })?;
+    if envelope.session != remote.identities.session(collaboration_id, sender) {
+        return Err(refused(
+            StatusCode::BAD_REQUEST,
+            "the session is not this agent's",
+        ));
+    }
+    let agent = state
+        .store
+        .agents_unscoped(&[member.id])
+        .await
+        .map_err(internal)?
+        .pop()
+        .ok_or_else(unroutable)?;
+    Ok((collaboration_id, agent))
+}
+
+/// The chat protocol acknowledges every message; sent after this request is answered.
+fn acknowledge(
+    state: &AppState,
+    agent: &Agent,
+    collaboration_id: Uuid,
+    session: Uuid,
+    msg_id: Uuid,
+) {
+    let remote = state.engine.remote().clone();
+    let agent = agent.clone();
+    state.tasks.spawn("uagent acknowledgement", async move {
+        let identity = remote.identities.for_collaboration(collaboration_id);
+        let endpoint = match &agent.spec {
+            AgentSpec::Uagent { endpoint } => endpoint.clone(),
+            _ => None,
+        };
+        uagent::acknowledge(
+            &remote,
+            &identity,
+            &agent,
+            endpoint.as_deref(),
+            session,
+            msg_id,
+        )
+        .await;
+    });
+}
+
+/// uAgents' readiness probe: Skein is ready for the identities it speaks as.
+async fn readiness(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let status = match headers
+        .get("x-uagents-address")
+        .and_then(|v| v.to_str().ok())
+    {
+        None => "indeterminate",
+        Some(address) => match state.store.identity_collaboration(address).await {
+            Ok(Some(_)) => "ready",
+            _ => "not-ready",
+        },
+    };
+    ([("x-uagents-status", status)], StatusCode::OK).into_response()
+}
+
+/// Where one of Skein's identities is, as an Almanac API answers: this server's `/submit`.
+async fn lookup(State(state): State<AppState>, Path(address): Path<String>) -> Response {
+    match state.store.identity_collaboration(&address).await {
+        Ok(Some(_)) => {
+            let public = state
+                .config
+                .uagents
+                .public_url
+                .as_deref()
+                .unwrap_or_default();
+            // Valid for a day; asked again on every message, so never stale in practice.
+            let expiry = Utc::now() + chrono::Duration::days(1);
+            Json(json!({
+                "address": address,
+                "endpoints": [{"url": format!("{public}/submit"), "weight": 1}],
+                "expiry": expiry.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            }))
+            .into_response()
+        }
+        Ok(None) => refused(StatusCode::NOT_FOUND, "not found"),
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "an Almanac lookup failed");
+            refused(StatusCode::SERVICE_UNAVAILABLE, "try again later")
+        }
+    }
+}
+
+/// An agent's registration (`POST /v1/almanac/agents`), signed by the agent. Skein checks
+/// the signature and answers; it does not keep it (a uAgent's endpoint is its agent's
+/// setting).
+#[derive(Debug, Deserialize)]
+struct Attestation {
+    agent_identifier: String,
+    signature: String,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
+}
+
+async fn register(body: Bytes) -> Response {
+    let Ok(attestation) = serde_json::from_slice::<Attestation>(&body) else {
+        return refused(StatusCode::BAD_REQUEST, "not an agent registration");
+    };
+    let address = attestation
+        .agent_identifier
+        .rsplit("://")
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let mut signed = attestation.rest.clone();
+    signed.insert(
+        "agent_identifier".into(),
+        attestation.agent_identifier.into(),
+    );
+    match uagents::verify_attestation(&address, &signed, &attestation.signature) {
+        Ok(()) => {
+            tracing::debug!(address, "a uAgent registered");
+            accepted()
+        }
+        Err(error) => refused(StatusCode::BAD_REQUEST, error),
+    }
+}
+
+/// An agent saying it is active: taken, and nothing kept.
+async fn status() -> Response {
+    accepted()
+}

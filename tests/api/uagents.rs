@@ -1,0 +1,294 @@
+//! Fetch.ai uAgents in a channel, against a real agent on the reference SDK
+//! (`tests/uagents/agent.py`, `uagents` 0.26.1 from PyPI): Skein asks it in signed chat
+//! envelopes, and it answers to Skein's `/submit`.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use skein::uagents::{self, ChatMessage, Envelope, Identity};
+
+use crate::byo_agents::{said_by, stored_messages, with_fake_model};
+use crate::support::{
+    Api, PATIENCE, fake_model::FakeModel, id, peers::UagentPeer, problem, spawn_app,
+    spawn_app_with, wait_for,
+};
+
+async fn uagent(app: &Api, name: &str, peer: &UagentPeer) -> Value {
+    app.create_agent(json!({
+        "name": name, "kind": "uagent", "address": peer.address, "endpoint": peer.endpoint,
+    }))
+    .await
+}
+
+/// The key a uAgent derives from its seed, as the SDK does.
+fn key_of_seed(seed: &str) -> Identity {
+    let prefix: [u8; 32] = Sha256::digest(b"agent\0").into();
+    let seed: [u8; 32] = Sha256::digest(seed.as_bytes()).into();
+    let secret: [u8; 32] = Sha256::digest([prefix, seed].concat()).into();
+    Identity::from_secret(&secret).unwrap()
+}
+
+#[tokio::test]
+async fn a_uagent_on_the_reference_sdk_takes_its_turns_with_an_llm_principal() {
+    let app = {
+        let fake = FakeModel::start().await;
+        fake.reply_with(&["Let's plan Friday. Chef, a menu?", "Then it's settled."]);
+        (with_fake_model(&fake).await, fake)
+    };
+    let (app, _fake) = app;
+    let submit = app.url("/submit");
+    let Some(peer) = UagentPeer::start("echo", "chef-seed-1", &["--skein", &submit]).await else {
+        return;
+    };
+    let host = app
+        .create_agent(json!({"name": "Host", "kind": "llm"}))
+        .await;
+    let chef = uagent(&app, "Chef", &peer).await;
+    assert_eq!(chef["kind"], "uagent");
+    assert_eq!(chef["address"], peer.address.as_str());
+    let created = app
+        .collaborate(
+            &host,
+            &chef,
+            json!({"message_cap": 4, "evaluate_objective_completion": false}),
+        )
+        .await;
+    let done = app.wait_until_summarized(&id(&created)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let stored = stored_messages(&app, &created).await;
+    assert_eq!(
+        said_by(&stored, "Chef"),
+        [
+            "Chef heard: Host: Let's plan Friday. Chef, a menu?",
+            "Chef heard: Host: Then it's settled."
+        ]
+    );
+    assert!(
+        stored
+            .iter()
+            .filter(|m| m["sender"]["name"] == "Chef")
+            .all(|m| m["role"] == "agent")
+    );
+    // The first message opens with the objective and who takes part; the next carries only
+    // what was said since.
+    let heard = peer.heard();
+    let texts: Vec<&str> = heard.iter().filter_map(|h| h["text"].as_str()).collect();
+    assert_eq!(texts.len(), 2, "{heard:?}");
+    assert!(texts[0].starts_with("Objective: "), "{}", texts[0]);
+    assert!(texts[0].contains("Taking part: Host (principal), Chef (you)"));
+    assert!(!texts[1].contains("Objective: "), "{}", texts[1]);
+    assert!(!texts[1].contains("Let's plan Friday"), "{}", texts[1]);
+    // Skein speaks as one address in this collaboration, and acknowledges each message.
+    let skein = heard[0]["from"].as_str().unwrap();
+    assert!(skein.starts_with("agent1q"));
+    assert!(heard.iter().all(|h| h["from"] == skein));
+    wait_for(|| async {
+        (peer
+            .heard()
+            .iter()
+            .filter(|h| h["acknowledged"].is_string())
+            .count()
+            == 2)
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_uagent_finds_skein_through_skein_s_own_almanac_api() {
+    let app = spawn_app().await;
+    let base = app.url("");
+    let Some(peer) = UagentPeer::start("echo", "chef-seed-2", &["--agentverse", &base]).await
+    else {
+        return;
+    };
+    let planner = app.scripted("Planner", &["Soup or salad?"], 0).await;
+    let chef = uagent(&app, "Chef", &peer).await;
+    let created = app
+        .collaborate(&planner, &chef, json!({"message_cap": 2}))
+        .await;
+    let done = app.wait_until_summarized(&id(&created)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let stored = stored_messages(&app, &created).await;
+    assert_eq!(
+        said_by(&stored, "Chef"),
+        ["Chef heard: Planner: Soup or salad?"]
+    );
+    // What the agent's resolver asked for: Skein's address in this collaboration.
+    let skein = peer.heard()[0]["from"].as_str().unwrap().to_owned();
+    let record = app.get(&format!("/v1/almanac/agents/{skein}")).await;
+    let record: Value = record.json().await.unwrap();
+    assert_eq!(record["endpoints"][0]["url"], format!("{base}/submit"));
+    let unknown = app
+        .get(&format!("/v1/almanac/agents/{}", peer.address))
+        .await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn forged_misaddressed_and_replayed_envelopes_change_nothing() {
+    let app = spawn_app().await;
+    let submit = app.url("/submit");
+    let seed = "chef-seed-3";
+    let Some(peer) = UagentPeer::start("silent", seed, &["--skein", &submit]).await else {
+        return;
+    };
+    let planner = app.scripted("Planner", &["Soup or salad?"], 0).await;
+    let chef = uagent(&app, "Chef", &peer).await;
+    let created = app
+        .collaborate(&planner, &chef, json!({"message_cap": 2}))
+        .await;
+    // The agent was asked, and keeps quiet: the test answers in its name, with its key.
+    let asked = wait_for(|| async { peer.heard().first().cloned() }).await;
+    let skein: skein::domain::AgentAddress =
+        skein::domain::AgentAddress::parse(asked["from"].as_str().unwrap()).unwrap();
+    let session: uuid::Uuid = asked["session"].as_str().unwrap().parse().unwrap();
+    let key = key_of_seed(seed);
+    assert_eq!(key.address().as_str(), peer.address);
+    let now = chrono::Utc::now();
+    let envelope = Envelope::signed(
+        &key,
+        &skein,
+        session,
+        uagents::CHAT_MESSAGE,
+        &ChatMessage::text("Salad, please.", now),
+        now,
+    );
+    let client = reqwest::Client::new();
+    let send = |envelope: Envelope| {
+        let client = client.clone();
+        let submit = submit.clone();
+        async move {
+            let response = client.post(&submit).json(&envelope).send().await.unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let mut forged = envelope.clone();
+    forged.payload = Some(base64_of(&json!({
+        "timestamp": "2026-12-03T00:00:00Z", "msg_id": uuid::Uuid::new_v4(),
+        "content": [{"type": "text", "text": "Soup, I insist."}],
+    })));
+    let (status, body) = send(forged).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "Signature verification failed");
+    let stranger = Identity::from_secret(&[5; 32]).unwrap();
+    let misaddressed = Envelope::signed(
+        &key,
+        stranger.address(),
+        session,
+        uagents::CHAT_MESSAGE,
+        &ChatMessage::text("Salad, please.", now),
+        now,
+    );
+    let (status, body) = send(misaddressed).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "unable to route envelope");
+    let impostor = Envelope::signed(
+        &stranger,
+        &skein,
+        session,
+        uagents::CHAT_MESSAGE,
+        &ChatMessage::text("Salad, please.", now),
+        now,
+    );
+    let (status, _) = send(impostor).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        said_by(&stored_messages(&app, &created).await, "Chef").len(),
+        0
+    );
+
+    let (status, body) = send(envelope.clone()).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({})));
+    let (status, _) = send(envelope).await;
+    assert_eq!(status, StatusCode::OK, "a replay is answered, and ignored");
+    let done = app.wait_until_summarized(&id(&created)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let stored = stored_messages(&app, &created).await;
+    assert_eq!(said_by(&stored, "Chef"), ["Salad, please."]);
+}
+
+fn base64_of(value: &Value) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(value).unwrap())
+}
+
+#[tokio::test]
+async fn a_uagent_that_never_answers_fails_its_turn_at_the_deadline() {
+    let app = spawn_app_with(|c| c.uagents.reply_timeout = Duration::from_secs(2)).await;
+    let submit = app.url("/submit");
+    let Some(peer) = UagentPeer::start("silent", "chef-seed-4", &["--skein", &submit]).await else {
+        return;
+    };
+    let planner = app.scripted("Planner", &["Soup or salad?"], 0).await;
+    let chef = uagent(&app, "Chef", &peer).await;
+    let created = app
+        .collaborate(&planner, &chef, json!({"message_cap": 4}))
+        .await;
+    let done = app.wait_until_summarized(&id(&created)).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    let error = done["error_message"].as_str().unwrap();
+    assert!(error.contains("Chef did not answer within 2 s"), "{error}");
+}
+
+#[tokio::test]
+async fn a_uagent_that_answers_with_an_error_fails_the_collaboration_with_it() {
+    let app = spawn_app().await;
+    let submit = app.url("/submit");
+    let Some(peer) = UagentPeer::start("error", "chef-seed-5", &["--skein", &submit]).await else {
+        return;
+    };
+    let planner = app.scripted("Planner", &["Soup or salad?"], 0).await;
+    let chef = uagent(&app, "Chef", &peer).await;
+    let created = app
+        .collaborate(&planner, &chef, json!({"message_cap": 4}))
+        .await;
+    let done = app.wait_until_summarized(&id(&created)).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    let error = done["error_message"].as_str().unwrap();
+    assert!(error.contains("the kitchen is closed"), "{error}");
+}
+
+#[tokio::test]
+async fn a_uagent_that_is_down_or_elsewhere_is_refused_at_create() {
+    let app = spawn_app().await;
+    let submit = app.url("/submit");
+    let Some(peer) = UagentPeer::start("echo", "chef-seed-6", &["--skein", &submit]).await else {
+        return;
+    };
+    let other = Identity::from_secret(&[6; 32]).unwrap();
+    let elsewhere = app
+        .post(
+            "/api/v1/agents",
+            &json!({"name": "Chef", "kind": "uagent", "address": other.address().as_str(),
+                    "endpoint": peer.endpoint}),
+        )
+        .await;
+    let body = problem(elsewhere, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(body["errors"][0]["field"], "endpoint", "{body}");
+    let endpoint = peer.endpoint.clone();
+    let address = peer.address.clone();
+    peer.stop().await;
+    tokio::time::sleep(PATIENCE / 10).await;
+    let down = app
+        .post(
+            "/api/v1/agents",
+            &json!({"name": "Chef", "kind": "uagent", "address": address, "endpoint": endpoint}),
+        )
+        .await;
+    let body = problem(down, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(body["errors"][0]["field"], "endpoint", "{body}");
+    let nameless = app
+        .post(
+            "/api/v1/agents",
+            &json!({"name": "Chef", "kind": "uagent", "endpoint": endpoint}),
+        )
+        .await;
+    let body = problem(nameless, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(body["errors"][0]["field"], "address", "{body}");
+    let listed = app.get_json("/api/v1/agents").await;
+    assert_eq!(listed["meta"]["total"], 0, "nothing was created");
+}
