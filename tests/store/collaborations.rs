@@ -590,3 +590,35 @@ async fn deleting_a_collaboration_takes_its_channel_and_events_along() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_uagent_identity_names_its_collaboration_once_and_goes_with_it() {
+    each_store(|store| async move {
+        let team = team(&store, "team").await;
+        let one = team.start(&store, 10).await;
+        let two = team.start(&store, 10).await;
+        store.remember_identity("agent1qone", one.id).await.unwrap();
+        // Noting it again, even for another collaboration, changes nothing.
+        store.remember_identity("agent1qone", one.id).await.unwrap();
+        store.remember_identity("agent1qone", two.id).await.unwrap();
+        assert_eq!(
+            store.identity_collaboration("agent1qone").await.unwrap(),
+            Some(one.id)
+        );
+        assert_eq!(
+            store.identity_collaboration("agent1qtwo").await.unwrap(),
+            None
+        );
+        assert!(
+            store
+                .delete_collaboration(team.tenant.id(), one.id)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.identity_collaboration("agent1qone").await.unwrap(),
+            None
+        );
+    })
+    .await;
+}
