@@ -75,7 +75,7 @@ impl Key {
         Self {
             id: hex::encode(&digest[..4]),
             cipher: XChaCha20Poly1305::new(bytes.into()),
-            derivation: hmac_sha256(bytes, b"skein: derived keys"),
+            derivation: hmac_sha256(bytes, &[b"skein: derived keys"]),
         }
     }
 
@@ -132,7 +132,7 @@ impl Vault {
     /// A key for `purpose`, derived from the current server key: the same on every server
     /// given the same `SKEIN_SECRET_KEY`, and different for every purpose.
     pub fn derive(&self, purpose: &str) -> [u8; 32] {
-        hmac_sha256(&self.current.derivation, purpose.as_bytes())
+        hmac_sha256(&self.current.derivation, &[purpose.as_bytes()])
     }
 
     /// `secret`, sealed under the current key.
@@ -184,16 +184,18 @@ impl Vault {
     }
 }
 
-/// The key kept in the data directory, made on first start: readable by this user only.
-/// HMAC-SHA256 of `message` under `key`.
-pub(crate) fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+/// HMAC-SHA256 under `key` of the concatenation of `parts`.
+pub(crate) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     use hmac::Mac;
     let mut mac =
         hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
-    mac.update(message);
+    for part in parts {
+        mac.update(part);
+    }
     mac.finalize().into_bytes().into()
 }
 
+/// The key kept in the data directory, made on first start: readable by this user only.
 fn key_file(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join("secret.key");
     match std::fs::read_to_string(&path) {

@@ -6,10 +6,8 @@
 //! time of the attempt, and `webhook-signature` is `v1,` and the base64 HMAC-SHA256 of
 //! `id.timestamp.body` under the secret's key: the base64 after `whsec_`.
 
-use crate::secrets::Secret;
+use crate::secrets::{Secret, hmac_sha256};
 use base64::{Engine as _, engine::general_purpose::STANDARD};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
 /// A fresh signing secret: `whsec_` and 32 random bytes in base64.
 pub fn new_secret() -> Secret {
@@ -26,13 +24,12 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
     let key = STANDARD
         .decode(key)
         .unwrap_or_else(|_| key.as_bytes().to_vec());
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes a key of any size");
-    mac.update(id.as_bytes());
-    mac.update(b".");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+    let timestamp = timestamp.to_string();
+    let mac = hmac_sha256(
+        &key,
+        &[id.as_bytes(), b".", timestamp.as_bytes(), b".", body],
+    );
+    format!("v1,{}", STANDARD.encode(mac))
 }
 
 /// The three headers of a signed request, for a message `id` sent now.

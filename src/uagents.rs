@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::domain::AgentAddress;
+use crate::{domain::AgentAddress, secrets::hmac_sha256};
 
 /// `schema_digest` of a `ChatMessage`.
 pub const CHAT_MESSAGE: &str =
@@ -100,10 +100,6 @@ impl fmt::Debug for Identities {
     }
 }
 
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    crate::secrets::hmac_sha256(key, &parts.concat())
-}
-
 impl Identities {
     /// Identities derived from `root`, a secret of the server's own (see
     /// [`crate::secrets::Vault::derive`]).
@@ -117,7 +113,7 @@ impl Identities {
         // makes even that case yield a key.
         (0u8..)
             .find_map(|counter| {
-                let secret = hmac(
+                let secret = hmac_sha256(
                     &self.root,
                     &[b"collaboration", collaboration_id.as_bytes(), &[counter]],
                 );
@@ -129,7 +125,7 @@ impl Identities {
     /// The session of the conversation between a collaboration and one of its uAgents: a
     /// version-4 UUID (as uAgents requires), the same on every turn and every server.
     pub fn session(&self, collaboration_id: Uuid, agent: &AgentAddress) -> Uuid {
-        let digest = hmac(
+        let digest = hmac_sha256(
             &self.root,
             &[
                 b"session",

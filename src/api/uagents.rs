@@ -11,11 +11,13 @@
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{Path, State},
+    extract::{ConnectInfo, Path, State},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use std::net::SocketAddr;
+
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
@@ -46,8 +48,26 @@ fn accepted() -> Response {
 }
 
 /// An envelope for one of Skein's identities. Answered at once with 200 `{}`; what it
-/// carries goes to the collaboration's runner, wherever it runs.
-async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+/// carries goes to the collaboration's runner, wherever it runs. An envelope refused is a
+/// failed authentication: an address that keeps sending them is throttled like one that
+/// keeps trying keys.
+async fn submit(
+    State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(refusal) = state.auth_failures.check(client.ip()) {
+        return *refusal;
+    }
+    let response = take(&state, &headers, &body).await;
+    if response.status() == StatusCode::BAD_REQUEST {
+        state.auth_failures.failed(client.ip());
+    }
+    response
+}
+
+async fn take(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -55,7 +75,7 @@ async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Bytes) 
     if !json {
         return refused(StatusCode::BAD_REQUEST, "invalid content-type");
     }
-    let Ok(envelope) = serde_json::from_slice::<Envelope>(&body) else {
+    let Ok(envelope) = serde_json::from_slice::<Envelope>(body) else {
         return refused(
             StatusCode::BAD_REQUEST,
             "contents do not match envelope schema",
@@ -65,7 +85,7 @@ async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Bytes) 
         Ok(sender) => sender,
         Err(error) => return refused(StatusCode::BAD_REQUEST, error),
     };
-    let (collaboration_id, agent) = match route(&state, &envelope, &sender).await {
+    let (collaboration_id, agent) = match route(state, &envelope, &sender).await {
         Ok(routed) => routed,
         Err(response) => return response,
     };

@@ -557,6 +557,30 @@ fn on_control(request: Option<Control>) -> Exit {
     }
 }
 
+/// The agent whose turn it is, and what it is told.
+fn asked<'s>(
+    crew: &Crew,
+    state: &'s State,
+    sender: &Sender,
+    turn_id: Uuid,
+) -> Result<(&'s Agent, agents::TurnContext), String> {
+    let collaboration = &state.collaboration;
+    let agent = state
+        .agents
+        .get(&sender.id)
+        .ok_or_else(|| format!("agent {} no longer exists", sender.name))?;
+    let context = context::build(
+        collaboration.id,
+        turn_id,
+        &collaboration.objective,
+        &state.roster,
+        &state.transcript,
+        sender,
+        &crew.settings,
+    );
+    Ok((agent, context))
+}
+
 /// A uAgent's half of its turn: Skein asks it, and its reply arrives as a post (see
 /// [`Driver::wait`]). Ends only in failure: the agent could not be asked, or did not answer
 /// within `SKEIN_UAGENT_REPLY_SECS`.
@@ -567,10 +591,7 @@ async fn ask_uagent(
     turn_id: Uuid,
 ) -> Result<Turn, String> {
     let collaboration = &state.collaboration;
-    let agent = state
-        .agents
-        .get(&sender.id)
-        .ok_or_else(|| format!("agent {} no longer exists", sender.name))?;
+    let (agent, context) = asked(crew, state, sender, turn_id)?;
     let crate::domain::AgentSpec::Uagent { endpoint } = &agent.spec else {
         return Err(format!("{} is not a uAgent", sender.name));
     };
@@ -583,15 +604,6 @@ async fn ask_uagent(
     })
     .await
     .ok_or_else(|| "the store would not take the uAgent identity".to_owned())?;
-    let context = context::build(
-        collaboration.id,
-        turn_id,
-        &collaboration.objective,
-        &state.roster,
-        &state.transcript,
-        sender,
-        &crew.settings,
-    );
     agents::uagent::ask(agent, endpoint.as_deref(), &context, remote)
         .await
         .map_err(|e| format!("{} failed: {e}", sender.name))?;
@@ -612,19 +624,7 @@ async fn take_turn(
     turn_id: Uuid,
 ) -> Result<Turn, String> {
     let collaboration = &state.collaboration;
-    let agent = state
-        .agents
-        .get(&sender.id)
-        .ok_or_else(|| format!("agent {} no longer exists", sender.name))?;
-    let context = context::build(
-        collaboration.id,
-        turn_id,
-        &collaboration.objective,
-        &state.roster,
-        &state.transcript,
-        sender,
-        &crew.settings,
-    );
+    let (agent, context) = asked(crew, state, sender, turn_id)?;
     let channel_id = collaboration.channel_id;
     let on_delta = |delta: Delta<'_>| {
         let (text, restart) = match delta {

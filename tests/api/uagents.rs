@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use axum::response::IntoResponse;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -22,6 +23,26 @@ async fn uagent(app: &Api, name: &str, peer: &UagentPeer) -> Value {
     .await
 }
 
+/// The peer in `mode`, finding Skein by its own resolver rule.
+async fn peer(app: &Api, mode: &str, seed: &str) -> Option<UagentPeer> {
+    UagentPeer::start(mode, seed, &["--skein", &app.url("/submit")]).await
+}
+
+/// A planner asks the peer one question: the collaboration, just created.
+async fn soup_or_salad(app: &Api, peer: &UagentPeer, message_cap: u32) -> Value {
+    let planner = app.scripted("Planner", &["Soup or salad?"], 0).await;
+    let chef = uagent(app, "Chef", peer).await;
+    app.collaborate(&planner, &chef, json!({"message_cap": message_cap}))
+        .await
+}
+
+/// Why the collaboration failed, once it has ended.
+async fn failure_of(app: &Api, created: &Value) -> String {
+    let done = app.wait_until_summarized(&id(created)).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    done["error_message"].as_str().unwrap().to_owned()
+}
+
 /// The key a uAgent derives from its seed, as the SDK does.
 fn key_of_seed(seed: &str) -> Identity {
     let prefix: [u8; 32] = Sha256::digest(b"agent\0").into();
@@ -32,14 +53,10 @@ fn key_of_seed(seed: &str) -> Identity {
 
 #[tokio::test]
 async fn a_uagent_on_the_reference_sdk_takes_its_turns_with_an_llm_principal() {
-    let app = {
-        let fake = FakeModel::start().await;
-        fake.reply_with(&["Let's plan Friday. Chef, a menu?", "Then it's settled."]);
-        (with_fake_model(&fake).await, fake)
-    };
-    let (app, _fake) = app;
-    let submit = app.url("/submit");
-    let Some(peer) = UagentPeer::start("echo", "chef-seed-1", &["--skein", &submit]).await else {
+    let fake = FakeModel::start().await;
+    fake.reply_with(&["Let's plan Friday. Chef, a menu?", "Then it's settled."]);
+    let app = with_fake_model(&fake).await;
+    let Some(peer) = peer(&app, "echo", "chef-seed-1").await else {
         return;
     };
     let host = app
@@ -104,11 +121,7 @@ async fn a_uagent_finds_skein_through_skein_s_own_almanac_api() {
     else {
         return;
     };
-    let planner = app.scripted("Planner", &["Soup or salad?"], 0).await;
-    let chef = uagent(&app, "Chef", &peer).await;
-    let created = app
-        .collaborate(&planner, &chef, json!({"message_cap": 2}))
-        .await;
+    let created = soup_or_salad(&app, &peer, 2).await;
     let done = app.wait_until_summarized(&id(&created)).await;
     assert_eq!(done["status"], "completed", "{done}");
     let stored = stored_messages(&app, &created).await;
@@ -132,14 +145,10 @@ async fn forged_misaddressed_and_replayed_envelopes_change_nothing() {
     let app = spawn_app().await;
     let submit = app.url("/submit");
     let seed = "chef-seed-3";
-    let Some(peer) = UagentPeer::start("silent", seed, &["--skein", &submit]).await else {
+    let Some(peer) = peer(&app, "silent", seed).await else {
         return;
     };
-    let planner = app.scripted("Planner", &["Soup or salad?"], 0).await;
-    let chef = uagent(&app, "Chef", &peer).await;
-    let created = app
-        .collaborate(&planner, &chef, json!({"message_cap": 2}))
-        .await;
+    let created = soup_or_salad(&app, &peer, 2).await;
     // The agent was asked, and keeps quiet: the test answers in its name, with its key.
     let asked = wait_for(|| async { peer.heard().first().cloned() }).await;
     let skein: skein::domain::AgentAddress =
@@ -219,44 +228,32 @@ fn base64_of(value: &Value) -> String {
 #[tokio::test]
 async fn a_uagent_that_never_answers_fails_its_turn_at_the_deadline() {
     let app = spawn_app_with(|c| c.uagents.reply_timeout = Duration::from_secs(2)).await;
-    let submit = app.url("/submit");
-    let Some(peer) = UagentPeer::start("silent", "chef-seed-4", &["--skein", &submit]).await else {
+    let Some(peer) = peer(&app, "silent", "chef-seed-4").await else {
         return;
     };
-    let planner = app.scripted("Planner", &["Soup or salad?"], 0).await;
-    let chef = uagent(&app, "Chef", &peer).await;
-    let created = app
-        .collaborate(&planner, &chef, json!({"message_cap": 4}))
-        .await;
-    let done = app.wait_until_summarized(&id(&created)).await;
-    assert_eq!(done["status"], "failed", "{done}");
-    let error = done["error_message"].as_str().unwrap();
+    let created = soup_or_salad(&app, &peer, 4).await;
+    let error = failure_of(&app, &created).await;
     assert!(error.contains("Chef did not answer within 2 s"), "{error}");
 }
 
 #[tokio::test]
 async fn a_uagent_that_answers_with_an_error_fails_the_collaboration_with_it() {
     let app = spawn_app().await;
-    let submit = app.url("/submit");
-    let Some(peer) = UagentPeer::start("error", "chef-seed-5", &["--skein", &submit]).await else {
+    let Some(peer) = peer(&app, "error", "chef-seed-5").await else {
         return;
     };
-    let planner = app.scripted("Planner", &["Soup or salad?"], 0).await;
-    let chef = uagent(&app, "Chef", &peer).await;
-    let created = app
-        .collaborate(&planner, &chef, json!({"message_cap": 4}))
-        .await;
-    let done = app.wait_until_summarized(&id(&created)).await;
-    assert_eq!(done["status"], "failed", "{done}");
-    let error = done["error_message"].as_str().unwrap();
-    assert!(error.contains("the kitchen is closed"), "{error}");
+    let created = soup_or_salad(&app, &peer, 4).await;
+    let error = failure_of(&app, &created).await;
+    assert!(
+        error.contains("Chef answered with an error: the kitchen is closed"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
 async fn a_uagent_that_is_down_or_elsewhere_is_refused_at_create() {
     let app = spawn_app().await;
-    let submit = app.url("/submit");
-    let Some(peer) = UagentPeer::start("echo", "chef-seed-6", &["--skein", &submit]).await else {
+    let Some(peer) = peer(&app, "echo", "chef-seed-6").await else {
         return;
     };
     let other = Identity::from_secret(&[6; 32]).unwrap();
@@ -291,4 +288,106 @@ async fn a_uagent_that_is_down_or_elsewhere_is_refused_at_create() {
     assert_eq!(body["errors"][0]["field"], "address", "{body}");
     let listed = app.get_json("/api/v1/agents").await;
     assert_eq!(listed["meta"]["total"], 0, "nothing was created");
+}
+
+#[tokio::test]
+async fn a_uagent_principal_opens_the_collaboration() {
+    let app = spawn_app().await;
+    let Some(peer) = peer(&app, "echo", "chef-seed-7").await else {
+        return;
+    };
+    let chef = uagent(&app, "Chef", &peer).await;
+    let guest = app.scripted("Guest", &["Salad for me."], 0).await;
+    let created = app
+        .collaborate(&chef, &guest, json!({"message_cap": 3}))
+        .await;
+    let done = app.wait_until_summarized(&id(&created)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let stored = stored_messages(&app, &created).await;
+    assert_eq!(stored[0]["sender"]["name"], "Chef", "{stored:?}");
+    assert_eq!(
+        said_by(&stored, "Chef"),
+        [
+            "Chef heard: Taking part: Chef (principal) (you), Guest",
+            "Chef heard: Guest: Salad for me."
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_uagent_without_an_endpoint_is_found_through_the_almanac() {
+    // An Almanac API of the test's own, knowing where the agent is.
+    let almanac = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let almanac_url = format!("http://{}", almanac.local_addr().unwrap());
+    let app = {
+        let almanac_url = almanac_url.clone();
+        spawn_app_with(move |c| c.uagents.almanac_url = Some(almanac_url)).await
+    };
+    let Some(peer) = peer(&app, "echo", "chef-seed-8").await else {
+        return;
+    };
+    let lookups = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let record = {
+        let (address, endpoint, lookups) =
+            (peer.address.clone(), peer.endpoint.clone(), lookups.clone());
+        axum::Router::new().route(
+            "/v1/almanac/agents/{address}",
+            axum::routing::get(
+                move |axum::extract::Path(asked): axum::extract::Path<String>| {
+                    let (address, endpoint) = (address.clone(), endpoint.clone());
+                    lookups.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    async move {
+                        if asked != address {
+                            return (StatusCode::NOT_FOUND, axum::Json(json!({}))).into_response();
+                        }
+                        axum::Json(json!({"address": address, "expiry": "2099-01-01T00:00:00Z",
+                        "endpoints": [{"url": "http://127.0.0.1:9/submit", "weight": 0},
+                                      {"url": endpoint, "weight": 1}]}))
+                        .into_response()
+                    }
+                },
+            ),
+        )
+    };
+    tokio::spawn(async move { axum::serve(almanac, record).await.unwrap() });
+    let chef = app
+        .create_agent(json!({"name": "Chef", "kind": "uagent", "address": peer.address}))
+        .await;
+    assert!(chef["endpoint"].is_null(), "{chef}");
+    let planner = app.scripted("Planner", &["Soup or salad?"], 0).await;
+    let created = app
+        .collaborate(&planner, &chef, json!({"message_cap": 2}))
+        .await;
+    let done = app.wait_until_summarized(&id(&created)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let stored = stored_messages(&app, &created).await;
+    assert_eq!(
+        said_by(&stored, "Chef"),
+        ["Chef heard: Planner: Soup or salad?"]
+    );
+    assert!(lookups.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+}
+
+#[tokio::test]
+async fn an_address_that_keeps_sending_bad_envelopes_is_throttled() {
+    let app = spawn_app_with(|c| c.rate_limits.auth_failures_per_minute = 2).await;
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let response = client
+            .post(app.url("/submit"))
+            .json(&json!({"version": 1, "sender": "agent1qnobody"}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status());
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::BAD_REQUEST,
+            StatusCode::BAD_REQUEST,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
 }
