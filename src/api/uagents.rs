@@ -100,7 +100,7 @@ async fn take(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
                 return accepted();
             }
             acknowledge(
-                &state,
+                state,
                 &agent,
                 collaboration_id,
                 envelope.session,
