@@ -26,7 +26,8 @@ use uuid::Uuid;
 use super::AppState;
 use crate::{
     agents::uagent,
-    domain::{Agent, AgentAddress, AgentKind, AgentSpec},
+    domain::{Agent, AgentAddress, AgentKind, AgentSpec, Collaboration, CollaborationStatus},
+    engine::PostRefusal,
     uagents::{self, ChatMessage, Envelope, ErrorMessage},
 };
 
@@ -85,10 +86,11 @@ async fn take(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
         Ok(sender) => sender,
         Err(error) => return refused(StatusCode::BAD_REQUEST, error),
     };
-    let (collaboration_id, agent) = match route(state, &envelope, &sender).await {
+    let (collaboration, agent) = match route(state, &envelope, &sender).await {
         Ok(routed) => routed,
         Err(response) => return response,
     };
+    let collaboration_id = collaboration.id;
     let remote = state.engine.remote();
     match envelope.schema_digest.as_str() {
         uagents::CHAT_MESSAGE => {
@@ -111,14 +113,30 @@ async fn take(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
                 return accepted();
             }
             let words = crate::engine::within_limit(words, state.config.limits.max_content_chars);
-            if let Err(refusal) = state
+            match state
                 .engine
-                .post(collaboration_id, agent.sender(), words)
+                .post(collaboration_id, agent.sender(), words.clone())
                 .await
             {
+                Ok(_) => {}
+                // No runner holds it just now (a restart, a server that died and whose lease
+                // has not yet run out): kept for the runner that resumes it.
+                Err(PostRefusal::NotRunning)
+                    if collaboration.status == CollaborationStatus::Running =>
+                {
+                    let kept = state
+                        .store
+                        .keep_uagent_reply(collaboration_id, agent.id, message.msg_id, &words)
+                        .await;
+                    if !matches!(kept, Ok(true)) {
+                        tracing::warn!(agent = %agent.name, ?kept, "a uAgent's reply could not be kept");
+                    }
+                }
                 // Said out of turn, or after the end: the channel does not take it, and the
                 // agent has no use for knowing.
-                tracing::info!(agent = %agent.name, %refusal, "a uAgent's message was not taken");
+                Err(refusal) => {
+                    tracing::info!(agent = %agent.name, %refusal, "a uAgent's message was not taken");
+                }
             }
         }
         uagents::ERROR_MESSAGE => {
@@ -145,13 +163,13 @@ async fn take(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
     accepted()
 }
 
-/// The collaboration an envelope belongs to, and the uAgent that sent it: its target must
+/// The collaboration an envelope belongs to (as it was stored just now), and the uAgent that sent it: its target must
 /// be the identity Skein speaks as there, its sender one of its uAgents, its session theirs.
 async fn route(
     state: &AppState,
     envelope: &Envelope,
     sender: &AgentAddress,
-) -> Result<(Uuid, Agent), Response> {
+) -> Result<(Collaboration, Agent), Response> {
     let unroutable = || refused(StatusCode::BAD_REQUEST, "unable to route envelope");
     let internal = |error: crate::store::StoreError| {
         tracing::error!(
@@ -206,7 +224,7 @@ async fn route(
         .map_err(internal)?
         .pop()
         .ok_or_else(unroutable)?;
-    Ok((collaboration_id, agent))
+    Ok((collaboration, agent))
 }
 
 /// The chat protocol acknowledges every message; sent after this request is answered.

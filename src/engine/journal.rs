@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::{
@@ -32,6 +33,24 @@ pub(crate) trait Journal: Send + Sync + 'static {
     ) -> StoreResult<Option<StoredEvent>>;
     async fn add_tokens(&self, lease: &Lease, tokens: u64) -> StoreResult<()>;
     async fn remember_identity(&self, address: &str, collaboration_id: Uuid) -> StoreResult<()>;
+    async fn note_uagent_ask(
+        &self,
+        lease: &Lease,
+        agent_id: Uuid,
+        after_seq: i64,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    async fn uagent_ask(
+        &self,
+        collaboration_id: Uuid,
+        agent_id: Uuid,
+    ) -> StoreResult<Option<(i64, DateTime<Utc>)>>;
+    async fn take_uagent_reply(
+        &self,
+        lease: &Lease,
+        agent_id: Uuid,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Option<String>>;
     async fn finish_collaboration(
         &self,
         collaboration_id: Uuid,
@@ -89,6 +108,33 @@ impl Journal for Stored {
 
     async fn remember_identity(&self, address: &str, collaboration_id: Uuid) -> StoreResult<()> {
         self.0.remember_identity(address, collaboration_id).await
+    }
+
+    async fn note_uagent_ask(
+        &self,
+        lease: &Lease,
+        agent_id: Uuid,
+        after_seq: i64,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.0.note_uagent_ask(lease, agent_id, after_seq, at).await
+    }
+
+    async fn uagent_ask(
+        &self,
+        collaboration_id: Uuid,
+        agent_id: Uuid,
+    ) -> StoreResult<Option<(i64, DateTime<Utc>)>> {
+        self.0.uagent_ask(collaboration_id, agent_id).await
+    }
+
+    async fn take_uagent_reply(
+        &self,
+        lease: &Lease,
+        agent_id: Uuid,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Option<String>> {
+        self.0.take_uagent_reply(lease, agent_id, since).await
     }
 
     async fn finish_collaboration(

@@ -582,8 +582,13 @@ fn asked<'s>(
 }
 
 /// A uAgent's half of its turn: Skein asks it, and its reply arrives as a post (see
-/// [`Driver::wait`]). Ends only in failure: the agent could not be asked, or did not answer
-/// within `SKEIN_UAGENT_REPLY_SECS`.
+/// [`Driver::wait`]). Ends in a turn only when the reply came while no runner held the
+/// collaboration (it was kept for this one); otherwise only in failure: the agent could not
+/// be asked, or did not answer within `SKEIN_UAGENT_REPLY_SECS` of being asked.
+///
+/// What was asked is noted in the store, so a runner that resumes the collaboration after a
+/// restart, with nothing said since, waits for the reply already on its way instead of
+/// asking the agent a second time.
 async fn ask_uagent(
     crew: &Crew,
     state: &State,
@@ -596,19 +601,57 @@ async fn ask_uagent(
         return Err(format!("{} is not a uAgent", sender.name));
     };
     let remote = &crew.remote;
+    let journal = &crew.journal;
+    let lease = &state.lease;
+    let unwritten = |what: &str| format!("the store would not take {what}");
     let identity = remote.identities.for_collaboration(collaboration.id);
     // So that the reply finds this collaboration on whichever server it reaches.
     persist("the uAgent identity", || {
-        crew.journal
-            .remember_identity(identity.address().as_str(), collaboration.id)
+        journal.remember_identity(identity.address().as_str(), collaboration.id)
     })
     .await
-    .ok_or_else(|| "the store would not take the uAgent identity".to_owned())?;
-    agents::uagent::ask(agent, endpoint.as_deref(), &context, remote)
-        .await
-        .map_err(|e| format!("{} failed: {e}", sender.name))?;
+    .ok_or_else(|| unwritten("the uAgent identity"))?;
+    let last_seq = state.last_seq.load(Ordering::Acquire);
+    let before = persist("what the uAgent was asked", || {
+        journal.uagent_ask(collaboration.id, agent.id)
+    })
+    .await
+    .ok_or_else(|| unwritten("what the uAgent was asked"))?;
+    let asked_at = match before {
+        Some((after_seq, asked_at)) if after_seq == last_seq => {
+            let kept = persist("the uAgent's reply", || {
+                journal.take_uagent_reply(lease, agent.id, asked_at)
+            })
+            .await
+            .ok_or_else(|| unwritten("the uAgent's reply"))?;
+            if let Some(content) = kept {
+                return Ok(Turn {
+                    turn_id,
+                    sender: sender.clone(),
+                    content,
+                    tokens: 0,
+                });
+            }
+            asked_at
+        }
+        _ => {
+            agents::uagent::ask(agent, endpoint.as_deref(), &context, remote)
+                .await
+                .map_err(|e| format!("{} failed: {e}", sender.name))?;
+            let asked_at = crate::domain::now();
+            persist("what the uAgent was asked", || {
+                journal.note_uagent_ask(lease, agent.id, last_seq, asked_at)
+            })
+            .await
+            .ok_or_else(|| unwritten("what the uAgent was asked"))?;
+            asked_at
+        }
+    };
     let waiting = remote.uagents.reply_timeout;
-    tokio::time::sleep(waiting).await;
+    let waited = (crate::domain::now() - asked_at)
+        .to_std()
+        .unwrap_or_default();
+    tokio::time::sleep(waiting.saturating_sub(waited)).await;
     Err(format!(
         "{} did not answer within {} s (SKEIN_UAGENT_REPLY_SECS)",
         sender.name,

@@ -64,6 +64,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// The most bytes of frames one page of events holds (see [`Store::read_events`]).
 pub const PAGE_BYTES: i64 = 1 << 20;
 
+/// The most replies kept from one uAgent while no runner holds its collaboration.
+pub const KEPT_UAGENT_REPLIES: i64 = 8;
+
 /// Whether events may follow a page [`Store::read_events`] returned for `limit`: it is full,
 /// or large enough that the size bound may have cut it.
 pub fn page_may_continue(page: &[StoredEvent], limit: u32) -> bool {
@@ -305,6 +308,39 @@ pub trait Store: Send + Sync + 'static {
     async fn remember_identity(&self, address: &str, collaboration_id: Uuid) -> StoreResult<()>;
     /// The collaboration Skein speaks to uAgents in as `address`, if any.
     async fn identity_collaboration(&self, address: &str) -> StoreResult<Option<Uuid>>;
+    /// Notes, under the runner's lease, that uAgent `agent_id` was asked for its turn when
+    /// the channel's last seq was `after_seq`.
+    async fn note_uagent_ask(
+        &self,
+        lease: &Lease,
+        agent_id: Uuid,
+        after_seq: i64,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// What uAgent `agent_id` was last asked in the collaboration: the last seq then, and when.
+    async fn uagent_ask(
+        &self,
+        collaboration_id: Uuid,
+        agent_id: Uuid,
+    ) -> StoreResult<Option<(i64, DateTime<Utc>)>>;
+    /// Keeps a uAgent's reply that no runner could take, for the runner that resumes the
+    /// collaboration; at most [`KEPT_UAGENT_REPLIES`] per agent, and each `msg_id` once.
+    /// Whether it was kept.
+    async fn keep_uagent_reply(
+        &self,
+        collaboration_id: Uuid,
+        agent_id: Uuid,
+        msg_id: Uuid,
+        content: &str,
+    ) -> StoreResult<bool>;
+    /// Under the runner's lease, the first reply kept from uAgent `agent_id` since `since`;
+    /// every reply kept from it is gone afterwards.
+    async fn take_uagent_reply(
+        &self,
+        lease: &Lease,
+        agent_id: Uuid,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Option<String>>;
     async fn list_collaborations(
         &self,
         account_id: Uuid,

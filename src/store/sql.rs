@@ -1116,6 +1116,97 @@ where
         Ok(row.map(|(id,)| id.into()))
     }
 
+    async fn note_uagent_ask(
+        &self,
+        lease: &Lease,
+        agent_id: Uuid,
+        after_seq: i64,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        D::check_lease(&mut tx, lease).await?;
+        sqlx::query(
+            "INSERT INTO uagent_asks (collaboration_id, agent_id, after_seq, asked_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (collaboration_id, agent_id) \
+             DO UPDATE SET after_seq = excluded.after_seq, asked_at = excluded.asked_at",
+        )
+        .bind(id::<D>(lease.collaboration_id))
+        .bind(id::<D>(agent_id))
+        .bind(after_seq)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn uagent_ask(
+        &self,
+        collaboration_id: Uuid,
+        agent_id: Uuid,
+    ) -> StoreResult<Option<(i64, DateTime<Utc>)>> {
+        Ok(sqlx::query_as(
+            "SELECT after_seq, asked_at FROM uagent_asks \
+             WHERE collaboration_id = $1 AND agent_id = $2",
+        )
+        .bind(id::<D>(collaboration_id))
+        .bind(id::<D>(agent_id))
+        .fetch_optional(&self.reads)
+        .await?)
+    }
+
+    async fn keep_uagent_reply(
+        &self,
+        collaboration_id: Uuid,
+        agent_id: Uuid,
+        msg_id: Uuid,
+        content: &str,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO uagent_replies (msg_id, collaboration_id, agent_id, content, received_at) \
+             SELECT $1, $2, $3, $4, $5 \
+             WHERE (SELECT COUNT(*) FROM uagent_replies \
+                    WHERE collaboration_id = $2 AND agent_id = $3) < $6 \
+             ON CONFLICT (msg_id) DO NOTHING",
+        )
+        .bind(id::<D>(msg_id))
+        .bind(id::<D>(collaboration_id))
+        .bind(id::<D>(agent_id))
+        .bind(content)
+        .bind(crate::domain::now())
+        .bind(super::KEPT_UAGENT_REPLIES)
+        .execute(&self.writes)
+        .await?;
+        Ok(D::rows_affected(&done) == 1)
+    }
+
+    async fn take_uagent_reply(
+        &self,
+        lease: &Lease,
+        agent_id: Uuid,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Option<String>> {
+        let mut tx = self.write().await?;
+        D::check_lease(&mut tx, lease).await?;
+        let first: Option<(String,)> = sqlx::query_as(
+            "SELECT content FROM uagent_replies \
+             WHERE collaboration_id = $1 AND agent_id = $2 AND received_at >= $3 \
+             ORDER BY received_at LIMIT 1",
+        )
+        .bind(id::<D>(lease.collaboration_id))
+        .bind(id::<D>(agent_id))
+        .bind(since)
+        .fetch_optional(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM uagent_replies WHERE collaboration_id = $1 AND agent_id = $2")
+            .bind(id::<D>(lease.collaboration_id))
+            .bind(id::<D>(agent_id))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(first.map(|(content,)| content))
+    }
+
     async fn list_collaborations(
         &self,
         account_id: Uuid,

@@ -391,3 +391,104 @@ async fn an_address_that_keeps_sending_bad_envelopes_is_throttled() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_reply_that_comes_after_a_restart_is_taken_without_asking_again() {
+    let app = spawn_app().await;
+    // The agent thinks for a while: Skein restarts between its question and the answer.
+    let Some(peer) = UagentPeer::start(
+        "echo",
+        "chef-seed-9",
+        &["--skein", &app.url("/submit"), "--delay-ms", "4000"],
+    )
+    .await
+    else {
+        return;
+    };
+    let created = soup_or_salad(&app, &peer, 2).await;
+    wait_for(|| async { peer.heard().first().cloned() }).await;
+    let bound: std::net::SocketAddr = app.url("").trim_start_matches("http://").parse().unwrap();
+    let data = app.shut_down_keeping_data().await;
+    // The same address, so that the agent's answer finds it.
+    let app = crate::support::spawn_app_in_with(data, move |c| c.bind = bound).await;
+    let done = app.wait_until_summarized(&id(&created)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let stored = stored_messages(&app, &created).await;
+    assert_eq!(
+        said_by(&stored, "Chef"),
+        ["Chef heard: Planner: Soup or salad?"]
+    );
+    let asked: Vec<Value> = peer
+        .heard()
+        .into_iter()
+        .filter(|h| h["text"].is_string())
+        .collect();
+    assert_eq!(
+        asked.len(),
+        1,
+        "asked once, not again after the restart: {asked:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_reply_that_reaches_another_server_while_nobody_runs_the_collaboration_is_kept() {
+    let Some(mut cluster) = crate::support::cluster::Cluster::start_with(
+        2,
+        &[
+            ("SKEIN_ALLOW_PRIVATE_URLS", "true"),
+            ("SKEIN_LEASE_SECS", "8"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let (runs, other) = (
+        cluster.member(0).process.api.clone(),
+        cluster.member(1).process.api.clone(),
+    );
+    // The agent answers, two seconds after being asked, to the server that does not run
+    // the collaboration; by then the one that does has died and its lease still holds.
+    let Some(peer) = UagentPeer::start(
+        "echo",
+        "chef-seed-10",
+        &["--skein", &other.url("/submit"), "--delay-ms", "2000"],
+    )
+    .await
+    else {
+        return;
+    };
+    let created = soup_or_salad(&runs, &peer, 2).await;
+    wait_for(|| async { peer.heard().first().cloned() }).await;
+    cluster.processes[0].take().unwrap().process.kill().await;
+    let done = wait_until_ended(&other, &created, Duration::from_secs(30)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let stored = stored_messages(&other, &created).await;
+    assert_eq!(
+        said_by(&stored, "Chef"),
+        ["Chef heard: Planner: Soup or salad?"]
+    );
+    let asked = peer
+        .heard()
+        .into_iter()
+        .filter(|h| h["text"].is_string())
+        .count();
+    assert_eq!(asked, 1, "the server that took over did not ask again");
+    cluster.remove().await;
+}
+
+/// The collaboration once it has ended: a takeover takes longer than [`PATIENCE`].
+async fn wait_until_ended(api: &Api, created: &Value, patience: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let now = api.collaboration(&id(created)).await;
+        if now["status"] != "running" {
+            return now;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still running: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

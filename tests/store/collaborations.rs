@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::support::{
-    agent, each_store, ending, later, lease, needing_runner, new_key, sqlite_refusing, team,
+    agent, each_store, ending, later, lease, needing_runner, new_key, now, sqlite_refusing, team,
 };
 
 #[tokio::test]
@@ -619,6 +619,81 @@ async fn a_uagent_identity_names_its_collaboration_once_and_goes_with_it() {
             store.identity_collaboration("agent1qone").await.unwrap(),
             None
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn what_a_uagent_was_asked_and_its_kept_replies_serve_the_runner_that_resumes() {
+    each_store(|store| async move {
+        let team = team(&store, "team").await;
+        let made = team.start(&store, 10).await;
+        let lease = lease(&store, made.id).await;
+        let agent = Uuid::now_v7();
+        assert_eq!(store.uagent_ask(made.id, agent).await.unwrap(), None);
+        let first = now();
+        store
+            .note_uagent_ask(&lease, agent, 3, first)
+            .await
+            .unwrap();
+        let again = first + Duration::seconds(5);
+        store
+            .note_uagent_ask(&lease, agent, 5, again)
+            .await
+            .unwrap();
+        let (seq, at) = store.uagent_ask(made.id, agent).await.unwrap().unwrap();
+        assert_eq!(seq, 5);
+        assert_eq!(at.timestamp_micros(), again.timestamp_micros());
+
+        // Replies kept while no runner held it: each msg_id once, and a bounded number.
+        let replied = Uuid::now_v7();
+        assert!(
+            store
+                .keep_uagent_reply(made.id, agent, replied, "Salad.")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .keep_uagent_reply(made.id, agent, replied, "Salad.")
+                .await
+                .unwrap()
+        );
+        let mut kept = 1;
+        while store
+            .keep_uagent_reply(made.id, agent, Uuid::now_v7(), "More.")
+            .await
+            .unwrap()
+        {
+            kept += 1;
+            assert!(kept < 100, "the replies kept are bounded");
+        }
+        assert_eq!(kept, skein::store::KEPT_UAGENT_REPLIES);
+        let taken = store
+            .take_uagent_reply(&lease, agent, first - Duration::seconds(60))
+            .await
+            .unwrap();
+        assert_eq!(taken.as_deref(), Some("Salad."));
+        assert_eq!(
+            store
+                .take_uagent_reply(&lease, agent, first - Duration::seconds(60))
+                .await
+                .unwrap(),
+            None,
+            "taking one clears them all"
+        );
+        // Only under the runner's lease.
+        let stale = skein::store::Lease {
+            epoch: lease.epoch + 1,
+            ..lease
+        };
+        assert!(
+            store
+                .note_uagent_ask(&stale, agent, 6, now())
+                .await
+                .is_err()
+        );
+        assert!(store.take_uagent_reply(&stale, agent, first).await.is_err());
     })
     .await;
 }

@@ -4,6 +4,7 @@
 
 MODE
   echo    acknowledges each chat message, then answers "<name> heard: <its last line>"
+          (after --delay-ms, if given)
   silent  acknowledges each chat message and never answers
   error   answers each chat message with the protocol's ErrorMessage
 
@@ -16,6 +17,7 @@ It listens on 127.0.0.1:PORT, prints its address as the first line of stdout
 """
 
 import argparse
+import asyncio
 import json
 import sys
 
@@ -54,6 +56,7 @@ def main():
     parser.add_argument("port", type=int)
     parser.add_argument("seed")
     parser.add_argument("--name", default="Chef")
+    parser.add_argument("--delay-ms", type=int, default=0, help="how long it thinks before answering")
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--skein")
     where.add_argument("--agentverse")
@@ -80,6 +83,7 @@ def main():
         text = message.text()
         print(json.dumps({"from": sender, "session": str(ctx.session), "text": text}), flush=True)
         await ctx.send(sender, ChatAcknowledgement(acknowledged_msg_id=message.msg_id))
+        await asyncio.sleep(args.delay_ms / 1000)
         if args.mode == "echo":
             last = [line for line in text.splitlines() if line.strip()]
             said = last[-2] if len(last) > 1 else (last[-1] if last else "")

@@ -147,6 +147,34 @@ impl Journal for Memory {
         Ok(())
     }
 
+    // No runner test has a uAgent: the API tests drive those against a real one.
+    async fn note_uagent_ask(
+        &self,
+        _: &Lease,
+        _: Uuid,
+        _: i64,
+        _: chrono::DateTime<chrono::Utc>,
+    ) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn uagent_ask(
+        &self,
+        _: Uuid,
+        _: Uuid,
+    ) -> StoreResult<Option<(i64, chrono::DateTime<chrono::Utc>)>> {
+        Ok(None)
+    }
+
+    async fn take_uagent_reply(
+        &self,
+        _: &Lease,
+        _: Uuid,
+        _: chrono::DateTime<chrono::Utc>,
+    ) -> StoreResult<Option<String>> {
+        Ok(None)
+    }
+
     async fn finish_collaboration(
         &self,
         _: Uuid,

@@ -35,6 +35,11 @@ impl Cluster {
     /// `count` processes, started one after another (the first creates the admin key's
     /// account). `None`, with a note, where PostgreSQL or NATS is not configured.
     pub async fn start(count: usize) -> Option<Self> {
+        Self::start_with(count, &[]).await
+    }
+
+    /// The same, with more of the processes' environment (set after, so it wins).
+    pub async fn start_with(count: usize, more: &[(&str, &str)]) -> Option<Self> {
         let urls = (database_url(), std::env::var("SKEIN_TEST_NATS_URL").ok());
         let (Some(base_url), Some(nats_url)) = urls else {
             assert!(
@@ -46,17 +51,25 @@ impl Cluster {
         };
         let schema = Schema::create(&base_url, "skein_cluster").await;
         let lease = LEASE_SECS.to_string();
+        // One secret key for the whole cluster, as the README asks: what one process seals
+        // (and the uAgent identities it derives) the others must open.
+        let secret_key = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
+        };
         let mut processes = Vec::new();
         for _ in 0..count {
             let data_dir = tempfile::tempdir().unwrap();
-            let env = [
+            let mut env = vec![
                 ("RUST_LOG", "warn"),
                 ("DATABASE_URL", schema.url.as_str()),
                 ("SKEIN_NATS_URL", nats_url.as_str()),
                 ("SKEIN_LEASE_SECS", lease.as_str()),
+                ("SKEIN_SECRET_KEY", secret_key.as_str()),
                 ("SKEIN_RATE_LIMIT_PER_MINUTE", "1000000"),
                 ("SKEIN_RATE_LIMIT_BURST", "100000"),
             ];
+            env.extend_from_slice(more);
             let process = Process::start_with(data_dir.path(), &env).await;
             // Printed after the address, so maybe not read yet.
             let owner = wait_for(|| async {

@@ -1,0 +1,19 @@
+-- What each collaboration last asked each of its uAgents (the channel's last seq then), so a
+-- runner that resumes after a restart waits for the reply already on its way instead of
+-- asking again; and the replies that arrived while no runner held the collaboration, kept
+-- for the one that resumes it.
+CREATE TABLE uagent_asks (
+    collaboration_id  uuid NOT NULL REFERENCES collaborations(id) ON DELETE CASCADE,
+    agent_id          uuid NOT NULL,
+    after_seq         bigint NOT NULL,
+    asked_at          timestamptz NOT NULL,
+    PRIMARY KEY (collaboration_id, agent_id)
+);
+CREATE TABLE uagent_replies (
+    msg_id            uuid PRIMARY KEY,
+    collaboration_id  uuid NOT NULL REFERENCES collaborations(id) ON DELETE CASCADE,
+    agent_id          uuid NOT NULL,
+    content           text NOT NULL,
+    received_at       timestamptz NOT NULL
+);
+CREATE INDEX uagent_replies_by_agent ON uagent_replies (collaboration_id, agent_id, received_at);
