@@ -72,6 +72,11 @@ impl App {
             config.secret_key.as_ref().map(ExposeSecret::expose_secret),
             &previous,
         )?);
+        // Bound before the parts are made, so that they know the address uAgents reach.
+        let listener = TcpListener::bind(config.bind).await?;
+        if config.uagents.public_url.is_none() {
+            config.uagents.public_url = Some(format!("http://{}", listener.local_addr()?));
+        }
         let identities = Identities::new(vault.derive("uagents identities"));
         let store: Arc<dyn Store> = match &config.database_url {
             Some(url) => Arc::new(PgStore::connect(url.expose_secret(), vault).await?),
@@ -143,10 +148,6 @@ impl App {
                 None
             }
         };
-        let listener = TcpListener::bind(config.bind).await?;
-        if config.uagents.public_url.is_none() {
-            config.uagents.public_url = Some(format!("http://{}", listener.local_addr()?));
-        }
         let state = AppState {
             store,
             engine,

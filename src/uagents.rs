@@ -288,10 +288,31 @@ pub fn verify_attestation(
     unsigned: &serde_json::Map<String, serde_json::Value>,
     signature: &str,
 ) -> Result<(), EnvelopeError> {
+    verify_signed(address, &attestation_digest(unsigned), Some(signature))
+}
+
+/// A registration of `identity` at `endpoint` (its `/submit`) for an Almanac API, speaking
+/// the chat protocol, signed as uAgents sign theirs.
+pub fn attestation(identity: &Identity, endpoint: &str, now: DateTime<Utc>) -> serde_json::Value {
+    let serde_json::Value::Object(mut body) = serde_json::json!({
+        "agent_identifier": format!("agent://{}", identity.address()),
+        "timestamp": now.timestamp(),
+        "protocols": [CHAT_PROTOCOL],
+        "endpoints": [{"url": endpoint, "weight": 1}],
+        "metadata": null,
+    }) else {
+        unreachable!("a JSON object literal is an object")
+    };
+    let signature = identity.sign(&attestation_digest(&body));
+    body.insert("signature".into(), signature.into());
+    serde_json::Value::Object(body)
+}
+
+/// What an attestation's signature covers: the SHA-256 of everything else in it.
+fn attestation_digest(unsigned: &serde_json::Map<String, serde_json::Value>) -> [u8; 32] {
     let mut text = String::new();
     python_json(&serde_json::Value::Object(unsigned.clone()), &mut text);
-    let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
-    verify_signed(address, &digest, Some(signature))
+    Sha256::digest(text.as_bytes()).into()
 }
 
 /// `value` as Python's `json.dumps` writes it with sorted keys and compact separators.

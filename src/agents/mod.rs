@@ -76,6 +76,8 @@ pub struct Remote {
     pub uagents: UagentSettings,
     /// Chat messages already taken from uAgents, so that a replay is not taken again.
     pub heard: std::sync::Arc<crate::uagents::Heard>,
+    /// When each collaboration's identity was last registered with the Almanac.
+    pub registered: std::sync::Arc<uagent::Registered>,
 }
 
 impl Remote {
@@ -96,6 +98,7 @@ impl Remote {
             identities,
             uagents,
             heard: std::sync::Arc::default(),
+            registered: std::sync::Arc::default(),
         }
     }
 

@@ -178,6 +178,76 @@ pub async fn probe(remote: &Remote, endpoint: &str, address: &AgentAddress) -> R
 
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// When each collaboration's identity was last registered with the Almanac: registrations
+/// are refreshed well before an Almanac lets them lapse, and not on every turn. Bounded:
+/// past [`Registered::MOST`] entries, those due anyway are forgotten.
+#[derive(Debug, Default)]
+pub struct Registered(dashmap::DashMap<Uuid, std::time::Instant>);
+
+impl Registered {
+    const REFRESH: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+    const MOST: usize = 4096;
+
+    /// Whether `collaboration_id`'s identity is due for registering; if so, it counts as
+    /// registered from now.
+    fn due(&self, collaboration_id: Uuid) -> bool {
+        let now = std::time::Instant::now();
+        if self.0.len() > Self::MOST {
+            self.0
+                .retain(|_, at| now.duration_since(*at) < Self::REFRESH);
+        }
+        match self.0.entry(collaboration_id) {
+            dashmap::Entry::Occupied(at) if now.duration_since(*at.get()) < Self::REFRESH => false,
+            entry => {
+                entry.insert(now);
+                true
+            }
+        }
+    }
+}
+
+/// Registers the identity Skein speaks as in `collaboration_id` with the Almanac
+/// (`SKEIN_ALMANAC_URL`), at this server's `/submit`, so that agents that look Skein up
+/// there can answer. Without an Almanac, or when registered lately, nothing is sent. A
+/// failure is logged: agents that find Skein another way still can.
+pub async fn register(remote: &Remote, identity: &Identity, collaboration_id: Uuid) {
+    let (Some(almanac), Some(public)) = (&remote.uagents.almanac_url, &remote.uagents.public_url)
+    else {
+        return;
+    };
+    if !remote.registered.due(collaboration_id) {
+        return;
+    }
+    let url = format!("{}/v1/almanac/agents", almanac.trim_end_matches('/'));
+    let body = uagents::attestation(identity, &format!("{public}/submit"), Utc::now());
+    let sent = async {
+        let url = remote
+            .outbound
+            .check(&url)
+            .await
+            .map_err(|e| e.to_string())?;
+        let response = remote
+            .outbound
+            .request(Method::POST, url)
+            .map_err(|e| e.to_string())?
+            .timeout(PROBE_TIMEOUT)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("it answered {}", response.status()))
+        }
+    };
+    if let Err(error) = sent.await {
+        // Tried again at the next turn rather than in half an hour.
+        remote.registered.0.remove(&collaboration_id);
+        tracing::warn!(address = %identity.address(), error, "registering with the Almanac failed");
+    }
+}
+
 /// Where the agent is: its own endpoint, else what the Almanac (`SKEIN_ALMANAC_URL`) says.
 async fn resolve(
     remote: &Remote,

@@ -302,6 +302,7 @@ async fn lookup(State(state): State<AppState>, Path(address): Path<String>) -> R
 /// setting).
 #[derive(Debug, Deserialize)]
 struct Attestation {
+    #[serde(alias = "agent_address")]
     agent_identifier: String,
     signature: String,
     #[serde(flatten)]

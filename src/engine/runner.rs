@@ -611,6 +611,7 @@ async fn ask_uagent(
     })
     .await
     .ok_or_else(|| unwritten("the uAgent identity"))?;
+    agents::uagent::register(remote, &identity, collaboration.id).await;
     let last_seq = state.last_seq.load(Ordering::Acquire);
     let before = persist("what the uAgent was asked", || {
         journal.uagent_ask(collaboration.id, agent.id)

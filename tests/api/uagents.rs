@@ -2,7 +2,11 @@
 //! (`tests/uagents/agent.py`, `uagents` 0.26.1 from PyPI): Skein asks it in signed chat
 //! envelopes, and it answers to Skein's `/submit`.
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use axum::response::IntoResponse;
 use reqwest::StatusCode;
@@ -138,7 +142,43 @@ async fn a_uagent_finds_skein_through_skein_s_own_almanac_api() {
         .get(&format!("/v1/almanac/agents/{}", peer.address))
         .await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+
+    // A registration the SDK signed is taken; the same with a changed endpoint is not.
+    let signed = peer.python(SDK_SIGNS_REGISTRATION, "").await;
+    let mut registration: Value = serde_json::from_str(&signed).unwrap();
+    let client = reqwest::Client::new();
+    let register = |registration: Value| {
+        let (client, url) = (client.clone(), app.url("/v1/almanac/agents"));
+        async move {
+            client
+                .post(url)
+                .json(&registration)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(register(registration.clone()).await, StatusCode::OK);
+    registration["endpoints"][0]["url"] = json!("http://127.0.0.1:10/submit");
+    assert_eq!(register(registration).await, StatusCode::BAD_REQUEST);
 }
+
+/// Prints a registration the SDK signed, its metadata not all ASCII.
+const SDK_SIGNS_REGISTRATION: &str = "\
+from uagents_core.identity import Identity
+from uagents_core.registration import AgentRegistrationAttestation
+from uagents_core.types import AgentEndpoint
+identity = Identity.from_seed('registration-seed', 0)
+registration = AgentRegistrationAttestation(
+    agent_identifier=f'agent://{identity.address}',
+    protocols=['proto:30a801ed3a83f9a0ff0a9f1e6fe958cb91da1fc2218b153df7b6cbf87bd33d62'],
+    endpoints=[AgentEndpoint(url='http://127.0.0.1:9/submit', weight=1)],
+    metadata={'city': 'Zürich'},
+)
+registration.sign(identity)
+print(registration.model_dump_json())
+";
 
 #[tokio::test]
 async fn forged_misaddressed_and_replayed_envelopes_change_nothing() {
@@ -314,50 +354,86 @@ async fn a_uagent_principal_opens_the_collaboration() {
     );
 }
 
+/// Prints whether the SDK's own check accepts the registration on stdin.
+const SDK_VERIFIES_REGISTRATION: &str = "\
+import json, sys
+from uagents_core.registration import AgentRegistrationAttestation
+registration = AgentRegistrationAttestation.model_validate(json.load(sys.stdin))
+try:
+    print(registration.verify())
+except Exception:
+    print(False)
+";
+
+/// An Almanac API of the test's own: it knows where the agents it is told of are, and keeps
+/// the registrations it is sent.
+#[derive(Clone, Default)]
+struct FakeAlmanac {
+    agents: Arc<Mutex<HashMap<String, String>>>,
+    lookups: Arc<Mutex<Vec<String>>>,
+    registrations: Arc<Mutex<Vec<Value>>>,
+}
+
+impl FakeAlmanac {
+    async fn start(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let router = axum::Router::new()
+            .route(
+                "/v1/almanac/agents/{address}",
+                axum::routing::get(Self::lookup),
+            )
+            .route("/v1/almanac/agents", axum::routing::post(Self::register))
+            .with_state(self.clone());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        url
+    }
+
+    async fn lookup(
+        axum::extract::State(almanac): axum::extract::State<Self>,
+        axum::extract::Path(address): axum::extract::Path<String>,
+    ) -> axum::response::Response {
+        almanac.lookups.lock().unwrap().push(address.clone());
+        let Some(endpoint) = almanac.agents.lock().unwrap().get(&address).cloned() else {
+            return (StatusCode::NOT_FOUND, axum::Json(json!({}))).into_response();
+        };
+        axum::Json(json!({"address": address, "expiry": "2099-01-01T00:00:00Z",
+            "endpoints": [{"url": "http://127.0.0.1:9/submit", "weight": 0},
+                          {"url": endpoint, "weight": 1}]}))
+        .into_response()
+    }
+
+    async fn register(
+        axum::extract::State(almanac): axum::extract::State<Self>,
+        axum::Json(registration): axum::Json<Value>,
+    ) -> axum::Json<Value> {
+        almanac.registrations.lock().unwrap().push(registration);
+        axum::Json(json!({}))
+    }
+}
+
 #[tokio::test]
-async fn a_uagent_without_an_endpoint_is_found_through_the_almanac() {
-    // An Almanac API of the test's own, knowing where the agent is.
-    let almanac = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let almanac_url = format!("http://{}", almanac.local_addr().unwrap());
-    let app = {
-        let almanac_url = almanac_url.clone();
-        spawn_app_with(move |c| c.uagents.almanac_url = Some(almanac_url)).await
-    };
+async fn through_an_almanac_skein_finds_an_agent_and_registers_where_it_answers() {
+    let almanac = FakeAlmanac::default();
+    let almanac_url = almanac.start().await;
+    let app = spawn_app_with(move |c| c.uagents.almanac_url = Some(almanac_url)).await;
     let Some(peer) = peer(&app, "echo", "chef-seed-8").await else {
         return;
     };
-    let lookups = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let record = {
-        let (address, endpoint, lookups) =
-            (peer.address.clone(), peer.endpoint.clone(), lookups.clone());
-        axum::Router::new().route(
-            "/v1/almanac/agents/{address}",
-            axum::routing::get(
-                move |axum::extract::Path(asked): axum::extract::Path<String>| {
-                    let (address, endpoint) = (address.clone(), endpoint.clone());
-                    lookups.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    async move {
-                        if asked != address {
-                            return (StatusCode::NOT_FOUND, axum::Json(json!({}))).into_response();
-                        }
-                        axum::Json(json!({"address": address, "expiry": "2099-01-01T00:00:00Z",
-                        "endpoints": [{"url": "http://127.0.0.1:9/submit", "weight": 0},
-                                      {"url": endpoint, "weight": 1}]}))
-                        .into_response()
-                    }
-                },
-            ),
-        )
-    };
-    tokio::spawn(async move { axum::serve(almanac, record).await.unwrap() });
+    almanac
+        .agents
+        .lock()
+        .unwrap()
+        .insert(peer.address.clone(), peer.endpoint.clone());
     let chef = app
         .create_agent(json!({"name": "Chef", "kind": "uagent", "address": peer.address}))
         .await;
     assert!(chef["endpoint"].is_null(), "{chef}");
-    let planner = app.scripted("Planner", &["Soup or salad?"], 0).await;
-    let created = app
-        .collaborate(&planner, &chef, json!({"message_cap": 2}))
-        .await;
+    let created = {
+        let planner = app.scripted("Planner", &["Soup or salad?"], 0).await;
+        app.collaborate(&planner, &chef, json!({"message_cap": 2}))
+            .await
+    };
     let done = app.wait_until_summarized(&id(&created)).await;
     assert_eq!(done["status"], "completed", "{done}");
     let stored = stored_messages(&app, &created).await;
@@ -365,7 +441,35 @@ async fn a_uagent_without_an_endpoint_is_found_through_the_almanac() {
         said_by(&stored, "Chef"),
         ["Chef heard: Planner: Soup or salad?"]
     );
-    assert!(lookups.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    assert!(almanac.lookups.lock().unwrap().contains(&peer.address));
+
+    // Skein registered the address it speaks as there, at its own /submit, signed so that
+    // the SDK's own check accepts it.
+    let skein = peer.heard()[0]["from"].as_str().unwrap().to_owned();
+    let registrations = almanac.registrations.lock().unwrap().clone();
+    assert_eq!(
+        registrations.len(),
+        1,
+        "once, not every turn: {registrations:?}"
+    );
+    let registration = &registrations[0];
+    assert_eq!(registration["agent_identifier"], format!("agent://{skein}"));
+    assert_eq!(
+        registration["endpoints"][0]["url"],
+        format!("{}/submit", app.url(""))
+    );
+    assert_eq!(
+        peer.python(SDK_VERIFIES_REGISTRATION, &registration.to_string(),)
+            .await,
+        "True"
+    );
+    let mut forged = registration.clone();
+    forged["endpoints"][0]["url"] = json!("http://127.0.0.1:9/submit");
+    assert_eq!(
+        peer.python(SDK_VERIFIES_REGISTRATION, &forged.to_string(),)
+            .await,
+        "False"
+    );
 }
 
 #[tokio::test]

@@ -211,6 +211,7 @@ fn has_sdk(python: &Path, imports: &str) -> bool {
 /// `tests/uagents/agent.py`: a uAgent on the reference SDK, listening on a free port.
 pub struct UagentPeer {
     child: Child,
+    python: PathBuf,
     pub address: String,
     pub endpoint: String,
     /// Every chat message and acknowledgement it received, one JSON object each.
@@ -236,7 +237,7 @@ impl UagentPeer {
             .unwrap()
             .port();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/uagents/agent.py");
-        let mut child = Command::new(python)
+        let mut child = Command::new(&python)
             .arg(script)
             .args([mode, &port.to_string(), seed])
             .args(flags)
@@ -291,6 +292,7 @@ impl UagentPeer {
         }
         Some(Self {
             child,
+            python,
             address,
             endpoint,
             heard,
@@ -301,6 +303,24 @@ impl UagentPeer {
     /// acknowledgement.
     pub fn heard(&self) -> Vec<Value> {
         self.heard.lock().unwrap().clone()
+    }
+
+    /// What `script`, run by the SDK's Python with `input` on stdin, prints (trimmed): for
+    /// checking what Skein made with the SDK's own code.
+    pub async fn python(&self, script: &str, input: &str) -> String {
+        use tokio::io::AsyncWriteExt;
+        let mut child = Command::new(&self.python)
+            .args(["-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the SDK's Python runs");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).await.unwrap();
+        drop(stdin);
+        let output = child.wait_with_output().await.unwrap();
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
     }
 
     /// Stops it: its endpoint no longer answers.
