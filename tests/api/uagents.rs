@@ -596,3 +596,65 @@ async fn wait_until_ended(api: &Api, created: &Value, patience: Duration) -> Val
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn the_readme_s_example_uagent_takes_part() {
+    let Some(python) = crate::support::peers::uagents_python() else {
+        return;
+    };
+    let app = spawn_app().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/uagent_agent.py");
+    let mut example = tokio::process::Command::new(python)
+        .arg(script)
+        .arg(port.to_string())
+        .env("SKEIN_URL", app.url(""))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+        example.stdout.take().unwrap(),
+    ));
+    let address = tokio::time::timeout(PATIENCE * 4, async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("the example runs");
+            if line.starts_with("agent1q") {
+                return line;
+            }
+        }
+    })
+    .await
+    .expect("the example prints its address");
+    let endpoint = format!("http://127.0.0.1:{port}/submit");
+    let chef = wait_for(|| async {
+        let created = app
+            .post(
+                "/api/v1/agents",
+                &json!({"name": "Chef", "kind": "uagent", "address": address, "endpoint": endpoint}),
+            )
+            .await;
+        // Refused while it is still starting.
+        (created.status() == StatusCode::CREATED).then_some(created)
+    })
+    .await;
+    let chef: Value = chef.json().await.unwrap();
+    let planner = app
+        .scripted("Planner", &["Shall we meet at eight?"], 0)
+        .await;
+    let created = app
+        .collaborate(&planner, &chef, json!({"message_cap": 2}))
+        .await;
+    let done = app.wait_until_summarized(&id(&created)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let stored = stored_messages(&app, &created).await;
+    assert_eq!(
+        said_by(&stored, "Chef"),
+        ["Chef here. Noted: Planner: Shall we meet at eight?"]
+    );
+}

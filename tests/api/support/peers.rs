@@ -166,12 +166,21 @@ fn a2a_python() -> Option<PathBuf> {
         .clone()
 }
 
-/// The uAgents reference SDK's Python, or `None` when it cannot be had here.
-fn uagents_python() -> Option<PathBuf> {
+/// The uAgents reference SDK's Python, or `None` (the test then passes over itself, saying
+/// so) when it cannot be had here, unless `SKEIN_UAGENTS_TESTS=required`.
+pub fn uagents_python() -> Option<PathBuf> {
     static PYTHON: OnceLock<Option<PathBuf>> = OnceLock::new();
-    PYTHON
+    let python = PYTHON
         .get_or_init(|| sdk_python("SKEIN_UAGENTS_PYTHON", "uagents", "import uagents"))
-        .clone()
+        .clone();
+    if python.is_none() {
+        assert!(
+            std::env::var("SKEIN_UAGENTS_TESTS").as_deref() != Ok("required"),
+            "SKEIN_UAGENTS_TESTS=required but the uagents virtualenv could not be made"
+        );
+        eprintln!("no Python with uagents (and no way to install it): skipping");
+    }
+    python
 }
 
 /// A Python with an SDK: the one `variable` names, else a virtualenv under `target/` made
@@ -223,14 +232,7 @@ impl UagentPeer {
     /// (`--skein <submit URL>` or `--agentverse <base URL>`); `None` (the test then passes
     /// over itself) without the SDK.
     pub async fn start(mode: &str, seed: &str, flags: &[&str]) -> Option<Self> {
-        let Some(python) = uagents_python() else {
-            assert!(
-                std::env::var("SKEIN_UAGENTS_TESTS").as_deref() != Ok("required"),
-                "SKEIN_UAGENTS_TESTS=required but the uagents virtualenv could not be made"
-            );
-            eprintln!("no Python with uagents (and no way to install it): skipping");
-            return None;
-        };
+        let python = uagents_python()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
