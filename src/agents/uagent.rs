@@ -58,8 +58,8 @@ pub fn prompt(context: &TurnContext) -> String {
     text
 }
 
-/// Sends the agent its turn. Returns once the agent has taken the message (200); its reply
-/// comes later, to `/submit`. 429, 5xx and connection failures are retried; a 400 (the
+/// Sends the agent its turn, after uAgents' readiness probe on its first. Returns once the
+/// agent has taken the message (200); its reply comes later, to `/submit`. 429, 5xx and connection failures are retried; a 400 (the
 /// agent refused the envelope) is not, since it would refuse it again.
 pub async fn ask(
     agent: &Agent,
@@ -74,6 +74,12 @@ pub async fn ask(
         .identities
         .session(context.collaboration_id, &agent.address);
     let endpoint = resolve(remote, &agent.address, endpoint).await?;
+    if context.spoken_before == 0 {
+        // Before its first turn: is it up, and is it the agent we mean?
+        probe(remote, &endpoint, &agent.address)
+            .await
+            .map_err(|why| AgentError::Unreachable(format!("it is not ready: {why}")))?;
+    }
     let now = Utc::now();
     let message = ChatMessage::text(&prompt(context), now);
     let mut attempt = 0;

@@ -736,6 +736,49 @@ async fn a_person_types_into_the_channel_when_it_is_their_turn() {
 }
 
 #[tokio::test]
+async fn a_uagent_made_in_the_form_is_probed_and_a_wrong_endpoint_is_said_beside_it() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let submit = app.url("/submit");
+    let Some(peer) =
+        crate::support::peers::UagentPeer::start("echo", "form-seed", &["--skein", &submit]).await
+    else {
+        return;
+    };
+    let page = new_agent_form(&browser, &app, "uagent", "Chef").await;
+    page.fill("#field-address", &peer.address).await;
+    page.fill("#field-endpoint", "http://127.0.0.1:9/submit")
+        .await;
+    page.click("form button[type=submit]").await;
+    let said = page
+        .wait_until(
+            "(() => { const e = document.querySelector('[data-error-for=endpoint]');
+                      return e && !e.hidden ? e.textContent : null; })()",
+            "the endpoint's error is shown",
+        )
+        .await;
+    assert!(
+        said.as_str().unwrap().contains("could not be reached"),
+        "{said}"
+    );
+    assert_eq!(app.get_json("/api/v1/agents").await["meta"]["total"], 0);
+    page.fill("#field-endpoint", &peer.endpoint).await;
+    page.click("form button[type=submit]").await;
+    page.wait_until(
+        "document.querySelector('.agent .name')?.textContent === 'Chef'",
+        "the agent is listed",
+    )
+    .await;
+    let chef = &app.get_json("/api/v1/agents").await["items"][0];
+    assert_eq!(chef["kind"], "uagent");
+    assert_eq!(chef["address"], peer.address.as_str());
+    assert_eq!(chef["endpoint"], peer.endpoint.as_str());
+    assert_no_page_errors(&browser);
+}
+
+#[tokio::test]
 async fn an_http_agent_made_in_the_form_shows_its_secret_once() {
     let Some(browser) = Browser::launch().await else {
         return;

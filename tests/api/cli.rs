@@ -296,3 +296,56 @@ async fn watch_carries_on_through_a_server_restart_and_prints_each_message_once(
     );
     assert_eq!(frames.last().unwrap()["type"], "summary");
 }
+
+#[tokio::test]
+async fn a_uagent_is_added_by_its_address_and_read_back_by_it() {
+    let app = spawn_app().await;
+    let submit = app.url("/submit");
+    let Some(peer) =
+        crate::support::peers::UagentPeer::start("echo", "cli-seed", &["--skein", &submit]).await
+    else {
+        return;
+    };
+    let made = run(
+        skein(&app),
+        &[
+            "agents",
+            "create",
+            "--name",
+            "Chef",
+            "--kind",
+            "uagent",
+            "--address",
+            &peer.address,
+            "--endpoint",
+            &peer.endpoint,
+            "--json",
+        ],
+    )
+    .await;
+    assert!(made.ok, "{}", made.stderr);
+    assert_eq!(made.json()["kind"], "uagent");
+    let read = run(skein(&app), &["agents", "get", &peer.address]).await;
+    assert!(read.ok, "{}", read.stderr);
+    assert!(read.stdout.contains("uagent"), "{}", read.stdout);
+    assert!(read.stdout.contains(&peer.endpoint), "{}", read.stdout);
+
+    let other = run(
+        skein(&app),
+        &[
+            "agents",
+            "create",
+            "--name",
+            "Nobody",
+            "--kind",
+            "uagent",
+            "--address",
+            "agent1qtxuczv57xhkd7ff76lmmcg5kxmplsklst4thlyxkfuc6hkry8n2zfklc38",
+            "--endpoint",
+            &peer.endpoint,
+        ],
+    )
+    .await;
+    assert!(!other.ok);
+    assert!(other.stderr.contains("endpoint"), "{}", other.stderr);
+}

@@ -658,3 +658,22 @@ async fn the_readme_s_example_uagent_takes_part() {
         ["Chef here. Noted: Planner: Shall we meet at eight?"]
     );
 }
+
+#[tokio::test]
+async fn a_uagent_that_is_down_by_its_first_turn_fails_it_saying_so() {
+    let app = spawn_app().await;
+    let Some(peer) = peer(&app, "echo", "chef-seed-11").await else {
+        return;
+    };
+    let planner = app.scripted("Planner", &["Soup or salad?"], 0).await;
+    let chef = uagent(&app, "Chef", &peer).await;
+    peer.stop().await;
+    let created = app
+        .collaborate(&planner, &chef, json!({"message_cap": 2}))
+        .await;
+    let error = failure_of(&app, &created).await;
+    assert!(
+        error.starts_with("Chef failed: it is not ready: the agent could not be reached"),
+        "{error}"
+    );
+}
