@@ -59,8 +59,9 @@ pub fn prompt(context: &TurnContext) -> String {
 }
 
 /// Sends the agent its turn, after uAgents' readiness probe on its first. Returns once the
-/// agent has taken the message (200); its reply comes later, to `/submit`. 429, 5xx and connection failures are retried; a 400 (the
-/// agent refused the envelope) is not, since it would refuse it again.
+/// agent has taken the message (200); its reply comes later, to `/submit`. 429, 5xx and
+/// connection failures are retried; a 400 (the agent refused the envelope) is not, since it
+/// would refuse it again.
 pub async fn ask(
     agent: &Agent,
     endpoint: Option<&str>,

@@ -163,8 +163,9 @@ async fn take(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
     accepted()
 }
 
-/// The collaboration an envelope belongs to (as it was stored just now), and the uAgent that sent it: its target must
-/// be the identity Skein speaks as there, its sender one of its uAgents, its session theirs.
+/// The collaboration an envelope belongs to (as stored just now), and the uAgent that sent
+/// it: its target must be the identity Skein speaks as there, its sender one of its
+/// uAgents, its session theirs.
 async fn route(
     state: &AppState,
     envelope: &Envelope,
