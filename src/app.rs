@@ -36,6 +36,9 @@ const VIEWERS_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 const STORE_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Limit on one call to a user-supplied URL.
+/// What the keys of the identities Skein speaks to uAgents as are derived for.
+const IDENTITIES: &str = "uagents identities";
+
 const OUTBOUND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct App {
@@ -77,7 +80,8 @@ impl App {
         if config.uagents.public_url.is_none() {
             config.uagents.public_url = Some(format!("http://{}", listener.local_addr()?));
         }
-        let identities = Identities::new(vault.derive("uagents identities"));
+        let identities = Identities::new(vault.derive(IDENTITIES))
+            .recognising(vault.derive_previous(IDENTITIES));
         let store: Arc<dyn Store> = match &config.database_url {
             Some(url) => Arc::new(PgStore::connect(url.expose_secret(), vault).await?),
             None => Arc::new(SqliteStore::open(&config.data_dir, &store_tasks, vault).await?),

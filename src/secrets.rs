@@ -135,6 +135,14 @@ impl Vault {
         hmac_sha256(&self.current.derivation, &[purpose.as_bytes()])
     }
 
+    /// The keys for `purpose` derived from the keys being rotated out.
+    pub fn derive_previous(&self, purpose: &str) -> Vec<[u8; 32]> {
+        self.previous
+            .iter()
+            .map(|key| hmac_sha256(&key.derivation, &[purpose.as_bytes()]))
+            .collect()
+    }
+
     /// `secret`, sealed under the current key.
     pub fn seal(&self, secret: &Secret) -> String {
         let mut nonce = [0; NONCE_BYTES];

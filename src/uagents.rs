@@ -88,10 +88,12 @@ fn address_of(key: &VerifyingKey) -> AgentAddress {
 /// The identities Skein speaks to uAgents as: one per collaboration, so that an agent's
 /// reply names the collaboration it belongs to. Each key is derived from the server's secret
 /// key and the collaboration's id, so it is never stored and every server of a cluster (all
-/// given the same `SKEIN_SECRET_KEY`) holds the same one.
+/// given the same `SKEIN_SECRET_KEY`) holds the same one. While the secret key is rotated,
+/// the identities of the keys it replaces are still recognised in replies.
 #[derive(Clone)]
 pub struct Identities {
     root: [u8; 32],
+    previous: Vec<[u8; 32]>,
 }
 
 impl fmt::Debug for Identities {
@@ -104,38 +106,70 @@ impl Identities {
     /// Identities derived from `root`, a secret of the server's own (see
     /// [`crate::secrets::Vault::derive`]).
     pub fn new(root: [u8; 32]) -> Self {
-        Self { root }
+        Self {
+            root,
+            previous: Vec::new(),
+        }
+    }
+
+    /// The same, still recognising the identities derived from `previous` roots.
+    pub fn recognising(mut self, previous: Vec<[u8; 32]>) -> Self {
+        self.previous = previous;
+        self
     }
 
     /// The identity Skein speaks as in `collaboration_id`.
     pub fn for_collaboration(&self, collaboration_id: Uuid) -> Identity {
-        // A derived value is an invalid scalar with a chance of about 2^-128; the counter
-        // makes even that case yield a key.
-        (0u8..)
-            .find_map(|counter| {
-                let secret = hmac_sha256(
-                    &self.root,
-                    &[b"collaboration", collaboration_id.as_bytes(), &[counter]],
-                );
-                Identity::from_secret(&secret)
-            })
-            .expect("some counter yields a valid key")
+        identity_under(&self.root, collaboration_id)
     }
 
     /// The session of the conversation between a collaboration and one of its uAgents: a
     /// version-4 UUID (as uAgents requires), the same on every turn and every server.
     pub fn session(&self, collaboration_id: Uuid, agent: &AgentAddress) -> Uuid {
-        let digest = hmac_sha256(
-            &self.root,
-            &[
-                b"session",
-                collaboration_id.as_bytes(),
-                agent.as_str().as_bytes(),
-            ],
-        );
-        let bytes: [u8; 16] = digest[..16].try_into().expect("16 of 32 bytes");
-        uuid::Builder::from_random_bytes(bytes).into_uuid()
+        session_under(&self.root, collaboration_id, agent)
     }
+
+    /// The session in which `agent` answers Skein at `address` in `collaboration_id`, if
+    /// `address` is Skein's there: under the current key, or under one being rotated out (a
+    /// reply already on its way when the key changed).
+    pub fn session_at(
+        &self,
+        collaboration_id: Uuid,
+        address: &str,
+        agent: &AgentAddress,
+    ) -> Option<Uuid> {
+        std::iter::once(&self.root)
+            .chain(&self.previous)
+            .find(|root| identity_under(root, collaboration_id).address().as_str() == address)
+            .map(|root| session_under(root, collaboration_id, agent))
+    }
+}
+
+fn identity_under(root: &[u8; 32], collaboration_id: Uuid) -> Identity {
+    // A derived value is an invalid scalar with a chance of about 2^-128; the counter makes
+    // even that case yield a key.
+    (0u8..)
+        .find_map(|counter| {
+            let secret = hmac_sha256(
+                root,
+                &[b"collaboration", collaboration_id.as_bytes(), &[counter]],
+            );
+            Identity::from_secret(&secret)
+        })
+        .expect("some counter yields a valid key")
+}
+
+fn session_under(root: &[u8; 32], collaboration_id: Uuid, agent: &AgentAddress) -> Uuid {
+    let digest = hmac_sha256(
+        root,
+        &[
+            b"session",
+            collaboration_id.as_bytes(),
+            agent.as_str().as_bytes(),
+        ],
+    );
+    let bytes: [u8; 16] = digest[..16].try_into().expect("16 of 32 bytes");
+    uuid::Builder::from_random_bytes(bytes).into_uuid()
 }
 
 /// Every message between agents: who to whom, in which session, a payload of a known
@@ -531,6 +565,35 @@ mod tests {
         let mut unsigned = envelope.clone();
         unsigned.signature = None;
         assert_eq!(unsigned.verify(now), Err(EnvelopeError::Unsigned));
+    }
+
+    #[test]
+    fn after_a_key_rotation_the_old_identity_is_recognised_and_a_dropped_one_is_not() {
+        let (old, new) = (Identities::new([1; 32]), Identities::new([2; 32]));
+        let collaboration = Uuid::now_v7();
+        let agent = Identity::from_secret(&[9; 32]).unwrap();
+        let agent = agent.address();
+        let was = old.for_collaboration(collaboration);
+        let rotating = new.clone().recognising(vec![[1; 32]]);
+        assert_ne!(
+            rotating.for_collaboration(collaboration).address(),
+            was.address(),
+            "it speaks as the new key's identity"
+        );
+        assert_eq!(
+            rotating.session_at(collaboration, was.address().as_str(), agent),
+            Some(old.session(collaboration, agent)),
+            "a reply to the old identity still counts, in the old session"
+        );
+        let now = rotating.for_collaboration(collaboration);
+        assert_eq!(
+            rotating.session_at(collaboration, now.address().as_str(), agent),
+            Some(rotating.session(collaboration, agent))
+        );
+        assert_eq!(
+            new.session_at(collaboration, was.address().as_str(), agent),
+            None
+        );
     }
 
     #[test]

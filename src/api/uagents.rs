@@ -185,17 +185,14 @@ async fn route(
         .await
         .map_err(internal)?
         .ok_or_else(unroutable)?;
-    let remote = state.engine.remote();
-    // The identity is derived from the server key: after a key change it is no longer ours.
-    if remote
+    // The identity is derived from the server key: one no key of this server gives is not
+    // ours (a key dropped after its rotation), and neither is its session.
+    let session = state
+        .engine
+        .remote()
         .identities
-        .for_collaboration(collaboration_id)
-        .address()
-        .as_str()
-        != envelope.target
-    {
-        return Err(unroutable());
-    }
+        .session_at(collaboration_id, &envelope.target, sender)
+        .ok_or_else(unroutable)?;
     let collaboration = state
         .store
         .collaboration_unscoped(collaboration_id)
@@ -212,7 +209,7 @@ async fn route(
                 "the sender is not a uAgent of this collaboration",
             )
         })?;
-    if envelope.session != remote.identities.session(collaboration_id, sender) {
+    if envelope.session != session {
         return Err(refused(
             StatusCode::BAD_REQUEST,
             "the session is not this agent's",

@@ -519,6 +519,38 @@ async fn a_reply_that_comes_after_a_restart_is_taken_without_asking_again() {
     answered_once(&app, &done, &peer).await;
 }
 
+#[tokio::test]
+async fn a_reply_to_the_address_of_a_secret_key_being_rotated_out_still_counts() {
+    let app = spawn_app().await;
+    let Some(peer) = UagentPeer::start(
+        "echo",
+        "chef-seed-12",
+        &["--skein", &app.url("/submit"), "--delay-ms", "4000"],
+    )
+    .await
+    else {
+        return;
+    };
+    let created = soup_or_salad(&app, &peer, 2).await;
+    wait_for(|| async { peer.heard().first().cloned() }).await;
+    let bound: std::net::SocketAddr = app.url("").trim_start_matches("http://").parse().unwrap();
+    let data = app.shut_down_keeping_data().await;
+    // The key the server made on first start is rotated out while the agent thinks.
+    let old = std::fs::read_to_string(data.path().join("secret.key")).unwrap();
+    let new = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
+    };
+    let app = crate::support::spawn_app_in_with(data, move |c| {
+        c.bind = bound;
+        c.secret_key = Some(new.into());
+        c.previous_secret_keys = vec![old.trim().to_owned().into()];
+    })
+    .await;
+    let done = app.wait_until_summarized(&id(&created)).await;
+    answered_once(&app, &done, &peer).await;
+}
+
 /// The collaboration completed with the agent's one answer, and the agent was asked once.
 async fn answered_once(api: &Api, done: &Value, peer: &UagentPeer) {
     assert_eq!(done["status"], "completed", "{done}");
