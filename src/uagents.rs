@@ -38,6 +38,10 @@ pub const CHAT_PROTOCOL: &str =
 /// How long an envelope Skein sends stays valid, as uAgents itself sets it.
 pub const ENVELOPE_TTL_SECS: u64 = 30;
 
+/// The longest an envelope Skein takes may stay valid: uAgents send theirs for 30 s, and a
+/// replay is possible for as long as an envelope is valid.
+pub const MAX_ENVELOPE_LIFE_SECS: u64 = 3600;
+
 /// A key Skein signs as, and its address.
 pub struct Identity {
     key: SigningKey,
@@ -209,6 +213,8 @@ pub enum EnvelopeError {
     BadSignature,
     #[error("the envelope has expired")]
     Expired,
+    #[error("the envelope would stay valid for over {MAX_ENVELOPE_LIFE_SECS} s")]
+    TooLong,
     #[error("the payload is not base64 JSON")]
     Payload,
 }
@@ -264,15 +270,19 @@ impl Envelope {
 
     /// Checks the version, that the sender is an agent address, that the signature is
     /// the sender's over [`Envelope::digest`], and that the envelope has not expired at
-    /// `now` (one without `expires` is refused: a replay would be valid forever). Returns
-    /// the sender's address.
+    /// `now`, nor lives longer than [`MAX_ENVELOPE_LIFE_SECS`] (one without `expires`, or
+    /// with one far off, could be replayed for as long). Returns the sender's address.
     pub fn verify(&self, now: DateTime<Utc>) -> Result<AgentAddress, EnvelopeError> {
         if self.version != 1 {
             return Err(EnvelopeError::Version(self.version));
         }
         verify_signed(&self.sender, &self.digest(), self.signature.as_deref())?;
+        let now = now.timestamp().max(0) as u64;
         match self.expires {
-            Some(expires) if expires as i64 > now.timestamp() => {}
+            Some(expires) if expires > now + MAX_ENVELOPE_LIFE_SECS => {
+                return Err(EnvelopeError::TooLong);
+            }
+            Some(expires) if expires > now => {}
             _ => return Err(EnvelopeError::Expired),
         }
         AgentAddress::parse(&self.sender).map_err(|e| EnvelopeError::Sender(e.to_string()))
@@ -550,7 +560,7 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_field_an_expired_or_unsigned_envelope_is_refused() {
+    fn a_changed_field_an_expired_long_lived_or_unsigned_envelope_is_refused() {
         let vectors = vectors();
         let envelope: Envelope =
             serde_json::from_value(vectors["envelope_vector"]["envelope"].clone()).unwrap();
@@ -561,6 +571,10 @@ mod tests {
         assert_eq!(
             envelope.verify(at(1_735_689_630)),
             Err(EnvelopeError::Expired)
+        );
+        assert_eq!(
+            envelope.verify(at(1_735_689_630 - 3601)),
+            Err(EnvelopeError::TooLong)
         );
         let mut unsigned = envelope.clone();
         unsigned.signature = None;
