@@ -271,6 +271,11 @@ export function channelView(main, id) {
         renderHeader();
         refresh();
         break;
+      case "verdict":
+        append(h("li", { class: `event verdict${frame.met ? " met" : ""}`, dataset: { seq: frame.seq } },
+          h("strong", {}, frame.met ? "The judge finds the objective met: " : "The judge finds the objective not met yet: "),
+          frame.reason), null, frame.seq <= replayUntil);
+        break;
       case "summary":
         append(h("li", { class: "event", dataset: { seq: frame.seq } }, "The summary was written: see the top of the page."), null, frame.seq <= replayUntil);
         refresh();

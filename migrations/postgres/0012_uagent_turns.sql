@@ -1,4 +1,4 @@
--- What each collaboration last asked each of its uAgents (the channel's last seq then), so a
+-- What each collaboration last asked each of its uAgents (the seq of its last message then), so a
 -- runner that resumes after a restart waits for the reply already on its way instead of
 -- asking again; and the replies that arrived while no runner held the collaboration, kept
 -- for the one that resumes it.

@@ -220,6 +220,18 @@ impl View {
                     }
                 }
             }
+            "verdict" => {
+                self.end_line();
+                println!(
+                    "— the judge: {} ({})",
+                    if frame["met"] == true {
+                        "objective met"
+                    } else {
+                        "not met yet"
+                    },
+                    frame["reason"].as_str().unwrap_or_default()
+                );
+            }
             "summary" => {
                 self.end_line();
                 println!();

@@ -224,6 +224,8 @@ pub struct Ending {
     pub advisory_message: Option<String>,
     pub error_message: Option<String>,
     pub ended_at: DateTime<Utc>,
+    /// The `seq` of the verdict that ended it, when the judge did.
+    pub verdict_seq: Option<i64>,
 }
 
 #[cfg(test)]

@@ -45,6 +45,17 @@ pub enum EventBody {
         advisory_message: Option<String>,
         error_message: Option<String>,
         ended_at: Option<DateTime<Utc>>,
+        /// For `objective_met`: the `seq` of the verdict that ended it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        verdict_seq: Option<i64>,
+    },
+    /// What the objective judge concluded about the transcript up to `judged_seq`: stored
+    /// each time it runs, so that how a collaboration was judged can be audited.
+    Verdict {
+        met: bool,
+        reason: String,
+        judged_seq: i64,
+        created_at: DateTime<Utc>,
     },
     Summary {
         headline: String,
@@ -67,6 +78,7 @@ impl EventBody {
         match self {
             Self::Message { .. } => "message",
             Self::Status { .. } => "status",
+            Self::Verdict { .. } => "verdict",
             Self::Summary { .. } => "summary",
         }
     }

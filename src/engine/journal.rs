@@ -32,6 +32,11 @@ pub(crate) trait Journal: Send + Sync + 'static {
         tokens: u64,
     ) -> StoreResult<Option<StoredEvent>>;
     async fn add_tokens(&self, lease: &Lease, tokens: u64) -> StoreResult<()>;
+    async fn append_event(
+        &self,
+        lease: &Lease,
+        body: &EventBody,
+    ) -> StoreResult<Option<StoredEvent>>;
     async fn remember_identity(&self, address: &str, collaboration_id: Uuid) -> StoreResult<()>;
     async fn note_uagent_ask(
         &self,
@@ -108,6 +113,14 @@ impl Journal for Stored {
 
     async fn remember_identity(&self, address: &str, collaboration_id: Uuid) -> StoreResult<()> {
         self.0.remember_identity(address, collaboration_id).await
+    }
+
+    async fn append_event(
+        &self,
+        lease: &Lease,
+        body: &EventBody,
+    ) -> StoreResult<Option<StoredEvent>> {
+        self.0.append_event(lease, body).await
     }
 
     async fn note_uagent_ask(

@@ -560,6 +560,7 @@ impl Engine {
             advisory_message: None,
             error_message: None,
             ended_at: crate::domain::now(),
+            verdict_seq: None,
         };
         let lease = self.claim(Claim::One(collaboration.id)).await?.pop();
         let finished = self

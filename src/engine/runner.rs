@@ -50,6 +50,10 @@ struct State {
     agents: HashMap<Uuid, Agent>,
     roster: Vec<Sender>,
     transcript: Vec<Line>,
+    /// The last message the objective judge has ruled on (its latest verdict's
+    /// `judged_seq`): a resumed collaboration is judged again only if something was said
+    /// since.
+    judged_seq: i64,
     aux: Option<ModelRef>,
 }
 
@@ -174,6 +178,7 @@ pub(super) async fn panicked(crew: &Crew, lease: Lease) {
             "Skein hit an internal error running this collaboration; see the server log.".into(),
         ),
         ended_at: crate::domain::now(),
+        verdict_seq: None,
     };
     let Ok(Some(event)) = crew
         .journal
@@ -203,11 +208,11 @@ async fn load(
     // A collaboration just created has nothing in its channel yet: only its runner writes
     // there, under the lease taken with the insert. Any other is rebuilt from the store, not
     // from memory: this is also how a restart resumes.
-    let (collaboration, agents, (transcript, after)) = match known {
+    let (collaboration, agents, (transcript, after, judged_seq)) = match known {
         Some(Known {
             collaboration,
             agents,
-        }) => (collaboration, agents, (Vec::new(), 0)),
+        }) => (collaboration, agents, (Vec::new(), 0, 0)),
         None => {
             let Some(collaboration) = crew.journal.collaboration(lease.collaboration_id).await?
             else {
@@ -236,30 +241,36 @@ async fn load(
         agents,
         roster,
         transcript,
+        judged_seq,
         aux,
     }))
 }
 
-/// The messages stored in a channel, in order, and the last `seq` in it.
-async fn transcript(crew: &Crew, channel_id: Uuid) -> anyhow::Result<(Vec<Line>, i64)> {
+/// The messages stored in a channel, in order, the last `seq` in it, and the last message
+/// the judge ruled on.
+async fn transcript(crew: &Crew, channel_id: Uuid) -> anyhow::Result<(Vec<Line>, i64, i64)> {
     let mut transcript = Vec::new();
     let mut after = 0;
+    let mut judged = 0;
     loop {
         let events = crew.journal.read_events(channel_id, after, 500).await?;
         let Some(last) = events.last() else { break };
         after = last.seq;
-        transcript.extend(events.iter().filter_map(|e| match e.body() {
-            Some(EventBody::Message {
-                sender, content, ..
-            }) => Some(Line {
-                seq: e.seq,
-                sender,
-                content,
-            }),
-            _ => None,
-        }));
+        for event in &events {
+            match event.body() {
+                Some(EventBody::Message {
+                    sender, content, ..
+                }) => transcript.push(Line {
+                    seq: event.seq,
+                    sender,
+                    content,
+                }),
+                Some(EventBody::Verdict { judged_seq, .. }) => judged = judged_seq,
+                _ => {}
+            }
+        }
     }
-    Ok((transcript, after))
+    Ok((transcript, after, judged))
 }
 
 async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Control>) -> Exit {
@@ -272,12 +283,17 @@ async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Cont
         posted: Vec::new(),
     };
     // A resumed collaboration may have stopped between a message and its verdict.
-    let mut unjudged = !state.transcript.is_empty();
+    let mut unjudged = state
+        .transcript
+        .last()
+        .is_some_and(|line| line.seq > state.judged_seq);
     loop {
         if unjudged
             && state.collaboration.evaluate_objective_completion
             && let Some(aux) = state.aux.clone()
         {
+            // What the judge reads; posts during its call come after.
+            let judged_seq = state.transcript.last().map_or(0, |line| line.seq);
             let judging = Box::pin(judge::judge(
                 &crew.models,
                 &aux,
@@ -290,9 +306,17 @@ async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Cont
             match wake {
                 Wake::Done(Ok((verdict, tokens))) => {
                     add_tokens(crew, state, tokens).await;
+                    let Some(verdict_seq) = record_verdict(crew, state, &verdict, judged_seq).await
+                    else {
+                        return Exit::Halted;
+                    };
                     if verdict.met {
                         let advisory = format!("The objective was judged met: {}", verdict.reason);
-                        return ended(EndReason::ObjectiveMet, Some(advisory), None, None);
+                        let mut exit = ended(EndReason::ObjectiveMet, Some(advisory), None, None);
+                        if let Exit::Ended(ending, _) = &mut exit {
+                            ending.verdict_seq = Some(verdict_seq);
+                        }
+                        return exit;
                     }
                 }
                 Wake::Done(Err(error)) => {
@@ -540,6 +564,7 @@ fn ended(
             advisory_message,
             error_message,
             ended_at: crate::domain::now(),
+            verdict_seq: None,
         },
         ack,
     )
@@ -612,7 +637,9 @@ async fn ask_uagent(
     .await
     .ok_or_else(|| unwritten("the uAgent identity"))?;
     agents::uagent::register(remote, &identity, collaboration.id).await;
-    let last_seq = state.last_seq.load(Ordering::Acquire);
+    // Where the conversation stands: its last message (not the last event: a verdict
+    // stored again on resuming changes nothing the agent was asked).
+    let last_seq = state.transcript.last().map_or(0, |line| line.seq);
     let before = persist("what the uAgent was asked", || {
         journal.uagent_ask(collaboration.id, agent.id)
     })
@@ -791,6 +818,31 @@ async fn store_message(
         content,
     };
     Some((event, line))
+}
+
+/// Stores and publishes the judge's verdict on the transcript up to `judged_seq`: its `seq`,
+/// or `None` if the store would not take it (the runner stops).
+async fn record_verdict(
+    crew: &Crew,
+    state: &mut State,
+    verdict: &judge::Verdict,
+    judged_seq: i64,
+) -> Option<i64> {
+    let body = EventBody::Verdict {
+        met: verdict.met,
+        reason: verdict.reason.clone(),
+        judged_seq,
+        created_at: crate::domain::now(),
+    };
+    let lease = &state.lease;
+    let stored = persist("verdict", || crew.journal.append_event(lease, &body))
+        .await
+        .flatten()?;
+    crew.hub
+        .publish_event(state.collaboration.channel_id, &stored);
+    state.last_seq.store(stored.seq, Ordering::Release);
+    state.judged_seq = judged_seq;
+    Some(stored.seq)
 }
 
 async fn add_tokens(crew: &Crew, state: &mut State, tokens: u64) {

@@ -303,13 +303,20 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<Collaboration>>;
     /// By id regardless of account: for the engine, which owns the collaboration.
     async fn collaboration_unscoped(&self, id: Uuid) -> StoreResult<Option<Collaboration>>;
+    /// Appends an event that is not a message (a verdict, say) to a running collaboration's
+    /// channel, under the runner's lease: `None` once the collaboration has ended.
+    async fn append_event(
+        &self,
+        lease: &Lease,
+        body: &EventBody,
+    ) -> StoreResult<Option<StoredEvent>>;
     /// Notes that Skein speaks to uAgents as `address` in `collaboration_id`; noting it
     /// again changes nothing.
     async fn remember_identity(&self, address: &str, collaboration_id: Uuid) -> StoreResult<()>;
     /// The collaboration Skein speaks to uAgents in as `address`, if any.
     async fn identity_collaboration(&self, address: &str) -> StoreResult<Option<Uuid>>;
     /// Notes, under the runner's lease, that uAgent `agent_id` was asked for its turn when
-    /// the channel's last seq was `after_seq`.
+    /// the channel's last message was `after_seq`.
     async fn note_uagent_ask(
         &self,
         lease: &Lease,

@@ -1095,6 +1095,31 @@ where
         row.map(RosteredRow::into_domain).transpose()
     }
 
+    async fn append_event(
+        &self,
+        lease: &Lease,
+        body: &EventBody,
+    ) -> StoreResult<Option<StoredEvent>> {
+        debug_assert!(
+            body.message_id().is_none(),
+            "messages are appended as turns"
+        );
+        let mut tx = self.write().await?;
+        D::check_lease(&mut tx, lease).await?;
+        let channel: Option<(D::Id,)> = sqlx::query_as(
+            "SELECT channel_id FROM collaborations WHERE id = $1 AND status = 'running'",
+        )
+        .bind(id::<D>(lease.collaboration_id))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((channel_id,)) = channel else {
+            return Ok(None);
+        };
+        let event = Self::insert_event(&mut tx, channel_id, body).await?;
+        tx.commit().await?;
+        Ok(Some(event))
+    }
+
     async fn remember_identity(&self, address: &str, collaboration_id: Uuid) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO uagent_identities (address, collaboration_id) VALUES ($1, $2) \
@@ -1387,6 +1412,7 @@ where
             advisory_message: ending.advisory_message.clone(),
             error_message: ending.error_message.clone(),
             ended_at: Some(ending.ended_at),
+            verdict_seq: ending.verdict_seq,
         };
         let event = Self::insert_event(&mut tx, channel_id, &body).await?;
         Self::enqueue_webhook(&mut tx, collaboration_id, WebhookEvent::Ended).await?;

@@ -215,6 +215,21 @@ async fn a_collaboration_created_in_the_form_streams_live_and_ends_with_its_summ
     let facts = page.text(".summary .facts").await;
     assert!(facts.as_str().unwrap().contains("4 of 4"), "{facts}");
     every_seq_once(&page, &app, created).await;
+    // Each time the judge ruled, the channel says so, with its reason.
+    let verdicts = history.iter().filter(|e| e["type"] == "verdict").count();
+    assert!(verdicts >= 1, "{history:?}");
+    let shown = page
+        .eval("[...document.querySelectorAll('.transcript .verdict')].map(v => v.textContent)")
+        .await;
+    let shown = shown.as_array().unwrap();
+    assert_eq!(shown.len(), verdicts);
+    assert!(
+        shown[0]
+            .as_str()
+            .unwrap()
+            .starts_with("The judge finds the objective not met yet: "),
+        "{shown:?}"
+    );
     page.screenshot("channel-summary").await;
 
     open(&page, "#/").await;

@@ -349,3 +349,55 @@ async fn a_uagent_is_added_by_its_address_and_read_back_by_it() {
     assert!(!other.ok);
     assert!(other.stderr.contains("endpoint"), "{}", other.stderr);
 }
+
+#[tokio::test]
+async fn watch_prints_each_of_the_judge_s_verdicts() {
+    let fake = crate::support::fake_model::FakeModel::start().await;
+    fake.verdicts(&[false, true]);
+    let base = fake.base_url();
+    let app = crate::support::spawn_app_with(move |c| {
+        c.providers = vec![crate::support::default_provider(&base)]
+    })
+    .await;
+    let planner = app.scripted("Planner", &["Tapas?"], 0).await;
+    let scout = app.scripted("Scout", &["Yes, at seven."], 0).await;
+    let ran = run(
+        skein(&app),
+        &[
+            "collab",
+            "create",
+            "--principal",
+            &id(&planner),
+            "--participant",
+            &id(&scout),
+            "--message-cap",
+            "6",
+            "--timeout-window",
+            "30",
+            "--watch",
+        ],
+    )
+    .await;
+    assert!(ran.ok, "{}", ran.stderr);
+    let verdicts: Vec<&str> = ran
+        .stdout
+        .lines()
+        .filter(|line| line.starts_with("— the judge: "))
+        .collect();
+    assert_eq!(verdicts.len(), 2, "{}", ran.stdout);
+    assert!(
+        verdicts[0].starts_with("— the judge: not met yet ("),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        verdicts[1].starts_with("— the judge: objective met ("),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        ran.stdout.contains("— completed: objective met"),
+        "{}",
+        ran.stdout
+    );
+}

@@ -187,6 +187,71 @@ async fn the_judge_ends_the_collaboration_when_the_objective_is_met() {
         quoted.starts_with("<transcript>") && quoted.contains("Host: turn 1"),
         "{quoted}"
     );
+    // Every judgement is on the record, after the message it judged, and the ending points
+    // at the one that ended it.
+    let history = app.history(created["channel_id"].as_str().unwrap()).await;
+    let kinds: Vec<&str> = history
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "message", "verdict", "message", "verdict", "status", "summary"
+        ]
+    );
+    assert_eq!(history[1]["met"], false);
+    assert_eq!(history[1]["judged_seq"], history[0]["seq"]);
+    assert_eq!(history[3]["met"], true);
+    assert_eq!(history[3]["judged_seq"], history[2]["seq"]);
+    assert!(
+        history[3]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("met is true")
+    );
+    assert_eq!(history[4]["verdict_seq"], history[3]["seq"]);
+}
+
+#[tokio::test]
+async fn a_resumed_collaboration_is_not_judged_again_on_what_was_already_judged() {
+    let fake = FakeModel::start().await;
+    let app = with_fake(&fake).await;
+    let created = app
+        .collaborate(
+            &app.scripted("Planner", &["How about Friday?"], 1500).await,
+            &app.scripted("Scout", &["Friday works."], 1500).await,
+            json!({"message_cap": 3, "objective": "Pick a day"}),
+        )
+        .await;
+    let channel = created["channel_id"].as_str().unwrap().to_owned();
+    // The first message is judged; the server stops while the second is being spoken.
+    crate::support::wait_for(|| async {
+        let history = app.history(&channel).await;
+        history.iter().any(|e| e["type"] == "verdict").then_some(())
+    })
+    .await;
+    let data = app.shut_down_keeping_data().await;
+    let base = fake.base_url();
+    let app = crate::support::spawn_app_in_with(data, move |c| {
+        c.providers = vec![default_provider(&base)]
+    })
+    .await;
+    let done = app.wait_until_summarized(&id(&created)).await;
+    assert_eq!(done["end_reason"], "message_cap", "{done}");
+    let history = app.history(&channel).await;
+    let messages: Vec<i64> = history
+        .iter()
+        .filter(|e| e["type"] == "message")
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
+    let judged: Vec<i64> = history
+        .iter()
+        .filter(|e| e["type"] == "verdict")
+        .map(|e| e["judged_seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(judged, messages, "each message judged once");
+    assert_eq!(fake.requests(Purpose::Judge).len(), messages.len());
 }
 
 #[tokio::test]

@@ -697,3 +697,44 @@ async fn what_a_uagent_was_asked_and_its_kept_replies_serve_the_runner_that_resu
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_event_that_is_not_a_message_is_appended_under_the_lease_while_running() {
+    each_store(|store| async move {
+        let team = team(&store, "team").await;
+        let made = team.start(&store, 10).await;
+        let lease = lease(&store, made.id).await;
+        let verdict = skein::domain::EventBody::Verdict {
+            met: false,
+            reason: "no date yet".into(),
+            judged_seq: 0,
+            created_at: now(),
+        };
+        let stored = store.append_event(&lease, &verdict).await.unwrap().unwrap();
+        assert!(
+            stored.frame.contains("\"type\":\"verdict\""),
+            "{}",
+            stored.frame
+        );
+        let read = store.read_events(made.channel_id, 0, 10).await.unwrap();
+        assert_eq!(read, [stored.clone()]);
+        let collaboration = store
+            .get_collaboration(team.tenant.id(), made.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(collaboration.message_count, 0, "not a message");
+
+        let stale = skein::store::Lease {
+            epoch: lease.epoch + 1,
+            ..lease
+        };
+        assert!(store.append_event(&stale, &verdict).await.is_err());
+        store
+            .finish_collaboration(made.id, Some(&lease), &ending(EndReason::Cancelled))
+            .await
+            .unwrap();
+        assert_eq!(store.append_event(&lease, &verdict).await.unwrap(), None);
+    })
+    .await;
+}

@@ -267,6 +267,7 @@ pub fn ending(reason: EndReason) -> Ending {
         advisory_message: Some(format!("ended: {}", reason.describe())),
         error_message: None,
         ended_at: now(),
+        verdict_seq: None,
     }
 }
 

@@ -143,6 +143,17 @@ impl Journal for Memory {
         Ok(())
     }
 
+    async fn append_event(&self, _: &Lease, body: &EventBody) -> StoreResult<Option<StoredEvent>> {
+        let mut book = self.book();
+        if book.lease_lost {
+            return Err(StoreError::LeaseLost);
+        }
+        if book.collaboration.status != CollaborationStatus::Running {
+            return Ok(None);
+        }
+        Ok(Some(book.append(body)))
+    }
+
     async fn remember_identity(&self, _: &str, _: Uuid) -> StoreResult<()> {
         Ok(())
     }
@@ -200,6 +211,7 @@ impl Journal for Memory {
             advisory_message: c.advisory_message.clone(),
             error_message: c.error_message.clone(),
             ended_at: c.ended_at,
+            verdict_seq: ending.verdict_seq,
         };
         Ok(Some(book.append(&body)))
     }
