@@ -717,7 +717,7 @@ async fn an_event_that_is_not_a_message_is_appended_under_the_lease_while_runnin
             stored.frame
         );
         let read = store.read_events(made.channel_id, 0, 10).await.unwrap();
-        assert_eq!(read, [stored.clone()]);
+        assert_eq!(read, std::slice::from_ref(&stored));
         let collaboration = store
             .get_collaboration(team.tenant.id(), made.id)
             .await
