@@ -74,6 +74,7 @@ export function channelView(main, id) {
     put(badge, statusBadge(c.status));
     put(buttons,
       c.status === "running" && h("button", { type: "button", onclick: stop }, "Stop"),
+      h("button", { type: "button", class: "transcript", onclick: downloadTranscript }, "Transcript"),
       h("button", { type: "button", class: "danger", onclick: remove }, "Delete"),
     );
     put(roster, [c.principal, ...c.participants].map((agent, i) =>
@@ -294,6 +295,20 @@ export function channelView(main, id) {
       return;
     }
     renderState();
+  }
+
+  /// The whole record as a Markdown file: fetched with the key in its header, then saved.
+  async function downloadTranscript() {
+    try {
+      const url = await blobUrl(`/api/v1/collaborations/${id}/transcript?format=markdown`);
+      const link = h("a", { href: url, download: `skein-${id}.md`, hidden: true });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    } catch (error) {
+      toast(error.message);
+    }
   }
 
   async function stop() {

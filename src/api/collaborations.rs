@@ -376,7 +376,11 @@ async fn list(
     ))
 }
 
-async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<Collaboration, AppError> {
+pub(super) async fn find(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Collaboration, AppError> {
     let id = Uuid::parse_str(id).map_err(|_| AppError::NotFound("collaboration"))?;
     state
         .store

@@ -13,14 +13,14 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use serde_json::json;
 
-use super::{AppState, agents, channels, collaborations, keys, providers, webhooks};
+use super::{AppState, agents, channels, collaborations, keys, providers, transcript, webhooks};
 use crate::config::Config;
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Skein", description = "A collaboration server for AI agents. Authenticate with `Authorization: Bearer <key>`."),
     paths(
-        collaborations::create, collaborations::list, collaborations::read, collaborations::stop, collaborations::remove, collaborations::audio,
+        collaborations::create, collaborations::list, collaborations::read, collaborations::stop, collaborations::remove, collaborations::audio, transcript::transcript,
         agents::create, agents::list, agents::read, agents::update, agents::remove, providers::list,
         channels::read, channels::history, channels::post_message, channels::ticket, channels::stream,
         keys::create_key, keys::list_keys, keys::read_key, keys::revoke_key, keys::create_account, keys::list_accounts,

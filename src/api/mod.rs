@@ -15,6 +15,7 @@ mod idempotency;
 mod keys;
 mod providers;
 pub mod rate_limit;
+mod transcript;
 mod uagents;
 mod web;
 mod webhooks;
@@ -81,6 +82,7 @@ pub fn router(state: AppState) -> Router {
     let request_timeout = state.config.connections.request_timeout;
     let v1 = Router::new()
         .merge(collaborations::router())
+        .merge(transcript::router())
         .merge(agents::router())
         .merge(channels::router())
         .merge(keys::router())

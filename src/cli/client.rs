@@ -110,6 +110,39 @@ impl Client {
         self.call(Method::DELETE, path, None).await.map(|_| ())
     }
 
+    /// Writes the answer to stdout as it arrives (a document, not JSON to print), or
+    /// returns the server's problem as an error.
+    pub(super) async fn copy_to_stdout(&self, path: &str) -> Result<(), CliError> {
+        use futures::StreamExt;
+        use std::io::Write;
+        let url = format!("{}/api/v1{path}", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .map_err(|e| {
+                CliError::Unreachable(format!("cannot reach Skein at {}: {e}", self.base))
+            })?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            return Err(problem(status, &json, &text));
+        }
+        let mut chunks = response.bytes_stream();
+        let mut out = std::io::stdout().lock();
+        while let Some(chunk) = chunks.next().await {
+            let chunk =
+                chunk.map_err(|e| CliError::Unreachable(format!("the answer broke off: {e}")))?;
+            out.write_all(&chunk)
+                .map_err(|e| CliError::Usage(format!("cannot write the output: {e}")))?;
+        }
+        out.flush()
+            .map_err(|e| CliError::Usage(format!("cannot write the output: {e}")))
+    }
+
     /// The answer's JSON (`null` for a 204), or the server's problem as an error.
     async fn call(
         &self,

@@ -175,6 +175,13 @@ pub enum CollabCommand {
     Watch {
         id: String,
     },
+    /// The whole record: objective, roster, every event, the summary. Markdown by default,
+    /// for people; `--format json` for programs.
+    Transcript {
+        id: String,
+        #[arg(long, default_value = "markdown", value_parser = ["markdown", "json"])]
+        format: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -329,6 +336,11 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> Result<(), C
                 output::done(json, &format!("Deleted collaboration {id}."));
             }
             CollabCommand::Watch { id } => watch::follow(client, &id, json).await?,
+            CollabCommand::Transcript { id, format } => {
+                client
+                    .copy_to_stdout(&format!("/collaborations/{id}/transcript?format={format}"))
+                    .await?
+            }
         },
         Command::Keys(command) => match command {
             KeysCommand::Create { name, scopes } => {

@@ -532,7 +532,8 @@ async fn stopping_from_the_channel_view_asks_first_and_ends_the_collaboration() 
     let collaboration = app.scripted_duo(1000, 300).await;
     let page = signed_in(&browser, &app).await;
     open(&page, &format!("#/c/{}", id(&collaboration))).await;
-    page.click(".page-head .actions button:not(.danger)").await;
+    page.click(".page-head .actions button:not(.danger):not(.transcript)")
+        .await;
     page.wait_until(
         "document.getElementById('confirm').open",
         "the confirmation opens",
@@ -544,7 +545,8 @@ async fn stopping_from_the_channel_view_asks_first_and_ends_the_collaboration() 
         app.collaboration(&id(&collaboration)).await["status"],
         "running"
     );
-    page.click(".page-head .actions button:not(.danger)").await;
+    page.click(".page-head .actions button:not(.danger):not(.transcript)")
+        .await;
     page.click("#confirm button[value=yes]").await;
     page.wait_until(
         "document.querySelector('.state-line')?.textContent.startsWith('Ended because it was stopped')",
@@ -556,6 +558,22 @@ async fn stopping_from_the_channel_view_asks_first_and_ends_the_collaboration() 
         "cancelled"
     );
     every_seq_once(&page, &app, &collaboration).await;
+    // The transcript is saved as a Markdown file: what the page hands the browser to save.
+    page.eval(
+        "window.__saved = []; const made = URL.createObjectURL; \
+         URL.createObjectURL = (blob) => { window.__saved.push(blob); return made(blob); }",
+    )
+    .await;
+    page.click(".page-head .actions button.transcript").await;
+    let saved = page
+        .wait_until(
+            "window.__saved.length ? window.__saved[0].text() : null",
+            "the transcript is fetched to be saved",
+        )
+        .await;
+    let saved = saved.as_str().unwrap();
+    assert!(saved.starts_with("# Plan a night out"), "{saved}");
+    assert!(saved.contains("**Ended** (cancelled"), "{saved}");
     assert_no_page_errors(&browser);
 }
 

@@ -401,3 +401,38 @@ async fn watch_prints_each_of_the_judge_s_verdicts() {
         ran.stdout
     );
 }
+
+#[tokio::test]
+async fn a_transcript_prints_as_markdown_or_as_json() {
+    let app = spawn_app().await;
+    let created = app.scripted_duo(2, 0).await;
+    app.wait_until_summarized(&id(&created)).await;
+    let markdown = run(skein(&app), &["collab", "transcript", &id(&created)]).await;
+    assert!(markdown.ok, "{}", markdown.stderr);
+    assert!(markdown.stdout.starts_with("# "), "{}", markdown.stdout);
+    assert!(markdown.stdout.contains("> a1\n"), "{}", markdown.stdout);
+    assert!(
+        markdown.stdout.contains("## Summary"),
+        "{}",
+        markdown.stdout
+    );
+    let json = run(
+        skein(&app),
+        &["collab", "transcript", &id(&created), "--format", "json"],
+    )
+    .await;
+    assert!(json.ok, "{}", json.stderr);
+    let document: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(document["collaboration"]["id"], created["id"]);
+    let missing = run(
+        skein(&app),
+        &[
+            "collab",
+            "transcript",
+            "01a00000-0000-7000-8000-000000000000",
+        ],
+    )
+    .await;
+    assert!(!missing.ok);
+    assert!(missing.stderr.contains("not found"), "{}", missing.stderr);
+}

@@ -1,0 +1,274 @@
+//! `GET /collaborations/{id}/transcript`: the whole record of a collaboration as one
+//! document a person can archive or paste: what it was for, who took part, every stored
+//! event (messages, verdicts, the ending, the summary) in `seq` order.
+//!
+//! A channel may hold a thousand messages of twenty thousand characters: the document is
+//! streamed a page of events at a time (pages are bounded in bytes, see
+//! [`crate::store::PAGE_BYTES`]), never built whole in memory.
+
+use axum::{
+    Router,
+    body::{Body, Bytes},
+    extract::State,
+    http::{HeaderValue, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use futures::StreamExt;
+use serde::Deserialize;
+
+use super::{
+    ApiPath, ApiQuery, AppState, auth::Caller, collaborations::CollaborationView,
+    collaborations::find,
+};
+use crate::{
+    domain::{Collaboration, EventBody, FieldError, Sender, StoredEvent, event::Role},
+    error::AppError,
+    store::Store,
+};
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/collaborations/{id}/transcript", get(transcript))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct TranscriptParams {
+    /// `json` (the default) or `markdown`.
+    #[param(value_type = Option<TranscriptFormat>)]
+    pub(super) format: Option<String>,
+}
+
+/// The forms a transcript comes in.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, non_camel_case_types)]
+pub(super) enum TranscriptFormat {
+    json,
+    markdown,
+}
+
+#[derive(Clone, Copy)]
+enum Format {
+    Json,
+    Markdown,
+}
+
+#[utoipa::path(get, path = "/api/v1/collaborations/{id}/transcript", tag = "collaborations",
+    params(("id" = String, Path, description = "Collaboration id"), TranscriptParams),
+    responses((status = 200, description = "`json`: `{collaboration, events}`, the events exactly as the stream sends them; `markdown`: a document for people",
+               content(("application/json"), ("text/markdown"))),
+              (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+async fn transcript(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(params): ApiQuery<TranscriptParams>,
+) -> Result<Response, AppError> {
+    let format = match params.format.as_deref() {
+        None | Some("json") => Format::Json,
+        Some("markdown") => Format::Markdown,
+        Some(other) => {
+            return Err(AppError::Validation(vec![FieldError::new(
+                "format",
+                format!("`{other}` is not a format; use `json` or `markdown`"),
+            )]));
+        }
+    };
+    let collaboration = find(&state, &caller, &id).await?;
+    let (head, tail, content_type) = match format {
+        Format::Json => {
+            let view = serde_json::to_string(&CollaborationView::from(collaboration.clone()))
+                .expect("a collaboration serializes");
+            (
+                format!("{{\"collaboration\":{view},\"events\":["),
+                "]}".to_owned(),
+                "application/json",
+            )
+        }
+        Format::Markdown => (
+            markdown_head(&collaboration),
+            String::new(),
+            "text/markdown; charset=utf-8",
+        ),
+    };
+    let pages = events(state.store.clone(), collaboration.channel_id);
+    let mut first = true;
+    let body = pages.map(move |page| {
+        page.map(|events| {
+            let mut text = String::new();
+            for event in &events {
+                match format {
+                    Format::Json => {
+                        if !first {
+                            text.push(',');
+                        }
+                        text.push_str(&event.frame);
+                    }
+                    Format::Markdown => markdown_event(event, &mut text),
+                }
+                first = false;
+            }
+            Bytes::from(text)
+        })
+    });
+    let document = futures::stream::once(async move { Ok(Bytes::from(head)) })
+        .chain(body)
+        .chain(futures::stream::once(async move { Ok(Bytes::from(tail)) }));
+    let mut response = Body::from_stream(document).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(response)
+}
+
+/// The channel's stored events, a page at a time, in `seq` order. A store error ends the
+/// document early (the client sees it cut off, never a wrong one).
+fn events(
+    store: std::sync::Arc<dyn Store>,
+    channel_id: uuid::Uuid,
+) -> impl futures::Stream<Item = Result<Vec<StoredEvent>, std::io::Error>> + Send {
+    futures::stream::unfold(Some(0i64), move |after| {
+        let store = store.clone();
+        async move {
+            let after = after?;
+            match store.read_events(channel_id, after, PAGE_EVENTS).await {
+                Ok(events) if events.is_empty() => None,
+                Ok(events) => {
+                    let next = events.last().map(|event| event.seq);
+                    Some((Ok(events), next))
+                }
+                Err(error) => {
+                    tracing::error!(error = format!("{error:#}"), "reading a transcript failed");
+                    Some((
+                        Err(std::io::Error::other("the transcript could not be read")),
+                        None,
+                    ))
+                }
+            }
+        }
+    })
+}
+
+const PAGE_EVENTS: u32 = 500;
+
+/// What the collaboration was for, and who took part.
+fn markdown_head(collaboration: &Collaboration) -> String {
+    let member = |sender: &Sender| {
+        format!(
+            "{} ({}, `{}`)",
+            sender.name,
+            sender.kind.as_str(),
+            sender.address
+        )
+    };
+    let participants: Vec<String> = collaboration.participants.iter().map(member).collect();
+    let mut status = collaboration.status.name().to_owned();
+    if let Some(reason) = collaboration.end_reason {
+        status.push_str(&format!(": {}", reason.describe()));
+    }
+    let mut text = format!(
+        "# {}\n\n\
+         - Collaboration: `{}`\n\
+         - Status: {status}\n\
+         - Started: {}\n",
+        one_line(&collaboration.objective),
+        collaboration.id,
+        collaboration.started_at.to_rfc3339(),
+    );
+    if let Some(ended) = collaboration.ended_at {
+        text.push_str(&format!("- Ended: {}\n", ended.to_rfc3339()));
+    }
+    text.push_str(&format!(
+        "- Principal: {}\n\
+         - Participants: {}\n\
+         - Messages: {} of {} · tokens used: {}\n\n\
+         ## Transcript\n\n",
+        member(&collaboration.principal),
+        participants.join(", "),
+        collaboration.message_count,
+        collaboration.message_cap,
+        collaboration.tokens_used,
+    ));
+    text
+}
+
+/// One stored event as Markdown. Agents' words are quoted, line by line, so that nothing
+/// they wrote can pass for the document's own headings.
+fn markdown_event(event: &StoredEvent, text: &mut String) {
+    let Some(body) = event.body() else {
+        return;
+    };
+    let seq = event.seq;
+    match body {
+        EventBody::Message {
+            sender,
+            role,
+            content,
+            created_at,
+            ..
+        } => {
+            let kind = match role {
+                Role::Human => "person",
+                Role::Agent | Role::System => sender.kind.as_str(),
+            };
+            text.push_str(&format!(
+                "**{}** ({kind}) · {} · #{seq}\n\n",
+                one_line(&sender.name),
+                created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            ));
+            quote(&content, text);
+        }
+        EventBody::Verdict {
+            met,
+            reason,
+            judged_seq,
+            ..
+        } => {
+            let ruling = if met {
+                "the objective is met"
+            } else {
+                "not met yet"
+            };
+            text.push_str(&format!(
+                "_The judge, on the messages up to #{judged_seq}: {ruling}. {}_ · #{seq}\n\n",
+                one_line(&reason)
+            ));
+        }
+        EventBody::Status {
+            status,
+            end_reason,
+            advisory_message,
+            error_message,
+            ..
+        } => {
+            let why = end_reason.map(|reason| format!(": {}", reason.describe()));
+            text.push_str(&format!(
+                "---\n\n**Ended** ({}{}) · #{seq}\n\n",
+                status.name(),
+                why.unwrap_or_default()
+            ));
+            for note in [advisory_message, error_message].into_iter().flatten() {
+                quote(&note, text);
+            }
+        }
+        EventBody::Summary {
+            headline, summary, ..
+        } => {
+            text.push_str(&format!("## Summary\n\n### {}\n\n", one_line(&headline)));
+            quote(&summary, text);
+        }
+    }
+}
+
+fn quote(content: &str, text: &mut String) {
+    for line in content.lines() {
+        text.push_str("> ");
+        text.push_str(line);
+        text.push('\n');
+    }
+    text.push('\n');
+}
+
+fn one_line(text: &str) -> String {
+    crate::agents::quote::one_line(text)
+}
