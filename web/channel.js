@@ -74,7 +74,7 @@ export function channelView(main, id) {
     put(badge, statusBadge(c.status));
     put(buttons,
       c.status === "running" && h("button", { type: "button", onclick: stop }, "Stop"),
-      h("button", { type: "button", class: "transcript", onclick: downloadTranscript }, "Transcript"),
+      h("button", { type: "button", class: "save-transcript", onclick: downloadTranscript }, "Transcript"),
       h("button", { type: "button", class: "danger", onclick: remove }, "Delete"),
     );
     put(roster, [c.principal, ...c.participants].map((agent, i) =>
@@ -176,7 +176,7 @@ export function channelView(main, id) {
       podcast.hidden = false;
     }
     const facts = [
-      ["Outcome", `${c.status}${c.end_reason ? `: ${END_REASONS[c.end_reason] || c.end_reason}` : ""}`],
+      ["Ended", `${c.status}${c.end_reason ? `: ${END_REASONS[c.end_reason] || c.end_reason}` : ""}`],
       ["Messages", `${c.message_count} of ${c.message_cap}`],
       ["Tokens used", c.tokens_used.toLocaleString()],
       ["Duration", duration(c.started_at, c.ended_at)],
@@ -186,9 +186,23 @@ export function channelView(main, id) {
       h("p", { class: "summary-text" }, c.summary),
       c.advisory_message && h("p", { class: "notice advisory" }, c.advisory_message),
       c.error_message && h("p", { class: "notice error" }, c.error_message),
+      outcomeNode(c.outcome),
       h("dl", { class: "facts" }, facts.map(([term, value]) => h("div", {}, h("dt", {}, term), h("dd", {}, value)))),
     );
     summary.hidden = false;
+  }
+
+  /// What it came to: decisions, who does what, what is still open. Lists that are empty
+  /// are left out; a note says when no model read the transcript for them.
+  function outcomeNode(outcome) {
+    if (!outcome) return null;
+    const list = (title, items, render) => items.length > 0 && h("section", { class: "outcome-part" },
+      h("h3", {}, title), h("ul", {}, items.map((item) => h("li", {}, render(item)))));
+    return h("div", { class: "outcome" },
+      list("Decisions", outcome.decisions, (text) => text),
+      list("Action items", outcome.action_items, (item) => [h("strong", {}, item.owner), `: ${item.task}`]),
+      list("Open questions", outcome.open_questions, (text) => text),
+      outcome.note && h("p", { class: "muted" }, outcome.note));
   }
 
   /// Swaps the button for a player of the podcast, fetched with the key.

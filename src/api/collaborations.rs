@@ -83,6 +83,9 @@ pub(super) struct CollaborationView {
     pub(super) advisory_message: Option<String>,
     pub(super) audio_url: Option<String>,
     pub(super) headline: Option<String>,
+    /// What it came to, written with the summary: decisions, action items (owner and
+    /// task) and open questions; `note` says when no model wrote it.
+    pub(super) outcome: Option<crate::domain::Outcome>,
     pub(super) status: CollaborationStatus,
     pub(super) end_reason: Option<EndReason>,
     pub(super) principal: Sender,
@@ -115,6 +118,7 @@ impl From<Collaboration> for CollaborationView {
             advisory_message: c.advisory_message,
             audio_url: c.audio_url,
             headline: c.headline,
+            outcome: c.outcome,
             status: c.status,
             end_reason: c.end_reason,
             principal: c.principal,

@@ -22,7 +22,7 @@ use super::{
     collaborations::find,
 };
 use crate::{
-    domain::{Collaboration, EventBody, FieldError, Sender, StoredEvent, event::Role},
+    domain::{Collaboration, EventBody, FieldError, Outcome, Sender, StoredEvent, event::Role},
     error::AppError,
     store::Store,
 };
@@ -252,11 +252,45 @@ fn markdown_event(event: &StoredEvent, text: &mut String) {
             }
         }
         EventBody::Summary {
-            headline, summary, ..
+            headline,
+            summary,
+            outcome,
+            ..
         } => {
             text.push_str(&format!("## Summary\n\n### {}\n\n", one_line(&headline)));
             quote(&summary, text);
+            if let Some(outcome) = outcome {
+                markdown_outcome(&outcome, text);
+            }
         }
+    }
+}
+
+/// Decisions, action items and open questions, as lists; the lists that are empty are left
+/// out, and a note says when no model wrote them.
+fn markdown_outcome(outcome: &Outcome, text: &mut String) {
+    let mut list = |title: &str, items: Vec<String>| {
+        if items.is_empty() {
+            return;
+        }
+        text.push_str(&format!("#### {title}\n\n"));
+        for item in items {
+            text.push_str(&format!("- {}\n", one_line(&item)));
+        }
+        text.push('\n');
+    };
+    list("Decisions", outcome.decisions.clone());
+    list(
+        "Action items",
+        outcome
+            .action_items
+            .iter()
+            .map(|item| format!("{}: {}", item.owner, item.task))
+            .collect(),
+    );
+    list("Open questions", outcome.open_questions.clone());
+    if let Some(note) = &outcome.note {
+        text.push_str(&format!("_{}_\n\n", one_line(note)));
     }
 }
 

@@ -237,6 +237,7 @@ impl View {
                 println!();
                 println!("{}", frame["headline"].as_str().unwrap_or_default());
                 println!("{}", frame["summary"].as_str().unwrap_or_default());
+                print_outcome(&frame["outcome"]);
                 return true;
             }
             "error" => eprintln!(
@@ -252,6 +253,34 @@ impl View {
     fn end_line(&mut self) {
         if self.streaming.take().is_some() {
             println!();
+        }
+    }
+}
+
+/// A summary's outcome: its lists that are not empty, an item a line.
+fn print_outcome(outcome: &Value) {
+    for (title, key) in [
+        ("Decisions", "decisions"),
+        ("Action items", "action_items"),
+        ("Open questions", "open_questions"),
+    ] {
+        let items = outcome[key]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if items.is_empty() {
+            continue;
+        }
+        println!("{title}:");
+        for item in items {
+            match item.as_str() {
+                Some(text) => println!("  - {text}"),
+                None => println!(
+                    "  - {}: {}",
+                    item["owner"].as_str().unwrap_or_default(),
+                    item["task"].as_str().unwrap_or_default()
+                ),
+            }
         }
     }
 }

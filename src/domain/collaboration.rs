@@ -146,6 +146,7 @@ impl NewCollaboration {
             end_reason: None,
             headline: None,
             summary: None,
+            outcome: None,
             error_message: None,
             advisory_message: None,
             audio_url: None,
@@ -171,6 +172,7 @@ impl NewCollaboration {
             ended_at: None,
             headline: None,
             summary: None,
+            outcome: None,
             advisory_message: None,
             error_message: None,
         }
@@ -198,6 +200,7 @@ pub struct Collaboration {
     pub end_reason: Option<EndReason>,
     pub headline: Option<String>,
     pub summary: Option<String>,
+    pub outcome: Option<Outcome>,
     pub error_message: Option<String>,
     pub advisory_message: Option<String>,
     pub audio_url: Option<String>,
@@ -215,6 +218,24 @@ impl Collaboration {
             .chain(self.participants.iter().cloned())
             .collect()
     }
+}
+
+/// What a collaboration came to, as the summarizer reads the transcript: what was decided,
+/// who is to do what, and what is still open. Empty lists are an answer too.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Outcome {
+    pub decisions: Vec<String>,
+    pub action_items: Vec<ActionItem>,
+    pub open_questions: Vec<String>,
+    /// Said when no model wrote it (none is configured, or it failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ActionItem {
+    pub owner: String,
+    pub task: String,
 }
 
 /// How a collaboration ended, written once together with its `status` event.

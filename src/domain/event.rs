@@ -60,6 +60,9 @@ pub enum EventBody {
     Summary {
         headline: String,
         summary: String,
+        /// Absent from summaries stored before outcomes were.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        outcome: Option<super::Outcome>,
         created_at: DateTime<Utc>,
     },
 }

@@ -38,8 +38,8 @@ pub use access::{Account, ApiKey, NewKey, Scope};
 pub use address::AgentAddress;
 pub use agent::{Agent, AgentKind, AgentRef, AgentSpec};
 pub use collaboration::{
-    Collaboration, CollaborationStatus, EndReason, Ending, NewCollaboration, Source, Strategy,
-    ValidCollaboration,
+    ActionItem, Collaboration, CollaborationStatus, EndReason, Ending, NewCollaboration, Outcome,
+    Source, Strategy, ValidCollaboration,
 };
 pub use event::{ErrorCode, EventBody, Frame, Sender, StoredEvent};
 pub use paging::{Page, PageRequest};

@@ -46,6 +46,7 @@ pub struct CollaborationSnapshot {
     pub ended_at: Option<DateTime<Utc>>,
     pub headline: Option<String>,
     pub summary: Option<String>,
+    pub outcome: Option<super::Outcome>,
     pub advisory_message: Option<String>,
     pub error_message: Option<String>,
 }

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::{
-    domain::{Agent, Collaboration, Ending, EventBody, StoredEvent},
+    domain::{Agent, Collaboration, Ending, EventBody, Outcome, StoredEvent},
     store::{Lease, Store, StoreResult},
 };
 
@@ -67,6 +67,7 @@ pub(crate) trait Journal: Send + Sync + 'static {
         lease: &Lease,
         headline: &str,
         summary: &str,
+        outcome: &Outcome,
     ) -> StoreResult<Option<StoredEvent>>;
     async fn record_audio(
         &self,
@@ -166,8 +167,11 @@ impl Journal for Stored {
         lease: &Lease,
         headline: &str,
         summary: &str,
+        outcome: &Outcome,
     ) -> StoreResult<Option<StoredEvent>> {
-        self.0.record_summary(lease, headline, summary).await
+        self.0
+            .record_summary(lease, headline, summary, outcome)
+            .await
     }
 
     async fn record_audio(

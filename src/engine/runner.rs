@@ -883,7 +883,7 @@ async fn summarize(
     }
     let stored = persist("summary", || {
         crew.journal
-            .record_summary(lease, &summary.headline, &summary.summary)
+            .record_summary(lease, &summary.headline, &summary.summary, &summary.outcome)
     })
     .await
     .flatten();

@@ -32,7 +32,7 @@ use uuid::Uuid;
 use crate::{
     domain::{
         Account, Agent, AgentAddress, AgentRef, ApiKey, Collaboration, CollaborationStatus, Ending,
-        EventBody, NewCollaboration, NewKey, PageRequest, Source, StoredEvent,
+        EventBody, NewCollaboration, NewKey, Outcome, PageRequest, Source, StoredEvent,
         webhook::{AttemptOutcome, Delivery, DueDelivery, WebhookSettings},
     },
     secrets::Secret,
@@ -417,6 +417,7 @@ pub trait Store: Send + Sync + 'static {
         lease: &Lease,
         headline: &str,
         summary: &str,
+        outcome: &Outcome,
     ) -> StoreResult<Option<StoredEvent>>;
     async fn get_channel(&self, account_id: Uuid, id: Uuid) -> StoreResult<Option<ChannelInfo>>;
     /// Events with `seq > after_seq`, in order: at most `limit`, and no more than

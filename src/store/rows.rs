@@ -225,6 +225,7 @@ pub(super) struct CollaborationRow<Id> {
     end_reason: Option<String>,
     headline: Option<String>,
     summary: Option<String>,
+    outcome: Option<String>,
     error_message: Option<String>,
     advisory_message: Option<String>,
     audio_url: Option<String>,
@@ -265,6 +266,7 @@ impl<Id: Into<Uuid>> CollaborationRow<Id> {
             end_reason: self.end_reason.as_deref().map(parse).transpose()?,
             headline: self.headline,
             summary: self.summary,
+            outcome: outcome(self.outcome.as_deref())?,
             error_message: self.error_message,
             advisory_message: self.advisory_message,
             audio_url: self.audio_url,
@@ -275,6 +277,16 @@ impl<Id: Into<Uuid>> CollaborationRow<Id> {
             created_at: self.created_at,
         })
     }
+}
+
+/// A stored outcome, kept as JSON.
+fn outcome(stored: Option<&str>) -> StoreResult<Option<crate::domain::Outcome>> {
+    stored
+        .map(|text| {
+            serde_json::from_str(text)
+                .map_err(|e| StoreError::Corrupt(format!("a stored outcome does not read: {e}")))
+        })
+        .transpose()
 }
 
 /// A channel with its collaboration's status.
@@ -339,6 +351,7 @@ pub(super) struct SnapshotRow<Id> {
     ended_at: Option<DateTime<Utc>>,
     headline: Option<String>,
     summary: Option<String>,
+    outcome: Option<String>,
     advisory_message: Option<String>,
     error_message: Option<String>,
 }
@@ -357,6 +370,7 @@ impl<Id: Into<Uuid>> SnapshotRow<Id> {
             ended_at: self.ended_at,
             headline: self.headline,
             summary: self.summary,
+            outcome: outcome(self.outcome.as_deref())?,
             advisory_message: self.advisory_message,
             error_message: self.error_message,
         })

@@ -43,7 +43,7 @@ use super::{
 use crate::{
     domain::{
         Account, Agent, AgentRef, ApiKey, Collaboration, CollaborationStatus, Ending, EventBody,
-        NewCollaboration, NewKey, PageRequest, Scope, StoredEvent,
+        NewCollaboration, NewKey, Outcome, PageRequest, Scope, StoredEvent,
         webhook::{AttemptOutcome, Delivery, DueDelivery, WebhookEvent, WebhookSettings},
     },
     secrets::{Secret, Vault},
@@ -415,7 +415,7 @@ where
         let row: Option<SnapshotRow<D::Id>> = sqlx::query_as(
             "SELECT c.account_id, COALESCE(c.webhook_url, w.default_url) AS url, c.id, c.channel_id, \
              c.objective, c.status, c.end_reason, c.message_count, c.tokens_used, c.started_at, \
-             c.ended_at, c.headline, c.summary, c.advisory_message, c.error_message \
+             c.ended_at, c.headline, c.summary, c.outcome, c.advisory_message, c.error_message \
              FROM collaborations c JOIN webhook_settings w ON w.account_id = c.account_id \
              WHERE c.id = $1",
         )
@@ -1425,15 +1425,18 @@ where
         lease: &Lease,
         headline: &str,
         summary: &str,
+        outcome: &Outcome,
     ) -> StoreResult<Option<StoredEvent>> {
         let collaboration_id = lease.collaboration_id;
         let mut tx = self.write().await?;
         D::check_lease(&mut tx, lease).await?;
         let updated = sqlx::query(
-            "UPDATE collaborations SET headline = $1, summary = $2 WHERE id = $3 AND summary IS NULL",
+            "UPDATE collaborations SET headline = $1, summary = $2, outcome = $3 \
+             WHERE id = $4 AND summary IS NULL",
         )
         .bind(headline)
         .bind(summary)
+        .bind(serde_json::to_string(outcome).expect("an outcome serializes"))
         .bind(id::<D>(collaboration_id))
         .execute(&mut *tx)
         .await?;
@@ -1444,6 +1447,7 @@ where
         let body = EventBody::Summary {
             headline: headline.to_owned(),
             summary: summary.to_owned(),
+            outcome: Some(outcome.clone()),
             created_at: crate::domain::now(),
         };
         let event = Self::insert_event(&mut tx, channel_id, &body).await?;

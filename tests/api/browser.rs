@@ -214,6 +214,19 @@ async fn a_collaboration_created_in_the_form_streams_live_and_ends_with_its_summ
     );
     let facts = page.text(".summary .facts").await;
     assert!(facts.as_str().unwrap().contains("4 of 4"), "{facts}");
+    // What it came to, as the summarizer returned it.
+    let outcome = page.text(".summary .outcome").await;
+    let outcome = outcome.as_str().unwrap();
+    for part in [
+        "Decisions",
+        "Tapas at seven",
+        "Action items",
+        "Scout: Book the table",
+        "Open questions",
+        "Who drives?",
+    ] {
+        assert!(outcome.contains(part), "{part:?} in {outcome:?}");
+    }
     every_seq_once(&page, &app, created).await;
     // Each time the judge ruled, the channel says so, with its reason.
     let verdicts = history.iter().filter(|e| e["type"] == "verdict").count();
@@ -532,7 +545,7 @@ async fn stopping_from_the_channel_view_asks_first_and_ends_the_collaboration() 
     let collaboration = app.scripted_duo(1000, 300).await;
     let page = signed_in(&browser, &app).await;
     open(&page, &format!("#/c/{}", id(&collaboration))).await;
-    page.click(".page-head .actions button:not(.danger):not(.transcript)")
+    page.click(".page-head .actions button:not(.danger):not(.save-transcript)")
         .await;
     page.wait_until(
         "document.getElementById('confirm').open",
@@ -545,7 +558,7 @@ async fn stopping_from_the_channel_view_asks_first_and_ends_the_collaboration() 
         app.collaboration(&id(&collaboration)).await["status"],
         "running"
     );
-    page.click(".page-head .actions button:not(.danger):not(.transcript)")
+    page.click(".page-head .actions button:not(.danger):not(.save-transcript)")
         .await;
     page.click("#confirm button[value=yes]").await;
     page.wait_until(
@@ -564,7 +577,8 @@ async fn stopping_from_the_channel_view_asks_first_and_ends_the_collaboration() 
          URL.createObjectURL = (blob) => { window.__saved.push(blob); return made(blob); }",
     )
     .await;
-    page.click(".page-head .actions button.transcript").await;
+    page.click(".page-head .actions button.save-transcript")
+        .await;
     let saved = page
         .wait_until(
             "window.__saved.length ? window.__saved[0].text() : null",

@@ -400,6 +400,12 @@ async fn watch_prints_each_of_the_judge_s_verdicts() {
         "{}",
         ran.stdout
     );
+    assert!(
+        ran.stdout
+            .contains("Action items:\n  - Scout: Book the table\nOpen questions:\n  - Who drives?"),
+        "the outcome follows the summary: {}",
+        ran.stdout
+    );
 }
 
 #[tokio::test]

@@ -109,6 +109,16 @@ async fn a_flockx_collaboration_streams_to_its_message_cap_and_ends_with_a_summa
             .unwrap()
             .contains("not written by a model")
     );
+    // Without a model there is no reading of decisions; the outcome says so, plainly.
+    let outcome = &frames[5]["outcome"];
+    assert_eq!(outcome["decisions"], serde_json::json!([]));
+    assert!(
+        outcome["note"]
+            .as_str()
+            .unwrap()
+            .contains("not written by a model"),
+        "{outcome}"
+    );
 
     let done = app.wait_until_summarized(&id(&created)).await;
     assert_eq!(done["status"], "completed");

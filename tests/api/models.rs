@@ -180,6 +180,18 @@ async fn the_judge_ends_the_collaboration_when_the_objective_is_met() {
             .contains("met is true")
     );
     assert_eq!(done["summary"], "Fake summary of the collaboration.");
+    // The outcome the summarizer returned, in REST and in the summary frame alike.
+    let outcome = json!({
+        "decisions": ["Tapas at seven"],
+        "action_items": [{"owner": "Scout", "task": "Book the table"}],
+        "open_questions": ["Who drives?"],
+    });
+    assert_eq!(done["outcome"], outcome);
+    let summarized = fake.requests(Purpose::Summary);
+    assert_eq!(
+        summarized[0].body["response_format"]["json_schema"]["schema"]["required"],
+        json!(["headline", "summary", "outcome"])
+    );
     let judged = fake.requests(Purpose::Judge);
     assert_eq!(judged.len(), 2);
     let quoted = judged[1].body["messages"][1]["content"].as_str().unwrap();
@@ -211,6 +223,7 @@ async fn the_judge_ends_the_collaboration_when_the_objective_is_met() {
             .contains("met is true")
     );
     assert_eq!(history[4]["verdict_seq"], history[3]["seq"]);
+    assert_eq!(history[5]["outcome"], outcome);
 }
 
 #[tokio::test]

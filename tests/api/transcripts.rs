@@ -76,6 +76,7 @@ async fn the_markdown_transcript_reads_as_a_document_and_quotes_what_was_said() 
         "> Yes, at seven.\n",
         "**Ended** (completed: the message cap was reached)",
         "## Summary",
+        "_No model is configured, so this summary was composed by Skein",
     ];
     let mut from = 0;
     for part in expected {

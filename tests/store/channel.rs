@@ -149,6 +149,7 @@ async fn a_collaboration_ends_once_and_is_summarized_once() {
                 &crate::support::lease(&store, new.id).await,
                 "Failed early",
                 "The participant failed.",
+                &skein::domain::Outcome::default(),
             )
             .await
             .unwrap()
@@ -161,7 +162,8 @@ async fn a_collaboration_ends_once_and_is_summarized_once() {
                 .record_summary(
                     &crate::support::lease(&store, new.id).await,
                     "Again",
-                    "Twice."
+                    "Twice.",
+                    &skein::domain::Outcome::default(),
                 )
                 .await
                 .unwrap()
@@ -379,6 +381,7 @@ async fn an_ending_among_concurrent_writers_is_the_last_event_before_the_summary
                 &crate::support::lease(&store, new.id).await,
                 "Stopped",
                 "Someone stopped it.",
+                &skein::domain::Outcome::default(),
             )
             .await
             .unwrap()

@@ -477,6 +477,7 @@ async fn statuses_are_counted_and_unsummarized_endings_found() {
                 &crate::support::lease(&store, completed.id).await,
                 "Done",
                 "They agreed.",
+                &skein::domain::Outcome::default(),
             )
             .await
             .unwrap()

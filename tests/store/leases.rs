@@ -234,6 +234,7 @@ async fn only_collaborations_that_need_a_runner_are_claimed() {
                 &crate::support::lease(&store, done.id).await,
                 "Done",
                 "All said.",
+                &skein::domain::Outcome::default(),
             )
             .await
             .unwrap()
@@ -336,7 +337,9 @@ async fn tokens_the_summary_and_the_podcast_are_written_only_under_a_lease_still
             .expect("the lapsed lease");
         let tokens = store.add_tokens(&lease, 100).await;
         assert!(matches!(tokens, Err(StoreError::LeaseLost)), "{tokens:?}");
-        let summary = store.record_summary(&lease, "Late", "Too late.").await;
+        let summary = store
+            .record_summary(&lease, "Late", "Too late.", &Default::default())
+            .await;
         assert!(matches!(summary, Err(StoreError::LeaseLost)), "{summary:?}");
         let audio = store.record_audio(&lease, Some("/late.wav"), None).await;
         assert!(matches!(audio, Err(StoreError::LeaseLost)), "{audio:?}");
@@ -347,7 +350,12 @@ async fn tokens_the_summary_and_the_podcast_are_written_only_under_a_lease_still
         assert_eq!(stored.audio_url, None);
         // The new holder writes.
         store
-            .record_summary(&theirs, "Done", "Summarized by the second process.")
+            .record_summary(
+                &theirs,
+                "Done",
+                "Summarized by the second process.",
+                &Default::default(),
+            )
             .await
             .unwrap()
             .expect("the summary");

@@ -139,6 +139,7 @@ async fn each_event_writes_its_delivery_with_the_change() {
                 &crate::support::lease(&store, new.id).await,
                 "Agreed",
                 "They agreed on a name.",
+                &skein::domain::Outcome::default(),
             )
             .await
             .unwrap()
@@ -148,6 +149,7 @@ async fn each_event_writes_its_delivery_with_the_change() {
                 &crate::support::lease(&store, new.id).await,
                 "Again",
                 "Again.",
+                &skein::domain::Outcome::default(),
             )
             .await
             .unwrap();
@@ -208,6 +210,11 @@ async fn each_event_writes_its_delivery_with_the_change() {
         assert_eq!(payloads[0]["data"]["message_count"], 1);
         assert_eq!(payloads[0]["data"]["summary"], serde_json::Value::Null);
         assert_eq!(payloads[2]["data"]["headline"], "Agreed");
+        assert!(
+            payloads[2]["data"]["outcome"].is_object(),
+            "{}",
+            payloads[2]
+        );
         // The started event tells of the collaboration as it was created, whole.
         assert_eq!(
             payloads[1]["data"],
@@ -215,7 +222,7 @@ async fn each_event_writes_its_delivery_with_the_change() {
                 "id": new.id, "channel_id": new.channel_id, "objective": new.objective,
                 "status": "running", "end_reason": null, "message_count": 0, "tokens_used": 0,
                 "started_at": new.created_at, "ended_at": null, "headline": null,
-                "summary": null, "advisory_message": null, "error_message": null,
+                "summary": null, "outcome": null, "advisory_message": null, "error_message": null,
             })
         );
     })

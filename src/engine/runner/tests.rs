@@ -221,6 +221,7 @@ impl Journal for Memory {
         _: &Lease,
         headline: &str,
         summary: &str,
+        outcome: &crate::domain::Outcome,
     ) -> StoreResult<Option<StoredEvent>> {
         let mut book = self.book();
         if book.collaboration.summary.is_some() {
@@ -228,9 +229,11 @@ impl Journal for Memory {
         }
         book.collaboration.headline = Some(headline.to_owned());
         book.collaboration.summary = Some(summary.to_owned());
+        book.collaboration.outcome = Some(outcome.clone());
         let body = EventBody::Summary {
             headline: headline.to_owned(),
             summary: summary.to_owned(),
+            outcome: Some(outcome.clone()),
             created_at: crate::domain::now(),
         };
         Ok(Some(book.append(&body)))
@@ -457,9 +460,12 @@ async fn a_judge_that_finds_the_objective_met_ends_it_with_its_reason() {
                     let met = *judged >= 2;
                     json!({"met": met, "reason": if met { "the picnic is planned" } else { "no date yet" }})
                 }
-                Some("collaboration_summary") => {
-                    json!({"headline": "Picnic planned", "summary": "They planned it."})
-                }
+                Some("collaboration_summary") => json!({
+                    "headline": "Picnic planned", "summary": "They planned it.",
+                    "outcome": {"decisions": ["Saturday at noon"],
+                                "action_items": [{"owner": "Scout", "task": "Bring the rug"}],
+                                "open_questions": []}
+                }),
                 other => panic!("an unexpected model call: {other:?}"),
             };
             completion(&content.to_string())
@@ -480,6 +486,10 @@ async fn a_judge_that_finds_the_objective_met_ends_it_with_its_reason() {
         Some("The objective was judged met: the picnic is planned")
     );
     assert_eq!(collaboration.headline.as_deref(), Some("Picnic planned"));
+    let outcome = collaboration.outcome.expect("an outcome");
+    assert_eq!(outcome.decisions, ["Saturday at noon"]);
+    assert_eq!(outcome.action_items[0].owner, "Scout");
+    assert_eq!(outcome.note, None, "a model wrote it");
     // Every model call's tokens were counted: two verdicts and the summary.
     assert_eq!(collaboration.tokens_used, 3 * TOKENS_PER_CALL);
 }

@@ -284,7 +284,12 @@ async fn completions(
             }
             Purpose::Summary => {
                 let (headline, summary) = &script.summary;
-                json!({"headline": headline, "summary": summary}).to_string()
+                json!({"headline": headline, "summary": summary, "outcome": {
+                    "decisions": ["Tapas at seven"],
+                    "action_items": [{"owner": "Scout", "task": "Book the table"}],
+                    "open_questions": ["Who drives?"],
+                }})
+                .to_string()
             }
             Purpose::Selector => json!({"speaker": script.selection}).to_string(),
             Purpose::Speech => unreachable!("speech has its own route"),
