@@ -292,17 +292,17 @@ async fn a_create_the_database_refuses_fails_alone() {
     )
     .await;
     let team = std::sync::Arc::new(team(&store, "team").await);
-    // The refused create is made with a key of its own, so the cap never stops it first.
-    let poisoner = new_key(team.tenant.id(), "poisoner", vec![Scope::Write], false);
-    store.insert_key(&poisoner, 100).await.unwrap();
+    // The refused create is another account's, so the cap (counted per account) never
+    // stops it first, whichever order the creates reach the writer in.
+    let other = std::sync::Arc::new(crate::support::team(&store, "other").await);
     let mut starts = JoinSet::new();
     for i in 0..12 {
-        let (store, team) = (store.clone(), team.clone());
+        let (store, team, other) = (store.clone(), team.clone(), other.clone());
         starts.spawn(async move {
             let mut new = team.collaboration(10);
             if i == 5 {
+                new = other.collaboration(10);
                 new.objective = "poison".into();
-                new.created_by = poisoner.id;
             }
             let outcome = store.insert_collaboration(&new, 8, None).await;
             (new, outcome)
@@ -337,7 +337,12 @@ async fn a_create_the_database_refuses_fails_alone() {
         )
         .await
         .unwrap();
-    assert_eq!(total, 8, "the refused create is not counted");
+    assert_eq!(total, 8);
+    // Nor does the other account's running cap count it: one more fits a cap of one.
+    store
+        .insert_collaboration(&other.collaboration(10), 1, None)
+        .await
+        .expect("the refused create is not counted");
 }
 
 #[tokio::test]
