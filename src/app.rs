@@ -291,6 +291,15 @@ async fn housekeeping(
         if let Err(error) = store.purge_tickets(now).await {
             tracing::warn!(error = format!("{error:#}"), "purging tickets failed");
         }
+        // Long after any envelope that carried them has expired.
+        let heard =
+            now - chrono::Duration::seconds(2 * crate::uagents::MAX_ENVELOPE_LIFE_SECS as i64);
+        if let Err(error) = store.purge_uagent_heard(heard).await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "purging heard uAgent messages failed"
+            );
+        }
         let settled = now - chrono::Duration::days(WEBHOOK_RETENTION_DAYS);
         if let Err(error) = store.purge_webhook_deliveries(settled).await {
             tracing::warn!(

@@ -407,37 +407,6 @@ fn python_string(text: &str, out: &mut String) {
     }
 }
 
-/// The chat messages heard lately, by `msg_id`: a replayed envelope (valid until it
-/// expires) is heard once. Bounded: the oldest are forgotten first, long after their
-/// envelopes have expired.
-#[derive(Debug, Default)]
-pub struct Heard {
-    seen: std::sync::Mutex<(
-        std::collections::HashSet<Uuid>,
-        std::collections::VecDeque<Uuid>,
-    )>,
-}
-
-impl Heard {
-    const REMEMBERED: usize = 65_536;
-
-    /// Whether `msg_id` is new; it is remembered from now on.
-    pub fn first_time(&self, msg_id: Uuid) -> bool {
-        let mut seen = self.seen.lock().expect("the heard set is never poisoned");
-        let (set, order) = &mut *seen;
-        if !set.insert(msg_id) {
-            return false;
-        }
-        order.push_back(msg_id);
-        if order.len() > Self::REMEMBERED
-            && let Some(oldest) = order.pop_front()
-        {
-            set.remove(&oldest);
-        }
-        true
-    }
-}
-
 /// A chat message: exactly the model's fields, since an agent given one more key stops
 /// handling messages altogether.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,3 +1,11 @@
+-- The chat messages taken from uAgents lately, by msg_id, so that a replayed envelope is
+-- taken once whichever server it reaches; forgotten long after their envelopes expire.
+CREATE TABLE uagent_heard (
+    msg_id    uuid PRIMARY KEY,
+    heard_at  timestamptz NOT NULL
+);
+CREATE INDEX uagent_heard_by_age ON uagent_heard (heard_at);
+
 -- What each collaboration last asked each of its uAgents (the seq of its last message then), so a
 -- runner that resumes after a restart waits for the reply already on its way instead of
 -- asking again; and the replies that arrived while no runner held the collaboration, kept

@@ -74,8 +74,6 @@ pub struct Remote {
     /// Who Skein speaks to uAgents as, and how it finds them.
     pub identities: Identities,
     pub uagents: UagentSettings,
-    /// Chat messages already taken from uAgents, so that a replay is not taken again.
-    pub heard: std::sync::Arc<crate::uagents::Heard>,
     /// When each collaboration's identity was last registered with the Almanac.
     pub registered: std::sync::Arc<uagent::Registered>,
 }
@@ -97,7 +95,6 @@ impl Remote {
             tasks: tasks.group(),
             identities,
             uagents,
-            heard: std::sync::Arc::default(),
             registered: std::sync::Arc::default(),
         }
     }

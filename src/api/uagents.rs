@@ -91,15 +91,25 @@ async fn take(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
         Err(response) => return response,
     };
     let collaboration_id = collaboration.id;
-    let remote = state.engine.remote();
     match envelope.schema_digest.as_str() {
         uagents::CHAT_MESSAGE => {
             let Ok(message) = envelope.message::<ChatMessage>() else {
                 return refused(StatusCode::BAD_REQUEST, "the payload is not a ChatMessage");
             };
-            if !remote.heard.first_time(message.msg_id) {
-                tracing::debug!(msg_id = %message.msg_id, "a chat message heard before; ignored");
-                return accepted();
+            // A replay is taken once, whichever server it reaches.
+            match state.store.hear_uagent_message(message.msg_id).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!(msg_id = %message.msg_id, "a chat message heard before; ignored");
+                    return accepted();
+                }
+                Err(error) => {
+                    tracing::error!(
+                        error = format!("{error:#}"),
+                        "noting a uAgent's message failed"
+                    );
+                    return refused(StatusCode::SERVICE_UNAVAILABLE, "try again later");
+                }
             }
             acknowledge(
                 state,

@@ -330,6 +330,11 @@ pub trait Store: Send + Sync + 'static {
         collaboration_id: Uuid,
         agent_id: Uuid,
     ) -> StoreResult<Option<(i64, DateTime<Utc>)>>;
+    /// Whether the chat message `msg_id` from a uAgent is heard for the first time; it is
+    /// remembered from now on (until [`Store::purge_uagent_heard`]).
+    async fn hear_uagent_message(&self, msg_id: Uuid) -> StoreResult<bool>;
+    /// Forgets the chat messages heard before `before`.
+    async fn purge_uagent_heard(&self, before: DateTime<Utc>) -> StoreResult<u64>;
     /// Keeps a uAgent's reply that no runner could take, for the runner that resumes the
     /// collaboration; at most [`KEPT_UAGENT_REPLIES`] per agent, and each `msg_id` once.
     /// Whether it was kept.

@@ -1180,6 +1180,26 @@ where
         .await?)
     }
 
+    async fn hear_uagent_message(&self, msg_id: Uuid) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO uagent_heard (msg_id, heard_at) VALUES ($1, $2) \
+             ON CONFLICT (msg_id) DO NOTHING",
+        )
+        .bind(id::<D>(msg_id))
+        .bind(crate::domain::now())
+        .execute(&self.writes)
+        .await?;
+        Ok(D::rows_affected(&done) == 1)
+    }
+
+    async fn purge_uagent_heard(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM uagent_heard WHERE heard_at < $1")
+            .bind(before)
+            .execute(&self.writes)
+            .await?;
+        Ok(D::rows_affected(&done))
+    }
+
     async fn keep_uagent_reply(
         &self,
         collaboration_id: Uuid,

@@ -188,7 +188,7 @@ async fn forged_misaddressed_and_replayed_envelopes_change_nothing() {
     let Some(peer) = peer(&app, "silent", seed).await else {
         return;
     };
-    let created = soup_or_salad(&app, &peer, 2).await;
+    let created = soup_or_salad(&app, &peer, 4).await;
     // The agent was asked, and keeps quiet: the test answers in its name, with its key.
     let asked = wait_for(|| async { peer.heard().first().cloned() }).await;
     let skein: skein::domain::AgentAddress =
@@ -252,12 +252,36 @@ async fn forged_misaddressed_and_replayed_envelopes_change_nothing() {
 
     let (status, body) = send(envelope.clone()).await;
     assert_eq!((status, body), (StatusCode::OK, json!({})));
+    // Chef's next turn: the same envelope again is not its answer, a new one is.
+    wait_for(|| async {
+        let asked = peer
+            .heard()
+            .iter()
+            .filter(|h| h["text"].is_string())
+            .count();
+        (asked == 2).then_some(())
+    })
+    .await;
     let (status, _) = send(envelope).await;
     assert_eq!(status, StatusCode::OK, "a replay is answered, and ignored");
+    let now = chrono::Utc::now();
+    let (status, _) = send(Envelope::signed(
+        &key,
+        &skein,
+        session,
+        uagents::CHAT_MESSAGE,
+        &ChatMessage::text("Soup after all.", now),
+        now,
+    ))
+    .await;
+    assert_eq!(status, StatusCode::OK);
     let done = app.wait_until_summarized(&id(&created)).await;
     assert_eq!(done["status"], "completed", "{done}");
     let stored = stored_messages(&app, &created).await;
-    assert_eq!(said_by(&stored, "Chef"), ["Salad, please."]);
+    assert_eq!(
+        said_by(&stored, "Chef"),
+        ["Salad, please.", "Soup after all."]
+    );
 }
 
 fn base64_of(value: &Value) -> String {

@@ -744,3 +744,19 @@ async fn an_event_that_is_not_a_message_is_appended_under_the_lease_while_runnin
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_uagent_message_is_heard_once_until_it_is_forgotten() {
+    each_store(|store| async move {
+        let msg_id = Uuid::new_v4();
+        assert!(store.hear_uagent_message(msg_id).await.unwrap());
+        assert!(
+            !store.hear_uagent_message(msg_id).await.unwrap(),
+            "a replay"
+        );
+        assert_eq!(store.purge_uagent_heard(later(-60)).await.unwrap(), 0);
+        assert_eq!(store.purge_uagent_heard(later(60)).await.unwrap(), 1);
+        assert!(store.hear_uagent_message(msg_id).await.unwrap());
+    })
+    .await;
+}

@@ -70,6 +70,7 @@ async fn the_search_path_in_the_url_decides_where_the_tables_go() {
             "events",
             "idempotency_keys",
             "uagent_asks",
+            "uagent_heard",
             "uagent_identities",
             "uagent_replies",
             "webhook_deliveries",
