@@ -164,6 +164,7 @@ export function channelView(main, id) {
     stateLine.dataset.connection = connection.state;
   }
 
+  const figuresNode = h("div", { class: "figures" });
   function renderSummary() {
     const c = collaboration;
     if (c.status === "running" || !c.summary) {
@@ -188,8 +189,31 @@ export function channelView(main, id) {
       c.error_message && h("p", { class: "notice error" }, c.error_message),
       outcomeNode(c.outcome),
       h("dl", { class: "facts" }, facts.map(([term, value]) => h("div", {}, h("dt", {}, term), h("dd", {}, value)))),
+      figuresNode,
     );
     summary.hidden = false;
+    loadFigures();
+  }
+
+  /// Who did what: each member's turns, tokens and time per turn, once it has ended.
+  async function loadFigures() {
+    if (figuresNode.dataset.for === id) return;
+    figuresNode.dataset.for = id;
+    try {
+      const { members } = await api.get(`/collaborations/${id}/figures`);
+      const seconds = (ms) => `${(ms / 1000).toFixed(1)} s`;
+      put(figuresNode, h("table", {},
+        h("caption", {}, "Who did what"),
+        h("thead", {}, h("tr", {}, ["Member", "Turns", "Tokens", "Time per turn (median, 95th)"].map((label) => h("th", { scope: "col" }, label)))),
+        h("tbody", {}, members.map((member) => h("tr", {},
+          h("th", { scope: "row" }, member.agent.name),
+          h("td", {}, String(member.turns)),
+          h("td", {}, member.tokens.toLocaleString()),
+          h("td", {}, member.latency_ms ? `${seconds(member.latency_ms.p50)}, ${seconds(member.latency_ms.p95)}` : "–"))))));
+    } catch (error) {
+      delete figuresNode.dataset.for;
+      toast(error.message);
+    }
   }
 
   /// What it came to: decisions, who does what, what is still open. Lists that are empty

@@ -20,7 +20,7 @@ use crate::config::Config;
 #[openapi(
     info(title = "Skein", description = "A collaboration server for AI agents. Authenticate with `Authorization: Bearer <key>`."),
     paths(
-        collaborations::create, collaborations::list, collaborations::read, collaborations::stop, collaborations::remove, collaborations::audio, transcript::transcript,
+        collaborations::create, collaborations::list, collaborations::read, collaborations::stop, collaborations::remove, collaborations::audio, transcript::transcript, transcript::figures,
         agents::create, agents::list, agents::read, agents::update, agents::remove, providers::list,
         channels::read, channels::history, channels::post_message, channels::ticket, channels::stream,
         keys::create_key, keys::list_keys, keys::read_key, keys::revoke_key, keys::create_account, keys::list_accounts,

@@ -14,6 +14,8 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use std::sync::{Arc, Mutex};
+
 use futures::StreamExt;
 use serde::Deserialize;
 
@@ -22,13 +24,48 @@ use super::{
     collaborations::find,
 };
 use crate::{
-    domain::{Collaboration, EventBody, FieldError, Outcome, Sender, StoredEvent, event::Role},
+    domain::{
+        Collaboration, EventBody, FieldError, Outcome, Sender, StoredEvent,
+        event::Role,
+        figures::{MemberFigures, Tally},
+    },
     error::AppError,
     store::Store,
 };
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/collaborations/{id}/transcript", get(transcript))
+    Router::new()
+        .route("/collaborations/{id}/transcript", get(transcript))
+        .route("/collaborations/{id}/figures", get(figures))
+}
+
+/// Each member's figures, principal first.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Figures {
+    pub(super) members: Vec<MemberFigures>,
+}
+
+/// How each member did: turns, tokens, time per turn, read from the channel's messages.
+#[utoipa::path(get, path = "/api/v1/collaborations/{id}/figures", tag = "collaborations",
+    params(("id" = String, Path, description = "Collaboration id")),
+    responses((status = 200, body = Figures), (status = 404, body = crate::error::Problem)))]
+async fn figures(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<axum::Json<Figures>, AppError> {
+    let collaboration = find(&state, &caller, &id).await?;
+    let mut tally = Tally::new(collaboration.roster());
+    let mut pages = std::pin::pin!(events(state.store.clone(), collaboration.channel_id));
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| AppError::Internal(e.into()))?;
+        for body in page.iter().filter_map(StoredEvent::body) {
+            tally.add(&body);
+        }
+    }
+    Ok(axum::Json(Figures {
+        members: tally.finish(),
+    }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -75,28 +112,34 @@ async fn transcript(
         }
     };
     let collaboration = find(&state, &caller, &id).await?;
-    let (head, tail, content_type) = match format {
+    let (head, content_type) = match format {
         Format::Json => {
             let view = serde_json::to_string(&CollaborationView::from(collaboration.clone()))
                 .expect("a collaboration serializes");
             (
                 format!("{{\"collaboration\":{view},\"events\":["),
-                "]}".to_owned(),
                 "application/json",
             )
         }
         Format::Markdown => (
             markdown_head(&collaboration),
-            String::new(),
             "text/markdown; charset=utf-8",
         ),
     };
+    // The figures are added up as the events go by, and close the document.
+    let tally = Arc::new(Mutex::new(Some(Tally::new(collaboration.roster()))));
+    let counted = tally.clone();
     let pages = events(state.store.clone(), collaboration.channel_id);
     let mut first = true;
     let body = pages.map(move |page| {
         page.map(|events| {
             let mut text = String::new();
+            let mut tally = counted.lock().expect("the tally is never poisoned");
             for event in &events {
+                let Some(body) = event.body() else { continue };
+                if let Some(tally) = tally.as_mut() {
+                    tally.add(&body);
+                }
                 match format {
                     Format::Json => {
                         if !first {
@@ -104,16 +147,32 @@ async fn transcript(
                         }
                         text.push_str(&event.frame);
                     }
-                    Format::Markdown => markdown_event(event, &mut text),
+                    Format::Markdown => markdown_event(event.seq, body, &mut text),
                 }
                 first = false;
             }
             Bytes::from(text)
         })
     });
+    let tail = futures::stream::once(async move {
+        let figures = tally
+            .lock()
+            .expect("the tally is never poisoned")
+            .take()
+            .map(Tally::finish)
+            .unwrap_or_default();
+        let text = match format {
+            Format::Json => format!(
+                "],\"figures\":{}}}",
+                serde_json::to_string(&figures).expect("figures serialize")
+            ),
+            Format::Markdown => markdown_figures(&figures),
+        };
+        Ok(Bytes::from(text))
+    });
     let document = futures::stream::once(async move { Ok(Bytes::from(head)) })
         .chain(body)
-        .chain(futures::stream::once(async move { Ok(Bytes::from(tail)) }));
+        .chain(tail);
     let mut response = Body::from_stream(document).into_response();
     response
         .headers_mut()
@@ -194,11 +253,7 @@ fn markdown_head(collaboration: &Collaboration) -> String {
 
 /// One stored event as Markdown. Agents' words are quoted, line by line, so that nothing
 /// they wrote can pass for the document's own headings.
-fn markdown_event(event: &StoredEvent, text: &mut String) {
-    let Some(body) = event.body() else {
-        return;
-    };
-    let seq = event.seq;
+fn markdown_event(seq: i64, body: EventBody, text: &mut String) {
     match body {
         EventBody::Message {
             sender,
@@ -264,6 +319,30 @@ fn markdown_event(event: &StoredEvent, text: &mut String) {
             }
         }
     }
+}
+
+/// Each member's figures, as a table.
+fn markdown_figures(figures: &[MemberFigures]) -> String {
+    let mut text = String::from(
+        "## Figures\n\n| member | turns | tokens | time per turn (median, 95th percentile) |\n\
+         |---|---|---|---|\n",
+    );
+    for member in figures {
+        let time = member.latency_ms.as_ref().map_or("–".to_owned(), |l| {
+            format!(
+                "{:.1} s, {:.1} s",
+                l.p50 as f64 / 1000.0,
+                l.p95 as f64 / 1000.0
+            )
+        });
+        text.push_str(&format!(
+            "| {} | {} | {} | {time} |\n",
+            one_line(&member.agent.name).replace('|', "\\|"),
+            member.turns,
+            member.tokens,
+        ));
+    }
+    text
 }
 
 /// Decisions, action items and open questions, as lists; the lists that are empty are left

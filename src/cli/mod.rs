@@ -175,6 +175,10 @@ pub enum CollabCommand {
     Watch {
         id: String,
     },
+    /// Each member's turns, tokens and time per turn.
+    Figures {
+        id: String,
+    },
     /// The whole record: objective, roster, every event, the summary. Markdown by default,
     /// for people; `--format json` for programs.
     Transcript {
@@ -336,6 +340,10 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> Result<(), C
                 output::done(json, &format!("Deleted collaboration {id}."));
             }
             CollabCommand::Watch { id } => watch::follow(client, &id, json).await?,
+            CollabCommand::Figures { id } => show(
+                client.get(&format!("/collaborations/{id}/figures")).await?,
+                output::figures,
+            ),
             CollabCommand::Transcript { id, format } => {
                 client
                     .copy_to_stdout(&format!("/collaborations/{id}/transcript?format={format}"))

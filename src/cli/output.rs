@@ -181,6 +181,39 @@ pub(super) fn collaborations(page: &Value) {
     page_line(page);
 }
 
+/// Each member's figures, a row each.
+pub(super) fn figures(figures: &Value) {
+    let seconds = |ms: &Value| {
+        ms.as_u64().map_or("–".to_owned(), |ms| {
+            format!("{:.1} s", ms as f64 / 1000.0)
+        })
+    };
+    let rows = figures["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            vec![
+                text(&m["agent"]["name"]),
+                m["turns"].to_string(),
+                m["tokens"].to_string(),
+                seconds(&m["latency_ms"]["p50"]),
+                seconds(&m["latency_ms"]["p95"]),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "MEMBER",
+            "TURNS",
+            "TOKENS",
+            "MEDIAN TURN",
+            "95TH PERCENTILE",
+        ],
+        rows,
+    );
+}
+
 pub(super) fn key(key: &Value) {
     fields(key, &["id", "name", "key_prefix", "scopes", "created_at"]);
     if let Some(secret) = key["key"].as_str() {

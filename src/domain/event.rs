@@ -38,6 +38,13 @@ pub enum EventBody {
         role: Role,
         content: String,
         created_at: DateTime<Utc>,
+        /// Model tokens the turn cost (the speaker's own calls).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        tokens: u64,
+        /// How long the turn took, from the speaker being given it to its message: absent
+        /// for a person's interjection, which was no one's turn.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ms: Option<u64>,
     },
     Status {
         status: CollaborationStatus,
@@ -65,6 +72,10 @@ pub enum EventBody {
         outcome: Option<super::Outcome>,
         created_at: DateTime<Utc>,
     },
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl EventBody {

@@ -72,6 +72,11 @@ struct Turn {
     tokens: u64,
 }
 
+/// Milliseconds since `started`, for a message's `ms`.
+fn ms_since(started: Instant) -> Option<u64> {
+    Some(started.elapsed().as_millis().try_into().unwrap_or(u64::MAX))
+}
+
 /// How waiting on a phase of the loop ended.
 enum Wake<T> {
     Done(T),
@@ -363,6 +368,7 @@ async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Cont
         let sender = state.roster[choice.index].clone();
         let turn_id = Uuid::now_v7();
         announce(crew, state, turn_id, &sender);
+        let started = Instant::now();
         let kind = state.agents.get(&sender.id).map(|agent| agent.spec.kind());
         let wake = if let Some(kind @ (AgentKind::Human | AgentKind::Uagent)) = kind {
             // Their time to answer starts when they are told it is their turn, and the
@@ -372,7 +378,7 @@ async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Cont
             driver.last_activity = Instant::now();
             let phase = Phase {
                 timed: true,
-                awaiting: Some((&sender, turn_id)),
+                awaiting: Some((&sender, turn_id, started)),
             };
             let theirs: Pin<Box<dyn Future<Output = Result<Turn, String>> + Send + '_>> =
                 if kind == AgentKind::Uagent {
@@ -390,7 +396,7 @@ async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Cont
         crew.hub.end_turn(state.collaboration.channel_id, turn_id);
         match wake {
             Wake::Done(Ok(turn)) => {
-                if !record(crew, state, turn).await {
+                if !record(crew, state, turn, ms_since(started)).await {
                     return Exit::Halted;
                 }
             }
@@ -429,7 +435,7 @@ struct Phase<'a> {
     /// silence).
     timed: bool,
     /// The person whose turn it is, and the turn's id: their post is the phase's end.
-    awaiting: Option<(&'a Sender, Uuid)>,
+    awaiting: Option<(&'a Sender, Uuid, Instant)>,
 }
 
 impl Phase<'_> {
@@ -500,13 +506,13 @@ impl Driver<'_> {
             }
             let due = phase
                 .awaiting
-                .filter(|(due, _)| due.id == post.sender.id)
-                .map(|(_, turn_id)| turn_id);
+                .filter(|(due, ..)| due.id == post.sender.id)
+                .map(|(_, turn_id, started)| (turn_id, started));
             // Only people interject: an agent speaks on its turn.
             let person = post.sender.kind == AgentKind::Human;
-            let turn_id = match due {
+            let turn = match due {
                 Some(_) if post.failure => return Wake::Failed(post.content),
-                Some(turn_id) => Some(turn_id),
+                Some(turn) => Some(turn),
                 None if collaboration.allow_interjections && person && !post.failure => None,
                 None => {
                     let _ = post.reply.send(Err(PostRefusal::NotYourTurn));
@@ -517,11 +523,11 @@ impl Driver<'_> {
             let stored = store_message(
                 self.crew,
                 state,
-                turn_id.unwrap_or_else(Uuid::now_v7),
+                turn.map_or_else(Uuid::now_v7, |(turn_id, _)| turn_id),
                 post.sender,
                 role,
                 post.content,
-                0,
+                (0, turn.and_then(|(_, started)| ms_since(started))),
             )
             .await;
             let Some((event, line)) = stored else {
@@ -530,7 +536,7 @@ impl Driver<'_> {
             };
             let _ = post.reply.send(Ok(event));
             self.last_activity = Instant::now();
-            if turn_id.is_some() {
+            if turn.is_some() {
                 return Wake::Spoke(line);
             }
             self.posted.push(line);
@@ -760,7 +766,7 @@ pub(crate) fn within_limit(content: String, max_chars: usize) -> String {
 }
 
 /// Stores an agent's turn, then publishes it. False if the store would not take it.
-async fn record(crew: &Crew, state: &mut State, turn: Turn) -> bool {
+async fn record(crew: &Crew, state: &mut State, turn: Turn, ms: Option<u64>) -> bool {
     let stored = store_message(
         crew,
         state,
@@ -768,7 +774,7 @@ async fn record(crew: &Crew, state: &mut State, turn: Turn) -> bool {
         turn.sender,
         Role::Agent,
         turn.content,
-        turn.tokens,
+        (turn.tokens, ms),
     )
     .await;
     let Some((_, line)) = stored else {
@@ -789,7 +795,7 @@ async fn store_message(
     sender: Sender,
     role: Role,
     content: String,
-    tokens: u64,
+    (tokens, ms): (u64, Option<u64>),
 ) -> Option<(StoredEvent, Line)> {
     let body = EventBody::Message {
         id: Uuid::now_v7(),
@@ -798,6 +804,8 @@ async fn store_message(
         role,
         content: content.clone(),
         created_at: crate::domain::now(),
+        tokens,
+        ms,
     };
     let lease = &state.lease;
     let event = persist("message", || {

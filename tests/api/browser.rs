@@ -227,6 +227,25 @@ async fn a_collaboration_created_in_the_form_streams_live_and_ends_with_its_summ
     ] {
         assert!(outcome.contains(part), "{part:?} in {outcome:?}");
     }
+    // Who did what, a row per member.
+    let rows = page
+        .wait_until(
+            "(() => { const rows = [...document.querySelectorAll('.summary .figures tbody tr')];
+                      return rows.length ? rows.map(r => [...r.children].map(c => c.textContent)) : null; })()",
+            "the figures show",
+        )
+        .await;
+    let rows: Vec<Vec<String>> = serde_json::from_value(rows).unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!((rows[0][0].as_str(), rows[0][1].as_str()), ("Planner", "2"));
+    assert_eq!(
+        (
+            rows[1][0].as_str(),
+            rows[1][1].as_str(),
+            rows[1][2].as_str()
+        ),
+        ("Scout", "2", "0")
+    );
     every_seq_once(&page, &app, created).await;
     // Each time the judge ruled, the channel says so, with its reason.
     let verdicts = history.iter().filter(|e| e["type"] == "verdict").count();

@@ -430,6 +430,19 @@ async fn a_transcript_prints_as_markdown_or_as_json() {
     assert!(json.ok, "{}", json.stderr);
     let document: Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(document["collaboration"]["id"], created["id"]);
+    let figures = run(skein(&app), &["collab", "figures", &id(&created)]).await;
+    assert!(figures.ok, "{}", figures.stderr);
+    let lines: Vec<&str> = figures.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("MEMBER") && lines[0].contains("TOKENS"),
+        "{}",
+        figures.stdout
+    );
+    assert!(
+        lines[1].starts_with("A ") && lines[2].starts_with("B "),
+        "{}",
+        figures.stdout
+    );
     let missing = run(
         skein(&app),
         &[

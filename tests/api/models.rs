@@ -224,6 +224,16 @@ async fn the_judge_ends_the_collaboration_when_the_objective_is_met() {
     );
     assert_eq!(history[4]["verdict_seq"], history[3]["seq"]);
     assert_eq!(history[5]["outcome"], outcome);
+    // What each member's turns cost, message by message and added up.
+    let figures = app
+        .get_json(&format!("/api/v1/collaborations/{}/figures", id(&created)))
+        .await;
+    for (member, message) in figures["members"].as_array().unwrap().iter().zip([0, 2]) {
+        let tokens = history[message]["tokens"].as_u64().unwrap();
+        assert!(tokens > 0, "{}", history[message]);
+        assert_eq!(member["tokens"], tokens, "{member}");
+        assert_eq!(member["turns"], 1);
+    }
 }
 
 #[tokio::test]

@@ -143,3 +143,44 @@ async fn an_unknown_format_is_422_and_another_account_s_collaboration_404() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn figures_count_each_member_s_turns_tokens_and_time_per_turn() {
+    let app = spawn_app().await;
+    // Each scripted turn takes its delay: that is what a turn's time must show.
+    let created = app.scripted_duo(4, 200).await;
+    app.wait_until_summarized(&id(&created)).await;
+    let figures = app
+        .get_json(&format!("/api/v1/collaborations/{}/figures", id(&created)))
+        .await;
+    let members = figures["members"].as_array().unwrap();
+    let names: Vec<&str> = members
+        .iter()
+        .map(|m| m["agent"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["A", "B"]);
+    for member in members {
+        assert_eq!(member["turns"], 2, "{member}");
+        assert_eq!(member["tokens"], 0, "{member}");
+        let p50 = member["latency_ms"]["p50"].as_u64().unwrap();
+        let p95 = member["latency_ms"]["p95"].as_u64().unwrap();
+        assert!((200..2000).contains(&p50) && p50 <= p95, "{member}");
+    }
+    // Each message says what its turn cost and took.
+    let history = app.history(created["channel_id"].as_str().unwrap()).await;
+    assert!(history[0]["ms"].as_u64().unwrap() >= 200, "{}", history[0]);
+    // The transcript ends with the same figures.
+    let document: Value = transcript(&app, &created, "json")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(document["figures"], figures["members"]);
+    let text = transcript(&app, &created, "markdown")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("## Figures\n"), "{text}");
+    assert!(text.contains("\n| A | 2 | 0 | "), "{text}");
+}

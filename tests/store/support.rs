@@ -258,6 +258,8 @@ pub fn message_from(sender: Sender, content: &str) -> EventBody {
         role: Role::Agent,
         content: content.to_owned(),
         created_at: now(),
+        tokens: 0,
+        ms: None,
     }
 }
 
