@@ -522,57 +522,59 @@ async fn an_address_that_keeps_sending_bad_envelopes_is_throttled() {
 
 #[tokio::test]
 async fn a_reply_that_comes_after_a_restart_is_taken_without_asking_again() {
-    let app = spawn_app().await;
-    // The agent thinks for a while: Skein restarts between its question and the answer.
-    let Some(peer) = UagentPeer::start(
-        "echo",
-        "chef-seed-9",
-        &["--skein", &app.url("/submit"), "--delay-ms", "4000"],
-    )
-    .await
+    let Some((app, done, peer)) = restarted_while_the_agent_thinks("chef-seed-9", |_, _| {}).await
     else {
         return;
     };
-    let created = soup_or_salad(&app, &peer, 2).await;
-    wait_for(|| async { peer.heard().first().cloned() }).await;
-    let bound: std::net::SocketAddr = app.url("").trim_start_matches("http://").parse().unwrap();
-    let data = app.shut_down_keeping_data().await;
-    // The same address, so that the agent's answer finds it.
-    let app = crate::support::spawn_app_in_with(data, move |c| c.bind = bound).await;
-    let done = app.wait_until_summarized(&id(&created)).await;
     answered_once(&app, &done, &peer).await;
 }
 
 #[tokio::test]
 async fn a_reply_to_the_address_of_a_secret_key_being_rotated_out_still_counts() {
-    let app = spawn_app().await;
-    let Some(peer) = UagentPeer::start(
-        "echo",
-        "chef-seed-12",
-        &["--skein", &app.url("/submit"), "--delay-ms", "4000"],
-    )
-    .await
+    // The key the server made on first start is rotated out while the agent thinks.
+    let rotated = |config: &mut skein::config::Config, data: &std::path::Path| {
+        let old = std::fs::read_to_string(data.join("secret.key")).unwrap();
+        let new = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
+        };
+        config.secret_key = Some(new.into());
+        config.previous_secret_keys = vec![old.trim().to_owned().into()];
+    };
+    let Some((app, done, peer)) = restarted_while_the_agent_thinks("chef-seed-12", rotated).await
     else {
         return;
     };
+    answered_once(&app, &done, &peer).await;
+}
+
+/// A planner asks a uAgent that thinks for four seconds, and Skein restarts meanwhile on the
+/// same address (so the answer finds it), its configuration changed by `adjust` (given the
+/// data directory). The server after the restart, the collaboration once summarized, the
+/// agent.
+async fn restarted_while_the_agent_thinks(
+    seed: &str,
+    adjust: impl FnOnce(&mut skein::config::Config, &std::path::Path) + Send + 'static,
+) -> Option<(crate::support::TestApp, Value, UagentPeer)> {
+    let app = spawn_app().await;
+    let peer = UagentPeer::start(
+        "echo",
+        seed,
+        &["--skein", &app.url("/submit"), "--delay-ms", "4000"],
+    )
+    .await?;
     let created = soup_or_salad(&app, &peer, 2).await;
     wait_for(|| async { peer.heard().first().cloned() }).await;
     let bound: std::net::SocketAddr = app.url("").trim_start_matches("http://").parse().unwrap();
     let data = app.shut_down_keeping_data().await;
-    // The key the server made on first start is rotated out while the agent thinks.
-    let old = std::fs::read_to_string(data.path().join("secret.key")).unwrap();
-    let new = {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
-    };
-    let app = crate::support::spawn_app_in_with(data, move |c| {
-        c.bind = bound;
-        c.secret_key = Some(new.into());
-        c.previous_secret_keys = vec![old.trim().to_owned().into()];
+    let dir = data.path().to_path_buf();
+    let app = crate::support::spawn_app_in_with(data, move |config| {
+        config.bind = bound;
+        adjust(config, &dir);
     })
     .await;
     let done = app.wait_until_summarized(&id(&created)).await;
-    answered_once(&app, &done, &peer).await;
+    Some((app, done, peer))
 }
 
 /// The collaboration completed with the agent's one answer, and the agent was asked once.
