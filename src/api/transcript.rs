@@ -92,7 +92,7 @@ enum Format {
 
 #[utoipa::path(get, path = "/api/v1/collaborations/{id}/transcript", tag = "collaborations",
     params(("id" = String, Path, description = "Collaboration id"), TranscriptParams),
-    responses((status = 200, description = "`json`: `{collaboration, events}`, the events exactly as the stream sends them; `markdown`: a document for people",
+    responses((status = 200, description = "`json`: `{collaboration, events, figures}`, the events exactly as the stream sends them; `markdown`: a document for people",
                content(("application/json"), ("text/markdown"))),
               (status = 404, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 async fn transcript(
@@ -136,18 +136,20 @@ async fn transcript(
             let mut text = String::new();
             let mut tally = counted.lock().expect("the tally is never poisoned");
             for event in &events {
-                let Some(body) = event.body() else { continue };
-                if let Some(tally) = tally.as_mut() {
-                    tally.add(&body);
+                let body = event.body();
+                if let (Some(tally), Some(body)) = (tally.as_mut(), &body) {
+                    tally.add(body);
                 }
-                match format {
-                    Format::Json => {
+                match (format, body) {
+                    (Format::Json, _) => {
+                        // Every frame as stored, whether or not this server reads its type.
                         if !first {
                             text.push(',');
                         }
                         text.push_str(&event.frame);
                     }
-                    Format::Markdown => markdown_event(event.seq, body, &mut text),
+                    (Format::Markdown, Some(body)) => markdown_event(event.seq, body, &mut text),
+                    (Format::Markdown, None) => {}
                 }
                 first = false;
             }
