@@ -300,6 +300,12 @@ async fn housekeeping(
                 "purging heard uAgent messages failed"
             );
         }
+        if let Err(error) = store.purge_uagent_registrations(now).await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "purging uAgent registrations failed"
+            );
+        }
         let settled = now - chrono::Duration::days(WEBHOOK_RETENTION_DAYS);
         if let Err(error) = store.purge_webhook_deliveries(settled).await {
             tracing::warn!(

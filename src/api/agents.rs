@@ -320,11 +320,27 @@ async fn uagent_endpoint(
     let endpoint = endpoint
         .map(|u| u.trim().to_owned())
         .filter(|u| !u.is_empty());
-    let Some(endpoint) = endpoint else {
-        if state.config.uagents.almanac_url.is_none() {
+    // Without one, where the agent registered with this server, if it did.
+    let registered = match (&endpoint, address) {
+        (None, Some(address)) => state
+            .store
+            .registered_uagent(address.as_str(), crate::domain::now())
+            .await
+            .unwrap_or_else(|error| {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "reading a uAgent registration failed"
+                );
+                None
+            }),
+        _ => None,
+    };
+    let Some(endpoint) = endpoint.or(registered) else {
+        if state.config.uagents.almanac_url.is_none() && address.is_some() {
             errors.push(FieldError::new(
                 "endpoint",
-                "is required for a uagent unless the server has an Almanac (SKEIN_ALMANAC_URL)",
+                "is required for a uagent unless it registered with this server \
+                 (agentverse=<this server>) or the server has an Almanac (SKEIN_ALMANAC_URL)",
             ));
         }
         return None;

@@ -306,8 +306,8 @@ async fn lookup(State(state): State<AppState>, Path(address): Path<String>) -> R
 }
 
 /// An agent's registration (`POST /v1/almanac/agents`), signed by the agent. Skein checks
-/// the signature and answers; it does not keep it (a uAgent's endpoint is its agent's
-/// setting).
+/// the signature and keeps where the agent says it is for a few hours, so that it can be
+/// added by its address alone (see `api::agents`).
 #[derive(Debug, Deserialize)]
 struct Attestation {
     #[serde(alias = "agent_address")]
@@ -317,7 +317,7 @@ struct Attestation {
     rest: serde_json::Map<String, serde_json::Value>,
 }
 
-async fn register(body: Bytes) -> Response {
+async fn register(State(state): State<AppState>, body: Bytes) -> Response {
     let Ok(attestation) = serde_json::from_slice::<Attestation>(&body) else {
         return refused(StatusCode::BAD_REQUEST, "not an agent registration");
     };
@@ -332,14 +332,44 @@ async fn register(body: Bytes) -> Response {
         "agent_identifier".into(),
         attestation.agent_identifier.into(),
     );
-    match uagents::verify_attestation(&address, &signed, &attestation.signature) {
-        Ok(()) => {
-            tracing::debug!(address, "a uAgent registered");
-            accepted()
-        }
-        Err(error) => refused(StatusCode::BAD_REQUEST, error),
+    if let Err(error) = uagents::verify_attestation(&address, &signed, &attestation.signature) {
+        return refused(StatusCode::BAD_REQUEST, error);
     }
+    // Where it says it is: its heaviest endpoint, if it reads as an HTTP URL.
+    let endpoint = signed
+        .get("endpoints")
+        .and_then(|endpoints| endpoints.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| Some((e["url"].as_str()?, e["weight"].as_i64().unwrap_or(0))))
+        .filter(|(url, _)| {
+            url.len() <= 2048 && (url.starts_with("http://") || url.starts_with("https://"))
+        })
+        .max_by_key(|(_, weight)| *weight)
+        .map(|(url, _)| url.to_owned());
+    if let Some(endpoint) = endpoint {
+        let until = Utc::now() + chrono::Duration::hours(REGISTRATION_HOURS);
+        match state
+            .store
+            .register_uagent(&address, &endpoint, until)
+            .await
+        {
+            Ok(true) => tracing::debug!(address, endpoint, "a uAgent registered"),
+            Ok(false) => tracing::warn!(address, "a uAgent registration was not kept: too many"),
+            Err(error) => {
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    "keeping a uAgent registration failed"
+                );
+                return refused(StatusCode::SERVICE_UNAVAILABLE, "try again later");
+            }
+        }
+    }
+    accepted()
 }
+
+/// How long a registration holds: uAgents register again every hour.
+const REGISTRATION_HOURS: i64 = 3;
 
 /// An agent saying it is active: taken, and nothing kept.
 async fn status() -> Response {

@@ -64,6 +64,10 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// The most bytes of frames one page of events holds (see [`Store::read_events`]).
 pub const PAGE_BYTES: i64 = 1 << 20;
 
+/// The most uAgent registrations kept at once: anyone with a key may register, so the
+/// table is bounded; agents re-register every hour, so lapsed ones make room.
+pub const MAX_UAGENT_REGISTRATIONS: i64 = 10_000;
+
 /// The most replies kept from one uAgent while no runner holds its collaboration.
 pub const KEPT_UAGENT_REPLIES: i64 = 8;
 
@@ -330,6 +334,22 @@ pub trait Store: Send + Sync + 'static {
         collaboration_id: Uuid,
         agent_id: Uuid,
     ) -> StoreResult<Option<(i64, DateTime<Utc>)>>;
+    /// Keeps where the uAgent at `address` says it is, until `expires_at`; a registration
+    /// again replaces it. False when [`MAX_UAGENT_REGISTRATIONS`] others are kept already.
+    async fn register_uagent(
+        &self,
+        address: &str,
+        endpoint: &str,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Where the uAgent at `address` registered, if its registration holds at `now`.
+    async fn registered_uagent(
+        &self,
+        address: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<String>>;
+    /// Forgets the registrations that lapsed before `now`.
+    async fn purge_uagent_registrations(&self, now: DateTime<Utc>) -> StoreResult<u64>;
     /// Whether the chat message `msg_id` from a uAgent is heard for the first time; it is
     /// remembered from now on (until [`Store::purge_uagent_heard`]).
     async fn hear_uagent_message(&self, msg_id: Uuid) -> StoreResult<bool>;

@@ -1180,6 +1180,52 @@ where
         .await?)
     }
 
+    async fn register_uagent(
+        &self,
+        address: &str,
+        endpoint: &str,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO uagent_registrations (address, endpoint, expires_at) \
+             SELECT $1, $2, $3 \
+             WHERE EXISTS (SELECT 1 FROM uagent_registrations WHERE address = $1) \
+                OR (SELECT COUNT(*) FROM uagent_registrations) < $4 \
+             ON CONFLICT (address) DO UPDATE SET endpoint = excluded.endpoint, \
+                expires_at = excluded.expires_at",
+        )
+        .bind(address)
+        .bind(endpoint)
+        .bind(expires_at)
+        .bind(super::MAX_UAGENT_REGISTRATIONS)
+        .execute(&self.writes)
+        .await?;
+        Ok(D::rows_affected(&done) == 1)
+    }
+
+    async fn registered_uagent(
+        &self,
+        address: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<String>> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "SELECT endpoint FROM uagent_registrations WHERE address = $1 AND expires_at > $2",
+        )
+        .bind(address)
+        .bind(now)
+        .fetch_optional(&self.reads)
+        .await?;
+        Ok(row.map(|(endpoint,)| endpoint))
+    }
+
+    async fn purge_uagent_registrations(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM uagent_registrations WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&self.writes)
+            .await?;
+        Ok(D::rows_affected(&done))
+    }
+
     async fn hear_uagent_message(&self, msg_id: Uuid) -> StoreResult<bool> {
         let done = sqlx::query(
             "INSERT INTO uagent_heard (msg_id, heard_at) VALUES ($1, $2) \

@@ -125,7 +125,24 @@ async fn a_uagent_finds_skein_through_skein_s_own_almanac_api() {
     else {
         return;
     };
-    let created = soup_or_salad(&app, &peer, 2).await;
+    // The agent registered with Skein as it started: its address is enough to add it.
+    let chef = wait_for(|| async {
+        let created = app
+            .post(
+                "/api/v1/agents",
+                &json!({"name": "Chef", "kind": "uagent", "address": peer.address}),
+            )
+            .await;
+        (created.status() == StatusCode::CREATED).then_some(created)
+    })
+    .await;
+    let chef: Value = chef.json().await.unwrap();
+    assert_eq!(chef["endpoint"], peer.endpoint.as_str());
+    let created = {
+        let planner = app.scripted("Planner", &["Soup or salad?"], 0).await;
+        app.collaborate(&planner, &chef, json!({"message_cap": 2}))
+            .await
+    };
     let done = app.wait_until_summarized(&id(&created)).await;
     assert_eq!(done["status"], "completed", "{done}");
     let stored = stored_messages(&app, &created).await;

@@ -760,3 +760,40 @@ async fn a_uagent_message_is_heard_once_until_it_is_forgotten() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_uagent_registration_holds_until_it_lapses_and_a_new_one_replaces_it() {
+    each_store(|store| async move {
+        let address = "agent1qregistered";
+        assert_eq!(store.registered_uagent(address, now()).await.unwrap(), None);
+        assert!(
+            store
+                .register_uagent(address, "http://127.0.0.1:8001/submit", later(60))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .register_uagent(address, "http://127.0.0.1:8002/submit", later(60))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store
+                .registered_uagent(address, now())
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("http://127.0.0.1:8002/submit")
+        );
+        assert_eq!(
+            store.registered_uagent(address, later(61)).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.purge_uagent_registrations(later(61)).await.unwrap(),
+            1
+        );
+    })
+    .await;
+}

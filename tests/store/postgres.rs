@@ -72,6 +72,7 @@ async fn the_search_path_in_the_url_decides_where_the_tables_go() {
             "uagent_asks",
             "uagent_heard",
             "uagent_identities",
+            "uagent_registrations",
             "uagent_replies",
             "webhook_deliveries",
             "webhook_settings",
