@@ -4,6 +4,20 @@ import { allAgents, api, query } from "./api.js";
 import { address, clearErrors, failure, field, h, kindBadge, put, showErrors, STATUS_LABELS, statusBadge, time } from "./ui.js";
 
 const PAGE_SIZE = 20;
+
+/// The first-run demo: scripted agents, so it runs without any model.
+const DEMO_AGENTS = [
+  { name: "Demo Planner", description: "Frames the evening and decides.", replies: [
+    "Friday night for four: dinner, then something with music. @Demo Scout, ideas?",
+    "Tapas at seven, then the jazz bar at nine. @Demo Critic, anything wrong with that?",
+    "Booked: tapas at seven, jazz at nine. I'll send everyone the addresses."] },
+  { name: "Demo Scout", description: "Knows the neighbourhood.", replies: [
+    "Tapas on Main Street takes groups, and the jazz bar next door starts at nine.",
+    "The tapas place has a table for four at seven; I held it."] },
+  { name: "Demo Critic", description: "Finds the catch.", replies: [
+    "Jazz on a Friday fills up fast: book both now.",
+    "The jazz bar is loud; ask for the booth at the back and it is fine."] },
+];
 /// How often the list asks again while it is on screen, so statuses change live.
 const REFRESH_MS = 3000;
 
@@ -60,7 +74,8 @@ export function listView(main, params) {
     if (items.length === 0) {
       const filtered = filters.status || filters.agent;
       put(list, h("li", { class: "empty" }, filtered ? "No collaboration matches these filters." : "No collaborations yet. ",
-        !filtered && h("a", { href: "#/new" }, "Start one.")));
+        !filtered && [h("a", { href: "#/new" }, "Start one"), ", or watch three scripted agents plan an evening (no model needed): ",
+          h("button", { type: "button", class: "demo", onclick: (event) => startDemo(event.currentTarget) }, "Watch a demo")]));
     } else {
       list.replaceChildren(...items.map(row));
     }
@@ -71,6 +86,28 @@ export function listView(main, params) {
       h("button", { type: "button", disabled: !meta.has_next, onclick: () => setFilters({ page: meta.page + 1 }) }, "Next →"),
     );
     if (focused) document.querySelector(`[data-key="${CSS.escape(focused)}"]`)?.focus();
+  }
+
+  /// Makes the demo's agents (once: they are found again by name) and starts their
+  /// collaboration, then opens its channel.
+  async function startDemo(button) {
+    button.disabled = true;
+    try {
+      const existing = await allAgents();
+      const ids = [];
+      for (const agent of DEMO_AGENTS) {
+        const found = existing.find((a) => a.name === agent.name && a.kind === "scripted");
+        ids.push((found || await api.post("/agents", { ...agent, kind: "scripted", delay_ms: 900 })).id);
+      }
+      const created = await api.post("/collaborations", {
+        principal: ids[0], participants: ids.slice(1), objective: "Plan a night out with my friends",
+        message_cap: 7, timeout_window: 60, strategy: "round_robin",
+      });
+      location.hash = `#/c/${created.id}`;
+    } catch (error) {
+      button.disabled = false;
+      list.append(h("li", {}, failure(error)));
+    }
   }
 
   load();

@@ -969,3 +969,36 @@ async fn a_sign_in_link_with_another_key_asks_before_it_switches() {
     .await;
     assert!(browser.errors().is_empty(), "{:?}", browser.errors());
 }
+
+#[tokio::test]
+async fn a_newcomer_starts_the_demo_from_the_empty_list_and_watches_agents_at_work() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let page = signed_in(&browser, &app).await;
+    page.wait_until(
+        "document.querySelector('.collabs .empty button.demo')",
+        "the empty list offers the demo",
+    )
+    .await;
+    page.click(".collabs .empty button.demo").await;
+    page.wait_until(
+        "location.hash.startsWith('#/c/')",
+        "the demo's channel opens",
+    )
+    .await;
+    page.wait_until(
+        "document.querySelectorAll('.transcript .message[data-seq]').length >= 2",
+        "agents are at work",
+    )
+    .await;
+    page.screenshot("demo").await;
+    let list = app.get_json("/api/v1/collaborations").await;
+    assert_eq!(list["meta"]["total"], 1);
+    let demo = &list["items"][0];
+    assert_eq!(demo["principal"]["name"], "Demo Planner");
+    assert_eq!(demo["participants"].as_array().unwrap().len(), 2);
+    assert_eq!(app.get_json("/api/v1/agents").await["meta"]["total"], 3);
+    assert_no_page_errors(&browser);
+}
