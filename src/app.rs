@@ -118,6 +118,7 @@ impl App {
                     outbound.clone(),
                     config.remote.clone(),
                     config.uagents.clone(),
+                    config.tools.clone(),
                     identities,
                     &tasks,
                 ),

@@ -19,6 +19,7 @@ pub struct Config {
     pub models: ModelSettings,
     pub remote: RemoteAgentSettings,
     pub uagents: UagentSettings,
+    pub tools: ToolSettings,
     pub webhooks: WebhookDeliverySettings,
     pub limits: Limits,
     pub engine: EngineSettings,
@@ -136,6 +137,35 @@ pub struct RemoteAgentSettings {
     pub poll_interval: Duration,
     /// How long a fetched A2A agent card is used before it is fetched again.
     pub card_ttl: Duration,
+}
+
+/// The bounds on an `llm` agent's tool calls (MCP), each set by an environment variable.
+#[derive(Debug, Clone)]
+pub struct ToolSettings {
+    /// One tool call, from asking to the answer (`SKEIN_TOOL_TIMEOUT_SECS`, 30).
+    pub call_timeout: Duration,
+    /// Reaching a server and listing its tools (`SKEIN_TOOL_CONNECT_SECS`, 15).
+    pub connect_timeout: Duration,
+    /// Rounds of tool calls in one turn (`SKEIN_TOOL_MAX_ROUNDS`, 5); then the model answers
+    /// without tools.
+    pub max_rounds: u32,
+    /// Characters of one result the model sees (`SKEIN_TOOL_RESULT_CHARS`, 8000); more is cut,
+    /// with a note saying so.
+    pub max_result_chars: usize,
+    /// Calls of one round that run at once (`SKEIN_TOOL_CONCURRENCY`, 4).
+    pub concurrency: usize,
+}
+
+impl Default for ToolSettings {
+    fn default() -> Self {
+        Self {
+            call_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(15),
+            max_rounds: 5,
+            max_result_chars: 8000,
+            concurrency: 4,
+        }
+    }
 }
 
 /// How Skein takes part in the uAgents network.
@@ -279,6 +309,7 @@ impl Default for Config {
                 almanac_url: None,
                 public_url: None,
             },
+            tools: ToolSettings::default(),
             webhooks: WebhookDeliverySettings {
                 poll_interval: Duration::from_secs(1),
                 attempt_timeout: Duration::from_secs(10),
@@ -403,6 +434,22 @@ impl Config {
             Ok(())
         };
         let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+        let tools = &mut config.tools;
+        number("SKEIN_TOOL_TIMEOUT_SECS", &mut |v| {
+            tools.call_timeout = Duration::from_secs(v)
+        })?;
+        number("SKEIN_TOOL_CONNECT_SECS", &mut |v| {
+            tools.connect_timeout = Duration::from_secs(v)
+        })?;
+        number("SKEIN_TOOL_MAX_ROUNDS", &mut |v| {
+            tools.max_rounds = clamp(v)
+        })?;
+        number("SKEIN_TOOL_RESULT_CHARS", &mut |v| {
+            tools.max_result_chars = v as usize
+        })?;
+        number("SKEIN_TOOL_CONCURRENCY", &mut |v| {
+            tools.concurrency = v as usize
+        })?;
         let limits = &mut config.limits;
         number("SKEIN_MAX_BODY_BYTES", &mut |v| {
             limits.max_body_bytes = v as usize

@@ -41,6 +41,9 @@ pub enum AppError {
     /// 429: a per-key limit other than the request rate (which answers with its own headers).
     #[error("{0}")]
     TooManyRequests(String),
+    /// 502: a server Skein had to reach for the answer (an agent's tool server) failed.
+    #[error("{0}")]
+    BadGateway(String),
     /// 500: logged with its cause, hidden from the client.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -62,6 +65,7 @@ impl AppError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -82,22 +82,36 @@ pub enum OutboundError {
 #[derive(Clone)]
 pub struct Outbound {
     client: reqwest::Client,
+    /// The same guard without a limit on a whole request: for MCP sessions, whose event
+    /// streams outlive any one call. Each call is bounded by its caller instead.
+    sessions: reqwest::Client,
     allow_private: bool,
 }
 
 impl Outbound {
     pub fn new(allow_private: bool, timeout: Duration) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            // A proxy would resolve names itself, out of the guard's reach.
-            .no_proxy()
-            .timeout(timeout)
-            .dns_resolver(Arc::new(GuardedResolver { allow_private }))
-            .build()?;
+        let guarded = || {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                // A proxy would resolve names itself, out of the guard's reach.
+                .no_proxy()
+                .connect_timeout(timeout)
+                .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+        };
         Ok(Self {
-            client,
+            client: guarded().timeout(timeout).build()?,
+            sessions: guarded().build()?,
             allow_private,
         })
+    }
+
+    /// The guarded client for a long-lived session with a URL that [`Outbound::check`]
+    /// passed: a literal address is refused here, since it never reaches the resolver.
+    pub fn session_client(&self, url: &Url) -> Result<reqwest::Client, OutboundError> {
+        if !self.allow_private && literal_ip(url).is_some_and(forbidden) {
+            return Err(OutboundError::Private);
+        }
+        Ok(self.sessions.clone())
     }
 
     /// Checks a URL as given by a user: http(s), and every address it resolves to allowed.

@@ -65,6 +65,15 @@ fn describe() {
         "skein_model_errors_total",
         "Model calls that failed after their retries, by kind of failure."
     );
+    describe_counter!(
+        "skein_tool_calls_total",
+        "Tool calls made for llm agents, by MCP server, tool and outcome (ok, error, timeout)."
+    );
+    describe_histogram!(
+        "skein_tool_call_seconds",
+        Unit::Seconds,
+        "Time a tool call took, by MCP server and tool."
+    );
     describe_gauge!("skein_websocket_connections", "WebSocket streams open now.");
     describe_counter!("skein_websocket_frames_total", "Frames sent to viewers.");
     describe_counter!(
@@ -123,23 +132,49 @@ pub fn turn(kind: &'static str) {
     counter!("skein_turns_total", "kind" => kind).increment(1);
 }
 
-/// Distinct models that get a series of their own; later ones share `other`. Model names
-/// are free text in agents that tenants create, so they must not grow the series unbounded.
-const MODELS_KEPT: usize = 64;
+/// Distinct models, and distinct tools, that get a series of their own; later ones share
+/// `other`. Model, server and tool names are free text in agents that tenants create, so
+/// they must not grow the series unbounded.
+const LABELS_KEPT: usize = 64;
 
-fn model_label(provider: &str, model: &str) -> String {
-    static SEEN: OnceLock<Mutex<HashSet<(String, String)>>> = OnceLock::new();
-    let mut seen = SEEN
+type Seen = OnceLock<Mutex<HashSet<(String, String)>>>;
+
+/// Whether the pair `(a, b)` has (or may now get) a series of its own in `seen`.
+fn kept(seen: &'static Seen, a: &str, b: &str) -> bool {
+    let mut seen = seen
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let key = (provider.to_owned(), model.to_owned());
-    if seen.contains(&key) || seen.len() < MODELS_KEPT {
+    let key = (a.to_owned(), b.to_owned());
+    if seen.contains(&key) || seen.len() < LABELS_KEPT {
         seen.insert(key);
+        true
+    } else {
+        false
+    }
+}
+
+fn model_label(provider: &str, model: &str) -> String {
+    static SEEN: Seen = OnceLock::new();
+    if kept(&SEEN, provider, model) {
         model.to_owned()
     } else {
         "other".to_owned()
     }
+}
+
+/// One tool call: its server, tool, outcome (`ok`, `error`, `timeout`) and time.
+pub fn tool_call(server: &str, tool: &str, outcome: &'static str, took: Duration) {
+    static SEEN: Seen = OnceLock::new();
+    let (server, tool) = if kept(&SEEN, server, tool) {
+        (server.to_owned(), tool.to_owned())
+    } else {
+        ("other".to_owned(), "other".to_owned())
+    };
+    counter!("skein_tool_calls_total", "server" => server.clone(), "tool" => tool.clone(), "outcome" => outcome)
+        .increment(1);
+    histogram!("skein_tool_call_seconds", "server" => server, "tool" => tool)
+        .record(took.as_secs_f64());
 }
 
 /// One model call's outcome: its time, its tokens, and what went wrong if anything did.

@@ -234,7 +234,7 @@ fn turn(text: String) -> Result<Completion, AgentError> {
     }
     Ok(Completion {
         content: text,
-        tokens: 0,
+        ..Completion::default()
     })
 }
 

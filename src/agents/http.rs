@@ -132,7 +132,7 @@ pub(super) async fn speak(
                     Ok(reply) => {
                         return Ok(Completion {
                             content: reply.content,
-                            tokens: 0,
+                            ..Completion::default()
                         });
                     }
                     Err(ReadError::Invalid(why)) => {

@@ -12,6 +12,7 @@ pub mod models;
 pub mod quote;
 mod retry;
 mod scripted;
+pub mod tools;
 pub mod uagent;
 
 use std::time::Duration;
@@ -19,14 +20,25 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::{
-    config::{RemoteAgentSettings, UagentSettings},
-    domain::{Agent, AgentSpec, Sender},
+    config::{RemoteAgentSettings, ToolSettings, UagentSettings},
+    domain::{Agent, AgentSpec, EventBody, Sender},
     outbound::Outbound,
     tasks::Tasks,
     uagents::Identities,
 };
 
-pub use models::{Completion, Delta, ModelError, ModelRef, Models};
+pub use models::{Completion, Delta, ModelError, ModelRef, Models, ToolCall};
+
+/// Where a turn reports what happens while it runs: the text streamed so far, and the tool
+/// calls it makes (stored and shown before it goes on).
+#[async_trait::async_trait]
+pub trait TurnSink: Send + Sync {
+    fn delta(&self, delta: Delta<'_>);
+    /// Stores and publishes a `tool_call` or `tool_result` event; false when the channel
+    /// would not take it (the collaboration has ended, or its runner stops), and the turn
+    /// must not go on.
+    async fn record(&self, event: EventBody) -> bool;
+}
 
 /// What an agent is told when it gets the turn.
 #[derive(Debug, Clone)]
@@ -76,6 +88,8 @@ pub struct Remote {
     pub uagents: UagentSettings,
     /// When each collaboration's identity was last registered with the Almanac.
     pub registered: std::sync::Arc<uagent::Registered>,
+    /// The bounds on `llm` agents' tool calls.
+    pub tools: ToolSettings,
 }
 
 impl Remote {
@@ -83,6 +97,7 @@ impl Remote {
         outbound: Outbound,
         settings: RemoteAgentSettings,
         uagents: UagentSettings,
+        tools: ToolSettings,
         identities: Identities,
         tasks: &Tasks,
     ) -> Self {
@@ -96,6 +111,7 @@ impl Remote {
             identities,
             uagents,
             registered: std::sync::Arc::default(),
+            tools,
         }
     }
 
@@ -118,19 +134,19 @@ pub enum AgentError {
     BadReply(String),
 }
 
-/// Runs one turn of `agent`. `on_delta` sees streamed text as it is produced.
+/// Runs one turn of `agent`, telling `sink` what happens as it happens.
 pub async fn speak(
     agent: &Agent,
     context: &TurnContext,
     models: &Models,
     remote: &Remote,
-    on_delta: &(dyn Fn(Delta<'_>) + Send + Sync),
+    sink: &dyn TurnSink,
 ) -> Result<Completion, AgentError> {
     match &agent.spec {
         AgentSpec::Scripted { replies, delay_ms } => {
             Ok(scripted::speak(replies, *delay_ms, context).await)
         }
-        AgentSpec::Llm { .. } => llm::speak(agent, context, models, on_delta).await,
+        AgentSpec::Llm { .. } => llm::speak(agent, context, models, remote, sink).await,
         AgentSpec::Http { endpoint } => http::speak(agent, endpoint, context, remote).await,
         AgentSpec::A2a { card_url } => a2a::speak(card_url, context, remote).await,
         AgentSpec::Human | AgentSpec::Uagent { .. } => Err(AgentError::Misconfigured(format!(

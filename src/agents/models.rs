@@ -13,7 +13,8 @@ use async_openai::{
     error::OpenAIError,
     middleware::{HttpRequestFactory, ReqwestService},
     types::chat::{
-        ChatCompletionRequestMessage, ChatCompletionStreamOptions, CreateChatCompletionRequest,
+        ChatCompletionMessageToolCalls, ChatCompletionRequestMessage, ChatCompletionStreamOptions,
+        CreateChatCompletionRequest,
     },
 };
 use futures::StreamExt;
@@ -30,11 +31,21 @@ pub struct ModelRef {
     pub model: String,
 }
 
-/// A finished completion: its text and the tokens it cost.
+/// A finished completion: its text, the tools it asks to call, and the tokens it cost.
 #[derive(Debug, Clone, Default)]
 pub struct Completion {
     pub content: String,
     pub tokens: u64,
+    pub tool_calls: Vec<ToolCall>,
+}
+
+/// A function call the model asked for: its id (the result answers to it), the function's
+/// name and its arguments as the model wrote them (JSON, not yet checked).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +71,9 @@ pub enum Delta<'a> {
     /// The stream failed and starts over: text reported so far is void.
     Restart,
 }
+
+/// The most calls one answer of a model is taken to ask for; any beyond are not read.
+pub const MAX_TOOL_CALLS: usize = 16;
 
 /// The configured providers, by name.
 #[derive(Clone)]
@@ -155,14 +169,31 @@ impl Models {
             .await
             .map_err(|_| ModelError::Timeout(limit))?
             .map_err(api_error)?;
-        let content = response
-            .choices
-            .into_iter()
-            .next()
-            .and_then(|choice| choice.message.content)
-            .unwrap_or_default();
         let tokens = response.usage.map_or(0, |u| u64::from(u.total_tokens));
-        Ok(Completion { content, tokens })
+        let Some(message) = response.choices.into_iter().next().map(|c| c.message) else {
+            return Ok(Completion {
+                tokens,
+                ..Completion::default()
+            });
+        };
+        let tool_calls = message
+            .tool_calls
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|call| match call {
+                ChatCompletionMessageToolCalls::Function(call) => Some(ToolCall {
+                    id: call.id,
+                    name: call.function.name,
+                    arguments: call.function.arguments,
+                }),
+                ChatCompletionMessageToolCalls::Custom(_) => None,
+            })
+            .collect();
+        Ok(Completion {
+            content: message.content.unwrap_or_default(),
+            tokens,
+            tool_calls,
+        })
     }
 
     /// A streamed completion: `on_delta` sees each piece of text as it arrives. A stream that
@@ -258,10 +289,37 @@ impl Models {
                     on_delta(Delta::Text(&text));
                     completion.content.push_str(&text);
                 }
+                // A call arrives in pieces, by index: its id and name first, then its
+                // arguments a fragment at a time.
+                for piece in choice.delta.tool_calls.into_iter().flatten() {
+                    let index = piece.index as usize;
+                    if index >= MAX_TOOL_CALLS {
+                        continue;
+                    }
+                    if completion.tool_calls.len() <= index {
+                        completion.tool_calls.resize(index + 1, ToolCall::default());
+                    }
+                    let call = &mut completion.tool_calls[index];
+                    if let Some(id) = piece.id {
+                        call.id = id;
+                    }
+                    if let Some(function) = piece.function {
+                        call.name
+                            .push_str(function.name.as_deref().unwrap_or_default());
+                        call.arguments
+                            .push_str(function.arguments.as_deref().unwrap_or_default());
+                    }
+                }
                 finished |= choice.finish_reason.is_some();
             }
+            let said = completion.content.len()
+                + completion
+                    .tool_calls
+                    .iter()
+                    .map(|c| c.arguments.len())
+                    .sum::<usize>();
             // Enough: however much more the model would say, no more is read or kept.
-            if completion.content.len() > self.settings.max_reply_bytes {
+            if said > self.settings.max_reply_bytes {
                 tracing::warn!(
                     bytes = completion.content.len(),
                     "a model's streamed reply was over the limit; stopped reading"

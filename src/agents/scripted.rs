@@ -15,5 +15,8 @@ pub(super) async fn speak(replies: &[String], delay_ms: u64, context: &TurnConte
     } else {
         replies[context.spoken_before % replies.len()].clone()
     };
-    Completion { content, tokens: 0 }
+    Completion {
+        content,
+        ..Completion::default()
+    }
 }

@@ -7,6 +7,8 @@ use axum::{
     response::IntoResponse,
     routing::get,
 };
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -15,6 +17,7 @@ use super::{
     ApiJson, ApiPath, ApiQuery, AppState, PageJson, PageParams, auth::Caller, check, check_len,
 };
 use crate::{
+    agents::tools::{self, Credentials},
     domain::{
         Agent, AgentAddress, AgentRef, AgentSpec, CollaborationStatus, FieldError, Page,
         PageRequest,
@@ -28,6 +31,7 @@ pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/agents", get(list).post(create))
         .route("/agents/{agent}", get(read).patch(update).delete(remove))
+        .route("/agents/{agent}/tools", get(list_tools))
 }
 
 /// An agent as the API shows it: common fields plus its kind's settings, flat.
@@ -108,6 +112,33 @@ pub(super) struct AgentInput {
     /// at `/.well-known/agent-card.json`, then `/.well-known/agent.json`).
     #[serde(default)]
     pub(super) card_url: Option<String>,
+    /// `llm`: MCP servers (streamable HTTP) whose tools the model may call in its turn.
+    #[serde(default)]
+    pub(super) tools: Option<Vec<ToolServerInput>>,
+}
+
+/// An MCP server for an `llm` agent. Its credentials (`headers`, `bearer`) are stored sealed
+/// and never shown again: views list only the names of the headers that carry them.
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+pub(super) struct ToolServerInput {
+    /// The server's streamable-HTTP endpoint, e.g. `https://tools.example/mcp`.
+    pub(super) url: String,
+    /// What tool events call the server; its URL's host when absent.
+    #[serde(default)]
+    pub(super) name: Option<String>,
+    /// Headers sent with every request to the server (credentials).
+    #[serde(default)]
+    pub(super) headers: Option<BTreeMap<String, String>>,
+    /// A bearer token, sent as `Authorization: Bearer …`.
+    #[serde(default)]
+    pub(super) bearer: Option<String>,
+    /// The tools the agent may call; every tool the server offers when absent.
+    #[serde(default)]
+    pub(super) allow: Option<Vec<String>>,
+    /// As views show it; ignored here. A server sent without `headers` or `bearer` keeps the
+    /// credentials stored for the same URL, so a view can be sent back as it is.
+    #[serde(default)]
+    pub(super) credential_headers: Option<Vec<String>>,
 }
 
 struct ValidAgent {
@@ -115,10 +146,17 @@ struct ValidAgent {
     description: Option<String>,
     address: Option<AgentAddress>,
     spec: AgentSpec,
+    tool_credentials: Option<crate::secrets::Secret>,
 }
 
 impl AgentInput {
-    async fn validate(self, state: &AppState) -> Result<ValidAgent, AppError> {
+    /// Checks the input as a whole; `current` is the agent a PATCH changes, whose stored
+    /// tool credentials carry over to servers given again without new ones.
+    async fn validate(
+        self,
+        state: &AppState,
+        current: Option<&Agent>,
+    ) -> Result<ValidAgent, AppError> {
         let limits = &state.config.limits;
         let models = state.engine.models();
         let mut errors = Vec::new();
@@ -143,8 +181,12 @@ impl AgentInput {
             }
             None => None,
         };
+        let mut tool_credentials = None;
         let spec = match self.kind.as_str() {
             "llm" => {
+                let (tools, credentials) =
+                    tool_servers(state, &mut errors, self.tools.unwrap_or_default(), current).await;
+                tool_credentials = credentials.seal();
                 let provider = match self.provider {
                     Some(p) => Some(p),
                     None if models.has("default") => Some("default".to_owned()),
@@ -182,6 +224,7 @@ impl AgentInput {
                     system_prompt: self.system_prompt,
                     temperature: self.temperature,
                     max_tokens: self.max_tokens,
+                    tools,
                 }
             }
             "scripted" => {
@@ -231,6 +274,7 @@ impl AgentInput {
             description: self.description,
             address,
             spec,
+            tool_credentials,
         })
     }
 }
@@ -274,6 +318,209 @@ impl AgentInput {
                     field,
                     format!("must be at most {MAX_URL_CHARS} characters"),
                 ));
+            }
+        }
+    }
+}
+
+/// Most MCP servers one agent may have, headers per server, and names in an allow-list.
+const MAX_TOOL_SERVERS: usize = 8;
+const MAX_TOOL_HEADERS: usize = 16;
+const MAX_ALLOWED_TOOLS: usize = 128;
+
+/// Headers a tool server's settings may not set: the transport's own.
+const RESERVED_HEADERS: &[&str] = &[
+    "accept",
+    "connection",
+    "content-length",
+    "content-type",
+    "host",
+    "last-event-id",
+    "mcp-protocol-version",
+    "mcp-session-id",
+    "transfer-encoding",
+];
+
+/// An `llm` agent's tool servers, checked: their form, the outbound guard, and that each
+/// can be reached and offers every tool its allow-list names. With them, their credentials
+/// (given now, or kept from `current` for a server given again without any).
+async fn tool_servers(
+    state: &AppState,
+    errors: &mut Vec<FieldError>,
+    inputs: Vec<ToolServerInput>,
+    current: Option<&Agent>,
+) -> (Vec<crate::domain::ToolServer>, Credentials) {
+    use crate::domain::ToolServer;
+    if inputs.len() > MAX_TOOL_SERVERS {
+        errors.push(FieldError::new(
+            "tools",
+            format!("at most {MAX_TOOL_SERVERS} MCP servers"),
+        ));
+        return (Vec::new(), Credentials::default());
+    }
+    let (kept_servers, kept) = match current.map(|agent| (&agent.spec, agent)) {
+        Some((AgentSpec::Llm { tools, .. }, agent)) => (
+            tools.clone(),
+            Credentials::open(agent.tool_credentials.as_ref()),
+        ),
+        _ => (Vec::new(), Credentials::default()),
+    };
+    let before = errors.len();
+    let mut servers = Vec::new();
+    let mut credentials = Credentials::default();
+    for (i, input) in inputs.into_iter().enumerate() {
+        let field = |name: &str| format!("tools[{i}].{name}");
+        let url = input.url.trim().to_owned();
+        let parsed = match state.outbound.check(&url).await {
+            _ if url.chars().count() > MAX_URL_CHARS => {
+                errors.push(FieldError::new(
+                    field("url"),
+                    format!("must be at most {MAX_URL_CHARS} characters"),
+                ));
+                None
+            }
+            Ok(parsed) => Some(parsed),
+            Err(e) => {
+                errors.push(FieldError::new(field("url"), e.to_string()));
+                None
+            }
+        };
+        let name = input
+            .name
+            .map(|n| n.trim().to_owned())
+            .or_else(|| {
+                parsed
+                    .as_ref()
+                    .and_then(|u| u.host_str().map(str::to_owned))
+            })
+            .unwrap_or_default();
+        check_len(errors, &field("name"), &name, 1, 100);
+        let mut headers = BTreeMap::new();
+        for (header, value) in input.headers.unwrap_or_default() {
+            let lower = header.to_ascii_lowercase();
+            if http::HeaderName::from_bytes(header.as_bytes()).is_err()
+                || RESERVED_HEADERS.contains(&lower.as_str())
+            {
+                errors.push(FieldError::new(
+                    field("headers"),
+                    format!("`{header}` is not a header a tool server's settings may set"),
+                ));
+            } else if http::HeaderValue::from_str(&value).is_err() || value.len() > 4096 {
+                errors.push(FieldError::new(
+                    field("headers"),
+                    format!(
+                        "the value of `{header}` is not a valid header value (at most 4096 bytes)"
+                    ),
+                ));
+            } else {
+                headers.insert(header, value);
+            }
+        }
+        if let Some(bearer) = input.bearer {
+            if http::HeaderValue::from_str(&bearer).is_err()
+                || bearer.is_empty()
+                || bearer.len() > 4096
+            {
+                errors.push(FieldError::new(
+                    field("bearer"),
+                    "must be a token of 1 to 4096 visible characters",
+                ));
+            } else {
+                headers.insert("Authorization".to_owned(), format!("Bearer {bearer}"));
+            }
+        }
+        if headers.len() > MAX_TOOL_HEADERS {
+            errors.push(FieldError::new(
+                field("headers"),
+                format!("at most {MAX_TOOL_HEADERS} headers"),
+            ));
+        }
+        if headers.is_empty()
+            && let Some(at) = kept_servers.iter().position(|s| s.url == url)
+        {
+            headers = kept.0.get(at).cloned().unwrap_or_default();
+        }
+        let allow = input.allow.map(|names| {
+            names
+                .into_iter()
+                .map(|n| n.trim().to_owned())
+                .collect::<Vec<_>>()
+        });
+        if let Some(names) = &allow {
+            if names.len() > MAX_ALLOWED_TOOLS {
+                errors.push(FieldError::new(
+                    field("allow"),
+                    format!("at most {MAX_ALLOWED_TOOLS} tool names"),
+                ));
+            }
+            for (j, name) in names.iter().enumerate() {
+                check_len(errors, &format!("tools[{i}].allow[{j}]"), name, 1, 200);
+            }
+        }
+        servers.push(ToolServer {
+            url,
+            name,
+            allow,
+            credential_headers: headers.keys().cloned().collect(),
+        });
+        credentials.0.push(headers);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, server) in servers.iter().enumerate() {
+        if !seen.insert(server.name.as_str()) {
+            errors.push(FieldError::new(
+                format!("tools[{i}].name"),
+                format!(
+                    "another server of this agent is named `{}`; give each its own name",
+                    server.name
+                ),
+            ));
+        }
+    }
+    // Only a form that holds is worth a call to the servers.
+    if errors.len() == before {
+        reach_tool_servers(state, errors, &servers, &credentials).await;
+    }
+    (servers, credentials)
+}
+
+/// Reaches each server as a turn would, and checks its allow-list against what it offers.
+async fn reach_tool_servers(
+    state: &AppState,
+    errors: &mut Vec<FieldError>,
+    servers: &[crate::domain::ToolServer],
+    credentials: &Credentials,
+) {
+    let settings = &state.engine.remote().tools;
+    for (i, server) in servers.iter().enumerate() {
+        let headers = Credentials(vec![credentials.0[i].clone()]);
+        let unfiltered = crate::domain::ToolServer {
+            allow: None,
+            ..server.clone()
+        };
+        match tools::list(
+            std::slice::from_ref(&unfiltered),
+            &headers,
+            &state.outbound,
+            settings,
+        )
+        .await
+        {
+            Err(e) => errors.push(FieldError::new(format!("tools[{i}].url"), e.to_string())),
+            Ok(offered) => {
+                for name in server.allow.iter().flatten() {
+                    if !offered.iter().any(|o| &o.tool.name == name) {
+                        let names: Vec<&str> =
+                            offered.iter().map(|o| o.tool.name.as_str()).collect();
+                        errors.push(FieldError::new(
+                            format!("tools[{i}].allow"),
+                            format!(
+                                "`{name}` is not a tool of this server; it offers: {}",
+                                names.join(", ")
+                            ),
+                        ));
+                    }
+                }
             }
         }
     }
@@ -366,7 +613,7 @@ async fn create(
     caller: Caller,
     ApiJson(input): ApiJson<AgentInput>,
 ) -> Result<impl IntoResponse, AppError> {
-    let valid = input.validate(&state).await?;
+    let valid = input.validate(&state, None).await?;
     let now = crate::domain::now();
     let secret = matches!(valid.spec, AgentSpec::Http { .. }).then(signing::new_secret);
     let agent = Agent {
@@ -377,6 +624,7 @@ async fn create(
         description: valid.description,
         spec: valid.spec,
         secret,
+        tool_credentials: valid.tool_credentials,
         created_at: now,
         updated_at: now,
     };
@@ -468,6 +716,7 @@ async fn update(
             "delay_ms",
             "endpoint",
             "card_url",
+            "tools",
         ] {
             object.remove(key);
         }
@@ -475,7 +724,7 @@ async fn update(
     object.extend(patch);
     let input: AgentInput = serde_path_to_error::deserialize(merged)
         .map_err(|e| AppError::invalid(e.path().to_string(), e.inner().to_string()))?;
-    let valid = input.validate(&state).await?;
+    let valid = input.validate(&state, Some(&current)).await?;
     if valid.spec.kind() != current.spec.kind() && takes_part_now(&state, &current).await? {
         // A runner treats each member by the kind it had when it started: a person must not
         // become a program (or the reverse) under its feet.
@@ -490,6 +739,7 @@ async fn update(
         name: valid.name,
         description: valid.description,
         spec: valid.spec,
+        tool_credentials: valid.tool_credentials,
         secret: if new_secret {
             Some(signing::new_secret())
         } else {
@@ -504,6 +754,38 @@ async fn update(
     } else {
         updated.into()
     }))
+}
+
+/// The tools an agent can call now.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct AgentTools {
+    /// What its model is offered: each server's tools after its allow-list.
+    items: Vec<tools::Offered>,
+}
+
+#[utoipa::path(get, path = "/api/v1/agents/{agent}/tools", tag = "agents",
+    params(("agent" = String, Path, description = "UUID or address")),
+    responses((status = 200, body = AgentTools), (status = 404, body = crate::error::Problem),
+        (status = 502, description = "A tool server could not be reached", body = crate::error::Problem)))]
+async fn list_tools(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(agent): ApiPath<String>,
+) -> Result<Json<AgentTools>, AppError> {
+    let agent = find(&state, &caller, &agent).await?;
+    let AgentSpec::Llm { tools: servers, .. } = &agent.spec else {
+        return Ok(Json(AgentTools { items: Vec::new() }));
+    };
+    let credentials = Credentials::open(agent.tool_credentials.as_ref());
+    let items = tools::list(
+        servers,
+        &credentials,
+        &state.outbound,
+        &state.engine.remote().tools,
+    )
+    .await
+    .map_err(|e| AppError::BadGateway(e.to_string()))?;
+    Ok(Json(AgentTools { items }))
 }
 
 /// Whether the agent is in a collaboration that is running now.

@@ -21,7 +21,7 @@ use crate::config::Config;
     info(title = "Skein", description = "A collaboration server for AI agents. Authenticate with `Authorization: Bearer <key>`."),
     paths(
         collaborations::create, collaborations::list, collaborations::read, collaborations::stop, collaborations::remove, collaborations::audio, transcript::transcript, transcript::figures,
-        agents::create, agents::list, agents::read, agents::update, agents::remove, providers::list,
+        agents::create, agents::list, agents::read, agents::update, agents::remove, agents::list_tools, providers::list,
         channels::read, channels::history, channels::post_message, channels::ticket, channels::stream,
         keys::create_key, keys::list_keys, keys::read_key, keys::revoke_key, keys::create_account, keys::list_accounts,
         webhooks::read, webhooks::put, webhooks::rotate, webhooks::deliveries,
@@ -229,6 +229,18 @@ fn document(config: &Config) -> utoipa::openapi::OpenApi {
         ("AgentInput", "delay_ms", json!({"maximum": 60_000})),
         ("AgentInput", "endpoint", url.clone()),
         ("AgentInput", "card_url", url.clone()),
+        ("AgentInput", "tools", json!({"maxItems": 8})),
+        ("ToolServerInput", "url", url.clone()),
+        (
+            "ToolServerInput",
+            "name",
+            json!({"minLength": 1, "maxLength": 100}),
+        ),
+        (
+            "ToolServerInput",
+            "allow",
+            json!({"maxItems": 128, "items": {"minLength": 1, "maxLength": 200}}),
+        ),
         (
             "PostMessage",
             "sender",

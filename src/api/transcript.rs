@@ -291,6 +291,46 @@ fn markdown_event(seq: i64, body: EventBody, text: &mut String) {
                 one_line(&reason)
             ));
         }
+        EventBody::ToolCall {
+            sender,
+            tool,
+            arguments,
+            ..
+        } => {
+            text.push_str(&format!(
+                "_{} called `{}`{}_ · #{seq}\n\n",
+                one_line(&sender.name),
+                one_line(&tool.name),
+                if tool.server.is_empty() {
+                    String::new()
+                } else {
+                    format!(" on {}", one_line(&tool.server))
+                },
+            ));
+            fenced(
+                &serde_json::to_string_pretty(&arguments).unwrap_or_default(),
+                text,
+            );
+        }
+        EventBody::ToolResult {
+            tool,
+            ok,
+            content,
+            ms,
+            interrupted,
+            ..
+        } => {
+            let how = match (ok, interrupted) {
+                (_, true) => "was interrupted",
+                (true, false) => "answered",
+                (false, false) => "failed",
+            };
+            text.push_str(&format!(
+                "_`{}` {how} in {ms} ms_ · #{seq}\n\n",
+                one_line(&tool.name)
+            ));
+            fenced(&content, text);
+        }
         EventBody::Status {
             status,
             end_reason,
@@ -321,6 +361,14 @@ fn markdown_event(seq: i64, body: EventBody, text: &mut String) {
             }
         }
     }
+}
+
+/// Text shown as it is, in a fence longer than any run of backticks inside it, so that it
+/// cannot end the block early.
+fn fenced(content: &str, text: &mut String) {
+    let longest = content.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest.max(2) + 1);
+    text.push_str(&format!("{fence}\n{}\n{fence}\n\n", content.trim_end()));
 }
 
 /// Each member's figures, as a table.

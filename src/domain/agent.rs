@@ -50,6 +50,9 @@ pub enum AgentSpec {
         temperature: Option<f32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_tokens: Option<u32>,
+        /// MCP servers whose tools the model may call during its turn.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tools: Vec<ToolServer>,
     },
     /// Fixed replies spoken in order, cycling: for demos and tests, no model needed.
     Scripted {
@@ -71,6 +74,22 @@ pub enum AgentSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         endpoint: Option<String>,
     },
+}
+
+/// An MCP server (streamable HTTP) an `llm` agent may call tools on. Its credentials are
+/// kept apart, sealed ([`Agent::tool_credentials`]); only the names of the headers that
+/// carry them are shown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ToolServer {
+    pub url: String,
+    /// How tool events and the UI name the server: the URL's host unless given.
+    pub name: String,
+    /// The tools the agent may call; every tool the server offers when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
+    /// The headers sent with stored credentials (their values are never shown).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credential_headers: Vec<String>,
 }
 
 impl AgentSpec {
@@ -98,6 +117,9 @@ pub struct Agent {
     /// A credential rather than a setting: shown once when the agent is created, never in a
     /// view after that.
     pub secret: Option<Secret>,
+    /// An `llm` agent's tool credentials: a JSON list, one object of headers per server of
+    /// its `tools`, in order ([`crate::agents::tools::Credentials`]). Sealed at rest.
+    pub tool_credentials: Option<Secret>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

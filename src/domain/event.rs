@@ -26,6 +26,13 @@ pub enum Role {
     System,
 }
 
+/// Which tool: the MCP server (as the agent's settings name it) and the tool's own name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ToolRef {
+    pub server: String,
+    pub name: String,
+}
+
 /// The body of a stored event; the store adds `seq` when it assigns one.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -64,6 +71,31 @@ pub enum EventBody {
         judged_seq: i64,
         created_at: DateTime<Utc>,
     },
+    /// An agent's model called a tool during its turn: stored before the call is made, so
+    /// that a call the server never saw answered is known (see `ToolResult::interrupted`).
+    ToolCall {
+        turn_id: Uuid,
+        /// Pairs the call with its result (the model's own id for the call).
+        call_id: String,
+        sender: Sender,
+        tool: ToolRef,
+        arguments: serde_json::Value,
+        created_at: DateTime<Utc>,
+    },
+    /// What the tool answered, or why it did not.
+    ToolResult {
+        turn_id: Uuid,
+        call_id: String,
+        tool: ToolRef,
+        ok: bool,
+        /// The result as the model saw it (bounded; a cut says so).
+        content: String,
+        ms: u64,
+        /// The call never got its answer: the server stopped, or the turn was dropped.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        interrupted: bool,
+        created_at: DateTime<Utc>,
+    },
     Summary {
         headline: String,
         summary: String,
@@ -93,6 +125,8 @@ impl EventBody {
             Self::Message { .. } => "message",
             Self::Status { .. } => "status",
             Self::Verdict { .. } => "verdict",
+            Self::ToolCall { .. } => "tool_call",
+            Self::ToolResult { .. } => "tool_result",
             Self::Summary { .. } => "summary",
         }
     }

@@ -37,12 +37,12 @@ pub mod webhook;
 
 pub use access::{Account, ApiKey, NewKey, Scope};
 pub use address::AgentAddress;
-pub use agent::{Agent, AgentKind, AgentRef, AgentSpec};
+pub use agent::{Agent, AgentKind, AgentRef, AgentSpec, ToolServer};
 pub use collaboration::{
     ActionItem, Collaboration, CollaborationStatus, EndReason, Ending, NewCollaboration, Outcome,
     Source, Strategy, ValidCollaboration,
 };
-pub use event::{ErrorCode, EventBody, Frame, Sender, StoredEvent};
+pub use event::{ErrorCode, EventBody, Frame, Sender, StoredEvent, ToolRef};
 pub use paging::{Page, PageRequest};
 
 /// A field-level validation problem, reported in a 422's `errors` list.

@@ -31,6 +31,43 @@ pub(crate) fn quote_transcript(transcript: &[Line], window: usize) -> String {
     quoted
 }
 
+/// Tool notes a runner keeps for the judge and the summarizer: the latest ones.
+pub(crate) const TOOL_NOTES_KEPT: usize = 50;
+
+/// Longest excerpt of a tool's arguments, and of its result, in a note.
+const TOOL_NOTE_CHARS: usize = 300;
+
+/// What came of one tool call, as a line the judge and the summarizer read with the
+/// transcript (quoted as data, like every line): the caller, the tool, an excerpt of the
+/// arguments and of the result.
+pub(crate) fn tool_note(
+    seq: i64,
+    sender: Sender,
+    tool: &crate::domain::ToolRef,
+    arguments: &serde_json::Value,
+    ok: bool,
+    content: &str,
+) -> Line {
+    let arguments = excerpt_of(&arguments.to_string(), TOOL_NOTE_CHARS);
+    let how = if ok { "result" } else { "error" };
+    Line {
+        seq,
+        sender,
+        content: format!(
+            "[used the tool {}({arguments}) → {how}: {}]",
+            tool.name,
+            excerpt_of(content, TOOL_NOTE_CHARS)
+        ),
+    }
+}
+
+/// The transcript with the tool notes in their places, by `seq`.
+pub(crate) fn with_tool_notes(transcript: &[Line], notes: &[Line]) -> Vec<Line> {
+    let mut lines: Vec<Line> = transcript.iter().chain(notes).cloned().collect();
+    lines.sort_by_key(|line| line.seq);
+    lines
+}
+
 /// Longest excerpt of one older message kept in the synopsis.
 const EXCERPT_CHARS: usize = 160;
 
@@ -91,11 +128,15 @@ fn synopsis(older: &[Line], budget: usize) -> String {
 }
 
 fn excerpt(content: &str) -> String {
+    excerpt_of(content, EXCERPT_CHARS)
+}
+
+fn excerpt_of(content: &str, max: usize) -> String {
     let single_line = content.split_whitespace().collect::<Vec<_>>().join(" ");
-    if single_line.chars().count() <= EXCERPT_CHARS {
+    if single_line.chars().count() <= max {
         return single_line;
     }
-    let cut: String = single_line.chars().take(EXCERPT_CHARS).collect();
+    let cut: String = single_line.chars().take(max).collect();
     format!("{cut}…")
 }
 

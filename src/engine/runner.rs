@@ -31,7 +31,7 @@ use crate::{
     agents::{self, Delta, Line, ModelRef},
     domain::{
         Agent, AgentKind, Collaboration, CollaborationStatus, EndReason, Ending, EventBody, Frame,
-        Sender, StoredEvent, event::Role,
+        Sender, StoredEvent, ToolRef, event::Role,
     },
     store::{Lease, StoreError, StoreResult},
     telemetry,
@@ -55,6 +55,29 @@ struct State {
     /// since.
     judged_seq: i64,
     aux: Option<ModelRef>,
+    /// What agents did with tools, one line per result (see [`context::tool_note`]): the
+    /// judge and the summarizer read them with the transcript, as data. The latest
+    /// [`context::TOOL_NOTES_KEPT`].
+    tool_notes: Vec<Line>,
+    /// Tool calls stored without a result: a turn was cut off while they ran (found on
+    /// resuming; the driver closes them).
+    unanswered: Vec<OpenCall>,
+}
+
+/// A `tool_call` stored and not yet answered.
+#[derive(Debug, Clone)]
+struct OpenCall {
+    turn_id: Uuid,
+    call_id: String,
+    sender: Sender,
+    tool: ToolRef,
+    arguments: serde_json::Value,
+}
+
+/// A tool event a turn asks the driver to store; `stored` says whether it was.
+struct Record {
+    body: EventBody,
+    stored: tokio::sync::oneshot::Sender<bool>,
 }
 
 /// How driving the collaboration came to a halt.
@@ -213,11 +236,11 @@ async fn load(
     // A collaboration just created has nothing in its channel yet: only its runner writes
     // there, under the lease taken with the insert. Any other is rebuilt from the store, not
     // from memory: this is also how a restart resumes.
-    let (collaboration, agents, (transcript, after, judged_seq)) = match known {
+    let (collaboration, agents, read) = match known {
         Some(Known {
             collaboration,
             agents,
-        }) => (collaboration, agents, (Vec::new(), 0, 0)),
+        }) => (collaboration, agents, Read::default()),
         None => {
             let Some(collaboration) = crew.journal.collaboration(lease.collaboration_id).await?
             else {
@@ -242,43 +265,103 @@ async fn load(
         lease,
         halt,
         collaboration,
-        last_seq: AtomicI64::new(after),
+        last_seq: AtomicI64::new(read.last_seq),
         agents,
         roster,
-        transcript,
-        judged_seq,
+        transcript: read.transcript,
+        judged_seq: read.judged_seq,
         aux,
+        tool_notes: read.tool_notes,
+        unanswered: read.open_calls,
     }))
 }
 
-/// The messages stored in a channel, in order, the last `seq` in it, and the last message
-/// the judge ruled on.
-async fn transcript(crew: &Crew, channel_id: Uuid) -> anyhow::Result<(Vec<Line>, i64, i64)> {
-    let mut transcript = Vec::new();
-    let mut after = 0;
-    let mut judged = 0;
+/// What a runner rebuilds from a channel's log.
+#[derive(Default)]
+struct Read {
+    /// The messages, in order.
+    transcript: Vec<Line>,
+    last_seq: i64,
+    /// The last message the judge ruled on.
+    judged_seq: i64,
+    tool_notes: Vec<Line>,
+    /// Tool calls with no result.
+    open_calls: Vec<OpenCall>,
+}
+
+async fn transcript(crew: &Crew, channel_id: Uuid) -> anyhow::Result<Read> {
+    let mut read = Read::default();
     loop {
-        let events = crew.journal.read_events(channel_id, after, 500).await?;
+        let events = crew
+            .journal
+            .read_events(channel_id, read.last_seq, 500)
+            .await?;
         let Some(last) = events.last() else { break };
-        after = last.seq;
+        read.last_seq = last.seq;
         for event in &events {
             match event.body() {
                 Some(EventBody::Message {
                     sender, content, ..
-                }) => transcript.push(Line {
+                }) => read.transcript.push(Line {
                     seq: event.seq,
                     sender,
                     content,
                 }),
-                Some(EventBody::Verdict { judged_seq, .. }) => judged = judged_seq,
-                _ => {}
+                Some(EventBody::Verdict { judged_seq, .. }) => read.judged_seq = judged_seq,
+                Some(body) => answer(&mut read.open_calls, &mut read.tool_notes, event.seq, body),
+                None => {}
             }
         }
     }
-    Ok((transcript, after, judged))
+    Ok(read)
+}
+
+/// Follows tool calls and their results: a call opens, its result closes it and adds a
+/// note of what came of it.
+fn answer(open: &mut Vec<OpenCall>, notes: &mut Vec<Line>, seq: i64, body: EventBody) {
+    match body {
+        EventBody::ToolCall {
+            turn_id,
+            call_id,
+            sender,
+            tool,
+            arguments,
+            ..
+        } => open.push(OpenCall {
+            turn_id,
+            call_id,
+            sender,
+            tool,
+            arguments,
+        }),
+        EventBody::ToolResult {
+            call_id,
+            ok,
+            content,
+            ..
+        } => {
+            let Some(at) = open.iter().position(|call| call.call_id == call_id) else {
+                return;
+            };
+            let call = open.remove(at);
+            notes.push(context::tool_note(
+                seq,
+                call.sender,
+                &call.tool,
+                &call.arguments,
+                ok,
+                &content,
+            ));
+            if notes.len() > context::TOOL_NOTES_KEPT {
+                notes.remove(0);
+            }
+        }
+        _ => {}
+    }
 }
 
 async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Control>) -> Exit {
+    let (recorder, records) = mpsc::channel(1);
     let mut driver = Driver {
         crew,
         control,
@@ -286,7 +369,22 @@ async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Cont
         // not the agents' silence.
         last_activity: Instant::now(),
         posted: Vec::new(),
+        records,
+        open_calls: std::mem::take(&mut state.unanswered),
+        noted: Vec::new(),
     };
+    // Calls a turn made before this runner started were cut off with it: the turn is taken
+    // again from the start, and the channel says what became of them.
+    if !driver
+        .interrupt_calls(
+            state,
+            "Interrupted: the server running this collaboration stopped before the tool \
+             answered. The turn was taken again.",
+        )
+        .await
+    {
+        return Exit::Halted;
+    }
     // A resumed collaboration may have stopped between a message and its verdict.
     let mut unjudged = state
         .transcript
@@ -299,11 +397,12 @@ async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Cont
         {
             // What the judge reads; posts during its call come after.
             let judged_seq = state.transcript.last().map_or(0, |line| line.seq);
+            let read = context::with_tool_notes(&state.transcript, &state.tool_notes);
             let judging = Box::pin(judge::judge(
                 &crew.models,
                 &aux,
                 &state.collaboration.objective,
-                &state.transcript,
+                &read,
             ));
             // The judge's time is not the agents' silence: no inactivity deadline here.
             let wake = driver.wait(state, Phase::UNTIMED, judging).await;
@@ -388,10 +487,21 @@ async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Cont
                 };
             driver.wait(state, phase, theirs).await
         } else {
-            let speaking = Box::pin(take_turn(crew, state, &sender, turn_id));
+            let speaking = Box::pin(take_turn(crew, state, &sender, turn_id, &recorder));
             driver.wait(state, Phase::TIMED, speaking).await
         };
         driver.absorb(state);
+        // A turn that did not finish leaves no call it made without a result.
+        if !matches!(wake, Wake::Done(Ok(_)) | Wake::Exit(Exit::Halted))
+            && !driver
+                .interrupt_calls(
+                    state,
+                    "Interrupted: the turn ended before the tool answered.",
+                )
+                .await
+        {
+            return Exit::Halted;
+        }
         // Whatever became of it, this turn is over: late viewers must not be told of it.
         crew.hub.end_turn(state.collaboration.channel_id, turn_id);
         match wake {
@@ -426,6 +536,12 @@ struct Driver<'a> {
     /// Interjections stored while a phase ran, added to the state once it has finished
     /// (the phase may be reading the state meanwhile).
     posted: Vec<Line>,
+    /// Tool events the turn in progress asks to store (see [`TurnSink::record`]).
+    records: mpsc::Receiver<Record>,
+    /// Tool calls stored without a result yet.
+    open_calls: Vec<OpenCall>,
+    /// Notes of tool results stored while a phase ran, added to the state with `posted`.
+    noted: Vec<Line>,
 }
 
 /// How a phase of the loop is waited for.
@@ -457,6 +573,55 @@ impl Driver<'_> {
             state.collaboration.message_count += 1;
             state.transcript.push(line);
         }
+        state.tool_notes.append(&mut self.noted);
+        let over = state
+            .tool_notes
+            .len()
+            .saturating_sub(context::TOOL_NOTES_KEPT);
+        state.tool_notes.drain(..over);
+    }
+
+    /// Stores a turn's tool event and publishes it. False if the store would not take it.
+    async fn record(&mut self, state: &State, body: EventBody) -> bool {
+        let lease = &state.lease;
+        let journal = &self.crew.journal;
+        let Some(event) = persist("tool event", || journal.append_event(lease, &body))
+            .await
+            .flatten()
+        else {
+            return false;
+        };
+        self.crew
+            .hub
+            .publish_event(state.collaboration.channel_id, &event);
+        state.last_seq.store(event.seq, Ordering::Release);
+        // An agent at work with its tools is not a silent one.
+        self.last_activity = Instant::now();
+        let mut notes = Vec::new();
+        answer(&mut self.open_calls, &mut notes, event.seq, body);
+        self.noted.append(&mut notes);
+        true
+    }
+
+    /// Stores a result for every call still open, saying `why` it has no answer. False if
+    /// the store would not take one.
+    async fn interrupt_calls(&mut self, state: &State, why: &str) -> bool {
+        while let Some(call) = self.open_calls.first().cloned() {
+            let body = EventBody::ToolResult {
+                turn_id: call.turn_id,
+                call_id: call.call_id,
+                tool: call.tool,
+                ok: false,
+                content: why.to_owned(),
+                ms: 0,
+                interrupted: true,
+                created_at: crate::domain::now(),
+            };
+            if !self.record(state, body).await {
+                return false;
+            }
+        }
+        true
     }
 
     /// Waits for `work` while answering what arrives meanwhile. Shutdown, stop and delete
@@ -488,6 +653,11 @@ impl Driver<'_> {
                     Some(Control::Post(post)) => post,
                     other => return Wake::Exit(on_control(other)),
                 },
+                Some(record) = self.records.recv() => {
+                    let stored = self.record(state, record.body).await;
+                    let _ = record.stored.send(stored);
+                    continue;
+                }
                 _ = silence => {
                     let advisory = format!(
                         "No message arrived within the {}-second inactivity window.",
@@ -694,36 +864,25 @@ async fn ask_uagent(
 }
 
 /// An agent's turn (never a person's or a uAgent's: they are waited for in [`wait`]).
+/// Its tool events go to the driver through `recorder`, to be stored between its awaits.
 async fn take_turn(
     crew: &Crew,
     state: &State,
     sender: &Sender,
     turn_id: Uuid,
+    recorder: &mpsc::Sender<Record>,
 ) -> Result<Turn, String> {
-    let collaboration = &state.collaboration;
     let (agent, context) = asked(crew, state, sender, turn_id)?;
-    let channel_id = collaboration.channel_id;
-    let on_delta = |delta: Delta<'_>| {
-        let (text, restart) = match delta {
-            Delta::Text(text) => (text, false),
-            // Viewers drop the text they have of this turn and start it again.
-            Delta::Restart => ("", true),
-        };
-        let frame = Frame::Delta {
-            turn_id,
-            sender,
-            text,
-            restart,
-        };
-        crew.hub.publish_delta(
-            channel_id,
-            state.last_seq.load(Ordering::Acquire),
-            frame.text(),
-        );
+    let sink = Sink {
+        crew,
+        state,
+        sender,
+        turn_id,
+        recorder,
     };
-    let span = tracing::info_span!("turn", collaboration = %collaboration.id, agent = %sender.name, %turn_id);
+    let span = tracing::info_span!("turn", collaboration = %state.collaboration.id, agent = %sender.name, %turn_id);
     let completion = tracing::Instrument::instrument(
-        agents::speak(agent, &context, &crew.models, &crew.remote, &on_delta),
+        agents::speak(agent, &context, &crew.models, &crew.remote, &sink),
         span,
     )
     .await
@@ -737,6 +896,46 @@ async fn take_turn(
         content: within_limit(completion.content, crew.settings.max_content_chars),
         tokens: completion.tokens,
     })
+}
+
+/// Where a turn in progress reports: its text to viewers at once, its tool events to the
+/// driver, which stores them.
+struct Sink<'a> {
+    crew: &'a Crew,
+    state: &'a State,
+    sender: &'a Sender,
+    turn_id: Uuid,
+    recorder: &'a mpsc::Sender<Record>,
+}
+
+#[async_trait::async_trait]
+impl agents::TurnSink for Sink<'_> {
+    fn delta(&self, delta: Delta<'_>) {
+        let (text, restart) = match delta {
+            Delta::Text(text) => (text, false),
+            // Viewers drop the text they have of this turn and start it again.
+            Delta::Restart => ("", true),
+        };
+        let frame = Frame::Delta {
+            turn_id: self.turn_id,
+            sender: self.sender,
+            text,
+            restart,
+        };
+        self.crew.hub.publish_delta(
+            self.state.collaboration.channel_id,
+            self.state.last_seq.load(Ordering::Acquire),
+            frame.text(),
+        );
+    }
+
+    async fn record(&self, body: EventBody) -> bool {
+        let (stored, answer) = tokio::sync::oneshot::channel();
+        if self.recorder.send(Record { body, stored }).await.is_err() {
+            return false;
+        }
+        answer.await.unwrap_or(false)
+    }
 }
 
 /// An agent's message within the longest a message may be: what is over is cut, and the
@@ -881,6 +1080,7 @@ async fn summarize(
         collaboration,
         reason,
         &state.transcript,
+        &state.tool_notes,
     );
     let Some((summary, tokens)) = after_the_end(&state.halt, control, writing).await else {
         return false;

@@ -36,12 +36,14 @@ pub(crate) async fn write(
     collaboration: &Collaboration,
     reason: EndReason,
     transcript: &[Line],
+    tool_notes: &[Line],
 ) -> (Summary, u64) {
     let Some(model) = model else {
         let note = "No model is configured, so this summary was composed by Skein, not written by a model.";
         return (composed(collaboration, reason, transcript, note), 0);
     };
-    match with_model(models, model, collaboration, reason, transcript).await {
+    let read = super::context::with_tool_notes(transcript, tool_notes);
+    match with_model(models, model, collaboration, reason, &read).await {
         Ok(result) => result,
         Err(error) => {
             tracing::warn!(%error, collaboration = %collaboration.id, "the summarizer failed");

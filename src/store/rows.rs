@@ -144,6 +144,7 @@ pub(super) struct AgentRow<Id> {
     description: Option<String>,
     spec: String,
     secret: Option<String>,
+    tool_credentials: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -160,6 +161,11 @@ impl<Id: Into<Uuid>> AgentRow<Id> {
             spec: serde_json::from_str(&self.spec)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             secret: self.secret.as_deref().map(|s| open(vault, s)).transpose()?,
+            tool_credentials: self
+                .tool_credentials
+                .as_deref()
+                .map(|s| open(vault, s))
+                .transpose()?,
             created_at: self.created_at,
             updated_at: self.updated_at,
         })

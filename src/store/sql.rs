@@ -621,25 +621,22 @@ where
 
     async fn reseal_secrets(&self) -> StoreResult<u64> {
         let mut tx = self.write().await?;
-        let agents: Vec<(D::Id, String)> =
-            sqlx::query_as("SELECT id, secret FROM agents WHERE secret IS NOT NULL")
-                .fetch_all(&mut *tx)
-                .await?;
-        let settings: Vec<(D::Id, String)> =
-            sqlx::query_as("SELECT account_id, secret FROM webhook_settings")
-                .fetch_all(&mut *tx)
-                .await?;
         let mut resealed = 0;
-        for (table, key, rows) in [
-            ("agents", "id", agents),
-            ("webhook_settings", "account_id", settings),
+        for (table, key, column) in [
+            ("agents", "id", "secret"),
+            ("agents", "id", "tool_credentials"),
+            ("webhook_settings", "account_id", "secret"),
         ] {
+            let sql = format!("SELECT {key}, {column} FROM {table} WHERE {column} IS NOT NULL");
+            let rows: Vec<(D::Id, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&mut *tx)
+                .await?;
             for (row, stored) in rows {
                 if self.vault.is_current(&stored) {
                     continue;
                 }
                 let secret = super::rows::open(&self.vault, &stored)?;
-                let sql = format!("UPDATE {table} SET secret = $1 WHERE {key} = $2");
+                let sql = format!("UPDATE {table} SET {column} = $1 WHERE {key} = $2");
                 sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(self.vault.seal(&secret))
                     .bind(row)
@@ -914,8 +911,8 @@ where
 
     async fn insert_agent(&self, agent: &Agent) -> StoreResult<()> {
         let result = sqlx::query(
-            "INSERT INTO agents (id, account_id, address, name, description, kind, spec, secret, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO agents (id, account_id, address, name, description, kind, spec, secret, \
+             tool_credentials, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(id::<D>(agent.id))
         .bind(id::<D>(agent.account_id))
@@ -925,6 +922,7 @@ where
         .bind(agent.spec.kind().as_str())
         .bind(spec_json(&agent.spec))
         .bind(agent.secret.as_ref().map(|secret| self.vault.seal(secret)))
+        .bind(agent.tool_credentials.as_ref().map(|secret| self.vault.seal(secret)))
         .bind(agent.created_at)
         .bind(agent.updated_at)
         .execute(&self.writes)
@@ -1024,14 +1022,20 @@ where
 
     async fn update_agent(&self, agent: &Agent) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE agents SET name = $1, description = $2, kind = $3, spec = $4, secret = $5, updated_at = $6 \
-             WHERE id = $7 AND account_id = $8",
+            "UPDATE agents SET name = $1, description = $2, kind = $3, spec = $4, secret = $5, \
+             tool_credentials = $6, updated_at = $7 WHERE id = $8 AND account_id = $9",
         )
         .bind(&agent.name)
         .bind(&agent.description)
         .bind(agent.spec.kind().as_str())
         .bind(spec_json(&agent.spec))
         .bind(agent.secret.as_ref().map(|secret| self.vault.seal(secret)))
+        .bind(
+            agent
+                .tool_credentials
+                .as_ref()
+                .map(|secret| self.vault.seal(secret)),
+        )
         .bind(agent.updated_at)
         .bind(id::<D>(agent.id))
         .bind(id::<D>(agent.account_id))

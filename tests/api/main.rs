@@ -25,6 +25,7 @@ mod models;
 mod podcast;
 mod recovery;
 mod streaming;
+mod tools;
 mod transcripts;
 mod uagents;
 mod validation;

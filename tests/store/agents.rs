@@ -141,7 +141,17 @@ async fn agents_are_listed_updated_and_read_by_id_across_accounts() {
             system_prompt: Some("Be brief.".into()),
             temperature: Some(0.5),
             max_tokens: Some(200),
+            tools: vec![skein::domain::ToolServer {
+                url: "https://tools.example/mcp".into(),
+                name: "tools".into(),
+                allow: Some(vec!["search".into()]),
+                credential_headers: vec!["Authorization".into()],
+            }],
         };
+        // Tool credentials are kept (sealed) and come back as they were.
+        changed.tool_credentials = Some(skein::secrets::Secret::new(
+            r#"[{"Authorization":"Bearer t0ken"}]"#,
+        ));
         changed.updated_at = later(100);
         store.update_agent(&changed).await.unwrap();
         let stored = store

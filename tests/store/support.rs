@@ -128,6 +128,7 @@ pub fn agent_value(account_id: Uuid, name: &str) -> Agent {
             delay_ms: 0,
         },
         secret: None,
+        tool_credentials: None,
         created_at: at,
         updated_at: at,
     }

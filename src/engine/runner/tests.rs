@@ -254,6 +254,7 @@ fn agent(name: &str, spec: AgentSpec) -> Agent {
         description: None,
         spec,
         secret: None,
+        tool_credentials: None,
         created_at: now,
         updated_at: now,
     }
@@ -333,6 +334,7 @@ impl Running {
                 Outbound::new(false, Duration::from_secs(5)).expect("an outbound client"),
                 config.remote.clone(),
                 config.uagents.clone(),
+                config.tools.clone(),
                 crate::uagents::Identities::new([1; 32]),
                 &tasks,
             ),

@@ -58,8 +58,19 @@ pub struct Recorded {
     pub at: Instant,
 }
 
+/// One scripted answer to an agent's turn.
+#[derive(Debug, Clone)]
+enum Reply {
+    Text(String),
+    /// Calls to these functions (name, arguments), in one answer.
+    Calls(Vec<(String, Value)>),
+    /// Text made of the tool results the request carries after its last assistant message:
+    /// "results: <r1> | <r2>".
+    FromResults,
+}
+
 struct Script {
-    turns: VecDeque<String>,
+    turns: VecDeque<Reply>,
     verdicts: VecDeque<(bool, String)>,
     faults: VecDeque<(Purpose, Fault)>,
     /// Applied to every request of that purpose once its queue of one-off faults is empty.
@@ -126,7 +137,32 @@ impl FakeModel {
             .lock()
             .unwrap()
             .turns
-            .extend(replies.iter().map(|r| r.to_string()));
+            .extend(replies.iter().map(|r| Reply::Text(r.to_string())));
+    }
+
+    /// The next turn answer calls these tools (function name, arguments), all at once, the
+    /// OpenAI way (`tool_calls`, streamed as deltas when the request streams). A request
+    /// that switches tools off (`tool_choice: "none"`) is answered with text instead, and
+    /// leaves this in the script.
+    pub fn call_tools(&self, calls: &[(&str, Value)]) {
+        let calls = calls
+            .iter()
+            .map(|(name, arguments)| (name.to_string(), arguments.clone()))
+            .collect();
+        self.script
+            .lock()
+            .unwrap()
+            .turns
+            .push_back(Reply::Calls(calls));
+    }
+
+    /// The next turn answer quotes the tool results it was given: "results: r1 | r2".
+    pub fn answer_from_results(&self) {
+        self.script
+            .lock()
+            .unwrap()
+            .turns
+            .push_back(Reply::FromResults);
     }
 
     /// Judge verdicts, in order; once used up, the judge says "not met".
@@ -258,6 +294,7 @@ async fn completions(
         return refusal;
     }
     let purpose = purpose_of(&body);
+    let mut calls = Vec::new();
     let (fault, content) = {
         let mut script = fake.script.lock().unwrap();
         let fault = script.take(purpose, &headers, &body);
@@ -265,11 +302,20 @@ async fn completions(
             Purpose::Turn => {
                 script.turn_count += 1;
                 let n = script.turn_count;
+                let tools_off = body["tool_choice"] == json!("none");
                 match fault {
-                    None => script
-                        .turns
-                        .pop_front()
-                        .unwrap_or_else(|| format!("turn {n}")),
+                    None if tools_off && matches!(script.turns.front(), Some(Reply::Calls(_))) => {
+                        format!("turn {n} without tools")
+                    }
+                    None => match script.turns.pop_front() {
+                        Some(Reply::Text(text)) => text,
+                        Some(Reply::Calls(asked)) => {
+                            calls = asked;
+                            String::new()
+                        }
+                        Some(Reply::FromResults) => results_in(&body),
+                        None => format!("turn {n}"),
+                    },
                     // What a stream that breaks off had started to say.
                     Some(Fault::BrokenStream) => "This reply never fini".into(),
                     Some(_) => String::new(),
@@ -320,15 +366,55 @@ async fn completions(
     let (prompt, completion, total) = usage_for(&body);
     let usage =
         json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total});
+    // Ids as OpenAI gives them: unique per call, made up by the provider.
+    let calls: Vec<(String, String, String)> = calls
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, arguments))| {
+            let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            (format!("call_{n}_{i}"), name, arguments.to_string())
+        })
+        .collect();
     if body["stream"] != json!(true) {
+        let message = if calls.is_empty() {
+            json!({"role": "assistant", "content": content})
+        } else {
+            let tool_calls: Vec<Value> = calls
+                .iter()
+                .map(|(id, name, arguments)| json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}))
+                .collect();
+            json!({"role": "assistant", "content": null, "tool_calls": tool_calls})
+        };
+        let finish = if calls.is_empty() {
+            "stop"
+        } else {
+            "tool_calls"
+        };
         return Json(json!({
             "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": usage,
         }))
         .into_response();
     }
-    sse(content, model, usage, broken, fake.chunk_delay)
+    sse(content, &calls, model, usage, broken, fake.chunk_delay)
+}
+
+static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// "results: r1 | r2": the `tool` messages after the request's last assistant message.
+fn results_in(body: &Value) -> String {
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let last_assistant = messages
+        .iter()
+        .rposition(|m| m["role"] == "assistant")
+        .map_or(0, |at| at + 1);
+    let results: Vec<String> = messages[last_assistant..]
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    format!("results: {}", results.join(" | "))
 }
 
 /// An SSE stream that never ends: an empty piece every 100 ms.
@@ -390,8 +476,16 @@ async fn speech(
     ([("content-type", "audio/wav")], wav).into_response()
 }
 
-/// The SSE body: the content in three pieces, a finish chunk, a usage chunk, `[DONE]`.
-fn sse(content: String, model: String, usage: Value, broken: bool, delay: Duration) -> Response {
+/// The SSE body: the content in three pieces, then each tool call as OpenAI streams it (its
+/// id and name, then its arguments in two fragments), a finish chunk, a usage chunk, `[DONE]`.
+fn sse(
+    content: String,
+    calls: &[(String, String, String)],
+    model: String,
+    usage: Value,
+    broken: bool,
+    delay: Duration,
+) -> Response {
     let chunk = |delta: Value, finish: Value| {
         json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
@@ -408,7 +502,35 @@ fn sse(content: String, model: String, usage: Value, broken: bool, delay: Durati
             .to_string()
         })
         .collect();
-    events.push(chunk(json!({}), json!("stop")).to_string());
+    for (index, (id, name, arguments)) in calls.iter().enumerate() {
+        events.push(
+            chunk(
+                json!({"tool_calls": [{"index": index, "id": id, "type": "function",
+                                       "function": {"name": name, "arguments": ""}}]}),
+                Value::Null,
+            )
+            .to_string(),
+        );
+        let middle = arguments
+            .char_indices()
+            .nth(arguments.chars().count() / 2)
+            .map_or(arguments.len(), |(at, _)| at);
+        for piece in [&arguments[..middle], &arguments[middle..]] {
+            events.push(
+                chunk(
+                    json!({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}),
+                    Value::Null,
+                )
+                .to_string(),
+            );
+        }
+    }
+    let finish = if calls.is_empty() {
+        "stop"
+    } else {
+        "tool_calls"
+    };
+    events.push(chunk(json!({}), json!(finish)).to_string());
     events.push(json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model, "choices": [], "usage": usage}).to_string());
     events.push("[DONE]".into());
     let stream = async_stream(events, broken, delay);

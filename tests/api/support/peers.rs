@@ -517,3 +517,106 @@ async fn deliver(
         StatusCode::NO_CONTENT
     }
 }
+
+/// The MCP reference SDK's Python, or `None` (the test then passes over itself, saying so)
+/// when it cannot be had here, unless `SKEIN_MCP_TESTS=required`.
+fn mcp_python() -> Option<PathBuf> {
+    static PYTHON: OnceLock<Option<PathBuf>> = OnceLock::new();
+    let python = PYTHON
+        .get_or_init(|| {
+            sdk_python(
+                "SKEIN_MCP_PYTHON",
+                "mcp",
+                "import mcp.server.mcpserver, uvicorn",
+            )
+        })
+        .clone();
+    if python.is_none() {
+        assert!(
+            std::env::var("SKEIN_MCP_TESTS").as_deref() != Ok("required"),
+            "SKEIN_MCP_TESTS=required but the mcp virtualenv could not be made"
+        );
+        eprintln!("no Python with mcp (and no way to install it): skipping");
+    }
+    python
+}
+
+/// `tests/mcp/server.py`: an MCP server on the reference SDK (streamable HTTP at `/mcp`),
+/// with an adder, a notes store, a slow tool, one that raises and one that shouts.
+pub struct McpPeer {
+    _child: Child,
+    /// Its MCP endpoint.
+    pub url: String,
+    /// Every HTTP request it received: `{method, path, headers, body}`.
+    requests: Arc<Mutex<Vec<Value>>>,
+}
+
+impl McpPeer {
+    /// Starts the server, requiring `Authorization: Bearer <token>` when one is given.
+    pub async fn start(token: Option<&str>) -> Option<Self> {
+        let python = mcp_python()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/server.py");
+        let mut command = Command::new(python);
+        command.arg(script).arg(port.to_string());
+        if let Some(token) = token {
+            command.args(["--token", token]);
+        }
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the MCP server starts");
+        let requests: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let seen = requests.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(request) = serde_json::from_str(&line) {
+                    seen.lock().unwrap().push(request);
+                }
+            }
+        });
+        let deadline = tokio::time::Instant::now() + PATIENCE * 2;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the MCP server did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Some(Self {
+            _child: child,
+            url: format!("http://127.0.0.1:{port}/mcp"),
+            requests,
+        })
+    }
+
+    pub fn requests(&self) -> Vec<Value> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// The JSON-RPC methods it was called with, in order (`tools/call` with the tool's name:
+    /// `tools/call add`).
+    pub fn methods(&self) -> Vec<String> {
+        self.requests()
+            .iter()
+            .filter_map(|r| serde_json::from_str::<Value>(r["body"].as_str()?).ok())
+            .filter_map(|body| {
+                let method = body["method"].as_str()?.to_owned();
+                Some(match body["params"]["name"].as_str() {
+                    Some(tool) if method == "tools/call" => format!("{method} {tool}"),
+                    _ => method,
+                })
+            })
+            .collect()
+    }
+}
