@@ -374,8 +374,8 @@ fn fenced(content: &str, text: &mut String) {
 /// Each member's figures, as a table.
 fn markdown_figures(figures: &[MemberFigures]) -> String {
     let mut text = String::from(
-        "## Figures\n\n| member | turns | tokens | time per turn (median, 95th percentile) |\n\
-         |---|---|---|---|\n",
+        "## Figures\n\n| member | turns | tokens | time per turn (median, 95th percentile) \
+         | tool calls (failed) |\n|---|---|---|---|---|\n",
     );
     for member in figures {
         let time = member.latency_ms.as_ref().map_or("–".to_owned(), |l| {
@@ -386,10 +386,12 @@ fn markdown_figures(figures: &[MemberFigures]) -> String {
             )
         });
         text.push_str(&format!(
-            "| {} | {} | {} | {time} |\n",
+            "| {} | {} | {} | {time} | {} ({}) |\n",
             one_line(&member.agent.name).replace('|', "\\|"),
             member.turns,
             member.tokens,
+            member.tool_calls,
+            member.tool_failures,
         ));
     }
     text

@@ -74,6 +74,10 @@ pub enum AgentsCommand {
     Delete {
         agent: String,
     },
+    /// The tools an llm agent can call now, from its MCP servers.
+    Tools {
+        agent: String,
+    },
 }
 
 /// An agent's fields; only those given are sent.
@@ -110,6 +114,11 @@ pub struct AgentFields {
     /// An a2a agent's card (or base) URL.
     #[arg(long)]
     card_url: Option<String>,
+    /// An llm agent's MCP server: its URL, or a JSON object
+    /// (`{"url": …, "bearer": …, "headers": {…}, "allow": […], "name": …}`). Repeat for
+    /// several; given on an update, the list replaces the agent's.
+    #[arg(long = "tool")]
+    tools: Vec<String>,
 }
 
 impl AgentFields {
@@ -136,6 +145,18 @@ impl AgentFields {
         put("delay_ms", self.delay_ms.map(Value::from));
         put("endpoint", self.endpoint.clone().map(Value::from));
         put("card_url", self.card_url.clone().map(Value::from));
+        put(
+            "tools",
+            (!self.tools.is_empty()).then(|| {
+                self.tools
+                    .iter()
+                    .map(|tool| {
+                        serde_json::from_str::<Map<String, Value>>(tool)
+                            .map_or_else(|_| json!({"url": tool}), Value::Object)
+                    })
+                    .collect()
+            }),
+        );
         Value::Object(body)
     }
 }
@@ -295,6 +316,10 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> Result<(), C
                 client.delete(&format!("/agents/{agent}")).await?;
                 output::done(json, &format!("Deleted agent {agent}."));
             }
+            AgentsCommand::Tools { agent } => show(
+                client.get(&format!("/agents/{agent}/tools")).await?,
+                output::tools,
+            ),
         },
         Command::Collab(command) => match command {
             CollabCommand::Create(create) => {

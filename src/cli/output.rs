@@ -111,12 +111,40 @@ pub(super) fn agent(agent: &Value) {
     if let Some(replies) = agent["replies"].as_array() {
         println!("replies  {}", replies.len());
     }
+    for server in agent["tools"].as_array().into_iter().flatten() {
+        let allow = server["allow"]
+            .as_array()
+            .map_or("every tool".to_owned(), |names| {
+                names.iter().map(text).collect::<Vec<_>>().join(", ")
+            });
+        println!(
+            "tools    {} ({}): {allow}",
+            text(&server["name"]),
+            text(&server["url"])
+        );
+    }
     if let Some(secret) = agent["secret"].as_str() {
         println!("secret   {secret}");
         println!(
             "Keep the secret: the agent checks Skein's signatures with it. It is not shown again."
         );
     }
+}
+
+/// The tools an agent can call, a row each.
+pub(super) fn tools(listed: &Value) {
+    let rows = items(listed)
+        .iter()
+        .map(|t| {
+            vec![
+                text(&t["function"]),
+                text(&t["tool"]["server"]),
+                text(&t["tool"]["name"]),
+                text(&t["description"]),
+            ]
+        })
+        .collect();
+    table(&["FUNCTION", "SERVER", "TOOL", "DESCRIPTION"], rows);
 }
 
 pub(super) fn agents(page: &Value) {
@@ -199,6 +227,7 @@ pub(super) fn figures(figures: &Value) {
                 m["tokens"].to_string(),
                 seconds(&m["latency_ms"]["p50"]),
                 seconds(&m["latency_ms"]["p95"]),
+                format!("{} ({} failed)", m["tool_calls"], m["tool_failures"]),
             ]
         })
         .collect();
@@ -209,6 +238,7 @@ pub(super) fn figures(figures: &Value) {
             "TOKENS",
             "MEDIAN TURN",
             "95TH PERCENTILE",
+            "TOOL CALLS",
         ],
         rows,
     );

@@ -220,6 +220,31 @@ impl View {
                     }
                 }
             }
+            "tool_call" => {
+                self.end_line();
+                println!(
+                    "  ⚙ {} calls {} {}",
+                    who(frame),
+                    tool_name(&frame["tool"]),
+                    excerpt(&frame["arguments"].to_string(), 200)
+                );
+            }
+            "tool_result" => {
+                self.end_line();
+                let how = if frame["interrupted"] == true {
+                    "interrupted"
+                } else if frame["ok"] == true {
+                    "ok"
+                } else {
+                    "error"
+                };
+                println!(
+                    "  ⚙ {} {how} ({} ms): {}",
+                    tool_name(&frame["tool"]),
+                    frame["ms"],
+                    excerpt(frame["content"].as_str().unwrap_or_default(), 200)
+                );
+            }
             "verdict" => {
                 self.end_line();
                 println!(
@@ -255,6 +280,23 @@ impl View {
             println!();
         }
     }
+}
+
+/// `server/tool`, or the tool alone when it named no server.
+fn tool_name(tool: &Value) -> String {
+    match (tool["server"].as_str(), tool["name"].as_str()) {
+        (Some(server), Some(name)) if !server.is_empty() => format!("{server}/{name}"),
+        (_, name) => name.unwrap_or_default().to_owned(),
+    }
+}
+
+/// At most `max` characters of `text`, on one line.
+fn excerpt(text: &str, max: usize) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() <= max {
+        return line;
+    }
+    format!("{}…", line.chars().take(max).collect::<String>())
 }
 
 /// A summary's outcome: its lists that are not empty, an item a line.

@@ -1,5 +1,8 @@
-//! How each member of a collaboration did, read from its stored messages: turns taken,
-//! model tokens spent, and how long a turn took them (median and 95th percentile).
+//! How each member of a collaboration did, read from its stored events: turns taken, model
+//! tokens spent, how long a turn took them (median and 95th percentile), and the tools they
+//! called.
+
+use std::collections::HashMap;
 
 use serde::Serialize;
 
@@ -16,6 +19,10 @@ pub struct MemberFigures {
     /// How long its turns took, from being given the turn to its message; `null` before its
     /// first turn (and for interjections, which were no one's turn).
     pub latency_ms: Option<Latency>,
+    /// Tool calls its turns made, and how many of them did not succeed (an error, a
+    /// timeout, an interruption).
+    pub tool_calls: u32,
+    pub tool_failures: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -27,7 +34,32 @@ pub struct Latency {
 /// Figures added up event by event, in the roster's order.
 #[derive(Debug)]
 pub struct Tally {
-    members: Vec<(Sender, u32, u64, Vec<u64>)>,
+    members: Vec<Member>,
+    /// Which member made each tool call, by call id, until its result is seen.
+    callers: HashMap<String, usize>,
+}
+
+#[derive(Debug)]
+struct Member {
+    agent: Sender,
+    turns: u32,
+    tokens: u64,
+    times: Vec<u64>,
+    tool_calls: u32,
+    tool_failures: u32,
+}
+
+impl Member {
+    fn new(agent: Sender) -> Self {
+        Self {
+            agent,
+            turns: 0,
+            tokens: 0,
+            times: Vec::new(),
+            tool_calls: 0,
+            tool_failures: 0,
+        }
+    }
 }
 
 impl Tally {
@@ -35,46 +67,66 @@ impl Tally {
     /// roster is added when first seen.
     pub fn new(roster: Vec<Sender>) -> Self {
         Self {
-            members: roster
-                .into_iter()
-                .map(|sender| (sender, 0, 0, Vec::new()))
-                .collect(),
+            members: roster.into_iter().map(Member::new).collect(),
+            callers: HashMap::new(),
+        }
+    }
+
+    fn member(&mut self, sender: &Sender) -> usize {
+        match self.members.iter().position(|m| m.agent.id == sender.id) {
+            Some(at) => at,
+            None => {
+                self.members.push(Member::new(sender.clone()));
+                self.members.len() - 1
+            }
         }
     }
 
     pub fn add(&mut self, event: &EventBody) {
-        let EventBody::Message {
-            sender, tokens, ms, ..
-        } = event
-        else {
-            return;
-        };
-        let at = match self.members.iter().position(|m| m.0.id == sender.id) {
-            Some(at) => at,
-            None => {
-                self.members.push((sender.clone(), 0, 0, Vec::new()));
-                self.members.len() - 1
+        match event {
+            EventBody::Message {
+                sender, tokens, ms, ..
+            } => {
+                let at = self.member(sender);
+                let member = &mut self.members[at];
+                member.turns += 1;
+                member.tokens += tokens;
+                member.times.extend(ms);
             }
-        };
-        let member = &mut self.members[at];
-        member.1 += 1;
-        member.2 += tokens;
-        member.3.extend(ms);
+            EventBody::ToolCall {
+                sender, call_id, ..
+            } => {
+                let at = self.member(sender);
+                self.members[at].tool_calls += 1;
+                self.callers.insert(call_id.clone(), at);
+            }
+            EventBody::ToolResult { call_id, ok, .. } => {
+                if let Some(at) = self.callers.remove(call_id)
+                    && !ok
+                {
+                    self.members[at].tool_failures += 1;
+                }
+            }
+            _ => {}
+        }
     }
 
     pub fn finish(self) -> Vec<MemberFigures> {
         self.members
             .into_iter()
-            .map(|(agent, turns, tokens, mut times)| {
-                times.sort_unstable();
+            .map(|mut member| {
+                member.times.sort_unstable();
+                let times = member.times;
                 MemberFigures {
-                    agent,
-                    turns,
-                    tokens,
+                    agent: member.agent,
+                    turns: member.turns,
+                    tokens: member.tokens,
                     latency_ms: (!times.is_empty()).then(|| Latency {
                         p50: nearest_rank(&times, 50),
                         p95: nearest_rank(&times, 95),
                     }),
+                    tool_calls: member.tool_calls,
+                    tool_failures: member.tool_failures,
                 }
             })
             .collect()

@@ -455,3 +455,77 @@ async fn a_transcript_prints_as_markdown_or_as_json() {
     assert!(!missing.ok);
     assert!(missing.stderr.contains("not found"), "{}", missing.stderr);
 }
+
+#[tokio::test]
+async fn an_agent_gets_tools_from_the_cli_and_watch_shows_each_call_and_result() {
+    let Some(mcp) = crate::support::peers::McpPeer::start(Some("cli-token-19")).await else {
+        return;
+    };
+    let fake = crate::support::fake_model::FakeModel::start().await;
+    fake.call_tools(&[("add", json!({"a": 40, "b": 2}))]);
+    fake.reply_with(&["It is 42."]);
+    let base = fake.base_url();
+    let app = crate::support::spawn_app_with(move |c| {
+        c.providers = vec![crate::support::default_provider(&base)]
+    })
+    .await;
+    let tool = json!({"url": mcp.url, "name": "calc", "bearer": "cli-token-19", "allow": ["add"]})
+        .to_string();
+    let made = run(
+        skein(&app),
+        &[
+            "agents", "create", "--name", "Analyst", "--kind", "llm", "--tool", &tool,
+        ],
+    )
+    .await;
+    assert!(made.ok, "{}", made.stderr);
+    assert!(
+        made.stdout
+            .contains(&format!("tools    calc ({}): add", mcp.url)),
+        "{}",
+        made.stdout
+    );
+    assert!(!made.stdout.contains("cli-token-19"));
+    let listed = run(skein(&app), &["agents", "tools", "Analyst"]).await;
+    // By name is not a reference: the CLI reports the API's 404.
+    assert!(!listed.ok);
+    let analyst = app.get_json("/api/v1/agents").await["items"][0].clone();
+    let listed = run(skein(&app), &["agents", "tools", &id(&analyst)]).await;
+    assert!(listed.ok, "{}", listed.stderr);
+    let lines: Vec<&str> = listed.stdout.lines().collect();
+    assert!(lines[0].starts_with("FUNCTION"), "{}", listed.stdout);
+    assert!(
+        lines[1].contains("add")
+            && lines[1].contains("calc")
+            && lines[1].contains("Adds two numbers."),
+        "{}",
+        listed.stdout
+    );
+
+    let host = app.scripted("Host", &["@Analyst add them"], 0).await;
+    let ran = run(
+        skein(&app),
+        &[
+            "collab",
+            "create",
+            "--principal",
+            &id(&host),
+            "--participant",
+            &id(&analyst),
+            "--message-cap",
+            "2",
+            "--timeout-window",
+            "30",
+            "--watch",
+        ],
+    )
+    .await;
+    assert!(ran.ok, "{}", ran.stderr);
+    assert!(
+        ran.stdout
+            .contains("  ⚙ Analyst (llm) calls calc/add {\"a\":40,\"b\":2}\n  ⚙ calc/add ok ("),
+        "{}",
+        ran.stdout
+    );
+    assert!(ran.stdout.contains("ms): 42\n"), "{}", ran.stdout);
+}

@@ -147,6 +147,20 @@ async fn two_calls_in_one_round_run_on_the_mcp_server_and_the_answer_uses_both_r
     // Tokens of both rounds count.
     let done = app.wait_until_summarized(&id(&created)).await;
     assert!(done["tokens_used"].as_u64().unwrap() >= fake.tokens_reported(Purpose::Turn));
+    // The summarizer read what the tools gave, quoted as data with the transcript.
+    let summary = fake.requests(Purpose::Summary);
+    let quoted = summary[0].body["messages"][1]["content"].as_str().unwrap();
+    assert!(
+        quoted.contains("Analyst: [used the tool add({\"a\":2,\"b\":3}) → result: 5]"),
+        "{quoted}"
+    );
+    // And the figures count each member's calls.
+    let figures = app
+        .get_json(&format!("/api/v1/collaborations/{}/figures", id(&created)))
+        .await;
+    assert_eq!(figures["members"][1]["agent"]["name"], "Analyst");
+    assert_eq!(figures["members"][1]["tool_calls"], 2);
+    assert_eq!(figures["members"][1]["tool_failures"], 0);
 
     // The server saw the bearer token, and the calls themselves.
     let requests = mcp.requests();
