@@ -46,7 +46,7 @@ export function agentsView(main) {
 
   function row(agent) {
     let detail = "";
-    if (agent.kind === "llm") detail = `${agent.provider} · ${agent.model}`;
+    if (agent.kind === "llm") detail = `${agent.provider} · ${agent.model}${agent.tools?.length ? ` · tools from ${agent.tools.map((t) => t.name).join(", ")}` : ""}`;
     else if (agent.kind === "http") detail = agent.endpoint;
     else if (agent.kind === "a2a") detail = agent.card_url;
     else if (agent.kind === "human") detail = "speaks in the channel";
@@ -92,11 +92,13 @@ export function agentsView(main) {
     const endpoint = h("input", { type: "url", value: agent?.endpoint ?? "", placeholder: "https://agents.example.com/turn", spellcheck: "false" });
     const cardUrl = h("input", { type: "url", value: agent?.card_url ?? "", placeholder: "https://agent.example.com (its card is found at /.well-known/agent-card.json)", spellcheck: "false" });
 
+    const tools = toolServers(agent);
     const llmFields = h("div", {},
       providers.length === 0 && h("p", { class: "notice advisory" }, "No model provider is configured on this server, so LLM agents cannot be created. Set SKEIN_LLM_BASE_URL (or OPENAI_API_KEY / FLOCK_LLM_API_KEY) and restart."),
       h("div", { class: "row" }, field("Provider", "provider", provider), field("Model", "model", model)),
       field("System prompt", "system_prompt", prompt, "Who this agent is and how it should behave."),
-      h("div", { class: "row" }, field("Temperature", "temperature", temperature), field("Max tokens per turn", "max_tokens", maxTokens)));
+      h("div", { class: "row" }, field("Temperature", "temperature", temperature), field("Max tokens per turn", "max_tokens", maxTokens)),
+      tools.node);
     const scriptedFields = h("div", {},
       field("Replies", "replies", replies, "Spoken in order, one per turn, starting again after the last."),
       field("Delay before each reply (ms)", "delay_ms", delay));
@@ -148,6 +150,7 @@ export function agentsView(main) {
         body.system_prompt = prompt.value.trim() || null;
         body.temperature = numberOrNull(temperature.value);
         body.max_tokens = numberOrNull(maxTokens.value);
+        body.tools = tools.value();
       } else if (kind.value === "scripted") {
         body.replies = replies.value.split("\n").map((line) => line.trim()).filter(Boolean);
         body.delay_ms = numberOrNull(delay.value) ?? 0;
@@ -182,6 +185,83 @@ export function agentsView(main) {
   }
 
   load();
+}
+
+/// The MCP servers of an llm agent's form: each with its URL, a name, a bearer token
+/// (stored sealed: left empty, the stored one is kept) and the tools it may call. For a saved
+/// agent, "Show tools" asks its servers what they offer and lets you tick the allowed ones.
+function toolServers(agent) {
+  const rows = [];
+  const list = h("div", { class: "tool-servers" });
+  const node = h("fieldset", { class: "tools" },
+    h("legend", {}, "Tools (MCP servers)"),
+    h("p", { class: "hint" }, "The model may call these servers' tools during its turn; every call and result is shown in the channel."),
+    list,
+    h("div", { class: "actions" },
+      h("button", { type: "button", class: "add-tool-server", onclick: () => add(null) }, "Add an MCP server"),
+      agent?.tools?.length > 0 && h("button", { type: "button", class: "show-tools", onclick: (event) => show(event.currentTarget) }, "Show tools")));
+
+  function add(server) {
+    const i = rows.length;
+    const url = h("input", { type: "url", value: server?.url ?? "", placeholder: "https://tools.example.com/mcp", spellcheck: "false" });
+    const name = h("input", { type: "text", value: server?.name ?? "", placeholder: "The URL's host" });
+    const stored = server?.credential_headers?.length > 0;
+    const bearer = h("input", { type: "password", value: "", autocomplete: "off",
+      placeholder: stored ? "Stored; leave empty to keep it" : "Optional" });
+    const allow = h("input", { type: "text", value: server?.allow?.join(", ") ?? "", placeholder: "Every tool the server offers", spellcheck: "false" });
+    const offered = h("div", { class: "offered" });
+    const row = h("div", { class: "tool-server card" },
+      h("div", { class: "row" }, field("Server URL", `tools[${i}].url`, url), field("Name", `tools[${i}].name`, name)),
+      h("div", { class: "row" },
+        field("Bearer token", `tools[${i}].bearer`, bearer),
+        field("Allowed tools", `tools[${i}].allow`, allow, "Tool names, comma separated.")),
+      offered,
+      h("div", { class: "actions" }, h("button", { type: "button", class: "danger", onclick: () => { row.remove(); rows.splice(rows.indexOf(entry), 1); } }, "Remove this server")));
+    const entry = { url, name, bearer, allow, offered, original: server };
+    rows.push(entry);
+    list.append(row);
+    if (!server) url.focus();
+  }
+
+  /// Lists every tool of the saved servers, a checkbox each: ticked ones are allowed.
+  async function show(button) {
+    button.disabled = true;
+    try {
+      const { items } = await api.get(`/agents/${agent.id}/tools?all=true`);
+      for (const entry of rows) {
+        const mine = items.filter((tool) => tool.tool.server === entry.original?.name);
+        if (!entry.original) continue;
+        put(entry.offered, mine.length === 0 ? h("p", { class: "muted" }, "This server offers no tools.") :
+          h("ul", { class: "offered-tools" }, mine.map((tool) => {
+            const box = h("input", { type: "checkbox", checked: tool.allowed, onchange: () => {
+              const names = new Set(entry.allow.value.split(",").map((n) => n.trim()).filter(Boolean));
+              if (names.size === 0) mine.forEach((t) => t.allowed && names.add(t.tool.name));
+              if (box.checked) names.add(tool.tool.name);
+              else names.delete(tool.tool.name);
+              entry.allow.value = [...names].join(", ");
+            } });
+            return h("li", {}, h("label", {}, box, " ", h("code", {}, tool.tool.name), tool.description ? ` — ${tool.description}` : ""));
+          })));
+      }
+    } catch (error) {
+      toast(error.message);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  (agent?.tools ?? []).forEach(add);
+  return {
+    node,
+    value: () => rows.map((entry) => {
+      const server = { url: entry.url.value.trim() };
+      if (entry.name.value.trim()) server.name = entry.name.value.trim();
+      if (entry.bearer.value) server.bearer = entry.bearer.value;
+      const allow = entry.allow.value.split(",").map((n) => n.trim()).filter(Boolean);
+      if (allow.length) server.allow = allow;
+      return server;
+    }),
+  };
 }
 
 function numberOrNull(value) {

@@ -19,6 +19,8 @@ export function channelView(main, id) {
   const typing = new Map();
   /// Turns whose message is in: a late repeat of their `turn` frame is old news.
   const spoken = new Set();
+  /// Tool calls shown, by call id: their result fills them in.
+  const calls = new Map();
 
   const title = h("h1", { class: "objective" }, "Loading…");
   const badge = h("span");
@@ -204,12 +206,13 @@ export function channelView(main, id) {
       const seconds = (ms) => `${(ms / 1000).toFixed(1)} s`;
       put(figuresNode, h("table", {},
         h("caption", {}, "Who did what"),
-        h("thead", {}, h("tr", {}, ["Member", "Turns", "Tokens", "Time per turn (median, 95th)"].map((label) => h("th", { scope: "col" }, label)))),
+        h("thead", {}, h("tr", {}, ["Member", "Turns", "Tokens", "Time per turn (median, 95th)", "Tool calls (failed)"].map((label) => h("th", { scope: "col" }, label)))),
         h("tbody", {}, members.map((member) => h("tr", {},
           h("th", { scope: "row" }, member.agent.name),
           h("td", {}, String(member.turns)),
           h("td", {}, member.tokens.toLocaleString()),
-          h("td", {}, member.latency_ms ? `${seconds(member.latency_ms.p50)}, ${seconds(member.latency_ms.p95)}` : "–"))))));
+          h("td", {}, member.latency_ms ? `${seconds(member.latency_ms.p50)}, ${seconds(member.latency_ms.p95)}` : "–"),
+          h("td", {}, member.tool_calls ? `${member.tool_calls} (${member.tool_failures})` : "–"))))));
     } catch (error) {
       delete figuresNode.dataset.for;
       toast(error.message);
@@ -310,6 +313,25 @@ export function channelView(main, id) {
         renderHeader();
         refresh();
         break;
+      case "tool_call": {
+        const block = toolNode(frame);
+        calls.set(frame.call_id, block);
+        append(block, null, frame.seq <= replayUntil);
+        break;
+      }
+      case "tool_result": {
+        const block = calls.get(frame.call_id);
+        if (block) {
+          fillResult(block, frame);
+          calls.delete(frame.call_id);
+        } else {
+          // Its call came before this viewer's history began.
+          const lone = toolNode({ seq: frame.seq, tool: frame.tool, sender: null, arguments: null });
+          fillResult(lone, frame);
+          append(lone, null, frame.seq <= replayUntil);
+        }
+        break;
+      }
       case "verdict":
         append(h("li", { class: `event verdict${frame.met ? " met" : ""}`, dataset: { seq: frame.seq } },
           h("strong", {}, frame.met ? "The judge finds the objective met: " : "The judge finds the objective not met yet: "),
@@ -392,6 +414,31 @@ function messageNode(message, live) {
         h("span", { class: "name" }, sender.name), " ", kindBadge(sender.kind), " ", address(sender.address),
         live ? h("span", { class: "muted live-label" }, ` ${live}`) : time(message.created_at, true)),
       h("div", { class: "content" }, message.content)));
+}
+
+/// A tool call as a block that opens to its arguments and, once it is in, its result.
+function toolNode(call) {
+  const name = call.tool.server ? `${call.tool.server} · ${call.tool.name}` : call.tool.name;
+  const outcome = h("span", { class: "tool-outcome pending" }, "running…");
+  const details = h("details", {},
+    h("summary", {},
+      h("span", { class: "tool-icon", "aria-hidden": "true" }, "⚙"), " ",
+      call.sender ? [h("span", { class: "name" }, call.sender.name), " called "] : "Result of ",
+      h("code", {}, name), " ", outcome),
+    call.arguments !== null && h("div", { class: "tool-part" },
+      h("h4", {}, "Arguments"),
+      h("pre", { class: "tool-arguments" }, JSON.stringify(call.arguments, null, 2))));
+  return h("li", { class: "event tool", dataset: { seq: call.seq } }, details);
+}
+
+function fillResult(block, result) {
+  const outcome = block.querySelector(".tool-outcome");
+  outcome.className = `tool-outcome ${result.ok ? "ok" : "failed"}`;
+  outcome.textContent = result.interrupted ? "✗ interrupted" : result.ok ? `✓ ${result.ms} ms` : `✗ failed after ${result.ms} ms`;
+  // The result is a stored event of its own: its seq is shown with it, inside its call.
+  block.querySelector("details").append(h("div", { class: "tool-part", dataset: { seq: result.seq } },
+    h("h4", {}, result.ok ? "Result" : "Error"),
+    h("pre", { class: "tool-result" }, result.content)));
 }
 
 function avatar(sender) {

@@ -759,32 +759,71 @@ async fn update(
 /// The tools an agent can call now.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct AgentTools {
-    /// What its model is offered: each server's tools after its allow-list.
-    items: Vec<tools::Offered>,
+    /// What its model is offered: each server's tools after its allow-list (with `all`,
+    /// every tool of its servers, each saying whether the allow-list lets it through).
+    items: Vec<AgentTool>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct AgentTool {
+    #[serde(flatten)]
+    offered: tools::Offered,
+    /// Whether the server's allow-list lets the model call it.
+    allowed: bool,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(super) struct ToolsQuery {
+    /// List every tool of the agent's servers, not only those its allow-lists let through.
+    #[serde(default)]
+    all: bool,
 }
 
 #[utoipa::path(get, path = "/api/v1/agents/{agent}/tools", tag = "agents",
-    params(("agent" = String, Path, description = "UUID or address")),
+    params(("agent" = String, Path, description = "UUID or address"), ToolsQuery),
     responses((status = 200, body = AgentTools), (status = 404, body = crate::error::Problem),
         (status = 502, description = "A tool server could not be reached", body = crate::error::Problem)))]
 async fn list_tools(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(agent): ApiPath<String>,
+    ApiQuery(query): ApiQuery<ToolsQuery>,
 ) -> Result<Json<AgentTools>, AppError> {
     let agent = find(&state, &caller, &agent).await?;
     let AgentSpec::Llm { tools: servers, .. } = &agent.spec else {
         return Ok(Json(AgentTools { items: Vec::new() }));
     };
+    let listed: Vec<crate::domain::ToolServer> = if query.all {
+        servers
+            .iter()
+            .map(|server| crate::domain::ToolServer {
+                allow: None,
+                ..server.clone()
+            })
+            .collect()
+    } else {
+        servers.clone()
+    };
     let credentials = Credentials::open(agent.tool_credentials.as_ref());
-    let items = tools::list(
-        servers,
+    let offered = tools::list(
+        &listed,
         &credentials,
         &state.outbound,
         &state.engine.remote().tools,
     )
     .await
     .map_err(|e| AppError::BadGateway(e.to_string()))?;
+    let items = offered
+        .into_iter()
+        .map(|offered| {
+            let allowed = servers
+                .iter()
+                .find(|server| server.name == offered.tool.server)
+                .and_then(|server| server.allow.as_ref())
+                .is_none_or(|allow| allow.contains(&offered.tool.name));
+            AgentTool { offered, allowed }
+        })
+        .collect();
     Ok(Json(AgentTools { items }))
 }
 

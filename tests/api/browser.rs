@@ -1002,3 +1002,146 @@ async fn a_newcomer_starts_the_demo_from_the_empty_list_and_watches_agents_at_wo
     assert_eq!(app.get_json("/api/v1/agents").await["meta"]["total"], 3);
     assert_no_page_errors(&browser);
 }
+
+#[tokio::test]
+async fn an_llm_agent_gets_an_mcp_server_in_the_form_and_its_tools_are_picked_from_a_list() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let Some(mcp) = crate::support::peers::McpPeer::start(Some("form-token-5")).await else {
+        return;
+    };
+    let app = spawn_app_with(|c| {
+        c.providers = vec![default_provider("http://127.0.0.1:9/v1")];
+    })
+    .await;
+    let page = new_agent_form(&browser, &app, "llm", "Analyst").await;
+    page.click(".add-tool-server").await;
+    page.fill("[name='tools[0].url']", &mcp.url).await;
+    page.fill("[name='tools[0].name']", "calc").await;
+    page.fill("[name='tools[0].bearer']", "form-token-5").await;
+    page.fill("[name='tools[0].allow']", "add").await;
+    page.click("form button[type=submit]").await;
+    page.wait_until(
+        "document.querySelector('.agent .name')?.textContent === 'Analyst'",
+        "the new agent is listed",
+    )
+    .await;
+    let analyst = app.get_json("/api/v1/agents").await["items"][0].clone();
+    assert_eq!(analyst["tools"][0]["url"], mcp.url.as_str());
+    assert_eq!(analyst["tools"][0]["allow"], json!(["add"]));
+    assert_eq!(
+        analyst["tools"][0]["credential_headers"],
+        json!(["Authorization"])
+    );
+
+    // Edit: the server's tools are listed, the allowed one ticked; ticking another allows it.
+    page.click(".agent button").await;
+    page.click(".show-tools").await;
+    page.wait_until(
+        "document.querySelectorAll('.offered-tools input').length === 6",
+        "every tool of the server is listed",
+    )
+    .await;
+    let ticked = page
+        .eval("[...document.querySelectorAll('.offered-tools input:checked')].map(b => b.closest('li').querySelector('code').textContent)")
+        .await;
+    assert_eq!(ticked, json!(["add"]));
+    page.click(".offered-tools li:nth-child(6) input").await;
+    assert_eq!(
+        page.eval("document.querySelector(\"[name='tools[0].allow']\").value")
+            .await,
+        "add, shout"
+    );
+    page.screenshot("agent-form-tools").await;
+    page.click("form button[type=submit]").await;
+    wait_for(|| async {
+        let agent = app
+            .get_json(&format!("/api/v1/agents/{}", id(&analyst)))
+            .await;
+        (agent["tools"][0]["allow"] == json!(["add", "shout"])).then_some(())
+    })
+    .await;
+    // The token was kept, not sent back: the server still answers the agent.
+    let listed = app
+        .get(&format!("/api/v1/agents/{}/tools", id(&analyst)))
+        .await;
+    assert_eq!(listed.status(), reqwest::StatusCode::OK);
+    assert_no_page_errors(&browser);
+}
+
+#[tokio::test]
+async fn the_channel_shows_each_tool_call_as_a_block_that_opens_to_its_arguments_and_result() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let Some(mcp) = crate::support::peers::McpPeer::start(None).await else {
+        return;
+    };
+    let fake = FakeModel::start().await;
+    fake.call_tools(&[("add", json!({"a": 2, "b": 3})), ("explode", json!({}))]);
+    fake.reply_with(&["The sum is 5; the other tool broke."]);
+    let base = fake.base_url();
+    let app = spawn_app_with(move |c| c.providers = vec![default_provider(&base)]).await;
+    let host = app.scripted("Host", &["@Analyst add 2 and 3"], 0).await;
+    let analyst = app
+        .create_agent(json!({"name": "Analyst", "kind": "llm",
+                             "tools": [{"url": mcp.url, "name": "calc"}]}))
+        .await;
+    let created = app
+        .collaborate(
+            &host,
+            &analyst,
+            json!({"message_cap": 2, "evaluate_objective_completion": false}),
+        )
+        .await;
+    app.wait_until_summarized(&id(&created)).await;
+    let page = signed_in(&browser, &app).await;
+    open(&page, &format!("#/c/{}", id(&created))).await;
+    let last = last_seq(&app, &created).await;
+    page.wait_until(
+        &format!("document.querySelector('.transcript [data-seq=\"{last}\"]')"),
+        "the history is replayed",
+    )
+    .await;
+    // Every event once; each result shows inside its call's block, so out of seq order.
+    let mut shown = shown_seqs(&page).await;
+    assert_eq!(shown, [1, 2, 4, 3, 5, 6, 7, 8]);
+    shown.sort_unstable();
+    assert_eq!(shown, (1..=last).collect::<Vec<_>>());
+    let summaries = page
+        .eval("[...document.querySelectorAll('.event.tool summary')].map(s => s.innerText)")
+        .await;
+    let summaries: Vec<String> = serde_json::from_value(summaries).unwrap();
+    assert_eq!(summaries.len(), 2, "{summaries:?}");
+    assert!(
+        summaries[0].contains("Analyst called calc · add ✓"),
+        "{summaries:?}"
+    );
+    assert!(
+        summaries[1].contains("calc · explode ✗ failed"),
+        "{summaries:?}"
+    );
+    page.click(".event.tool summary").await;
+    page.wait_until(
+        "document.querySelector('.event.tool details').open",
+        "the block opens",
+    )
+    .await;
+    assert_eq!(page.text(".event.tool .tool-result").await, "5");
+    assert!(
+        page.text(".event.tool .tool-arguments")
+            .await
+            .as_str()
+            .unwrap()
+            .contains("\"a\": 2")
+    );
+    page.screenshot("channel-tool-call").await;
+    assert_eq!(
+        page.eval("document.querySelectorAll('.figures tbody tr')[1].lastChild.textContent")
+            .await,
+        "2 (1)",
+        "the figures count the calls and the failure"
+    );
+    assert_no_page_errors(&browser);
+}

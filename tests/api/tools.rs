@@ -230,6 +230,18 @@ async fn the_tools_endpoint_lists_what_the_agent_may_call_and_hides_the_rest() {
     assert!(!names.contains(&"shout"), "the allow-list hides it");
     assert_eq!(listed["items"][0]["description"], "Adds two numbers.");
     assert_eq!(listed["items"][0]["tool"]["server"], "calc");
+    assert_eq!(listed["items"][0]["allowed"], true);
+    // `all` shows what the allow-list leaves out, to pick from.
+    let everything = app
+        .get_json(&format!("/api/v1/agents/{}/tools?all=true", id(&analyst)))
+        .await;
+    let shout = everything["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tool"]["name"] == "shout")
+        .expect("every tool of the server is listed");
+    assert_eq!(shout["allowed"], false);
 
     // A PATCH that sends the view back keeps the stored credentials; one that changes the
     // allow-list changes what is offered.
