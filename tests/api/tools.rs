@@ -470,3 +470,30 @@ async fn tool_credentials_are_sealed_in_the_database() {
         .await;
     assert_eq!(listed.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_readme_s_example_server_works_as_it_says() {
+    let Some(example) = McpPeer::example(Some("example-secret")).await else {
+        return;
+    };
+    let fake = FakeModel::start().await;
+    fake.call_tools(&[("remember", json!({"key": "venue", "text": "the jazz bar"}))]);
+    fake.call_tools(&[
+        ("recall", json!({"key": "venue"})),
+        ("add", json!({"a": 1.5, "b": 2})),
+    ]);
+    fake.answer_from_results();
+    let app = spawn_app_with(with(&fake, |_| {})).await;
+    let host = app.scripted("Host", &["@Analyst where do we go?"], 0).await;
+    let analyst = app
+        .create_agent(json!({"name": "Analyst", "kind": "llm",
+                             "tools": [{"url": example.url, "name": "notebook", "bearer": "example-secret"}]}))
+        .await;
+    let created = run(&app, &host, &analyst, 2).await;
+    let frames = app.watch_to_the_end(&created).await;
+    assert_eq!(of_type(&frames, "tool_call").len(), 3);
+    assert_eq!(
+        messages(&frames)[1]["content"],
+        "results: the jazz bar | 3.5"
+    );
+}

@@ -554,13 +554,22 @@ pub struct McpPeer {
 impl McpPeer {
     /// Starts the server, requiring `Authorization: Bearer <token>` when one is given.
     pub async fn start(token: Option<&str>) -> Option<Self> {
+        Self::run("tests/mcp/server.py", token).await
+    }
+
+    /// `examples/mcp_tools.py`, the README's example server (it records no requests).
+    pub async fn example(token: Option<&str>) -> Option<Self> {
+        Self::run("examples/mcp_tools.py", token).await
+    }
+
+    async fn run(script: &str, token: Option<&str>) -> Option<Self> {
         let python = mcp_python()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/server.py");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
         let mut command = Command::new(python);
         command.arg(script).arg(port.to_string());
         if let Some(token) = token {
