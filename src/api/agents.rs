@@ -294,8 +294,13 @@ impl AgentInput {
         {
             errors.push(FieldError::new("temperature", "must be between 0 and 2"));
         }
-        if let Some(0) = self.max_tokens {
-            errors.push(FieldError::new("max_tokens", "must be at least 1"));
+        if let Some(tokens) = self.max_tokens
+            && !(1..=MAX_TOKENS_PER_TURN).contains(&tokens)
+        {
+            errors.push(FieldError::new(
+                "max_tokens",
+                format!("must be between 1 and {MAX_TOKENS_PER_TURN}"),
+            ));
         }
         for (i, reply) in self.replies.iter().flatten().enumerate() {
             check_len(
@@ -548,6 +553,10 @@ async fn remote_url(
 
 const MAX_URL_CHARS: usize = 2048;
 
+/// The most `max_tokens` an agent may ask of its model in one turn: beyond any model's
+/// output window, and within the 32-bit integer the API document promises.
+pub(super) const MAX_TOKENS_PER_TURN: u32 = 1_000_000;
+
 /// A uAgent's endpoint: optional with an Almanac to ask, and, when given, one where the
 /// agent answers uAgents' readiness probe for its address (a down agent is refused now,
 /// not at its first turn).
@@ -773,6 +782,7 @@ pub(super) struct AgentTool {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ToolsQuery {
     /// List every tool of the agent's servers, not only those its allow-lists let through.
     #[serde(default)]

@@ -220,7 +220,11 @@ fn document(config: &Config) -> utoipa::openapi::OpenApi {
             "temperature",
             json!({"minimum": 0, "maximum": 2}),
         ),
-        ("AgentInput", "max_tokens", json!({"minimum": 1})),
+        (
+            "AgentInput",
+            "max_tokens",
+            json!({"minimum": 1, "maximum": agents::MAX_TOKENS_PER_TURN}),
+        ),
         (
             "AgentInput",
             "replies",

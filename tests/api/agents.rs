@@ -129,6 +129,14 @@ async fn llm_agents_need_a_configured_provider() {
         )
         .await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // Beyond any model's output, and beyond the 32-bit integer the API document promises.
+    let response = app
+        .post(
+            "/api/v1/agents",
+            &json!({"name": "T", "kind": "llm", "max_tokens": 2_147_483_648u64}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let response = app
         .post("/api/v1/agents", &json!({"name": "", "kind": "robot"}))
         .await;

@@ -497,3 +497,32 @@ async fn the_readme_s_example_server_works_as_it_says() {
         "results: the jazz bar | 3.5"
     );
 }
+
+#[tokio::test]
+async fn a_server_gone_when_the_turn_starts_fails_the_collaboration_saying_which() {
+    let Some(mcp) = McpPeer::start(Some(TOKEN)).await else {
+        return;
+    };
+    let fake = FakeModel::start().await;
+    let app = spawn_app_with(with(&fake, |c| {
+        c.remote.max_retries = 1;
+        c.remote.retry_base = Duration::from_millis(50);
+    }))
+    .await;
+    let (host, analyst) = cast(&app, &mcp).await;
+    drop(mcp);
+    let created = run(&app, &host, &analyst, 4).await;
+    let done = app.wait_until_summarized(&id(&created)).await;
+    assert_eq!(done["status"], "failed");
+    assert_eq!(done["end_reason"], "error");
+    let error = done["error_message"].as_str().unwrap();
+    assert!(
+        error.starts_with("Analyst failed: the MCP server calc (http://127.0.0.1:")
+            && error.contains("could not be reached"),
+        "{error}"
+    );
+    assert!(
+        fake.requests(Purpose::Turn).is_empty(),
+        "the model is not asked without its tools"
+    );
+}
