@@ -11,7 +11,8 @@
 //!   from the store;
 //! - [`outbound`] is the only way to call a URL a user gave us: it refuses internal networks;
 //! - [`webhooks`] delivers the events the store put in its outbox;
-//! - [`telemetry`] names every metric and renders `/metrics`;
+//! - [`telemetry`] names every metric and renders `/metrics`; [`traces`] installs the logs
+//!   and, when an OTLP endpoint is set, exports OpenTelemetry spans;
 //! - [`app`] wires these together, binds the listener and runs until told to stop;
 //! - [`server`] accepts connections, within bounds (a request head's time, how many at once);
 //! - [`tasks`] tracks every background task, and which essential worker has failed;
@@ -35,5 +36,6 @@ pub mod signing;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;
+pub mod traces;
 pub mod uagents;
 pub mod webhooks;

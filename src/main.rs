@@ -5,7 +5,6 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use skein::{app::App, cli, config::Config};
-use tracing_subscriber::EnvFilter;
 
 /// The benchmark found a third of a REST request's time in glibc's allocator (frees that
 /// consolidate, small allocations that split chunks); mimalloc serves the many small,
@@ -50,7 +49,8 @@ async fn main() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Client(command) => Ok(cli::run(cli.global, *command).await),
         Command::Serve { bind, data_dir } => {
-            init_tracing();
+            // Held to the end: dropping it sends the spans still waiting.
+            let _traces = skein::traces::init()?;
             let mut config = Config::from_env()?;
             if let Some(bind) = bind {
                 config.bind = bind;
@@ -111,20 +111,5 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = terminate => {}
-    }
-}
-
-/// Logs go to stderr; `RUST_LOG` filters (default `info`), `SKEIN_LOG_FORMAT=json` for
-/// machine-readable lines.
-fn init_tracing() {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var("SKEIN_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }

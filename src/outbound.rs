@@ -145,8 +145,9 @@ impl Outbound {
         Ok(url)
     }
 
-    /// A request to a checked URL. Names are resolved again by the guarded resolver when
-    /// connecting; a literal address never reaches a resolver, so it is checked here.
+    /// A request to a checked URL, carrying the current trace context when spans are
+    /// exported. Names are resolved again by the guarded resolver when connecting; a literal
+    /// address never reaches a resolver, so it is checked here.
     pub fn request(
         &self,
         method: reqwest::Method,
@@ -155,7 +156,12 @@ impl Outbound {
         if !self.allow_private && literal_ip(&url).is_some_and(forbidden) {
             return Err(OutboundError::Private);
         }
-        Ok(self.client.request(method, url))
+        // Whatever Skein calls for a collaboration is told which trace it belongs to.
+        let mut request = self.client.request(method, url);
+        for (name, value) in crate::traces::headers() {
+            request = request.header(name, value);
+        }
+        Ok(request)
     }
 }
 

@@ -427,6 +427,21 @@ impl ChatMessage {
         }
     }
 
+    /// The message with a metadata item added (`{"type": "metadata", "metadata": {…}}`): the
+    /// chat protocol's own place for data beside the words, where the trace context goes.
+    /// Nothing is added when `metadata` is empty.
+    pub fn with_metadata(mut self, metadata: Vec<(String, String)>) -> Self {
+        if !metadata.is_empty() {
+            let map: serde_json::Map<String, serde_json::Value> = metadata
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect();
+            self.content
+                .push(serde_json::json!({"type": "metadata", "metadata": map}));
+        }
+        self
+    }
+
     /// Its text items, joined by blank lines; other items (session markers, resources,
     /// metadata) carry no words for the channel.
     pub fn words(&self) -> String {

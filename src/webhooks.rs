@@ -130,7 +130,22 @@ impl Deliverer {
     }
 
     async fn deliver(&self, delivery: DueDelivery) {
-        let result = self.attempt(&delivery).await;
+        // An attempt is a span of the trace the webhook was written in.
+        let span = tracing::info_span!(
+            "webhook",
+            otel.name = "POST webhook",
+            otel.kind = "client",
+            http.request.method = "POST",
+            skein.webhook.id = %delivery.id,
+        );
+        if let Some(traceparent) = &delivery.traceparent
+            && let Ok(value) = http::HeaderValue::from_str(traceparent)
+        {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("traceparent", value);
+            crate::traces::continue_from(&span, &headers);
+        }
+        let result = tracing::Instrument::instrument(self.attempt(&delivery), span).await;
         let at = Utc::now();
         let next = match &result {
             Ok(_) => NextStep::Delivered,

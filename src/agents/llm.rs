@@ -143,6 +143,7 @@ async fn converse(
     // The turn's text so far, across rounds: what viewers have been shown.
     let said = Mutex::new(String::new());
     let mut tokens = 0;
+    let (mut input_tokens, mut output_tokens) = (0, 0);
     let mut calls_made = 0usize;
     for round in 0..=max_rounds {
         let last = round == max_rounds;
@@ -178,6 +179,8 @@ async fn converse(
         };
         let completion = models.stream(&call.target, request, &on_delta).await?;
         tokens += completion.tokens;
+        input_tokens += completion.input_tokens;
+        output_tokens += completion.output_tokens;
         if completion.tool_calls.is_empty() || last {
             let mut content = said.into_inner().expect("not poisoned");
             if last && calls_made > 0 {
@@ -194,6 +197,8 @@ async fn converse(
             return Ok(Completion {
                 content,
                 tokens,
+                input_tokens,
+                output_tokens,
                 tool_calls: Vec::new(),
             });
         }
@@ -217,9 +222,10 @@ async fn call_one(
     toolbox: &Toolbox,
     offered: Option<&super::tools::Offered>,
     arguments: &serde_json::Value,
+    call_id: &str,
 ) -> super::tools::Outcome {
     match offered {
-        Some(offered) => toolbox.call(offered, arguments).await,
+        Some(offered) => toolbox.call(offered, arguments, call_id).await,
         None => super::tools::Outcome {
             ok: false,
             content: "there is no tool of that name; call one of the tools offered".into(),
@@ -309,14 +315,14 @@ async fn run_round<'c>(
     let concurrency = remote.tools.concurrency.max(1);
     let mut waiting = planned.iter();
     let mut running = futures::stream::FuturesOrdered::new();
-    for (_, offered, _, arguments) in waiting.by_ref().take(concurrency) {
-        running.push_back(call_one(toolbox, *offered, arguments));
+    for (call, offered, _, arguments) in waiting.by_ref().take(concurrency) {
+        running.push_back(call_one(toolbox, *offered, arguments, &call.id));
     }
     let mut results = Vec::with_capacity(calls.len());
     for (call, _, tool, _) in &planned {
         let outcome = running.next().await.expect("one outcome per call");
-        if let Some((_, offered, _, arguments)) = waiting.next() {
-            running.push_back(call_one(toolbox, *offered, arguments));
+        if let Some((call, offered, _, arguments)) = waiting.next() {
+            running.push_back(call_one(toolbox, *offered, arguments, &call.id));
         }
         let event = EventBody::ToolResult {
             turn_id: context.turn_id,

@@ -35,7 +35,11 @@ pub struct ModelRef {
 #[derive(Debug, Clone, Default)]
 pub struct Completion {
     pub content: String,
+    /// All the tokens the call cost: `input_tokens` plus `output_tokens`, or what the
+    /// provider reported as its total.
     pub tokens: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
     pub tool_calls: Vec<ToolCall>,
 }
 
@@ -146,10 +150,13 @@ impl Models {
         request: CreateChatCompletionRequest,
     ) -> Result<Completion, ModelError> {
         let started = std::time::Instant::now();
-        let result = self
-            .within_deadline(self.complete_counted(target, request))
-            .await;
-        observe(target, started, &result);
+        let span = chat_span(target);
+        let result = tracing::Instrument::instrument(
+            self.within_deadline(self.complete_counted(target, request)),
+            span.clone(),
+        )
+        .await;
+        observe(target, started, &result, &span);
         result
     }
 
@@ -169,10 +176,18 @@ impl Models {
             .await
             .map_err(|_| ModelError::Timeout(limit))?
             .map_err(api_error)?;
-        let tokens = response.usage.map_or(0, |u| u64::from(u.total_tokens));
+        let (tokens, input_tokens, output_tokens) = response.usage.map_or((0, 0, 0), |u| {
+            (
+                u64::from(u.total_tokens),
+                u64::from(u.prompt_tokens),
+                u64::from(u.completion_tokens),
+            )
+        });
         let Some(message) = response.choices.into_iter().next().map(|c| c.message) else {
             return Ok(Completion {
                 tokens,
+                input_tokens,
+                output_tokens,
                 ..Completion::default()
             });
         };
@@ -192,6 +207,8 @@ impl Models {
         Ok(Completion {
             content: message.content.unwrap_or_default(),
             tokens,
+            input_tokens,
+            output_tokens,
             tool_calls,
         })
     }
@@ -206,10 +223,13 @@ impl Models {
         on_delta: &(dyn Fn(Delta<'_>) + Send + Sync),
     ) -> Result<Completion, ModelError> {
         let started = std::time::Instant::now();
-        let result = self
-            .within_deadline(self.stream_counted(target, request, on_delta))
-            .await;
-        observe(target, started, &result);
+        let span = chat_span(target);
+        let result = tracing::Instrument::instrument(
+            self.within_deadline(self.stream_counted(target, request, on_delta)),
+            span.clone(),
+        )
+        .await;
+        observe(target, started, &result, &span);
         result
     }
 
@@ -283,6 +303,8 @@ impl Models {
             })?;
             if let Some(usage) = chunk.usage {
                 completion.tokens = u64::from(usage.total_tokens);
+                completion.input_tokens = u64::from(usage.prompt_tokens);
+                completion.output_tokens = u64::from(usage.completion_tokens);
             }
             for choice in chunk.choices {
                 if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
@@ -384,16 +406,50 @@ impl Models {
     }
 }
 
-/// Records a finished model call in the metrics.
+/// A model call's span, as the GenAI conventions name it: `chat {model}`.
+fn chat_span(target: &ModelRef) -> tracing::Span {
+    let span = tracing::info_span!(
+        "chat",
+        otel.name = %format!("chat {}", target.model),
+        otel.kind = "client",
+        gen_ai.operation.name = "chat",
+        gen_ai.provider.name = %target.provider,
+        gen_ai.request.model = %target.model,
+        gen_ai.conversation.id = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        gen_ai.output.messages = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
+    if let Some(id) = crate::traces::conversation() {
+        span.record("gen_ai.conversation.id", tracing::field::display(id));
+    }
+    span
+}
+
+/// Records a finished model call in the metrics, and on its span.
 fn observe(
     target: &ModelRef,
     started: std::time::Instant,
     result: &Result<Completion, ModelError>,
+    span: &tracing::Span,
 ) {
     let (tokens, failure) = match result {
         Ok(completion) => (completion.tokens, None),
         Err(error) => (0, Some(error.kind())),
     };
+    match result {
+        Ok(completion) => {
+            span.record("gen_ai.usage.input_tokens", completion.input_tokens);
+            span.record("gen_ai.usage.output_tokens", completion.output_tokens);
+            if crate::traces::capture_content() {
+                span.record("gen_ai.output.messages", completion.content.as_str());
+            }
+        }
+        Err(error) => {
+            span.record("error.type", error.kind());
+        }
+    }
     crate::telemetry::model_call(
         &target.provider,
         &target.model,

@@ -149,15 +149,53 @@ impl Toolbox {
         self.offered.iter().find(|o| o.function == function)
     }
 
-    /// Calls `tool` with the arguments the model wrote (a JSON object, as text). Never fails:
-    /// what went wrong is the result the model reads.
-    pub async fn call(&self, tool: &Offered, arguments: &serde_json::Value) -> Outcome {
+    /// Calls `tool` with the arguments the model wrote (a JSON object), as call `call_id` of
+    /// the model. Never fails: what went wrong is the result the model reads.
+    pub async fn call(
+        &self,
+        tool: &Offered,
+        arguments: &serde_json::Value,
+        call_id: &str,
+    ) -> Outcome {
+        let span = tracing::info_span!(
+            "execute_tool",
+            otel.name = %format!("execute_tool {}", tool.tool.name),
+            otel.kind = "internal",
+            gen_ai.operation.name = "execute_tool",
+            gen_ai.tool.name = %tool.tool.name,
+            gen_ai.tool.call.id = %call_id,
+            gen_ai.tool.type = "function",
+            gen_ai.conversation.id = tracing::field::Empty,
+            skein.tool.server = %tool.tool.server,
+            error.type = tracing::field::Empty,
+        );
+        if let Some(id) = crate::traces::conversation() {
+            span.record("gen_ai.conversation.id", tracing::field::display(id));
+        }
+        let outcome =
+            tracing::Instrument::instrument(self.call_in_span(tool, arguments), span.clone()).await;
+        if !outcome.ok {
+            span.record("error.type", "tool_error");
+        }
+        outcome
+    }
+
+    async fn call_in_span(&self, tool: &Offered, arguments: &serde_json::Value) -> Outcome {
         let started = Instant::now();
         let limit = self.settings.call_timeout;
         let (ok, content, label) = match arguments {
             serde_json::Value::Object(arguments) => {
                 let mut params = CallToolRequestParams::new(tool.tool.name.clone());
                 params.arguments = Some(arguments.clone());
+                // The call's own trace context, where MCP carries it (`_meta`, SEP-414).
+                let trace = crate::traces::headers();
+                if !trace.is_empty() {
+                    let mut meta = rmcp::model::RequestMetaObject::new();
+                    for (name, value) in trace {
+                        meta.0.0.insert(name, serde_json::Value::String(value));
+                    }
+                    params.meta = Some(meta);
+                }
                 let session = &self.sessions[tool.server];
                 match tokio::time::timeout(limit, session.call_tool(params)).await {
                     Ok(Ok(result)) => {
@@ -249,6 +287,15 @@ async fn connect(
         .session_client(&url)
         .map_err(|e| Failure::Lasting(format!("is refused: {e}")))?;
     let mut custom = HashMap::new();
+    // The turn's trace context goes with every request of the session.
+    for (name, value) in crate::traces::headers() {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            custom.insert(name, value);
+        }
+    }
     for (name, value) in headers {
         let name = http::HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| Failure::Lasting(format!("has a bad header name `{name}`")))?;

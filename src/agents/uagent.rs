@@ -82,7 +82,8 @@ pub async fn ask(
             .map_err(|why| AgentError::Unreachable(format!("it is not ready: {why}")))?;
     }
     let now = Utc::now();
-    let message = ChatMessage::text(&prompt(context), now);
+    // The turn's trace context travels in a metadata item, never as a key of its own.
+    let message = ChatMessage::text(&prompt(context), now).with_metadata(crate::traces::headers());
     let mut attempt = 0;
     loop {
         // Signed again each try: an envelope lives only for its own few seconds.

@@ -111,10 +111,21 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(request_timeout, in_time))
         .layer(middleware::from_fn(count_request))
-        // The span names the path only: a query string can carry a WebSocket ticket.
+        // The span names the path only: a query string can carry a WebSocket ticket. A
+        // caller's `traceparent` is continued (see `crate::traces`).
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+                let span = tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    otel.name = %request.method(),
+                    otel.kind = "server",
+                    http.request.method = %request.method(),
+                    url.path = %request.uri().path(),
+                );
+                crate::traces::continue_from(&span, request.headers());
+                span
             }),
         )
         .layer(CatchPanicLayer::custom(|_| {

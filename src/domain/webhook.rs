@@ -105,6 +105,8 @@ pub struct DueDelivery {
     pub attempts: u32,
     pub created_at: DateTime<Utc>,
     pub secret: Secret,
+    /// The trace the webhook was written in, continued by its delivery.
+    pub traceparent: Option<String>,
 }
 
 /// How an attempt went, and what comes next.

@@ -130,6 +130,31 @@ pub(super) async fn run(
     crew: &Crew,
     lease: Lease,
     known: Option<Known>,
+    control: mpsc::Receiver<Control>,
+    halt: CancellationToken,
+) {
+    let id = lease.collaboration_id;
+    // One process's stint at the collaboration: its first, or a resumption after a restart
+    // or a takeover, which starts a trace of its own (see `crate::traces`).
+    let span = tracing::info_span!(
+        "invoke_workflow",
+        otel.name = "invoke_workflow skein.collaboration",
+        otel.kind = "internal",
+        gen_ai.operation.name = "invoke_workflow",
+        gen_ai.conversation.id = %id,
+        skein.resumed = known.is_none(),
+    );
+    let running = tracing::Instrument::instrument(
+        Box::pin(run_here(crew, lease, known, control, halt)),
+        span,
+    );
+    crate::traces::for_conversation(id, running).await;
+}
+
+async fn run_here(
+    crew: &Crew,
+    lease: Lease,
+    known: Option<Known>,
     mut control: mpsc::Receiver<Control>,
     halt: CancellationToken,
 ) {
@@ -481,7 +506,10 @@ async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Cont
             };
             let theirs: Pin<Box<dyn Future<Output = Result<Turn, String>> + Send + '_>> =
                 if kind == AgentKind::Uagent {
-                    Box::pin(ask_uagent(crew, state, &sender, turn_id))
+                    Box::pin(tracing::Instrument::instrument(
+                        ask_uagent(crew, state, &sender, turn_id),
+                        turn_span(state, &sender, turn_id),
+                    ))
                 } else {
                     Box::pin(std::future::pending())
                 };
@@ -880,10 +908,9 @@ async fn take_turn(
         turn_id,
         recorder,
     };
-    let span = tracing::info_span!("turn", collaboration = %state.collaboration.id, agent = %sender.name, %turn_id);
     let completion = tracing::Instrument::instrument(
         agents::speak(agent, &context, &crew.models, &crew.remote, &sink),
-        span,
+        turn_span(state, sender, turn_id),
     )
     .await
     .map_err(|e| format!("{} failed: {e}", sender.name))?;
@@ -896,6 +923,26 @@ async fn take_turn(
         content: within_limit(completion.content, crew.settings.max_content_chars),
         tokens: completion.tokens,
     })
+}
+
+/// A turn's span: an `invoke_agent`, CLIENT for an agent that lives elsewhere.
+fn turn_span(state: &State, sender: &Sender, turn_id: Uuid) -> tracing::Span {
+    let kind = match sender.kind {
+        AgentKind::Http | AgentKind::A2a | AgentKind::Uagent => "client",
+        AgentKind::Llm | AgentKind::Scripted | AgentKind::Human => "internal",
+    };
+    tracing::info_span!(
+        "turn",
+        collaboration = %state.collaboration.id,
+        agent = %sender.name,
+        %turn_id,
+        otel.name = %format!("invoke_agent {}", sender.name),
+        otel.kind = kind,
+        gen_ai.operation.name = "invoke_agent",
+        gen_ai.agent.id = %sender.id,
+        gen_ai.agent.name = %sender.name,
+        gen_ai.conversation.id = %state.collaboration.id,
+    )
 }
 
 /// Where a turn in progress reports: its text to viewers at once, its tool events to the

@@ -393,6 +393,7 @@ pub(super) struct DueRow<Id> {
     attempts: i64,
     created_at: DateTime<Utc>,
     secret: String,
+    traceparent: Option<String>,
 }
 
 impl<Id: Into<Uuid>> DueRow<Id> {
@@ -410,6 +411,7 @@ impl<Id: Into<Uuid>> DueRow<Id> {
             attempts: self.attempts as u32,
             created_at: self.created_at,
             secret: open(vault, &self.secret)?,
+            traceparent: self.traceparent,
         })
     }
 }

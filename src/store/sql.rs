@@ -160,6 +160,9 @@ pub(super) struct Create {
     pub(super) new: NewCollaboration,
     pub(super) max_running: u32,
     pub(super) lease: Option<(Lease, DateTime<Utc>)>,
+    /// The trace of the request that creates it (read there: a batch of creates is written
+    /// by another task), which its `started` webhook continues.
+    pub(super) traceparent: Option<String>,
 }
 
 /// A turn's message to append under its lease.
@@ -371,22 +374,27 @@ where
             .collect();
         let now = Utc::now();
         let event = WebhookEvent::Started;
-        let deliveries: Vec<(&NewCollaboration, &str)> = admitted
+        let deliveries: Vec<(&NewCollaboration, &str, &Option<String>)> = admitted
             .iter()
-            .filter_map(|Create { new, .. }| {
-                let default_url = settings.get(&new.account_id)?;
-                Some((
-                    new,
-                    new.webhook_url.as_ref().or(default_url.as_ref())?.as_str(),
-                ))
-            })
+            .filter_map(
+                |Create {
+                     new, traceparent, ..
+                 }| {
+                    let default_url = settings.get(&new.account_id)?;
+                    Some((
+                        new,
+                        new.webhook_url.as_ref().or(default_url.as_ref())?.as_str(),
+                        traceparent,
+                    ))
+                },
+            )
             .collect();
         for run in runs(&deliveries, ROWS_PER_STATEMENT) {
             QueryBuilder::<D>::new(
                 "INSERT INTO webhook_deliveries (id, account_id, collaboration_id, event, url, \
-                 payload, status, next_attempt_at, created_at) ",
+                 payload, status, next_attempt_at, created_at, traceparent) ",
             )
-            .push_values(run, |mut row, (new, url)| {
+            .push_values(run, |mut row, (new, url, traceparent)| {
                 row.push_bind(id::<D>(Uuid::now_v7()))
                     .push_bind(id::<D>(new.account_id))
                     .push_bind(id::<D>(new.id))
@@ -395,7 +403,8 @@ where
                     .push_bind(event.payload(&new.snapshot(), now))
                     .push("'pending'")
                     .push_bind(now)
-                    .push_bind(now);
+                    .push_bind(now)
+                    .push_bind((*traceparent).clone());
             })
             .build()
             .execute(&mut **tx)
@@ -429,9 +438,11 @@ where
         let now = Utc::now();
         let account_id = row.account_id;
         let payload = event.payload(&row.into_domain()?, now);
+        // The trace it is written in (the runner's), which its delivery continues.
         sqlx::query(
             "INSERT INTO webhook_deliveries (id, account_id, collaboration_id, event, url, payload, \
-             status, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8)",
+             status, next_attempt_at, created_at, traceparent) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9)",
         )
         .bind(id::<D>(Uuid::now_v7()))
         .bind(account_id)
@@ -441,6 +452,7 @@ where
         .bind(payload)
         .bind(now)
         .bind(now)
+        .bind(crate::traces::traceparent())
         .execute(&mut **tx)
         .await?;
         Ok(())
@@ -1067,6 +1079,7 @@ where
             new: new.clone(),
             max_running,
             lease: lease_to.map(|to| to.first(new.id)),
+            traceparent: crate::traces::traceparent(),
         };
         let lease = create.lease.map(|(lease, _)| lease);
         D::insert_collaboration(self, create).await?;
@@ -1640,7 +1653,8 @@ where
     ) -> StoreResult<Vec<DueDelivery>> {
         let mut tx = self.write().await?;
         let mut query = QueryBuilder::<D>::new(
-            "SELECT d.id, d.account_id, d.url, d.payload, d.attempts, d.created_at, w.secret \
+            "SELECT d.id, d.account_id, d.url, d.payload, d.attempts, d.created_at, w.secret, \
+             d.traceparent \
              FROM webhook_deliveries d JOIN webhook_settings w ON w.account_id = d.account_id \
              WHERE d.status = 'pending' AND d.next_attempt_at <= ",
         );

@@ -26,6 +26,7 @@ mod podcast;
 mod recovery;
 mod streaming;
 mod tools;
+mod tracing;
 mod transcripts;
 mod uagents;
 mod validation;

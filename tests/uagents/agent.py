@@ -81,7 +81,10 @@ def main():
     @chat.on_message(ChatMessage)
     async def heard(ctx: Context, sender: str, message: ChatMessage):
         text = message.text()
-        print(json.dumps({"from": sender, "session": str(ctx.session), "text": text}), flush=True)
+        # Metadata items (Skein puts the trace context there), as the SDK parsed them.
+        metadata = [dict(c.metadata) for c in message.content if getattr(c, "type", None) == "metadata"]
+        print(json.dumps({"from": sender, "session": str(ctx.session), "text": text,
+                          "metadata": metadata}), flush=True)
         await ctx.send(sender, ChatAcknowledgement(acknowledged_msg_id=message.msg_id))
         await asyncio.sleep(args.delay_ms / 1000)
         if args.mode == "echo":

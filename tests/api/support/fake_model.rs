@@ -208,6 +208,17 @@ impl FakeModel {
             .collect()
     }
 
+    /// Input (prompt) and output (completion) tokens the fake reported for requests of this
+    /// purpose, added up.
+    pub fn usage_reported(&self, purpose: Purpose) -> (u64, u64) {
+        self.requests(purpose)
+            .iter()
+            .map(|r| usage_for(&r.body))
+            .fold((0, 0), |(i, o), (prompt, completion, _)| {
+                (i + prompt, o + completion)
+            })
+    }
+
     /// Total tokens the fake reported for requests of this purpose.
     pub fn tokens_reported(&self, purpose: Purpose) -> u64 {
         self.requests(purpose)

@@ -4,6 +4,7 @@
 pub mod browser;
 pub mod cluster;
 pub mod fake_model;
+pub mod otlp;
 pub mod peers;
 pub mod process;
 pub mod proxy;
