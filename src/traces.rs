@@ -31,7 +31,9 @@ use opentelemetry_sdk::{
     trace::SdkTracerProvider,
 };
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::{EnvFilter, Layer, filter::Targets, layer::SubscriberExt};
+use tracing_subscriber::{
+    EnvFilter, Layer, filter::Targets, layer::SubscriberExt, util::SubscriberInitExt,
+};
 use uuid::Uuid;
 
 /// Whether spans are exported: the helpers below do nothing when they are not.
@@ -102,7 +104,11 @@ pub fn init() -> anyhow::Result<Guard> {
     } else {
         (None, None)
     };
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(logs).with(spans))?;
+    // `try_init` also routes the `log` records of dependencies into the same output.
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(spans)
+        .try_init()?;
     Ok(Guard(provider))
 }
 

@@ -37,6 +37,7 @@ enum Scenario {
     Turns,
     Rest,
     Context,
+    Tracing,
 }
 
 #[derive(Parser)]
@@ -145,6 +146,9 @@ async fn run(args: Args, fds: u64, cores: usize, server_core: Option<usize>) -> 
     }
     if wanted(Scenario::Context) {
         bench.context().await?;
+    }
+    if wanted(Scenario::Tracing) {
+        bench.tracing().await?;
     }
     bench.report.print_table();
     Ok(())

@@ -531,6 +531,81 @@ impl Bench {
         Ok(())
     }
 
+    /// What exporting traces costs a turn: the server's CPU per turn of scripted
+    /// collaborations, with no OTLP endpoint and with one (a sink in this process that
+    /// answers 200 to every export), medians of the repeats.
+    pub async fn tracing(&mut self) -> anyhow::Result<()> {
+        let (collaborations, cap) = if self.tiny { (5, 4) } else { (200, 50) };
+        let sink = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let endpoint = format!("http://{}", sink.local_addr()?);
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(|_: axum::body::Bytes| async { axum::http::StatusCode::OK }),
+        );
+        let sink = tokio::spawn(async move { axum::serve(sink, app).await });
+        let traced = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "500".to_owned()),
+        ];
+        let mut off = Vec::new();
+        let mut on = Vec::new();
+        for _ in 0..self.repeats {
+            off.push(self.cpu_per_turn(&[], collaborations, cap).await?);
+            on.push(self.cpu_per_turn(&traced, collaborations, cap).await?);
+        }
+        sink.abort();
+        let (off, on) = (median(&mut off), median(&mut on));
+        self.report.scenario(
+            "tracing",
+            json!({"collaborations": collaborations, "messages_each": cap,
+                   "server_cpu_ms_per_turn_untraced": ms(off), "server_cpu_ms_per_turn_traced": ms(on)}),
+        );
+        self.report.row(Row::alone(
+            "server CPU per turn, traces exported over OTLP vs none".into(),
+            format!(
+                "{:.3} ms vs {:.3} ms ({:.2}×)",
+                ms(on),
+                ms(off),
+                on / off.max(f64::MIN_POSITIVE)
+            ),
+            None,
+        ));
+        Ok(())
+    }
+
+    /// The server's CPU time per turn (ns) of `collaborations` scripted ones of `cap`
+    /// messages, all started at once, with `env` set.
+    async fn cpu_per_turn(
+        &self,
+        env: &[(&str, String)],
+        collaborations: usize,
+        cap: u32,
+    ) -> anyhow::Result<f64> {
+        let served = self.start_skein(env).await?;
+        let api = Api::new(served.address);
+        let scripted = |name: &str| json!({"name": name, "kind": "scripted", "replies": ["one", "two", "three"], "delay_ms": 0});
+        let a = api.agent(scripted("A")).await?;
+        let b = api.agent(scripted("B")).await?;
+        let cpu_before = served.cpu_seconds();
+        stream::iter(0..collaborations)
+            .map(|_| api.collaboration(&a, &b, cap))
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        loop {
+            let running = api.get("/collaborations?status=running&size=1").await?;
+            if running["meta"]["total"].as_u64() == Some(0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let cpu = served.cpu_seconds() - cpu_before;
+        served.stop().await;
+        Ok(cpu / (collaborations as f64 * f64::from(cap)) * 1e9)
+    }
+
     /// Creating and listing collaborations at a fixed concurrency.
     pub async fn rest(&mut self) -> anyhow::Result<()> {
         let mut backends = vec![("sqlite", Vec::new())];
