@@ -121,6 +121,10 @@ pub struct ModelSettings {
     /// The longest one model call may take, its retries and its whole stream included
     /// (`SKEIN_LLM_DEADLINE_SECS`): a provider that trickles an answer forever is cut off.
     pub deadline: Duration,
+    /// Prices by `provider/model`, in US dollars per million tokens, from `SKEIN_PRICES`
+    /// (JSON) or the JSON file `SKEIN_PRICES_FILE`:
+    /// `{"openai/gpt-4o-mini": {"input": 0.15, "output": 0.6}}`.
+    pub prices: std::collections::HashMap<String, crate::agents::Price>,
 }
 
 /// Turns of agents that live elsewhere (`http`, `a2a`).
@@ -295,6 +299,7 @@ impl Default for Config {
                 retry_max: Duration::from_secs(20),
                 max_reply_bytes: 4 << 20,
                 deadline: Duration::from_secs(300),
+                prices: std::collections::HashMap::new(),
             },
             remote: RemoteAgentSettings {
                 turn_timeout: Duration::from_secs(60),
@@ -400,6 +405,31 @@ impl Config {
         }
         if let Some(retries) = lookup("SKEIN_LLM_MAX_RETRIES") {
             config.models.max_retries = retries.parse()?;
+        }
+        let prices = match (lookup("SKEIN_PRICES"), lookup("SKEIN_PRICES_FILE")) {
+            (Some(json), _) => Some(("SKEIN_PRICES", json)),
+            (None, Some(path)) => Some((
+                "SKEIN_PRICES_FILE",
+                std::fs::read_to_string(&path)
+                    .map_err(|e| anyhow::anyhow!("SKEIN_PRICES_FILE={path}: {e}"))?,
+            )),
+            (None, None) => None,
+        };
+        if let Some((name, json)) = prices {
+            config.models.prices = serde_json::from_str(&json).map_err(|e| {
+                anyhow::anyhow!(
+                    "{name}: {e}; expected {{\"provider/model\": {{\"input\": dollars per million tokens, \"output\": …}}}}"
+                )
+            })?;
+            for (model, price) in &config.models.prices {
+                anyhow::ensure!(
+                    price.input >= 0.0
+                        && price.output >= 0.0
+                        && price.input.is_finite()
+                        && price.output.is_finite(),
+                    "{name}: the price of {model} must be a number of dollars, not negative"
+                );
+            }
         }
         if let Some(secs) = lookup("SKEIN_LLM_DEADLINE_SECS") {
             config.models.deadline = Duration::from_secs(secs.parse()?);
@@ -633,6 +663,25 @@ mod tests {
             config.provider("default").unwrap().default_model.as_deref(),
             Some("m1")
         );
+    }
+
+    #[test]
+    fn prices_are_read_from_json_and_a_bad_table_is_refused() {
+        let config = config_with(&[(
+            "SKEIN_PRICES",
+            r#"{"openai/gpt-4o-mini": {"input": 0.15, "output": 0.6}}"#,
+        )]);
+        let price = config.models.prices["openai/gpt-4o-mini"];
+        assert_eq!((price.input, price.output), (0.15, 0.6));
+        for bad in [
+            r#"{"m": {"input": -1, "output": 0}}"#,
+            r#"{"m": {"in": 1, "output": 0}}"#,
+            "not json",
+        ] {
+            let error = Config::from_lookup(|name| (name == "SKEIN_PRICES").then(|| bad.into()))
+                .expect_err(bad);
+            assert!(error.to_string().contains("SKEIN_PRICES"), "{error}");
+        }
     }
 
     #[test]

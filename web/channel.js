@@ -182,6 +182,7 @@ export function channelView(main, id) {
       ["Ended", `${c.status}${c.end_reason ? `: ${END_REASONS[c.end_reason] || c.end_reason}` : ""}`],
       ["Messages", `${c.message_count} of ${c.message_cap}`],
       ["Tokens used", c.tokens_used.toLocaleString()],
+      ["Cost", `$${c.cost_usd.toFixed(4)}${c.cost_budget_usd ? ` of $${c.cost_budget_usd}` : ""}`],
       ["Duration", duration(c.started_at, c.ended_at)],
     ];
     put(summaryText,
@@ -206,11 +207,12 @@ export function channelView(main, id) {
       const seconds = (ms) => `${(ms / 1000).toFixed(1)} s`;
       put(figuresNode, h("table", {},
         h("caption", {}, "Who did what"),
-        h("thead", {}, h("tr", {}, ["Member", "Turns", "Tokens", "Time per turn (median, 95th)", "Tool calls (failed)"].map((label) => h("th", { scope: "col" }, label)))),
+        h("thead", {}, h("tr", {}, ["Member", "Turns", "Tokens", "Cost", "Time per turn (median, 95th)", "Tool calls (failed)"].map((label) => h("th", { scope: "col" }, label)))),
         h("tbody", {}, members.map((member) => h("tr", {},
           h("th", { scope: "row" }, member.agent.name),
           h("td", {}, String(member.turns)),
           h("td", {}, member.tokens.toLocaleString()),
+          h("td", {}, `$${member.cost_usd.toFixed(4)}`),
           h("td", {}, member.latency_ms ? `${seconds(member.latency_ms.p50)}, ${seconds(member.latency_ms.p95)}` : "–"),
           h("td", {}, member.tool_calls ? `${member.tool_calls} (${member.tool_failures})` : "–"))))));
     } catch (error) {

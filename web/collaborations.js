@@ -191,6 +191,7 @@ function fill(form, agents) {
   const evaluate = h("input", { type: "checkbox", id: "field-evaluate_objective_completion", name: "evaluate_objective_completion", checked: true });
   const interject = h("input", { type: "checkbox", id: "field-allow_interjections", name: "allow_interjections", checked: true });
   const budget = h("input", { type: "number", inputmode: "numeric", placeholder: "No limit" });
+  const costBudget = h("input", { type: "number", min: "0", step: "0.01", inputmode: "decimal", placeholder: "None" });
   const submit = h("button", { type: "submit", class: "primary" }, "Start collaboration");
 
   form.replaceChildren(
@@ -212,6 +213,8 @@ function fill(form, agents) {
     h("div", { class: "row" },
       field("Strategy", "strategy", strategy),
       field("Token budget", "token_budget", budget, "Optional: end once this many tokens are used.")),
+    h("div", { class: "row" },
+      field("Cost budget (US dollars)", "cost_budget_usd", costBudget, "Optional: end once the model calls have cost this much, by the server's price table.")),
     h("div", { class: "field check" }, evaluate, h("label", { for: evaluate.id }, "End early when a judge finds the objective met"),
       h("p", { class: "field-error", "data-error-for": "evaluate_objective_completion", role: "alert", hidden: true })),
     h("div", { class: "field check" }, interject, h("label", { for: interject.id }, "People taking part may speak out of turn"),
@@ -235,6 +238,7 @@ function fill(form, agents) {
     };
     if (objective.value.trim()) body.objective = objective.value;
     if (budget.value.trim()) body.token_budget = numberOrText(budget.value);
+    if (costBudget.value.trim()) body.cost_budget_usd = numberOrText(costBudget.value);
     submit.disabled = true;
     try {
       const created = await api.post("/collaborations", body);

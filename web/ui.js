@@ -63,6 +63,7 @@ export const END_REASONS = {
   objective_met: "the objective was met",
   cancelled: "it was stopped",
   token_budget: "the token budget was spent",
+  cost_budget: "the cost budget was spent",
   error: "an agent failed",
 };
 

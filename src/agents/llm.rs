@@ -142,8 +142,7 @@ async fn converse(
     let max_rounds = remote.tools.max_rounds;
     // The turn's text so far, across rounds: what viewers have been shown.
     let said = Mutex::new(String::new());
-    let mut tokens = 0;
-    let (mut input_tokens, mut output_tokens) = (0, 0);
+    let mut spent = super::Spend::default();
     let mut calls_made = 0usize;
     for round in 0..=max_rounds {
         let last = round == max_rounds;
@@ -178,9 +177,7 @@ async fn converse(
             }
         };
         let completion = models.stream(&call.target, request, &on_delta).await?;
-        tokens += completion.tokens;
-        input_tokens += completion.input_tokens;
-        output_tokens += completion.output_tokens;
+        spent += completion.spend();
         if completion.tool_calls.is_empty() || last {
             let mut content = said.into_inner().expect("not poisoned");
             if last && calls_made > 0 {
@@ -196,9 +193,10 @@ async fn converse(
             }
             return Ok(Completion {
                 content,
-                tokens,
-                input_tokens,
-                output_tokens,
+                tokens: spent.tokens,
+                input_tokens: spent.input_tokens,
+                output_tokens: spent.output_tokens,
+                cost_micros: spent.cost_micros,
                 tool_calls: Vec::new(),
             });
         }

@@ -27,7 +27,7 @@ use crate::{
     uagents::Identities,
 };
 
-pub use models::{Completion, Delta, ModelError, ModelRef, Models, ToolCall};
+pub use models::{Completion, Delta, ModelError, ModelRef, Models, Price, Spend, ToolCall};
 
 /// Where a turn reports what happens while it runs: the text streamed so far, and the tool
 /// calls it makes (stored and shown before it goes on).

@@ -40,7 +40,47 @@ pub struct Completion {
     pub tokens: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// What the call cost, in millionths of a dollar, by the price table.
+    pub cost_micros: u64,
     pub tool_calls: Vec<ToolCall>,
+}
+
+impl Completion {
+    pub fn spend(&self) -> Spend {
+        Spend {
+            tokens: self.tokens,
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            cost_micros: self.cost_micros,
+        }
+    }
+}
+
+/// What model calls cost: tokens (the prompts' and the answers' apart) and money, in
+/// millionths of a dollar.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spend {
+    pub tokens: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_micros: u64,
+}
+
+impl std::ops::AddAssign for Spend {
+    fn add_assign(&mut self, other: Self) {
+        self.tokens += other.tokens;
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cost_micros += other.cost_micros;
+    }
+}
+
+/// What a model's tokens cost, in US dollars per million.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
 }
 
 /// A function call the model asked for: its id (the result answers to it), the function's
@@ -118,6 +158,26 @@ impl Models {
         })
     }
 
+    /// What `input` and `output` tokens of `target` cost, in millionths of a dollar. A
+    /// model without a price costs nothing, and the log says so, once per model.
+    pub fn cost_micros(&self, target: &ModelRef, input: u64, output: u64) -> u64 {
+        let key = format!("{}/{}", target.provider, target.model);
+        let Some(price) = self.settings.prices.get(&key) else {
+            static UNPRICED: std::sync::OnceLock<
+                std::sync::Mutex<std::collections::HashSet<String>>,
+            > = std::sync::OnceLock::new();
+            let mut seen = UNPRICED
+                .get_or_init(Default::default)
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if seen.len() < 1024 && seen.insert(key.clone()) {
+                tracing::warn!(model = %key, "no price for this model (SKEIN_PRICES): its calls count as costing nothing");
+            }
+            return 0;
+        };
+        (input as f64 * price.input + output as f64 * price.output).round() as u64
+    }
+
     pub fn is_empty(&self) -> bool {
         self.providers.is_empty()
     }
@@ -155,9 +215,16 @@ impl Models {
             self.within_deadline(self.complete_counted(target, request)),
             span.clone(),
         )
-        .await;
+        .await
+        .map(|completion| self.priced(target, completion));
         observe(target, started, &result, &span);
         result
+    }
+
+    fn priced(&self, target: &ModelRef, mut completion: Completion) -> Completion {
+        completion.cost_micros =
+            self.cost_micros(target, completion.input_tokens, completion.output_tokens);
+        completion
     }
 
     async fn complete_counted(
@@ -209,6 +276,8 @@ impl Models {
             tokens,
             input_tokens,
             output_tokens,
+            // Priced by the caller, which knows the model.
+            cost_micros: 0,
             tool_calls,
         })
     }
@@ -228,7 +297,8 @@ impl Models {
             self.within_deadline(self.stream_counted(target, request, on_delta)),
             span.clone(),
         )
-        .await;
+        .await
+        .map(|completion| self.priced(target, completion));
         observe(target, started, &result, &span);
         result
     }

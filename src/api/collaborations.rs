@@ -60,6 +60,10 @@ pub(super) struct CreateCollaboration {
     pub(super) webhook_url: Option<String>,
     #[serde(default)]
     pub(super) token_budget: Option<i64>,
+    /// A budget in US dollars: when the collaboration's model calls have cost this much (by
+    /// the server's price table), it ends with `end_reason: "cost_budget"`.
+    #[serde(default)]
+    pub(super) cost_budget_usd: Option<f64>,
     #[serde(default)]
     pub(super) podcast: Option<bool>,
     #[serde(default)]
@@ -92,10 +96,14 @@ pub(super) struct CollaborationView {
     pub(super) participants: Vec<Sender>,
     pub(super) message_count: u32,
     pub(super) tokens_used: u64,
+    /// What its model calls have cost so far, in US dollars, by the server's price table
+    /// (models it has no price for count as 0).
+    pub(super) cost_usd: f64,
     pub(super) source: Option<Source>,
     pub(super) strategy: Strategy,
     pub(super) webhook_url: Option<String>,
     pub(super) token_budget: Option<u64>,
+    pub(super) cost_budget_usd: Option<f64>,
     pub(super) podcast: bool,
     pub(super) allow_interjections: bool,
     pub(super) created_at: DateTime<Utc>,
@@ -125,10 +133,12 @@ impl From<Collaboration> for CollaborationView {
             participants: c.participants,
             message_count: c.message_count,
             tokens_used: c.tokens_used,
+            cost_usd: crate::domain::event::usd(c.cost_micros),
             source: c.source,
             strategy: c.strategy,
             webhook_url: c.webhook_url,
             token_budget: c.token_budget,
+            cost_budget_usd: c.cost_budget_micros.map(crate::domain::event::usd),
             podcast: c.podcast,
             allow_interjections: c.allow_interjections,
             created_at: c.created_at,
@@ -241,6 +251,17 @@ impl CreateCollaboration {
         {
             errors.push(FieldError::new("token_budget", "must be at least 1"));
         }
+        if let Some(budget) = self.cost_budget_usd
+            && !(budget.is_finite()
+                && (MIN_COST_BUDGET_USD..=MAX_COST_BUDGET_USD).contains(&budget))
+        {
+            errors.push(FieldError::new(
+                "cost_budget_usd",
+                format!(
+                    "must be between {MIN_COST_BUDGET_USD} and {MAX_COST_BUDGET_USD} (US dollars)"
+                ),
+            ));
+        }
         check(errors)?;
         Ok(ValidCollaboration {
             principal: principal.expect("checked above"),
@@ -253,11 +274,17 @@ impl CreateCollaboration {
             strategy,
             webhook_url: self.webhook_url,
             token_budget: self.token_budget.map(|b| b as u64),
+            cost_budget_micros: self.cost_budget_usd.map(crate::domain::event::micros),
             podcast: self.podcast.unwrap_or(false),
             allow_interjections: self.allow_interjections.unwrap_or(true),
         })
     }
 }
+
+/// A cost budget is at least a millionth of a dollar (what costs are counted in) and at
+/// most a million dollars.
+pub(super) const MIN_COST_BUDGET_USD: f64 = 0.000_001;
+pub(super) const MAX_COST_BUDGET_USD: f64 = 1_000_000.0;
 
 impl From<CreateError> for AppError {
     fn from(error: CreateError) -> Self {

@@ -193,6 +193,12 @@ fn document(config: &Config) -> utoipa::openapi::OpenApi {
         ),
         ("CreateCollaboration", "webhook_url", url.clone()),
         ("CreateCollaboration", "token_budget", json!({"minimum": 1})),
+        (
+            "CreateCollaboration",
+            "cost_budget_usd",
+            json!({"minimum": collaborations::MIN_COST_BUDGET_USD,
+                   "maximum": collaborations::MAX_COST_BUDGET_USD}),
+        ),
         ("AgentInput", "name", text(limits.max_name_chars)),
         (
             "AgentInput",

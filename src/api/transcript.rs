@@ -242,13 +242,14 @@ fn markdown_head(collaboration: &Collaboration) -> String {
     text.push_str(&format!(
         "- Principal: {}\n\
          - Participants: {}\n\
-         - Messages: {} of {} · tokens used: {}\n\n\
+         - Messages: {} of {} · tokens used: {} · cost: ${:.6}\n\n\
          ## Transcript\n\n",
         member(&collaboration.principal),
         participants.join(", "),
         collaboration.message_count,
         collaboration.message_cap,
         collaboration.tokens_used,
+        crate::domain::event::usd(collaboration.cost_micros),
     ));
     text
 }
@@ -374,8 +375,8 @@ fn fenced(content: &str, text: &mut String) {
 /// Each member's figures, as a table.
 fn markdown_figures(figures: &[MemberFigures]) -> String {
     let mut text = String::from(
-        "## Figures\n\n| member | turns | tokens | time per turn (median, 95th percentile) \
-         | tool calls (failed) |\n|---|---|---|---|---|\n",
+        "## Figures\n\n| member | turns | tokens (prompts, answers) | cost | time per turn \
+         (median, 95th percentile) | tool calls (failed) |\n|---|---|---|---|---|---|\n",
     );
     for member in figures {
         let time = member.latency_ms.as_ref().map_or("–".to_owned(), |l| {
@@ -386,10 +387,13 @@ fn markdown_figures(figures: &[MemberFigures]) -> String {
             )
         });
         text.push_str(&format!(
-            "| {} | {} | {} | {time} | {} ({}) |\n",
+            "| {} | {} | {} ({}, {}) | ${:.6} | {time} | {} ({}) |\n",
             one_line(&member.agent.name).replace('|', "\\|"),
             member.turns,
             member.tokens,
+            member.input_tokens,
+            member.output_tokens,
+            member.cost_usd,
             member.tool_calls,
             member.tool_failures,
         ));

@@ -232,6 +232,9 @@ pub struct CreateCollab {
     no_evaluate: bool,
     #[arg(long)]
     token_budget: Option<u64>,
+    /// End it once its model calls have cost this many US dollars (by the server's prices).
+    #[arg(long)]
+    cost_budget_usd: Option<f64>,
     #[arg(long)]
     webhook_url: Option<String>,
     /// People may speak only in their turn.
@@ -418,6 +421,7 @@ fn collab_body(create: &CreateCollab) -> Value {
         ("objective", create.objective.clone().map(Value::from)),
         ("strategy", create.strategy.clone().map(Value::from)),
         ("token_budget", create.token_budget.map(Value::from)),
+        ("cost_budget_usd", create.cost_budget_usd.map(Value::from)),
         ("webhook_url", create.webhook_url.clone().map(Value::from)),
     ];
     for (name, value) in optional {

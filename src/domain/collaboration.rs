@@ -23,6 +23,8 @@ pub enum EndReason {
     ObjectiveMet,
     Cancelled,
     TokenBudget,
+    /// The money budget (`cost_budget_usd`) was spent.
+    CostBudget,
     Error,
 }
 
@@ -44,6 +46,7 @@ impl EndReason {
             Self::ObjectiveMet => "the objective was judged complete",
             Self::Cancelled => "it was stopped by a user",
             Self::TokenBudget => "the token budget was spent",
+            Self::CostBudget => "the cost budget was spent",
             Self::Error => "an agent failed",
         }
     }
@@ -90,6 +93,8 @@ pub struct ValidCollaboration {
     /// Within the length limit; not yet checked against the outbound guard.
     pub webhook_url: Option<String>,
     pub token_budget: Option<u64>,
+    /// In millionths of a dollar.
+    pub cost_budget_micros: Option<u64>,
     pub podcast: bool,
     pub allow_interjections: bool,
 }
@@ -111,6 +116,7 @@ pub struct NewCollaboration {
     pub strategy: Strategy,
     pub webhook_url: Option<String>,
     pub token_budget: Option<u64>,
+    pub cost_budget_micros: Option<u64>,
     pub podcast: bool,
     pub allow_interjections: bool,
     /// The API key that started it: the cap on running collaborations is per key.
@@ -140,6 +146,7 @@ impl NewCollaboration {
             strategy: self.strategy,
             webhook_url: self.webhook_url.clone(),
             token_budget: self.token_budget,
+            cost_budget_micros: self.cost_budget_micros,
             podcast: self.podcast,
             allow_interjections: self.allow_interjections,
             status: CollaborationStatus::Running,
@@ -152,6 +159,7 @@ impl NewCollaboration {
             audio_url: None,
             message_count: 0,
             tokens_used: 0,
+            cost_micros: 0,
             started_at: self.created_at,
             ended_at: None,
             created_at: self.created_at,
@@ -194,6 +202,8 @@ pub struct Collaboration {
     pub strategy: Strategy,
     pub webhook_url: Option<String>,
     pub token_budget: Option<u64>,
+    /// In millionths of a dollar.
+    pub cost_budget_micros: Option<u64>,
     pub podcast: bool,
     pub allow_interjections: bool,
     pub status: CollaborationStatus,
@@ -206,6 +216,8 @@ pub struct Collaboration {
     pub audio_url: Option<String>,
     pub message_count: u32,
     pub tokens_used: u64,
+    /// What its model calls cost, in millionths of a dollar, by the price table.
+    pub cost_micros: u64,
     pub started_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,

@@ -45,9 +45,17 @@ pub enum EventBody {
         role: Role,
         content: String,
         created_at: DateTime<Utc>,
-        /// Model tokens the turn cost (the speaker's own calls).
+        /// Model tokens the turn cost (the speaker's own calls), and of them those of the
+        /// prompts and those of the answers.
         #[serde(default, skip_serializing_if = "is_zero")]
         tokens: u64,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        input_tokens: u64,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        output_tokens: u64,
+        /// What those tokens cost, in US dollars, by the server's price table.
+        #[serde(default, skip_serializing_if = "is_nothing")]
+        cost_usd: f64,
         /// How long the turn took, from the speaker being given it to its message: absent
         /// for a person's interjection, which was no one's turn.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,7 +118,29 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+fn is_nothing(cost: &f64) -> bool {
+    *cost == 0.0
+}
+
+/// Millionths of a dollar, as costs are counted, in dollars, as they are shown.
+pub fn usd(micros: u64) -> f64 {
+    micros as f64 / 1e6
+}
+
+/// Dollars in millionths, rounded.
+pub fn micros(usd: f64) -> u64 {
+    (usd * 1e6).round().max(0.0) as u64
+}
+
 impl EventBody {
+    /// What a message cost, in millionths of a dollar (nothing for other events).
+    pub fn cost_micros(&self) -> u64 {
+        match self {
+            Self::Message { cost_usd, .. } => micros(*cost_usd),
+            _ => 0,
+        }
+    }
+
     /// A message's own id: stored beside it, unique in its channel, so that no write can
     /// store it twice.
     pub fn message_id(&self) -> Option<Uuid> {

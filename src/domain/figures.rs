@@ -14,8 +14,12 @@ pub struct MemberFigures {
     pub agent: Sender,
     /// Messages stored in its name, interjections included.
     pub turns: u32,
-    /// Model tokens its turns cost.
+    /// Model tokens its turns cost, and of them those of the prompts and of the answers.
     pub tokens: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// What its turns cost, in US dollars, by the server's price table.
+    pub cost_usd: f64,
     /// How long its turns took, from being given the turn to its message; `null` before its
     /// first turn (and for interjections, which were no one's turn).
     pub latency_ms: Option<Latency>,
@@ -44,6 +48,9 @@ struct Member {
     agent: Sender,
     turns: u32,
     tokens: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    cost_micros: u64,
     times: Vec<u64>,
     tool_calls: u32,
     tool_failures: u32,
@@ -55,6 +62,9 @@ impl Member {
             agent,
             turns: 0,
             tokens: 0,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_micros: 0,
             times: Vec::new(),
             tool_calls: 0,
             tool_failures: 0,
@@ -85,12 +95,21 @@ impl Tally {
     pub fn add(&mut self, event: &EventBody) {
         match event {
             EventBody::Message {
-                sender, tokens, ms, ..
+                sender,
+                tokens,
+                input_tokens,
+                output_tokens,
+                ms,
+                ..
             } => {
+                let cost = event.cost_micros();
                 let at = self.member(sender);
                 let member = &mut self.members[at];
                 member.turns += 1;
                 member.tokens += tokens;
+                member.input_tokens += input_tokens;
+                member.output_tokens += output_tokens;
+                member.cost_micros += cost;
                 member.times.extend(ms);
             }
             EventBody::ToolCall {
@@ -121,6 +140,9 @@ impl Tally {
                     agent: member.agent,
                     turns: member.turns,
                     tokens: member.tokens,
+                    input_tokens: member.input_tokens,
+                    output_tokens: member.output_tokens,
+                    cost_usd: super::event::usd(member.cost_micros),
                     latency_ms: (!times.is_empty()).then(|| Latency {
                         p50: nearest_rank(&times, 50),
                         p95: nearest_rank(&times, 95),
@@ -165,6 +187,9 @@ mod tests {
             content: "…".into(),
             created_at: Utc::now(),
             tokens,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_usd: 0.0,
             ms,
         }
     }

@@ -31,7 +31,7 @@ pub(crate) trait Journal: Send + Sync + 'static {
         body: &EventBody,
         tokens: u64,
     ) -> StoreResult<Option<StoredEvent>>;
-    async fn add_tokens(&self, lease: &Lease, tokens: u64) -> StoreResult<()>;
+    async fn add_tokens(&self, lease: &Lease, tokens: u64, cost_micros: u64) -> StoreResult<()>;
     async fn append_event(
         &self,
         lease: &Lease,
@@ -108,8 +108,8 @@ impl Journal for Stored {
         self.0.append_message(lease, body, tokens).await
     }
 
-    async fn add_tokens(&self, lease: &Lease, tokens: u64) -> StoreResult<()> {
-        self.0.add_tokens(lease, tokens).await
+    async fn add_tokens(&self, lease: &Lease, tokens: u64, cost_micros: u64) -> StoreResult<()> {
+        self.0.add_tokens(lease, tokens, cost_micros).await
     }
 
     async fn remember_identity(&self, address: &str, collaboration_id: Uuid) -> StoreResult<()> {

@@ -26,7 +26,7 @@ pub(crate) async fn judge(
     model: &ModelRef,
     objective: &str,
     transcript: &[Line],
-) -> Result<(Verdict, u64), ModelError> {
+) -> Result<(Verdict, crate::agents::Spend), ModelError> {
     let quoted = quote_transcript(transcript, JUDGE_WINDOW);
     let mut request = chat_request(vec![
         ChatCompletionRequestMessage::System(ChatCompletionRequestSystemMessage::from(format!(
@@ -57,5 +57,5 @@ pub(crate) async fn judge(
             completion.content
         ))
     })?;
-    Ok((verdict, completion.tokens))
+    Ok((verdict, completion.spend()))
 }

@@ -261,6 +261,7 @@ impl Engine {
             strategy: request.strategy,
             webhook_url: request.webhook_url,
             token_budget: request.token_budget,
+            cost_budget_micros: request.cost_budget_micros,
             podcast: request.podcast,
             allow_interjections: request.allow_interjections,
             created_by: key.id,

@@ -28,7 +28,7 @@ use super::{
     Control, Crew, PostRefusal, auxiliary_model, context, judge, podcast, speaker, summary,
 };
 use crate::{
-    agents::{self, Delta, Line, ModelRef},
+    agents::{self, Delta, Line, ModelRef, Spend},
     domain::{
         Agent, AgentKind, Collaboration, CollaborationStatus, EndReason, Ending, EventBody, Frame,
         Sender, StoredEvent, ToolRef, event::Role,
@@ -92,7 +92,7 @@ struct Turn {
     turn_id: Uuid,
     sender: Sender,
     content: String,
-    tokens: u64,
+    spend: Spend,
 }
 
 /// Milliseconds since `started`, for a message's `ms`.
@@ -433,8 +433,8 @@ async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Cont
             let wake = driver.wait(state, Phase::UNTIMED, judging).await;
             driver.absorb(state);
             match wake {
-                Wake::Done(Ok((verdict, tokens))) => {
-                    add_tokens(crew, state, tokens).await;
+                Wake::Done(Ok((verdict, spend))) => {
+                    add_tokens(crew, state, spend).await;
                     let Some(verdict_seq) = record_verdict(crew, state, &verdict, judged_seq).await
                     else {
                         return Exit::Halted;
@@ -472,6 +472,16 @@ async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Cont
                 format!("The token budget of {budget} was spent before the objective was met.");
             return ended(EndReason::TokenBudget, Some(advisory), None, None);
         }
+        if let Some(budget) = collaboration.cost_budget_micros
+            && collaboration.cost_micros >= budget
+        {
+            let advisory = format!(
+                "The cost budget of ${} was spent (${} so far) before the objective was met.",
+                crate::domain::event::usd(budget),
+                crate::domain::event::usd(collaboration.cost_micros),
+            );
+            return ended(EndReason::CostBudget, Some(advisory), None, None);
+        }
         let choosing = Box::pin(speaker::next(
             collaboration.strategy,
             &state.roster,
@@ -488,7 +498,7 @@ async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Cont
             Wake::Exit(exit) => return exit,
         };
         // Counted now, so a turn that is then dropped does not lose them.
-        add_tokens(crew, state, choice.tokens).await;
+        add_tokens(crew, state, choice.spend).await;
         let sender = state.roster[choice.index].clone();
         let turn_id = Uuid::now_v7();
         announce(crew, state, turn_id, &sender);
@@ -725,7 +735,10 @@ impl Driver<'_> {
                 post.sender,
                 role,
                 post.content,
-                (0, turn.and_then(|(_, started)| ms_since(started))),
+                (
+                    Spend::default(),
+                    turn.and_then(|(_, started)| ms_since(started)),
+                ),
             )
             .await;
             let Some((event, line)) = stored else {
@@ -861,7 +874,7 @@ async fn ask_uagent(
                     turn_id,
                     sender: sender.clone(),
                     content,
-                    tokens: 0,
+                    spend: Spend::default(),
                 });
             }
             asked_at
@@ -920,8 +933,8 @@ async fn take_turn(
     Ok(Turn {
         turn_id,
         sender: sender.clone(),
+        spend: completion.spend(),
         content: within_limit(completion.content, crew.settings.max_content_chars),
-        tokens: completion.tokens,
     })
 }
 
@@ -1020,14 +1033,15 @@ async fn record(crew: &Crew, state: &mut State, turn: Turn, ms: Option<u64>) -> 
         turn.sender,
         Role::Agent,
         turn.content,
-        (turn.tokens, ms),
+        (turn.spend, ms),
     )
     .await;
     let Some((_, line)) = stored else {
         return false;
     };
     state.collaboration.message_count += 1;
-    state.collaboration.tokens_used += turn.tokens;
+    state.collaboration.tokens_used += turn.spend.tokens;
+    state.collaboration.cost_micros += turn.spend.cost_micros;
     state.transcript.push(line);
     true
 }
@@ -1041,7 +1055,7 @@ async fn store_message(
     sender: Sender,
     role: Role,
     content: String,
-    (tokens, ms): (u64, Option<u64>),
+    (spend, ms): (Spend, Option<u64>),
 ) -> Option<(StoredEvent, Line)> {
     let body = EventBody::Message {
         id: Uuid::now_v7(),
@@ -1050,12 +1064,15 @@ async fn store_message(
         role,
         content: content.clone(),
         created_at: crate::domain::now(),
-        tokens,
+        tokens: spend.tokens,
+        input_tokens: spend.input_tokens,
+        output_tokens: spend.output_tokens,
+        cost_usd: crate::domain::event::usd(spend.cost_micros),
         ms,
     };
     let lease = &state.lease;
     let event = persist("message", || {
-        crew.journal.append_message(lease, &body, tokens)
+        crew.journal.append_message(lease, &body, spend.tokens)
     })
     .await
     .flatten()?;
@@ -1099,16 +1116,18 @@ async fn record_verdict(
     Some(stored.seq)
 }
 
-async fn add_tokens(crew: &Crew, state: &mut State, tokens: u64) {
-    if tokens == 0 {
+async fn add_tokens(crew: &Crew, state: &mut State, spend: Spend) {
+    let (tokens, cost) = (spend.tokens, spend.cost_micros);
+    if tokens == 0 && cost == 0 {
         return;
     }
     let lease = &state.lease;
-    if persist("tokens", || crew.journal.add_tokens(lease, tokens))
+    if persist("tokens", || crew.journal.add_tokens(lease, tokens, cost))
         .await
         .is_some()
     {
         state.collaboration.tokens_used += tokens;
+        state.collaboration.cost_micros += cost;
     }
 }
 
@@ -1129,12 +1148,16 @@ async fn summarize(
         &state.transcript,
         &state.tool_notes,
     );
-    let Some((summary, tokens)) = after_the_end(&state.halt, control, writing).await else {
+    let Some((summary, spend)) = after_the_end(&state.halt, control, writing).await else {
         return false;
     };
     let lease = &state.lease;
-    if tokens > 0 {
-        persist("tokens", || crew.journal.add_tokens(lease, tokens)).await;
+    if spend != Spend::default() {
+        persist("tokens", || {
+            crew.journal
+                .add_tokens(lease, spend.tokens, spend.cost_micros)
+        })
+        .await;
     }
     let stored = persist("summary", || {
         crew.journal

@@ -22,7 +22,7 @@ use crate::{
 /// A choice, and the tokens it cost to make.
 pub(crate) struct Choice {
     pub(crate) index: usize,
-    pub(crate) tokens: u64,
+    pub(crate) spend: crate::agents::Spend,
 }
 
 pub(crate) async fn next(
@@ -36,7 +36,7 @@ pub(crate) async fn next(
     let Some(last) = transcript.last() else {
         return Choice {
             index: 0,
-            tokens: 0,
+            spend: Default::default(),
         };
     };
     let last_index = roster.iter().position(|s| s.id == last.sender.id);
@@ -44,39 +44,42 @@ pub(crate) async fn next(
     if roster.len() == 1 {
         return Choice {
             index: 0,
-            tokens: 0,
+            spend: Default::default(),
         };
     }
     if principal_is_due(roster, transcript) {
         return Choice {
             index: 0,
-            tokens: 0,
+            spend: Default::default(),
         };
     }
     // With two members there is only ever one candidate: no need to ask anyone.
     if strategy == Strategy::RoundRobin || roster.len() == 2 {
         return Choice {
             index: round_robin,
-            tokens: 0,
+            spend: Default::default(),
         };
     }
     if let Some(index) = addressed(roster, &last.content).filter(|&i| Some(i) != last_index) {
-        return Choice { index, tokens: 0 };
+        return Choice {
+            index,
+            spend: Default::default(),
+        };
     }
     if let Some(selector) = selector {
         match select_with_model(roster, last_index, transcript, objective, models, selector).await {
             Ok(choice) => return choice,
-            Err(tokens) => {
+            Err(spend) => {
                 return Choice {
                     index: round_robin,
-                    tokens,
+                    spend,
                 };
             }
         }
     }
     Choice {
         index: round_robin,
-        tokens: 0,
+        spend: Default::default(),
     }
 }
 
@@ -111,7 +114,7 @@ fn addressed(roster: &[Sender], content: &str) -> Option<usize> {
 /// Transcript lines the selector reads: who was addressed recently.
 const SELECTOR_WINDOW: usize = 6;
 
-/// Asks the selector model for one name; `Err(tokens)` when its answer is unusable.
+/// Asks the selector model for one name; `Err(what it cost)` when its answer is unusable.
 async fn select_with_model(
     roster: &[Sender],
     last_index: Option<usize>,
@@ -119,7 +122,7 @@ async fn select_with_model(
     objective: &str,
     models: &Models,
     selector: &ModelRef,
-) -> Result<Choice, u64> {
+) -> Result<Choice, crate::agents::Spend> {
     let candidates: Vec<(usize, &Sender)> = roster
         .iter()
         .enumerate()
@@ -151,7 +154,7 @@ async fn select_with_model(
     });
     let completion = models.complete(selector, request).await.map_err(|e| {
         tracing::warn!(error = %e, "speaker selection failed; falling back to round robin");
-        0u64
+        crate::agents::Spend::default()
     })?;
     let answer = serde_json::from_str::<serde_json::Value>(&completion.content)
         .ok()
@@ -163,9 +166,9 @@ async fn select_with_model(
         .find(|(_, s)| s.name.to_lowercase() == answer)
         .map(|(i, _)| Choice {
             index: *i,
-            tokens: completion.tokens,
+            spend: completion.spend(),
         })
-        .ok_or(completion.tokens)
+        .ok_or(completion.spend())
 }
 
 #[cfg(test)]

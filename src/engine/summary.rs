@@ -37,10 +37,13 @@ pub(crate) async fn write(
     reason: EndReason,
     transcript: &[Line],
     tool_notes: &[Line],
-) -> (Summary, u64) {
+) -> (Summary, crate::agents::Spend) {
     let Some(model) = model else {
         let note = "No model is configured, so this summary was composed by Skein, not written by a model.";
-        return (composed(collaboration, reason, transcript, note), 0);
+        return (
+            composed(collaboration, reason, transcript, note),
+            Default::default(),
+        );
     };
     let read = super::context::with_tool_notes(transcript, tool_notes);
     match with_model(models, model, collaboration, reason, &read).await {
@@ -50,7 +53,10 @@ pub(crate) async fn write(
             let note = format!(
                 "The summarizer model failed ({error}), so this summary was composed by Skein, not written by a model."
             );
-            (composed(collaboration, reason, transcript, &note), 0)
+            (
+                composed(collaboration, reason, transcript, &note),
+                Default::default(),
+            )
         }
     }
 }
@@ -61,7 +67,7 @@ async fn with_model(
     collaboration: &Collaboration,
     reason: EndReason,
     transcript: &[Line],
-) -> Result<(Summary, u64), String> {
+) -> Result<(Summary, crate::agents::Spend), String> {
     let quoted = quote_transcript(transcript, SUMMARY_WINDOW);
     let mut request = chat_request(vec![
         ChatCompletionRequestMessage::System(ChatCompletionRequestSystemMessage::from(format!(
@@ -129,7 +135,7 @@ async fn with_model(
     if summary.headline.trim().is_empty() || summary.summary.trim().is_empty() {
         return Err("its answer was empty".into());
     }
-    Ok((summary, completion.tokens))
+    Ok((summary, completion.spend()))
 }
 
 fn composed(

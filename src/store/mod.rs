@@ -413,9 +413,9 @@ pub trait Store: Send + Sync + 'static {
         body: &EventBody,
         tokens: u64,
     ) -> StoreResult<Option<StoredEvent>>;
-    /// Adds tokens spent outside turns (judge, selector, summary).
-    /// [`StoreError::LeaseLost`] unless `lease` is still held.
-    async fn add_tokens(&self, lease: &Lease, tokens: u64) -> StoreResult<()>;
+    /// Adds tokens spent outside turns (judge, selector, summary), and what they cost in
+    /// millionths of a dollar. [`StoreError::LeaseLost`] unless `lease` is still held.
+    async fn add_tokens(&self, lease: &Lease, tokens: u64, cost_micros: u64) -> StoreResult<()>;
     /// Records the podcast: its URL, or (with no URL) why there is none, added to the
     /// collaboration's advisory message. [`StoreError::LeaseLost`] unless `lease` is still
     /// held.

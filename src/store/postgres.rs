@@ -109,7 +109,8 @@ impl Dialect for Postgres {
     ) -> StoreResult<Option<Uuid>> {
         let lease = &turn.lease;
         Ok(sqlx::query_scalar(
-            "UPDATE collaborations SET message_count = message_count + 1, tokens_used = tokens_used + $1 \
+            "UPDATE collaborations SET message_count = message_count + 1, tokens_used = tokens_used + $1, \
+             cost_micros = cost_micros + $5 \
              WHERE id = $2 AND status = 'running' AND message_count < message_cap \
              AND lease_owner = $3 AND lease_epoch = $4 AND lease_expires_at > clock_timestamp() \
              RETURNING channel_id",
@@ -118,6 +119,7 @@ impl Dialect for Postgres {
         .bind(lease.collaboration_id)
         .bind(lease.owner)
         .bind(lease.epoch)
+        .bind(turn.body.cost_micros() as i64)
         .fetch_optional(&mut **tx)
         .await?)
     }

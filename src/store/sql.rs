@@ -276,7 +276,7 @@ where
             QueryBuilder::<D>::new(
                 "INSERT INTO collaborations (id, account_id, channel_id, objective, principal_agent_id, \
                  message_cap, timeout_window, evaluate_objective_completion, source, strategy, \
-                 webhook_url, token_budget, podcast, allow_interjections, created_by_key, status, \
+                 webhook_url, token_budget, cost_budget_micros, podcast, allow_interjections, created_by_key, status, \
                  started_at, created_at, lease_owner, lease_expires_at, lease_epoch) ",
             )
             .push_values(run, |mut row, Create { new, lease, .. }| {
@@ -292,6 +292,7 @@ where
                     .push_bind(new.strategy.name())
                     .push_bind(new.webhook_url.clone())
                     .push_bind(new.token_budget.map(|b| b as i64))
+                    .push_bind(new.cost_budget_micros.map(|b| b as i64))
                     .push_bind(new.podcast)
                     .push_bind(new.allow_interjections)
                     .push_bind(id::<D>(new.created_by))
@@ -1427,11 +1428,15 @@ where
         D::append_message(self, turn).await
     }
 
-    async fn add_tokens(&self, lease: &Lease, tokens: u64) -> StoreResult<()> {
+    async fn add_tokens(&self, lease: &Lease, tokens: u64, cost_micros: u64) -> StoreResult<()> {
         let mut tx = self.write().await?;
         D::check_lease(&mut tx, lease).await?;
-        sqlx::query("UPDATE collaborations SET tokens_used = tokens_used + $1 WHERE id = $2")
+        sqlx::query(
+            "UPDATE collaborations SET tokens_used = tokens_used + $1, cost_micros = cost_micros + $2 \
+             WHERE id = $3",
+        )
             .bind(tokens as i64)
+            .bind(cost_micros as i64)
             .bind(id::<D>(lease.collaboration_id))
             .execute(&mut *tx)
             .await?;

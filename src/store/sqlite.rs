@@ -128,7 +128,8 @@ impl Dialect for Sqlite {
     ) -> StoreResult<Option<Hyphenated>> {
         let lease = &turn.lease;
         Ok(sqlx::query_scalar(
-            "UPDATE collaborations SET message_count = message_count + 1, tokens_used = tokens_used + $1 \
+            "UPDATE collaborations SET message_count = message_count + 1, tokens_used = tokens_used + $1, \
+             cost_micros = cost_micros + $6 \
              WHERE id = $2 AND status = 'running' AND message_count < message_cap \
              AND lease_owner = $3 AND lease_epoch = $4 AND lease_expires_at > $5 RETURNING channel_id",
         )
@@ -137,6 +138,7 @@ impl Dialect for Sqlite {
         .bind(lease.owner.hyphenated())
         .bind(lease.epoch)
         .bind(Utc::now())
+        .bind(turn.body.cost_micros() as i64)
         .fetch_optional(&mut **tx)
         .await?)
     }

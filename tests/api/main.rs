@@ -15,6 +15,7 @@ mod byo_agents;
 mod cli;
 mod cluster;
 mod collaborations;
+mod costs;
 mod exposure;
 mod faults;
 mod humans;

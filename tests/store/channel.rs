@@ -48,7 +48,7 @@ async fn appended_messages_are_numbered_from_one_and_counted() {
         assert_eq!(channel.last_seq, 3);
 
         store
-            .add_tokens(&crate::support::lease(&store, new.id).await, 100)
+            .add_tokens(&crate::support::lease(&store, new.id).await, 100, 0)
             .await
             .unwrap();
         let stored = store.collaboration_unscoped(new.id).await.unwrap().unwrap();

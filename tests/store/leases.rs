@@ -325,7 +325,7 @@ async fn tokens_the_summary_and_the_podcast_are_written_only_under_a_lease_still
             .await
             .unwrap()
             .expect("ended under the lease");
-        store.add_tokens(&lease, 5).await.unwrap();
+        store.add_tokens(&lease, 5, 0).await.unwrap();
 
         // The lease lapses and another process claims the collaboration, to summarize it.
         tokio::time::sleep(SHORT * 2).await;
@@ -335,7 +335,7 @@ async fn tokens_the_summary_and_the_podcast_are_written_only_under_a_lease_still
             .unwrap()
             .pop()
             .expect("the lapsed lease");
-        let tokens = store.add_tokens(&lease, 100).await;
+        let tokens = store.add_tokens(&lease, 100, 0).await;
         assert!(matches!(tokens, Err(StoreError::LeaseLost)), "{tokens:?}");
         let summary = store
             .record_summary(&lease, "Late", "Too late.", &Default::default())

@@ -178,6 +178,7 @@ impl Team {
             strategy: Strategy::RoundRobin,
             webhook_url: None,
             token_budget: None,
+            cost_budget_micros: None,
             podcast: false,
             allow_interjections: true,
             created_by: self.tenant.key.id,
@@ -260,6 +261,9 @@ pub fn message_from(sender: Sender, content: &str) -> EventBody {
         content: content.to_owned(),
         created_at: now(),
         tokens: 0,
+        input_tokens: 0,
+        output_tokens: 0,
+        cost_usd: 0.0,
         ms: None,
     }
 }

@@ -138,8 +138,9 @@ impl Journal for Memory {
         Ok(Some(book.append(body)))
     }
 
-    async fn add_tokens(&self, _: &Lease, tokens: u64) -> StoreResult<()> {
+    async fn add_tokens(&self, _: &Lease, tokens: u64, cost_micros: u64) -> StoreResult<()> {
         self.book().collaboration.tokens_used += tokens;
+        self.book().collaboration.cost_micros += cost_micros;
         Ok(())
     }
 
@@ -302,6 +303,7 @@ impl Setup {
             strategy: Strategy::RoundRobin,
             webhook_url: None,
             token_budget: None,
+            cost_budget_micros: None,
             podcast: false,
             allow_interjections: true,
             created_by: Uuid::nil(),
