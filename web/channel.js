@@ -2,7 +2,7 @@
 // ended; below it the transcript, with a model's text streaming in while it is typed.
 
 import { api, blobUrl } from "./api.js";
-import { address, confirmAction, duration, END_REASONS, failure, h, kindBadge, put, statusBadge, time, toast } from "./ui.js";
+import { address, clearErrors, confirmAction, duration, END_REASONS, failure, field, h, kindBadge, put, showErrors, statusBadge, time, toast } from "./ui.js";
 import { ChannelStream } from "./stream.js";
 
 /// How close to the bottom (px) still counts as "following along".
@@ -25,6 +25,7 @@ export function channelView(main, id) {
   const title = h("h1", { class: "objective" }, "Loading…");
   const badge = h("span");
   const stateLine = h("p", { class: "state-line", role: "status" });
+  const forkedFrom = h("p", { class: "forked-from muted" });
   const buttons = h("div", { class: "actions" });
   const summary = h("section", { class: "summary card", "aria-label": "Summary", hidden: true });
   const summaryText = h("div");
@@ -40,6 +41,7 @@ export function channelView(main, id) {
   main.append(
     h("div", { class: "page-head" }, h("div", {}, h("a", { href: "#/", class: "back" }, "← Collaborations"), title), buttons),
     h("div", { class: "state" }, badge, stateLine),
+    forkedFrom,
     summary,
     h("details", { class: "card roster-card" }, h("summary", {}, "Agents in this channel"), roster),
     transcript,
@@ -79,6 +81,7 @@ export function channelView(main, id) {
       h("button", { type: "button", class: "save-transcript", onclick: downloadTranscript }, "Transcript"),
       h("button", { type: "button", class: "danger", onclick: remove }, "Delete"),
     );
+    put(forkedFrom, c.forked_from && ["Forked from ", h("a", { href: `#/c/${c.forked_from.collaboration_id}` }, "another collaboration"), ` at #${c.forked_from.at_seq}.`]);
     put(roster, [c.principal, ...c.participants].map((agent, i) =>
       h("li", {}, h("span", { class: "name" }, agent.name), " ", kindBadge(agent.kind), i === 0 ? h("span", { class: "muted" }, " principal") : "", " ", address(agent.address))));
     renderState();
@@ -297,7 +300,11 @@ export function channelView(main, id) {
           turn = null;
           renderTurnHint();
         }
-        const node = messageNode(frame);
+        const members = collaboration ? [collaboration.principal, ...collaboration.participants].map((m) => m.id) : [];
+        const node = messageNode(frame, null, {
+          former: collaboration && !members.includes(frame.sender.id),
+          onFork: () => fork(frame),
+        });
         append(node, typing.get(frame.turn_id), frame.seq <= replayUntil);
         typing.delete(frame.turn_id);
         renderState();
@@ -359,6 +366,45 @@ export function channelView(main, id) {
     renderState();
   }
 
+  /// Asks what the fork changes (its objective and message cap), makes it, and opens it.
+  async function fork(frame) {
+    const c = collaboration;
+    const dialog = h("dialog", { "aria-labelledby": "fork-title", class: "fork-dialog" });
+    const objective = h("textarea", { rows: 3 });
+    objective.value = c.objective;
+    const cap = h("input", { type: "number", min: "1", value: String(c.message_cap) });
+    const form = h("form", { novalidate: true },
+      h("h2", { id: "fork-title" }, "Fork from this message"),
+      h("p", {}, `The new collaboration starts with the conversation up to #${frame.seq}, then goes on live with the same agents. This one is not changed.`),
+      field("Objective", "objective", objective),
+      field("Message cap (new messages)", "message_cap", cap),
+      h("p", { class: "form-error notice error", role: "alert", tabindex: "-1", hidden: true }),
+      h("div", { class: "actions" },
+        h("button", { type: "submit", class: "primary" }, "Fork"),
+        h("button", { type: "button", onclick: () => dialog.close() }, "Cancel")));
+    dialog.append(form);
+    document.body.append(dialog);
+    dialog.addEventListener("close", () => dialog.remove());
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      clearErrors(form);
+      try {
+        const created = await api.post(`/collaborations/${c.id}/fork`, {
+          at_seq: frame.seq,
+          objective: objective.value,
+          message_cap: Number(cap.value),
+        });
+        dialog.close();
+        toast("Forked: the new collaboration has started.");
+        location.hash = `#/c/${created.id}`;
+      } catch (error) {
+        showErrors(form, error);
+      }
+    });
+    dialog.showModal();
+    objective.focus();
+  }
+
   /// The whole record as a Markdown file: fetched with the key in its header, then saved.
   async function downloadTranscript() {
     try {
@@ -407,14 +453,17 @@ export function channelView(main, id) {
 }
 
 /// One message; `live` says what is happening while it is still to come ("thinking…").
-function messageNode(message, live) {
+function messageNode(message, live, extras = {}) {
   const sender = message.sender;
-  return h("li", { class: `message role-${message.role}${live ? " typing" : ""}`, dataset: live ? { turn: "" } : { seq: message.seq } },
+  return h("li", { class: `message role-${message.role}${live ? " typing" : ""}${message.copied ? " copied" : ""}`, dataset: live ? { turn: "" } : { seq: message.seq } },
     avatar(sender),
     h("div", { class: "bubble" },
       h("div", { class: "from" },
         h("span", { class: "name" }, sender.name), " ", kindBadge(sender.kind), " ", address(sender.address),
-        live ? h("span", { class: "muted live-label" }, ` ${live}`) : time(message.created_at, true)),
+        extras.former && h("span", { class: "badge former" }, "former member"),
+        message.copied && h("span", { class: "muted copied-label" }, ` copied (#${message.copied.seq} of the original)`),
+        live ? h("span", { class: "muted live-label" }, ` ${live}`) : time(message.created_at, true),
+        extras.onFork && h("button", { type: "button", class: "fork", title: "Fork from here: a new collaboration that starts with the conversation up to this message", onclick: extras.onFork }, "Fork")),
       h("div", { class: "content" }, message.content)));
 }
 

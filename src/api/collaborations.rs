@@ -106,6 +106,8 @@ pub(super) struct CollaborationView {
     pub(super) cost_budget_usd: Option<f64>,
     pub(super) podcast: bool,
     pub(super) allow_interjections: bool,
+    /// For a fork: the collaboration it was forked from, and the last `seq` it copied.
+    pub(super) forked_from: Option<crate::domain::ForkedFrom>,
     pub(super) created_at: DateTime<Utc>,
 }
 
@@ -141,6 +143,7 @@ impl From<Collaboration> for CollaborationView {
             cost_budget_usd: c.cost_budget_micros.map(crate::domain::event::usd),
             podcast: c.podcast,
             allow_interjections: c.allow_interjections,
+            forked_from: c.forked_from,
             created_at: c.created_at,
         }
     }
@@ -168,7 +171,7 @@ fn parse_choice<T: std::str::FromStr>(
 
 impl CreateCollaboration {
     /// Checks everything that can be checked without the store, reporting every problem.
-    fn validate(self, limits: &Limits) -> Result<ValidCollaboration, AppError> {
+    pub(super) fn validate(self, limits: &Limits) -> Result<ValidCollaboration, AppError> {
         let mut errors = Vec::new();
         if self.participants.is_empty() {
             errors.push(FieldError::new(
@@ -277,6 +280,7 @@ impl CreateCollaboration {
             cost_budget_micros: self.cost_budget_usd.map(crate::domain::event::micros),
             podcast: self.podcast.unwrap_or(false),
             allow_interjections: self.allow_interjections.unwrap_or(true),
+            fork: None,
         })
     }
 }

@@ -13,14 +13,16 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use serde_json::json;
 
-use super::{AppState, agents, channels, collaborations, keys, providers, transcript, webhooks};
+use super::{
+    AppState, agents, channels, collaborations, forks, keys, providers, transcript, webhooks,
+};
 use crate::config::Config;
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Skein", description = "A collaboration server for AI agents. Authenticate with `Authorization: Bearer <key>`."),
     paths(
-        collaborations::create, collaborations::list, collaborations::read, collaborations::stop, collaborations::remove, collaborations::audio, transcript::transcript, transcript::figures,
+        collaborations::create, collaborations::list, collaborations::read, collaborations::stop, collaborations::remove, forks::fork, collaborations::audio, transcript::transcript, transcript::figures,
         agents::create, agents::list, agents::read, agents::update, agents::remove, agents::list_tools, providers::list,
         channels::read, channels::history, channels::post_message, channels::ticket, channels::stream,
         keys::create_key, keys::list_keys, keys::read_key, keys::revoke_key, keys::create_account, keys::list_accounts,
@@ -199,6 +201,7 @@ fn document(config: &Config) -> utoipa::openapi::OpenApi {
             json!({"minimum": collaborations::MIN_COST_BUDGET_USD,
                    "maximum": collaborations::MAX_COST_BUDGET_USD}),
         ),
+        ("ForkCollaboration", "at_seq", json!({"minimum": 1})),
         ("AgentInput", "name", text(limits.max_name_chars)),
         (
             "AgentInput",

@@ -10,6 +10,7 @@ pub mod auth;
 mod channels;
 mod collaborations;
 mod docs;
+mod forks;
 mod health;
 mod idempotency;
 mod keys;
@@ -82,6 +83,7 @@ pub fn router(state: AppState) -> Router {
     let request_timeout = state.config.connections.request_timeout;
     let v1 = Router::new()
         .merge(collaborations::router())
+        .merge(forks::router())
         .merge(transcript::router())
         .merge(agents::router())
         .merge(channels::router())

@@ -189,6 +189,24 @@ pub enum CollabCommand {
     Stop {
         id: String,
     },
+    /// A new collaboration that starts with this one's conversation up to `--at-seq`,
+    /// then goes on live; the options change what they name, the rest is kept.
+    Fork {
+        id: String,
+        #[arg(long)]
+        at_seq: i64,
+        #[arg(long)]
+        objective: Option<String>,
+        /// Messages the fork may add to what it copied.
+        #[arg(long)]
+        message_cap: Option<u32>,
+        /// Replaces the participants; repeat for several.
+        #[arg(long = "participant")]
+        participants: Vec<String>,
+        /// Follow it live to its summary.
+        #[arg(long)]
+        watch: bool,
+    },
     Delete {
         id: String,
     },
@@ -357,6 +375,39 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> Result<(), C
                 client.get(&format!("/collaborations/{id}")).await?,
                 output::collaboration,
             ),
+            CollabCommand::Fork {
+                id,
+                at_seq,
+                objective,
+                message_cap,
+                participants,
+                watch: watching,
+            } => {
+                let mut body = json!({"at_seq": at_seq});
+                if let Some(objective) = objective {
+                    body["objective"] = objective.into();
+                }
+                if let Some(cap) = message_cap {
+                    body["message_cap"] = cap.into();
+                }
+                if !participants.is_empty() {
+                    body["participants"] = json!(participants);
+                }
+                let created = client
+                    .post(&format!("/collaborations/{id}/fork"), body)
+                    .await?;
+                if watching {
+                    let id = created["id"].as_str().unwrap_or_default().to_owned();
+                    if json {
+                        output::json(&created);
+                    } else {
+                        eprintln!("Forked into collaboration {id}; following it…");
+                    }
+                    watch::follow(client, &id, json).await?;
+                } else {
+                    show(created, output::collaboration);
+                }
+            }
             CollabCommand::Stop { id } => show(
                 client
                     .post(&format!("/collaborations/{id}/stop"), json!({}))

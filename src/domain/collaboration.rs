@@ -97,6 +97,24 @@ pub struct ValidCollaboration {
     pub cost_budget_micros: Option<u64>,
     pub podcast: bool,
     pub allow_interjections: bool,
+    /// Set when the collaboration is a fork of another.
+    pub fork: Option<Fork>,
+}
+
+/// Where a fork comes from, and what it copied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fork {
+    pub from: Uuid,
+    pub at_seq: i64,
+    /// The copied events' bodies, in order; each gets the next `seq` of the new channel.
+    pub events: Vec<serde_json::Value>,
+}
+
+/// The origin of a fork, as a collaboration shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ForkedFrom {
+    pub collaboration_id: Uuid,
+    pub at_seq: i64,
 }
 
 /// A validated create request, ready to store.
@@ -119,6 +137,9 @@ pub struct NewCollaboration {
     pub cost_budget_micros: Option<u64>,
     pub podcast: bool,
     pub allow_interjections: bool,
+    /// A fork: where it came from, and the events it starts with (the original's, up to
+    /// `at_seq`, each marked as copied), stored with it as its channel's first events.
+    pub fork: Option<Fork>,
     /// The API key that started it: the cap on running collaborations is per key.
     pub created_by: Uuid,
     pub created_at: DateTime<Utc>,
@@ -149,6 +170,10 @@ impl NewCollaboration {
             cost_budget_micros: self.cost_budget_micros,
             podcast: self.podcast,
             allow_interjections: self.allow_interjections,
+            forked_from: self.fork.as_ref().map(|fork| ForkedFrom {
+                collaboration_id: fork.from,
+                at_seq: fork.at_seq,
+            }),
             status: CollaborationStatus::Running,
             end_reason: None,
             headline: None,
@@ -206,6 +231,7 @@ pub struct Collaboration {
     pub cost_budget_micros: Option<u64>,
     pub podcast: bool,
     pub allow_interjections: bool,
+    pub forked_from: Option<ForkedFrom>,
     pub status: CollaborationStatus,
     pub end_reason: Option<EndReason>,
     pub headline: Option<String>,

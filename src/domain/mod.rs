@@ -39,8 +39,8 @@ pub use access::{Account, ApiKey, NewKey, Scope};
 pub use address::AgentAddress;
 pub use agent::{Agent, AgentKind, AgentRef, AgentSpec, ToolServer};
 pub use collaboration::{
-    ActionItem, Collaboration, CollaborationStatus, EndReason, Ending, NewCollaboration, Outcome,
-    Source, Strategy, ValidCollaboration,
+    ActionItem, Collaboration, CollaborationStatus, EndReason, Ending, Fork, ForkedFrom,
+    NewCollaboration, Outcome, Source, Strategy, ValidCollaboration,
 };
 pub use event::{ErrorCode, EventBody, Frame, Sender, StoredEvent, ToolRef};
 pub use paging::{Page, PageRequest};

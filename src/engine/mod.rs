@@ -264,6 +264,7 @@ impl Engine {
             cost_budget_micros: request.cost_budget_micros,
             podcast: request.podcast,
             allow_interjections: request.allow_interjections,
+            fork: request.fork,
             created_by: key.id,
             created_at: now,
         };
@@ -281,12 +282,13 @@ impl Engine {
         let created = new.started(&agents);
         // Run here at once, from what is at hand. Should this future be dropped before
         // (the client went away), the next lease renewal finds the lease held with no
-        // runner and starts one, which reads the collaboration from the store.
-        let known = runner::Known {
+        // runner and starts one, which reads the collaboration from the store. A fork's
+        // runner reads it from the store at once: its channel starts with what it copied.
+        let known = new.fork.is_none().then(|| runner::Known {
             collaboration: created.clone(),
             agents,
-        };
-        self.launch(lease, Some(known));
+        });
+        self.launch(lease, known);
         crate::telemetry::collaboration_started();
         tracing::info!(collaboration = %new.id, "collaboration created");
         Ok(created)

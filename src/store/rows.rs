@@ -228,6 +228,8 @@ pub(super) struct CollaborationRow<Id> {
     cost_budget_micros: Option<i64>,
     podcast: bool,
     allow_interjections: bool,
+    forked_from: Option<Id>,
+    forked_at_seq: Option<i64>,
     status: String,
     end_reason: Option<String>,
     headline: Option<String>,
@@ -271,6 +273,13 @@ impl<Id: Into<Uuid>> CollaborationRow<Id> {
             cost_budget_micros: self.cost_budget_micros.map(|b| b as u64),
             podcast: self.podcast,
             allow_interjections: self.allow_interjections,
+            forked_from: self
+                .forked_from
+                .zip(self.forked_at_seq)
+                .map(|(from, at_seq)| crate::domain::ForkedFrom {
+                    collaboration_id: from.into(),
+                    at_seq,
+                }),
             status: parse(&self.status)?,
             end_reason: self.end_reason.as_deref().map(parse).transpose()?,
             headline: self.headline,

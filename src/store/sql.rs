@@ -276,7 +276,8 @@ where
             QueryBuilder::<D>::new(
                 "INSERT INTO collaborations (id, account_id, channel_id, objective, principal_agent_id, \
                  message_cap, timeout_window, evaluate_objective_completion, source, strategy, \
-                 webhook_url, token_budget, cost_budget_micros, podcast, allow_interjections, created_by_key, status, \
+                 webhook_url, token_budget, cost_budget_micros, podcast, allow_interjections, forked_from, \
+                 forked_at_seq, created_by_key, status, \
                  started_at, created_at, lease_owner, lease_expires_at, lease_epoch) ",
             )
             .push_values(run, |mut row, Create { new, lease, .. }| {
@@ -295,6 +296,8 @@ where
                     .push_bind(new.cost_budget_micros.map(|b| b as i64))
                     .push_bind(new.podcast)
                     .push_bind(new.allow_interjections)
+                    .push_bind(new.fork.as_ref().map(|fork| id::<D>(fork.from)))
+                    .push_bind(new.fork.as_ref().map(|fork| fork.at_seq))
                     .push_bind(id::<D>(new.created_by))
                     .push("'running'")
                     .push_bind(new.created_at)
@@ -337,15 +340,42 @@ where
                 "INSERT INTO channels (id, account_id, collaboration_id, last_seq, created_at) ",
             )
             .push_values(run, |mut row, Create { new, .. }| {
+                let copied = new.fork.as_ref().map_or(0, |fork| fork.events.len());
                 row.push_bind(id::<D>(new.channel_id))
                     .push_bind(id::<D>(new.account_id))
                     .push_bind(id::<D>(new.id))
-                    .push("0")
+                    .push_bind(copied as i64)
                     .push_bind(new.created_at);
             })
             .build()
             .execute(&mut **tx)
             .await?;
+        }
+        // A fork's channel begins with what it copied, under seqs 1, 2, … (the channel's
+        // counter, set above, continues from the last).
+        for Create { new, .. } in admitted {
+            let Some(fork) = &new.fork else { continue };
+            for (i, body) in fork.events.iter().enumerate() {
+                let seq = i as i64 + 1;
+                let mut frame = body.clone();
+                frame["seq"] = seq.into();
+                let kind = body["type"].as_str().unwrap_or("message").to_owned();
+                let message_id = (kind == "message")
+                    .then(|| body["id"].as_str().and_then(|id| Uuid::parse_str(id).ok()))
+                    .flatten();
+                sqlx::query(
+                    "INSERT INTO events (channel_id, seq, kind, frame, created_at, message_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(id::<D>(new.channel_id))
+                .bind(seq)
+                .bind(kind)
+                .bind(frame.to_string())
+                .bind(new.created_at)
+                .bind(message_id.map(id::<D>))
+                .execute(&mut **tx)
+                .await?;
+            }
         }
 
         Self::started_webhooks(tx, admitted).await

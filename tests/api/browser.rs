@@ -1145,3 +1145,59 @@ async fn the_channel_shows_each_tool_call_as_a_block_that_opens_to_its_arguments
     );
     assert_no_page_errors(&browser);
 }
+
+#[tokio::test]
+async fn a_message_s_fork_button_asks_what_to_change_and_opens_the_fork() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let a = app.scripted("A", &["a1", "a2", "a3"], 0).await;
+    let b = app.scripted("B", &["b1", "b2", "b3"], 0).await;
+    let original = app
+        .collaborate(
+            &a,
+            &b,
+            json!({"message_cap": 4, "strategy": "round_robin", "evaluate_objective_completion": false}),
+        )
+        .await;
+    app.wait_until_summarized(&id(&original)).await;
+    let page = signed_in(&browser, &app).await;
+    open(&page, &format!("#/c/{}", id(&original))).await;
+    page.wait_until(
+        "document.querySelectorAll('.transcript .message .fork').length === 4",
+        "each message offers a fork",
+    )
+    .await;
+    page.click(".transcript .message:nth-child(2) .fork").await;
+    page.wait_until(
+        "document.querySelector('.fork-dialog')?.open",
+        "the fork dialog opens",
+    )
+    .await;
+    page.fill(".fork-dialog [name=message_cap]", "2").await;
+    page.screenshot("fork-dialog").await;
+    page.click(".fork-dialog button[type=submit]").await;
+    page.wait_until(
+        &format!(
+            "location.hash.startsWith('#/c/') && location.hash !== '#/c/{}'",
+            id(&original)
+        ),
+        "the fork opens",
+    )
+    .await;
+    page.wait_until(
+        "document.querySelector('.forked-from')?.textContent.includes('at #2')",
+        "the fork says where it came from",
+    )
+    .await;
+    page.wait_until(
+        "document.querySelectorAll('.transcript .message.copied').length === 2",
+        "the copied messages are marked",
+    )
+    .await;
+    let fork = app.get_json("/api/v1/collaborations").await["items"][0].clone();
+    assert_eq!(fork["forked_from"]["collaboration_id"], original["id"]);
+    assert_eq!(fork["message_cap"], 2);
+    assert_no_page_errors(&browser);
+}

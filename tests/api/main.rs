@@ -18,6 +18,7 @@ mod collaborations;
 mod costs;
 mod exposure;
 mod faults;
+mod forks;
 mod humans;
 mod idempotency;
 mod limits;

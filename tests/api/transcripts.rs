@@ -182,5 +182,8 @@ async fn figures_count_each_member_s_turns_tokens_and_time_per_turn() {
         .await
         .unwrap();
     assert!(text.contains("## Figures\n"), "{text}");
-    assert!(text.contains("\n| A | 2 | 0 (0, 0) | $0.000000 | "), "{text}");
+    assert!(
+        text.contains("\n| A | 2 | 0 (0, 0) | $0.000000 | "),
+        "{text}"
+    );
 }

@@ -797,3 +797,76 @@ async fn a_uagent_registration_holds_until_it_lapses_and_a_new_one_replaces_it()
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_fork_is_stored_with_its_origin_and_its_channel_begins_with_what_it_copied() {
+    each_store(|store| async move {
+        let team = team(&store, "team").await;
+        let original = team.start(&store, 10).await;
+        let mut fork = team.collaboration(10);
+        let copied: Vec<serde_json::Value> = ["first", "second"]
+            .iter()
+            .enumerate()
+            .map(|(i, words)| {
+                let mut body = serde_json::to_value(crate::support::message_from(
+                    team.principal.sender(),
+                    words,
+                ))
+                .unwrap();
+                body["copied"] = serde_json::json!({"collaboration_id": original.id, "seq": i + 1});
+                body
+            })
+            .collect();
+        cost_budget_and_fork(&mut fork, original.id, copied);
+        store.insert_collaboration(&fork, 5, None).await.unwrap();
+        let stored = store
+            .get_collaboration(fork.account_id, fork.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            stored.forked_from,
+            Some(skein::domain::ForkedFrom {
+                collaboration_id: original.id,
+                at_seq: 2
+            })
+        );
+        assert_eq!(stored.cost_budget_micros, Some(1_500_000));
+        assert_eq!(
+            stored,
+            fork.started(&[team.principal.clone(), team.participant.clone()])
+        );
+        let events = store.read_events(fork.channel_id, 0, 10).await.unwrap();
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 2]);
+        let first: serde_json::Value = serde_json::from_str(&events[0].frame).unwrap();
+        assert_eq!(first["seq"], 1);
+        assert_eq!(first["content"], "first");
+        assert_eq!(first["copied"]["seq"], 1);
+        assert!(
+            events[0].body().is_some(),
+            "a copied frame reads back as an event"
+        );
+        // The channel's counter goes on after them.
+        let channel = store
+            .get_channel(fork.account_id, fork.channel_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(channel.last_seq, 2);
+    })
+    .await;
+}
+
+fn cost_budget_and_fork(
+    new: &mut skein::domain::NewCollaboration,
+    from: Uuid,
+    events: Vec<serde_json::Value>,
+) {
+    new.cost_budget_micros = Some(1_500_000);
+    new.fork = Some(skein::domain::Fork {
+        from,
+        at_seq: 2,
+        events,
+    });
+}

@@ -181,6 +181,7 @@ impl Team {
             cost_budget_micros: None,
             podcast: false,
             allow_interjections: true,
+            fork: None,
             created_by: self.tenant.key.id,
             created_at: now(),
         }

@@ -306,6 +306,7 @@ impl Setup {
             cost_budget_micros: None,
             podcast: false,
             allow_interjections: true,
+            fork: None,
             created_by: Uuid::nil(),
             created_at: crate::domain::now(),
         };
