@@ -308,16 +308,21 @@ async fn create(
 ) -> Result<impl IntoResponse, AppError> {
     let request = request.validate(&state.config.limits)?;
     let created = state.engine.create(&caller.key, request).await?;
+    Ok(created_response(created))
+}
+
+/// 201 with the collaboration and its `Location`.
+pub(super) fn created_response(created: Collaboration) -> impl IntoResponse {
     let location = format!("/api/v1/collaborations/{}", created.id);
     let headers = [(
         header::LOCATION,
         HeaderValue::try_from(location).expect("a path is a header value"),
     )];
-    Ok((
+    (
         StatusCode::CREATED,
         headers,
         Json(CollaborationView::from(created)),
-    ))
+    )
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -271,6 +271,15 @@ fn document(config: &Config) -> utoipa::openapi::OpenApi {
         ("PutWebhooks", "default_url", url_or_none),
     ];
     for (schema, property, constraint) in constraints {
+        // A fork's fields are a create's, each optional, under the same rules.
+        // (Looked up, not indexed: indexing would add the properties a fork lacks.)
+        if schema == "CreateCollaboration"
+            && let Some(fork) = document.pointer_mut(&format!(
+                "/components/schemas/ForkCollaboration/properties/{property}"
+            ))
+        {
+            merge(fork, constraint.clone());
+        }
         let target = &mut document["components"]["schemas"][schema]["properties"][property];
         assert!(target.is_object(), "{schema}.{property} is in the document");
         merge(target, constraint);

@@ -2,19 +2,13 @@
 //! original's conversation up to a `seq`, then goes on live, with the same roster and
 //! settings unless the request changes them. The original is not touched.
 
-use axum::{
-    Json, Router,
-    extract::State,
-    http::{HeaderValue, StatusCode, header},
-    response::IntoResponse,
-    routing::post,
-};
+use axum::{Router, extract::State, response::IntoResponse, routing::post};
 use serde::Deserialize;
 
 use super::{
     ApiJson, ApiPath, AppState,
     auth::Caller,
-    collaborations::{CollaborationView, CreateCollaboration, find},
+    collaborations::{CreateCollaboration, created_response, find},
 };
 use crate::{
     domain::{Collaboration, FieldError, Fork},
@@ -60,7 +54,7 @@ pub(super) struct ForkCollaboration {
 #[utoipa::path(post, path = "/api/v1/collaborations/{id}/fork", tag = "collaborations",
     params(("id" = String, Path, description = "The collaboration to fork")),
     request_body = ForkCollaboration,
-    responses((status = 201, body = CollaborationView), (status = 404, body = crate::error::Problem),
+    responses((status = 201, body = super::collaborations::CollaborationView), (status = 404, body = crate::error::Problem),
         (status = 422, body = crate::error::Problem)))]
 async fn fork(
     State(state): State<AppState>,
@@ -79,16 +73,7 @@ async fn fork(
         events,
     });
     let created = state.engine.create(&caller.key, valid).await?;
-    let location = format!("/api/v1/collaborations/{}", created.id);
-    let headers = [(
-        header::LOCATION,
-        HeaderValue::try_from(location).expect("a path is a header value"),
-    )];
-    Ok((
-        StatusCode::CREATED,
-        headers,
-        Json(CollaborationView::from(created)),
-    ))
+    Ok(created_response(created))
 }
 
 /// The create request a fork makes: the original's roster and settings, with the

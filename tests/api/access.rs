@@ -519,20 +519,8 @@ async fn the_database_holds_no_key_ticket_or_secret_in_plain_text() {
         hooks["secret"].as_str().unwrap().to_owned(),
     ];
     let data_dir = app.shut_down_keeping_data().await;
-    let mut dump = Vec::new();
-    for entry in std::fs::read_dir(data_dir.path()).unwrap() {
-        let path = entry.unwrap().path();
-        if path
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("skein.db")
-        {
-            dump.extend(std::fs::read(&path).unwrap());
-        }
-    }
+    let dump = crate::support::database_dump(data_dir.path());
     assert!(dump.len() > 4096, "the database was read");
-    let dump = String::from_utf8_lossy(&dump);
     for secret in &secrets {
         assert!(
             !dump.contains(secret.as_str()),

@@ -447,19 +447,7 @@ async fn tool_credentials_are_sealed_in_the_database() {
         json!(["Authorization", "X-Team"])
     );
     let data_dir = app.shut_down_keeping_data().await;
-    let mut dump = Vec::new();
-    for entry in std::fs::read_dir(data_dir.path()).unwrap() {
-        let path = entry.unwrap().path();
-        if path
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("skein.db")
-        {
-            dump.extend(std::fs::read(&path).unwrap());
-        }
-    }
-    let dump = String::from_utf8_lossy(&dump);
+    let dump = crate::support::database_dump(data_dir.path());
     assert!(dump.contains(mcp.url.as_str()), "the database was read");
     assert!(!dump.contains(TOKEN), "the bearer token is sealed");
     assert!(!dump.contains("team-secret-4471"), "the header is sealed");

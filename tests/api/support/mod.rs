@@ -516,3 +516,21 @@ pub fn messages(frames: &[Value]) -> Vec<&Value> {
 pub fn seqs(frames: &[Value]) -> Vec<i64> {
     frames.iter().filter_map(|f| f["seq"].as_i64()).collect()
 }
+
+/// Every byte of the SQLite database in `data_dir` (the main file, its WAL and journal), as
+/// text: what a copy of the database, or of its backup, would show.
+pub fn database_dump(data_dir: &std::path::Path) -> String {
+    let mut dump = Vec::new();
+    for entry in std::fs::read_dir(data_dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("skein.db")
+        {
+            dump.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    String::from_utf8_lossy(&dump).into_owned()
+}
