@@ -247,6 +247,30 @@ pub struct EngineSettings {
     /// The longest message stored, whoever wrote it (`SKEIN_MAX_CONTENT_CHARS`, the same
     /// as [`Limits::max_content_chars`]): an agent's longer message is cut, saying so.
     pub max_content_chars: usize,
+    pub stalls: StallSettings,
+}
+
+/// When a conversation counts as going nowhere (see `engine::stall`).
+#[derive(Debug, Clone)]
+pub struct StallSettings {
+    /// Earlier agent messages a new one is compared with (`SKEIN_STALL_WINDOW`, 4: two
+    /// rounds of a two-member exchange).
+    pub window: usize,
+    /// Stale turns in a row before the manager is nudged (`SKEIN_STALL_NUDGE_AFTER`, 3).
+    pub nudge_after: u32,
+    /// Stale turns in a row that end the collaboration as `stalled`
+    /// (`SKEIN_STALL_END_AFTER`, 6; 0 turns stall detection off).
+    pub end_after: u32,
+}
+
+impl Default for StallSettings {
+    fn default() -> Self {
+        Self {
+            window: 4,
+            nudge_after: 3,
+            end_after: 6,
+        }
+    }
 }
 
 /// How collaborations that ask for it (`podcast: true`) are read aloud.
@@ -338,6 +362,7 @@ impl Default for Config {
                 podcast: PodcastSettings::default(),
                 lease_ttl: Duration::from_secs(15),
                 max_content_chars: 20_000,
+                stalls: StallSettings::default(),
             },
             websocket: WebSocketSettings {
                 ping_interval: Duration::from_secs(20),
@@ -538,6 +563,17 @@ impl Config {
         number("SKEIN_SYNOPSIS_CHARS", &mut |v| {
             engine.synopsis_chars = v as usize
         })?;
+        let stalls = &mut config.engine.stalls;
+        number("SKEIN_STALL_WINDOW", &mut |v| stalls.window = v as usize)?;
+        number("SKEIN_STALL_NUDGE_AFTER", &mut |v| {
+            stalls.nudge_after = clamp(v)
+        })?;
+        if let Some(value) = lookup("SKEIN_STALL_END_AFTER") {
+            stalls.end_after = value
+                .trim()
+                .parse()
+                .map_err(|e| anyhow::anyhow!("SKEIN_STALL_END_AFTER={value}: {e}"))?;
+        }
         if let Some(url) = lookup("DATABASE_URL") {
             // Said plainly rather than guessed at: a URL meant for another program (or a
             // sqlite:// one) must not be taken for PostgreSQL, nor silently dropped.

@@ -341,6 +341,10 @@ export function channelView(main, id) {
         }
         break;
       }
+      case "nudge":
+        append(h("li", { class: "event nudge", dataset: { seq: frame.seq } },
+          h("strong", {}, `Skein nudged ${frame.to.name}: `), `the conversation is going in circles (${frame.reason}).`), null, frame.seq <= replayUntil);
+        break;
       case "verdict":
         append(h("li", { class: `event verdict${frame.met ? " met" : ""}`, dataset: { seq: frame.seq } },
           h("strong", {}, frame.met ? "The judge finds the objective met: " : "The judge finds the objective not met yet: "),

@@ -64,6 +64,7 @@ export const END_REASONS = {
   cancelled: "it was stopped",
   token_budget: "the token budget was spent",
   cost_budget: "the cost budget was spent",
+  stalled: "the conversation went in circles",
   error: "an agent failed",
 };
 

@@ -748,6 +748,9 @@ impl Bench {
             ("SKEIN_LLM_BASE_URL", fake.base_url()),
             ("SKEIN_LLM_API_KEY", fake_model::KEY.to_owned()),
             ("SKEIN_LLM_MODEL", "fake-model".to_owned()),
+            // The fake model says the same thing every turn: a stall, which would end the
+            // conversation long before the turns this measures.
+            ("SKEIN_STALL_END_AFTER", "0".to_owned()),
         ];
         let served = self.start_skein(&env).await?;
         let api = Api::new(served.address);

@@ -41,6 +41,10 @@ pub struct TurnRequest {
     pub synopsis: String,
     /// What to do with the turn.
     pub instruction: String,
+    /// To the manager after the conversation went in circles: what repeats. Absent
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -93,6 +97,7 @@ impl TurnRequest {
                 .collect(),
             synopsis: context.synopsis.clone(),
             instruction: INSTRUCTION.into(),
+            notice: context.notice.clone(),
         }
     }
 }

@@ -395,20 +395,35 @@ fn prompt(
         )));
     }
     for line in &context.window {
-        if line.sender.id == agent.id {
-            messages.push(ChatCompletionRequestMessage::Assistant(
-                ChatCompletionRequestAssistantMessage::from(line.content.as_str()),
-            ));
-        } else {
-            messages.push(ChatCompletionRequestMessage::User(
-                ChatCompletionRequestUserMessage::from(quote::message(
-                    &line.sender.name,
-                    &line.content,
-                )),
-            ));
-        }
+        push_line(&mut messages, agent, line);
+    }
+    if let Some(notice) = &context.notice {
+        messages.push(ChatCompletionRequestMessage::User(
+            ChatCompletionRequestUserMessage::from(format!(
+                "[From Skein, to you as the manager] The conversation is going in circles: {}. \
+                 Move it forward: bring in something new, hand the turn to someone who has not \
+                 spoken, or close the discussion if the objective is met.",
+                quote::defuse(notice)
+            )),
+        ));
     }
     messages
+}
+
+/// A line of the window: the agent's own words as its own, everyone else's quoted.
+fn push_line(messages: &mut Vec<ChatCompletionRequestMessage>, agent: &Agent, line: &super::Line) {
+    if line.sender.id == agent.id {
+        messages.push(ChatCompletionRequestMessage::Assistant(
+            ChatCompletionRequestAssistantMessage::from(line.content.as_str()),
+        ));
+    } else {
+        messages.push(ChatCompletionRequestMessage::User(
+            ChatCompletionRequestUserMessage::from(quote::message(
+                &line.sender.name,
+                &line.content,
+            )),
+        ));
+    }
 }
 
 /// Models imitating the transcript format sometimes start with "Name:"; drop that echo.

@@ -57,6 +57,8 @@ pub struct TurnContext {
     pub window: Vec<Line>,
     /// How many messages this agent has spoken before (scripted agents cycle by it).
     pub spoken_before: usize,
+    /// For the manager after a stall: what repeats, from Skein.
+    pub notice: Option<String>,
 }
 
 /// One stored message of the transcript.

@@ -332,6 +332,13 @@ fn markdown_event(seq: i64, body: EventBody, text: &mut String) {
             ));
             fenced(&content, text);
         }
+        EventBody::Nudge { to, reason, .. } => {
+            text.push_str(&format!(
+                "_Skein nudged {}: the conversation is going in circles ({})._ · #{seq}\n\n",
+                one_line(&to.name),
+                one_line(&reason)
+            ));
+        }
         EventBody::Status {
             status,
             end_reason,

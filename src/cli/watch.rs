@@ -245,6 +245,14 @@ impl View {
                     excerpt(frame["content"].as_str().unwrap_or_default(), 200)
                 );
             }
+            "nudge" => {
+                self.end_line();
+                println!(
+                    "— Skein nudged {}: the conversation is going in circles ({})",
+                    frame["to"]["name"].as_str().unwrap_or_default(),
+                    frame["reason"].as_str().unwrap_or_default()
+                );
+            }
             "verdict" => {
                 self.end_line();
                 println!(

@@ -25,6 +25,8 @@ pub enum EndReason {
     TokenBudget,
     /// The money budget (`cost_budget_usd`) was spent.
     CostBudget,
+    /// The conversation went in circles after the manager was nudged.
+    Stalled,
     Error,
 }
 
@@ -47,6 +49,7 @@ impl EndReason {
             Self::Cancelled => "it was stopped by a user",
             Self::TokenBudget => "the token budget was spent",
             Self::CostBudget => "the cost budget was spent",
+            Self::Stalled => "the conversation stalled",
             Self::Error => "an agent failed",
         }
     }

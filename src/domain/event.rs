@@ -104,6 +104,12 @@ pub enum EventBody {
         interrupted: bool,
         created_at: DateTime<Utc>,
     },
+    /// The conversation goes in circles: the manager is told so (and given the next turn).
+    Nudge {
+        to: Sender,
+        reason: String,
+        created_at: DateTime<Utc>,
+    },
     Summary {
         headline: String,
         summary: String,
@@ -157,6 +163,7 @@ impl EventBody {
             Self::Verdict { .. } => "verdict",
             Self::ToolCall { .. } => "tool_call",
             Self::ToolResult { .. } => "tool_result",
+            Self::Nudge { .. } => "nudge",
             Self::Summary { .. } => "summary",
         }
     }

@@ -94,6 +94,7 @@ pub(crate) fn build(
             .iter()
             .filter(|l| l.sender.id == speaker.id)
             .count(),
+        notice: None,
     }
 }
 

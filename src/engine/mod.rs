@@ -25,6 +25,7 @@ mod relay;
 mod runner;
 pub(crate) use runner::within_limit;
 mod speaker;
+mod stall;
 mod summary;
 mod wav;
 

@@ -25,13 +25,13 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
-    Control, Crew, PostRefusal, auxiliary_model, context, judge, podcast, speaker, summary,
+    Control, Crew, PostRefusal, auxiliary_model, context, judge, podcast, speaker, stall, summary,
 };
 use crate::{
     agents::{self, Delta, Line, ModelRef, Spend},
     domain::{
         Agent, AgentKind, Collaboration, CollaborationStatus, EndReason, Ending, EventBody, Frame,
-        Sender, StoredEvent, ToolRef, event::Role,
+        Sender, StoredEvent, Strategy, ToolRef, event::Role,
     },
     store::{Lease, StoreError, StoreResult},
     telemetry,
@@ -62,6 +62,12 @@ struct State {
     /// Tool calls stored without a result: a turn was cut off while they ran (found on
     /// resuming; the driver closes them).
     unanswered: Vec<OpenCall>,
+    /// Whether the conversation goes in circles (see [`stall`]).
+    watch: stall::Watch,
+    /// What the manager is told on its next turn, after a nudge; and that the next turn is
+    /// the manager's.
+    notice: Option<String>,
+    manager_next: bool,
 }
 
 /// A `tool_call` stored and not yet answered.
@@ -278,6 +284,12 @@ async fn load(
         }
     };
     let roster = collaboration.roster();
+    let watch = stall::Watch::replayed(
+        &read.transcript,
+        roster.len(),
+        collaboration.strategy == Strategy::Manager,
+        &crew.settings.stalls,
+    );
     let agents: HashMap<Uuid, Agent> = agents.into_iter().map(|a| (a.id, a)).collect();
     let aux = auxiliary_model(
         &crew.models,
@@ -298,6 +310,9 @@ async fn load(
         aux,
         tool_notes: read.tool_notes,
         unanswered: read.open_calls,
+        watch,
+        notice: None,
+        manager_next: false,
     }))
 }
 
@@ -482,20 +497,32 @@ async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Cont
             );
             return ended(EndReason::CostBudget, Some(advisory), None, None);
         }
-        let choosing = Box::pin(speaker::next(
-            collaboration.strategy,
-            &state.roster,
-            &state.transcript,
-            &collaboration.objective,
-            &crew.models,
-            state.aux.as_ref(),
-        ));
-        let wake = driver.wait(state, Phase::TIMED, choosing).await;
-        driver.absorb(state);
-        let choice = match wake {
-            Wake::Done(choice) => choice,
-            Wake::Spoke(_) | Wake::Failed(_) | Wake::Capped => continue,
-            Wake::Exit(exit) => return exit,
+        // After a nudge the manager speaks next (unless it just did).
+        let manager_next = std::mem::take(&mut state.manager_next)
+            && state.roster.len() > 1
+            && state.transcript.last().map(|l| l.sender.id) != Some(state.roster[0].id);
+        let choice = if manager_next {
+            speaker::Choice {
+                index: 0,
+                spend: Spend::default(),
+            }
+        } else {
+            let collaboration = &state.collaboration;
+            let choosing = Box::pin(speaker::next(
+                collaboration.strategy,
+                &state.roster,
+                &state.transcript,
+                &collaboration.objective,
+                &crew.models,
+                state.aux.as_ref(),
+            ));
+            let wake = driver.wait(state, Phase::TIMED, choosing).await;
+            driver.absorb(state);
+            match wake {
+                Wake::Done(choice) => choice,
+                Wake::Spoke(_) | Wake::Failed(_) | Wake::Capped => continue,
+                Wake::Exit(exit) => return exit,
+            }
         };
         // Counted now, so a turn that is then dropped does not lose them.
         add_tokens(crew, state, choice.spend).await;
@@ -557,6 +584,30 @@ async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Cont
             }
             Wake::Capped => {}
             Wake::Exit(exit) => return exit,
+        }
+        if sender.id == state.roster[0].id {
+            // The manager has had its say on the nudge.
+            state.notice = None;
+        }
+        match state.watch.after(
+            &state.transcript,
+            state.roster.len(),
+            state.collaboration.strategy == Strategy::Manager,
+            &crew.settings.stalls,
+        ) {
+            stall::Verdict::Fine => {}
+            stall::Verdict::Nudge(reason) => {
+                if !nudge(crew, state, reason).await {
+                    return Exit::Halted;
+                }
+            }
+            stall::Verdict::End(reason) => {
+                let advisory = format!(
+                    "The conversation stalled: {reason}. The manager was told, and it went on \
+                     going in circles."
+                );
+                return ended(EndReason::Stalled, Some(advisory), None, None);
+            }
         }
         driver.last_activity = Instant::now();
         unjudged = true;
@@ -811,7 +862,7 @@ fn asked<'s>(
         .agents
         .get(&sender.id)
         .ok_or_else(|| format!("agent {} no longer exists", sender.name))?;
-    let context = context::build(
+    let mut context = context::build(
         collaboration.id,
         turn_id,
         &collaboration.objective,
@@ -820,6 +871,9 @@ fn asked<'s>(
         sender,
         &crew.settings,
     );
+    if sender.id == state.roster[0].id {
+        context.notice.clone_from(&state.notice);
+    }
     Ok((agent, context))
 }
 
@@ -1114,6 +1168,29 @@ async fn record_verdict(
     state.last_seq.store(stored.seq, Ordering::Release);
     state.judged_seq = judged_seq;
     Some(stored.seq)
+}
+
+/// Stores and publishes a nudge to the manager, which then speaks next and is told why.
+/// False if the store would not take it (the runner stops).
+async fn nudge(crew: &Crew, state: &mut State, reason: String) -> bool {
+    let body = EventBody::Nudge {
+        to: state.roster[0].clone(),
+        reason: reason.clone(),
+        created_at: crate::domain::now(),
+    };
+    let lease = &state.lease;
+    let Some(stored) = persist("nudge", || crew.journal.append_event(lease, &body))
+        .await
+        .flatten()
+    else {
+        return false;
+    };
+    crew.hub
+        .publish_event(state.collaboration.channel_id, &stored);
+    state.last_seq.store(stored.seq, Ordering::Release);
+    state.notice = Some(reason);
+    state.manager_next = true;
+    true
 }
 
 async fn add_tokens(crew: &Crew, state: &mut State, spend: Spend) {

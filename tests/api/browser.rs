@@ -619,7 +619,8 @@ async fn the_view_follows_new_messages_until_the_reader_scrolls_up() {
     let Some(browser) = Browser::launch().await else {
         return;
     };
-    let app = spawn_app().await;
+    // The same long reply over and over: a stall, were stall detection on.
+    let app = spawn_app_with(|c| c.engine.stalls.end_after = 0).await;
     let long = "A long reply that takes room on the screen. ".repeat(12);
     let a = app.scripted("A", &[&long], 300).await;
     let b = app.scripted("B", &[&long], 300).await;

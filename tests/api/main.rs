@@ -26,6 +26,7 @@ mod metrics;
 mod models;
 mod podcast;
 mod recovery;
+mod stalls;
 mod streaming;
 mod tools;
 mod tracing;
