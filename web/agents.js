@@ -81,7 +81,20 @@ export function agentsView(main) {
     const addr = h("input", { type: "text", value: agent?.address ?? "", placeholder: "Generated when left empty", disabled: !!agent, spellcheck: "false" });
     const provider = h("select", {}, h("option", { value: "" }, "The default provider"),
       providers.map((p) => h("option", { value: p.name, selected: agent?.provider === p.name }, p.default_model ? `${p.name} (default model ${p.default_model})` : p.name)));
-    const model = h("input", { type: "text", value: agent?.model ?? "", placeholder: "The provider's default model", spellcheck: "false" });
+    // The provider's own list of models to pick from; any other name may still be typed.
+    const modelOptions = h("datalist", { id: "model-options" });
+    const model = h("input", { type: "text", value: agent?.model ?? "", placeholder: "The provider's default model", spellcheck: "false", list: "model-options", autocomplete: "off" });
+    const offerModels = async () => {
+      const name = provider.value || (providers.some((p) => p.name === "default") ? "default" : providers[0]?.name);
+      if (!name) return;
+      try {
+        const { items } = await api.get(`/providers/${encodeURIComponent(name)}/models`);
+        modelOptions.replaceChildren(...items.map((m) => h("option", { value: m.id })));
+      } catch {
+        modelOptions.replaceChildren();
+      }
+    };
+    provider.addEventListener("change", offerModels);
     const prompt = h("textarea", { rows: 4 });
     prompt.value = agent?.system_prompt ?? "";
     const temperature = h("input", { type: "number", step: "0.1", value: agent?.temperature ?? "", placeholder: "Provider default" });
@@ -96,6 +109,7 @@ export function agentsView(main) {
     const llmFields = h("div", {},
       providers.length === 0 && h("p", { class: "notice advisory" }, "No model provider is configured on this server, so LLM agents cannot be created. Set SKEIN_LLM_BASE_URL (or OPENAI_API_KEY / FLOCK_LLM_API_KEY) and restart."),
       h("div", { class: "row" }, field("Provider", "provider", provider), field("Model", "model", model)),
+      modelOptions,
       field("System prompt", "system_prompt", prompt, "Who this agent is and how it should behave."),
       h("div", { class: "row" }, field("Temperature", "temperature", temperature), field("Max tokens per turn", "max_tokens", maxTokens)),
       tools.node);
@@ -119,6 +133,7 @@ export function agentsView(main) {
     };
     kind.addEventListener("change", showKind);
     showKind();
+    if (providers.length > 0) offerModels();
 
     const form = h("form", { novalidate: true },
       h("h2", {}, agent ? `Edit ${agent.name}` : "New agent"),

@@ -116,6 +116,9 @@ pub enum Delta<'a> {
     Restart,
 }
 
+/// The most models a provider's list gives (some list thousands).
+pub const MAX_LISTED_MODELS: usize = 1000;
+
 /// The most calls one answer of a model is taken to ask for; any beyond are not read.
 pub const MAX_TOOL_CALLS: usize = 16;
 
@@ -430,6 +433,26 @@ impl Models {
 }
 
 impl Models {
+    /// The models `provider` offers, by id, sorted (its `/models`), at most
+    /// [`MAX_LISTED_MODELS`].
+    pub async fn list_models(&self, provider: &str) -> Result<Vec<String>, ModelError> {
+        let target = ModelRef {
+            provider: provider.to_owned(),
+            model: String::new(),
+        };
+        let client = self.client(&target)?;
+        let limit = self.settings.call_timeout;
+        let listed = tokio::time::timeout(limit, client.models().list())
+            .await
+            .map_err(|_| ModelError::Timeout(limit))?
+            .map_err(api_error)?;
+        let mut ids: Vec<String> = listed.data.into_iter().map(|model| model.id).collect();
+        ids.sort();
+        ids.dedup();
+        ids.truncate(MAX_LISTED_MODELS);
+        Ok(ids)
+    }
+
     /// `input` read aloud by `voice`, as a WAV file, through the provider's
     /// OpenAI-compatible `/audio/speech`.
     pub async fn speech(

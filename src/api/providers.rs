@@ -5,10 +5,46 @@
 use axum::{Json, Router, extract::State, routing::get};
 use serde::Serialize;
 
-use super::{AppState, auth::Caller};
+use super::{ApiPath, AppState, auth::Caller};
+use crate::{agents::ModelError, error::AppError};
 
 pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/providers", get(list))
+    Router::new()
+        .route("/providers", get(list))
+        .route("/providers/{name}/models", get(models))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct ModelList {
+    /// The provider's models, by id, sorted (at most 1000).
+    items: Vec<ModelView>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct ModelView {
+    id: String,
+}
+
+/// What the provider says it offers (its OpenAI-compatible `/models`), for the agent form's
+/// model picker. Asked each time: a provider's list changes without telling anyone.
+#[utoipa::path(get, path = "/api/v1/providers/{name}/models", tag = "agents",
+    params(("name" = String, Path, description = "A configured provider's name")),
+    responses((status = 200, body = ModelList), (status = 404, body = crate::error::Problem),
+        (status = 502, description = "The provider did not answer with its models", body = crate::error::Problem)))]
+async fn models(
+    State(state): State<AppState>,
+    _caller: Caller,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<ModelList>, AppError> {
+    match state.engine.models().list_models(&name).await {
+        Ok(ids) => Ok(Json(ModelList {
+            items: ids.into_iter().map(|id| ModelView { id }).collect(),
+        })),
+        Err(ModelError::UnknownProvider(_)) => Err(AppError::NotFound("provider")),
+        Err(error) => Err(AppError::BadGateway(format!(
+            "the provider did not list its models: {error}"
+        ))),
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

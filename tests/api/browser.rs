@@ -705,11 +705,19 @@ async fn an_llm_agent_is_created_with_a_configured_provider_and_its_address_copi
     let Some(browser) = Browser::launch().await else {
         return;
     };
-    let app = spawn_app_with(|c| {
-        c.providers = vec![default_provider("http://127.0.0.1:9/v1")];
+    let fake = FakeModel::start().await;
+    let base = fake.base_url();
+    let app = spawn_app_with(move |c| {
+        c.providers = vec![default_provider(&base)];
     })
     .await;
     let page = new_agent_form(&browser, &app, "llm", "Host").await;
+    // The model field offers the provider's models; any other name may still be typed.
+    page.wait_until(
+        "[...document.querySelectorAll('#model-options option')].map(o => o.value).join() === 'fake-model,fake-model-large'",
+        "the provider's models are offered",
+    )
+    .await;
     page.wait_until(
         "document.querySelector('#field-provider option[value=default]')",
         "the configured provider is offered",

@@ -449,3 +449,29 @@ async fn a_provider_that_trickles_its_answer_forever_is_cut_off_at_the_deadline(
     // The deadline, not the 10-minute inactivity window, ended it.
     assert!(took < Duration::from_secs(10), "{took:?}");
 }
+
+#[tokio::test]
+async fn a_provider_s_models_are_listed_for_the_picker_and_an_unknown_one_is_404() {
+    let fake = FakeModel::start().await;
+    let app = with_fake(&fake).await;
+    let listed = app.get_json("/api/v1/providers/default/models").await;
+    assert_eq!(
+        listed,
+        json!({"items": [{"id": "fake-model"}, {"id": "fake-model-large"}]})
+    );
+    let unknown = app.get("/api/v1/providers/nope/models").await;
+    assert_eq!(unknown.status(), reqwest::StatusCode::NOT_FOUND);
+    // A provider that refuses the key: 502, saying so.
+    let refusing =
+        FakeModel::start_expecting("authorization", "Bearer other", Duration::ZERO).await;
+    let app = with_fake(&refusing).await;
+    let response = app.get("/api/v1/providers/default/models").await;
+    let body = crate::support::problem(response, reqwest::StatusCode::BAD_GATEWAY).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("did not list its models"),
+        "{body}"
+    );
+}

@@ -122,6 +122,7 @@ impl FakeModel {
         let app = Router::new()
             .route("/v1/chat/completions", post(completions))
             .route("/v1/audio/speech", post(speech))
+            .route("/v1/models", axum::routing::get(models))
             .with_state(fake.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         fake
@@ -442,6 +443,17 @@ fn trickle() -> Response {
         .header("content-type", "text/event-stream")
         .body(Body::from_stream(pieces))
         .unwrap()
+}
+
+/// `GET /v1/models`, as OpenAI lists them.
+async fn models(State(fake): State<FakeModel>, headers: HeaderMap) -> Response {
+    if let Some(refusal) = fake.refuse_unless_keyed(&headers) {
+        return refusal;
+    }
+    let model =
+        |id: &str| json!({"id": id, "object": "model", "created": 0, "owned_by": "skein-tests"});
+    Json(json!({"object": "list", "data": [model("fake-model-large"), model("fake-model")]}))
+        .into_response()
 }
 
 /// Samples per spoken part: 50 ms at 8 kHz.
