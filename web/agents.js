@@ -56,10 +56,24 @@ export function agentsView(main) {
       h("div", { class: "agent-head" },
         h("span", { class: "name" }, agent.name), " ", kindBadge(agent.kind),
         h("span", { class: "actions" },
+          agent.kind === "uagent" && h("button", { type: "button", class: "check", onclick: (event) => check(agent, event.currentTarget) }, "Check"),
           h("button", { type: "button", onclick: async () => openEditor(agent, await providers) }, "Edit"),
           h("button", { type: "button", class: "danger", onclick: () => remove(agent) }, "Delete"))),
       agent.description && h("p", {}, agent.description),
       h("p", { class: "meta" }, address(agent.address), h("span", {}, detail), h("span", {}, "Created ", time(agent.created_at))));
+  }
+
+  /// Asks a uAgent whether it is up, and says what came back.
+  async function check(agent, button) {
+    button.disabled = true;
+    try {
+      const result = await api.post(`/agents/${agent.id}/check`, {});
+      toast(result.ready ? `${agent.name} is up at ${result.endpoint}.` : `${agent.name} is not ready: ${result.detail}`);
+    } catch (error) {
+      toast(error.message);
+    } finally {
+      button.disabled = false;
+    }
   }
 
   async function remove(agent) {

@@ -257,6 +257,20 @@ pub async fn register(remote: &Remote, identity: &Identity, collaboration_id: Uu
 }
 
 /// Where the agent is: its own endpoint, else what the Almanac (`SKEIN_ALMANAC_URL`) says.
+/// Whether the uAgent answers now, as its first turn would find it: where it was found (its
+/// endpoint, or the Almanac's), or why it is not ready.
+pub async fn check(
+    remote: &Remote,
+    address: &AgentAddress,
+    endpoint: Option<&str>,
+) -> Result<String, String> {
+    let endpoint = resolve(remote, address, endpoint)
+        .await
+        .map_err(|e| e.to_string())?;
+    probe(remote, &endpoint, address).await?;
+    Ok(endpoint)
+}
+
 async fn resolve(
     remote: &Remote,
     address: &AgentAddress,

@@ -32,6 +32,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/agents", get(list).post(create))
         .route("/agents/{agent}", get(read).patch(update).delete(remove))
         .route("/agents/{agent}/tools", get(list_tools))
+        .route("/agents/{agent}/check", axum::routing::post(check_agent))
 }
 
 /// An agent as the API shows it: common fields plus its kind's settings, flat.
@@ -835,6 +836,54 @@ async fn list_tools(
         })
         .collect();
     Ok(Json(AgentTools { items }))
+}
+
+/// Whether a uAgent is up now.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct AgentCheck {
+    /// It answered uAgents' readiness probe for its address.
+    ready: bool,
+    /// Where it was found: its own endpoint, or the one the Almanac gave.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint: Option<String>,
+    /// Why it is not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+/// Asks a `uagent` whether it is up, the way its first turn will: its endpoint (or the
+/// Almanac's answer) and uAgents' readiness probe for its address.
+#[utoipa::path(post, path = "/api/v1/agents/{agent}/check", tag = "agents",
+    params(("agent" = String, Path, description = "UUID or address")),
+    responses((status = 200, body = AgentCheck), (status = 404, body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem)))]
+async fn check_agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(agent): ApiPath<String>,
+) -> Result<Json<AgentCheck>, AppError> {
+    let agent = find(&state, &caller, &agent).await?;
+    let AgentSpec::Uagent { endpoint } = &agent.spec else {
+        return Err(AppError::invalid(
+            "kind",
+            "only a uagent can be checked: other kinds are reached when their turn comes",
+        ));
+    };
+    let checked =
+        crate::agents::uagent::check(state.engine.remote(), &agent.address, endpoint.as_deref())
+            .await;
+    Ok(Json(match checked {
+        Ok(endpoint) => AgentCheck {
+            ready: true,
+            endpoint: Some(endpoint),
+            detail: None,
+        },
+        Err(detail) => AgentCheck {
+            ready: false,
+            endpoint: None,
+            detail: Some(detail),
+        },
+    }))
 }
 
 /// Whether the agent is in a collaboration that is running now.

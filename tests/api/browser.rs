@@ -850,6 +850,13 @@ async fn a_uagent_made_in_the_form_is_probed_and_a_wrong_endpoint_is_said_beside
     assert_eq!(chef["kind"], "uagent");
     assert_eq!(chef["address"], peer.address.as_str());
     assert_eq!(chef["endpoint"], peer.endpoint.as_str());
+    // Its Check button asks it whether it is up.
+    page.click(".agent .check").await;
+    page.wait_until(
+        "document.getElementById('toast').textContent.startsWith('Chef is up at ')",
+        "the check says the agent is up",
+    )
+    .await;
     assert_no_page_errors(&browser);
 }
 

@@ -748,3 +748,31 @@ async fn a_uagent_that_is_down_by_its_first_turn_fails_it_saying_so() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_uagent_can_be_checked_and_says_when_it_is_down() {
+    let app = spawn_app().await;
+    let Some(chef) = peer(&app, "echo", "chef-seed-check").await else {
+        return;
+    };
+    let agent = uagent(&app, "Chef", &chef).await;
+    let path = format!("/api/v1/agents/{}/check", id(&agent));
+    let up: Value = app.post(&path, &json!({})).await.json().await.unwrap();
+    assert_eq!(up, json!({"ready": true, "endpoint": chef.endpoint}));
+    chef.stop().await;
+    let down: Value = app.post(&path, &json!({})).await.json().await.unwrap();
+    assert_eq!(down["ready"], false, "{down}");
+    assert!(
+        down["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{down}"
+    );
+    // Other kinds are not checked.
+    let scripted = app.scripted("Planner", &["Soup?"], 0).await;
+    let refused = app
+        .post(
+            &format!("/api/v1/agents/{}/check", id(&scripted)),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
