@@ -856,7 +856,7 @@ pub(super) struct AgentCheck {
 #[utoipa::path(post, path = "/api/v1/agents/{agent}/check", tag = "agents",
     params(("agent" = String, Path, description = "UUID or address")),
     responses((status = 200, body = AgentCheck), (status = 404, body = crate::error::Problem),
-        (status = 422, body = crate::error::Problem)))]
+        (status = 409, description = "The agent is not a uagent", body = crate::error::Problem)))]
 async fn check_agent(
     State(state): State<AppState>,
     caller: Caller,
@@ -864,9 +864,9 @@ async fn check_agent(
 ) -> Result<Json<AgentCheck>, AppError> {
     let agent = find(&state, &caller, &agent).await?;
     let AgentSpec::Uagent { endpoint } = &agent.spec else {
-        return Err(AppError::invalid(
-            "kind",
-            "only a uagent can be checked: other kinds are reached when their turn comes",
+        // The request is fine; the agent is of a kind that has nothing to check.
+        return Err(AppError::Conflict(
+            "only a uagent can be checked: other kinds are reached when their turn comes".into(),
         ));
     };
     let checked =

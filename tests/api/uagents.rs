@@ -774,5 +774,5 @@ async fn a_uagent_can_be_checked_and_says_when_it_is_down() {
             &json!({}),
         )
         .await;
-    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
 }
