@@ -187,6 +187,7 @@ async fn converse(
                 );
                 if !content.is_empty() {
                     content.push_str("\n\n");
+                    sink.delta(Delta::Text("\n\n"));
                 }
                 content.push_str(&note);
                 sink.delta(Delta::Text(&note));
@@ -202,7 +203,10 @@ async fn converse(
         }
         let calls = with_ids(completion.tool_calls, round);
         calls_made += calls.len();
-        let text = said.lock().expect("not poisoned")[before..].to_owned();
+        // What the model said this round (without the break that set it apart).
+        let text = said.lock().expect("not poisoned")[before..]
+            .trim_start()
+            .to_owned();
         messages.push(assistant_calling(text, &calls));
         for (call, result) in run_round(&calls, toolbox, context, remote, sink).await? {
             messages.push(ChatCompletionRequestMessage::Tool(
