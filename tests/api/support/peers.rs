@@ -217,6 +217,36 @@ fn has_sdk(python: &Path, imports: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts a peer that prints one JSON object per request it receives, and keeps them.
+fn recording(mut command: Command, starts: &str) -> (Child, Arc<Mutex<Vec<Value>>>) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect(starts);
+    let requests: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let seen = requests.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Ok(request) = serde_json::from_str(&line) {
+                seen.lock().unwrap().push(request);
+            }
+        }
+    });
+    (child, requests)
+}
+
 /// `tests/uagents/agent.py`: a uAgent on the reference SDK, listening on a free port.
 pub struct UagentPeer {
     child: Child,
@@ -233,11 +263,7 @@ impl UagentPeer {
     /// over itself) without the SDK.
     pub async fn start(mode: &str, seed: &str, flags: &[&str]) -> Option<Self> {
         let python = uagents_python()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/uagents/agent.py");
         let mut child = Command::new(&python)
             .arg(script)
@@ -350,32 +376,15 @@ impl A2aPeer {
             eprintln!("no Python with a2a-sdk (and no way to install it): skipping");
             return None;
         };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/a2a/agent.py");
-        let mut child = Command::new(python)
+        let mut command = Command::new(python);
+        command
             .arg(script)
             .arg(mode)
             .arg(port.to_string())
-            .args(flags)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the A2A peer starts");
-        let requests: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let seen = requests.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Ok(request) = serde_json::from_str(&line) {
-                    seen.lock().unwrap().push(request);
-                }
-            }
-        });
+            .args(flags);
+        let (child, requests) = recording(command, "the A2A peer starts");
         let url = format!("http://127.0.0.1:{port}");
         let card = format!("{url}/.well-known/agent-card.json");
         let client = reqwest::Client::new();
@@ -564,33 +573,14 @@ impl McpPeer {
 
     async fn run(script: &str, token: Option<&str>) -> Option<Self> {
         let python = mcp_python()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
         let mut command = Command::new(python);
         command.arg(script).arg(port.to_string());
         if let Some(token) = token {
             command.args(["--token", token]);
         }
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the MCP server starts");
-        let requests: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let seen = requests.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Ok(request) = serde_json::from_str(&line) {
-                    seen.lock().unwrap().push(request);
-                }
-            }
-        });
+        let (child, requests) = recording(command, "the MCP server starts");
         let deadline = tokio::time::Instant::now() + PATIENCE * 2;
         while tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
