@@ -124,7 +124,12 @@ impl Identities {
 
     /// The identity Skein speaks as in `collaboration_id`.
     pub fn for_collaboration(&self, collaboration_id: Uuid) -> Identity {
-        identity_under(&self.root, collaboration_id)
+        identity_under(&self.root, b"collaboration", collaboration_id)
+    }
+
+    /// The identity a team answers uAgents as: its address is the team's.
+    pub fn for_team(&self, team_id: Uuid) -> Identity {
+        identity_under(&self.root, b"team", team_id)
     }
 
     /// The session of the conversation between a collaboration and one of its uAgents: a
@@ -144,20 +149,22 @@ impl Identities {
     ) -> Option<Uuid> {
         std::iter::once(&self.root)
             .chain(&self.previous)
-            .find(|root| identity_under(root, collaboration_id).address().as_str() == address)
+            .find(|root| {
+                identity_under(root, b"collaboration", collaboration_id)
+                    .address()
+                    .as_str()
+                    == address
+            })
             .map(|root| session_under(root, collaboration_id, agent))
     }
 }
 
-fn identity_under(root: &[u8; 32], collaboration_id: Uuid) -> Identity {
+fn identity_under(root: &[u8; 32], purpose: &[u8], id: Uuid) -> Identity {
     // A derived value is an invalid scalar with a chance of about 2^-128; the counter makes
     // even that case yield a key.
     (0u8..)
         .find_map(|counter| {
-            let secret = hmac_sha256(
-                root,
-                &[b"collaboration", collaboration_id.as_bytes(), &[counter]],
-            );
+            let secret = hmac_sha256(root, &[purpose, id.as_bytes(), &[counter]]);
             Identity::from_secret(&secret)
         })
         .expect("some counter yields a valid key")

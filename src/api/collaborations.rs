@@ -108,6 +108,10 @@ pub(super) struct CollaborationView {
     pub(super) allow_interjections: bool,
     /// For a fork: the collaboration it was forked from, and the last `seq` it copied.
     pub(super) forked_from: Option<crate::domain::ForkedFrom>,
+    /// The team it was started from, if one started it.
+    pub(super) team_id: Option<Uuid>,
+    /// The conversation with the team it belongs to (an A2A `contextId`).
+    pub(super) context_id: Option<Uuid>,
     pub(super) created_at: DateTime<Utc>,
 }
 
@@ -144,6 +148,8 @@ impl From<Collaboration> for CollaborationView {
             podcast: c.podcast,
             allow_interjections: c.allow_interjections,
             forked_from: c.forked_from,
+            team_id: c.team_id,
+            context_id: c.context_id,
             created_at: c.created_at,
         }
     }
@@ -281,6 +287,8 @@ impl CreateCollaboration {
             podcast: self.podcast.unwrap_or(false),
             allow_interjections: self.allow_interjections.unwrap_or(true),
             fork: None,
+            team_id: None,
+            context_id: None,
         })
     }
 }
@@ -345,6 +353,9 @@ pub(super) struct ListParams {
     /// `FLOCKX`, `ASI1`, `flockx`, `asi_one` or `fetch_business`.
     #[param(value_type = Option<SourceName>)]
     pub(super) source: Option<String>,
+    /// UUID or address of the team that started it.
+    #[param(min_length = 1, max_length = 200)]
+    pub(super) team: Option<String>,
 }
 
 /// How a request may name a collaboration's source: flockx's names and Skein's.
@@ -392,19 +403,28 @@ async fn list(
             Err(_) => errors.push(FieldError::new("channel_id", "must be a UUID")),
         }
     }
-    let mut unknown_agent = false;
+    let mut matches_none = false;
     if let Some(agent) = &params.agent {
         match AgentRef::parse(agent) {
             Ok(reference) => match state.store.get_agent(caller.account_id, &reference).await? {
                 Some(agent) => filter.agent = Some(agent.id),
-                None => unknown_agent = true,
+                None => matches_none = true,
             },
             Err(message) => errors.push(FieldError::new("agent", message)),
         }
     }
+    if let Some(team) = &params.team {
+        match AgentRef::parse(team) {
+            Ok(reference) => match state.store.get_team(caller.account_id, &reference).await? {
+                Some(team) => filter.team_id = Some(team.id),
+                None => matches_none = true,
+            },
+            Err(message) => errors.push(FieldError::new("team", message)),
+        }
+    }
     check(errors)?;
-    if unknown_agent {
-        // An agent the account does not have takes part in none of its collaborations.
+    if matches_none {
+        // An agent (or team) the account does not have is in none of its collaborations.
         return Ok(PageJson(Page::new(Vec::new(), 0, page)));
     }
     let (items, total) = state

@@ -14,7 +14,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use serde_json::json;
 
 use super::{
-    AppState, agents, channels, collaborations, forks, keys, providers, transcript, webhooks,
+    AppState, agents, channels, collaborations, forks, keys, providers, teams, transcript, webhooks,
 };
 use crate::config::Config;
 
@@ -27,6 +27,7 @@ use crate::config::Config;
         channels::read, channels::history, channels::post_message, channels::ticket, channels::stream,
         keys::create_key, keys::list_keys, keys::read_key, keys::revoke_key, keys::create_account, keys::list_accounts,
         webhooks::read, webhooks::put, webhooks::rotate, webhooks::deliveries,
+        teams::create, teams::list, teams::read, teams::update, teams::remove, teams::run, teams::runs,
     ),
     components(schemas(crate::error::Problem, crate::domain::FieldError, crate::domain::paging::PageMeta,
         crate::agents::http::TurnRequest, crate::agents::http::TurnReply,
@@ -202,6 +203,12 @@ fn document(config: &Config) -> utoipa::openapi::OpenApi {
                    "maximum": collaborations::MAX_COST_BUDGET_USD}),
         ),
         ("ForkCollaboration", "at_seq", json!({"minimum": 1})),
+        ("TeamInput", "name", text(limits.max_name_chars)),
+        (
+            "TeamInput",
+            "description",
+            json!({"maxLength": limits.max_prompt_chars}),
+        ),
         ("AgentInput", "name", text(limits.max_name_chars)),
         (
             "AgentInput",
@@ -271,14 +278,16 @@ fn document(config: &Config) -> utoipa::openapi::OpenApi {
         ("PutWebhooks", "default_url", url_or_none),
     ];
     for (schema, property, constraint) in constraints {
-        // A fork's fields are a create's, each optional, under the same rules.
-        // (Looked up, not indexed: indexing would add the properties a fork lacks.)
-        if schema == "CreateCollaboration"
-            && let Some(fork) = document.pointer_mut(&format!(
-                "/components/schemas/ForkCollaboration/properties/{property}"
-            ))
-        {
-            merge(fork, constraint.clone());
+        // A fork's fields, a team's settings and a team run's are a create's, under the
+        // same rules. (Looked up, not indexed: indexing would add the properties one lacks.)
+        if schema == "CreateCollaboration" {
+            for alike in ["ForkCollaboration", "TeamInput", "RunTeam"] {
+                if let Some(field) = document.pointer_mut(&format!(
+                    "/components/schemas/{alike}/properties/{property}"
+                )) {
+                    merge(field, constraint.clone());
+                }
+            }
         }
         let target = &mut document["components"]["schemas"][schema]["properties"][property];
         assert!(target.is_object(), "{schema}.{property} is in the document");
@@ -292,6 +301,15 @@ fn document(config: &Config) -> utoipa::openapi::OpenApi {
     document["paths"]["/api/v1/agents/{agent}"]["patch"]["requestBody"] = json!({
         "required": true,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AgentPatch"}}}
+    });
+    // So does a team's.
+    let mut patch = document["components"]["schemas"]["TeamInput"].clone();
+    patch["required"] = json!([]);
+    patch["description"] = json!("Any of a team's fields, merged over the team as it is.");
+    document["components"]["schemas"]["TeamPatch"] = patch;
+    document["paths"]["/api/v1/teams/{team}"]["patch"]["requestBody"] = json!({
+        "required": true,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TeamPatch"}}}
     });
     serde_json::from_value(document).expect("the OpenAPI document reads back")
 }

@@ -5,6 +5,7 @@
 //! problem+json, including the ones axum would otherwise write itself (unknown route, wrong
 //! method, a body that is too large or not JSON).
 
+mod a2a;
 mod agents;
 pub mod auth;
 mod channels;
@@ -16,6 +17,7 @@ mod idempotency;
 mod keys;
 mod providers;
 pub mod rate_limit;
+mod teams;
 mod transcript;
 mod uagents;
 mod web;
@@ -90,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .merge(keys::router())
         .merge(providers::router())
         .merge(webhooks::router())
+        .merge(teams::router())
         // The last layer runs first: authenticate and rate-limit, then idempotency.
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -102,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(docs::router(&state.config))
         .merge(uagents::router())
+        .merge(a2a::router().layer(middleware::from_fn_with_state(state.clone(), auth::gate)))
         .merge(web::router())
         .fallback(|| async { AppError::NotFound("route") })
         .method_not_allowed_fallback(|| async {

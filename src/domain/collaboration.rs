@@ -102,6 +102,10 @@ pub struct ValidCollaboration {
     pub allow_interjections: bool,
     /// Set when the collaboration is a fork of another.
     pub fork: Option<Fork>,
+    /// Set when a team started it.
+    pub team_id: Option<Uuid>,
+    /// The conversation with the team it belongs to (an A2A `contextId`), if any.
+    pub context_id: Option<Uuid>,
 }
 
 /// Where a fork comes from, and what it copied.
@@ -143,6 +147,9 @@ pub struct NewCollaboration {
     /// A fork: where it came from, and the events it starts with (the original's, up to
     /// `at_seq`, each marked as copied), stored with it as its channel's first events.
     pub fork: Option<Fork>,
+    /// The team that started it, if one did.
+    pub team_id: Option<Uuid>,
+    pub context_id: Option<Uuid>,
     /// The API key that started it: the cap on running collaborations is per key.
     pub created_by: Uuid,
     pub created_at: DateTime<Utc>,
@@ -177,6 +184,8 @@ impl NewCollaboration {
                 collaboration_id: fork.from,
                 at_seq: fork.at_seq,
             }),
+            team_id: self.team_id,
+            context_id: self.context_id,
             status: CollaborationStatus::Running,
             end_reason: None,
             headline: None,
@@ -235,6 +244,10 @@ pub struct Collaboration {
     pub podcast: bool,
     pub allow_interjections: bool,
     pub forked_from: Option<ForkedFrom>,
+    /// The team it was started from, if any.
+    pub team_id: Option<Uuid>,
+    /// The conversation with the team it belongs to, if any.
+    pub context_id: Option<Uuid>,
     pub status: CollaborationStatus,
     pub end_reason: Option<EndReason>,
     pub headline: Option<String>,

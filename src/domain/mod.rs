@@ -33,6 +33,7 @@ pub mod collaboration;
 pub mod event;
 pub mod figures;
 pub mod paging;
+pub mod team;
 pub mod webhook;
 
 pub use access::{Account, ApiKey, NewKey, Scope};
@@ -44,6 +45,7 @@ pub use collaboration::{
 };
 pub use event::{ErrorCode, EventBody, Frame, Sender, StoredEvent, ToolRef};
 pub use paging::{Page, PageRequest};
+pub use team::{Team, TeamDefaults, TeamMember};
 
 /// A field-level validation problem, reported in a 422's `errors` list.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]

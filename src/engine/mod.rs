@@ -266,6 +266,8 @@ impl Engine {
             podcast: request.podcast,
             allow_interjections: request.allow_interjections,
             fork: request.fork,
+            team_id: request.team_id,
+            context_id: request.context_id,
             created_by: key.id,
             created_at: now,
         };
@@ -297,7 +299,7 @@ impl Engine {
 
     /// The roster's agents, principal first, looked up in one query; and what is wrong with
     /// it, by field.
-    async fn roster(
+    pub async fn roster(
         &self,
         account_id: Uuid,
         request: &ValidCollaboration,

@@ -32,7 +32,7 @@ use uuid::Uuid;
 use crate::{
     domain::{
         Account, Agent, AgentAddress, AgentRef, ApiKey, Collaboration, CollaborationStatus, Ending,
-        EventBody, NewCollaboration, NewKey, Outcome, PageRequest, Source, StoredEvent,
+        EventBody, NewCollaboration, NewKey, Outcome, PageRequest, Source, StoredEvent, Team,
         webhook::{AttemptOutcome, Delivery, DueDelivery, WebhookSettings},
     },
     secrets::Secret,
@@ -148,6 +148,8 @@ pub struct CollaborationFilter {
     pub channel_id: Option<Uuid>,
     pub status: Option<CollaborationStatus>,
     pub source: Option<Source>,
+    pub team_id: Option<Uuid>,
+    pub context_id: Option<Uuid>,
 }
 
 #[derive(Debug, Clone)]
@@ -287,6 +289,19 @@ pub trait Store: Send + Sync + 'static {
     async fn update_agent(&self, agent: &Agent) -> StoreResult<()>;
     /// False when there was no such agent; a conflict while a collaboration uses it.
     async fn delete_agent(&self, account_id: Uuid, id: Uuid) -> StoreResult<bool>;
+
+    async fn insert_team(&self, team: &Team) -> StoreResult<()>;
+    /// The account's team named by UUID or address.
+    async fn get_team(&self, account_id: Uuid, team: &AgentRef) -> StoreResult<Option<Team>>;
+    /// Whichever account's team answers at `address` (for uAgents, who have no key).
+    async fn team_by_address(&self, address: &AgentAddress) -> StoreResult<Option<Team>>;
+    async fn list_teams(
+        &self,
+        account_id: Uuid,
+        page: PageRequest,
+    ) -> StoreResult<(Vec<Team>, u64)>;
+    async fn update_team(&self, team: &Team) -> StoreResult<bool>;
+    async fn delete_team(&self, account_id: Uuid, id: Uuid) -> StoreResult<bool>;
 
     // Collaborations.
     /// Stores the collaboration, its roster and its channel in one transaction; a conflict

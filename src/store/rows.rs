@@ -13,7 +13,8 @@ use uuid::Uuid;
 
 use super::{ChannelInfo, Credential, IdempotencyClaim, StoreError, StoreResult};
 use crate::domain::{
-    Account, Agent, AgentAddress, AgentKind, AgentSpec, ApiKey, Collaboration, Sender,
+    Account, Agent, AgentAddress, AgentKind, AgentSpec, ApiKey, Collaboration, Sender, Team,
+    TeamMember,
     webhook::{
         AttemptOutcome, CollaborationSnapshot, Delivery, DeliveryStatus, DueDelivery, NextStep,
         WebhookSettings,
@@ -172,6 +173,52 @@ impl<Id: Into<Uuid>> AgentRow<Id> {
     }
 }
 
+#[derive(FromRow)]
+pub(super) struct TeamRow<Id> {
+    id: Id,
+    account_id: Id,
+    address: String,
+    name: String,
+    description: Option<String>,
+    members: String,
+    defaults: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl<Id: Into<Uuid>> TeamRow<Id> {
+    pub(super) fn into_domain(self) -> StoreResult<Team> {
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("a team: {e}"));
+        let mut members: Vec<TeamMember> = serde_json::from_str(&self.members).map_err(corrupt)?;
+        if members.len() < 2 {
+            return Err(StoreError::Corrupt("a team without a participant".into()));
+        }
+        let principal = members.remove(0);
+        Ok(Team {
+            id: self.id.into(),
+            account_id: self.account_id.into(),
+            address: AgentAddress::parse(&self.address)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            name: self.name,
+            description: self.description,
+            principal,
+            participants: members,
+            defaults: serde_json::from_str(&self.defaults).map_err(corrupt)?,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// A team's roster as its row keeps it: principal first.
+pub(super) fn team_members(team: &Team) -> String {
+    serde_json::to_string(&team.members().collect::<Vec<_>>()).expect("members serialize")
+}
+
+pub(super) fn team_defaults(team: &Team) -> String {
+    serde_json::to_string(&team.defaults).expect("defaults serialize")
+}
+
 /// A collaboration's row with its roster, which the query folds into one JSON array of
 /// `[position, id, address, name, kind]` (each backend's `rostered!` query), put in order
 /// here: principal first, then the participants in speaking order.
@@ -230,6 +277,8 @@ pub(super) struct CollaborationRow<Id> {
     allow_interjections: bool,
     forked_from: Option<Id>,
     forked_at_seq: Option<i64>,
+    team_id: Option<Id>,
+    context_id: Option<Id>,
     status: String,
     end_reason: Option<String>,
     headline: Option<String>,
@@ -280,6 +329,8 @@ impl<Id: Into<Uuid>> CollaborationRow<Id> {
                     collaboration_id: from.into(),
                     at_seq,
                 }),
+            team_id: self.team_id.map(Into::into),
+            context_id: self.context_id.map(Into::into),
             status: parse(&self.status)?,
             end_reason: self.end_reason.as_deref().map(parse).transpose()?,
             headline: self.headline,

@@ -37,13 +37,14 @@ use super::{
     StoreError, StoreResult, is_foreign_key_violation, is_unique_violation,
     rows::{
         AccountRow, AgentRow, ChannelRow, DeliveryRow, DueRow, IdempotencyRow, KeyRow, ListedRow,
-        RosteredRow, SnapshotRow, WebhookSettingsRow, attempt_columns, parse, spec_json,
+        RosteredRow, SnapshotRow, TeamRow, WebhookSettingsRow, attempt_columns, parse, spec_json,
+        team_defaults, team_members,
     },
 };
 use crate::{
     domain::{
-        Account, Agent, AgentRef, ApiKey, Collaboration, CollaborationStatus, Ending, EventBody,
-        NewCollaboration, NewKey, Outcome, PageRequest, Scope, StoredEvent,
+        Account, Agent, AgentAddress, AgentRef, ApiKey, Collaboration, CollaborationStatus, Ending,
+        EventBody, NewCollaboration, NewKey, Outcome, PageRequest, Scope, StoredEvent, Team,
         webhook::{AttemptOutcome, Delivery, DueDelivery, WebhookEvent, WebhookSettings},
     },
     secrets::{Secret, Vault},
@@ -277,7 +278,7 @@ where
                 "INSERT INTO collaborations (id, account_id, channel_id, objective, principal_agent_id, \
                  message_cap, timeout_window, evaluate_objective_completion, source, strategy, \
                  webhook_url, token_budget, cost_budget_micros, podcast, allow_interjections, forked_from, \
-                 forked_at_seq, created_by_key, status, \
+                 forked_at_seq, team_id, context_id, created_by_key, status, \
                  started_at, created_at, lease_owner, lease_expires_at, lease_epoch) ",
             )
             .push_values(run, |mut row, Create { new, lease, .. }| {
@@ -298,6 +299,8 @@ where
                     .push_bind(new.allow_interjections)
                     .push_bind(new.fork.as_ref().map(|fork| id::<D>(fork.from)))
                     .push_bind(new.fork.as_ref().map(|fork| fork.at_seq))
+                    .push_bind(new.team_id.map(id::<D>))
+                    .push_bind(new.context_id.map(id::<D>))
                     .push_bind(id::<D>(new.created_by))
                     .push("'running'")
                     .push_bind(new.created_at)
@@ -570,13 +573,24 @@ where
         if let Some(source) = filter.source {
             query.push(" AND c.source = ").push_bind(source.name());
         }
+        if let Some(team_id) = filter.team_id {
+            query.push(" AND c.team_id = ").push_bind(id::<D>(team_id));
+        }
+        if let Some(context_id) = filter.context_id {
+            query
+                .push(" AND c.context_id = ")
+                .push_bind(id::<D>(context_id));
+        }
     }
 
     /// A query for how many of the account's collaborations `filter` matches: read off the
     /// kept counts when there are some and the filter is by status alone, else counted.
     fn total(query: &mut QueryBuilder<D>, account_id: Uuid, filter: &CollaborationFilter) {
-        let by_status_alone =
-            filter.agent.is_none() && filter.channel_id.is_none() && filter.source.is_none();
+        let by_status_alone = filter.agent.is_none()
+            && filter.channel_id.is_none()
+            && filter.source.is_none()
+            && filter.team_id.is_none()
+            && filter.context_id.is_none();
         if !(D::KEEPS_COUNTS && by_status_alone) {
             query.push("SELECT COUNT(*)");
             Self::filtered(query, account_id, filter);
@@ -1098,6 +1112,101 @@ where
             Err(e) if is_foreign_key_violation(&e) => Err(StoreError::agent_in_use()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    async fn insert_team(&self, team: &Team) -> StoreResult<()> {
+        let result = sqlx::query(
+            "INSERT INTO teams (id, account_id, address, name, description, members, defaults, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(id::<D>(team.id))
+        .bind(id::<D>(team.account_id))
+        .bind(team.address.as_str())
+        .bind(&team.name)
+        .bind(&team.description)
+        .bind(team_members(team))
+        .bind(team_defaults(team))
+        .bind(team.created_at)
+        .bind(team.updated_at)
+        .execute(&self.writes)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::address_taken(&team.address)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn get_team(&self, account_id: Uuid, team: &AgentRef) -> StoreResult<Option<Team>> {
+        let query = match team {
+            AgentRef::Id(team_id) => {
+                sqlx::query_as("SELECT * FROM teams WHERE account_id = $1 AND id = $2")
+                    .bind(id::<D>(account_id))
+                    .bind(id::<D>(*team_id))
+            }
+            AgentRef::Address(address) => {
+                sqlx::query_as("SELECT * FROM teams WHERE account_id = $1 AND address = $2")
+                    .bind(id::<D>(account_id))
+                    .bind(address.as_str())
+            }
+        };
+        let row: Option<TeamRow<D::Id>> = query.fetch_optional(&self.reads).await?;
+        row.map(TeamRow::into_domain).transpose()
+    }
+
+    async fn team_by_address(&self, address: &AgentAddress) -> StoreResult<Option<Team>> {
+        let row: Option<TeamRow<D::Id>> = sqlx::query_as("SELECT * FROM teams WHERE address = $1")
+            .bind(address.as_str())
+            .fetch_optional(&self.reads)
+            .await?;
+        row.map(TeamRow::into_domain).transpose()
+    }
+
+    async fn list_teams(
+        &self,
+        account_id: Uuid,
+        page: PageRequest,
+    ) -> StoreResult<(Vec<Team>, u64)> {
+        let (rows, total) = self
+            .page::<TeamRow<D::Id>>(
+                "SELECT COUNT(*) FROM teams WHERE account_id = $1",
+                "SELECT * FROM teams WHERE account_id = $1 ORDER BY created_at DESC, id \
+                 LIMIT CAST($2 AS BIGINT) OFFSET $3",
+                account_id,
+                page,
+            )
+            .await?;
+        let teams = rows
+            .into_iter()
+            .map(TeamRow::into_domain)
+            .collect::<StoreResult<_>>()?;
+        Ok((teams, total))
+    }
+
+    async fn update_team(&self, team: &Team) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE teams SET name = $1, description = $2, members = $3, defaults = $4, \
+             updated_at = $5 WHERE id = $6 AND account_id = $7",
+        )
+        .bind(&team.name)
+        .bind(&team.description)
+        .bind(team_members(team))
+        .bind(team_defaults(team))
+        .bind(team.updated_at)
+        .bind(id::<D>(team.id))
+        .bind(id::<D>(team.account_id))
+        .execute(&self.writes)
+        .await?;
+        Ok(D::rows_affected(&done) == 1)
+    }
+
+    async fn delete_team(&self, account_id: Uuid, team_id: Uuid) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM teams WHERE id = $1 AND account_id = $2")
+            .bind(id::<D>(team_id))
+            .bind(id::<D>(account_id))
+            .execute(&self.writes)
+            .await?;
+        Ok(D::rows_affected(&done) == 1)
     }
 
     async fn insert_collaboration(

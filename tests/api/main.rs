@@ -28,6 +28,7 @@ mod podcast;
 mod recovery;
 mod stalls;
 mod streaming;
+mod teams;
 mod tools;
 mod tracing;
 mod transcripts;

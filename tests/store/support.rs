@@ -182,6 +182,8 @@ impl Team {
             podcast: false,
             allow_interjections: true,
             fork: None,
+            team_id: None,
+            context_id: None,
             created_by: self.tenant.key.id,
             created_at: now(),
         }

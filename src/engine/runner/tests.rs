@@ -307,6 +307,8 @@ impl Setup {
             podcast: false,
             allow_interjections: true,
             fork: None,
+            team_id: None,
+            context_id: None,
             created_by: Uuid::nil(),
             created_at: crate::domain::now(),
         };

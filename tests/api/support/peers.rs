@@ -357,6 +357,53 @@ impl UagentPeer {
     }
 }
 
+/// The A2A SDK's Python, or `None` (the test then passes over itself, saying so) when it
+/// cannot be had here, unless `SKEIN_A2A_TESTS=required`.
+fn a2a_sdk() -> Option<PathBuf> {
+    let python = a2a_python();
+    if python.is_none() {
+        assert!(
+            std::env::var("SKEIN_A2A_TESTS").as_deref() != Ok("required"),
+            "SKEIN_A2A_TESTS=required but the a2a-sdk virtualenv could not be made"
+        );
+        eprintln!("no Python with a2a-sdk (and no way to install it): skipping");
+    }
+    python
+}
+
+/// Runs `script` (under `tests/`) with `python` and `args`, and returns the JSON object
+/// it prints last: what a client on a reference SDK saw.
+async fn sdk_client(python: PathBuf, script: &str, args: &[&str]) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(script);
+    let output = tokio::time::timeout(
+        PATIENCE * 4,
+        Command::new(python)
+            .arg(&script)
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{} did not finish", script.display()))
+    .expect("the SDK's Python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|_| {
+        panic!(
+            "{} printed no result: {stdout}\n{}",
+            script.display(),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// `tests/a2a/client.py`: an A2A client on the reference SDK, run to its end.
+pub async fn a2a_client(args: &[&str]) -> Option<Value> {
+    Some(sdk_client(a2a_sdk()?, "a2a/client.py", args).await)
+}
+
 /// `tests/a2a/agent.py` in one of its modes, listening on a free port.
 pub struct A2aPeer {
     _child: Child,
@@ -368,14 +415,7 @@ pub struct A2aPeer {
 impl A2aPeer {
     /// Starts the peer, or `None` (the test then passes over itself) without the SDK.
     pub async fn start(mode: &str, flags: &[&str]) -> Option<Self> {
-        let Some(python) = a2a_python() else {
-            assert!(
-                std::env::var("SKEIN_A2A_TESTS").as_deref() != Ok("required"),
-                "SKEIN_A2A_TESTS=required but the a2a-sdk virtualenv could not be made"
-            );
-            eprintln!("no Python with a2a-sdk (and no way to install it): skipping");
-            return None;
-        };
+        let python = a2a_sdk()?;
         let port = free_port();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/a2a/agent.py");
         let mut command = Command::new(python);
