@@ -430,7 +430,9 @@ async fn list(state: &AppState, team: &Team, params: &Value) -> Result<Value, Rp
             "TASK_STATE_CANCELED" => CollaborationStatus::Cancelled,
             // No task of a team is ever in another state.
             _ => {
-                return Ok(json!({"tasks": [], "nextPageToken": "", "pageSize": 0, "totalSize": 0}));
+                return Ok(
+                    json!({"tasks": [], "nextPageToken": "", "pageSize": 0, "totalSize": 0}),
+                );
             }
         });
     }

@@ -15,6 +15,7 @@ mod forks;
 mod health;
 mod idempotency;
 mod keys;
+mod mcp;
 mod providers;
 pub mod rate_limit;
 mod teams;
@@ -105,7 +106,12 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(docs::router(&state.config))
         .merge(uagents::router())
-        .merge(a2a::router().layer(middleware::from_fn_with_state(state.clone(), auth::gate)))
+        // Teams as agents, authenticated as the REST API is.
+        .merge(
+            a2a::router()
+                .merge(mcp::router(state.clone()))
+                .layer(middleware::from_fn_with_state(state.clone(), auth::gate)),
+        )
         .merge(web::router())
         .fallback(|| async { AppError::NotFound("route") })
         .method_not_allowed_fallback(|| async {

@@ -413,3 +413,57 @@ async fn the_a2a_reference_client_delegates_to_a_team() {
     assert_eq!(runs["items"][0]["end_reason"], "cancelled");
     assert_ne!(seen["anonymous"], "resolved");
 }
+
+#[tokio::test]
+async fn the_mcp_reference_client_runs_a_team_and_reads_its_answer() {
+    let app = spawn_app().await;
+    let (quick, _, _) = team(&app, "Quick", 3, 300).await;
+    let key = crate::support::ADMIN_KEY;
+    let Some(seen) = peers::mcp_client(&[&app.url("/mcp"), key, &id(&quick)]).await else {
+        return;
+    };
+    assert_eq!(
+        seen["tools"],
+        json!([
+            "get_collaboration",
+            "list_agents",
+            "list_teams",
+            "post_message",
+            "start_collaboration",
+            "stop_collaboration"
+        ])
+    );
+    assert!(
+        seen["protocol"].is_string(),
+        "a protocol version was agreed: {seen}"
+    );
+    assert_eq!(seen["teams"], json!(["Quick"]));
+    assert_eq!(
+        seen["started"],
+        json!({"status": "running", "team_id": quick["id"]}),
+        "answered at once, while the team works"
+    );
+    let finished = &seen["finished"];
+    assert_eq!(finished["status"], "completed", "{seen}");
+    assert_eq!(finished["end_reason"], "message_cap");
+    let stored = app.collaboration(finished["id"].as_str().unwrap()).await;
+    assert_eq!(finished["summary"], stored["summary"]);
+    assert_eq!(finished["outcome"], stored["outcome"]);
+    assert_eq!(
+        finished["transcript"],
+        json!([
+            "Quick host: Shall we?",
+            "Quick guest: Yes, let us.",
+            "Quick host: Agreed."
+        ])
+    );
+    let progress = seen["progress"].as_array().unwrap();
+    assert!(!progress.is_empty(), "waiting reports progress: {seen}");
+    assert!(
+        progress.iter().all(|p| p["total"].as_f64() == Some(3.0)),
+        "{seen}"
+    );
+    assert_eq!(seen["missing"]["is_error"], true);
+    assert_eq!(seen["missing"]["content"]["error"], "no such team");
+    assert_ne!(seen["anonymous"], "connected");
+}

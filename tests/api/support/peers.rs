@@ -590,6 +590,11 @@ fn mcp_python() -> Option<PathBuf> {
     python
 }
 
+/// `tests/mcp/client.py`: an MCP client on the reference SDK, run to its end.
+pub async fn mcp_client(args: &[&str]) -> Option<Value> {
+    Some(sdk_client(mcp_python()?, "mcp/client.py", args).await)
+}
+
 /// `tests/mcp/server.py`: an MCP server on the reference SDK (streamable HTTP at `/mcp`),
 /// with an adder, a notes store, a slow tool, one that raises and one that shouts.
 pub struct McpPeer {
