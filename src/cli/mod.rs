@@ -49,6 +49,9 @@ pub enum Command {
     /// Start, list, read, stop, delete and watch collaborations.
     #[command(subcommand)]
     Collab(CollabCommand),
+    /// Save teams (a roster with defaults) and run them on an objective.
+    #[command(subcommand)]
+    Teams(TeamsCommand),
     /// Manage this account's API keys (admin keys only).
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -264,6 +267,99 @@ pub struct CreateCollab {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum TeamsCommand {
+    Create(TeamFields),
+    List(PageArgs),
+    /// One team, by UUID or address, with its A2A card URL and MCP endpoint.
+    Get {
+        team: String,
+    },
+    /// Change the fields given; the others stay.
+    Update {
+        team: String,
+        #[command(flatten)]
+        fields: TeamFields,
+    },
+    Delete {
+        team: String,
+    },
+    /// Start a collaboration of the team on an objective; `--watch` follows it.
+    Run {
+        team: String,
+        objective: String,
+        /// This run's cap instead of the team's.
+        #[arg(long)]
+        message_cap: Option<u32>,
+        #[arg(long)]
+        watch: bool,
+    },
+    /// The collaborations the team has run, newest first.
+    Runs {
+        team: String,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+}
+
+/// A team's fields; only those given are sent.
+#[derive(Debug, Args)]
+pub struct TeamFields {
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long)]
+    description: Option<String>,
+    /// The principal, by UUID or address.
+    #[arg(long)]
+    principal: Option<String>,
+    /// A participant, by UUID or address; repeat for several (they replace the team's).
+    #[arg(long = "participant")]
+    participants: Vec<String>,
+    #[arg(long)]
+    message_cap: Option<u32>,
+    /// Seconds of silence that end a run.
+    #[arg(long)]
+    timeout_window: Option<u32>,
+    /// `manager` or `round_robin`.
+    #[arg(long)]
+    strategy: Option<String>,
+    /// Runs do not end early when a judge finds the objective met.
+    #[arg(long)]
+    no_evaluate: bool,
+    #[arg(long)]
+    token_budget: Option<u64>,
+    #[arg(long)]
+    cost_budget_usd: Option<f64>,
+}
+
+impl TeamFields {
+    fn to_json(&self) -> Value {
+        let mut body = Map::new();
+        let mut put = |name: &str, value: Option<Value>| {
+            if let Some(value) = value {
+                body.insert(name.into(), value);
+            }
+        };
+        put("name", self.name.clone().map(Value::from));
+        put("description", self.description.clone().map(Value::from));
+        put("principal", self.principal.clone().map(Value::from));
+        put(
+            "participants",
+            (!self.participants.is_empty()).then(|| json!(self.participants)),
+        );
+        put("message_cap", self.message_cap.map(Value::from));
+        put("timeout_window", self.timeout_window.map(Value::from));
+        put("strategy", self.strategy.clone().map(Value::from));
+        put(
+            "evaluate_objective_completion",
+            self.no_evaluate.then_some(Value::Bool(false)),
+        );
+        put("token_budget", self.token_budget.map(Value::from));
+        put("cost_budget_usd", self.cost_budget_usd.map(Value::from));
+        Value::Object(body)
+    }
+}
+
+#[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// A new key; its secret is shown this once.
     Create {
@@ -344,19 +440,8 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> Result<(), C
         },
         Command::Collab(command) => match command {
             CollabCommand::Create(create) => {
-                let watching = create.watch;
                 let created = client.post("/collaborations", collab_body(&create)).await?;
-                if watching {
-                    let id = created["id"].as_str().unwrap_or_default().to_owned();
-                    if json {
-                        output::json(&created);
-                    } else {
-                        eprintln!("Started collaboration {id}; waiting for the first message…");
-                    }
-                    watch::follow(client, &id, json).await?;
-                } else {
-                    show(created, output::collaboration);
-                }
+                started(client, created, json, create.watch).await?;
             }
             CollabCommand::List {
                 status,
@@ -396,17 +481,7 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> Result<(), C
                 let created = client
                     .post(&format!("/collaborations/{id}/fork"), body)
                     .await?;
-                if watching {
-                    let id = created["id"].as_str().unwrap_or_default().to_owned();
-                    if json {
-                        output::json(&created);
-                    } else {
-                        eprintln!("Forked into collaboration {id}; following it…");
-                    }
-                    watch::follow(client, &id, json).await?;
-                } else {
-                    show(created, output::collaboration);
-                }
+                started(client, created, json, watching).await?;
             }
             CollabCommand::Stop { id } => show(
                 client
@@ -428,6 +503,49 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> Result<(), C
                     .copy_to_stdout(&format!("/collaborations/{id}/transcript?format={format}"))
                     .await?
             }
+        },
+        Command::Teams(command) => match command {
+            TeamsCommand::Create(fields) => {
+                show(client.post("/teams", fields.to_json()).await?, output::team)
+            }
+            TeamsCommand::List(page) => show(
+                client.get(&paged("/teams", &page, &[])).await?,
+                output::teams,
+            ),
+            TeamsCommand::Get { team } => {
+                show(client.get(&format!("/teams/{team}")).await?, output::team)
+            }
+            TeamsCommand::Update { team, fields } => show(
+                client
+                    .patch(&format!("/teams/{team}"), fields.to_json())
+                    .await?,
+                output::team,
+            ),
+            TeamsCommand::Delete { team } => {
+                client.delete(&format!("/teams/{team}")).await?;
+                output::done(json, &format!("Deleted team {team}."));
+            }
+            TeamsCommand::Run {
+                team,
+                objective,
+                message_cap,
+                watch: watching,
+            } => {
+                let mut body = json!({"objective": objective});
+                if let Some(cap) = message_cap {
+                    body["message_cap"] = cap.into();
+                }
+                let created = client
+                    .post(&format!("/teams/{team}/collaborations"), body)
+                    .await?;
+                started(client, created, json, watching).await?;
+            }
+            TeamsCommand::Runs { team, page } => show(
+                client
+                    .get(&paged(&format!("/teams/{team}/collaborations"), &page, &[]))
+                    .await?,
+                output::collaborations,
+            ),
         },
         Command::Keys(command) => match command {
             KeysCommand::Create { name, scopes } => {
@@ -457,6 +575,30 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> Result<(), C
         },
     }
     Ok(())
+}
+
+/// A collaboration just started: shown, or with `watching` followed to its summary.
+async fn started(
+    client: &Client,
+    created: Value,
+    json: bool,
+    watching: bool,
+) -> Result<(), CliError> {
+    if !watching {
+        if json {
+            output::json(&created);
+        } else {
+            output::collaboration(&created);
+        }
+        return Ok(());
+    }
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    if json {
+        output::json(&created);
+    } else {
+        eprintln!("Started collaboration {id}; waiting for the first message…");
+    }
+    watch::follow(client, &id, json).await
 }
 
 fn collab_body(create: &CreateCollab) -> Value {

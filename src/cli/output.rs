@@ -163,6 +163,55 @@ pub(super) fn agents(page: &Value) {
     page_line(page);
 }
 
+pub(super) fn team(team: &Value) {
+    fields(
+        team,
+        &[
+            "id",
+            "name",
+            "description",
+            "address",
+            "strategy",
+            "message_cap",
+            "timeout_window",
+            "a2a_card_url",
+            "mcp_url",
+        ],
+    );
+    let member = |m: &Value| {
+        if m["deleted"] == true {
+            format!("{} (deleted)", text(&m["name"]))
+        } else {
+            text(&m["name"])
+        }
+    };
+    let participants: Vec<String> = team["participants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(member)
+        .collect();
+    println!("principal      {}", member(&team["principal"]));
+    println!("participants   {}", participants.join(", "));
+}
+
+pub(super) fn teams(page: &Value) {
+    let rows = items(page)
+        .iter()
+        .map(|t| {
+            let size = 1 + t["participants"].as_array().map_or(0, Vec::len);
+            vec![
+                text(&t["id"]),
+                text(&t["name"]),
+                size.to_string(),
+                text(&t["address"]),
+            ]
+        })
+        .collect();
+    table(&["ID", "NAME", "MEMBERS", "ADDRESS"], rows);
+    page_line(page);
+}
+
 pub(super) fn collaboration(c: &Value) {
     fields(
         c,

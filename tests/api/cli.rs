@@ -529,3 +529,82 @@ async fn an_agent_gets_tools_from_the_cli_and_watch_shows_each_call_and_result()
     );
     assert!(ran.stdout.contains("ms): 42\n"), "{}", ran.stdout);
 }
+
+#[tokio::test]
+async fn a_team_is_saved_shown_and_run_with_watch_from_the_cli() {
+    let app = spawn_app().await;
+    let planner = app.scripted("Planner", &["Tapas?", "Booked."], 50).await;
+    let scout = app.scripted("Scout", &["Yes, at seven."], 50).await;
+    let made = run(
+        skein(&app),
+        &[
+            "teams",
+            "create",
+            "--name",
+            "Night out",
+            "--principal",
+            &id(&planner),
+            "--participant",
+            scout["address"].as_str().unwrap(),
+            "--message-cap",
+            "3",
+            "--strategy",
+            "round_robin",
+            "--no-evaluate",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(made.ok, "{}", made.stderr);
+    let team = made.json();
+    assert_eq!(team["evaluate_objective_completion"], false);
+    let team_id = id(&team);
+
+    let shown = run(
+        skein(&app),
+        &["teams", "get", team["address"].as_str().unwrap()],
+    )
+    .await;
+    assert!(shown.ok, "{}", shown.stderr);
+    assert!(shown.stdout.contains("Night out"), "{}", shown.stdout);
+    assert!(
+        shown.stdout.contains("participants   Scout"),
+        "{}",
+        shown.stdout
+    );
+    assert!(
+        shown
+            .stdout
+            .contains(&format!("/a2a/teams/{team_id}/.well-known/agent-card.json")),
+        "{}",
+        shown.stdout
+    );
+    let listed = run(skein(&app), &["teams", "list"]).await;
+    assert!(listed.stdout.contains("Night out"), "{}", listed.stdout);
+
+    let ran = run(
+        skein(&app),
+        &["teams", "run", &team_id, "Plan Friday", "--watch"],
+    )
+    .await;
+    assert!(ran.ok, "{}", ran.stderr);
+    let said: Vec<&str> = ran.stdout.lines().take(3).collect();
+    assert_eq!(
+        said,
+        [
+            "Planner (scripted): Tapas?",
+            "Scout (scripted): Yes, at seven.",
+            "Planner (scripted): Booked."
+        ]
+    );
+    let runs = run(skein(&app), &["teams", "runs", &team_id, "--json"]).await;
+    let runs = runs.json();
+    assert_eq!(runs["meta"]["total"], 1);
+    assert_eq!(runs["items"][0]["objective"], "Plan Friday");
+    assert_eq!(runs["items"][0]["status"], "completed");
+
+    // No objective to speak of: refused, and the exit code says so.
+    let refused = run(skein(&app), &["teams", "run", &team_id, " "]).await;
+    assert!(!refused.ok);
+    assert!(refused.stderr.contains("objective"), "{}", refused.stderr);
+}
