@@ -28,5 +28,6 @@ mod idempotency;
 mod leases;
 mod postgres;
 mod secrets;
+mod teams;
 mod tickets;
 mod webhooks;
