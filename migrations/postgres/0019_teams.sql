@@ -9,6 +9,10 @@ CREATE TABLE teams (
     description  text,
     members      text NOT NULL,
     defaults     text NOT NULL,             -- JSON: the run settings, as serde wrote them
+    -- Whether a ChatMessage to the team's address starts a run, and the key such runs are
+    -- started as (the one that last saved the team).
+    answers_uagents  boolean NOT NULL DEFAULT false,
+    saved_by_key     uuid NOT NULL,
     created_at   timestamptz NOT NULL,
     updated_at   timestamptz NOT NULL,
     UNIQUE (address)

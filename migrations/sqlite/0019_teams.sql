@@ -9,6 +9,10 @@ CREATE TABLE teams (
     description  TEXT,
     members      TEXT NOT NULL,
     defaults     TEXT NOT NULL,             -- JSON: the run settings, as serde wrote them
+    -- Whether a ChatMessage to the team's address starts a run, and the key such runs are
+    -- started as (the one that last saved the team).
+    answers_uagents  INTEGER NOT NULL DEFAULT 0,
+    saved_by_key     TEXT NOT NULL,
     created_at   TEXT NOT NULL,
     updated_at   TEXT NOT NULL,
     UNIQUE (address)

@@ -130,23 +130,39 @@ pub async fn acknowledge(
         acknowledged_msg_id: msg_id,
         metadata: None,
     };
-    let envelope = Envelope::signed(
+    let sent = send(
+        remote,
         identity,
         &agent.address,
+        endpoint,
         session,
         uagents::CHAT_ACKNOWLEDGEMENT,
         &acknowledgement,
-        now,
-    );
-    let sent = match resolve(remote, &agent.address, endpoint).await {
-        Ok(endpoint) => submit(remote, &endpoint, &envelope)
-            .await
-            .map_err(|e| e.to_string()),
-        Err(error) => Err(error.to_string()),
-    };
+    )
+    .await;
     if let Err(error) = sent {
         tracing::info!(agent = %agent.name, error, "a uAgent was not sent its acknowledgement");
     }
+}
+
+/// Sends `message` (of the schema `schema_digest`) from `identity` to the uAgent at `to`: at
+/// `endpoint`, else where the Almanac says it is. Once; the error says why it did not go.
+pub async fn send(
+    remote: &Remote,
+    identity: &Identity,
+    to: &AgentAddress,
+    endpoint: Option<&str>,
+    session: Uuid,
+    schema_digest: &str,
+    message: &impl serde::Serialize,
+) -> Result<(), String> {
+    let envelope = Envelope::signed(identity, to, session, schema_digest, message, Utc::now());
+    let endpoint = resolve(remote, to, endpoint)
+        .await
+        .map_err(|e| e.to_string())?;
+    submit(remote, &endpoint, &envelope)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Whether the agent at `endpoint` is up and hosts `address`: uAgents' readiness probe.

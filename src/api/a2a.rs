@@ -293,7 +293,8 @@ async fn started(
              another (the same `contextId` continues the conversation)",
         ));
     }
-    let objective = text_of(message);
+    // A long message (a parent collaboration's transcript, say) keeps its most recent part.
+    let objective = teams::most_recent(&text_of(message), state.config.limits.max_objective_chars);
     if objective.is_empty() {
         return Err(RpcError::invalid_params(
             "the message has no text part: its text is the team's objective",

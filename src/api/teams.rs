@@ -68,6 +68,10 @@ pub(super) struct TeamInput {
     pub(super) cost_budget_usd: Option<f64>,
     #[serde(default)]
     pub(super) allow_interjections: Option<bool>,
+    /// A ChatMessage sent to the team's address starts a run, answered with its summary
+    /// (default false: anyone who knows the address could spend the account's budget).
+    #[serde(default)]
+    pub(super) answers_uagents: Option<bool>,
 }
 
 /// A member as a team shows it: the agent as it is now, or, once deleted, the name it had.
@@ -98,6 +102,7 @@ pub(super) struct TeamView {
     pub(super) token_budget: Option<u64>,
     pub(super) cost_budget_usd: Option<f64>,
     pub(super) allow_interjections: bool,
+    pub(super) answers_uagents: bool,
     /// Its A2A agent card: any A2A client can delegate to the team through it.
     pub(super) a2a_card_url: String,
     /// The A2A JSON-RPC endpoint the card names.
@@ -164,6 +169,7 @@ pub(super) async fn view(state: &AppState, base: &str, team: Team) -> Result<Tea
             .cost_budget_micros
             .map(crate::domain::event::usd),
         allow_interjections: team.defaults.allow_interjections,
+        answers_uagents: team.answers_uagents,
         a2a_card_url: format!("{a2a_url}/.well-known/agent-card.json"),
         a2a_url,
         mcp_url: format!("{base}/mcp"),
@@ -179,6 +185,7 @@ struct ValidTeam {
     description: Option<String>,
     members: Vec<TeamMember>,
     defaults: TeamDefaults,
+    answers_uagents: bool,
 }
 
 impl TeamInput {
@@ -186,6 +193,7 @@ impl TeamInput {
         let limits = &state.config.limits;
         let mut errors = Vec::new();
         let name = self.name.trim().to_owned();
+        let answers_uagents = self.answers_uagents.unwrap_or(false);
         check_len(&mut errors, "name", &name, 1, limits.max_name_chars);
         if let Some(description) = &self.description {
             check_len(
@@ -247,6 +255,7 @@ impl TeamInput {
                 cost_budget_micros: valid.cost_budget_micros,
                 allow_interjections: valid.allow_interjections,
             },
+            answers_uagents,
         })
     }
 }
@@ -268,6 +277,7 @@ impl From<&Team> for TeamInput {
                 .cost_budget_micros
                 .map(crate::domain::event::usd),
             allow_interjections: Some(team.defaults.allow_interjections),
+            answers_uagents: Some(team.answers_uagents),
         }
     }
 }
@@ -299,6 +309,8 @@ async fn create(
         principal: members.next().expect("a roster has a principal"),
         participants: members.collect(),
         defaults: valid.defaults,
+        answers_uagents: valid.answers_uagents,
+        saved_by: caller.key.id,
         created_at: now,
         updated_at: now,
     };
@@ -393,6 +405,8 @@ async fn update(
         principal: members.next().expect("a roster has a principal"),
         participants: members.collect(),
         defaults: valid.defaults,
+        answers_uagents: valid.answers_uagents,
+        saved_by: caller.key.id,
         updated_at: crate::domain::now(),
         ..current
     };
@@ -459,6 +473,17 @@ impl RunTeam {
             ..Self::default()
         }
     }
+}
+
+/// The end of `text` that fits in `max` characters: a message longer than an objective
+/// may be keeps its most recent part, after an ellipsis.
+pub(crate) fn most_recent(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        return text.to_owned();
+    }
+    let kept: String = text.chars().skip(count - max.saturating_sub(1)).collect();
+    format!("…{kept}")
 }
 
 /// Starts a collaboration from `team` as `key`: the team's roster and defaults with the

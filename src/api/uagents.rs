@@ -26,7 +26,7 @@ use uuid::Uuid;
 use super::AppState;
 use crate::{
     agents::uagent,
-    domain::{Agent, AgentAddress, AgentKind, AgentSpec, Collaboration, CollaborationStatus},
+    domain::{Agent, AgentAddress, AgentKind, AgentSpec, Collaboration, CollaborationStatus, Team},
     engine::PostRefusal,
     uagents::{self, ChatMessage, Envelope, ErrorMessage},
 };
@@ -86,6 +86,16 @@ async fn take(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
         Ok(sender) => sender,
         Err(error) => return refused(StatusCode::BAD_REQUEST, error),
     };
+    if let Ok(target) = AgentAddress::parse(&envelope.target) {
+        match state.store.team_by_address(&target).await {
+            Ok(Some(team)) => return to_team(state, &envelope, &sender, team).await,
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(error = format!("{error:#}"), "looking up a team failed");
+                return refused(StatusCode::SERVICE_UNAVAILABLE, "try again later");
+            }
+        }
+    }
     let (collaboration, agent) = match route(state, &envelope, &sender).await {
         Ok(routed) => routed,
         Err(response) => return response,
@@ -171,6 +181,185 @@ async fn take(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
         }
     }
     accepted()
+}
+
+/// A uAgent's message to a team's address. A ChatMessage starts a run of the team with its
+/// text as the objective, in the conversation its session names (a later message in the
+/// same session is told what the last run concluded); it is acknowledged at once, and
+/// answered with a ChatMessage of the summary when the run has ended, or an ErrorMessage
+/// saying why it could not start. The run is started as the key that last saved the team,
+/// and counts against the account's quotas like any other.
+async fn to_team(
+    state: &AppState,
+    envelope: &Envelope,
+    sender: &AgentAddress,
+    team: Team,
+) -> Response {
+    if !team.answers_uagents {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            "this team does not take messages from uAgents",
+        );
+    }
+    if envelope.schema_digest != uagents::CHAT_MESSAGE {
+        // The acknowledgement of its answer, or what the team has no use for.
+        return accepted();
+    }
+    let Ok(message) = envelope.message::<ChatMessage>() else {
+        return refused(StatusCode::BAD_REQUEST, "the payload is not a ChatMessage");
+    };
+    match state.store.hear_uagent_message(message.msg_id).await {
+        Ok(true) => {}
+        Ok(false) => return accepted(),
+        Err(error) => {
+            tracing::error!(
+                error = format!("{error:#}"),
+                "noting a uAgent's message failed"
+            );
+            return refused(StatusCode::SERVICE_UNAVAILABLE, "try again later");
+        }
+    }
+    let words = message.words();
+    let objective =
+        super::teams::most_recent(words.trim(), state.config.limits.max_objective_chars);
+    let started = if objective.is_empty() {
+        Err("the message has no text: its text is the team's objective".to_owned())
+    } else {
+        start_for_uagent(state, &team, envelope.session, objective).await
+    };
+    let answer = Answer {
+        state: state.clone(),
+        identity: state.engine.remote().identities.for_team(team.id),
+        to: sender.clone(),
+        session: envelope.session,
+        endpoint: state
+            .store
+            .registered_uagent(sender.as_str(), crate::domain::now())
+            .await
+            .ok()
+            .flatten(),
+    };
+    let msg_id = message.msg_id;
+    state.tasks.spawn("team answer to a uAgent", async move {
+        answer.acknowledge(msg_id).await;
+        match started {
+            Ok(collaboration) => answer.summary_of(collaboration).await,
+            Err(why) => answer.error(why).await,
+        }
+    });
+    accepted()
+}
+
+/// Starts the team's run for a uAgent, as the key that last saved the team.
+async fn start_for_uagent(
+    state: &AppState,
+    team: &Team,
+    session: Uuid,
+    objective: String,
+) -> Result<Collaboration, String> {
+    let key = state
+        .store
+        .get_key(team.account_id, team.saved_by)
+        .await
+        .map_err(|e| e.to_string())?
+        .filter(|key| key.revoked_at.is_none())
+        .ok_or("the key that saved this team has been revoked: save the team again")?;
+    let run = super::teams::RunTeam {
+        context_id: Some(session),
+        ..super::teams::RunTeam::objective(objective)
+    };
+    super::teams::start(state, &key, team, run)
+        .await
+        .map_err(|error| error.to_string())
+}
+
+/// Where and as whom a team answers the uAgent that wrote to it.
+struct Answer {
+    state: AppState,
+    identity: uagents::Identity,
+    to: AgentAddress,
+    session: Uuid,
+    endpoint: Option<String>,
+}
+
+/// How often a team's answer looks whether its run has ended, and how long it waits.
+const ANSWER_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+const ANSWER_WAIT: chrono::TimeDelta = chrono::TimeDelta::hours(6);
+
+impl Answer {
+    async fn send(&self, schema: &str, message: &impl serde::Serialize) {
+        let remote = self.state.engine.remote();
+        if let Err(error) = uagent::send(
+            remote,
+            &self.identity,
+            &self.to,
+            self.endpoint.as_deref(),
+            self.session,
+            schema,
+            message,
+        )
+        .await
+        {
+            tracing::info!(to = %self.to, error, "a team's answer to a uAgent was not sent");
+        }
+    }
+
+    async fn acknowledge(&self, msg_id: Uuid) {
+        let acknowledgement = uagents::ChatAcknowledgement {
+            timestamp: Utc::now(),
+            acknowledged_msg_id: msg_id,
+            metadata: None,
+        };
+        self.send(uagents::CHAT_ACKNOWLEDGEMENT, &acknowledgement)
+            .await;
+    }
+
+    async fn error(&self, why: String) {
+        self.send(uagents::ERROR_MESSAGE, &ErrorMessage { error: why })
+            .await;
+    }
+
+    /// Waits for the run to end and be summarized, then sends the summary.
+    async fn summary_of(&self, started: Collaboration) {
+        let give_up = Utc::now() + ANSWER_WAIT;
+        let ended = loop {
+            tokio::time::sleep(ANSWER_POLL).await;
+            let current = match self
+                .state
+                .store
+                .get_collaboration(started.account_id, started.id)
+                .await
+            {
+                Ok(Some(current)) => current,
+                // Deleted meanwhile: there is nothing to answer with.
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::warn!(error = format!("{error:#}"), "reading a team's run failed");
+                    continue;
+                }
+            };
+            let over = current.status != CollaborationStatus::Running;
+            if over && (current.summary.is_some() || Utc::now() > give_up) {
+                break current;
+            }
+            if !over && Utc::now() > give_up {
+                return;
+            }
+        };
+        let text = match (&ended.headline, &ended.summary) {
+            (Some(headline), Some(summary)) => format!("{headline}\n\n{summary}"),
+            (None, Some(summary)) => summary.clone(),
+            _ => format!(
+                "The team's run ended ({}) without a summary.",
+                ended.status.name()
+            ),
+        };
+        let message = ChatMessage::text(&text, Utc::now()).with_metadata(vec![
+            ("collaboration_id".into(), ended.id.to_string()),
+            ("status".into(), ended.status.name()),
+        ]);
+        self.send(uagents::CHAT_MESSAGE, &message).await;
+    }
 }
 
 /// The collaboration an envelope belongs to (as stored just now), and the uAgent that sent
@@ -270,18 +459,34 @@ async fn readiness(State(state): State<AppState>, headers: HeaderMap) -> Respons
         .and_then(|v| v.to_str().ok())
     {
         None => "indeterminate",
-        Some(address) => match state.store.identity_collaboration(address).await {
-            Ok(Some(_)) => "ready",
+        Some(address) => match is_ours(&state, address).await {
+            Ok(true) => "ready",
             _ => "not-ready",
         },
     };
     ([("x-uagents-status", status)], StatusCode::OK).into_response()
 }
 
+/// Whether `address` is one Skein answers at: a collaboration's identity, or a team that
+/// takes uAgents' messages.
+async fn is_ours(state: &AppState, address: &str) -> Result<bool, crate::store::StoreError> {
+    if state.store.identity_collaboration(address).await?.is_some() {
+        return Ok(true);
+    }
+    let Ok(address) = AgentAddress::parse(address) else {
+        return Ok(false);
+    };
+    Ok(state
+        .store
+        .team_by_address(&address)
+        .await?
+        .is_some_and(|team| team.answers_uagents))
+}
+
 /// Where one of Skein's identities is, as an Almanac API answers: this server's `/submit`.
 async fn lookup(State(state): State<AppState>, Path(address): Path<String>) -> Response {
-    match state.store.identity_collaboration(&address).await {
-        Ok(Some(_)) => {
+    match is_ours(&state, &address).await {
+        Ok(true) => {
             let public = state
                 .config
                 .uagents
@@ -297,7 +502,7 @@ async fn lookup(State(state): State<AppState>, Path(address): Path<String>) -> R
             }))
             .into_response()
         }
-        Ok(None) => refused(StatusCode::NOT_FOUND, "not found"),
+        Ok(false) => refused(StatusCode::NOT_FOUND, "not found"),
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "an Almanac lookup failed");
             refused(StatusCode::SERVICE_UNAVAILABLE, "try again later")

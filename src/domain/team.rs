@@ -43,6 +43,11 @@ pub struct Team {
     /// At least one, in speaking order, never the principal.
     pub participants: Vec<TeamMember>,
     pub defaults: TeamDefaults,
+    /// A ChatMessage to the team's address starts a run (off unless asked for: anyone who
+    /// knows the address could then spend the account's budget).
+    pub answers_uagents: bool,
+    /// The API key that last saved the team: runs a uAgent starts are started as it.
+    pub saved_by: Uuid,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

@@ -182,6 +182,8 @@ pub(super) struct TeamRow<Id> {
     description: Option<String>,
     members: String,
     defaults: String,
+    answers_uagents: bool,
+    saved_by_key: Id,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -204,6 +206,8 @@ impl<Id: Into<Uuid>> TeamRow<Id> {
             principal,
             participants: members,
             defaults: serde_json::from_str(&self.defaults).map_err(corrupt)?,
+            answers_uagents: self.answers_uagents,
+            saved_by: self.saved_by_key.into(),
             created_at: self.created_at,
             updated_at: self.updated_at,
         })

@@ -1117,7 +1117,8 @@ where
     async fn insert_team(&self, team: &Team) -> StoreResult<()> {
         let result = sqlx::query(
             "INSERT INTO teams (id, account_id, address, name, description, members, defaults, \
-             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             answers_uagents, saved_by_key, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(id::<D>(team.id))
         .bind(id::<D>(team.account_id))
@@ -1126,6 +1127,8 @@ where
         .bind(&team.description)
         .bind(team_members(team))
         .bind(team_defaults(team))
+        .bind(team.answers_uagents)
+        .bind(id::<D>(team.saved_by))
         .bind(team.created_at)
         .bind(team.updated_at)
         .execute(&self.writes)
@@ -1186,12 +1189,15 @@ where
     async fn update_team(&self, team: &Team) -> StoreResult<bool> {
         let done = sqlx::query(
             "UPDATE teams SET name = $1, description = $2, members = $3, defaults = $4, \
-             updated_at = $5 WHERE id = $6 AND account_id = $7",
+             answers_uagents = $5, saved_by_key = $6, updated_at = $7 \
+             WHERE id = $8 AND account_id = $9",
         )
         .bind(&team.name)
         .bind(&team.description)
         .bind(team_members(team))
         .bind(team_defaults(team))
+        .bind(team.answers_uagents)
+        .bind(id::<D>(team.saved_by))
         .bind(team.updated_at)
         .bind(id::<D>(team.id))
         .bind(id::<D>(team.account_id))

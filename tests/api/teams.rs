@@ -467,3 +467,60 @@ async fn the_mcp_reference_client_runs_a_team_and_reads_its_answer() {
     assert_eq!(seen["missing"]["content"]["error"], "no such team");
     assert_ne!(seen["anonymous"], "connected");
 }
+
+#[tokio::test]
+async fn a_uagent_sends_a_team_a_chat_message_and_gets_its_summary() {
+    let app = spawn_app().await;
+    let (team, _, _) = team(&app, "Planners", 3, 50).await;
+    let address = team["address"].as_str().unwrap().to_owned();
+    // Closed to uAgents until asked: the Almanac does not even know it.
+    let lookup = format!("/v1/almanac/agents/{address}");
+    assert_eq!(app.get(&lookup).await.status(), StatusCode::NOT_FOUND);
+    let response = app
+        .patch(
+            &format!("/api/v1/teams/{}", id(&team)),
+            &json!({"answers_uagents": true}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(app.get(&lookup).await.status(), StatusCode::OK);
+
+    let base = app.url("");
+    let Some(peer) = peers::UagentPeer::start(
+        "silent",
+        "asker-seed-1",
+        &["--agentverse", &base, "--ask", &address, "Plan the offsite"],
+    )
+    .await
+    else {
+        return;
+    };
+    // Acknowledged, then answered with the summary, in the session it wrote in.
+    let answer = crate::support::wait_for(|| async {
+        peer.heard()
+            .into_iter()
+            .find(|h| h["from"] == address.as_str() && h["text"].is_string())
+    })
+    .await;
+    let heard = peer.heard();
+    assert!(
+        heard
+            .iter()
+            .any(|h| h["from"] == address.as_str() && h["acknowledged"].is_string()),
+        "{heard:?}"
+    );
+    let runs = app
+        .get_json(&format!("/api/v1/teams/{}/collaborations", id(&team)))
+        .await;
+    assert_eq!(runs["meta"]["total"], 1);
+    let run = &runs["items"][0];
+    assert_eq!(run["objective"], "Plan the offsite");
+    assert_eq!(run["status"], "completed");
+    assert_eq!(
+        run["context_id"], answer["session"],
+        "the session is the conversation"
+    );
+    let text = answer["text"].as_str().unwrap();
+    assert!(text.contains(run["summary"].as_str().unwrap()), "{text}");
+    peer.stop().await;
+}

@@ -38,6 +38,8 @@ fn saved(
             cost_budget_micros: None,
             allow_interjections: true,
         },
+        answers_uagents: true,
+        saved_by: Uuid::now_v7(),
         created_at: now(),
         updated_at: now(),
     }

@@ -8,6 +8,9 @@ MODE
   silent  acknowledges each chat message and never answers
   error   answers each chat message with the protocol's ErrorMessage
 
+--ask ADDRESS TEXT  once it is up, sends TEXT to ADDRESS as a chat message (a Skein team's
+                    address: the team works on it and answers with its summary)
+
 How it finds Skein, whose addresses it cannot know in advance (one per collaboration):
   --skein URL       its own resolver rule: every address is at URL (Skein's /submit)
   --agentverse URL  the SDK's own resolver, with Skein as its Almanac API
@@ -57,6 +60,7 @@ def main():
     parser.add_argument("seed")
     parser.add_argument("--name", default="Chef")
     parser.add_argument("--delay-ms", type=int, default=0, help="how long it thinks before answering")
+    parser.add_argument("--ask", nargs=2, metavar=("ADDRESS", "TEXT"))
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--skein")
     where.add_argument("--agentverse")
@@ -98,6 +102,22 @@ def main():
     @chat.on_message(ChatAcknowledgement)
     async def acknowledged(ctx: Context, sender: str, message: ChatAcknowledgement):
         print(json.dumps({"from": sender, "acknowledged": str(message.acknowledged_msg_id)}), flush=True)
+
+    @agent.on_message(ErrorMessage)
+    async def refused(ctx: Context, sender: str, message: ErrorMessage):
+        print(json.dumps({"from": sender, "error": message.error}), flush=True)
+
+    asked = []
+
+    # On a tick rather than at startup, so that its registration is in by then.
+    @agent.on_interval(period=1.0)
+    async def ask(ctx: Context):
+        if args.ask and not asked:
+            asked.append(True)
+            address, text = args.ask
+            message = ChatMessage(content=[TextContent(type="text", text=text)])
+            await ctx.send(address, message)
+            print(json.dumps({"asked": address, "msg_id": str(message.msg_id)}), flush=True)
 
     agent.include(chat)
     print(json.dumps({"address": agent.address}), flush=True)
