@@ -25,7 +25,7 @@
 //!
 //! Every URL, the card's own endpoint included, goes through the outbound guard.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use dashmap::DashMap;
 use reqwest::{Method, StatusCode, Url};
@@ -49,6 +49,8 @@ enum Version {
 struct Card {
     endpoint: Url,
     version: Version,
+    /// The agent's credentials, sent with every call (not part of what is cached).
+    headers: Arc<BTreeMap<String, String>>,
 }
 
 /// Agent cards already fetched, by registered URL, with when they were fetched.
@@ -73,10 +75,11 @@ pub type InputRequests = Arc<DashMap<(Uuid, Uuid), String>>;
 
 pub(super) async fn speak(
     card_url: &str,
+    headers: &BTreeMap<String, String>,
     context: &TurnContext,
     remote: &Remote,
 ) -> Result<Completion, AgentError> {
-    let spoken = converse(card_url, context, remote).await;
+    let spoken = converse(card_url, headers, context, remote).await;
     if let Err(AgentError::Unreachable(_)) = spoken {
         // The card may be out of date (the agent moved): read it again next time.
         remote.cards.cached.remove(card_url);
@@ -86,10 +89,11 @@ pub(super) async fn speak(
 
 async fn converse(
     card_url: &str,
+    headers: &BTreeMap<String, String>,
     context: &TurnContext,
     remote: &Remote,
 ) -> Result<Completion, AgentError> {
-    let card = card(card_url, remote).await?;
+    let card = card(card_url, headers, remote).await?;
     let client = Client {
         remote,
         card: &card,
@@ -239,17 +243,31 @@ fn turn(text: String) -> Result<Completion, AgentError> {
 }
 
 /// The card for `card_url`, from the cache while it is fresh.
-async fn card(card_url: &str, remote: &Remote) -> Result<Card, AgentError> {
+async fn card(
+    card_url: &str,
+    headers: &BTreeMap<String, String>,
+    remote: &Remote,
+) -> Result<Card, AgentError> {
     let cards = &remote.cards;
+    let headers = Arc::new(headers.clone());
     if let Some(entry) = cards.cached.get(card_url)
         && entry.0.elapsed() < cards.ttl
     {
-        return Ok(entry.1.clone());
+        return Ok(Card {
+            headers,
+            ..entry.1.clone()
+        });
     }
-    let card = fetch_card(card_url, remote).await?;
+    let card = fetch_card(card_url, &headers, remote).await?;
     cards.cached.insert(
         card_url.to_owned(),
-        (tokio::time::Instant::now(), card.clone()),
+        (
+            tokio::time::Instant::now(),
+            Card {
+                headers: Arc::default(),
+                ..card.clone()
+            },
+        ),
     );
     Ok(card)
 }
@@ -285,7 +303,11 @@ fn card_locations(card_url: &str) -> Result<Vec<Url>, AgentError> {
     Ok(unique)
 }
 
-async fn fetch_card(card_url: &str, remote: &Remote) -> Result<Card, AgentError> {
+async fn fetch_card(
+    card_url: &str,
+    headers: &Arc<BTreeMap<String, String>>,
+    remote: &Remote,
+) -> Result<Card, AgentError> {
     let mut last = String::from("no card location to try");
     for location in card_locations(card_url)? {
         let url = remote
@@ -293,13 +315,16 @@ async fn fetch_card(card_url: &str, remote: &Remote) -> Result<Card, AgentError>
             .check(location.as_str())
             .await
             .map_err(|e| AgentError::Unreachable(format!("its card URL {e}")))?;
-        let request = remote
+        let mut request = remote
             .outbound
             .request(Method::GET, url)
             .map_err(|e| AgentError::Unreachable(format!("its card URL {e}")))?
             .timeout(remote.settings.turn_timeout)
             .header("a2a-version", "1.0")
             .header("accept", "application/json");
+        for (name, value) in headers.iter() {
+            request = request.header(name, value);
+        }
         let response = match request.send().await {
             Ok(response) => response,
             Err(error) => {
@@ -326,7 +351,11 @@ async fn fetch_card(card_url: &str, remote: &Remote) -> Result<Card, AgentError>
             .check(endpoint.as_str())
             .await
             .map_err(|e| AgentError::Unreachable(format!("the endpoint its card names {e}")))?;
-        return Ok(Card { endpoint, version });
+        return Ok(Card {
+            endpoint,
+            version,
+            headers: headers.clone(),
+        });
     }
     Err(AgentError::Unreachable(last))
 }
@@ -477,6 +506,9 @@ impl Client<'_> {
                 .json(&body);
             if self.card.version == Version::V1 {
                 request = request.header("a2a-version", "1.0");
+            }
+            for (name, value) in self.card.headers.iter() {
+                request = request.header(name, value);
             }
             let (failure, wait) = match request.send().await {
                 Ok(response) if response.status().is_success() => {

@@ -150,7 +150,15 @@ pub async fn speak(
         }
         AgentSpec::Llm { .. } => llm::speak(agent, context, models, remote, sink).await,
         AgentSpec::Http { endpoint } => http::speak(agent, endpoint, context, remote).await,
-        AgentSpec::A2a { card_url } => a2a::speak(card_url, context, remote).await,
+        AgentSpec::A2a { card_url, .. } => {
+            // Its credentials, sealed with an llm agent's tool servers' (one set of headers).
+            let headers = tools::Credentials::open(agent.tool_credentials.as_ref())
+                .0
+                .into_iter()
+                .next()
+                .unwrap_or_default();
+            a2a::speak(card_url, &headers, context, remote).await
+        }
         AgentSpec::Human | AgentSpec::Uagent { .. } => Err(AgentError::Misconfigured(format!(
             "{} answers in its own time: the engine waits for its message",
             agent.name

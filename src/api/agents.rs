@@ -116,6 +116,18 @@ pub(super) struct AgentInput {
     /// `llm`: MCP servers (streamable HTTP) whose tools the model may call in its turn.
     #[serde(default)]
     pub(super) tools: Option<Vec<ToolServerInput>>,
+    /// `a2a`: headers sent with every request to the agent, its card's included
+    /// (credentials: stored sealed, never shown again).
+    #[serde(default)]
+    pub(super) headers: Option<BTreeMap<String, String>>,
+    /// `a2a`: a bearer token, sent as `Authorization: Bearer …` (another Skein's API key,
+    /// for a team there).
+    #[serde(default)]
+    pub(super) bearer: Option<String>,
+    /// As views show it; ignored here. Without `headers` or `bearer`, an `a2a` agent keeps
+    /// the credentials it has while its card URL stays the same.
+    #[serde(default)]
+    pub(super) credential_headers: Option<Vec<String>>,
 }
 
 /// An MCP server for an `llm` agent. Its credentials (`headers`, `bearer`) are stored sealed
@@ -242,9 +254,27 @@ impl AgentInput {
             "http" => AgentSpec::Http {
                 endpoint: remote_url(state, &mut errors, "endpoint", self.endpoint).await,
             },
-            "a2a" => AgentSpec::A2a {
-                card_url: remote_url(state, &mut errors, "card_url", self.card_url).await,
-            },
+            "a2a" => {
+                let card_url = remote_url(state, &mut errors, "card_url", self.card_url).await;
+                let mut headers = credential_headers(&mut errors, "", self.headers, self.bearer);
+                if headers.is_empty()
+                    && let Some(agent) = current
+                    && let AgentSpec::A2a { card_url: kept, .. } = &agent.spec
+                    && *kept == card_url
+                {
+                    headers = Credentials::open(agent.tool_credentials.as_ref())
+                        .0
+                        .first()
+                        .cloned()
+                        .unwrap_or_default();
+                }
+                let credential_headers = headers.keys().cloned().collect();
+                tool_credentials = Credentials(vec![headers]).seal();
+                AgentSpec::A2a {
+                    card_url,
+                    credential_headers,
+                }
+            }
             "human" => AgentSpec::Human,
             "uagent" => AgentSpec::Uagent {
                 endpoint: uagent_endpoint(
@@ -350,6 +380,54 @@ const RESERVED_HEADERS: &[&str] = &[
 /// An `llm` agent's tool servers, checked: their form, the outbound guard, and that each
 /// can be reached and offers every tool its allow-list names. With them, their credentials
 /// (given now, or kept from `current` for a server given again without any).
+/// Credentials to send as headers (a remote's `headers`, and `bearer` as `Authorization`),
+/// checked; each problem is recorded under `prefix` + the field's name.
+fn credential_headers(
+    errors: &mut Vec<FieldError>,
+    prefix: &str,
+    given: Option<BTreeMap<String, String>>,
+    bearer: Option<String>,
+) -> BTreeMap<String, String> {
+    let field = |name: &str| format!("{prefix}{name}");
+    let mut headers = BTreeMap::new();
+    for (header, value) in given.unwrap_or_default() {
+        let lower = header.to_ascii_lowercase();
+        if http::HeaderName::from_bytes(header.as_bytes()).is_err()
+            || RESERVED_HEADERS.contains(&lower.as_str())
+        {
+            errors.push(FieldError::new(
+                field("headers"),
+                format!("`{header}` is not a header these settings may set"),
+            ));
+        } else if http::HeaderValue::from_str(&value).is_err() || value.len() > 4096 {
+            errors.push(FieldError::new(
+                field("headers"),
+                format!("the value of `{header}` is not a valid header value (at most 4096 bytes)"),
+            ));
+        } else {
+            headers.insert(header, value);
+        }
+    }
+    if let Some(bearer) = bearer {
+        if http::HeaderValue::from_str(&bearer).is_err() || bearer.is_empty() || bearer.len() > 4096
+        {
+            errors.push(FieldError::new(
+                field("bearer"),
+                "must be a token of 1 to 4096 visible characters",
+            ));
+        } else {
+            headers.insert("Authorization".to_owned(), format!("Bearer {bearer}"));
+        }
+    }
+    if headers.len() > MAX_TOOL_HEADERS {
+        errors.push(FieldError::new(
+            field("headers"),
+            format!("at most {MAX_TOOL_HEADERS} headers"),
+        ));
+    }
+    headers
+}
+
 async fn tool_servers(
     state: &AppState,
     errors: &mut Vec<FieldError>,
@@ -401,46 +479,8 @@ async fn tool_servers(
             })
             .unwrap_or_default();
         check_len(errors, &field("name"), &name, 1, 100);
-        let mut headers = BTreeMap::new();
-        for (header, value) in input.headers.unwrap_or_default() {
-            let lower = header.to_ascii_lowercase();
-            if http::HeaderName::from_bytes(header.as_bytes()).is_err()
-                || RESERVED_HEADERS.contains(&lower.as_str())
-            {
-                errors.push(FieldError::new(
-                    field("headers"),
-                    format!("`{header}` is not a header a tool server's settings may set"),
-                ));
-            } else if http::HeaderValue::from_str(&value).is_err() || value.len() > 4096 {
-                errors.push(FieldError::new(
-                    field("headers"),
-                    format!(
-                        "the value of `{header}` is not a valid header value (at most 4096 bytes)"
-                    ),
-                ));
-            } else {
-                headers.insert(header, value);
-            }
-        }
-        if let Some(bearer) = input.bearer {
-            if http::HeaderValue::from_str(&bearer).is_err()
-                || bearer.is_empty()
-                || bearer.len() > 4096
-            {
-                errors.push(FieldError::new(
-                    field("bearer"),
-                    "must be a token of 1 to 4096 visible characters",
-                ));
-            } else {
-                headers.insert("Authorization".to_owned(), format!("Bearer {bearer}"));
-            }
-        }
-        if headers.len() > MAX_TOOL_HEADERS {
-            errors.push(FieldError::new(
-                field("headers"),
-                format!("at most {MAX_TOOL_HEADERS} headers"),
-            ));
-        }
+        let mut headers =
+            credential_headers(errors, &format!("tools[{i}]."), input.headers, input.bearer);
         if headers.is_empty()
             && let Some(at) = kept_servers.iter().position(|s| s.url == url)
         {
@@ -727,6 +767,7 @@ async fn update(
             "endpoint",
             "card_url",
             "tools",
+            "credential_headers",
         ] {
             object.remove(key);
         }

@@ -356,6 +356,10 @@ pub(super) struct ListParams {
     /// UUID or address of the team that started it.
     #[param(min_length = 1, max_length = 200)]
     pub(super) team: Option<String>,
+    /// The conversation a team's run belongs to: an A2A `contextId`, a uAgent's session,
+    /// or the id of the collaboration that delegated to the team.
+    #[param(format = Uuid)]
+    pub(super) context_id: Option<String>,
 }
 
 /// How a request may name a collaboration's source: flockx's names and Skein's.
@@ -397,6 +401,12 @@ async fn list(
         ),
         ..Default::default()
     };
+    if let Some(context) = &params.context_id {
+        match Uuid::parse_str(context) {
+            Ok(id) => filter.context_id = Some(id),
+            Err(_) => errors.push(FieldError::new("context_id", "must be a UUID")),
+        }
+    }
     if let Some(channel) = &params.channel_id {
         match Uuid::parse_str(channel) {
             Ok(id) => filter.channel_id = Some(id),

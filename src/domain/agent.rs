@@ -64,7 +64,13 @@ pub enum AgentSpec {
     /// `{"content": "…"}`.
     Http { endpoint: String },
     /// A remote agent speaking Google's Agent2Agent protocol, found through its card.
-    A2a { card_url: String },
+    A2a {
+        card_url: String,
+        /// The names of the headers its credentials are sent in (their values are sealed,
+        /// in [`Agent::tool_credentials`], and never shown).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        credential_headers: Vec<String>,
+    },
     /// A person, speaking through the API or the browser; the engine waits for them.
     Human,
     /// A Fetch.ai uAgent, known by its own `agent1q…` address and spoken to in the chat

@@ -524,3 +524,62 @@ async fn a_uagent_sends_a_team_a_chat_message_and_gets_its_summary() {
     assert!(text.contains(run["summary"].as_str().unwrap()), "{text}");
     peer.stop().await;
 }
+
+#[tokio::test]
+async fn a_team_takes_part_in_another_collaboration_over_a2a() {
+    let app = spawn_app().await;
+    let (inner, _, _) = team(&app, "Kitchen", 2, 0).await;
+    // The team, as any A2A agent is added: its card, and a key of its server as bearer.
+    let delegate = app
+        .create_agent(json!({"name": "Kitchen team", "kind": "a2a",
+                             "card_url": inner["a2a_url"],
+                             "bearer": crate::support::ADMIN_KEY}))
+        .await;
+    assert_eq!(delegate["credential_headers"], json!(["Authorization"]));
+    assert!(delegate.get("bearer").is_none() && delegate.get("headers").is_none());
+    let host = app
+        .scripted("Host", &["What is for dinner?", "Thanks."], 0)
+        .await;
+    let parent = app
+        .collaborate(
+            &host,
+            &delegate,
+            json!({"message_cap": 3, "strategy": "round_robin",
+                   "evaluate_objective_completion": false}),
+        )
+        .await;
+    let done = app.wait_until_summarized(&id(&parent)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["end_reason"], "message_cap");
+
+    // The team's run is a collaboration of its own, completed, and linked to the parent.
+    let nested = app
+        .get_json(&format!(
+            "/api/v1/collaborations?context_id={}",
+            id(&parent)
+        ))
+        .await;
+    assert_eq!(nested["meta"]["total"], 1, "{nested}");
+    let run = &nested["items"][0];
+    assert_eq!(run["team_id"], inner["id"]);
+    assert_eq!(run["status"], "completed");
+    assert!(
+        run["objective"]
+            .as_str()
+            .unwrap()
+            .contains("What is for dinner?"),
+        "{run}"
+    );
+    // What the team concluded is what it said in the parent's channel.
+    let history = app.history(done["channel_id"].as_str().unwrap()).await;
+    let said: Vec<&Value> = history
+        .iter()
+        .filter(|e| e["type"] == "message" && e["sender"]["name"] == "Kitchen team")
+        .collect();
+    assert_eq!(said.len(), 1);
+    let content = said[0]["content"].as_str().unwrap();
+    assert!(
+        content.contains(run["summary"].as_str().unwrap()),
+        "{content}"
+    );
+}
