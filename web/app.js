@@ -1,6 +1,6 @@
 // The web UI's entry point: sign-in, the hash router and the navigation.
 //
-// Routes live in the URL fragment (`#/`, `#/new`, `#/agents`, `#/c/{id}`), so the server
+// Routes live in the URL fragment (`#/`, `#/new`, `#/teams`, `#/agents`, `#/c/{id}`), so the server
 // serves one page and a reload or a shared link opens the same view. The sign-in link that
 // `skein serve` prints carries the key as `#key=…`: a fragment never reaches the server,
 // and the key is moved into localStorage and out of the address bar at once.
@@ -9,6 +9,7 @@ import { ApiError, clearKey, getKey, request, setKey } from "./api.js";
 import { agentsView } from "./agents.js";
 import { channelView } from "./channel.js";
 import { createView, listView } from "./collaborations.js";
+import { teamsView } from "./teams.js";
 import { confirmAction, h } from "./ui.js";
 
 const main = document.getElementById("main");
@@ -59,6 +60,9 @@ function route() {
   } else if (path === "/agents") {
     section = "agents";
     dispose = agentsView(main);
+  } else if (path === "/teams") {
+    section = "teams";
+    dispose = teamsView(main);
   } else {
     section = "collaborations";
     dispose = listView(main, params);
@@ -67,7 +71,7 @@ function route() {
     if (link.dataset.nav === section) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
-  document.title = `${{ collaborations: "Collaborations", new: "New collaboration", agents: "Agents" }[section]} · Skein`;
+  document.title = `${{ collaborations: "Collaborations", new: "New collaboration", agents: "Agents", teams: "Teams" }[section]} · Skein`;
   main.focus({ preventScroll: true });
   window.scrollTo(0, 0);
 }

@@ -26,6 +26,10 @@ export function channelView(main, id) {
   const badge = h("span");
   const stateLine = h("p", { class: "state-line", role: "status" });
   const forkedFrom = h("p", { class: "forked-from muted" });
+  /// Where a team's run came from (its team; the collaboration that delegated to it), and
+  /// the runs of teams this collaboration delegated to.
+  const lineage = h("div", { class: "lineage muted" });
+  let lineageFor = "";
   const buttons = h("div", { class: "actions" });
   const summary = h("section", { class: "summary card", "aria-label": "Summary", hidden: true });
   const summaryText = h("div");
@@ -42,6 +46,7 @@ export function channelView(main, id) {
     h("div", { class: "page-head" }, h("div", {}, h("a", { href: "#/", class: "back" }, "← Collaborations"), title), buttons),
     h("div", { class: "state" }, badge, stateLine),
     forkedFrom,
+    lineage,
     summary,
     h("details", { class: "card roster-card" }, h("summary", {}, "Agents in this channel"), roster),
     transcript,
@@ -82,11 +87,33 @@ export function channelView(main, id) {
       h("button", { type: "button", class: "danger", onclick: remove }, "Delete"),
     );
     put(forkedFrom, c.forked_from && ["Forked from ", h("a", { href: `#/c/${c.forked_from.collaboration_id}` }, "another collaboration"), ` at #${c.forked_from.at_seq}.`]);
+    if (lineageFor !== `${c.id}:${c.status}`) {
+      lineageFor = `${c.id}:${c.status}`;
+      renderLineage(c);
+    }
     put(roster, [c.principal, ...c.participants].map((agent, i) =>
       h("li", {}, h("span", { class: "name" }, agent.name), " ", kindBadge(agent.kind), i === 0 ? h("span", { class: "muted" }, " principal") : "", " ", address(agent.address))));
     renderState();
     renderSummary();
     renderComposer();
+  }
+
+  /// The team that ran this, the collaboration that delegated to it, and the runs of the
+  /// teams it delegated to (theirs carry its id as their `context_id`).
+  async function renderLineage(c) {
+    const parts = [];
+    if (c.team_id) parts.push(h("p", {}, "A run of a team · ", h("a", { href: `#/?team=${c.team_id}` }, "its other runs")));
+    const [parent, children] = await Promise.all([
+      c.context_id ? api.get(`/collaborations/${c.context_id}`).catch(() => null) : null,
+      api.get(`/collaborations?context_id=${c.id}&size=50`).catch(() => null),
+    ]);
+    if (parent) parts.push(h("p", {}, "Delegated by ", h("a", { href: `#/c/${parent.id}` }, parent.objective)));
+    if (children?.items.length) {
+      parts.push(h("p", {}, `Delegated to teams (${children.meta.total}):`),
+        h("ul", { class: "delegated" }, children.items.map((run) =>
+          h("li", {}, statusBadge(run.status), " ", h("a", { href: `#/c/${run.id}` }, run.headline || run.objective)))));
+    }
+    put(lineage, parts);
   }
 
   /// The box people type in: for collaborations with human participants, while running.

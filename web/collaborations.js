@@ -23,10 +23,10 @@ const REFRESH_MS = 3000;
 
 /// `#/?status=running&agent=…&page=2`: the filters live in the URL so a reload keeps them.
 export function listView(main, params) {
-  const filters = { status: params.get("status") || "", agent: params.get("agent") || "", page: Number(params.get("page")) || 1 };
+  const filters = { status: params.get("status") || "", agent: params.get("agent") || "", team: params.get("team") || "", page: Number(params.get("page")) || 1 };
   const setFilters = (changes) => {
     const next = { ...filters, ...changes };
-    location.hash = `#/${query({ status: next.status, agent: next.agent, page: next.page > 1 ? next.page : "" })}`;
+    location.hash = `#/${query({ status: next.status, agent: next.agent, team: next.team, page: next.page > 1 ? next.page : "" })}`;
   };
 
   const status = h("select", { name: "status", onchange: () => setFilters({ status: status.value, page: 1 }) },
@@ -40,7 +40,9 @@ export function listView(main, params) {
     h("div", { class: "page-head" }, h("h1", {}, "Collaborations"), h("a", { class: "button primary", href: "#/new" }, "New collaboration")),
     h("div", { class: "filters" },
       h("label", {}, "Status ", status),
-      h("label", {}, "Agent ", agent)),
+      h("label", {}, "Agent ", agent),
+      filters.team && h("span", { class: "team-filter" }, "Runs of one team · ",
+        h("button", { type: "button", class: "link", onclick: () => setFilters({ team: "", page: 1 }) }, "Show all"))),
     list,
     pager,
   );
@@ -54,7 +56,7 @@ export function listView(main, params) {
   let stopped = false;
   async function load() {
     try {
-      const page = await api.get(`/collaborations${query({ page: filters.page, size: PAGE_SIZE, status: filters.status, agent: filters.agent })}`);
+      const page = await api.get(`/collaborations${query({ page: filters.page, size: PAGE_SIZE, status: filters.status, agent: filters.agent, team: filters.team })}`);
       if (stopped) return;
       const signature = JSON.stringify(page);
       if (signature !== shown) {
@@ -72,7 +74,7 @@ export function listView(main, params) {
   function render({ items, meta }) {
     const focused = document.activeElement?.dataset?.key;
     if (items.length === 0) {
-      const filtered = filters.status || filters.agent;
+      const filtered = filters.status || filters.agent || filters.team;
       put(list, h("li", { class: "empty" }, filtered ? "No collaboration matches these filters." : "No collaborations yet. ",
         !filtered && [h("a", { href: "#/new" }, "Start one"), ", or watch three scripted agents plan an evening (no model needed): ",
           h("button", { type: "button", class: "demo", onclick: (event) => startDemo(event.currentTarget) }, "Watch a demo")]));
@@ -152,39 +154,9 @@ function fill(form, agents) {
       h("a", { href: "#/agents" }, "Create agents first.")));
     return;
   }
-  const search = h("input", { type: "search", placeholder: "Search by name or address", "aria-label": "Search agents", autocomplete: "off" });
-  const rows = agents.map((agent) => {
-    const principal = h("input", { type: "radio", name: "principal", value: agent.id, "aria-label": `${agent.name} as principal` });
-    const participant = h("input", { type: "checkbox", name: "participants", value: agent.id, "aria-label": `${agent.name} as participant` });
-    // One agent cannot be both: choosing one role clears the other.
-    principal.addEventListener("change", () => {
-      participant.checked = false;
-      summarize();
-    });
-    participant.addEventListener("change", () => {
-      if (participant.checked) principal.checked = false;
-      summarize();
-    });
-    const tr = h("tr", { dataset: { search: `${agent.name} ${agent.address} ${agent.id}`.toLowerCase() } },
-      h("td", { class: "pick" }, principal), h("td", { class: "pick" }, participant),
-      h("td", {}, h("span", { class: "name" }, agent.name), " ", kindBadge(agent.kind)),
-      h("td", { class: "wide-only" }, address(agent.address)));
-    return tr;
-  });
-  search.addEventListener("input", () => {
-    const needle = search.value.trim().toLowerCase();
-    for (const tr of rows) tr.hidden = needle !== "" && !tr.dataset.search.includes(needle);
-  });
-  const chosen = h("p", { class: "chosen", "aria-live": "polite" });
-  function summarize() {
-    const byId = Object.fromEntries(agents.map((a) => [a.id, a.name]));
-    const principal = form.querySelector("[name=principal]:checked");
-    const participants = [...form.querySelectorAll("[name=participants]:checked")].map((i) => byId[i.value]);
-    chosen.textContent = `Principal: ${principal ? byId[principal.value] : "none yet"} · Participants: ${participants.length ? participants.join(", ") : "none yet"}`;
-  }
-  summarize();
-
+  const roster = rosterPicker(agents);
   const objective = h("textarea", { rows: 3, placeholder: "Plan a night out with my friends" });
+
   const cap = h("input", { type: "number", inputmode: "numeric", value: 10 });
   const timeout = h("input", { type: "number", inputmode: "numeric", value: 60 });
   const strategy = h("select", {}, h("option", { value: "manager" }, "Manager picks the next speaker"), h("option", { value: "round_robin" }, "Round robin"));
@@ -195,17 +167,7 @@ function fill(form, agents) {
   const submit = h("button", { type: "submit", class: "primary" }, "Start collaboration");
 
   form.replaceChildren(
-    h("fieldset", {},
-      h("legend", {}, "Agents"),
-      h("p", { class: "hint" }, "One principal leads; pick at least one participant."),
-      search,
-      h("div", { class: "table-wrap" },
-        h("table", { class: "picker" },
-          h("thead", {}, h("tr", {}, h("th", {}, "Principal"), h("th", {}, "Participant"), h("th", {}, "Agent"), h("th", { class: "wide-only" }, "Address"))),
-          h("tbody", {}, rows))),
-      chosen,
-      h("p", { class: "field-error", "data-error-for": "principal", role: "alert", hidden: true }),
-      h("p", { class: "field-error", "data-error-for": "participants", role: "alert", hidden: true })),
+    roster.node,
     field("Objective", "objective", objective, "What the agents should accomplish."),
     h("div", { class: "row" },
       field("Message cap", "message_cap", cap, "The collaboration ends after this many messages."),
@@ -226,10 +188,8 @@ function fill(form, agents) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     clearErrors(form);
-    const principal = form.querySelector("[name=principal]:checked");
     const body = {
-      principal: principal ? principal.value : "",
-      participants: [...form.querySelectorAll("[name=participants]:checked")].map((i) => i.value),
+      ...roster.value(),
       message_cap: numberOrText(cap.value),
       timeout_window: numberOrText(timeout.value),
       strategy: strategy.value,
@@ -251,8 +211,60 @@ function fill(form, agents) {
   });
 }
 
+/// The agents of a roster to pick: one principal (a radio), participants (checkboxes), a
+/// search over names and addresses, and a line saying who is chosen. `chosen` preselects.
+export function rosterPicker(agents, chosen = {}) {
+  const search = h("input", { type: "search", placeholder: "Search by name or address", "aria-label": "Search agents", autocomplete: "off" });
+  const line = h("p", { class: "chosen", "aria-live": "polite" });
+  const picks = [];
+  const byId = Object.fromEntries(agents.map((a) => [a.id, a.name]));
+  const value = () => ({
+    principal: picks.find((p) => p.principal.checked)?.principal.value ?? "",
+    participants: picks.filter((p) => p.participant.checked).map((p) => p.participant.value),
+  });
+  const summarize = () => {
+    const { principal, participants } = value();
+    line.textContent = `Principal: ${principal ? byId[principal] : "none yet"} · Participants: ${participants.length ? participants.map((id) => byId[id]).join(", ") : "none yet"}`;
+  };
+  const rows = agents.map((agent) => {
+    const principal = h("input", { type: "radio", name: "principal", value: agent.id, "aria-label": `${agent.name} as principal`, checked: chosen.principal === agent.id });
+    const participant = h("input", { type: "checkbox", name: "participants", value: agent.id, "aria-label": `${agent.name} as participant`, checked: (chosen.participants ?? []).includes(agent.id) });
+    // One agent cannot be both: choosing one role clears the other.
+    principal.addEventListener("change", () => {
+      participant.checked = false;
+      summarize();
+    });
+    participant.addEventListener("change", () => {
+      if (participant.checked) principal.checked = false;
+      summarize();
+    });
+    picks.push({ principal, participant });
+    return h("tr", { dataset: { search: `${agent.name} ${agent.address} ${agent.id}`.toLowerCase() } },
+      h("td", { class: "pick" }, principal), h("td", { class: "pick" }, participant),
+      h("td", {}, h("span", { class: "name" }, agent.name), " ", kindBadge(agent.kind)),
+      h("td", { class: "wide-only" }, address(agent.address)));
+  });
+  search.addEventListener("input", () => {
+    const needle = search.value.trim().toLowerCase();
+    for (const tr of rows) tr.hidden = needle !== "" && !tr.dataset.search.includes(needle);
+  });
+  summarize();
+  const node = h("fieldset", {},
+    h("legend", {}, "Agents"),
+    h("p", { class: "hint" }, "One principal leads; pick at least one participant."),
+    search,
+    h("div", { class: "table-wrap" },
+      h("table", { class: "picker" },
+        h("thead", {}, h("tr", {}, h("th", {}, "Principal"), h("th", {}, "Participant"), h("th", {}, "Agent"), h("th", { class: "wide-only" }, "Address"))),
+        h("tbody", {}, rows))),
+    line,
+    h("p", { class: "field-error", "data-error-for": "principal", role: "alert", hidden: true }),
+    h("p", { class: "field-error", "data-error-for": "participants", role: "alert", hidden: true }));
+  return { node, value };
+}
+
 /// What the user typed, as a number when it is one; the server says what is wrong if not.
-function numberOrText(value) {
+export function numberOrText(value) {
   const trimmed = value.trim();
   return trimmed !== "" && Number.isFinite(Number(trimmed)) ? Number(trimmed) : trimmed;
 }

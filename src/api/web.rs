@@ -48,6 +48,7 @@ const ASSETS: &[Asset] = assets!(
     "collaborations.js" => "text/javascript; charset=utf-8",
     "channel.js" => "text/javascript; charset=utf-8",
     "agents.js" => "text/javascript; charset=utf-8",
+    "teams.js" => "text/javascript; charset=utf-8",
 );
 
 /// `connect-src 'self'` covers this server's own `ws:`/`wss:` URLs (CSP level 3).

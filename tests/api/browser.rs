@@ -1217,3 +1217,160 @@ async fn a_message_s_fork_button_asks_what_to_change_and_opens_the_fork() {
     assert_eq!(fork["message_cap"], 2);
     assert_no_page_errors(&browser);
 }
+
+#[tokio::test]
+async fn a_team_is_made_run_and_shown_with_its_a2a_mcp_and_uagents_reach() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let host = app.scripted("Host", &["Shall we?", "Done."], 100).await;
+    let guest = app.scripted("Guest", &["Yes."], 100).await;
+    let page = signed_in(&browser, &app).await;
+    open(&page, "#/teams").await;
+    page.wait_until(
+        "document.querySelector('.teams .empty')",
+        "the empty list says what to do",
+    )
+    .await;
+    page.click(".page-head button.primary").await;
+    page.wait_until("document.querySelector('#field-name')", "the form opens")
+        .await;
+    page.fill("#field-name", "Planners").await;
+    page.click(&format!("input[name=principal][value='{}']", id(&host)))
+        .await;
+    page.click(&format!("input[name=participants][value='{}']", id(&guest)))
+        .await;
+    page.fill("#field-message_cap", "3").await;
+    page.choose("#field-strategy", "round_robin").await;
+    page.click("form button[type=submit]").await;
+    page.wait_until(
+        "[...document.querySelectorAll('.team .name')].some(e => e.textContent === 'Planners')",
+        "the team is listed",
+    )
+    .await;
+    let teams = app.get_json("/api/v1/teams").await;
+    let team = &teams["items"][0];
+    assert_eq!(team["principal"]["id"], host["id"]);
+    assert_eq!(team["message_cap"], 3);
+    assert_eq!(team["answers_uagents"], false);
+    // Where other systems reach it, each with a copy button.
+    let reach = page.text(".team .reach").await;
+    let reach = reach.as_str().unwrap();
+    assert!(
+        reach.contains(team["a2a_card_url"].as_str().unwrap()),
+        "{reach}"
+    );
+    assert!(reach.contains(team["mcp_url"].as_str().unwrap()), "{reach}");
+    let copies = page
+        .eval("document.querySelectorAll('.team .reach button.copy').length")
+        .await;
+    assert_eq!(copies, 3);
+    page.screenshot("teams").await;
+
+    // Run it: the channel opens, and says it is a run of the team.
+    page.fill(".run-team input", "Plan the offsite").await;
+    page.click(".run-team button").await;
+    page.wait_until(
+        "location.hash.startsWith('#/c/') && document.querySelector('.lineage a')",
+        "the run's channel opens, linked to its team",
+    )
+    .await;
+    page.wait_until(
+        "document.querySelector('.summary:not([hidden])')",
+        "the run ends with its summary",
+    )
+    .await;
+    let runs = app
+        .get_json(&format!("/api/v1/teams/{}/collaborations", id(team)))
+        .await;
+    assert_eq!(runs["items"][0]["objective"], "Plan the offsite");
+
+    // Edit: take uAgents' messages.
+    open(&page, "#/teams").await;
+    page.wait_until("document.querySelector('.team')", "the team is listed")
+        .await;
+    page.click(".team .actions button:not(.danger)").await;
+    page.wait_until(
+        "document.querySelector('#team-uagents')",
+        "the editor opens",
+    )
+    .await;
+    page.click("#team-uagents").await;
+    page.click("form button[type=submit]").await;
+    wait_for(|| async {
+        let team = app.get_json(&format!("/api/v1/teams/{}", id(team))).await;
+        (team["answers_uagents"] == true).then_some(())
+    })
+    .await;
+    assert_no_page_errors(&browser);
+}
+
+#[tokio::test]
+async fn a_collaboration_that_delegated_to_a_team_links_to_its_run_and_back() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let cook = app.scripted("Cook", &["Soup."], 0).await;
+    let helper = app.scripted("Helper", &["Bread."], 0).await;
+    let team = app
+        .create(
+            "/api/v1/teams",
+            json!({"name": "Kitchen", "principal": id(&cook), "participants": [id(&helper)],
+                   "message_cap": 2, "evaluate_objective_completion": false}),
+        )
+        .await;
+    let delegate = app
+        .create_agent(
+            json!({"name": "Kitchen team", "kind": "a2a", "card_url": team["a2a_url"],
+                             "bearer": crate::support::ADMIN_KEY}),
+        )
+        .await;
+    let host = app
+        .scripted("Host", &["What is for dinner?", "Thanks."], 0)
+        .await;
+    let parent = app
+        .collaborate(
+            &host,
+            &delegate,
+            json!({"message_cap": 3, "strategy": "round_robin",
+                   "evaluate_objective_completion": false}),
+        )
+        .await;
+    app.wait_until_summarized(&id(&parent)).await;
+    let page = signed_in(&browser, &app).await;
+    open(&page, &format!("#/c/{}", id(&parent))).await;
+    page.wait_until(
+        "document.querySelector('.lineage .delegated a')",
+        "the parent lists the team's run",
+    )
+    .await;
+    let child = page
+        .eval("document.querySelector('.lineage .delegated a').getAttribute('href')")
+        .await;
+    let runs = app
+        .get_json(&format!(
+            "/api/v1/collaborations?context_id={}",
+            id(&parent)
+        ))
+        .await;
+    assert_eq!(child, json!(format!("#/c/{}", id(&runs["items"][0]))));
+    open(&page, child.as_str().unwrap()).await;
+    page.wait_until(
+        "document.querySelector('.lineage') && [...document.querySelectorAll('.lineage a')].some(a => a.textContent.startsWith('Plan a night out'))",
+        "the team's run links back to the parent",
+    )
+    .await;
+    let back = page
+        .eval("[...document.querySelectorAll('.lineage a')].map(a => a.getAttribute('href'))")
+        .await;
+    assert!(
+        back.as_array()
+            .unwrap()
+            .iter()
+            .any(|href| href == &json!(format!("#/c/{}", id(&parent)))),
+        "{back}"
+    );
+    assert_no_page_errors(&browser);
+}
