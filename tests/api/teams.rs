@@ -583,3 +583,63 @@ async fn a_team_takes_part_in_another_collaboration_over_a2a() {
         "{content}"
     );
 }
+
+#[tokio::test]
+async fn subscribing_to_a_task_streams_it_to_its_end_and_a_finished_one_is_refused() {
+    let app = spawn_app().await;
+    let (team, _, _) = team(&app, "Planners", 3, 300).await;
+    let team_id = id(&team);
+    let sent = rpc(
+        &app,
+        &team_id,
+        "SendMessage",
+        json!({"message": {"messageId": "m1", "role": "ROLE_USER",
+                           "parts": [{"text": "Plan the offsite"}]},
+               "configuration": {"returnImmediately": true}}),
+    )
+    .await;
+    let task_id = sent["result"]["task"]["id"].as_str().unwrap().to_owned();
+    let response = reqwest::Client::new()
+        .post(app.url(&format!("/a2a/teams/{team_id}")))
+        .bearer_auth(crate::support::ADMIN_KEY)
+        .json(
+            &json!({"jsonrpc": "2.0", "id": "s", "method": "SubscribeToTask",
+                      "params": {"id": task_id}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    // The whole stream, to its end: every event a JSON-RPC response to the request.
+    let body = tokio::time::timeout(crate::support::PATIENCE, response.text())
+        .await
+        .expect("the stream ends with the task")
+        .unwrap();
+    let events: Vec<Value> = body
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .map(|data| serde_json::from_str(data).unwrap())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .all(|e| e["id"] == "s" && e["jsonrpc"] == "2.0")
+    );
+    assert_eq!(events[0]["result"]["task"]["id"], task_id.as_str());
+    let last = &events.last().unwrap()["result"]["statusUpdate"];
+    assert_eq!(last["status"]["state"], "TASK_STATE_COMPLETED", "{body}");
+    let said = events
+        .iter()
+        .filter(|e| e["result"]["statusUpdate"]["status"]["state"] == "TASK_STATE_WORKING")
+        .count();
+    assert_eq!(said, 3, "one update per message: {body}");
+
+    let again = rpc(&app, &team_id, "SubscribeToTask", json!({"id": task_id})).await;
+    assert_eq!(again["error"]["code"], -32004);
+}
