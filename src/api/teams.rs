@@ -188,6 +188,35 @@ struct ValidTeam {
     answers_uagents: bool,
 }
 
+impl ValidTeam {
+    /// The team as `saved_by` saves it (its runs over uAgents are started as that key).
+    fn saved(
+        self,
+        id: Uuid,
+        account_id: Uuid,
+        address: crate::domain::AgentAddress,
+        saved_by: Uuid,
+        created_at: DateTime<Utc>,
+        updated_at: DateTime<Utc>,
+    ) -> Team {
+        let mut members = self.members.into_iter();
+        Team {
+            id,
+            account_id,
+            address,
+            name: self.name,
+            description: self.description,
+            principal: members.next().expect("a roster has a principal"),
+            participants: members.collect(),
+            defaults: self.defaults,
+            answers_uagents: self.answers_uagents,
+            saved_by,
+            created_at,
+            updated_at,
+        }
+    }
+}
+
 impl TeamInput {
     async fn validate(self, state: &AppState, account_id: Uuid) -> Result<ValidTeam, AppError> {
         let limits = &state.config.limits;
@@ -293,27 +322,14 @@ async fn create(
     let valid = input.validate(&state, caller.account_id).await?;
     let id = Uuid::now_v7();
     let now = crate::domain::now();
-    let mut members = valid.members.into_iter();
-    let team = Team {
-        id,
-        account_id: caller.account_id,
-        address: state
-            .engine
-            .remote()
-            .identities
-            .for_team(id)
-            .address()
-            .clone(),
-        name: valid.name,
-        description: valid.description,
-        principal: members.next().expect("a roster has a principal"),
-        participants: members.collect(),
-        defaults: valid.defaults,
-        answers_uagents: valid.answers_uagents,
-        saved_by: caller.key.id,
-        created_at: now,
-        updated_at: now,
-    };
+    let address = state
+        .engine
+        .remote()
+        .identities
+        .for_team(id)
+        .address()
+        .clone();
+    let team = valid.saved(id, caller.account_id, address, caller.key.id, now, now);
     state.store.insert_team(&team).await?;
     let location = format!("/api/v1/teams/{id}");
     let view = view(&state, &base_url(&state, &headers), team).await?;
@@ -398,18 +414,14 @@ async fn update(
     let input: TeamInput = serde_path_to_error::deserialize(merged)
         .map_err(|e| AppError::invalid(e.path().to_string(), e.inner().to_string()))?;
     let valid = input.validate(&state, caller.account_id).await?;
-    let mut members = valid.members.into_iter();
-    let updated = Team {
-        name: valid.name,
-        description: valid.description,
-        principal: members.next().expect("a roster has a principal"),
-        participants: members.collect(),
-        defaults: valid.defaults,
-        answers_uagents: valid.answers_uagents,
-        saved_by: caller.key.id,
-        updated_at: crate::domain::now(),
-        ..current
-    };
+    let updated = valid.saved(
+        current.id,
+        current.account_id,
+        current.address,
+        caller.key.id,
+        current.created_at,
+        crate::domain::now(),
+    );
     if !state.store.update_team(&updated).await? {
         return Err(AppError::NotFound("team"));
     }

@@ -526,6 +526,31 @@ where
         Ok(())
     }
 
+    /// The account's row of `table` (agents or teams) that `reference` names, by id or by
+    /// address.
+    async fn named<Row>(
+        &self,
+        table: &'static str,
+        account_id: Uuid,
+        reference: &AgentRef,
+    ) -> StoreResult<Option<Row>>
+    where
+        Row: for<'r> sqlx::FromRow<'r, D::Row> + Send + Unpin,
+    {
+        let mut query = QueryBuilder::<D>::new("SELECT * FROM ");
+        query
+            .push(table)
+            .push(" WHERE account_id = ")
+            .push_bind(id::<D>(account_id));
+        match reference {
+            AgentRef::Id(named) => query.push(" AND id = ").push_bind(id::<D>(*named)),
+            AgentRef::Address(address) => query
+                .push(" AND address = ")
+                .push_bind(address.as_str().to_owned()),
+        };
+        Ok(query.build_query_as().fetch_optional(&self.reads).await?)
+    }
+
     /// One page of a query over `table`'s rows of an account, newest first, with how many
     /// rows the account has in all.
     async fn page<Row>(
@@ -992,19 +1017,7 @@ where
     }
 
     async fn get_agent(&self, account_id: Uuid, agent: &AgentRef) -> StoreResult<Option<Agent>> {
-        let query = match agent {
-            AgentRef::Id(agent_id) => {
-                sqlx::query_as("SELECT * FROM agents WHERE account_id = $1 AND id = $2")
-                    .bind(id::<D>(account_id))
-                    .bind(id::<D>(*agent_id))
-            }
-            AgentRef::Address(address) => {
-                sqlx::query_as("SELECT * FROM agents WHERE account_id = $1 AND address = $2")
-                    .bind(id::<D>(account_id))
-                    .bind(address.as_str())
-            }
-        };
-        let row: Option<AgentRow<D::Id>> = query.fetch_optional(&self.reads).await?;
+        let row: Option<AgentRow<D::Id>> = self.named("agents", account_id, agent).await?;
         row.map(|row| row.into_domain(&self.vault)).transpose()
     }
 
@@ -1141,19 +1154,7 @@ where
     }
 
     async fn get_team(&self, account_id: Uuid, team: &AgentRef) -> StoreResult<Option<Team>> {
-        let query = match team {
-            AgentRef::Id(team_id) => {
-                sqlx::query_as("SELECT * FROM teams WHERE account_id = $1 AND id = $2")
-                    .bind(id::<D>(account_id))
-                    .bind(id::<D>(*team_id))
-            }
-            AgentRef::Address(address) => {
-                sqlx::query_as("SELECT * FROM teams WHERE account_id = $1 AND address = $2")
-                    .bind(id::<D>(account_id))
-                    .bind(address.as_str())
-            }
-        };
-        let row: Option<TeamRow<D::Id>> = query.fetch_optional(&self.reads).await?;
+        let row: Option<TeamRow<D::Id>> = self.named("teams", account_id, team).await?;
         row.map(TeamRow::into_domain).transpose()
     }
 

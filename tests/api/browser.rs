@@ -1312,32 +1312,7 @@ async fn a_collaboration_that_delegated_to_a_team_links_to_its_run_and_back() {
         return;
     };
     let app = spawn_app().await;
-    let cook = app.scripted("Cook", &["Soup."], 0).await;
-    let helper = app.scripted("Helper", &["Bread."], 0).await;
-    let team = app
-        .create(
-            "/api/v1/teams",
-            json!({"name": "Kitchen", "principal": id(&cook), "participants": [id(&helper)],
-                   "message_cap": 2, "evaluate_objective_completion": false}),
-        )
-        .await;
-    let delegate = app
-        .create_agent(
-            json!({"name": "Kitchen team", "kind": "a2a", "card_url": team["a2a_url"],
-                             "bearer": crate::support::ADMIN_KEY}),
-        )
-        .await;
-    let host = app
-        .scripted("Host", &["What is for dinner?", "Thanks."], 0)
-        .await;
-    let parent = app
-        .collaborate(
-            &host,
-            &delegate,
-            json!({"message_cap": 3, "strategy": "round_robin",
-                   "evaluate_objective_completion": false}),
-        )
-        .await;
+    let (_, _, parent) = crate::teams::delegating(&app).await;
     app.wait_until_summarized(&id(&parent)).await;
     let page = signed_in(&browser, &app).await;
     open(&page, &format!("#/c/{}", id(&parent))).await;

@@ -525,18 +525,16 @@ async fn a_uagent_sends_a_team_a_chat_message_and_gets_its_summary() {
     peer.stop().await;
 }
 
-#[tokio::test]
-async fn a_team_takes_part_in_another_collaboration_over_a2a() {
-    let app = spawn_app().await;
-    let (inner, _, _) = team(&app, "Kitchen", 2, 0).await;
-    // The team, as any A2A agent is added: its card, and a key of its server as bearer.
+/// A team ("Kitchen") added as an a2a agent ("Kitchen team": its card, and a key of its
+/// server as bearer), and a collaboration of Host with it, three messages long, started.
+/// Returns (the team, the a2a agent, the collaboration).
+pub(crate) async fn delegating(app: &TestApp) -> (Value, Value, Value) {
+    let (inner, _, _) = team(app, "Kitchen", 2, 0).await;
     let delegate = app
         .create_agent(json!({"name": "Kitchen team", "kind": "a2a",
                              "card_url": inner["a2a_url"],
                              "bearer": crate::support::ADMIN_KEY}))
         .await;
-    assert_eq!(delegate["credential_headers"], json!(["Authorization"]));
-    assert!(delegate.get("bearer").is_none() && delegate.get("headers").is_none());
     let host = app
         .scripted("Host", &["What is for dinner?", "Thanks."], 0)
         .await;
@@ -548,6 +546,15 @@ async fn a_team_takes_part_in_another_collaboration_over_a2a() {
                    "evaluate_objective_completion": false}),
         )
         .await;
+    (inner, delegate, parent)
+}
+
+#[tokio::test]
+async fn a_team_takes_part_in_another_collaboration_over_a2a() {
+    let app = spawn_app().await;
+    let (inner, delegate, parent) = delegating(&app).await;
+    assert_eq!(delegate["credential_headers"], json!(["Authorization"]));
+    assert!(delegate.get("bearer").is_none() && delegate.get("headers").is_none());
     let done = app.wait_until_summarized(&id(&parent)).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["end_reason"], "message_cap");
