@@ -186,6 +186,7 @@ impl NewCollaboration {
             }),
             team_id: self.team_id,
             context_id: self.context_id,
+            synopsis: None,
             status: CollaborationStatus::Running,
             end_reason: None,
             headline: None,
@@ -248,6 +249,8 @@ pub struct Collaboration {
     pub team_id: Option<Uuid>,
     /// The conversation with the team it belongs to, if any.
     pub context_id: Option<Uuid>,
+    /// The model-written synopsis of its older turns, once one was written.
+    pub synopsis: Option<Synopsis>,
     pub status: CollaborationStatus,
     pub end_reason: Option<EndReason>,
     pub headline: Option<String>,
@@ -272,6 +275,14 @@ impl Collaboration {
             .chain(self.participants.iter().cloned())
             .collect()
     }
+}
+
+/// What agents are told of the turns that have left their window, as a model wrote it:
+/// everything up to `through_seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Synopsis {
+    pub text: String,
+    pub through_seq: i64,
 }
 
 /// What a collaboration came to, as the summarizer reads the transcript: what was decided,

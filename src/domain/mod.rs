@@ -41,7 +41,7 @@ pub use address::AgentAddress;
 pub use agent::{Agent, AgentKind, AgentRef, AgentSpec, ToolServer};
 pub use collaboration::{
     ActionItem, Collaboration, CollaborationStatus, EndReason, Ending, Fork, ForkedFrom,
-    NewCollaboration, Outcome, Source, Strategy, ValidCollaboration,
+    NewCollaboration, Outcome, Source, Strategy, Synopsis, ValidCollaboration,
 };
 pub use event::{ErrorCode, EventBody, Frame, Sender, StoredEvent, ToolRef};
 pub use paging::{Page, PageRequest};

@@ -10,7 +10,7 @@ use crate::{
         quote::{defuse, one_line},
     },
     config::EngineSettings,
-    domain::Sender,
+    domain::{Sender, Synopsis},
 };
 
 /// The last `window` lines of the transcript, quoted for a model that must read them as data
@@ -78,6 +78,7 @@ pub(crate) fn build(
     roster: &[Sender],
     transcript: &[Line],
     speaker: &Sender,
+    written: Option<&Synopsis>,
     settings: &EngineSettings,
 ) -> TurnContext {
     let split = transcript.len().saturating_sub(settings.context_window);
@@ -88,7 +89,7 @@ pub(crate) fn build(
         speaker: speaker.clone(),
         objective: objective.to_owned(),
         roster: roster.to_vec(),
-        synopsis: synopsis(older, settings.synopsis_chars),
+        synopsis: synopsis(older, written, settings.synopsis_chars),
         window: window.to_vec(),
         spoken_before: transcript
             .iter()
@@ -98,10 +99,26 @@ pub(crate) fn build(
     }
 }
 
+/// What an agent is told of the turns older than its window, in `budget` characters: the
+/// model-written synopsis of those it covers, then excerpts of those it does not yet.
+fn synopsis(older: &[Line], written: Option<&Synopsis>, budget: usize) -> String {
+    let Some(written) = written else {
+        return excerpts(older, budget);
+    };
+    let from = older.partition_point(|line| line.seq <= written.through_seq);
+    let text: String = written.text.chars().take(budget).collect();
+    let rest = excerpts(&older[from..], budget.saturating_sub(text.len() + 1));
+    if rest.is_empty() {
+        text
+    } else {
+        format!("{text}\n{rest}")
+    }
+}
+
 /// The most recent older turns that fit in `budget` characters, one short line each, with a
 /// note of how many earlier ones were left out. Walks backwards, so the cost is bounded by
 /// the budget rather than by the transcript's length.
-fn synopsis(older: &[Line], budget: usize) -> String {
+fn excerpts(older: &[Line], budget: usize) -> String {
     let mut kept = Vec::new();
     let mut used = 0;
     for line in older.iter().rev() {
@@ -180,6 +197,7 @@ mod tests {
                     &[a.clone(), b.clone()],
                     &transcript[..n],
                     &a,
+                    None,
                     &settings,
                 );
                 assert_eq!(ctx.window.len(), 4);
@@ -222,6 +240,7 @@ mod tests {
             &[a.clone(), b.clone()],
             &transcript,
             &a,
+            None,
             &settings,
         );
         assert!(ctx.synopsis.is_empty());

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::{
-    domain::{Agent, Collaboration, Ending, EventBody, Outcome, StoredEvent},
+    domain::{Agent, Collaboration, Ending, EventBody, Outcome, StoredEvent, Synopsis},
     store::{Lease, Store, StoreResult},
 };
 
@@ -32,6 +32,7 @@ pub(crate) trait Journal: Send + Sync + 'static {
         tokens: u64,
     ) -> StoreResult<Option<StoredEvent>>;
     async fn add_tokens(&self, lease: &Lease, tokens: u64, cost_micros: u64) -> StoreResult<()>;
+    async fn record_synopsis(&self, lease: &Lease, synopsis: &Synopsis) -> StoreResult<()>;
     async fn append_event(
         &self,
         lease: &Lease,
@@ -110,6 +111,9 @@ impl Journal for Stored {
 
     async fn add_tokens(&self, lease: &Lease, tokens: u64, cost_micros: u64) -> StoreResult<()> {
         self.0.add_tokens(lease, tokens, cost_micros).await
+    }
+    async fn record_synopsis(&self, lease: &Lease, synopsis: &Synopsis) -> StoreResult<()> {
+        self.0.record_synopsis(lease, synopsis).await
     }
 
     async fn remember_identity(&self, address: &str, collaboration_id: Uuid) -> StoreResult<()> {

@@ -27,6 +27,7 @@ pub(crate) use runner::within_limit;
 mod speaker;
 mod stall;
 mod summary;
+mod synopsis;
 mod wav;
 
 use std::{

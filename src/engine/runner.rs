@@ -26,6 +26,7 @@ use uuid::Uuid;
 
 use super::{
     Control, Crew, PostRefusal, auxiliary_model, context, judge, podcast, speaker, stall, summary,
+    synopsis,
 };
 use crate::{
     agents::{self, Delta, Line, ModelRef, Spend},
@@ -431,6 +432,47 @@ async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Cont
         .last()
         .is_some_and(|line| line.seq > state.judged_seq);
     loop {
+        // Messages that have left the agents' window are folded into the synopsis, every
+        // few; a failure leaves them as excerpts, and it is tried again later.
+        if let Some(aux) = state.aux.clone()
+            && let Some(lines) = synopsis::due(
+                &state.transcript,
+                crew.settings.context_window,
+                state.collaboration.synopsis.as_ref(),
+            )
+        {
+            let lines = lines.to_vec();
+            let writing = Box::pin(synopsis::write(
+                &crew.models,
+                &aux,
+                &state.collaboration.objective,
+                state.collaboration.synopsis.as_ref(),
+                &lines,
+                crew.settings.synopsis_chars,
+            ));
+            let wake = driver.wait(state, Phase::UNTIMED, writing).await;
+            driver.absorb(state);
+            match wake {
+                Wake::Done(Ok((written, spend))) => {
+                    add_tokens(crew, state, spend).await;
+                    let lease = state.lease.clone();
+                    if persist("synopsis", || {
+                        crew.journal.record_synopsis(&lease, &written)
+                    })
+                    .await
+                    .is_none()
+                    {
+                        return Exit::Halted;
+                    }
+                    state.collaboration.synopsis = Some(written);
+                }
+                Wake::Done(Err(error)) => {
+                    tracing::warn!(%error, "writing the synopsis failed; excerpts stand in")
+                }
+                Wake::Spoke(_) | Wake::Failed(_) | Wake::Capped => {}
+                Wake::Exit(exit) => return exit,
+            }
+        }
         if unjudged
             && state.collaboration.evaluate_objective_completion
             && let Some(aux) = state.aux.clone()
@@ -869,6 +911,7 @@ fn asked<'s>(
         &state.roster,
         &state.transcript,
         sender,
+        state.collaboration.synopsis.as_ref(),
         &crew.settings,
     );
     if sender.id == state.roster[0].id {

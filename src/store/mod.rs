@@ -32,7 +32,8 @@ use uuid::Uuid;
 use crate::{
     domain::{
         Account, Agent, AgentAddress, AgentRef, ApiKey, Collaboration, CollaborationStatus, Ending,
-        EventBody, NewCollaboration, NewKey, Outcome, PageRequest, Source, StoredEvent, Team,
+        EventBody, NewCollaboration, NewKey, Outcome, PageRequest, Source, StoredEvent, Synopsis,
+        Team,
         webhook::{AttemptOutcome, Delivery, DueDelivery, WebhookSettings},
     },
     secrets::Secret,
@@ -431,6 +432,8 @@ pub trait Store: Send + Sync + 'static {
     /// Adds tokens spent outside turns (judge, selector, summary), and what they cost in
     /// millionths of a dollar. [`StoreError::LeaseLost`] unless `lease` is still held.
     async fn add_tokens(&self, lease: &Lease, tokens: u64, cost_micros: u64) -> StoreResult<()>;
+    /// Keeps the collaboration's latest synopsis (for the runner that holds `lease`).
+    async fn record_synopsis(&self, lease: &Lease, synopsis: &Synopsis) -> StoreResult<()>;
     /// Records the podcast: its URL, or (with no URL) why there is none, added to the
     /// collaboration's advisory message. [`StoreError::LeaseLost`] unless `lease` is still
     /// held.

@@ -283,6 +283,8 @@ pub(super) struct CollaborationRow<Id> {
     forked_at_seq: Option<i64>,
     team_id: Option<Id>,
     context_id: Option<Id>,
+    synopsis: Option<String>,
+    synopsis_seq: Option<i64>,
     status: String,
     end_reason: Option<String>,
     headline: Option<String>,
@@ -335,6 +337,10 @@ impl<Id: Into<Uuid>> CollaborationRow<Id> {
                 }),
             team_id: self.team_id.map(Into::into),
             context_id: self.context_id.map(Into::into),
+            synopsis: self
+                .synopsis
+                .zip(self.synopsis_seq)
+                .map(|(text, through_seq)| crate::domain::Synopsis { text, through_seq }),
             status: parse(&self.status)?,
             end_reason: self.end_reason.as_deref().map(parse).transpose()?,
             headline: self.headline,

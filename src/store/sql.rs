@@ -44,7 +44,8 @@ use super::{
 use crate::{
     domain::{
         Account, Agent, AgentAddress, AgentRef, ApiKey, Collaboration, CollaborationStatus, Ending,
-        EventBody, NewCollaboration, NewKey, Outcome, PageRequest, Scope, StoredEvent, Team,
+        EventBody, NewCollaboration, NewKey, Outcome, PageRequest, Scope, StoredEvent, Synopsis,
+        Team,
         webhook::{AttemptOutcome, Delivery, DueDelivery, WebhookEvent, WebhookSettings},
     },
     secrets::{Secret, Vault},
@@ -1583,6 +1584,19 @@ where
         )
             .bind(tokens as i64)
             .bind(cost_micros as i64)
+            .bind(id::<D>(lease.collaboration_id))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_synopsis(&self, lease: &Lease, synopsis: &Synopsis) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        D::check_lease(&mut tx, lease).await?;
+        sqlx::query("UPDATE collaborations SET synopsis = $1, synopsis_seq = $2 WHERE id = $3")
+            .bind(&synopsis.text)
+            .bind(synopsis.through_seq)
             .bind(id::<D>(lease.collaboration_id))
             .execute(&mut *tx)
             .await?;

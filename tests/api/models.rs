@@ -475,3 +475,57 @@ async fn a_provider_s_models_are_listed_for_the_picker_and_an_unknown_one_is_404
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn older_turns_are_folded_into_a_model_written_synopsis_that_later_prompts_carry() {
+    let fake = FakeModel::start().await;
+    let base = fake.base_url();
+    let app = spawn_app_with(move |c: &mut Config| {
+        c.providers = vec![default_provider(&base)];
+        c.engine.context_window = 4;
+        // The fake answers "turn N" each time: distinct, so no stall.
+    })
+    .await;
+    let (host, guest) = llm_pair(&app).await;
+    let created = unjudged(&app, &host, &guest, 14).await;
+    let done = app.wait_until_summarized(&id(&created)).await;
+    assert_eq!(done["message_count"], 14);
+
+    // With a window of 4, eight messages had left it after the twelfth: one synopsis of
+    // messages 1–8, read by the model as quoted data.
+    let written = fake.requests(Purpose::Synopsis);
+    assert_eq!(written.len(), 1, "one synopsis for 14 messages");
+    let material = written[0].body["messages"][1]["content"].as_str().unwrap();
+    assert!(material.starts_with("<transcript>\n"), "{material}");
+    assert_eq!(material.matches("\n").count(), 9, "eight lines: {material}");
+    // The turns after it carry it in place of excerpts of those messages.
+    let turns = fake.requests(Purpose::Turn);
+    let last = turns.last().unwrap().body.to_string();
+    assert!(
+        last.contains("Synopsis of 8 messages, the last: "),
+        "{last}"
+    );
+    let first = turns[0].body.to_string();
+    assert!(!first.contains("Synopsis of"), "{first}");
+    // Its tokens count with the rest.
+    let (prompt, completion) = fake.usage_reported(Purpose::Synopsis);
+    assert!(prompt > 0 && completion > 0);
+    let turns_and_more: u64 = done["tokens_used"].as_u64().unwrap();
+    assert!(turns_and_more >= fake.tokens_reported(Purpose::Turn) + prompt + completion);
+
+    // Without a model for it, the synopsis stays excerpts (and nothing fails).
+    fake.fail_always(Purpose::Synopsis, Fault::ServerError);
+    let again = unjudged(&app, &host, &guest, 14).await;
+    let done = app.wait_until_summarized(&id(&again)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let last = fake
+        .requests(Purpose::Turn)
+        .last()
+        .unwrap()
+        .body
+        .to_string();
+    assert!(
+        last.contains("- Host: turn") && !last.contains("Synopsis of"),
+        "excerpts stand in: {last}"
+    );
+}

@@ -870,3 +870,55 @@ fn cost_budget_and_fork(
         events,
     });
 }
+
+/// The synopsis a runner writes is kept with its collaboration, for the runner that
+/// resumes it; only the lease holder may write it.
+#[tokio::test]
+async fn a_synopsis_is_kept_by_the_lease_holder_and_read_back_with_the_collaboration() {
+    each_store(|store| async move {
+        let team = team(&store, "team").await;
+        let new = team.start(&store, 20).await;
+        let account = team.tenant.id();
+        let stored = store
+            .get_collaboration(account, new.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.synopsis, None);
+        let held = lease(&store, new.id).await;
+        let synopsis = skein::domain::Synopsis {
+            text: "Tapas at seven; Scout books.".into(),
+            through_seq: 8,
+        };
+        store.record_synopsis(&held, &synopsis).await.unwrap();
+        let read = store
+            .get_collaboration(account, new.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.synopsis, Some(synopsis.clone()));
+        let stale = skein::store::Lease {
+            epoch: held.epoch + 1,
+            ..held.clone()
+        };
+        assert!(matches!(
+            store
+                .record_synopsis(
+                    &stale,
+                    &skein::domain::Synopsis {
+                        text: "not this".into(),
+                        through_seq: 9
+                    }
+                )
+                .await,
+            Err(StoreError::LeaseLost)
+        ));
+        let read = store
+            .get_collaboration(account, new.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.synopsis, Some(synopsis));
+    })
+    .await;
+}

@@ -144,6 +144,15 @@ impl Journal for Memory {
         Ok(())
     }
 
+    async fn record_synopsis(
+        &self,
+        _: &Lease,
+        synopsis: &crate::domain::Synopsis,
+    ) -> StoreResult<()> {
+        self.book().collaboration.synopsis = Some(synopsis.clone());
+        Ok(())
+    }
+
     async fn append_event(&self, _: &Lease, body: &EventBody) -> StoreResult<Option<StoredEvent>> {
         let mut book = self.book();
         if book.lease_lost {

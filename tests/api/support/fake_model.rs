@@ -4,7 +4,8 @@
 //!
 //! It tells the engine's calls apart by their structured-output schema name: the judge asks
 //! for `objective_verdict`, the summarizer for `collaboration_summary`, the selector for
-//! `speaker_selection`; anything else is an agent's turn.
+//! `speaker_selection`, the synopsis writer for `conversation_synopsis`; anything else is an
+//! agent's turn.
 
 use std::{
     collections::VecDeque,
@@ -31,6 +32,7 @@ pub enum Purpose {
     Judge,
     Summary,
     Selector,
+    Synopsis,
     /// `/v1/audio/speech`.
     Speech,
 }
@@ -271,8 +273,24 @@ fn purpose_of(body: &Value) -> Purpose {
         Some("objective_verdict") => Purpose::Judge,
         Some("collaboration_summary") => Purpose::Summary,
         Some("speaker_selection") => Purpose::Selector,
+        Some("conversation_synopsis") => Purpose::Synopsis,
         _ => Purpose::Turn,
     }
+}
+
+/// What the fake writes as a synopsis: how many messages it was given, and the last of
+/// them, so a test can tell which it covered.
+fn synopsis_of(body: &Value) -> String {
+    let material = body["messages"][1]["content"].as_str().unwrap_or_default();
+    let quoted: Vec<&str> = material
+        .split("<transcript>\n")
+        .nth(1)
+        .unwrap_or_default()
+        .lines()
+        .take_while(|line| *line != "</transcript>")
+        .collect();
+    let last: String = quoted.last().unwrap_or(&"").chars().take(80).collect();
+    format!("Synopsis of {} messages, the last: {last}", quoted.len())
 }
 
 /// Usage derived from the request: prompt tokens ~ characters / 4, a fixed 7 for output.
@@ -350,6 +368,7 @@ async fn completions(
                 .to_string()
             }
             Purpose::Selector => json!({"speaker": script.selection}).to_string(),
+            Purpose::Synopsis => json!({"synopsis": synopsis_of(&body)}).to_string(),
             Purpose::Speech => unreachable!("speech has its own route"),
         };
         (fault, content)
