@@ -38,6 +38,30 @@ export function channelView(main, id) {
   summary.append(summaryText, podcast);
   const roster = h("ul", { class: "roster" });
   const transcript = h("ol", { class: "transcript", "aria-label": "Transcript" });
+  // Filters of what the transcript shows: one speaker's lines, lines with some text.
+  const bySpeaker = h("select", { id: "filter-speaker", "aria-label": "Show the lines of" }, h("option", { value: "" }, "Everyone"));
+  const byText = h("input", { type: "search", id: "filter-text", placeholder: "Search the transcript", "aria-label": "Search the transcript", autocomplete: "off" });
+  const filterCount = h("span", { class: "muted filter-count", "aria-live": "polite" });
+  const filters = h("div", { class: "transcript-filters" }, bySpeaker, byText, filterCount);
+  /// Whether `node` (a transcript entry) passes the filters: events pass only unfiltered.
+  const shows = (node) => {
+    const speaker = bySpeaker.value;
+    const needle = byText.value.trim().toLowerCase();
+    if (!speaker && !needle) return true;
+    if (speaker && node.dataset.sender !== speaker) return false;
+    return !needle || node.textContent.toLowerCase().includes(needle);
+  };
+  function applyFilters() {
+    let shown = 0;
+    for (const node of transcript.children) {
+      node.hidden = !shows(node);
+      if (!node.hidden) shown++;
+    }
+    const filtering = bySpeaker.value || byText.value.trim();
+    filterCount.textContent = filtering ? `${shown} of ${transcript.children.length} shown` : "";
+  }
+  bySpeaker.addEventListener("change", applyFilters);
+  byText.addEventListener("input", applyFilters);
   const jump = h("button", { type: "button", class: "jump primary", hidden: true, onclick: () => scrollToEnd() }, "↓ New messages");
   const composer = h("form", { class: "composer card", hidden: true, "aria-label": "Speak in this channel" });
   /// The turn in progress, from the last `turn` frame: whose it is.
@@ -49,6 +73,7 @@ export function channelView(main, id) {
     lineage,
     summary,
     h("details", { class: "card roster-card" }, h("summary", {}, "Agents in this channel"), roster),
+    filters,
     transcript,
     composer,
     jump,
@@ -70,6 +95,7 @@ export function channelView(main, id) {
   function append(node, replacing, replayed = false) {
     const follow = following();
     const pending = transcript.querySelector(".typing");
+    node.hidden = !shows(node);
     if (replacing) replacing.replaceWith(node);
     else if (pending && !node.classList.contains("typing")) pending.before(node);
     else transcript.append(node);
@@ -83,13 +109,20 @@ export function channelView(main, id) {
     put(badge, statusBadge(c.status));
     put(buttons,
       c.status === "running" && h("button", { type: "button", onclick: stop }, "Stop"),
-      h("button", { type: "button", class: "save-transcript", onclick: downloadTranscript }, "Transcript"),
+      h("button", { type: "button", class: "save-transcript", onclick: () => downloadTranscript("markdown"), title: "Download the whole record as Markdown" }, "Transcript"),
+      h("button", { type: "button", class: "save-json", onclick: () => downloadTranscript("json"), title: "Download the whole record as JSON" }, "JSON"),
       h("button", { type: "button", class: "danger", onclick: remove }, "Delete"),
     );
     put(forkedFrom, c.forked_from && ["Forked from ", h("a", { href: `#/c/${c.forked_from.collaboration_id}` }, "another collaboration"), ` at #${c.forked_from.at_seq}.`]);
     if (lineageFor !== `${c.id}:${c.status}`) {
       lineageFor = `${c.id}:${c.status}`;
       renderLineage(c);
+    }
+    const members = [c.principal, ...c.participants];
+    if (bySpeaker.options.length !== members.length + 1) {
+      const chosen = bySpeaker.value;
+      put(bySpeaker, h("option", { value: "" }, "Everyone"),
+        members.map((agent) => h("option", { value: agent.id, selected: agent.id === chosen }, agent.name)));
     }
     put(roster, [c.principal, ...c.participants].map((agent, i) =>
       h("li", {}, h("span", { class: "name" }, agent.name), " ", kindBadge(agent.kind), i === 0 ? h("span", { class: "muted" }, " principal") : "", " ", address(agent.address))));
@@ -437,10 +470,10 @@ export function channelView(main, id) {
   }
 
   /// The whole record as a Markdown file: fetched with the key in its header, then saved.
-  async function downloadTranscript() {
+  async function downloadTranscript(format) {
     try {
-      const url = await blobUrl(`/api/v1/collaborations/${id}/transcript?format=markdown`);
-      const link = h("a", { href: url, download: `skein-${id}.md`, hidden: true });
+      const url = await blobUrl(`/api/v1/collaborations/${id}/transcript?format=${format}`);
+      const link = h("a", { href: url, download: `skein-${id}.${format === "json" ? "json" : "md"}`, hidden: true });
       document.body.append(link);
       link.click();
       link.remove();
@@ -486,7 +519,7 @@ export function channelView(main, id) {
 /// One message; `live` says what is happening while it is still to come ("thinking…").
 function messageNode(message, live, extras = {}) {
   const sender = message.sender;
-  return h("li", { class: `message role-${message.role}${live ? " typing" : ""}${message.copied ? " copied" : ""}`, dataset: live ? { turn: "" } : { seq: message.seq } },
+  return h("li", { class: `message role-${message.role}${live ? " typing" : ""}${message.copied ? " copied" : ""}`, dataset: live ? { turn: "", sender: sender.id } : { seq: message.seq, sender: sender.id } },
     avatar(sender),
     h("div", { class: "bubble" },
       h("div", { class: "from" },
@@ -510,7 +543,7 @@ function toolNode(call) {
     call.arguments !== null && h("div", { class: "tool-part" },
       h("h4", {}, "Arguments"),
       h("pre", { class: "tool-arguments" }, JSON.stringify(call.arguments, null, 2))));
-  return h("li", { class: "event tool", dataset: { seq: call.seq } }, details);
+  return h("li", { class: "event tool", dataset: { seq: call.seq, sender: call.sender?.id ?? "" } }, details);
 }
 
 function fillResult(block, result) {

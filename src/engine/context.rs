@@ -71,25 +71,32 @@ pub(crate) fn with_tool_notes(transcript: &[Line], notes: &[Line]) -> Vec<Line> 
 /// Longest excerpt of one older message kept in the synopsis.
 const EXCERPT_CHARS: usize = 160;
 
+/// What a turn is given to read of its collaboration.
+pub(crate) struct Conversation<'a> {
+    pub(crate) collaboration_id: Uuid,
+    pub(crate) objective: &'a str,
+    pub(crate) roster: &'a [Sender],
+    pub(crate) transcript: &'a [Line],
+    /// The model-written synopsis of the older turns, once there is one.
+    pub(crate) synopsis: Option<&'a Synopsis>,
+}
+
 pub(crate) fn build(
-    collaboration_id: Uuid,
+    conversation: &Conversation<'_>,
     turn_id: Uuid,
-    objective: &str,
-    roster: &[Sender],
-    transcript: &[Line],
     speaker: &Sender,
-    written: Option<&Synopsis>,
     settings: &EngineSettings,
 ) -> TurnContext {
+    let transcript = conversation.transcript;
     let split = transcript.len().saturating_sub(settings.context_window);
     let (older, window) = transcript.split_at(split);
     TurnContext {
-        collaboration_id,
+        collaboration_id: conversation.collaboration_id,
         turn_id,
         speaker: speaker.clone(),
-        objective: objective.to_owned(),
-        roster: roster.to_vec(),
-        synopsis: synopsis(older, written, settings.synopsis_chars),
+        objective: conversation.objective.to_owned(),
+        roster: conversation.roster.to_vec(),
+        synopsis: synopsis(older, conversation.synopsis, settings.synopsis_chars),
         window: window.to_vec(),
         spoken_before: transcript
             .iter()
@@ -190,22 +197,49 @@ mod tests {
         let sizes: Vec<usize> = [10, 100, 500]
             .iter()
             .map(|&n| {
-                let ctx = build(
-                    Uuid::nil(),
-                    Uuid::nil(),
-                    "o",
-                    &[a.clone(), b.clone()],
-                    &transcript[..n],
-                    &a,
-                    None,
-                    &settings,
-                );
+                let roster = [a.clone(), b.clone()];
+                let conversation = Conversation {
+                    collaboration_id: Uuid::nil(),
+                    objective: "o",
+                    roster: &roster,
+                    transcript: &transcript[..n],
+                    synopsis: None,
+                };
+                let ctx = build(&conversation, Uuid::nil(), &a, &settings);
                 assert_eq!(ctx.window.len(), 4);
                 assert!(ctx.synopsis.len() <= 300 + 40, "{}", ctx.synopsis.len());
                 ctx.synopsis.len() + ctx.window.iter().map(|l| l.content.len()).sum::<usize>()
             })
             .collect();
         assert!(sizes[2] <= sizes[0] + 40, "{sizes:?}");
+    }
+
+    #[test]
+    fn a_written_synopsis_stands_for_what_it_covers_and_excerpts_follow_it() {
+        let a = sender("a");
+        let older: Vec<Line> = (1..=10)
+            .map(|seq| Line {
+                seq,
+                sender: a.clone(),
+                content: format!("message {seq}"),
+            })
+            .collect();
+        let written = Synopsis {
+            text: "They agreed on tapas.".into(),
+            through_seq: 6,
+        };
+        let text = synopsis(&older, Some(&written), 1200);
+        assert!(text.starts_with("They agreed on tapas.\n"), "{text}");
+        assert!(!text.contains("message 6"), "{text}");
+        for seq in 7..=10 {
+            assert!(text.contains(&format!("message {seq}")), "{text}");
+        }
+        // The bound holds whatever the model wrote.
+        let long = Synopsis {
+            text: "x".repeat(5000),
+            through_seq: 10,
+        };
+        assert_eq!(synopsis(&older, Some(&long), 300).chars().count(), 300);
     }
 
     #[test]
@@ -233,16 +267,15 @@ mod tests {
                 content: "plan?".into(),
             },
         ];
-        let ctx = build(
-            Uuid::nil(),
-            Uuid::nil(),
-            "o",
-            &[a.clone(), b.clone()],
-            &transcript,
-            &a,
-            None,
-            &settings,
-        );
+        let roster = [a.clone(), b.clone()];
+        let conversation = Conversation {
+            collaboration_id: Uuid::nil(),
+            objective: "o",
+            roster: &roster,
+            transcript: &transcript,
+            synopsis: None,
+        };
+        let ctx = build(&conversation, Uuid::nil(), &a, &settings);
         assert!(ctx.synopsis.is_empty());
         assert_eq!(ctx.window.len(), 3);
         assert_eq!(ctx.spoken_before, 2);

@@ -455,7 +455,7 @@ async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Cont
             match wake {
                 Wake::Done(Ok((written, spend))) => {
                     add_tokens(crew, state, spend).await;
-                    let lease = state.lease.clone();
+                    let lease = state.lease;
                     if persist("synopsis", || {
                         crew.journal.record_synopsis(&lease, &written)
                     })
@@ -904,16 +904,14 @@ fn asked<'s>(
         .agents
         .get(&sender.id)
         .ok_or_else(|| format!("agent {} no longer exists", sender.name))?;
-    let mut context = context::build(
-        collaboration.id,
-        turn_id,
-        &collaboration.objective,
-        &state.roster,
-        &state.transcript,
-        sender,
-        state.collaboration.synopsis.as_ref(),
-        &crew.settings,
-    );
+    let conversation = context::Conversation {
+        collaboration_id: collaboration.id,
+        objective: &collaboration.objective,
+        roster: &state.roster,
+        transcript: &state.transcript,
+        synopsis: collaboration.synopsis.as_ref(),
+    };
+    let mut context = context::build(&conversation, turn_id, sender, &crew.settings);
     if sender.id == state.roster[0].id {
         context.notice.clone_from(&state.notice);
     }

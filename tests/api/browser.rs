@@ -1349,3 +1349,153 @@ async fn a_collaboration_that_delegated_to_a_team_links_to_its_run_and_back() {
     );
     assert_no_page_errors(&browser);
 }
+
+/// axe-core, a checker nobody here wrote, finds nothing serious or critical on any view:
+/// signing in, the list (empty and full), the create form, a running and an ended channel
+/// (with its summary, outcome and figures), teams (with the editor open) and agents (with
+/// the editor open).
+#[tokio::test]
+async fn axe_finds_no_serious_accessibility_problem_on_any_view() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let page = browser.page().await;
+    page.goto(&app.url("/")).await;
+    page.wait_until("document.querySelector('#key')", "the sign-in form shows")
+        .await;
+    let mut found = Vec::new();
+    let mut check = async |view: &str| {
+        for violation in page.accessibility_violations().await {
+            found.push(format!("{view}: {violation}"));
+        }
+    };
+    check("sign in").await;
+    let page = signed_in(&browser, &app).await;
+    let mut check = async |view: &str| {
+        for violation in page.accessibility_violations().await {
+            found.push(format!("{view}: {violation}"));
+        }
+    };
+    page.wait_until(
+        "document.querySelector('.collabs .empty')",
+        "the empty list",
+    )
+    .await;
+    check("list, empty").await;
+
+    let ended = app.scripted_duo(3, 0).await;
+    app.wait_until_summarized(&id(&ended)).await;
+    let host = app.scripted("Host", &["Shall we?", "Yes."], 60_000).await;
+    let guest = app.scripted("Guest", &["Sure."], 0).await;
+    let running = app
+        .collaborate(&host, &guest, json!({"message_cap": 5}))
+        .await;
+    open(&page, "#/").await;
+    page.wait_until(
+        "document.querySelectorAll('.collab').length === 2",
+        "the list",
+    )
+    .await;
+    check("list").await;
+    open(&page, "#/new").await;
+    page.wait_until("document.querySelector('.picker')", "the create form")
+        .await;
+    check("new collaboration").await;
+    open(&page, &format!("#/c/{}", id(&ended))).await;
+    page.wait_until(
+        "document.querySelector('.summary:not([hidden])')",
+        "the summary",
+    )
+    .await;
+    check("channel, ended").await;
+    open(&page, &format!("#/c/{}", id(&running))).await;
+    page.wait_until(
+        "document.querySelector('.transcript .message')",
+        "a message",
+    )
+    .await;
+    check("channel, running").await;
+    app.create(
+        "/api/v1/teams",
+        json!({"name": "Crew", "principal": id(&host), "participants": [id(&guest)]}),
+    )
+    .await;
+    open(&page, "#/teams").await;
+    page.wait_until("document.querySelector('.team')", "a team")
+        .await;
+    check("teams").await;
+    page.click(".page-head button.primary").await;
+    page.wait_until("document.querySelector('#field-name')", "the team editor")
+        .await;
+    check("team editor").await;
+    open(&page, "#/agents").await;
+    page.wait_until("document.querySelector('.agent')", "the agents")
+        .await;
+    check("agents").await;
+    page.click(".page-head button.primary").await;
+    page.wait_until("document.querySelector('#field-kind')", "the agent editor")
+        .await;
+    check("agent editor").await;
+    assert!(found.is_empty(), "{}", found.join("\n"));
+    assert_no_page_errors(&browser);
+}
+
+#[tokio::test]
+async fn the_transcript_is_filtered_by_speaker_and_searched() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let host = app
+        .scripted("Host", &["Tapas tonight?", "Seven works.", "Booked."], 0)
+        .await;
+    let guest = app
+        .scripted("Guest", &["Yes, tapas.", "Seven is fine."], 0)
+        .await;
+    let done = app
+        .collaborate(
+            &host,
+            &guest,
+            json!({"message_cap": 5, "strategy": "round_robin",
+                   "evaluate_objective_completion": false}),
+        )
+        .await;
+    app.wait_until_summarized(&id(&done)).await;
+    let page = signed_in(&browser, &app).await;
+    open(&page, &format!("#/c/{}", id(&done))).await;
+    page.wait_until(
+        "document.querySelectorAll('.transcript .message').length === 5",
+        "the five messages",
+    )
+    .await;
+    let visible = "[...document.querySelectorAll('.transcript .message')].filter(m => !m.hidden).map(m => m.querySelector('.content').textContent)";
+    page.wait_until(
+        "document.querySelector('#filter-speaker').options.length === 3",
+        "everyone who takes part can be picked",
+    )
+    .await;
+    page.choose("#filter-speaker", id(&guest).as_str()).await;
+    assert_eq!(
+        page.eval(visible).await,
+        json!(["Yes, tapas.", "Seven is fine."])
+    );
+    page.choose("#filter-speaker", "").await;
+    page.fill("#filter-text", "seven").await;
+    assert_eq!(
+        page.eval(visible).await,
+        json!(["Seven works.", "Seven is fine."])
+    );
+    assert_eq!(page.text(".filter-count").await, json!("2 of 7 shown"));
+    page.fill("#filter-text", "").await;
+    assert_eq!(page.eval(visible).await.as_array().unwrap().len(), 5);
+    // The record downloads as Markdown or as JSON.
+    assert!(
+        page.eval(
+            "!!document.querySelector('.save-transcript') && !!document.querySelector('.save-json')"
+        )
+        .await
+            == json!(true)
+    );
+    assert_no_page_errors(&browser);
+}

@@ -899,7 +899,7 @@ async fn a_synopsis_is_kept_by_the_lease_holder_and_read_back_with_the_collabora
         assert_eq!(read.synopsis, Some(synopsis.clone()));
         let stale = skein::store::Lease {
             epoch: held.epoch + 1,
-            ..held.clone()
+            ..held
         };
         assert!(matches!(
             store

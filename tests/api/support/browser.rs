@@ -454,3 +454,54 @@ impl Page<'_> {
         path
     }
 }
+
+/// The accessibility checker the browser tests run on every view: axe-core, from npm,
+/// pinned, installed under `target/` the first time it is needed.
+const AXE_CORE: &str = "axe-core@4.10.3";
+
+/// axe-core's script, or a failed test when it cannot be had (npm is part of the machine,
+/// as Chromium is).
+fn axe_source() -> String {
+    static SOURCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SOURCE
+        .get_or_init(|| {
+            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("axe");
+            let script = dir.join("node_modules/axe-core/axe.min.js");
+            let installed = dir.join(format!("node_modules/.{AXE_CORE}"));
+            if !installed.is_file() {
+                let status = std::process::Command::new("npm")
+                    .args([
+                        "install",
+                        "--no-audit",
+                        "--no-fund",
+                        "--loglevel=error",
+                        "--prefix",
+                    ])
+                    .arg(&dir)
+                    .arg(AXE_CORE)
+                    .status()
+                    .expect("npm runs (Node.js with npm is part of the machine)");
+                assert!(status.success(), "npm install {AXE_CORE} failed");
+                std::fs::write(&installed, "").expect("the install is noted");
+            }
+            std::fs::read_to_string(&script).expect("axe-core's script is installed")
+        })
+        .clone()
+}
+
+impl Page<'_> {
+    /// What axe-core finds wrong with the page as it is now, at the `serious` and `critical`
+    /// levels: one `{id, impact, help, nodes}` each.
+    pub async fn accessibility_violations(&self) -> Vec<Value> {
+        self.eval(&axe_source()).await;
+        let found = self
+            .eval(
+                "axe.run(document, {resultTypes: ['violations']}).then(r => r.violations \
+                 .filter(v => v.impact === 'serious' || v.impact === 'critical') \
+                 .map(v => ({id: v.id, impact: v.impact, help: v.help, \
+                             nodes: v.nodes.slice(0, 5).map(n => n.target.join(' '))})))",
+            )
+            .await;
+        serde_json::from_value(found).expect("axe answers a list")
+    }
+}
