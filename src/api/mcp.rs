@@ -274,8 +274,7 @@ impl Skein {
         // The URLs of a team's view are not told here: this is not an HTTP request's answer.
         let base = "";
         let mut items = Vec::with_capacity(teams.len());
-        for team in teams {
-            let view = teams::view(state, base, team).await?;
+        for view in teams::views(state, base, teams).await? {
             items.push(json!({
                 "id": view.id, "name": view.name, "description": view.description,
                 "address": view.address,

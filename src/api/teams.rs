@@ -131,10 +131,34 @@ pub(super) fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     format!("{scheme}://{host}")
 }
 
+/// The views of an account's `teams`, their members looked up as they are now, all of them
+/// in one query.
+pub(super) async fn views(
+    state: &AppState,
+    base: &str,
+    teams: Vec<Team>,
+) -> Result<Vec<TeamView>, AppError> {
+    let Some(account_id) = teams.first().map(|team| team.account_id) else {
+        return Ok(Vec::new());
+    };
+    let ids: Vec<AgentRef> = teams
+        .iter()
+        .flat_map(Team::members)
+        .map(|m| AgentRef::Id(m.id))
+        .collect();
+    let agents = state.store.get_agents(account_id, &ids).await?;
+    Ok(teams
+        .into_iter()
+        .map(|team| view_of(&agents, base, team))
+        .collect())
+}
+
 /// The team's view, its members looked up as they are now.
 pub(super) async fn view(state: &AppState, base: &str, team: Team) -> Result<TeamView, AppError> {
-    let ids: Vec<AgentRef> = team.members().map(|m| AgentRef::Id(m.id)).collect();
-    let agents = state.store.get_agents(team.account_id, &ids).await?;
+    Ok(views(state, base, vec![team]).await?.remove(0))
+}
+
+fn view_of(agents: &[crate::domain::Agent], base: &str, team: Team) -> TeamView {
     let member = |m: &TeamMember| match agents.iter().find(|a| a.id == m.id) {
         Some(agent) => MemberView {
             id: agent.id,
@@ -152,7 +176,7 @@ pub(super) async fn view(state: &AppState, base: &str, team: Team) -> Result<Tea
         },
     };
     let a2a_url = format!("{base}/a2a/teams/{}", team.id);
-    Ok(TeamView {
+    TeamView {
         id: team.id,
         address: team.address.to_string(),
         principal: member(&team.principal),
@@ -175,7 +199,7 @@ pub(super) async fn view(state: &AppState, base: &str, team: Team) -> Result<Tea
         mcp_url: format!("{base}/mcp"),
         created_at: team.created_at,
         updated_at: team.updated_at,
-    })
+    }
 }
 
 /// A team's name, description, roster and defaults, checked: the roster as a collaboration's
@@ -362,11 +386,7 @@ async fn list(
     let page = params.parse(&mut errors);
     check(errors)?;
     let (teams, total) = state.store.list_teams(caller.account_id, page).await?;
-    let base = base_url(&state, &headers);
-    let mut views = Vec::with_capacity(teams.len());
-    for team in teams {
-        views.push(view(&state, &base, team).await?);
-    }
+    let views = views(&state, &base_url(&state, &headers), teams).await?;
     Ok(PageJson(Page::new(views, total, page)))
 }
 

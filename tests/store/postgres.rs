@@ -69,6 +69,7 @@ async fn the_search_path_in_the_url_decides_where_the_tables_go() {
             "collaborations",
             "events",
             "idempotency_keys",
+            "teams",
             "uagent_asks",
             "uagent_heard",
             "uagent_identities",
