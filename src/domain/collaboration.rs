@@ -214,6 +214,8 @@ impl NewCollaboration {
             end_reason: None,
             message_count: 0,
             tokens_used: 0,
+            cost_usd: 0.0,
+            team_id: self.team_id,
             started_at: self.created_at,
             ended_at: None,
             headline: None,

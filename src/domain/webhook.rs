@@ -42,6 +42,10 @@ pub struct CollaborationSnapshot {
     pub end_reason: Option<EndReason>,
     pub message_count: u32,
     pub tokens_used: u64,
+    /// What its model calls have cost, in US dollars, by the server's price table.
+    pub cost_usd: f64,
+    /// The team that started it, if one did.
+    pub team_id: Option<Uuid>,
     pub started_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
     pub headline: Option<String>,

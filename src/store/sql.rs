@@ -458,8 +458,8 @@ where
     ) -> StoreResult<()> {
         let row: Option<SnapshotRow<D::Id>> = sqlx::query_as(
             "SELECT c.account_id, COALESCE(c.webhook_url, w.default_url) AS url, c.id, c.channel_id, \
-             c.objective, c.status, c.end_reason, c.message_count, c.tokens_used, c.started_at, \
-             c.ended_at, c.headline, c.summary, c.outcome, c.advisory_message, c.error_message \
+             c.objective, c.status, c.end_reason, c.message_count, c.tokens_used, c.cost_micros, \
+             c.team_id, c.started_at, c.ended_at, c.headline, c.summary, c.outcome, c.advisory_message, c.error_message \
              FROM collaborations c JOIN webhook_settings w ON w.account_id = c.account_id \
              WHERE c.id = $1",
         )

@@ -153,3 +153,31 @@ async fn a_cost_budget_that_is_not_a_positive_amount_is_refused() {
     let listed = app.get_json("/api/v1/collaborations").await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 0);
 }
+
+#[tokio::test]
+async fn webhooks_say_what_a_collaboration_cost() {
+    let fake = FakeModel::start().await;
+    let receiver = crate::support::peers::Receiver::start().await;
+    let app = spawn_app_with(priced(&fake)).await;
+    let secret = crate::webhooks::set_up(&app, Some(receiver.url())).await;
+    receiver.trust(&secret);
+    let created = two_models(
+        &app,
+        json!({"message_cap": 2, "evaluate_objective_completion": false}),
+    )
+    .await;
+    let done = app.wait_until_summarized(&id(&created)).await;
+    let delivered = crate::webhooks::all_three(&receiver).await;
+    let data = |event: &str| {
+        delivered
+            .iter()
+            .find(|d| d.body["type"] == event)
+            .map(|d| d.body["data"].clone())
+            .unwrap()
+    };
+    assert_eq!(data("collaboration.started")["cost_usd"], 0.0);
+    let summarized = data("collaboration.summary_ready");
+    assert!(done["cost_usd"].as_f64().unwrap() > 0.0);
+    assert_eq!(summarized["cost_usd"], done["cost_usd"], "{summarized}");
+    assert!(summarized["team_id"].is_null());
+}

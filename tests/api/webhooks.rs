@@ -14,7 +14,7 @@ use crate::support::{
 };
 
 /// Sets webhooks up with `default_url` and returns the secret.
-async fn set_up(app: &Api, default_url: Option<String>) -> String {
+pub(crate) async fn set_up(app: &Api, default_url: Option<String>) -> String {
     let response = app
         .client
         .put(app.url("/api/v1/webhooks"))
@@ -43,7 +43,7 @@ const EVENTS: [&str; 3] = [
 ];
 
 /// Waits until the receiver has accepted one delivery of each event.
-async fn all_three(receiver: &Receiver) -> Vec<Received> {
+pub(crate) async fn all_three(receiver: &Receiver) -> Vec<Received> {
     wait_for(|| async {
         let accepted = receiver.accepted();
         let events: HashSet<String> = accepted.iter().map(event_of).collect();
