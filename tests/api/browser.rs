@@ -1499,3 +1499,78 @@ async fn the_transcript_is_filtered_by_speaker_and_searched() {
     );
     assert_no_page_errors(&browser);
 }
+
+/// Someone with only a keyboard creates a collaboration and forks it from a message.
+#[tokio::test]
+async fn a_collaboration_is_created_and_forked_with_the_keyboard_alone() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let host = app
+        .scripted("Host", &["Tapas?", "Seven.", "Booked."], 0)
+        .await;
+    let guest = app.scripted("Guest", &["Yes.", "Fine."], 0).await;
+    let page = signed_in(&browser, &app).await;
+    page.wait_until("document.querySelector('.collabs')", "the list")
+        .await;
+    page.tab_to("a[data-nav=new]").await;
+    page.press("Enter").await;
+    page.wait_until("document.querySelector('.picker')", "the create form")
+        .await;
+    // The principal: into the radio group, then down it to Host.
+    page.tab_to("input[name=principal]").await;
+    for _ in 0..3 {
+        let at = page.eval("document.activeElement.value").await;
+        if at == json!(id(&host)) {
+            break;
+        }
+        page.press("ArrowDown").await;
+    }
+    page.press("Space").await;
+    page.tab_to(&format!("input[name=participants][value='{}']", id(&guest)))
+        .await;
+    page.press("Space").await;
+    page.tab_to("#field-objective").await;
+    page.type_text("Plan Friday").await;
+    page.tab_to("#field-strategy").await;
+    page.tab_to("form button[type=submit]").await;
+    page.press("Enter").await;
+    page.wait_until(
+        "location.hash.startsWith('#/c/') && document.querySelectorAll('.transcript .message').length >= 3",
+        "the channel opens and the agents speak",
+    )
+    .await;
+    let listed = app.get_json("/api/v1/collaborations").await;
+    let original = &listed["items"][0];
+    assert_eq!(original["principal"]["id"], host["id"]);
+    assert_eq!(original["participants"][0]["id"], guest["id"]);
+    assert_eq!(original["objective"], "Plan Friday");
+
+    // Fork from the first message: its Fork button, the dialog, its submit button.
+    page.tab_to(".transcript .message .fork").await;
+    page.press("Enter").await;
+    page.wait_until(
+        "document.querySelector('.fork-dialog')?.open && document.activeElement?.name === 'objective'",
+        "the fork dialog opens with the focus in it",
+    )
+    .await;
+    page.tab_to(".fork-dialog button[type=submit]").await;
+    page.press("Enter").await;
+    page.wait_until(
+        &format!(
+            "location.hash.startsWith('#/c/') && !location.hash.includes('{}')",
+            id(original)
+        ),
+        "the fork opens",
+    )
+    .await;
+    let listed = app.get_json("/api/v1/collaborations").await;
+    assert_eq!(listed["meta"]["total"], 2);
+    assert_eq!(
+        listed["items"][0]["forked_from"]["collaboration_id"],
+        original["id"]
+    );
+    assert_eq!(listed["items"][0]["forked_from"]["at_seq"], 1);
+    assert_no_page_errors(&browser);
+}

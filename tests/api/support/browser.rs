@@ -386,6 +386,43 @@ impl Page<'_> {
         }
     }
 
+    /// Presses a key where the focus is, as a keyboard does: `Tab`, `Space`, `ArrowDown`,
+    /// `Enter` or `Escape`.
+    pub async fn press(&self, key: &str) {
+        let (name, code, vk, text) = match key {
+            "Tab" => ("Tab", "Tab", 9, ""),
+            "Space" => (" ", "Space", 32, " "),
+            "ArrowDown" => ("ArrowDown", "ArrowDown", 40, ""),
+            "Enter" => ("Enter", "Enter", 13, "\r"),
+            "Escape" => ("Escape", "Escape", 27, ""),
+            other => panic!("no such key here: {other}"),
+        };
+        for kind in ["keyDown", "keyUp"] {
+            self.call(
+                "Input.dispatchKeyEvent",
+                json!({"type": kind, "key": name, "code": code, "windowsVirtualKeyCode": vk,
+                       "text": if kind == "keyDown" { text } else { "" }}),
+            )
+            .await;
+        }
+    }
+
+    /// Presses Tab until the focus is on `selector` (fails after 80 presses): how someone
+    /// without a mouse gets there.
+    pub async fn tab_to(&self, selector: &str) {
+        let matches = format!(
+            "document.activeElement?.matches({}) ?? false",
+            serde_json::to_string(selector).unwrap()
+        );
+        for _ in 0..80 {
+            if self.eval(&matches).await == Value::Bool(true) {
+                return;
+            }
+            self.press("Tab").await;
+        }
+        panic!("Tab never reached {selector}");
+    }
+
     /// Types `text` where the focus is.
     pub async fn type_text(&self, text: &str) {
         self.call("Input.insertText", json!({"text": text})).await;
