@@ -1303,6 +1303,20 @@ async fn a_team_is_made_run_and_shown_with_its_a2a_mcp_and_uagents_reach() {
         (team["answers_uagents"] == true).then_some(())
     })
     .await;
+
+    // A phone: the long URLs wrap, nothing is wider than the screen.
+    page.resize(390, 844, true).await;
+    open(&page, "#/").await;
+    open(&page, "#/teams").await;
+    page.wait_until("document.querySelector('.team .reach')", "the team on a phone")
+        .await;
+    assert_eq!(
+        page.eval("document.documentElement.scrollWidth <= window.innerWidth")
+            .await,
+        true,
+        "the teams page fits a phone's width"
+    );
+    page.screenshot("teams-phone").await;
     assert_no_page_errors(&browser);
 }
 
