@@ -1097,6 +1097,17 @@ async fn the_channel_shows_each_tool_call_as_a_block_that_opens_to_its_arguments
     let fake = FakeModel::start().await;
     fake.call_tools(&[("add", json!({"a": 2, "b": 3})), ("explode", json!({}))]);
     fake.reply_with(&["The sum is 5; the other tool broke."]);
+    // What a model would make of it (the README shows this page).
+    fake.summarize_with(
+        "Analyst worked the sum out with a tool: 5",
+        "Host asked Analyst to add 2 and 3. Analyst called the calculator's add tool, which \
+         answered 5, and its explode tool, which failed; Analyst reported both.",
+    );
+    fake.outcome_with(json!({
+        "decisions": ["The total is 5"],
+        "action_items": [{"owner": "Analyst", "task": "Find out why explode fails"}],
+        "open_questions": ["Is explode needed at all?"],
+    }));
     let base = fake.base_url();
     let app = spawn_app_with(move |c| c.providers = vec![default_provider(&base)]).await;
     let host = app.scripted("Host", &["@Analyst add 2 and 3"], 0).await;
@@ -1108,7 +1119,8 @@ async fn the_channel_shows_each_tool_call_as_a_block_that_opens_to_its_arguments
         .collaborate(
             &host,
             &analyst,
-            json!({"message_cap": 2, "evaluate_objective_completion": false}),
+            json!({"message_cap": 2, "evaluate_objective_completion": false,
+                   "objective": "Add 2 and 3 with the tools at hand"}),
         )
         .await;
     app.wait_until_summarized(&id(&created)).await;
@@ -1308,8 +1320,11 @@ async fn a_team_is_made_run_and_shown_with_its_a2a_mcp_and_uagents_reach() {
     page.resize(390, 844, true).await;
     open(&page, "#/").await;
     open(&page, "#/teams").await;
-    page.wait_until("document.querySelector('.team .reach')", "the team on a phone")
-        .await;
+    page.wait_until(
+        "document.querySelector('.team .reach')",
+        "the team on a phone",
+    )
+    .await;
     assert_eq!(
         page.eval("document.documentElement.scrollWidth <= window.innerWidth")
             .await,

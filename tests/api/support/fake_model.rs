@@ -83,6 +83,8 @@ struct Script {
     selection: String,
     /// What the summarizer answers: headline and summary.
     summary: (String, String),
+    /// The outcome it answers, when a test sets one.
+    outcome: Option<Value>,
 }
 
 #[derive(Clone)]
@@ -118,6 +120,7 @@ impl FakeModel {
                     "Fake headline".into(),
                     "Fake summary of the collaboration.".into(),
                 ),
+                outcome: None,
             })),
             chunk_delay,
         };
@@ -184,6 +187,11 @@ impl FakeModel {
     /// The summarizer's answer from now on.
     pub fn summarize_with(&self, headline: &str, summary: &str) {
         self.script.lock().unwrap().summary = (headline.into(), summary.into());
+    }
+
+    /// The summarizer's outcome from now on (`{decisions, action_items, open_questions}`).
+    pub fn outcome_with(&self, outcome: Value) {
+        self.script.lock().unwrap().outcome = Some(outcome);
     }
 
     /// A fault for the next request of that purpose.
@@ -360,12 +368,14 @@ async fn completions(
             }
             Purpose::Summary => {
                 let (headline, summary) = &script.summary;
-                json!({"headline": headline, "summary": summary, "outcome": {
-                    "decisions": ["Tapas at seven"],
-                    "action_items": [{"owner": "Scout", "task": "Book the table"}],
-                    "open_questions": ["Who drives?"],
-                }})
-                .to_string()
+                let outcome = script.outcome.clone().unwrap_or_else(|| {
+                    json!({
+                        "decisions": ["Tapas at seven"],
+                        "action_items": [{"owner": "Scout", "task": "Book the table"}],
+                        "open_questions": ["Who drives?"],
+                    })
+                });
+                json!({"headline": headline, "summary": summary, "outcome": outcome}).to_string()
             }
             Purpose::Selector => json!({"speaker": script.selection}).to_string(),
             Purpose::Synopsis => json!({"synopsis": synopsis_of(&body)}).to_string(),
