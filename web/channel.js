@@ -14,6 +14,8 @@ export function channelView(main, id) {
   let stopped = false;
   let connection = { state: "connecting" };
   let messages = 0;
+  /// Tokens and dollars the messages seen so far cost (a live ticker while it runs).
+  const spent = { tokens: 0, cost: 0 };
   /// The channel's last `seq` when this connection opened: frames up to it are replayed.
   let replayUntil = 0;
   const typing = new Map();
@@ -217,6 +219,10 @@ export function channelView(main, id) {
     if (c.status === "running") {
       const count = Math.max(messages, c.message_count);
       text = `Running: ${count} of ${c.message_cap} messages.`;
+      // What it has cost so far: the stored figure, or the messages' own if they add up to
+      // more (the judge's and the selector's calls show in the figure when it is read again).
+      const tokens = Math.max(spent.tokens, c.tokens_used);
+      if (tokens > 0) text += ` ${tokens.toLocaleString()} tokens, $${Math.max(spent.cost, c.cost_usd).toFixed(4)} so far.`;
       if (connection.state === "live") text += " Live.";
       else if (connection.state === "retrying") text += ` Connection lost; reconnecting in ${Math.ceil(connection.retryInMs / 1000)} s…`;
       else if (connection.state === "connecting") text += " Connecting…";
@@ -355,6 +361,8 @@ export function channelView(main, id) {
       }
       case "message": {
         messages += 1;
+        spent.tokens += frame.tokens ?? 0;
+        spent.cost += frame.cost_usd ?? 0;
         spoken.add(frame.turn_id);
         if (turn?.turn_id === frame.turn_id) {
           turn = null;

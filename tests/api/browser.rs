@@ -1603,3 +1603,50 @@ async fn a_collaboration_is_created_and_forked_with_the_keyboard_alone() {
     assert_eq!(listed["items"][0]["forked_from"]["at_seq"], 1);
     assert_no_page_errors(&browser);
 }
+
+#[tokio::test]
+async fn a_running_channel_shows_what_it_has_cost_so_far() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let fake = FakeModel::start().await;
+    let base = fake.base_url();
+    let app = spawn_app_with(move |c| {
+        c.providers = vec![default_provider(&base)];
+        c.models.prices = [(
+            "default/fake-model".to_owned(),
+            skein::agents::Price {
+                input: 1.0,
+                output: 2.0,
+            },
+        )]
+        .into();
+    })
+    .await;
+    // A slow host keeps it running while the model's turns add up.
+    let host = app
+        .scripted("Host", &["Go on.", "And then?", "More."], 1500)
+        .await;
+    let guest = app
+        .create_agent(json!({"name": "Guest", "kind": "llm"}))
+        .await;
+    let created = app
+        .collaborate(
+            &host,
+            &guest,
+            json!({"message_cap": 6, "strategy": "round_robin",
+                   "evaluate_objective_completion": false}),
+        )
+        .await;
+    let page = signed_in(&browser, &app).await;
+    open(&page, &format!("#/c/{}", id(&created))).await;
+    let line = page
+        .wait_until(
+            "(() => { const t = document.querySelector('.state-line')?.textContent ?? ''; \
+               return t.startsWith('Running') && /[1-9][0-9,]* tokens, \\$0\\.0\\d*[1-9]\\d* so far/.test(t) && t; })()",
+            "the cost so far shows while it runs",
+        )
+        .await;
+    assert!(line.as_str().unwrap().contains("tokens"), "{line}");
+    assert_no_page_errors(&browser);
+}
