@@ -285,6 +285,7 @@ struct Setup {
     message_cap: u32,
     timeout_window: u32,
     evaluate: bool,
+    strategy: Strategy,
 }
 
 impl Setup {
@@ -294,6 +295,7 @@ impl Setup {
             message_cap: 10,
             timeout_window: 30,
             evaluate: false,
+            strategy: Strategy::RoundRobin,
         }
     }
 
@@ -309,7 +311,7 @@ impl Setup {
             timeout_window: self.timeout_window,
             evaluate_objective_completion: self.evaluate,
             source: None,
-            strategy: Strategy::RoundRobin,
+            strategy: self.strategy,
             webhook_url: None,
             token_budget: None,
             cost_budget_micros: None,
@@ -635,4 +637,107 @@ async fn a_message_over_the_content_limit_is_cut_and_says_so() {
         &content[content.len() - 100..]
     );
     assert!(content.starts_with("xxxx"));
+}
+
+/// The engine itself (this runner, with its stall watch, its synopsis and its selector) run
+/// 300 times against a selector model that answers at random: an invalid answer, a name
+/// nobody has, the speaker who just spoke, the same pair again and again, or a fair choice;
+/// among agents who repeat themselves a little or a lot. None runs past its cap, none fails
+/// to end, each ends at its cap or as stalled (and then only after a nudge).
+#[tokio::test(start_paused = true)]
+async fn a_selector_answering_at_random_never_keeps_a_collaboration_from_ending() {
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    let seeds = Arc::new(Mutex::new(StdRng::seed_from_u64(20261203)));
+    let (mut capped, mut stalled) = (0, 0);
+    for run in 0..300u32 {
+        let mut rng = StdRng::seed_from_u64(u64::from(run));
+        let names = ["Host", "Ann", "Bob", "Cy"];
+        let members = rng.random_range(3..=4);
+        let roster: Vec<Agent> = names[..members]
+            .iter()
+            .map(|name| {
+                // From one line said over and over to many different ones.
+                let lines = if rng.random_bool(0.7) {
+                    1
+                } else {
+                    rng.random_range(2..=12)
+                };
+                let replies = (0..lines)
+                    .map(|n| format!("{name} on point {n}: {}", "detail ".repeat(n % 4)))
+                    .collect();
+                agent(
+                    name,
+                    AgentSpec::Scripted {
+                        replies,
+                        delay_ms: rng.random_range(0..50),
+                    },
+                )
+            })
+            .collect();
+        let chooser = seeds.clone();
+        let models = Models::answered_by(
+            move |request: Value| {
+                let content = match request["response_format"]["json_schema"]["name"].as_str() {
+                    Some("speaker_selection") => {
+                        let mut rng = chooser.lock().unwrap();
+                        match rng.random_range(0..6) {
+                            0 => "not json at all".to_owned(),
+                            1 => json!({"speaker": "Nobody"}).to_string(),
+                            2 => json!({"nonsense": true}).to_string(),
+                            // The same pair, whatever happened.
+                            3 | 4 => {
+                                json!({"speaker": if rng.random_bool(0.5) { "Ann" } else { "Bob" }})
+                                    .to_string()
+                            }
+                            _ => json!({"speaker": names[rng.random_range(0..4)]}).to_string(),
+                        }
+                    }
+                    Some("conversation_synopsis") => {
+                        json!({"synopsis": "So far, so good."}).to_string()
+                    }
+                    Some("collaboration_summary") => json!({
+                        "headline": "h", "summary": "s",
+                        "outcome": {"decisions": [], "action_items": [], "open_questions": []}
+                    })
+                    .to_string(),
+                    other => panic!("an unexpected model call: {other:?}"),
+                };
+                completion(&content)
+            },
+            &Config::default().models,
+        );
+        let mut setup = Setup::new(roster);
+        setup.strategy = Strategy::Manager;
+        setup.message_cap = rng.random_range(1..=40).max(rng.random_range(1..=40));
+        let cap = setup.message_cap;
+        let journal = Running::start(setup, models).finished().await;
+
+        let said = journal.messages().len() as u32;
+        assert!(
+            said <= cap,
+            "run {run}: {said} messages past a cap of {cap}"
+        );
+        let (_, reason) = ending(&journal);
+        let nudged = journal
+            .events()
+            .iter()
+            .any(|(_, body)| matches!(body, EventBody::Nudge { .. }));
+        match reason {
+            EndReason::MessageCap => {
+                assert_eq!(said, cap, "run {run}");
+                capped += 1;
+            }
+            EndReason::Stalled => {
+                assert!(nudged, "run {run}: stalled without a nudge first");
+                stalled += 1;
+            }
+            other => panic!("run {run} ended as {other:?}"),
+        }
+    }
+    // Both kinds of ending were exercised.
+    assert!(
+        capped > 20 && stalled > 20,
+        "{capped} capped, {stalled} stalled"
+    );
 }
