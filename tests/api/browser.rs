@@ -72,6 +72,16 @@ async fn every_seq_once(page: &Page<'_>, app: &Api, collaboration: &Value) {
     assert_eq!(shown_seqs(page).await, (1..=last).collect::<Vec<_>>());
 }
 
+/// Nothing on the page is wider than the window (a phone's, after `resize`).
+async fn fits_the_width(page: &Page<'_>, what: &str) {
+    assert_eq!(
+        page.eval("document.documentElement.scrollWidth <= window.innerWidth")
+            .await,
+        true,
+        "{what} is wider than the screen"
+    );
+}
+
 fn assert_no_page_errors(browser: &Browser) {
     assert_eq!(browser.errors(), Vec::<String>::new(), "the pages threw");
 }
@@ -280,12 +290,7 @@ async fn a_collaboration_created_in_the_form_streams_live_and_ends_with_its_summ
         "the summary shows on a phone",
     )
     .await;
-    assert_eq!(
-        page.eval("document.documentElement.scrollWidth <= window.innerWidth")
-            .await,
-        true,
-        "the channel view fits a phone's width"
-    );
+    fits_the_width(&page, "the channel view").await;
     page.screenshot("channel-phone").await;
     assert_no_page_errors(&browser);
 }
@@ -1325,12 +1330,7 @@ async fn a_team_is_made_run_and_shown_with_its_a2a_mcp_and_uagents_reach() {
         "the team on a phone",
     )
     .await;
-    assert_eq!(
-        page.eval("document.documentElement.scrollWidth <= window.innerWidth")
-            .await,
-        true,
-        "the teams page fits a phone's width"
-    );
+    fits_the_width(&page, "the teams page").await;
     page.screenshot("teams-phone").await;
     assert_no_page_errors(&browser);
 }
