@@ -276,13 +276,14 @@ export function channelView(main, id) {
       const seconds = (ms) => `${(ms / 1000).toFixed(1)} s`;
       put(figuresNode, h("table", {},
         h("caption", {}, "Who did what"),
-        h("thead", {}, h("tr", {}, ["Member", "Turns", "Tokens", "Cost", "Time per turn (median, 95th)", "Tool calls (failed)"].map((label) => h("th", { scope: "col" }, label)))),
+        h("thead", {}, h("tr", {}, ["Member", "Turns", "Tokens", "Cost", "Time per turn (median, 95th)", "Retries (failed turns)", "Tool calls (failed)"].map((label) => h("th", { scope: "col" }, label)))),
         h("tbody", {}, members.map((member) => h("tr", {},
           h("th", { scope: "row" }, member.agent.name),
           h("td", {}, String(member.turns)),
           h("td", {}, member.tokens.toLocaleString()),
           h("td", {}, `$${member.cost_usd.toFixed(4)}`),
           h("td", {}, member.latency_ms ? `${seconds(member.latency_ms.p50)}, ${seconds(member.latency_ms.p95)}` : "–"),
+          h("td", {}, member.retries || member.failures ? `${member.retries} (${member.failures})` : "–"),
           h("td", {}, member.tool_calls ? `${member.tool_calls} (${member.tool_failures})` : "–"))))));
     } catch (error) {
       delete figuresNode.dataset.for;

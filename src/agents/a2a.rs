@@ -558,6 +558,7 @@ impl Client<'_> {
                 )));
             }
             tokio::time::sleep(delay).await;
+            retry::noted();
             attempt += 1;
         }
     }

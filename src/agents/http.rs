@@ -176,6 +176,7 @@ pub(super) async fn speak(
         }
         tracing::warn!(agent = %agent.name, attempt, failure, "remote agent turn failed; retrying");
         tokio::time::sleep(delay).await;
+        retry::noted();
         attempt += 1;
     }
 }

@@ -11,6 +11,7 @@ mod llm;
 pub mod models;
 pub mod quote;
 mod retry;
+pub(crate) use retry::counted as count_retries;
 mod scripted;
 pub mod tools;
 pub mod uagent;

@@ -344,6 +344,7 @@ impl Models {
                         attempt,
                     ))
                     .await;
+                    super::retry::noted();
                     attempt += 1;
                 }
                 other => return other,
@@ -811,6 +812,7 @@ impl RetryService {
             }
             tracing::warn!(attempt, ?delay, "model call failed; retrying");
             tokio::time::sleep(delay).await;
+            super::retry::noted();
             attempt += 1;
         }
     }

@@ -1,7 +1,7 @@
 //! Waiting between attempts, the same way for model calls and for remote agents:
 //! exponential backoff with jitter, and a peer's own `Retry-After` when it names one.
 
-use std::time::Duration;
+use std::{cell::Cell, future::Future, time::Duration};
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
@@ -15,6 +15,27 @@ pub(crate) fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
     let exp = base.saturating_mul(2u32.saturating_pow(attempt)).min(max);
     let half = exp / 2;
     half + half.mul_f64(rand::random::<f64>())
+}
+
+tokio::task_local! {
+    /// The retries made for the turn this task is taking (see [`counted`]).
+    static RETRIES: Cell<u32>;
+}
+
+/// Notes one more attempt made for the turn being taken, if its retries are counted: model
+/// calls, remote agents' requests and tool servers' connections all say so.
+pub(crate) fn noted() {
+    let _ = RETRIES.try_with(|count| count.set(count.get() + 1));
+}
+
+/// Runs `work` (a turn), and says how many retries were made within it.
+pub(crate) async fn counted<F: Future>(work: F) -> (F::Output, u32) {
+    RETRIES
+        .scope(Cell::new(0), async move {
+            let output = work.await;
+            (output, RETRIES.with(Cell::get))
+        })
+        .await
 }
 
 /// `Retry-After` as seconds or as an HTTP date.

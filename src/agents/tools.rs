@@ -126,6 +126,7 @@ impl Toolbox {
                     Err(Failure::Passing(why)) => {
                         tracing::warn!(server = %server.name, %why, attempt, "MCP server unreachable; retrying");
                         tokio::time::sleep(backoff(attempt)).await;
+                        super::retry::noted();
                         attempt += 1;
                     }
                 }

@@ -383,7 +383,8 @@ fn fenced(content: &str, text: &mut String) {
 fn markdown_figures(figures: &[MemberFigures]) -> String {
     let mut text = String::from(
         "## Figures\n\n| member | turns | tokens (prompts, answers) | cost | time per turn \
-         (median, 95th percentile) | tool calls (failed) |\n|---|---|---|---|---|---|\n",
+         (median, 95th percentile) | retries (failed turns) | tool calls (failed) |\n\
+         |---|---|---|---|---|---|---|\n",
     );
     for member in figures {
         let time = member.latency_ms.as_ref().map_or("–".to_owned(), |l| {
@@ -394,13 +395,15 @@ fn markdown_figures(figures: &[MemberFigures]) -> String {
             )
         });
         text.push_str(&format!(
-            "| {} | {} | {} ({}, {}) | ${:.6} | {time} | {} ({}) |\n",
+            "| {} | {} | {} ({}, {}) | ${:.6} | {time} | {} ({}) | {} ({}) |\n",
             one_line(&member.agent.name).replace('|', "\\|"),
             member.turns,
             member.tokens,
             member.input_tokens,
             member.output_tokens,
             member.cost_usd,
+            member.retries,
+            member.failures,
             member.tool_calls,
             member.tool_failures,
         ));

@@ -277,6 +277,7 @@ pub(super) fn figures(figures: &Value) {
                 format!("${:.4}", m["cost_usd"].as_f64().unwrap_or(0.0)),
                 seconds(&m["latency_ms"]["p50"]),
                 seconds(&m["latency_ms"]["p95"]),
+                format!("{} ({} failed)", m["retries"], m["failures"]),
                 format!("{} ({} failed)", m["tool_calls"], m["tool_failures"]),
             ]
         })
@@ -289,6 +290,7 @@ pub(super) fn figures(figures: &Value) {
             "COST",
             "MEDIAN TURN",
             "95TH PERCENTILE",
+            "RETRIES (TURNS)",
             "TOOL CALLS",
         ],
         rows,

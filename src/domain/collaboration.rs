@@ -314,6 +314,8 @@ pub struct Ending {
     pub ended_at: DateTime<Utc>,
     /// The `seq` of the verdict that ended it, when the judge did.
     pub verdict_seq: Option<i64>,
+    /// For an error: the member whose turn failed, when one did.
+    pub failed_agent: Option<Uuid>,
 }
 
 #[cfg(test)]

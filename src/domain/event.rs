@@ -60,6 +60,10 @@ pub enum EventBody {
         /// for a person's interjection, which was no one's turn.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ms: Option<u64>,
+        /// Attempts its turn made again (a model call, a remote agent's request) before it
+        /// came: absent when none.
+        #[serde(default, skip_serializing_if = "is_zero32")]
+        retries: u32,
     },
     Status {
         status: CollaborationStatus,
@@ -70,6 +74,9 @@ pub enum EventBody {
         /// For `objective_met`: the `seq` of the verdict that ended it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         verdict_seq: Option<i64>,
+        /// For `error`: the member whose turn failed, when one did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failed_agent: Option<Uuid>,
     },
     /// What the objective judge concluded about the transcript up to `judged_seq`: stored
     /// each time it runs, so that how a collaboration was judged can be audited.
@@ -121,6 +128,10 @@ pub enum EventBody {
 }
 
 fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero32(n: &u32) -> bool {
     *n == 0
 }
 

@@ -27,6 +27,10 @@ pub struct MemberFigures {
     /// timeout, an interruption).
     pub tool_calls: u32,
     pub tool_failures: u32,
+    /// Attempts its turns made again (a model call, a remote agent's request) before they
+    /// came, and its turns that failed (one ends the collaboration).
+    pub retries: u32,
+    pub failures: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -54,6 +58,8 @@ struct Member {
     times: Vec<u64>,
     tool_calls: u32,
     tool_failures: u32,
+    retries: u32,
+    failures: u32,
 }
 
 impl Member {
@@ -68,6 +74,8 @@ impl Member {
             times: Vec::new(),
             tool_calls: 0,
             tool_failures: 0,
+            retries: 0,
+            failures: 0,
         }
     }
 }
@@ -100,12 +108,14 @@ impl Tally {
                 input_tokens,
                 output_tokens,
                 ms,
+                retries,
                 ..
             } => {
                 let cost = event.cost_micros();
                 let at = self.member(sender);
                 let member = &mut self.members[at];
                 member.turns += 1;
+                member.retries += retries;
                 member.tokens += tokens;
                 member.input_tokens += input_tokens;
                 member.output_tokens += output_tokens;
@@ -124,6 +134,14 @@ impl Tally {
                     && !ok
                 {
                     self.members[at].tool_failures += 1;
+                }
+            }
+            EventBody::Status {
+                failed_agent: Some(failed),
+                ..
+            } => {
+                if let Some(member) = self.members.iter_mut().find(|m| m.agent.id == *failed) {
+                    member.failures += 1;
                 }
             }
             _ => {}
@@ -149,6 +167,8 @@ impl Tally {
                     }),
                     tool_calls: member.tool_calls,
                     tool_failures: member.tool_failures,
+                    retries: member.retries,
+                    failures: member.failures,
                 }
             })
             .collect()
@@ -191,6 +211,7 @@ mod tests {
             output_tokens: 0,
             cost_usd: 0.0,
             ms,
+            retries: 0,
         }
     }
 

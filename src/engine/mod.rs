@@ -568,6 +568,7 @@ impl Engine {
             error_message: None,
             ended_at: crate::domain::now(),
             verdict_seq: None,
+            failed_agent: None,
         };
         let lease = self.claim(Claim::One(collaboration.id)).await?.pop();
         let finished = self

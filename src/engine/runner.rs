@@ -100,6 +100,8 @@ struct Turn {
     sender: Sender,
     content: String,
     spend: Spend,
+    /// Attempts made again within the turn (a model call, a remote agent's request).
+    retries: u32,
 }
 
 /// Milliseconds since `started`, for a message's `ms`.
@@ -239,6 +241,7 @@ pub(super) async fn panicked(crew: &Crew, lease: Lease) {
         ),
         ended_at: crate::domain::now(),
         verdict_seq: None,
+        failed_agent: None,
     };
     let Ok(Some(event)) = crew
         .journal
@@ -594,7 +597,13 @@ async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Cont
                 };
             driver.wait(state, phase, theirs).await
         } else {
-            let speaking = Box::pin(take_turn(crew, state, &sender, turn_id, &recorder));
+            // The turn, with the retries it made counted into it.
+            let speaking = Box::pin(async {
+                let (turn, retries) =
+                    agents::count_retries(take_turn(crew, state, &sender, turn_id, &recorder))
+                        .await;
+                turn.map(|turn| Turn { retries, ..turn })
+            });
             driver.wait(state, Phase::TIMED, speaking).await
         };
         driver.absorb(state);
@@ -618,7 +627,11 @@ async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Cont
                 }
             }
             Wake::Done(Err(message)) | Wake::Failed(message) => {
-                return ended(EndReason::Error, None, Some(message), None);
+                let mut exit = ended(EndReason::Error, None, Some(message), None);
+                if let Exit::Ended(ending, _) = &mut exit {
+                    ending.failed_agent = Some(sender.id);
+                }
+                return exit;
             }
             Wake::Spoke(line) => {
                 state.collaboration.message_count += 1;
@@ -831,6 +844,7 @@ impl Driver<'_> {
                 (
                     Spend::default(),
                     turn.and_then(|(_, started)| ms_since(started)),
+                    0,
                 ),
             )
             .await;
@@ -875,6 +889,7 @@ fn ended(
             error_message,
             ended_at: crate::domain::now(),
             verdict_seq: None,
+            failed_agent: None,
         },
         ack,
     )
@@ -970,6 +985,7 @@ async fn ask_uagent(
                     sender: sender.clone(),
                     content,
                     spend: Spend::default(),
+                    retries: 0,
                 });
             }
             asked_at
@@ -1030,6 +1046,7 @@ async fn take_turn(
         sender: sender.clone(),
         spend: completion.spend(),
         content: within_limit(completion.content, crew.settings.max_content_chars),
+        retries: 0,
     })
 }
 
@@ -1128,7 +1145,7 @@ async fn record(crew: &Crew, state: &mut State, turn: Turn, ms: Option<u64>) -> 
         turn.sender,
         Role::Agent,
         turn.content,
-        (turn.spend, ms),
+        (turn.spend, ms, turn.retries),
     )
     .await;
     let Some((_, line)) = stored else {
@@ -1150,7 +1167,7 @@ async fn store_message(
     sender: Sender,
     role: Role,
     content: String,
-    (spend, ms): (Spend, Option<u64>),
+    (spend, ms, retries): (Spend, Option<u64>, u32),
 ) -> Option<(StoredEvent, Line)> {
     let body = EventBody::Message {
         id: Uuid::now_v7(),
@@ -1164,6 +1181,7 @@ async fn store_message(
         output_tokens: spend.output_tokens,
         cost_usd: crate::domain::event::usd(spend.cost_micros),
         ms,
+        retries,
     };
     let lease = &state.lease;
     let event = persist("message", || {

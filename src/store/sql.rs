@@ -1661,6 +1661,7 @@ where
             error_message: ending.error_message.clone(),
             ended_at: Some(ending.ended_at),
             verdict_seq: ending.verdict_seq,
+            failed_agent: ending.failed_agent,
         };
         let event = Self::insert_event(&mut tx, channel_id, &body).await?;
         Self::enqueue_webhook(&mut tx, collaboration_id, WebhookEvent::Ended).await?;

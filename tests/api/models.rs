@@ -323,6 +323,25 @@ async fn a_model_that_keeps_failing_fails_the_collaboration_after_its_retries() 
         fake.requests(Purpose::Turn).len(),
         1 + Config::default().models.max_retries as usize
     );
+    // The figures say whose turn failed.
+    let figures = app
+        .get_json(&format!("/api/v1/collaborations/{}/figures", id(&created)))
+        .await;
+    let failures: Vec<(&str, u64)> = figures["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["agent"]["name"].as_str().unwrap(),
+                m["failures"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(failures, [("Host", 1), ("Guest", 0)]);
+    let history = app.history(created["channel_id"].as_str().unwrap()).await;
+    let status = history.iter().find(|e| e["type"] == "status").unwrap();
+    assert_eq!(status["failed_agent"], host["id"]);
 }
 
 #[tokio::test]
@@ -395,6 +414,16 @@ async fn a_server_error_and_a_broken_stream_are_retried_and_viewers_restart_the_
         2,
         "the turn is stored once"
     );
+    // It says it was tried again twice, and so do the figures; the host's turn was not.
+    let stored: Vec<&Value> = history.iter().filter(|e| e["type"] == "message").collect();
+    assert_eq!(stored[1]["retries"], 2);
+    assert!(stored[0].get("retries").is_none());
+    let figures = app
+        .get_json(&format!("/api/v1/collaborations/{}/figures", id(&created)))
+        .await;
+    assert_eq!(figures["members"][0]["retries"], 0);
+    assert_eq!(figures["members"][1]["retries"], 2);
+    assert_eq!(figures["members"][1]["failures"], 0);
 }
 
 #[tokio::test]

@@ -268,6 +268,7 @@ pub fn message_from(sender: Sender, content: &str) -> EventBody {
         output_tokens: 0,
         cost_usd: 0.0,
         ms: None,
+        retries: 0,
     }
 }
 
@@ -278,6 +279,7 @@ pub fn ending(reason: EndReason) -> Ending {
         error_message: None,
         ended_at: now(),
         verdict_seq: None,
+        failed_agent: None,
     }
 }
 

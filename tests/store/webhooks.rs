@@ -220,7 +220,7 @@ async fn each_event_writes_its_delivery_with_the_change() {
             payloads[1]["data"],
             serde_json::json!({
                 "id": new.id, "channel_id": new.channel_id, "objective": new.objective,
-                "status": "running", "end_reason": null, "message_count": 0, "tokens_used": 0,
+                "status": "running", "end_reason": null, "message_count": 0, "tokens_used": 0, "cost_usd": 0.0, "team_id": null,
                 "started_at": new.created_at, "ended_at": null, "headline": null,
                 "summary": null, "outcome": null, "advisory_message": null, "error_message": null,
             })

@@ -222,6 +222,7 @@ impl Journal for Memory {
             error_message: c.error_message.clone(),
             ended_at: c.ended_at,
             verdict_seq: ending.verdict_seq,
+            failed_agent: ending.failed_agent,
         };
         Ok(Some(book.append(&body)))
     }
