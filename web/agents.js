@@ -118,6 +118,9 @@ export function agentsView(main) {
     const delay = h("input", { type: "number", value: agent?.delay_ms ?? 0 });
     const endpoint = h("input", { type: "url", value: agent?.endpoint ?? "", placeholder: "https://agents.example.com/turn", spellcheck: "false" });
     const cardUrl = h("input", { type: "url", value: agent?.card_url ?? "", placeholder: "https://agent.example.com (its card is found at /.well-known/agent-card.json)", spellcheck: "false" });
+    const a2aStored = agent?.credential_headers?.length > 0;
+    const a2aBearer = h("input", { type: "password", value: "", autocomplete: "off",
+      placeholder: a2aStored ? "Stored; leave empty to keep it" : "Optional" });
 
     const tools = toolServers(agent);
     const llmFields = h("div", {},
@@ -134,7 +137,8 @@ export function agentsView(main) {
       field("Endpoint", "endpoint", endpoint, "http: each turn is POSTed here as JSON; answer {\"content\": \"…\"}. uAgent: its /submit URL (may be left empty when the server has an Almanac). See the README's \"Bring your own agent\"."));
     const uagentFields = h("p", { class: "hint" }, "A Fetch.ai uAgent speaking the chat protocol: give its agent1q… address and its endpoint. It must be up when you create it.");
     const a2aFields = h("div", {},
-      field("Agent card URL", "card_url", cardUrl, "The agent's card, or its base URL."));
+      field("Agent card URL", "card_url", cardUrl, "The agent's card, or its base URL. A Skein team's is on its card in Teams."),
+      field("Bearer token", "bearer", a2aBearer, "Sent as Authorization: Bearer … with its card and every call (for a Skein team: a key of its server). Stored sealed, never shown again."));
     const humanFields = h("p", { class: "hint" }, "A person: when the turn is theirs, the channel waits for them to type.");
     const showKind = () => {
       llmFields.hidden = kind.value !== "llm";
@@ -189,6 +193,7 @@ export function agentsView(main) {
         body.endpoint = endpoint.value.trim() || null;
       } else if (kind.value === "a2a") {
         body.card_url = cardUrl.value.trim();
+        if (a2aBearer.value) body.bearer = a2aBearer.value;
       }
       try {
         const saved = agent ? await api.patch(`/agents/${agent.id}`, body) : await api.post("/agents", body);

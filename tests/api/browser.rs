@@ -1650,3 +1650,53 @@ async fn a_running_channel_shows_what_it_has_cost_so_far() {
     assert!(line.as_str().unwrap().contains("tokens"), "{line}");
     assert_no_page_errors(&browser);
 }
+
+/// A team is added as an a2a agent in the form, with a key of its server as bearer token,
+/// and takes part in a collaboration.
+#[tokio::test]
+async fn a_team_is_added_as_an_a2a_agent_in_the_form_with_its_bearer_token() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let cook = app.scripted("Cook", &["Soup."], 0).await;
+    let helper = app.scripted("Helper", &["Bread."], 0).await;
+    let team = app
+        .create(
+            "/api/v1/teams",
+            json!({"name": "Kitchen", "principal": id(&cook), "participants": [id(&helper)],
+                   "message_cap": 2, "evaluate_objective_completion": false}),
+        )
+        .await;
+    let page = new_agent_form(&browser, &app, "a2a", "Kitchen team").await;
+    page.fill("#field-card_url", team["a2a_url"].as_str().unwrap())
+        .await;
+    page.fill("#field-bearer", crate::support::ADMIN_KEY).await;
+    page.click("form button[type=submit]").await;
+    page.wait_until(
+        "[...document.querySelectorAll('.agent .name')].some(e => e.textContent === 'Kitchen team')",
+        "the agent is listed",
+    )
+    .await;
+    let agents = app.get_json("/api/v1/agents").await;
+    let delegate = agents["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "Kitchen team")
+        .unwrap()
+        .clone();
+    assert_eq!(delegate["credential_headers"], json!(["Authorization"]));
+    let host = app.scripted("Host", &["Dinner?", "Thanks."], 0).await;
+    let parent = app
+        .collaborate(
+            &host,
+            &delegate,
+            json!({"message_cap": 3, "strategy": "round_robin",
+                   "evaluate_objective_completion": false}),
+        )
+        .await;
+    let done = app.wait_until_summarized(&id(&parent)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_no_page_errors(&browser);
+}
