@@ -157,6 +157,16 @@ impl Identities {
             })
             .map(|root| session_under(root, collaboration_id, agent))
     }
+
+    /// The identity that speaks for `team_id` at `address` (its address was derived when
+    /// the team was made): under the current key, or under one being rotated out, so that
+    /// a team answers from the address it was written to.
+    pub fn team_at(&self, team_id: Uuid, address: &AgentAddress) -> Option<Identity> {
+        std::iter::once(&self.root)
+            .chain(&self.previous)
+            .map(|root| identity_under(root, b"team", team_id))
+            .find(|identity| identity.address() == address)
+    }
 }
 
 fn identity_under(root: &[u8; 32], purpose: &[u8], id: Uuid) -> Identity {
@@ -570,6 +580,24 @@ mod tests {
         let mut unsigned = envelope.clone();
         unsigned.signature = None;
         assert_eq!(unsigned.verify(now), Err(EnvelopeError::Unsigned));
+    }
+
+    #[test]
+    fn a_team_answers_from_the_address_it_was_made_with_while_its_key_is_rotated() {
+        let (old, new) = (Identities::new([1; 32]), Identities::new([2; 32]));
+        let team = Uuid::now_v7();
+        let made = old.for_team(team).address().clone();
+        assert_ne!(
+            made,
+            old.for_collaboration(team).address().clone(),
+            "a team's identity is not a collaboration's"
+        );
+        let rotating = new.clone().recognising(vec![[1; 32]]);
+        assert_eq!(rotating.team_at(team, &made).unwrap().address(), &made);
+        assert!(
+            new.team_at(team, &made).is_none(),
+            "a dropped key speaks for nobody"
+        );
     }
 
     #[test]

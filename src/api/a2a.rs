@@ -53,8 +53,6 @@ const VERSION: &str = "1.0";
 const STREAM_POLL: Duration = Duration::from_millis(250);
 /// The most events a stream reads at once.
 const STREAM_BATCH: u32 = 200;
-/// A run whose summary has not come this long after it ended is reported without one.
-const SUMMARY_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 /// The longest a `ListTasks` page.
 const MAX_PAGE_SIZE: u32 = 100;
 
@@ -306,46 +304,12 @@ async fn started(
         })?,
         None => Uuid::new_v4(),
     };
-    let objective = with_context(state, team, context_id, objective).await?;
+    let objective = teams::with_earlier(state, team, context_id, objective).await?;
     let run = RunTeam {
         context_id: Some(context_id),
         ..RunTeam::objective(objective)
     };
     Ok(teams::start(state, &caller.key, team, run).await?)
-}
-
-/// The objective with how the conversation's last run ended, when it has one: a team asked
-/// a follow-up knows what it answered before.
-async fn with_context(
-    state: &AppState,
-    team: &Team,
-    context_id: Uuid,
-    objective: String,
-) -> Result<String, RpcError> {
-    let filter = CollaborationFilter {
-        team_id: Some(team.id),
-        context_id: Some(context_id),
-        ..Default::default()
-    };
-    let (last, _) = state
-        .store
-        .list_collaborations(team.account_id, &filter, PageRequest { page: 1, size: 1 })
-        .await?;
-    let Some(summary) = last.first().and_then(|c| c.summary.as_deref()) else {
-        return Ok(objective);
-    };
-    let room = state
-        .config
-        .limits
-        .max_objective_chars
-        .saturating_sub(objective.chars().count() + 80);
-    if room < 40 {
-        return Ok(objective);
-    }
-    let earlier: String = summary.chars().take(room).collect();
-    Ok(format!(
-        "{objective}\n\n(Earlier in this conversation the team concluded: {earlier})"
-    ))
 }
 
 async fn send(
@@ -477,15 +441,9 @@ async fn list(state: &AppState, team: &Team, params: &Value) -> Result<Value, Rp
     }))
 }
 
-/// Whether a run is over as a task: stopped or failed, or completed with its summary (the
-/// task's artifact), or without one long enough after it ended that none is coming.
+/// Whether a run is over as a task (see [`teams::answered`]).
 fn terminal(collaboration: &Collaboration) -> bool {
-    collaboration.status != CollaborationStatus::Running
-        && (collaboration.status != CollaborationStatus::Completed
-            || collaboration.summary.is_some()
-            || collaboration
-                .ended_at
-                .is_some_and(|at| Utc::now() - at > SUMMARY_GRACE))
+    teams::answered(collaboration)
 }
 
 fn state_of(collaboration: &Collaboration) -> &'static str {
@@ -624,6 +582,7 @@ fn stream(state: AppState, id: Value, caller: &Caller, collaboration: Collaborat
         after: i64,
         first: bool,
         done: bool,
+        ended_seen: bool,
         pending: std::collections::VecDeque<Value>,
         pass: StreamPass,
     }
@@ -633,6 +592,7 @@ fn stream(state: AppState, id: Value, caller: &Caller, collaboration: Collaborat
         after: 0,
         first: true,
         done: false,
+        ended_seen: false,
         pending: Default::default(),
         pass,
     };
@@ -675,7 +635,8 @@ fn stream(state: AppState, id: Value, caller: &Caller, collaboration: Collaborat
                     }}));
                 }
             }
-            if !f.pending.is_empty() {
+            // More may be stored already: read on before looking at the status.
+            if !events.is_empty() {
                 continue;
             }
             let current = f
@@ -684,6 +645,12 @@ fn stream(state: AppState, id: Value, caller: &Caller, collaboration: Collaborat
                 .get_collaboration(f.collaboration.account_id, f.collaboration.id)
                 .await
                 .ok()??;
+            // Once it has ended, what was stored up to the end is read to the last event
+            // before the final status goes out.
+            if terminal(&current) && !f.ended_seen {
+                f.ended_seen = true;
+                continue;
+            }
             if terminal(&current) {
                 for artifact in artifacts(&current) {
                     f.pending.push_back(json!({"artifactUpdate": {

@@ -328,11 +328,12 @@ impl Skein {
                             .collect()
                     })
                     .unwrap_or_default();
+                let limits = &state.config.limits;
                 let request = CreateCollaboration {
                     principal: principal.to_owned(),
                     participants,
-                    message_cap: message_cap.unwrap_or(20),
-                    timeout_window: 120,
+                    message_cap: message_cap.unwrap_or(i64::from(20.min(limits.max_message_cap))),
+                    timeout_window: i64::from(120.min(limits.max_timeout_window)),
                     objective: Some(objective),
                     evaluate_objective_completion: None,
                     source: None,

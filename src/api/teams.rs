@@ -507,6 +507,58 @@ impl RunTeam {
     }
 }
 
+/// A run whose summary has not come this long after it ended is answered without one.
+const SUMMARY_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+
+/// Whether a run has its answer: stopped or failed, or completed with its summary, or
+/// without one long enough after it ended that none is coming.
+pub(crate) fn answered(run: &Collaboration) -> bool {
+    run.status != crate::domain::CollaborationStatus::Running
+        && (run.status != crate::domain::CollaborationStatus::Completed
+            || run.summary.is_some()
+            || run
+                .ended_at
+                .is_some_and(|at| Utc::now() - at > SUMMARY_GRACE))
+}
+
+/// The objective with how the conversation's last run ended, when it has one: a team asked
+/// a follow-up (over A2A or uAgents, in the same conversation) knows what it answered.
+pub(crate) async fn with_earlier(
+    state: &AppState,
+    team: &Team,
+    context_id: Uuid,
+    objective: String,
+) -> Result<String, crate::store::StoreError> {
+    let filter = CollaborationFilter {
+        team_id: Some(team.id),
+        context_id: Some(context_id),
+        ..Default::default()
+    };
+    let (last, _) = state
+        .store
+        .list_collaborations(
+            team.account_id,
+            &filter,
+            crate::domain::PageRequest { page: 1, size: 1 },
+        )
+        .await?;
+    let Some(summary) = last.first().and_then(|c| c.summary.as_deref()) else {
+        return Ok(objective);
+    };
+    let room = state
+        .config
+        .limits
+        .max_objective_chars
+        .saturating_sub(objective.chars().count() + 80);
+    if room < 40 {
+        return Ok(objective);
+    }
+    let earlier: String = summary.chars().take(room).collect();
+    Ok(format!(
+        "{objective}\n\n(Earlier in this conversation the team concluded: {earlier})"
+    ))
+}
+
 /// The end of `text` that fits in `max` characters: a message longer than an objective
 /// may be keeps its most recent part, after an ellipsis.
 pub(crate) fn most_recent(text: &str, max: usize) -> String {

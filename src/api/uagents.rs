@@ -229,7 +229,13 @@ async fn to_team(
     };
     let answer = Answer {
         state: state.clone(),
-        identity: state.engine.remote().identities.for_team(team.id),
+        identity: {
+            let identities = &state.engine.remote().identities;
+            // The one the team was written to; the current key's when that one was dropped.
+            identities
+                .team_at(team.id, &team.address)
+                .unwrap_or_else(|| identities.for_team(team.id))
+        },
         to: sender.clone(),
         session: envelope.session,
         endpoint: state
@@ -264,6 +270,9 @@ async fn start_for_uagent(
         .map_err(|e| e.to_string())?
         .filter(|key| key.revoked_at.is_none())
         .ok_or("the key that saved this team has been revoked: save the team again")?;
+    let objective = super::teams::with_earlier(state, team, session, objective)
+        .await
+        .map_err(|e| e.to_string())?;
     let run = super::teams::RunTeam {
         context_id: Some(session),
         ..super::teams::RunTeam::objective(objective)
@@ -338,11 +347,10 @@ impl Answer {
                     continue;
                 }
             };
-            let over = current.status != CollaborationStatus::Running;
-            if over && (current.summary.is_some() || Utc::now() > give_up) {
+            if super::teams::answered(&current) {
                 break current;
             }
-            if !over && Utc::now() > give_up {
+            if Utc::now() > give_up {
                 return;
             }
         };

@@ -434,10 +434,13 @@ async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Cont
         .transcript
         .last()
         .is_some_and(|line| line.seq > state.judged_seq);
+    // After a failed synopsis, the transcript length before it is tried again.
+    let mut synopsis_after = 0;
     loop {
         // Messages that have left the agents' window are folded into the synopsis, every
-        // few; a failure leaves them as excerpts, and it is tried again later.
+        // few; a failure leaves them as excerpts, and it is tried again a few messages on.
         if let Some(aux) = state.aux.clone()
+            && state.transcript.len() >= synopsis_after
             && let Some(lines) = synopsis::due(
                 &state.transcript,
                 crew.settings.context_window,
@@ -470,11 +473,14 @@ async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Cont
                     state.collaboration.synopsis = Some(written);
                 }
                 Wake::Done(Err(error)) => {
-                    tracing::warn!(%error, "writing the synopsis failed; excerpts stand in")
+                    tracing::warn!(%error, "writing the synopsis failed; excerpts stand in");
+                    synopsis_after = state.transcript.len() + synopsis::EVERY;
                 }
                 Wake::Spoke(_) | Wake::Failed(_) | Wake::Capped => {}
                 Wake::Exit(exit) => return exit,
             }
+            // The writer's time is not the agents' silence.
+            driver.last_activity = Instant::now();
         }
         if unjudged
             && state.collaboration.evaluate_objective_completion

@@ -21,6 +21,11 @@ use crate::{
 /// How many messages may leave the window before the synopsis is written again.
 pub(crate) const EVERY: usize = 8;
 
+/// The most messages one synopsis call folds in: a collaboration that has many older
+/// messages no synopsis covers yet (one resumed from before synopses, a fork) has them
+/// folded in a few calls rather than one unbounded prompt.
+const MOST_AT_ONCE: usize = 4 * EVERY;
+
 /// The older messages (outside the last `window`) the synopsis does not cover yet, once
 /// there are [`EVERY`] of them: what the next synopsis must fold in.
 pub(crate) fn due<'a>(
@@ -32,7 +37,7 @@ pub(crate) fn due<'a>(
     let covered = synopsis.map_or(0, |s| s.through_seq);
     let from = older.partition_point(|line| line.seq <= covered);
     let uncovered = &older[from..];
-    (uncovered.len() >= EVERY).then_some(uncovered)
+    (uncovered.len() >= EVERY).then(|| &uncovered[..uncovered.len().min(MOST_AT_ONCE)])
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,5 +142,10 @@ mod tests {
             (next.first().unwrap().seq, next.last().unwrap().seq),
             (9, 16)
         );
+        // Many uncovered at once (a fork, a run from before synopses): a bounded batch.
+        let long = lines(500);
+        let batch = due(&long, 12, None).unwrap();
+        assert_eq!(batch.len(), MOST_AT_ONCE);
+        assert_eq!(batch.first().unwrap().seq, 1);
     }
 }
