@@ -496,17 +496,17 @@ impl Page<'_> {
 /// pinned, installed under `target/` the first time it is needed.
 const AXE_CORE: &str = "axe-core@4.10.3";
 
-/// axe-core's script, or a failed test when it cannot be had (npm is part of the machine,
-/// as Chromium is).
-fn axe_source() -> String {
-    static SOURCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SOURCE
+/// axe-core's script, or `None` (the test then passes over itself, saying so) where npm
+/// cannot install it, unless `SKEIN_BROWSER_TESTS=required`.
+pub fn axe_source() -> Option<String> {
+    static SOURCE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let source = SOURCE
         .get_or_init(|| {
             let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("axe");
             let script = dir.join("node_modules/axe-core/axe.min.js");
             let installed = dir.join(format!("node_modules/.{AXE_CORE}"));
             if !installed.is_file() {
-                let status = std::process::Command::new("npm")
+                let done = std::process::Command::new("npm")
                     .args([
                         "install",
                         "--no-audit",
@@ -517,20 +517,31 @@ fn axe_source() -> String {
                     .arg(&dir)
                     .arg(AXE_CORE)
                     .status()
-                    .expect("npm runs (Node.js with npm is part of the machine)");
-                assert!(status.success(), "npm install {AXE_CORE} failed");
-                std::fs::write(&installed, "").expect("the install is noted");
+                    .is_ok_and(|status| status.success());
+                if !done {
+                    return None;
+                }
+                std::fs::write(&installed, "").ok()?;
             }
-            std::fs::read_to_string(&script).expect("axe-core's script is installed")
+            std::fs::read_to_string(&script).ok()
         })
-        .clone()
+        .clone();
+    if source.is_none() {
+        assert!(
+            std::env::var("SKEIN_BROWSER_TESTS").as_deref() != Ok("required"),
+            "SKEIN_BROWSER_TESTS=required but npm could not install {AXE_CORE}"
+        );
+        eprintln!("npm could not install {AXE_CORE} (Node.js with npm is needed): skipping");
+    }
+    source
 }
 
 impl Page<'_> {
     /// What axe-core finds wrong with the page as it is now, at the `serious` and `critical`
     /// levels: one `{id, impact, help, nodes}` each.
     pub async fn accessibility_violations(&self) -> Vec<Value> {
-        self.eval(&axe_source()).await;
+        self.eval(&axe_source().expect("the test checked that axe-core is installed"))
+            .await;
         let found = self
             .eval(
                 "axe.run(document, {resultTypes: ['violations']}).then(r => r.violations \
