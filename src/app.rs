@@ -307,6 +307,13 @@ async fn housekeeping(
                 "purging uAgent registrations failed"
             );
         }
+        let kept = now - chrono::Duration::hours(FEED_RETENTION_HOURS);
+        if let Err(error) = store.purge_account_feed(kept).await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "purging accounts' feeds failed"
+            );
+        }
         let settled = now - chrono::Duration::days(WEBHOOK_RETENTION_DAYS);
         if let Err(error) = store.purge_webhook_deliveries(settled).await {
             tracing::warn!(
@@ -316,6 +323,10 @@ async fn housekeeping(
         }
     }
 }
+
+/// How long an account's feed keeps a change: a client of `GET /events` gone longer than
+/// this is told to reload rather than resume.
+const FEED_RETENTION_HOURS: i64 = 24;
 
 /// How long a settled webhook delivery stays listed (`GET /webhooks/deliveries`).
 const WEBHOOK_RETENTION_DAYS: i64 = 30;

@@ -6,6 +6,9 @@
 //!   fill gaps from the store, so a frame lost on the way costs a catch-up, never an event.
 //! - **Requests** for a collaboration another process runs (stop, delete, a person's
 //!   message) go to `skein.process.<owner id>` and are answered by that process's engine.
+//! - **Accounts' feeds.** Nudges to those following an account's collaborations changing
+//!   (`GET /events`) go out on `skein.account.<account id>` and are applied to the feed of
+//!   every other process; the changes themselves are read from the store.
 //! - **Revoked keys.** A process that revokes a key says so on `skein.keys.revoked`; every
 //!   process then drops the key from its key cache and closes its streams, as the revoking
 //!   process did.
@@ -28,13 +31,14 @@ use secrecy::ExposeSecret;
 use crate::{
     config::NatsAuth,
     engine::{Engine, Relay, Reply, Request},
-    live::{Hub, Publication},
+    live::{Hub, Nudge, Publication},
     tasks::Tasks,
 };
 
 const CHANNEL_SUBJECTS: &str = "skein.channel";
 const PROCESS_SUBJECTS: &str = "skein.process";
 const REVOKED_KEYS: &str = "skein.keys.revoked";
+const ACCOUNT_SUBJECTS: &str = "skein.account";
 /// How long a relayed request may take: the other process answers once its runner has acted
 /// (stored the person's message, or the end).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -154,7 +158,13 @@ impl Cluster {
             .subscribe(REVOKED_KEYS)
             .await
             .map_err(|e| anyhow::anyhow!("subscribing to revoked keys: {e}"))?;
+        let nudges = self
+            .client
+            .subscribe(format!("{ACCOUNT_SUBJECTS}.*"))
+            .await
+            .map_err(|e| anyhow::anyhow!("subscribing to accounts' feeds: {e}"))?;
         let exports = hub.export_to(crate::live::EXPORT_QUEUE);
+        let nudges_out = hub.feed().export_to(crate::live::FEED_EXPORT_QUEUE);
         let (tasks, done) = (&self.tasks, &self.done);
         tasks.spawn_essential(
             "cluster export",
@@ -165,6 +175,14 @@ impl Cluster {
                 hub.clone(),
                 done.clone(),
             ),
+        );
+        tasks.spawn_essential(
+            "cluster feed export",
+            export_nudges(self.client.clone(), self.owner, nudges_out, done.clone()),
+        );
+        tasks.spawn_essential(
+            "cluster feed import",
+            import_nudges(until(done, nudges), self.owner, hub.clone()),
         );
         tasks.spawn_essential(
             "cluster import",
@@ -356,6 +374,61 @@ async fn answer(
                 tracing::warn!(%error, "answering a relayed request failed");
             }
         });
+    }
+}
+
+/// Carries the feed's nudges to NATS, in order.
+async fn export_nudges(
+    client: Client,
+    owner: Uuid,
+    mut nudges: mpsc::Receiver<(Uuid, Nudge)>,
+    done: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            biased;
+            next = nudges.recv() => next,
+            _ = done.cancelled() => None,
+        };
+        let Some((account, nudge)) = next else { break };
+        let mut headers = HeaderMap::new();
+        headers.insert(ORIGIN, owner.to_string());
+        let payload = Bytes::from(serde_json::to_vec(&nudge).expect("a nudge serializes"));
+        let subject = format!("{ACCOUNT_SUBJECTS}.{account}");
+        if let Err(error) = client.publish_with_headers(subject, headers, payload).await {
+            tracing::warn!(%error, "publishing a feed nudge to NATS failed");
+        }
+    }
+    if let Err(error) = client.flush().await {
+        tracing::warn!(%error, "flushing NATS failed");
+    }
+}
+
+async fn import_nudges(
+    mut nudges: impl Stream<Item = Message> + Unpin,
+    owner: Uuid,
+    hub: Arc<Hub>,
+) {
+    while let Some(message) = nudges.next().await {
+        let origin = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(ORIGIN))
+            .and_then(|value| value.as_str().parse::<Uuid>().ok());
+        let account = message
+            .subject
+            .strip_prefix(ACCOUNT_SUBJECTS)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|id| id.parse::<Uuid>().ok());
+        let nudge = serde_json::from_slice::<Nudge>(&message.payload).ok();
+        match (origin, account, nudge) {
+            // Our own reached our followers when given.
+            (Some(origin), ..) if origin == owner => {}
+            (Some(_), Some(account), Some(nudge)) => hub.feed().apply(account, nudge),
+            _ => {
+                tracing::warn!(subject = %message.subject, "ignoring a malformed feed nudge from NATS")
+            }
+        }
     }
 }
 

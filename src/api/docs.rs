@@ -14,7 +14,8 @@ use utoipa_swagger_ui::SwaggerUi;
 use serde_json::json;
 
 use super::{
-    AppState, agents, channels, collaborations, forks, keys, providers, teams, transcript, webhooks,
+    AppState, agents, channels, collaborations, events, forks, keys, providers, teams, transcript,
+    webhooks,
 };
 use crate::config::Config;
 
@@ -22,7 +23,7 @@ use crate::config::Config;
 #[openapi(
     info(title = "Skein", description = "A collaboration server for AI agents. Authenticate with `Authorization: Bearer <key>`."),
     paths(
-        collaborations::create, collaborations::list, collaborations::read, collaborations::stop, collaborations::remove, forks::fork, collaborations::audio, transcript::transcript, transcript::figures,
+        collaborations::create, collaborations::list, collaborations::read, collaborations::stop, collaborations::remove, forks::fork, collaborations::audio, transcript::transcript, transcript::figures, events::events,
         agents::create, agents::list, agents::read, agents::update, agents::remove, agents::list_tools, agents::check_agent, providers::list, providers::models,
         channels::read, channels::history, channels::post_message, channels::ticket, channels::stream,
         keys::create_key, keys::list_keys, keys::read_key, keys::revoke_key, keys::create_account, keys::list_accounts,

@@ -11,6 +11,7 @@ pub mod auth;
 mod channels;
 mod collaborations;
 mod docs;
+mod events;
 mod forks;
 mod health;
 mod idempotency;
@@ -94,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         .merge(providers::router())
         .merge(webhooks::router())
         .merge(teams::router())
+        .merge(events::router())
         // The last layer runs first: authenticate and rate-limit, then idempotency.
         .layer(middleware::from_fn_with_state(
             state.clone(),

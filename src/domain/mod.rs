@@ -31,6 +31,7 @@ pub mod address;
 pub mod agent;
 pub mod collaboration;
 pub mod event;
+pub mod feed;
 pub mod figures;
 pub mod paging;
 pub mod team;

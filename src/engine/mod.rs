@@ -282,6 +282,7 @@ impl Engine {
             .insert_collaboration(&new, self.inner.max_running_per_account, Some(lease_to))
             .await?
             .expect("a collaboration stored with a lease comes back with it");
+        self.inner.crew.hub.feed().changed(new.account_id);
         // As stored: the store tests hold the two the same.
         let created = new.started(&agents);
         // Run here at once, from what is at hand. Should this future be dropped before
@@ -420,6 +421,7 @@ impl Engine {
             return Ok(false);
         }
         self.inner.crew.hub.close(collaboration.channel_id);
+        self.inner.crew.hub.feed().changed(account_id);
         match tokio::fs::remove_file(self.podcast_file(id)).await {
             Ok(()) => {}
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
@@ -580,6 +582,7 @@ impl Engine {
             let hub = &self.inner.crew.hub;
             hub.end_turns(collaboration.channel_id);
             hub.publish_event(collaboration.channel_id, event);
+            hub.feed().changed(collaboration.account_id);
             crate::telemetry::collaboration_ended(
                 ending.reason.status().name(),
                 ending.reason.name(),

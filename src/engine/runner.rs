@@ -16,7 +16,7 @@ use std::{
     collections::HashMap,
     future::Future,
     pin::{Pin, pin},
-    sync::atomic::{AtomicI64, Ordering},
+    sync::atomic::{AtomicI64, AtomicU32, Ordering},
     time::Duration,
 };
 
@@ -48,6 +48,9 @@ struct State {
     /// The channel's last stored seq; deltas are stamped with it (see [`crate::live::Frame`]).
     /// Atomic because a turn in flight reads it while a person's interjection moves it on.
     last_seq: AtomicI64,
+    /// The messages stored so far (the collaboration's `message_count` moves on only once
+    /// a phase is over, see [`Driver::absorb`]); atomic for the same reason as `last_seq`.
+    stored_messages: AtomicU32,
     agents: HashMap<Uuid, Agent>,
     roster: Vec<Sender>,
     transcript: Vec<Line>,
@@ -202,6 +205,7 @@ async fn run_here(
     };
     crew.hub
         .publish_event(state.collaboration.channel_id, &event);
+    crew.hub.feed().changed(state.collaboration.account_id);
     if let Some(ack) = ack {
         let _ = ack.send(());
     }
@@ -256,6 +260,7 @@ pub(super) async fn panicked(crew: &Crew, lease: Lease) {
     crew.hub.end_turns(collaboration.channel_id);
     telemetry::collaboration_ended(ending.reason.status().name(), ending.reason.name());
     crew.hub.publish_event(collaboration.channel_id, &event);
+    crew.hub.feed().changed(collaboration.account_id);
     if let Ok(Some(state)) = load(crew, lease, None, crew.shutdown.child_token()).await {
         summarize(crew, &state, ending.reason, &mut None).await;
     }
@@ -305,6 +310,7 @@ async fn load(
     Ok(Some(State {
         lease,
         halt,
+        stored_messages: AtomicU32::new(collaboration.message_count),
         collaboration,
         last_seq: AtomicI64::new(read.last_seq),
         agents,
@@ -1202,6 +1208,11 @@ async fn store_message(
     crew.hub
         .publish_event(state.collaboration.channel_id, &event);
     state.last_seq.store(event.seq, Ordering::Release);
+    let stored = state.stored_messages.fetch_add(1, Ordering::AcqRel) + 1;
+    let collaboration = &state.collaboration;
+    crew.hub
+        .feed()
+        .messages(collaboration.account_id, collaboration.id, stored);
     let line = Line {
         seq: event.seq,
         sender,
@@ -1309,6 +1320,7 @@ async fn summarize(
     .flatten();
     if let Some(event) = stored {
         crew.hub.publish_event(collaboration.channel_id, &event);
+        crew.hub.feed().changed(collaboration.account_id);
     }
     true
 }

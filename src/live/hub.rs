@@ -96,6 +96,8 @@ pub struct Hub {
     lost: Mutex<HashSet<Uuid>>,
     /// The delivery tasks, and the viewers' sessions: all that streams to viewers.
     tasks: TaskTracker,
+    /// Accounts' feeds: the collaborations' changes, as channels' frames are the events.
+    feed: Arc<super::Feed>,
 }
 
 /// A channel's viewers in this process.
@@ -133,6 +135,7 @@ impl Hub {
             exports: OnceLock::new(),
             lost: Mutex::default(),
             tasks: TaskTracker::new(),
+            feed: Arc::default(),
         }
     }
 
@@ -150,6 +153,11 @@ impl Hub {
     /// as [`Publication::Lost`], once it has room.
     pub fn take_lost(&self) -> Vec<Uuid> {
         lock(&self.lost).drain().collect()
+    }
+
+    /// Who follows accounts' collaborations changing, and how they are told.
+    pub fn feed(&self) -> &Arc<super::Feed> {
+        &self.feed
     }
 
     /// What streams to viewers: wait on it, once closed, to let viewers be told goodbye.

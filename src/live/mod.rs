@@ -1,12 +1,14 @@
 //! Live delivery: the hub fans events out to viewers in this process, writing each frame
 //! through the viewer's outlet; the session module runs one viewer's WebSocket; `upgrade`
-//! opens it; `streams` counts open streams per API key; `close` names why a stream ends.
+//! opens it; `streams` counts open streams per API key; `close` names why a stream ends;
+//! `feed` tells who follows an account (`GET /events`) that its collaborations changed.
 //! What the frames say is [`crate::domain::Frame`].
 //!
 //! The hub is a convenience, not the source of truth: a viewer that misses frames (it lagged,
 //! or connected late) is caught up from the store by `seq`, never skipped.
 
 mod close;
+mod feed;
 mod hub;
 mod outlet;
 pub mod session;
@@ -14,6 +16,7 @@ pub mod streams;
 pub mod upgrade;
 
 pub use close::Close;
+pub use feed::{FEED_EXPORT_QUEUE, Feed, Following, Nudge};
 pub use hub::{EXPORT_QUEUE, Hub, Publication};
 pub use streams::{Refusal, StreamPass, Streams};
 

@@ -34,6 +34,7 @@ use crate::{
         Account, Agent, AgentAddress, AgentRef, ApiKey, Collaboration, CollaborationStatus, Ending,
         EventBody, NewCollaboration, NewKey, Outcome, PageRequest, Source, StoredEvent, Synopsis,
         Team,
+        feed::FeedPage,
         webhook::{AttemptOutcome, Delivery, DueDelivery, WebhookSettings},
     },
     secrets::Secret,
@@ -529,6 +530,16 @@ pub trait Store: Send + Sync + 'static {
 
     // WebSocket tickets.
     /// Deletes the tickets that expired before then, used or not. How many.
+    /// Up to `limit` changes of the account's feed after `after_rev`, oldest first, with
+    /// its latest rev and whether changes right after `after_rev` were purged.
+    async fn account_feed(
+        &self,
+        account_id: Uuid,
+        after_rev: i64,
+        limit: u32,
+    ) -> StoreResult<FeedPage>;
+    /// Forgets feed changes made before `before`.
+    async fn purge_account_feed(&self, before: DateTime<Utc>) -> StoreResult<u64>;
     async fn purge_tickets(&self, expired_before: DateTime<Utc>) -> StoreResult<u64>;
     async fn insert_ticket(
         &self,

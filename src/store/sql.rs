@@ -18,7 +18,7 @@
 //! blocks below repeat one `where` clause.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     future::Future,
     sync::Arc,
     time::Duration,
@@ -46,6 +46,7 @@ use crate::{
         Account, Agent, AgentAddress, AgentRef, ApiKey, Collaboration, CollaborationStatus, Ending,
         EventBody, NewCollaboration, NewKey, Outcome, PageRequest, Scope, StoredEvent, Synopsis,
         Team,
+        feed::{Change, ChangeKind, FeedPage},
         webhook::{AttemptOutcome, Delivery, DueDelivery, WebhookEvent, WebhookSettings},
     },
     secrets::{Secret, Vault},
@@ -382,6 +383,16 @@ where
             }
         }
 
+        let mut created: BTreeMap<Uuid, Vec<(Uuid, ChangeKind)>> = BTreeMap::new();
+        for Create { new, .. } in admitted {
+            created
+                .entry(new.account_id)
+                .or_default()
+                .push((new.id, ChangeKind::Created));
+        }
+        for (account_id, changes) in &created {
+            Self::note_changes(tx, *account_id, changes).await?;
+        }
         Self::started_webhooks(tx, admitted).await
     }
 
@@ -503,6 +514,64 @@ where
                 .fetch_one(&mut **tx)
                 .await?,
         )
+    }
+
+    /// Numbers `changes` of one account's collaborations in its feed, inside the caller's
+    /// transaction: the account's counter is bumped by their number (on PostgreSQL that
+    /// locks its row until the commit, so numbers commit in order), then they are stored
+    /// under the numbers it went through.
+    async fn note_changes(
+        tx: &mut Transaction<'static, D>,
+        account_id: Uuid,
+        changes: &[(Uuid, ChangeKind)],
+    ) -> StoreResult<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let last: i64 = sqlx::query_scalar(
+            "UPDATE accounts SET feed_rev = feed_rev + $1 WHERE id = $2 RETURNING feed_rev",
+        )
+        .bind(changes.len() as i64)
+        .bind(id::<D>(account_id))
+        .fetch_one(&mut **tx)
+        .await?;
+        let first = last - changes.len() as i64 + 1;
+        let at = Utc::now();
+        let numbered: Vec<(i64, Uuid, ChangeKind)> = changes
+            .iter()
+            .zip(first..)
+            .map(|(&(collaboration_id, kind), rev)| (rev, collaboration_id, kind))
+            .collect();
+        for run in runs(&numbered, ROWS_PER_STATEMENT) {
+            QueryBuilder::<D>::new(
+                "INSERT INTO account_feed (account_id, rev, collaboration_id, change, at) ",
+            )
+            .push_values(run, |mut row, (rev, collaboration_id, kind)| {
+                row.push_bind(id::<D>(account_id))
+                    .push_bind(*rev)
+                    .push_bind(id::<D>(*collaboration_id))
+                    .push_bind(kind.name())
+                    .push_bind(at);
+            })
+            .build()
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::note_changes`] for one change of a collaboration, whose account is looked up.
+    async fn note_change(
+        tx: &mut Transaction<'static, D>,
+        collaboration_id: Uuid,
+        kind: ChangeKind,
+    ) -> StoreResult<()> {
+        let account: D::Id =
+            sqlx::query_scalar("SELECT account_id FROM collaborations WHERE id = $1")
+                .bind(id::<D>(collaboration_id))
+                .fetch_one(&mut **tx)
+                .await?;
+        Self::note_changes(tx, account.into(), &[(collaboration_id, kind)]).await
     }
 
     async fn insert_key<'e>(
@@ -1501,12 +1570,23 @@ where
         account_id: Uuid,
         collaboration_id: Uuid,
     ) -> StoreResult<bool> {
+        let mut tx = self.write().await?;
         let done = sqlx::query("DELETE FROM collaborations WHERE id = $1 AND account_id = $2")
             .bind(id::<D>(collaboration_id))
             .bind(id::<D>(account_id))
-            .execute(&self.writes)
+            .execute(&mut *tx)
             .await?;
-        Ok(D::rows_affected(&done) == 1)
+        if D::rows_affected(&done) == 0 {
+            return Ok(false);
+        }
+        Self::note_changes(
+            &mut tx,
+            account_id,
+            &[(collaboration_id, ChangeKind::Deleted)],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn count_by_status(&self) -> StoreResult<Vec<(CollaborationStatus, u64)>> {
@@ -1664,6 +1744,7 @@ where
             failed_agent: ending.failed_agent,
         };
         let event = Self::insert_event(&mut tx, channel_id, &body).await?;
+        Self::note_change(&mut tx, collaboration_id, ChangeKind::Ended).await?;
         Self::enqueue_webhook(&mut tx, collaboration_id, WebhookEvent::Ended).await?;
         tx.commit().await?;
         Ok(Some(event))
@@ -1700,6 +1781,7 @@ where
             created_at: crate::domain::now(),
         };
         let event = Self::insert_event(&mut tx, channel_id, &body).await?;
+        Self::note_change(&mut tx, collaboration_id, ChangeKind::Summarized).await?;
         Self::enqueue_webhook(&mut tx, collaboration_id, WebhookEvent::SummaryReady).await?;
         tx.commit().await?;
         Ok(Some(event))
@@ -1921,6 +2003,51 @@ where
     async fn purge_tickets(&self, expired_before: DateTime<Utc>) -> StoreResult<u64> {
         let done = sqlx::query("DELETE FROM websocket_tickets WHERE expires_at < $1")
             .bind(expired_before)
+            .execute(&self.writes)
+            .await?;
+        Ok(D::rows_affected(&done))
+    }
+
+    async fn account_feed(
+        &self,
+        account_id: Uuid,
+        after_rev: i64,
+        limit: u32,
+    ) -> StoreResult<FeedPage> {
+        let latest: Option<i64> = sqlx::query_scalar("SELECT feed_rev FROM accounts WHERE id = $1")
+            .bind(id::<D>(account_id))
+            .fetch_optional(&self.reads)
+            .await?;
+        let rows: Vec<(i64, D::Id, String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT rev, collaboration_id, change, at FROM account_feed \
+             WHERE account_id = $1 AND rev > $2 ORDER BY rev LIMIT $3",
+        )
+        .bind(id::<D>(account_id))
+        .bind(after_rev)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reads)
+        .await?;
+        let changes = rows
+            .into_iter()
+            .map(|(rev, collaboration_id, kind, at)| {
+                Ok(Change {
+                    rev,
+                    collaboration_id: collaboration_id.into(),
+                    kind: parse(&kind)?,
+                    at,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        // Read after the rows: a change committed in between is then within `latest`.
+        let latest = latest
+            .unwrap_or(0)
+            .max(changes.last().map_or(0, |change| change.rev));
+        Ok(FeedPage::new(after_rev, changes, latest))
+    }
+
+    async fn purge_account_feed(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM account_feed WHERE at < $1")
+            .bind(before)
             .execute(&self.writes)
             .await?;
         Ok(D::rows_affected(&done))

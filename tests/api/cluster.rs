@@ -143,6 +143,38 @@ async fn a_key_revoked_through_one_process_is_refused_by_the_others_and_its_stre
     cluster.remove().await;
 }
 
+/// An account's event stream on one process hears of collaborations another process runs,
+/// as they happen: the nudges cross over NATS (the stream's own look at the store comes only
+/// every 30 s, past the patience of `next`).
+#[tokio::test]
+async fn an_event_stream_hears_of_collaborations_another_process_runs() {
+    let Some(cluster) = Cluster::start(2).await else {
+        return;
+    };
+    let (here, there) = (
+        cluster.member(0).process.api.clone(),
+        cluster.member(1).process.api.clone(),
+    );
+    let mut stream = there.events(None).await;
+    assert_eq!(stream.next().await.unwrap().event, "ready");
+    let collaboration = here.scripted_duo(3, 50).await;
+    let cid = id(&collaboration);
+    let seen = stream.until_about("summarized", &cid).await;
+    let lasting: Vec<&str> = seen
+        .iter()
+        .filter(|e| e.id.is_some())
+        .map(|e| e.event.as_str())
+        .collect();
+    assert_eq!(lasting, ["created", "ended", "summarized"]);
+    let counts: Vec<u64> = seen
+        .iter()
+        .filter(|e| e.event == "messages")
+        .map(|e| e.data["message_count"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, [1, 2, 3], "message counts cross too");
+    cluster.remove().await;
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Departure {
     Killed,

@@ -16,6 +16,7 @@ mod cli;
 mod cluster;
 mod collaborations;
 mod costs;
+mod events;
 mod exposure;
 mod faults;
 mod forks;

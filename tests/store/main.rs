@@ -24,6 +24,7 @@ mod accounts;
 mod agents;
 mod channel;
 mod collaborations;
+mod feed;
 mod idempotency;
 mod leases;
 mod postgres;

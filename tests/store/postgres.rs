@@ -61,6 +61,7 @@ async fn the_search_path_in_the_url_decides_where_the_tables_go() {
         tables,
         [
             "_sqlx_migrations",
+            "account_feed",
             "accounts",
             "agents",
             "api_keys",

@@ -10,6 +10,7 @@ pub mod process;
 pub mod proxy;
 #[path = "../../common/schema.rs"]
 pub mod schema;
+pub mod sse;
 
 use std::{net::SocketAddr, time::Duration};
 
