@@ -1,6 +1,7 @@
 // The collaborations list (live status, filters, paging) and the create form.
 
 import { allAgents, api, query } from "./api.js";
+import { followEvents } from "./events.js";
 import { address, clearErrors, failure, field, h, kindBadge, put, showErrors, STATUS_LABELS, statusBadge, time } from "./ui.js";
 
 const PAGE_SIZE = 20;
@@ -18,8 +19,9 @@ const DEMO_AGENTS = [
     "Jazz on a Friday fills up fast: book both now.",
     "The jazz bar is loud; ask for the booth at the back and it is fine."] },
 ];
-/// How often the list asks again while it is on screen, so statuses change live.
-const REFRESH_MS = 3000;
+/// How long the list waits, after a change that moves its rows, for more before it asks
+/// for its page again: a burst of creates costs one request.
+const RELOAD_AFTER_MS = 250;
 
 /// `#/?status=running&agent=…&page=2`: the filters live in the URL so a reload keeps them.
 export function listView(main, params) {
@@ -52,9 +54,10 @@ export function listView(main, params) {
   }).catch(() => {});
 
   let shown = "";
-  let timer;
+  let timer = null;
   let stopped = false;
   async function load() {
+    timer = null;
     try {
       const page = await api.get(`/collaborations${query({ page: filters.page, size: PAGE_SIZE, status: filters.status, agent: filters.agent, team: filters.team })}`);
       if (stopped) return;
@@ -68,7 +71,32 @@ export function listView(main, params) {
       list.replaceChildren(h("li", {}, failure(error)));
     }
     list.setAttribute("aria-busy", "false");
-    if (!stopped) timer = setTimeout(load, document.hidden ? REFRESH_MS * 5 : REFRESH_MS);
+  }
+  const reload = () => {
+    if (!stopped && timer === null) timer = setTimeout(load, RELOAD_AFTER_MS);
+  };
+
+  /// The list follows the account's changes as they happen. A row on screen is redrawn
+  /// from the change itself; a change that may add, remove or move rows (a new one, a
+  /// deleted one, one leaving a status filter) reloads the page.
+  function changed({ event, data }) {
+    const shownRow = list.querySelector(`.collab[data-id="${CSS.escape(data.collaboration_id ?? "")}"]`);
+    switch (event) {
+      case "ready":
+      case "reset":
+        reload();
+        break;
+      case "messages":
+        if (shownRow) shownRow.querySelector(".count").textContent = `${data.message_count} of ${shownRow.dataset.cap} messages`;
+        break;
+      case "created":
+      case "deleted":
+        reload();
+        break;
+      default:
+        if (filters.status) reload();
+        else if (shownRow && data.collaboration) shownRow.replaceWith(row(data.collaboration));
+    }
   }
 
   function render({ items, meta }) {
@@ -113,22 +141,24 @@ export function listView(main, params) {
   }
 
   load();
+  const unfollow = followEvents(changed);
   return () => {
     stopped = true;
     clearTimeout(timer);
+    unfollow();
   };
 }
 
 function row(c) {
   const names = c.participants.map((p) => p.name).join(", ");
-  return h("li", { class: "collab", dataset: { id: c.id, status: c.status } },
+  return h("li", { class: "collab", dataset: { id: c.id, status: c.status, cap: c.message_cap } },
     h("div", { class: "collab-title" },
       statusBadge(c.status),
       h("a", { href: `#/c/${c.id}`, dataset: { key: c.id } }, c.objective)),
     c.headline && h("p", { class: "headline" }, c.headline),
     h("p", { class: "meta" },
       h("span", {}, h("strong", {}, c.principal.name), names ? ` with ${names}` : ""),
-      h("span", {}, `${c.message_count} of ${c.message_cap} messages`),
+      h("span", { class: "count" }, `${c.message_count} of ${c.message_cap} messages`),
       h("span", {}, "Started ", time(c.started_at)),
       c.ended_at && h("span", {}, "Ended ", time(c.ended_at))),
   );

@@ -49,6 +49,7 @@ const ASSETS: &[Asset] = assets!(
     "channel.js" => "text/javascript; charset=utf-8",
     "agents.js" => "text/javascript; charset=utf-8",
     "teams.js" => "text/javascript; charset=utf-8",
+    "events.js" => "text/javascript; charset=utf-8",
 );
 
 /// `connect-src 'self'` covers this server's own `ws:`/`wss:` URLs (CSP level 3).

@@ -301,24 +301,47 @@ async fn the_list_updates_a_status_live_and_filters_by_status_and_agent() {
         return;
     };
     let app = spawn_app().await;
-    let running = app.scripted_duo(6, 400).await;
     let other = app.scripted("Loner", &["hi"], 0).await;
     let helper = app.scripted("Helper", &["hello"], 0).await;
     app.collaborate(&other, &helper, json!({"message_cap": 1}))
         .await;
     let page = signed_in(&browser, &app).await;
+    page.wait_until(
+        "document.querySelectorAll('.collab').length === 1",
+        "the list shows the first collaboration",
+    )
+    .await;
+    // Started after the page opened: it appears, counts its messages and ends on screen,
+    // with nobody reloading and the page not asking the list again every few seconds.
+    let running = app.scripted_duo(6, 700).await;
     let row = format!(".collab[data-id='{}']", id(&running));
     page.wait_until(
         &format!("document.querySelector(\"{row}\")?.dataset.status === 'running'"),
-        "the list shows it running",
+        "the new collaboration appears, running",
     )
     .await;
-    // Nobody reloads: the row turns completed by itself.
+    page.wait_until(
+        &format!(
+            "document.querySelector(\"{row}\")?.dataset.status === 'running' && \
+             document.querySelector(\"{row} .count\")?.textContent === '3 of 6 messages'"
+        ),
+        "its message count moves on live",
+    )
+    .await;
     page.wait_until(
         &format!("document.querySelector(\"{row}\")?.dataset.status === 'completed'"),
         "the list shows it completed",
     )
     .await;
+    let asked = page
+        .eval(
+            "performance.getEntriesByType('resource')\
+             .filter((e) => new URL(e.name).pathname === '/api/v1/collaborations').length",
+        )
+        .await;
+    // The first load, the one when the stream is ready, one after the create: no polling
+    // (the run took over 4 s; the old list asked every 3 s).
+    assert!(asked.as_u64().unwrap() <= 3, "the list was asked for {asked} times");
 
     page.choose("select[name=agent]", &id(&other)).await;
     page.wait_until(
