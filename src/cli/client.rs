@@ -143,6 +143,33 @@ impl Client {
             .map_err(|e| CliError::Usage(format!("cannot write the output: {e}")))
     }
 
+    /// `GET /events` (after `last_id`), once it answers 200: its body is the stream. No
+    /// overall timeout, as the stream lasts; connecting still has one.
+    pub(super) async fn open_events(
+        &self,
+        last_id: Option<i64>,
+    ) -> Result<reqwest::Response, CliError> {
+        let url = format!("{}/api/v1/events", self.base);
+        let streaming = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|e| CliError::Usage(format!("cannot make an HTTP client: {e}")))?;
+        let mut request = streaming.get(&url).bearer_auth(&self.key);
+        if let Some(id) = last_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let response = request.send().await.map_err(|e| {
+            CliError::Unreachable(format!("cannot reach Skein at {}: {e}", self.base))
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let text = response.text().await.unwrap_or_default();
+        let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Err(problem(status, &json, &text))
+    }
+
     /// The answer's JSON (`null` for a 204), or the server's problem as an error.
     async fn call(
         &self,

@@ -8,6 +8,7 @@
 //! way a failure exits with 1.
 
 mod client;
+mod events;
 mod output;
 mod watch;
 
@@ -216,6 +217,14 @@ pub enum CollabCommand {
     /// Follow it live: messages as they are said, then the summary.
     Watch {
         id: String,
+    },
+    /// Follow every collaboration of the account changing (created, message counts,
+    /// ended, summarized, deleted), live, until interrupted.
+    Events {
+        /// Start after this event id (as printed, `#n`): the changes since are printed
+        /// first.
+        #[arg(long)]
+        after: Option<i64>,
     },
     /// Each member's turns, tokens and time per turn.
     Figures {
@@ -494,6 +503,7 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> Result<(), C
                 output::done(json, &format!("Deleted collaboration {id}."));
             }
             CollabCommand::Watch { id } => watch::follow(client, &id, json).await?,
+            CollabCommand::Events { after } => events::follow(client, after, json).await?,
             CollabCommand::Figures { id } => show(
                 client.get(&format!("/collaborations/{id}/figures")).await?,
                 output::figures,

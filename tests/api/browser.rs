@@ -341,7 +341,10 @@ async fn the_list_updates_a_status_live_and_filters_by_status_and_agent() {
         .await;
     // The first load, the one when the stream is ready, one after the create: no polling
     // (the run took over 4 s; the old list asked every 3 s).
-    assert!(asked.as_u64().unwrap() <= 3, "the list was asked for {asked} times");
+    assert!(
+        asked.as_u64().unwrap() <= 3,
+        "the list was asked for {asked} times"
+    );
 
     page.choose("select[name=agent]", &id(&other)).await;
     page.wait_until(

@@ -608,3 +608,76 @@ async fn a_team_is_saved_shown_and_run_with_watch_from_the_cli() {
     assert!(!refused.ok);
     assert!(refused.stderr.contains("objective"), "{}", refused.stderr);
 }
+
+/// `collab events` follows the account: each change as a line (JSON for programs), and
+/// `--after` starts from an id it printed, so nothing is missed between two runs.
+#[tokio::test]
+async fn collab_events_follows_the_account_and_starts_again_after_an_id() {
+    let app = spawn_app().await;
+    let mut events = skein(&app);
+    events
+        .args(["collab", "events", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = events.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = async || -> Value {
+        let line = tokio::time::timeout(PATIENCE, lines.next_line())
+            .await
+            .expect("a line in time")
+            .unwrap()
+            .expect("the command goes on");
+        serde_json::from_str(&line).unwrap()
+    };
+    assert_eq!(next().await["event"], "ready");
+    let created = app.scripted_duo(2, 0).await;
+    let mut seen = Vec::new();
+    while seen
+        .last()
+        .is_none_or(|e: &Value| e["event"] != "summarized")
+    {
+        seen.push(next().await);
+    }
+    child.kill().await.unwrap();
+    assert!(
+        seen.iter()
+            .all(|e| e["data"]["collaboration_id"] == id(&created).as_str())
+    );
+    let first = &seen[0];
+    assert_eq!(first["event"], "created");
+    assert_eq!(first["id"], 1);
+    assert_eq!(
+        first["data"]["collaboration"]["objective"],
+        created["objective"]
+    );
+
+    // Again, after the `created` it printed, for people.
+    let mut again = skein(&app);
+    again
+        .args(["collab", "events", "--after", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = again.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    while printed
+        .last()
+        .is_none_or(|l: &String| !l.starts_with("(following"))
+    {
+        let line = tokio::time::timeout(PATIENCE, lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        printed.push(line);
+    }
+    child.kill().await.unwrap();
+    assert_eq!(printed.len(), 3, "{printed:?}");
+    assert!(printed[0].starts_with("#2     ended"), "{printed:?}");
+    assert!(
+        printed[0].contains("completed (message_cap), 2 messages"),
+        "{printed:?}"
+    );
+    assert!(printed[1].starts_with("#3     summarized"), "{printed:?}");
+    assert_eq!(printed[2], "(following changes after #3)");
+}
