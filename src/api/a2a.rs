@@ -37,7 +37,7 @@ use crate::{
     domain::{Collaboration, CollaborationStatus, EventBody, PageRequest, Scope, Team},
     engine::StopOutcome,
     error::AppError,
-    live::{Refusal, StreamPass},
+    live::{Following, Nudge, Refusal, StreamPass},
     store::CollaborationFilter,
 };
 
@@ -49,8 +49,10 @@ pub(super) fn router() -> Router<AppState> {
 
 /// The protocol version served.
 const VERSION: &str = "1.0";
-/// How often a stream looks for what the channel gained.
-const STREAM_POLL: Duration = Duration::from_millis(250);
+/// How long a stream (or a blocking send) waits for a nudge from the account's feed (a
+/// message stored, a lasting change) before it looks at the store anyway: a nudge lost
+/// between processes costs this much delay, never an update.
+const STREAM_LOOK: Duration = Duration::from_secs(2);
 /// The most events a stream reads at once.
 const STREAM_BATCH: u32 = 200;
 /// The longest a `ListTasks` page.
@@ -327,9 +329,15 @@ async fn send(
     // Blocking, as A2A asks by default: wait for the run to end, within the request's time
     // (a long run is answered working; the caller follows it with GetTask).
     let until = tokio::time::Instant::now() + state.config.connections.request_timeout * 2 / 3;
-    let mut current = collaboration;
+    let mut following = state.hub.feed().follow(team.account_id);
+    let mut current = state
+        .store
+        .get_collaboration(team.account_id, collaboration.id)
+        .await?
+        .unwrap_or(collaboration);
     while !terminal(&current) && tokio::time::Instant::now() < until {
-        tokio::time::sleep(STREAM_POLL).await;
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        nudged(&mut following, current.id, left).await;
         current = state
             .store
             .get_collaboration(team.account_id, current.id)
@@ -585,7 +593,9 @@ fn stream(state: AppState, id: Value, caller: &Caller, collaboration: Collaborat
         ended_seen: bool,
         pending: std::collections::VecDeque<Value>,
         pass: StreamPass,
+        following: Following,
     }
+    let following = state.hub.feed().follow(collaboration.account_id);
     let follow = Follow {
         state,
         collaboration,
@@ -595,6 +605,7 @@ fn stream(state: AppState, id: Value, caller: &Caller, collaboration: Collaborat
         ended_seen: false,
         pending: Default::default(),
         pass,
+        following,
     };
     let updates = futures::stream::unfold(follow, move |mut f| async move {
         loop {
@@ -669,7 +680,7 @@ fn stream(state: AppState, id: Value, caller: &Caller, collaboration: Collaborat
                 continue;
             }
             f.collaboration = current;
-            tokio::time::sleep(STREAM_POLL).await;
+            nudged(&mut f.following, f.collaboration.id, STREAM_LOOK).await;
         }
     });
     Sse::new(futures::StreamExt::map(updates, move |result| {
@@ -677,4 +688,22 @@ fn stream(state: AppState, id: Value, caller: &Caller, collaboration: Collaborat
     }))
     .keep_alive(KeepAlive::default())
     .into_response()
+}
+
+/// Waits until the account's feed says something of `collaboration_id` may have changed (a
+/// message of it was stored, or a lasting change of the account), or at most `longest`.
+async fn nudged(following: &mut Following, collaboration_id: Uuid, longest: Duration) {
+    let about_it = async {
+        loop {
+            match following.next().await {
+                Nudge::Changed => return,
+                Nudge::Messages {
+                    collaboration_id: id,
+                    ..
+                } if id == collaboration_id => return,
+                Nudge::Messages { .. } => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(longest.min(STREAM_LOOK), about_it).await;
 }
