@@ -1,7 +1,7 @@
 // `#/c/{id}`: one collaboration's channel, live. The summary sits on top once it has
 // ended; below it the transcript, with a model's text streaming in while it is typed.
 
-import { api, blobUrl } from "./api.js";
+import { allAgents, api, blobUrl } from "./api.js";
 import { address, clearErrors, confirmAction, duration, END_REASONS, failure, field, h, kindBadge, put, showErrors, statusBadge, time, toast } from "./ui.js";
 import { ChannelStream } from "./stream.js";
 
@@ -439,16 +439,33 @@ export function channelView(main, id) {
     renderState();
   }
 
-  /// Asks what the fork changes (its objective and message cap), makes it, and opens it.
+  /// Asks what the fork changes (its participants, objective and message cap), makes it,
+  /// and opens it.
   async function fork(frame) {
     const c = collaboration;
     const dialog = h("dialog", { "aria-labelledby": "fork-title", class: "fork-dialog" });
     const objective = h("textarea", { rows: 3 });
     objective.value = c.objective;
     const cap = h("input", { type: "number", min: "1", value: String(c.message_cap) });
+    const current = c.participants.map((p) => p.id);
+    // The account's agents but the principal, a checkbox each; the current ones ticked.
+    const boxes = [];
+    const participants = h("fieldset", { class: "fork-participants" },
+      h("legend", {}, "Participants"),
+      h("p", { class: "muted" }, "Loading your agents…"),
+      h("p", { class: "field-error", "data-error-for": "participants", role: "alert", hidden: true }));
+    allAgents().then((agents) => {
+      const choices = agents.filter((a) => a.id !== c.principal.id).map((agent) => {
+        const box = h("input", { type: "checkbox", name: "participants", value: agent.id, id: `fork-${agent.id}`, checked: current.includes(agent.id) });
+        boxes.push(box);
+        return h("li", {}, box, " ", h("label", { for: box.id }, agent.name), " ", kindBadge(agent.kind));
+      });
+      participants.children[1].replaceWith(h("ul", { class: "choices" }, choices));
+    }).catch((error) => participants.children[1].replaceWith(failure(error)));
     const form = h("form", { novalidate: true },
       h("h2", { id: "fork-title" }, "Fork from this message"),
-      h("p", {}, `The new collaboration starts with the conversation up to #${frame.seq}, then goes on live with the same agents. This one is not changed.`),
+      h("p", {}, `The new collaboration starts with the conversation up to #${frame.seq}, then goes on live. ${c.principal.name} still leads; change who takes part, the objective or the cap. This one is not changed.`),
+      participants,
       field("Objective", "objective", objective),
       field("Message cap (new messages)", "message_cap", cap),
       h("p", { class: "form-error notice error", role: "alert", tabindex: "-1", hidden: true }),
@@ -462,11 +479,10 @@ export function channelView(main, id) {
       event.preventDefault();
       clearErrors(form);
       try {
-        const created = await api.post(`/collaborations/${c.id}/fork`, {
-          at_seq: frame.seq,
-          objective: objective.value,
-          message_cap: Number(cap.value),
-        });
+        const body = { at_seq: frame.seq, objective: objective.value, message_cap: Number(cap.value) };
+        const chosen = boxes.filter((box) => box.checked).map((box) => box.value);
+        if (boxes.length > 0 && chosen.join() !== current.join()) body.participants = chosen;
+        const created = await api.post(`/collaborations/${c.id}/fork`, body);
         dialog.close();
         toast("Forked: the new collaboration has started.");
         location.hash = `#/c/${created.id}`;

@@ -1213,6 +1213,7 @@ async fn a_message_s_fork_button_asks_what_to_change_and_opens_the_fork() {
     let app = spawn_app().await;
     let a = app.scripted("A", &["a1", "a2", "a3"], 0).await;
     let b = app.scripted("B", &["b1", "b2", "b3"], 0).await;
+    let c = app.scripted("C", &["c1"], 0).await;
     let original = app
         .collaborate(
             &a,
@@ -1235,6 +1236,18 @@ async fn a_message_s_fork_button_asks_what_to_change_and_opens_the_fork() {
     )
     .await;
     page.fill(".fork-dialog [name=message_cap]", "2").await;
+    // C joins in B's place.
+    page.wait_until(
+        &format!(
+            "document.querySelector('#fork-{}')?.checked === true && !!document.querySelector('#fork-{}')",
+            id(&b),
+            id(&c)
+        ),
+        "the account's agents are offered, the current participant ticked",
+    )
+    .await;
+    page.click(&format!("#fork-{}", id(&b))).await;
+    page.click(&format!("#fork-{}", id(&c))).await;
     page.screenshot("fork-dialog").await;
     page.click(".fork-dialog button[type=submit]").await;
     page.wait_until(
@@ -1258,6 +1271,13 @@ async fn a_message_s_fork_button_asks_what_to_change_and_opens_the_fork() {
     let fork = app.get_json("/api/v1/collaborations").await["items"][0].clone();
     assert_eq!(fork["forked_from"]["collaboration_id"], original["id"]);
     assert_eq!(fork["message_cap"], 2);
+    let joined: Vec<&str> = fork["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(joined, ["C"], "the fork goes on with the participants chosen");
     assert_no_page_errors(&browser);
 }
 
