@@ -38,6 +38,7 @@ enum Scenario {
     Rest,
     Context,
     Tracing,
+    Catchup,
 }
 
 #[derive(Parser)]
@@ -149,6 +150,9 @@ async fn run(args: Args, fds: u64, cores: usize, server_core: Option<usize>) -> 
     }
     if wanted(Scenario::Tracing) {
         bench.tracing().await?;
+    }
+    if wanted(Scenario::Catchup) {
+        bench.catchup().await?;
     }
     bench.report.print_table();
     Ok(())

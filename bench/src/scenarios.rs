@@ -845,6 +845,143 @@ impl Bench {
     }
 }
 
+impl Bench {
+    /// A long channel, and viewers joining it at `after_seq=0`: how fast each catches up,
+    /// alone and with many at once, and how much server memory the catching up takes.
+    pub async fn catchup(&mut self) -> anyhow::Result<()> {
+        let (events, crowd) = if self.tiny {
+            (2_000, 5)
+        } else {
+            (100_000, 100)
+        };
+        let served = self.start_skein(&[]).await?;
+        let api = Api::new(served.address);
+        let scripted = |name: &str| json!({"name": name, "kind": "scripted", "replies": ["one", "two", "three"], "delay_ms": 0});
+        let a = api.agent(scripted("A")).await?;
+        let b = api.agent(scripted("B")).await?;
+        let collaboration = api.collaboration(&a, &b, events).await?;
+        let id = api::id(&collaboration)?;
+        let channel = collaboration["channel_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let filled = Instant::now();
+        loop {
+            let now = api.get(&format!("/collaborations/{id}")).await?;
+            if !now["summary"].is_null() {
+                break;
+            }
+            anyhow::ensure!(
+                filled.elapsed() < Duration::from_secs(600),
+                "the channel never filled"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let url = api.stream_url(&channel, 0);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let baseline = served.rss_bytes();
+        let mut rates = Vec::new();
+        for _ in 0..3 {
+            let seconds = catch_up(&url).await?;
+            rates.push(f64::from(events) / seconds);
+        }
+        let alone = median(&mut rates);
+        let alone_peak = served.rss_bytes().saturating_sub(baseline);
+        // Many at once; the server's memory sampled while they read.
+        let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let sampling = {
+            let (peak, pid) = (peak.clone(), served.pid);
+            tokio::spawn(async move {
+                loop {
+                    peak.fetch_max(proc::rss_bytes(pid), std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        let started = Instant::now();
+        let mut each: Vec<f64> = stream::iter(0..crowd)
+            .map(|_| catch_up(&url))
+            .buffer_unordered(crowd)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .map(|seconds| seconds.map(|s| f64::from(events) / s))
+            .collect::<anyhow::Result<_>>()?;
+        let together = started.elapsed().as_secs_f64();
+        sampling.abort();
+        let crowd_peak = peak
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .saturating_sub(baseline);
+        served.stop().await;
+        let crowd_rate = median(&mut each);
+        let delivered = f64::from(events) * crowd as f64 / together;
+        self.report.scenario(
+            "catchup",
+            json!({
+                "events": events,
+                "alone_events_per_second": alone.round(),
+                "alone_server_rss_growth_kib": kib(alone_peak as f64),
+                "viewers_at_once": crowd,
+                "each_events_per_second_median": crowd_rate.round(),
+                "events_delivered_per_second": delivered.round(),
+                "crowd_server_rss_peak_growth_kib": kib(crowd_peak as f64),
+            }),
+        );
+        self.report.row(Row::alone(
+            format!("catch-up of a {events}-event channel, one viewer"),
+            format!("{alone:.0} events/s"),
+            Some(("≥ 200,000".into(), alone >= 200_000.0)),
+        ));
+        self.report.row(Row::alone(
+            format!("server memory while {crowd} viewers catch up at once"),
+            format!(
+                "{:.0} KiB ({:.1} KiB each)",
+                kib(crowd_peak as f64),
+                kib(crowd_peak as f64 / crowd as f64)
+            ),
+            None,
+        ));
+        Ok(())
+    }
+}
+
+/// Reads a channel's stream from `after_seq=0` to the `seq` its hello says is the last, and
+/// returns how long that took, from the connection on.
+async fn catch_up(url: &str) -> anyhow::Result<f64> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request()?;
+    request
+        .headers_mut()
+        .insert("Authorization", format!("Bearer {ADMIN_KEY}").parse()?);
+    let started = Instant::now();
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
+    let mut last = None;
+    while let Some(message) = socket.next().await {
+        let Message::Text(text) = message? else {
+            continue;
+        };
+        // The seq is read without parsing the frame: the reader's cost stays small beside
+        // the server's.
+        let seq = |field: &str| -> Option<i64> {
+            let at = text.find(field)? + field.len();
+            let digits: String = text[at..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse().ok()
+        };
+        match last {
+            None => last = seq("\"last_seq\":"),
+            Some(last) if seq("\"seq\":").is_some_and(|seq| seq >= last) => break,
+            Some(_) => {}
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = socket.close(None).await;
+    anyhow::ensure!(last.is_some(), "no hello");
+    Ok(seconds)
+}
+
 fn name(target: Target) -> &'static str {
     match target {
         Target::Skein => "skein",

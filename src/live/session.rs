@@ -35,7 +35,11 @@ use crate::{
     telemetry,
 };
 
-const CATCH_UP_PAGE: u32 = 500;
+/// Events read from the store at once while catching a viewer up. A page is held until it
+/// is sent, so it is most of what a viewer catching up costs the server: 256 keeps a lone
+/// viewer of a 100k-event channel above 250k events/s and a hundred catching up at once
+/// near 190 KiB each (BENCHMARKS.md, `catchup`).
+const CATCH_UP_PAGE: u32 = 256;
 /// How long a stream closed for an oversized message stays open for its close frame.
 const CLOSE_LINGER: Duration = Duration::from_millis(250);
 /// The longest a close frame may wait for a peer that does not read.

@@ -1277,7 +1277,11 @@ async fn a_message_s_fork_button_asks_what_to_change_and_opens_the_fork() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(joined, ["C"], "the fork goes on with the participants chosen");
+    assert_eq!(
+        joined,
+        ["C"],
+        "the fork goes on with the participants chosen"
+    );
     assert_no_page_errors(&browser);
 }
 
