@@ -74,7 +74,7 @@ export function channelView(main, id) {
     forkedFrom,
     lineage,
     summary,
-    h("details", { class: "card roster-card" }, h("summary", {}, "Agents in this channel"), roster),
+    h("details", { class: "card roster-card" }, h("summary", {}, "Agents in this channel, and what each has done so far"), roster),
     filters,
     transcript,
     composer,
@@ -127,7 +127,9 @@ export function channelView(main, id) {
         members.map((agent) => h("option", { value: agent.id, selected: agent.id === chosen }, agent.name)));
     }
     put(roster, [c.principal, ...c.participants].map((agent, i) =>
-      h("li", {}, h("span", { class: "name" }, agent.name), " ", kindBadge(agent.kind), i === 0 ? h("span", { class: "muted" }, " principal") : "", " ", address(agent.address))));
+      h("li", {}, h("span", { class: "name" }, agent.name), " ", kindBadge(agent.kind), i === 0 ? h("span", { class: "muted" }, " principal") : "", " ", address(agent.address),
+        h("span", { class: "so-far", dataset: { agent: agent.id } }))));
+    renderSoFar();
     renderState();
     renderSummary();
     renderComposer();
@@ -233,6 +235,22 @@ export function channelView(main, id) {
     }
     stateLine.textContent = text;
     stateLine.dataset.connection = connection.state;
+  }
+
+  /// Each member's turns, tokens, cost and median time per turn, from the messages as
+  /// they come: the roster shows them while it runs (the summary's table, once it ends).
+  const soFar = new Map();
+  function renderSoFar() {
+    for (const span of roster.querySelectorAll(".so-far")) {
+      const member = soFar.get(span.dataset.agent);
+      if (!member) {
+        span.textContent = " · no turns yet";
+        continue;
+      }
+      const sorted = [...member.ms].sort((a, b) => a - b);
+      const median = sorted.length ? ` · ${(sorted[Math.floor(sorted.length / 2)] / 1000).toFixed(1)} s a turn` : "";
+      span.textContent = ` · ${member.turns} turn${member.turns === 1 ? "" : "s"} · ${member.tokens.toLocaleString()} tokens · $${member.cost.toFixed(4)}${median}`;
+    }
   }
 
   const figuresNode = h("div", { class: "figures" });
@@ -364,6 +382,13 @@ export function channelView(main, id) {
         messages += 1;
         spent.tokens += frame.tokens ?? 0;
         spent.cost += frame.cost_usd ?? 0;
+        const member = soFar.get(frame.sender.id) ?? { turns: 0, tokens: 0, cost: 0, ms: [] };
+        member.turns += 1;
+        member.tokens += frame.tokens ?? 0;
+        member.cost += frame.cost_usd ?? 0;
+        if (frame.ms != null) member.ms.push(frame.ms);
+        soFar.set(frame.sender.id, member);
+        renderSoFar();
         spoken.add(frame.turn_id);
         if (turn?.turn_id === frame.turn_id) {
           turn = null;

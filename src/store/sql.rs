@@ -2020,7 +2020,7 @@ where
             .await?;
         let rows: Vec<(i64, D::Id, String, DateTime<Utc>)> = sqlx::query_as(
             "SELECT rev, collaboration_id, change, at FROM account_feed \
-             WHERE account_id = $1 AND rev > $2 ORDER BY rev LIMIT $3",
+             WHERE account_id = $1 AND rev > $2 ORDER BY rev LIMIT CAST($3 AS BIGINT)",
         )
         .bind(id::<D>(account_id))
         .bind(after_rev)

@@ -209,6 +209,21 @@ async fn a_collaboration_created_in_the_form_streams_live_and_ends_with_its_summ
     .unwrap();
     assert_eq!(shown, stored);
     assert_eq!(stored.len(), 4);
+    // The roster counts each member's turns as the messages come.
+    let so_far: Vec<String> = serde_json::from_value(
+        page.eval("[...document.querySelectorAll('.roster .so-far')].map(s => s.textContent)")
+            .await,
+    )
+    .unwrap();
+    for (member, line) in ["Planner", "Scout"].iter().zip(&so_far) {
+        let turns = stored.iter().filter(|(name, _)| name == member).count();
+        let said = match turns {
+            0 => "no turns yet".to_owned(),
+            1 => "1 turn ·".to_owned(),
+            n => format!("{n} turns ·"),
+        };
+        assert!(line.contains(&said), "{member}: {line:?}, {turns} stored");
+    }
     assert_eq!(
         page.eval("window.__seen.typing").await,
         true,
