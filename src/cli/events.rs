@@ -5,15 +5,12 @@
 //! change is printed twice or skipped; `--after` starts from a given one. `--json` prints
 //! each event as `{"event", "id", "data"}`, one per line, for programs.
 
-use std::{io::Write, time::Duration};
+use std::io::Write;
 
 use futures::StreamExt;
 use serde_json::{Value, json};
 
 use super::{CliError, client::Client};
-
-/// How many times in a row a lost connection is retried before giving up.
-const RECONNECTS: u32 = 12;
 
 pub(super) async fn follow(
     client: &Client,
@@ -29,19 +26,7 @@ pub(super) async fn follow(
             Err(Lost::ForGood(error)) => return Err(error),
             Err(Lost::ForNow(lost)) => lost,
         };
-        if last_id != before {
-            failures = 0;
-        }
-        failures += 1;
-        if failures > RECONNECTS {
-            return Err(CliError::Unreachable(format!(
-                "the stream was lost and did not come back: {lost}"
-            )));
-        }
-        if !as_json {
-            eprintln!("(connection lost: {lost}; reconnecting…)");
-        }
-        tokio::time::sleep(Duration::from_millis(250 * 2u64.pow(failures.min(5)))).await;
+        super::watch::reconnect(&mut failures, last_id != before, &lost, as_json).await?;
     }
 }
 

@@ -41,24 +41,35 @@ pub(super) async fn follow(client: &Client, id: &str, as_json: bool) -> Result<(
             Ok(Done::Closed(reason)) => return Err(CliError::Usage(reason)),
             Err(Lost::ForGood(reason)) => return Err(CliError::Usage(reason)),
             Err(Lost::ForNow(lost)) => {
-                // A connection that got somewhere starts the count again.
-                if view.last_seq > before {
-                    failures = 0;
-                }
-                failures += 1;
-                if failures > RECONNECTS {
-                    return Err(CliError::Unreachable(format!(
-                        "the stream was lost and did not come back: {lost}"
-                    )));
-                }
-                if !as_json {
-                    eprintln!("(connection lost: {lost}; reconnecting…)");
-                }
-                let wait = Duration::from_millis(250 * 2u64.pow(failures.min(5)));
-                tokio::time::sleep(wait).await;
+                reconnect(&mut failures, view.last_seq > before, &lost, as_json).await?;
             }
         }
     }
+}
+
+/// After a lost stream: waits before the next try, longer after each in a row (a
+/// connection that got somewhere starts the count again), or gives up after
+/// [`RECONNECTS`]. Shared by `watch` and `events`.
+pub(super) async fn reconnect(
+    failures: &mut u32,
+    progressed: bool,
+    lost: &str,
+    as_json: bool,
+) -> Result<(), CliError> {
+    if progressed {
+        *failures = 0;
+    }
+    *failures += 1;
+    if *failures > RECONNECTS {
+        return Err(CliError::Unreachable(format!(
+            "the stream was lost and did not come back: {lost}"
+        )));
+    }
+    if !as_json {
+        eprintln!("(connection lost: {lost}; reconnecting…)");
+    }
+    tokio::time::sleep(Duration::from_millis(250 * 2u64.pow((*failures).min(5)))).await;
+    Ok(())
 }
 
 /// How a connection was lost.
