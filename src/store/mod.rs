@@ -154,6 +154,17 @@ pub struct CollaborationFilter {
     pub context_id: Option<Uuid>,
 }
 
+impl CollaborationFilter {
+    /// Whether it asks for nothing but (at most) a status.
+    pub fn by_status_alone(&self) -> bool {
+        self.agent.is_none()
+            && self.channel_id.is_none()
+            && self.source.is_none()
+            && self.team_id.is_none()
+            && self.context_id.is_none()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ChannelInfo {
     pub id: Uuid,

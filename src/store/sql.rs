@@ -26,6 +26,7 @@ use std::{
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
 use sqlx::{
     ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder,
     Transaction, Type,
@@ -73,8 +74,10 @@ pub(super) trait Dialect: Database<Arguments: IntoArguments<Self>> + Sized {
     /// The select-list expression that folds the roster of collaboration `c` into a JSON
     /// array of `[position, id, address, name, kind]` (see [`RosteredRow`]).
     const ROSTER: &'static str;
-    /// Whether `collaboration_counts` is kept (by SQLite's triggers, migration 0007): a
-    /// list filtered by status alone then reads its total there instead of counting.
+    /// Whether `collaboration_counts` and `collaboration_tallies` are kept (by SQLite's
+    /// triggers, migrations 0007 and 0022): a list filtered by status alone then reads its
+    /// total there instead of counting, and finds a deep page without stepping over the
+    /// rows before it.
     const KEEPS_COUNTS: bool;
     /// Ends a query that claims webhook deliveries (`d`): rows another transaction is
     /// claiming are passed over rather than waited for.
@@ -178,6 +181,9 @@ pub(super) struct Turn {
 /// The most rows of one table a multi-row statement writes at once (see [`runs`]).
 pub(super) const ROWS_PER_STATEMENT: usize = 256;
 
+/// How many ordinals each row of `collaboration_tallies` counts: `bucket` is `ordinal >> 10`.
+const TALLY_RUN: i64 = 1 << 10;
+
 fn id<D: Dialect>(uuid: Uuid) -> D::Id {
     uuid.into()
 }
@@ -275,13 +281,27 @@ where
         tx: &mut Transaction<'static, D>,
         admitted: &[&Create],
     ) -> StoreResult<()> {
+        // Each is numbered in its account's feed first: that number is where it stands in
+        // the account's list (its `ordinal`, migration 0022).
+        let mut created: BTreeMap<Uuid, Vec<(Uuid, ChangeKind)>> = BTreeMap::new();
+        for Create { new, .. } in admitted {
+            created
+                .entry(new.account_id)
+                .or_default()
+                .push((new.id, ChangeKind::Created));
+        }
+        let mut ordinals = HashMap::with_capacity(admitted.len());
+        for (account_id, changes) in &created {
+            let first = Self::note_changes(tx, *account_id, changes).await?;
+            ordinals.extend(changes.iter().zip(first..).map(|(&(id, _), rev)| (id, rev)));
+        }
         for run in runs(admitted, ROWS_PER_STATEMENT) {
             QueryBuilder::<D>::new(
                 "INSERT INTO collaborations (id, account_id, channel_id, objective, principal_agent_id, \
                  message_cap, timeout_window, evaluate_objective_completion, source, strategy, \
                  webhook_url, token_budget, cost_budget_micros, podcast, allow_interjections, forked_from, \
                  forked_at_seq, team_id, context_id, created_by_key, status, \
-                 started_at, created_at, lease_owner, lease_expires_at, lease_epoch) ",
+                 started_at, created_at, lease_owner, lease_expires_at, lease_epoch, ordinal) ",
             )
             .push_values(run, |mut row, Create { new, lease, .. }| {
                 row.push_bind(id::<D>(new.id))
@@ -309,7 +329,8 @@ where
                     .push_bind(new.created_at)
                     .push_bind(lease.map(|(lease, _)| id::<D>(lease.owner)))
                     .push_bind(lease.map(|(_, expires)| expires))
-                    .push_bind(lease.map_or(0, |(lease, _)| lease.epoch));
+                    .push_bind(lease.map_or(0, |(lease, _)| lease.epoch))
+                    .push_bind(ordinals[&new.id]);
             })
             .build()
             .execute(&mut **tx)
@@ -383,16 +404,6 @@ where
             }
         }
 
-        let mut created: BTreeMap<Uuid, Vec<(Uuid, ChangeKind)>> = BTreeMap::new();
-        for Create { new, .. } in admitted {
-            created
-                .entry(new.account_id)
-                .or_default()
-                .push((new.id, ChangeKind::Created));
-        }
-        for (account_id, changes) in &created {
-            Self::note_changes(tx, *account_id, changes).await?;
-        }
         Self::started_webhooks(tx, admitted).await
     }
 
@@ -519,14 +530,14 @@ where
     /// Numbers `changes` of one account's collaborations in its feed, inside the caller's
     /// transaction: the account's counter is bumped by their number (on PostgreSQL that
     /// locks its row until the commit, so numbers commit in order), then they are stored
-    /// under the numbers it went through.
+    /// under the numbers it went through, the first of which is returned.
     async fn note_changes(
         tx: &mut Transaction<'static, D>,
         account_id: Uuid,
         changes: &[(Uuid, ChangeKind)],
-    ) -> StoreResult<()> {
+    ) -> StoreResult<i64> {
         if changes.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let last: i64 = sqlx::query_scalar(
             "UPDATE accounts SET feed_rev = feed_rev + $1 WHERE id = $2 RETURNING feed_rev",
@@ -557,7 +568,7 @@ where
             .execute(&mut **tx)
             .await?;
         }
-        Ok(())
+        Ok(first)
     }
 
     /// [`Self::note_changes`] for one change of a collaboration, whose account is looked up.
@@ -571,7 +582,8 @@ where
                 .bind(id::<D>(collaboration_id))
                 .fetch_one(&mut **tx)
                 .await?;
-        Self::note_changes(tx, account.into(), &[(collaboration_id, kind)]).await
+        Self::note_changes(tx, account.into(), &[(collaboration_id, kind)]).await?;
+        Ok(())
     }
 
     async fn insert_key<'e>(
@@ -653,7 +665,9 @@ where
             .push_bind(id::<D>(account_id));
         if let Some(agent) = filter.agent {
             query
-                .push(" AND EXISTS (SELECT 1 FROM collaboration_participants p WHERE p.collaboration_id = c.id AND p.agent_id = ")
+                // Read off the agent's rows of the roster, which are few beside the
+                // account's collaborations, rather than asked of each of those.
+                .push(" AND c.id IN (SELECT p.collaboration_id FROM collaboration_participants p WHERE p.agent_id = ")
                 .push_bind(id::<D>(agent))
                 .push(")");
         }
@@ -681,12 +695,7 @@ where
     /// A query for how many of the account's collaborations `filter` matches: read off the
     /// kept counts when there are some and the filter is by status alone, else counted.
     fn total(query: &mut QueryBuilder<D>, account_id: Uuid, filter: &CollaborationFilter) {
-        let by_status_alone = filter.agent.is_none()
-            && filter.channel_id.is_none()
-            && filter.source.is_none()
-            && filter.team_id.is_none()
-            && filter.context_id.is_none();
-        if !(D::KEEPS_COUNTS && by_status_alone) {
+        if !(D::KEEPS_COUNTS && filter.by_status_alone()) {
             query.push("SELECT COUNT(*)");
             Self::filtered(query, account_id, filter);
             return;
@@ -697,6 +706,41 @@ where
         if let Some(status) = filter.status {
             query.push(" AND status = ").push_bind(status.name());
         }
+    }
+
+    /// Where the page `offset` rows down the account's list (of collaborations in `status`)
+    /// starts: below which ordinal, and how many rows to step over there. The tallies of
+    /// runs of 1024 ordinals (migration 0022) are added up, newest first, until the run the
+    /// page starts in, so a page thousands deep steps over at most one run's rows.
+    async fn seek(
+        reading: &mut Transaction<'static, D>,
+        account_id: Uuid,
+        status: Option<CollaborationStatus>,
+        offset: i64,
+    ) -> StoreResult<(Option<i64>, i64)> {
+        if offset < TALLY_RUN {
+            return Ok((None, offset));
+        }
+        let mut query = QueryBuilder::<D>::new(
+            "SELECT bucket, SUM(n) FROM collaboration_tallies WHERE account_id = ",
+        );
+        query.push_bind(id::<D>(account_id));
+        if let Some(status) = status {
+            query.push(" AND status = ").push_bind(status.name());
+        }
+        query.push(" GROUP BY bucket ORDER BY bucket DESC");
+        let mut runs = query.build_query_as::<(i64, i64)>().fetch(&mut **reading);
+        let mut above = 0;
+        let mut lowest = None;
+        while let Some((bucket, n)) = runs.try_next().await? {
+            if above + n > offset {
+                return Ok((Some((bucket + 1) * TALLY_RUN), offset - above));
+            }
+            above += n;
+            lowest = Some(bucket);
+        }
+        // Past the end: nothing is below the lowest run.
+        Ok((lowest.map(|bucket| bucket * TALLY_RUN), 0))
     }
 
     /// A collaboration read whole (see [`RosteredRow`]): `rest` follows the select list
@@ -1538,16 +1582,29 @@ where
         filter: &CollaborationFilter,
         page: PageRequest,
     ) -> StoreResult<(Vec<Collaboration>, u64)> {
+        // One snapshot for the tallies, the page and its total.
+        let mut reading = self.reads.begin().await?;
+        let (below, skip) = if D::KEEPS_COUNTS && filter.by_status_alone() {
+            Self::seek(&mut reading, account_id, filter.status, page.offset()).await?
+        } else {
+            (None, page.offset())
+        };
+        // The page's ids are read off the list's index alone, stepping over `skip` of its
+        // entries; only the page's own rows are then read whole, with their rosters.
         let mut query = QueryBuilder::<D>::new(Self::rostered(", ("));
         Self::total(&mut query, account_id, filter);
-        query.push(") AS total");
+        query.push(") AS total FROM collaborations c WHERE c.id IN (SELECT c.id");
         Self::filtered(&mut query, account_id, filter);
+        if let Some(below) = below {
+            query.push(" AND c.ordinal < ").push_bind(below);
+        }
         query
-            .push(" ORDER BY c.created_at DESC, c.id LIMIT CAST(")
+            .push(" ORDER BY c.ordinal DESC, c.id LIMIT CAST(")
             .push_bind(i64::from(page.size))
             .push(" AS BIGINT) OFFSET ")
-            .push_bind(page.offset());
-        let rows: Vec<ListedRow<D::Id>> = query.build_query_as().fetch_all(&self.reads).await?;
+            .push_bind(skip)
+            .push(") ORDER BY c.ordinal DESC, c.id");
+        let rows: Vec<ListedRow<D::Id>> = query.build_query_as().fetch_all(&mut *reading).await?;
         let total = match rows.first() {
             Some(row) => row.total,
             None if page.offset() == 0 => 0,
@@ -1555,9 +1612,10 @@ where
             None => {
                 let mut query = QueryBuilder::<D>::new("");
                 Self::total(&mut query, account_id, filter);
-                query.build_query_scalar().fetch_one(&self.reads).await?
+                query.build_query_scalar().fetch_one(&mut *reading).await?
             }
         };
+        reading.commit().await?;
         let items = rows
             .into_iter()
             .map(|row| row.collaboration.into_domain())

@@ -253,6 +253,71 @@ async fn an_upgraded_database_counts_the_collaborations_already_running() {
         .unwrap();
 }
 
+/// Collaborations stored before lists were ordered by feed revision (migration 0022) keep
+/// their place, newest first, below the ones created after the upgrade.
+#[tokio::test]
+async fn an_upgraded_database_lists_its_collaborations_in_the_order_they_were_made() {
+    use sqlx::Connection;
+
+    let dir = tempfile::tempdir().unwrap();
+    let open = || async {
+        let store: crate::support::Shared = std::sync::Arc::new(
+            SqliteStore::open(
+                dir.path(),
+                &crate::support::tasks(),
+                crate::support::vault(),
+            )
+            .await
+            .unwrap(),
+        );
+        store
+    };
+    let store = open().await;
+    let team = team(&store, "team").await;
+    let mut made = Vec::new();
+    for i in 0..3 {
+        let mut new = team.collaboration(10);
+        new.created_at = later(0) + Duration::seconds(i);
+        store.insert_collaboration(&new, 100, None).await.unwrap();
+        made.push(new.id);
+    }
+    drop(store);
+
+    // Back to the schema before 0022, with the three collaborations in it.
+    let url = format!("sqlite://{}", dir.path().join("skein.db").display());
+    let mut raw = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(
+        "DROP TRIGGER tallied; DROP TRIGGER untallied; DROP TRIGGER retallied; \
+         DROP TABLE collaboration_tallies; \
+         DROP INDEX collaborations_by_account; DROP INDEX collaborations_by_account_status; \
+         ALTER TABLE collaborations DROP COLUMN ordinal; \
+         CREATE INDEX collaborations_by_account ON collaborations (account_id, created_at DESC, id); \
+         CREATE INDEX collaborations_by_account_status \
+             ON collaborations (account_id, status, created_at DESC, id); \
+         DELETE FROM _sqlx_migrations WHERE version = 22",
+    )
+    .execute(&mut raw)
+    .await
+    .unwrap();
+    raw.close().await.unwrap();
+
+    let store = open().await;
+    made.push(team.start(&store, 10).await.id);
+    let (listed, total) = store
+        .list_collaborations(
+            team.tenant.id(),
+            &CollaborationFilter::default(),
+            PageRequest { page: 1, size: 10 },
+        )
+        .await
+        .unwrap();
+    made.reverse();
+    assert_eq!(
+        (listed.into_iter().map(|c| c.id).collect::<Vec<_>>(), total),
+        (made, 4)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_starts_do_not_share_the_last_slots() {
     each_store(|store| async move {
@@ -343,6 +408,84 @@ async fn a_create_the_database_refuses_fails_alone() {
         .insert_collaboration(&other.collaboration(10), 1, None)
         .await
         .expect("the refused create is not counted");
+}
+
+/// A page thousands of rows deep is found from the tallies of runs of ordinals (SQLite,
+/// migration 0022) or stepped to in the index (PostgreSQL): either way it holds what the
+/// same rows of the whole list do, with some collaborations ended and some deleted, over
+/// several runs, and filtered by status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_page_deep_in_a_long_list_holds_what_the_whole_list_does_there() {
+    each_store(|store| async move {
+        let team = std::sync::Arc::new(team(&store, "team").await);
+        let account = team.tenant.id();
+        let mut starts = JoinSet::new();
+        let mut made = Vec::new();
+        for i in 0..2600 {
+            let (store, team) = (store.clone(), team.clone());
+            starts.spawn(async move {
+                let new = team.collaboration(10);
+                store
+                    .insert_collaboration(&new, 10_000, None)
+                    .await
+                    .unwrap();
+                new.id
+            });
+            if i % 64 == 63 {
+                made.extend(starts.join_all().await);
+                starts = JoinSet::new();
+            }
+        }
+        made.extend(starts.join_all().await);
+        for (i, id) in made.iter().enumerate() {
+            if i % 7 == 0 {
+                store
+                    .finish_collaboration(*id, None, &ending(EndReason::ObjectiveMet))
+                    .await
+                    .unwrap();
+            }
+            if i % 11 == 0 {
+                assert!(store.delete_collaboration(account, *id).await.unwrap());
+            }
+        }
+        let list = |filter: CollaborationFilter, page: u32, size: u32| {
+            let store = store.clone();
+            async move {
+                let (items, total) = store
+                    .list_collaborations(account, &filter, PageRequest { page, size })
+                    .await
+                    .unwrap();
+                (items.into_iter().map(|c| c.id).collect::<Vec<_>>(), total)
+            }
+        };
+        for status in [None, Some(CollaborationStatus::Running)] {
+            let filter = CollaborationFilter {
+                status,
+                ..Default::default()
+            };
+            // The whole list, in one page from the top.
+            let (whole, total) = list(filter.clone(), 1, 10_000).await;
+            assert_eq!(whole.len() as u64, total);
+            let expected = made
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % 11 != 0 && (status.is_none() || i % 7 != 0))
+                .count();
+            assert_eq!(whole.len(), expected, "{status:?}");
+            for page in 1..=(whole.len() as u32).div_ceil(100) {
+                let start = (page as usize - 1) * 100;
+                let rows = &whole[start..(start + 100).min(whole.len())];
+                assert_eq!(
+                    list(filter.clone(), page, 100).await,
+                    (rows.to_vec(), total),
+                    "page {page} of {status:?}"
+                );
+            }
+            let past = (whole.len() as u32).div_ceil(100) + 3;
+            assert_eq!(list(filter, past, 100).await, (vec![], total));
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
