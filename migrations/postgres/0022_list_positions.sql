@@ -15,3 +15,8 @@ DROP INDEX collaborations_by_account_status;
 CREATE INDEX collaborations_by_account ON collaborations (account_id, ordinal DESC, id);
 CREATE INDEX collaborations_by_account_status
     ON collaborations (account_id, status, ordinal DESC, id);
+
+-- A process renews its leases every few seconds: off this index, rather than a walk over
+-- every collaboration the database holds. Only running (or unsummarized) ones hold one.
+CREATE INDEX collaborations_by_lease_owner ON collaborations (lease_owner)
+    WHERE lease_owner IS NOT NULL;

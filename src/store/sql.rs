@@ -26,7 +26,6 @@ use std::{
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures::TryStreamExt;
 use sqlx::{
     ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder,
     Transaction, Type,
@@ -181,8 +180,8 @@ pub(super) struct Turn {
 /// The most rows of one table a multi-row statement writes at once (see [`runs`]).
 pub(super) const ROWS_PER_STATEMENT: usize = 256;
 
-/// How many ordinals each row of `collaboration_tallies` counts: `bucket` is `ordinal >> 10`.
-const TALLY_RUN: i64 = 1 << 10;
+/// How many ordinals each row of `collaboration_tallies` counts: `bucket` is `ordinal >> 12`.
+const TALLY_RUN: i64 = 1 << 12;
 
 fn id<D: Dialect>(uuid: Uuid) -> D::Id {
     uuid.into()
@@ -660,17 +659,19 @@ where
 
     /// `FROM` and `WHERE` of the account's collaborations that `filter` matches, as `c`.
     fn filtered(query: &mut QueryBuilder<D>, account_id: Uuid, filter: &CollaborationFilter) {
-        query
-            .push(" FROM collaborations c WHERE c.account_id = ")
-            .push_bind(id::<D>(account_id));
-        if let Some(agent) = filter.agent {
-            query
-                // Read off the agent's rows of the roster, which are few beside the
-                // account's collaborations, rather than asked of each of those.
-                .push(" AND c.id IN (SELECT p.collaboration_id FROM collaboration_participants p WHERE p.agent_id = ")
+        match filter.agent {
+            // Read off the agent's rows of the roster, which are few beside the account's
+            // collaborations: SQLite takes a CROSS JOIN's tables in the order written.
+            Some(agent) => query
+                .push(
+                    " FROM collaboration_participants p CROSS JOIN collaborations c \
+                       WHERE p.agent_id = ",
+                )
                 .push_bind(id::<D>(agent))
-                .push(")");
-        }
+                .push(" AND c.id = p.collaboration_id AND c.account_id = "),
+            None => query.push(" FROM collaborations c WHERE c.account_id = "),
+        };
+        query.push_bind(id::<D>(account_id));
         if let Some(channel_id) = filter.channel_id {
             query
                 .push(" AND c.channel_id = ")
@@ -710,7 +711,7 @@ where
 
     /// Where the page `offset` rows down the account's list (of collaborations in `status`)
     /// starts: below which ordinal, and how many rows to step over there. The tallies of
-    /// runs of 1024 ordinals (migration 0022) are added up, newest first, until the run the
+    /// runs of 4096 ordinals (migration 0022) are added up, newest first, until the run the
     /// page starts in, so a page thousands deep steps over at most one run's rows.
     async fn seek(
         reading: &mut Transaction<'static, D>,
@@ -721,25 +722,35 @@ where
         if offset < TALLY_RUN {
             return Ok((None, offset));
         }
+        // Added up in the database, which answers with one row: sent row by row, the
+        // tallies of a long list cost more than the page itself.
         let mut query = QueryBuilder::<D>::new(
-            "SELECT bucket, SUM(n) FROM collaboration_tallies WHERE account_id = ",
+            "SELECT bucket, above FROM (SELECT bucket, SUM(n) AS n, \
+             SUM(SUM(n)) OVER (ORDER BY bucket DESC) - SUM(n) AS above \
+             FROM collaboration_tallies WHERE account_id = ",
         );
         query.push_bind(id::<D>(account_id));
         if let Some(status) = status {
             query.push(" AND status = ").push_bind(status.name());
         }
-        query.push(" GROUP BY bucket ORDER BY bucket DESC");
-        let mut runs = query.build_query_as::<(i64, i64)>().fetch(&mut **reading);
-        let mut above = 0;
-        let mut lowest = None;
-        while let Some((bucket, n)) = runs.try_next().await? {
-            if above + n > offset {
-                return Ok((Some((bucket + 1) * TALLY_RUN), offset - above));
-            }
-            above += n;
-            lowest = Some(bucket);
+        query
+            .push(" GROUP BY bucket) AS runs WHERE above + n > ")
+            .push_bind(offset)
+            .push(" ORDER BY bucket DESC LIMIT 1");
+        let run: Option<(i64, i64)> = query
+            .build_query_as()
+            .fetch_optional(&mut **reading)
+            .await?;
+        if let Some((bucket, above)) = run {
+            return Ok((Some((bucket + 1) * TALLY_RUN), offset - above));
         }
         // Past the end: nothing is below the lowest run.
+        let lowest: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(bucket) FROM collaboration_tallies WHERE account_id = $1",
+        )
+        .bind(id::<D>(account_id))
+        .fetch_one(&mut **reading)
+        .await?;
         Ok((lowest.map(|bucket| bucket * TALLY_RUN), 0))
     }
 
@@ -1146,28 +1157,37 @@ where
         if ids.is_empty() && addresses.is_empty() {
             return Ok(Vec::new());
         }
-        // An id lookup and an address lookup, each off its own index.
-        let mut query = QueryBuilder::<D>::new("SELECT * FROM agents WHERE account_id = ");
-        query.push_bind(id::<D>(account_id)).push(" AND (");
+        // An id lookup and an address lookup, each off its own unique index. The ids are
+        // looked up alone and the account checked here: asked with the account too, SQLite
+        // walks every agent of the account (the `(account_id, address)` index) once there
+        // are four ids, which in an account of 10,000 agents was most of a create's time.
+        let mut query = QueryBuilder::<D>::new("");
         if !ids.is_empty() {
-            query.push("id IN (");
+            query.push("SELECT * FROM agents WHERE id IN (");
             push_in(&mut query, &ids);
         }
         if !addresses.is_empty() {
             if !ids.is_empty() {
-                query.push(" OR ");
+                query.push(" UNION ALL ");
             }
-            query.push("address IN (");
+            query
+                .push("SELECT * FROM agents WHERE account_id = ")
+                .push_bind(id::<D>(account_id))
+                .push(" AND address IN (");
             let mut list = query.separated(", ");
             for address in addresses {
                 list.push_bind(address.to_owned());
             }
             query.push(")");
         }
-        query.push(")");
         let rows: Vec<AgentRow<D::Id>> = query.build_query_as().fetch_all(&self.reads).await?;
+        let mut seen = BTreeSet::new();
         rows.into_iter()
             .map(|row| row.into_domain(&self.vault))
+            .filter(|agent| match agent {
+                Ok(agent) => agent.account_id == account_id && seen.insert(agent.id),
+                Err(_) => true,
+            })
             .collect()
     }
 
