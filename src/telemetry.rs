@@ -22,7 +22,8 @@ pub fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let seconds = [
-            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            60.0,
         ];
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
@@ -51,6 +52,12 @@ fn describe() {
     describe_counter!(
         "skein_turns_total",
         "Messages stored, by the speaker's kind."
+    );
+    describe_histogram!(
+        "skein_turn_overhead_seconds",
+        Unit::Seconds,
+        "The engine's own part of an agent's turn: from its reply in hand to the message \
+         stored and published."
     );
     describe_counter!(
         "skein_tokens_total",
@@ -107,6 +114,11 @@ fn describe() {
          their viewers catch up from the store."
     );
     describe_counter!(
+        "skein_cluster_frames_received_total",
+        "Frames received over NATS from the channels watched here (this process's own \
+         included, which it drops)."
+    );
+    describe_counter!(
         "skein_connections_refused_total",
         "Connections answered 503 because the server had its maximum open."
     );
@@ -130,6 +142,14 @@ pub fn collaborations(by_status: Vec<(String, u64)>) {
 
 pub fn turn(kind: &'static str) {
     counter!("skein_turns_total", "kind" => kind).increment(1);
+}
+
+pub fn cluster_frame_received() {
+    counter!("skein_cluster_frames_received_total").increment(1);
+}
+
+pub fn turn_overhead(took: Duration) {
+    histogram!("skein_turn_overhead_seconds").record(took.as_secs_f64());
 }
 
 /// Distinct models, and distinct tools, that get a series of their own; later ones share

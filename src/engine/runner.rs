@@ -105,6 +105,9 @@ struct Turn {
     spend: Spend,
     /// Attempts made again within the turn (a model call, a remote agent's request).
     retries: u32,
+    /// When the agent's reply was in hand: the engine's own part of the turn runs from
+    /// here to the message stored and published.
+    replied: Instant,
 }
 
 /// Milliseconds since `started`, for a message's `ms`.
@@ -998,6 +1001,7 @@ async fn ask_uagent(
                     content,
                     spend: Spend::default(),
                     retries: 0,
+                    replied: Instant::now(),
                 });
             }
             asked_at
@@ -1059,6 +1063,7 @@ async fn take_turn(
         spend: completion.spend(),
         content: within_limit(completion.content, crew.settings.max_content_chars),
         retries: 0,
+        replied: Instant::now(),
     })
 }
 
@@ -1150,6 +1155,7 @@ pub(crate) fn within_limit(content: String, max_chars: usize) -> String {
 
 /// Stores an agent's turn, then publishes it. False if the store would not take it.
 async fn record(crew: &Crew, state: &mut State, turn: Turn, ms: Option<u64>) -> bool {
+    let replied = turn.replied;
     let stored = store_message(
         crew,
         state,
@@ -1163,6 +1169,7 @@ async fn record(crew: &Crew, state: &mut State, turn: Turn, ms: Option<u64>) -> 
     let Some((_, line)) = stored else {
         return false;
     };
+    telemetry::turn_overhead(replied.elapsed());
     state.collaboration.message_count += 1;
     state.collaboration.tokens_used += turn.spend.tokens;
     state.collaboration.cost_micros += turn.spend.cost_micros;

@@ -115,3 +115,56 @@ async fn with_a_metrics_token_only_a_scrape_bearing_it_is_answered() {
     assert_eq!(answered.status(), 200);
     assert!(answered.text().await.unwrap().contains("skein_"));
 }
+
+/// A turn's time is mostly the model's: the message says how long the turn took, and the
+/// engine's own part (`skein_turn_overhead_seconds`, from the reply in hand to the message
+/// stored and published) is counted once per turn and leaves the model's time out.
+#[tokio::test]
+async fn the_engine_s_own_time_per_turn_is_measured_apart_from_the_model_s() {
+    let fake = FakeModel::start().await;
+    fake.answer_after(
+        std::time::Duration::from_millis(200),
+        std::time::Duration::from_millis(300),
+    );
+    fake.forget_requests();
+    let base = fake.base_url();
+    let app = spawn_app_with(move |c| c.providers = vec![default_provider(&base)]).await;
+    let count = "skein_turn_overhead_seconds_count";
+    let sum = "skein_turn_overhead_seconds_sum";
+    let before = (scrape(&app, count).await, scrape(&app, sum).await);
+
+    let host = app
+        .create_agent(json!({"name": "Host", "kind": "llm"}))
+        .await;
+    let guest = app
+        .create_agent(json!({"name": "Guest", "kind": "llm"}))
+        .await;
+    let created = app
+        .collaborate(
+            &host,
+            &guest,
+            json!({"message_cap": 3, "evaluate_objective_completion": false}),
+        )
+        .await;
+    let frames = app.watch_to_the_end(&created).await;
+    let took: Vec<u64> = frames
+        .iter()
+        .filter(|f| f["type"] == "message" && f["role"] == "agent")
+        .map(|f| f["ms"].as_u64().expect("a turn's time"))
+        .collect();
+    assert_eq!(took.len(), 3, "{frames:?}");
+    assert!(
+        took.iter().all(|&ms| ms >= 200),
+        "the model's time is in the turn's: {took:?}"
+    );
+
+    let after = (scrape(&app, count).await, scrape(&app, sum).await);
+    assert!(
+        after.0 - before.0 >= 3.0,
+        "each turn is counted: {before:?} → {after:?}"
+    );
+    assert!(
+        after.1 - before.1 < 0.6,
+        "the model's 200 ms a turn are not the engine's: {before:?} → {after:?}"
+    );
+}

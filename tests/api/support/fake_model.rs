@@ -85,6 +85,13 @@ struct Script {
     summary: (String, String),
     /// The outcome it answers, when a test sets one.
     outcome: Option<Value>,
+    /// How long each answer takes, from the request to the end of its stream: spread
+    /// evenly over this range, call by call.
+    latency: Option<(Duration, Duration)>,
+    /// Whether requests are kept for [`FakeModel::requests`]: not under load, where they
+    /// would pile up.
+    keep_requests: bool,
+    calls: u64,
 }
 
 #[derive(Clone)]
@@ -121,6 +128,9 @@ impl FakeModel {
                     "Fake summary of the collaboration.".into(),
                 ),
                 outcome: None,
+                latency: None,
+                keep_requests: true,
+                calls: 0,
             })),
             chunk_delay,
         };
@@ -135,6 +145,17 @@ impl FakeModel {
 
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.address)
+    }
+
+    /// Every answer takes between `from` and `to`, as a model's do: a quarter of it before
+    /// the first piece, the rest between the pieces.
+    pub fn answer_after(&self, from: Duration, to: Duration) {
+        self.script.lock().unwrap().latency = Some((from, to.max(from)));
+    }
+
+    /// Stops keeping requests (see [`FakeModel::requests`]).
+    pub fn forget_requests(&self) {
+        self.script.lock().unwrap().keep_requests = false;
     }
 
     /// Turn replies, in order; once used up, turns answer "turn N".
@@ -259,12 +280,14 @@ impl Script {
     /// Records a request and takes the fault it meets, if any: a one-off first, then the
     /// standing one.
     fn take(&mut self, purpose: Purpose, headers: &HeaderMap, body: &Value) -> Option<Fault> {
-        self.recorded.push(Recorded {
-            purpose,
-            headers: headers.clone(),
-            body: body.clone(),
-            at: Instant::now(),
-        });
+        if self.keep_requests {
+            self.recorded.push(Recorded {
+                purpose,
+                headers: headers.clone(),
+                body: body.clone(),
+                at: Instant::now(),
+            });
+        }
         match self.faults.iter().position(|(p, _)| *p == purpose) {
             Some(i) => self.faults.remove(i).map(|(_, f)| f),
             None => self
@@ -333,9 +356,15 @@ async fn completions(
     }
     let purpose = purpose_of(&body);
     let mut calls = Vec::new();
-    let (fault, content) = {
+    let (fault, content, latency) = {
         let mut script = fake.script.lock().unwrap();
         let fault = script.take(purpose, &headers, &body);
+        script.calls += 1;
+        // Spread over the range by a multiplicative hash of the call's number.
+        let spread = (script.calls.wrapping_mul(2_654_435_761) % 1000) as f64 / 1000.0;
+        let latency = script
+            .latency
+            .map(|(from, to)| from + (to - from).mul_f64(spread));
         let content = match purpose {
             Purpose::Turn => {
                 script.turn_count += 1;
@@ -381,8 +410,14 @@ async fn completions(
             Purpose::Synopsis => json!({"synopsis": synopsis_of(&body)}).to_string(),
             Purpose::Speech => unreachable!("speech has its own route"),
         };
-        (fault, content)
+        (fault, content, latency)
     };
+    let mut chunk_delay = fake.chunk_delay;
+    if let Some(latency) = latency {
+        tokio::time::sleep(latency / 4).await;
+        // Three pieces of content, the finish, the usage and `[DONE]`: five pauses.
+        chunk_delay = latency * 3 / 4 / 5;
+    }
     match fault {
         Some(Fault::RateLimited { retry_after_secs }) => {
             let mut response = openai_error(
@@ -438,7 +473,7 @@ async fn completions(
         }))
         .into_response();
     }
-    sse(content, &calls, model, usage, broken, fake.chunk_delay)
+    sse(content, &calls, model, usage, broken, chunk_delay)
 }
 
 static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
