@@ -62,6 +62,19 @@ impl Api {
             .await
     }
 
+    /// The server's Prometheus metrics, as text.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let url = format!("http://{}/metrics", self.address);
+        Ok(self
+            .http
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?)
+    }
+
     pub async fn agent(&self, body: Value) -> anyhow::Result<String> {
         let agent = self.post("/agents", &body).await?;
         id(&agent)

@@ -39,6 +39,8 @@ enum Scenario {
     Context,
     Tracing,
     Catchup,
+    BigAccount,
+    ModelBound,
 }
 
 #[derive(Parser)]
@@ -153,6 +155,12 @@ async fn run(args: Args, fds: u64, cores: usize, server_core: Option<usize>) -> 
     }
     if wanted(Scenario::Catchup) {
         bench.catchup().await?;
+    }
+    if wanted(Scenario::BigAccount) {
+        bench.big_account().await?;
+    }
+    if wanted(Scenario::ModelBound) {
+        bench.model_bound().await?;
     }
     bench.report.print_table();
     Ok(())

@@ -1080,3 +1080,332 @@ fn prompt_tokens(fake: &FakeModel, turns: &[usize]) -> Value {
         .collect::<serde_json::Map<_, _>>()
         .into()
 }
+
+impl Bench {
+    /// An account with a long history: pages at the top and the bottom of its list, a page
+    /// deep in a list filtered by status, and lists by agent, 16 requests at a time.
+    pub async fn big_account(&mut self) -> anyhow::Result<()> {
+        let (collaborations, agents, requests) = if self.tiny {
+            (2_000, 200, 200)
+        } else {
+            (100_000, 10_000, 4_000)
+        };
+        let concurrency = 16;
+        let size = 20;
+        let served = self.start_skein(&[]).await?;
+        let api = Api::new(served.address);
+        let filled = Instant::now();
+        let ids: Vec<String> = stream::iter(0..agents)
+            .map(|i| {
+                api.agent(json!({"name": format!("agent {i}"), "kind": "scripted",
+                                 "replies": ["Done."], "delay_ms": 0}))
+            })
+            .buffered(concurrency)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<anyhow::Result<_>>()?;
+        // Three agents each, every agent in as many; each ends after one turn.
+        stream::iter(0..collaborations)
+            .map(|i| {
+                let roster = [0, 1, 2].map(|k| ids[(i + k) % agents].clone());
+                let api = api.clone();
+                async move {
+                    api.post(
+                        "/collaborations",
+                        &json!({"principal": roster[0], "participants": [roster[1], roster[2]],
+                                "message_cap": 1, "timeout_window": 60,
+                                "evaluate_objective_completion": false,
+                                "objective": "Answer once."}),
+                    )
+                    .await
+                    .map(drop)
+                }
+            })
+            .buffer_unordered(concurrency)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<anyhow::Result<()>>()?;
+        loop {
+            let running = api.get("/collaborations?status=running&size=1").await?;
+            if running["meta"]["total"].as_u64() == Some(0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let fill_seconds = filled.elapsed().as_secs_f64();
+        let ended = api.get("/collaborations?size=1").await?;
+        let status = ended["items"][0]["status"]
+            .as_str()
+            .unwrap_or("completed")
+            .to_owned();
+        let last_page = collaborations.div_ceil(size);
+        let ids = Arc::new(ids);
+        let lists: [(&str, PathOf); 5] = [
+            (
+                "first page",
+                Box::new(move |_| format!("/collaborations?page=1&size={size}")),
+            ),
+            (
+                "page in the middle",
+                Box::new(move |_| format!("/collaborations?page={}&size={size}", last_page / 2)),
+            ),
+            (
+                "last page",
+                Box::new(move |_| format!("/collaborations?page={last_page}&size={size}")),
+            ),
+            (
+                "last page by status",
+                Box::new(move |_| {
+                    format!("/collaborations?status={status}&page={last_page}&size={size}")
+                }),
+            ),
+            ("by agent", {
+                let ids = ids.clone();
+                Box::new(move |i| {
+                    format!("/collaborations?agent={}&size={size}", ids[i % ids.len()])
+                })
+            }),
+        ];
+        let mut figures = json!({
+            "collaborations": collaborations, "agents": agents, "page_size": size,
+            "concurrency": concurrency, "requests_each": requests,
+            "fill_seconds": (fill_seconds * 10.0).round() / 10.0,
+        });
+        let mut p99s = Vec::new();
+        for (name, path) in &lists {
+            let cpu_before = served.cpu_seconds();
+            let mut measured = measure(requests, concurrency, |i| {
+                let (api, path) = (api.clone(), path(i));
+                async move { api.fetch(&path).await.map(drop) }
+            })
+            .await?;
+            measured["server_cpu_ms_per_request"] = json!(ms((served.cpu_seconds() - cpu_before)
+                / requests as f64
+                * 1e9));
+            p99s.push((*name, measured["p99_ms"].as_f64().unwrap_or(0.0)));
+            figures[name.replace(' ', "_")] = measured;
+        }
+        served.stop().await;
+        self.report.scenario("big-account", figures);
+        let first = p99s[0].1;
+        for (name, p99) in &p99s {
+            let deep = name.contains("last");
+            self.report.row(Row {
+                figure: format!(
+                    "list, {name}, {collaborations} collaborations, p99 at {concurrency}"
+                ),
+                skein: format!("{p99:.2} ms"),
+                peer: if deep {
+                    format!("{first:.2} ms (first page)")
+                } else {
+                    "-".into()
+                },
+                ratio: if deep {
+                    ratio(*p99, Some(first))
+                } else {
+                    "-".into()
+                },
+                target: if deep {
+                    "≤ 1.5× the first page".into()
+                } else {
+                    "-".into()
+                },
+                met: deep.then_some(*p99 <= 1.5 * first),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Bench {
+    /// Thousands of collaborations at once, each of three llm agents, against a fake model
+    /// that takes 1–2 s to stream each answer: turns served against what the model offers,
+    /// the engine's own time per turn, memory per running collaboration, CPU per turn.
+    pub async fn model_bound(&mut self) -> anyhow::Result<()> {
+        let (collaborations, (from, to), window) = if self.tiny {
+            (
+                50,
+                (Duration::from_millis(50), Duration::from_millis(100)),
+                3.0,
+            )
+        } else {
+            (
+                10_000,
+                (Duration::from_secs(1), Duration::from_secs(2)),
+                30.0,
+            )
+        };
+        let fake = FakeModel::start().await;
+        fake.answer_after(from, to);
+        fake.forget_requests();
+        let env = [
+            ("SKEIN_LLM_BASE_URL", fake.base_url()),
+            ("SKEIN_LLM_API_KEY", fake_model::KEY.to_owned()),
+            ("SKEIN_LLM_MODEL", "fake-model".to_owned()),
+            // The fake model's answers are alike: no stall may end the runs being measured.
+            ("SKEIN_STALL_END_AFTER", "0".to_owned()),
+        ];
+        let served = self.start_skein(&env).await?;
+        let api = Api::new(served.address);
+        let llm = |name: &str| {
+            json!({"name": name, "kind": "llm", "provider": "default", "model": "fake-model",
+                   "system_prompt": "Keep it short."})
+        };
+        let roster = [
+            api.agent(llm("alice")).await?,
+            api.agent(llm("bob")).await?,
+            api.agent(llm("carol")).await?,
+        ];
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let baseline = served.rss_bytes();
+        let started = Instant::now();
+        let body = json!({"principal": roster[0], "participants": [roster[1], roster[2]],
+                          "message_cap": 100_000, "timeout_window": 86_400,
+                          "evaluate_objective_completion": false,
+                          "objective": "Plan the week's menu together."});
+        stream::iter(0..collaborations)
+            .map(|_| api.post("/collaborations", &body))
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let create_seconds = started.elapsed().as_secs_f64();
+        // Every collaboration past its first turns before the window opens.
+        tokio::time::sleep(to * 3).await;
+        let before = Sample::take(&api, &served).await?;
+        tokio::time::sleep(Duration::from_secs_f64(window)).await;
+        let after = Sample::take(&api, &served).await?;
+        let rss = served.rss_bytes();
+        served.stop().await;
+
+        let turns = after.turns - before.turns;
+        let seconds = after.at.duration_since(before.at).as_secs_f64();
+        let served_rate = turns / seconds;
+        let mean_latency = (from + to).as_secs_f64() / 2.0;
+        let offered = collaborations as f64 / mean_latency;
+        let overhead: Vec<(f64, f64)> = after
+            .overhead
+            .iter()
+            .zip(&before.overhead)
+            .map(|(&(le, now), &(_, then))| (le, now - then))
+            .collect();
+        let p50 = quantile(&overhead, 0.50) * 1000.0;
+        let p99 = quantile(&overhead, 0.99) * 1000.0;
+        let per_collaboration = rss.saturating_sub(baseline) as f64 / collaborations as f64;
+        let cpu_per_turn = (after.cpu - before.cpu) / turns.max(1.0);
+        self.report.scenario(
+            "model-bound",
+            json!({
+                "collaborations": collaborations, "agents_each": 3,
+                "model_latency_ms": [from.as_millis(), to.as_millis()],
+                "create_seconds": (create_seconds * 100.0).round() / 100.0,
+                "window_seconds": (seconds * 10.0).round() / 10.0,
+                "turns_per_second": served_rate.round(),
+                "offered_turns_per_second": offered.round(),
+                "served_share": (served_rate / offered * 1000.0).round() / 1000.0,
+                "engine_overhead_ms_p50": (p50 * 100.0).round() / 100.0,
+                "engine_overhead_ms_p99": (p99 * 100.0).round() / 100.0,
+                "server_kib_per_running_collaboration": kib(per_collaboration),
+                "server_cpu_ms_per_turn": ms(cpu_per_turn * 1e9),
+                "server_cpu_share": ((after.cpu - before.cpu) / seconds * 100.0).round() / 100.0,
+            }),
+        );
+        self.report.row(Row::alone(
+            format!(
+                "model-bound: turns/s, {collaborations} collaborations on a {}–{} ms model",
+                from.as_millis(),
+                to.as_millis()
+            ),
+            format!("{served_rate:.0} of {offered:.0} offered"),
+            Some(("all of it".into(), served_rate >= 0.95 * offered)),
+        ));
+        self.report.row(Row::alone(
+            "model-bound: engine's own time per turn (reply → stored, published), p99".into(),
+            format!("{p99:.1} ms (p50 {p50:.1} ms)"),
+            Some(("≤ 50 ms".into(), p99 <= 50.0)),
+        ));
+        self.report.row(Row::alone(
+            "model-bound: server memory per running collaboration".into(),
+            format!("{:.1} KiB", kib(per_collaboration)),
+            Some(("≤ 100 KiB".into(), kib(per_collaboration) <= 100.0)),
+        ));
+        self.report.row(Row::alone(
+            "model-bound: server CPU per turn".into(),
+            format!("{:.3} ms", ms(cpu_per_turn * 1e9)),
+            None,
+        ));
+        Ok(())
+    }
+}
+
+/// The path of a scenario's `i`th request.
+type PathOf = Box<dyn Fn(usize) -> String>;
+
+/// What the server's metrics and `/proc` say at one moment of a measuring window.
+struct Sample {
+    at: Instant,
+    turns: f64,
+    cpu: f64,
+    /// `skein_turn_overhead_seconds`: (upper bound, observations at or under it).
+    overhead: Vec<(f64, f64)>,
+}
+
+impl Sample {
+    async fn take(api: &Api, served: &Served) -> anyhow::Result<Self> {
+        let text = api.metrics().await?;
+        let (at, cpu) = (Instant::now(), served.cpu_seconds());
+        let value = |line: &str| -> f64 {
+            line.rsplit(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0.0)
+        };
+        let turns = text
+            .lines()
+            .filter(|line| line.starts_with("skein_turns_total"))
+            .map(value)
+            .sum();
+        let overhead = text
+            .lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix("skein_turn_overhead_seconds_bucket{le=\"")?;
+                let (le, _) = rest.split_once('"')?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                Some((le, value(line)))
+            })
+            .collect();
+        Ok(Self {
+            at,
+            turns,
+            cpu,
+            overhead,
+        })
+    }
+}
+
+/// The `q` quantile of a Prometheus histogram's cumulative buckets, interpolated within
+/// the bucket it falls in, as Prometheus's `histogram_quantile` does.
+fn quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
+    let Some(&(_, total)) = buckets.last() else {
+        return 0.0;
+    };
+    let rank = q * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for &(le, count) in buckets {
+        if count >= rank && count > below {
+            if le.is_infinite() {
+                return lower;
+            }
+            return lower + (le - lower) * (rank - below) / (count - below);
+        }
+        (lower, below) = (le, count);
+    }
+    lower
+}
