@@ -1,9 +1,16 @@
 //! Several processes, one database. NATS carries what has to cross processes:
 //!
 //! - **Live frames.** Everything a process's hub publishes goes out on
-//!   `skein.channel.<channel id>`; every process replays the frames of the others into its own
-//!   hub, which hands them to the viewers it has on that channel. Viewers dedupe by `seq` and
-//!   fill gaps from the store, so a frame lost on the way costs a catch-up, never an event.
+//!   `skein.channel.<channel id>`. A process subscribes to a channel's subject only while it
+//!   has viewers of that channel, from before they read the store (subscribed and flushed),
+//!   and replays what the others publish there into its own hub, which hands it to those
+//!   viewers: what a process receives grows with what is watched there, not with all that
+//!   runs. Viewers dedupe by `seq` and fill gaps from the store, so a frame lost on the way
+//!   costs a catch-up, never an event.
+//! - **Turns in progress.** A process that begins watching a channel asks on
+//!   `skein.turns.<channel id>`; the process running its collaboration publishes the turn in
+//!   progress on the channel's subject again, after what it published before, so that a
+//!   viewer joining mid-turn is told whose turn it is.
 //! - **Requests** for a collaboration another process runs (stop, delete, a person's
 //!   message) go to `skein.process.<owner id>` and are answered by that process's engine.
 //! - **Accounts' feeds.** Nudges to those following an account's collaborations changing
@@ -31,14 +38,16 @@ use secrecy::ExposeSecret;
 use crate::{
     config::NatsAuth,
     engine::{Engine, Relay, Reply, Request},
-    live::{Hub, Nudge, Publication},
+    live::{Hub, Nudge, Publication, Watch},
     tasks::Tasks,
+    telemetry,
 };
 
 const CHANNEL_SUBJECTS: &str = "skein.channel";
 const PROCESS_SUBJECTS: &str = "skein.process";
 const REVOKED_KEYS: &str = "skein.keys.revoked";
 const ACCOUNT_SUBJECTS: &str = "skein.account";
+const TURN_ASKS: &str = "skein.turns";
 /// How long a relayed request may take: the other process answers once its runner has acted
 /// (stored the person's message, or the end).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -143,11 +152,11 @@ impl Cluster {
         engine: Engine,
         revoked: impl Fn(Uuid) + Send + 'static,
     ) -> anyhow::Result<()> {
-        let frames = self
+        let asks = self
             .client
-            .subscribe(format!("{CHANNEL_SUBJECTS}.*"))
+            .subscribe(format!("{TURN_ASKS}.*"))
             .await
-            .map_err(|e| anyhow::anyhow!("subscribing to channel frames: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("subscribing to asks for turns: {e}"))?;
         let requests = self
             .client
             .subscribe(format!("{PROCESS_SUBJECTS}.{}", self.owner))
@@ -185,9 +194,16 @@ impl Cluster {
             import_nudges(until(done, nudges), self.owner, hub.clone()),
         );
         tasks.spawn_essential(
-            "cluster import",
-            import(until(done, frames), self.owner, hub),
+            "cluster watches",
+            watch_channels(
+                self.client.clone(),
+                self.owner,
+                hub.watched_by(),
+                hub.clone(),
+                (tasks.clone(), done.clone()),
+            ),
         );
+        tasks.spawn_essential("cluster turn asks", hear_asks(until(done, asks), hub));
         let answering = answer(
             self.client.clone(),
             until(done, requests),
@@ -334,15 +350,97 @@ async fn export(
     }
 }
 
-async fn import(mut frames: impl Stream<Item = Message> + Unpin, owner: Uuid, hub: Arc<Hub>) {
-    while let Some(message) = frames.next().await {
+/// Carries each channel that gains an audience here (see [`Watch`]) for as long as it has
+/// one, each on a task of its own.
+async fn watch_channels(
+    client: Client,
+    owner: Uuid,
+    mut watches: mpsc::UnboundedReceiver<Watch>,
+    hub: Arc<Hub>,
+    (tasks, done): (Tasks, CancellationToken),
+) {
+    loop {
+        let watch = tokio::select! {
+            watch = watches.recv() => watch,
+            _ = done.cancelled() => None,
+        };
+        let Some(watch) = watch else { break };
+        let carrying = carry(client.clone(), owner, watch, hub.clone(), done.clone());
+        tasks.spawn("channel carrier", carrying);
+    }
+}
+
+/// Subscribes to one channel's frames, says so once NATS has the subscription, asks whoever
+/// runs it for the turn in progress, and applies what other processes publish there to the
+/// audience until it is gone.
+async fn carry(client: Client, owner: Uuid, watch: Watch, hub: Arc<Hub>, done: CancellationToken) {
+    let channel_id = watch.channel_id;
+    let subscribing = async {
+        let frames = client
+            .subscribe(format!("{CHANNEL_SUBJECTS}.{channel_id}"))
+            .await?;
+        // Once NATS answers the flush, it has the subscription: nothing published after
+        // this is missed, and the viewers may read the store.
+        client.flush().await?;
+        anyhow::Ok(frames)
+    };
+    let mut frames = tokio::select! {
+        subscribed = subscribing => match subscribed {
+            Ok(frames) => frames,
+            Err(error) => {
+                tracing::warn!(%channel_id, error = format!("{error:#}"), "subscribing to a channel's frames failed");
+                return;
+            }
+        },
+        _ = watch.gone.cancelled() => return,
+        _ = done.cancelled() => return,
+    };
+    // A turn told of while this process last watched the channel is stale by now.
+    hub.forget_carried_turn(channel_id, false);
+    watch.carried();
+    let ask = client.publish(format!("{TURN_ASKS}.{channel_id}"), Bytes::new());
+    if let Err(error) = ask.await {
+        tracing::debug!(%channel_id, %error, "asking for the turn in progress failed");
+    }
+    loop {
+        let message = tokio::select! {
+            message = frames.next() => message,
+            _ = watch.gone.cancelled() => None,
+            _ = done.cancelled() => None,
+        };
+        let Some(message) = message else { break };
+        telemetry::cluster_frame_received();
         match decode(&message) {
             // Our own frames reached our viewers when they were published.
             Some((origin, ..)) if origin == owner => {}
-            Some((_, channel_id, publication)) => hub.apply(channel_id, publication),
+            Some((_, channel_id, publication)) => {
+                hub.apply_carried(channel_id, watch.audience(), publication)
+            }
             None => {
                 tracing::warn!(subject = %message.subject, "ignoring a malformed frame from NATS")
             }
+        }
+    }
+    if let Err(error) = frames.unsubscribe().await {
+        tracing::debug!(%channel_id, %error, "unsubscribing from a channel's frames failed");
+    }
+    if watch.gone.is_cancelled() {
+        hub.forget_carried_turn(channel_id, true);
+    }
+}
+
+/// Answers other processes that began watching a channel: the turn in progress goes out
+/// again if this process published it.
+async fn hear_asks(mut asks: impl Stream<Item = Message> + Unpin, hub: Arc<Hub>) {
+    while let Some(ask) = asks.next().await {
+        let channel = ask
+            .subject
+            .strip_prefix(TURN_ASKS)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|id| id.parse::<Uuid>().ok());
+        match channel {
+            Some(channel_id) => hub.resend_turn(channel_id),
+            None => tracing::warn!(subject = %ask.subject, "ignoring a malformed ask for a turn"),
         }
     }
 }

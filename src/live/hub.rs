@@ -16,11 +16,15 @@
 
 use std::{
     collections::HashSet,
-    sync::{Arc, Mutex, OnceLock},
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
 };
 
 use dashmap::DashMap;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tungstenite::Utf8Bytes;
 use uuid::Uuid;
@@ -54,6 +58,11 @@ pub const EXPORT_QUEUE: usize = 16_384;
 /// dropped (and counted), and those channels' viewers catch up at their next event.
 const LOST_CHANNELS: usize = 65_536;
 
+/// How long a viewer waits for the channel's frames from other processes to be carried
+/// here before it reads the store anyway. Past it (NATS is away), frames it then misses
+/// show as a gap at the next event and are caught up from the store.
+const WATCH_PATIENCE: Duration = Duration::from_secs(2);
+
 /// What a hub's publishing methods did, as it crosses to the hubs of other processes
 /// ([`Hub::export_to`], [`Hub::apply`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -86,7 +95,12 @@ pub struct Hub {
     /// Each channel's turn in progress (who speaks now) and its `turn` frame, until the
     /// turn is over: a viewer who connects meanwhile (while a person is awaited, say) is
     /// told after its catch-up, not left guessing until the next turn.
-    turns: DashMap<Uuid, (Uuid, Utf8Bytes)>,
+    turns: DashMap<Uuid, TurnNow>,
+    /// Where the channels that gain an audience here are announced, to be carried here from
+    /// other processes while they have one (see [`Watch`]), when there are other processes.
+    watches: OnceLock<mpsc::UnboundedSender<Watch>>,
+    /// Numbers audiences, so that frames carried for one are not applied to the next.
+    audiences: AtomicU64,
     /// How many frames a delivery task may fall behind the publisher before its viewers
     /// are caught up from the store.
     capacity: usize,
@@ -100,11 +114,58 @@ pub struct Hub {
     feed: Arc<super::Feed>,
 }
 
+/// A turn in progress and its `turn` frame.
+#[derive(Debug)]
+struct TurnNow {
+    turn_id: Uuid,
+    after_seq: i64,
+    text: Utf8Bytes,
+    /// Published here, by the process running the collaboration, rather than carried
+    /// from it: this process answers when another asks whose turn it is.
+    here: bool,
+}
+
 /// A channel's viewers in this process.
 #[derive(Debug)]
 struct Audience {
+    id: u64,
     frames: broadcast::Sender<Broadcast>,
     groups: Mutex<Vec<Arc<Group>>>,
+    /// Whether the channel's frames from other processes reach this audience yet.
+    carried: Arc<watch::Sender<bool>>,
+    /// Fires when the audience is gone: its frames need carrying here no more.
+    gone: CancellationToken,
+}
+
+impl Drop for Audience {
+    fn drop(&mut self) {
+        self.gone.cancel();
+    }
+}
+
+/// A channel that gained an audience here, for the cluster to carry its frames from other
+/// processes to it, and to them only while it lasts: a process receives the frames of the
+/// channels it has viewers of, not of every channel.
+#[derive(Debug)]
+pub struct Watch {
+    pub channel_id: Uuid,
+    audience: u64,
+    carried: Arc<watch::Sender<bool>>,
+    /// Fires when the audience is gone.
+    pub gone: CancellationToken,
+}
+
+impl Watch {
+    /// Which audience it is: frames are applied to it only (see [`Hub::apply_carried`]).
+    pub fn audience(&self) -> u64 {
+        self.audience
+    }
+
+    /// The channel's frames from other processes are on their way here: its viewers may
+    /// read the store.
+    pub fn carried(&self) {
+        self.carried.send_replace(true);
+    }
 }
 
 /// Viewers served by one delivery task.
@@ -133,6 +194,8 @@ impl Hub {
             turns: DashMap::new(),
             capacity: capacity.max(1),
             exports: OnceLock::new(),
+            watches: OnceLock::new(),
+            audiences: AtomicU64::new(0),
             lost: Mutex::default(),
             tasks: TaskTracker::new(),
             feed: Arc::default(),
@@ -146,6 +209,16 @@ impl Hub {
     pub fn export_to(&self, capacity: usize) -> mpsc::Receiver<(Uuid, Publication)> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let _ = self.exports.set(tx);
+        rx
+    }
+
+    /// From now on, each channel that gains an audience here is handed to the returned
+    /// receiver, whose owner carries the channel's frames from other processes to it (see
+    /// [`Watch`]); its viewers wait for that before they read the store. Unbounded: there
+    /// is one per audience, and audiences are bounded by the streams allowed.
+    pub fn watched_by(&self) -> mpsc::UnboundedReceiver<Watch> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = self.watches.set(tx);
         rx
     }
 
@@ -170,10 +243,23 @@ impl Hub {
         // Under the map's entry, so that the audience cannot be dropped as its last viewer
         // leaves while this one joins.
         let entry = self.channels.entry(channel_id).or_insert_with(|| {
-            Arc::new(Audience {
+            let watches = self.watches.get();
+            let audience = Audience {
+                id: self.audiences.fetch_add(1, Ordering::Relaxed),
                 frames: broadcast::channel(self.capacity).0,
                 groups: Mutex::default(),
-            })
+                carried: Arc::new(watch::Sender::new(watches.is_none())),
+                gone: CancellationToken::new(),
+            };
+            if let Some(watches) = watches {
+                let _ = watches.send(Watch {
+                    channel_id,
+                    audience: audience.id,
+                    carried: audience.carried.clone(),
+                    gone: audience.gone.clone(),
+                });
+            }
+            Arc::new(audience)
         });
         let audience = entry.value().clone();
         let mut groups = lock(&audience.groups);
@@ -235,7 +321,50 @@ impl Hub {
 
     /// The `turn` frame of the turn in progress, if there is one.
     pub fn current_turn(&self, channel_id: Uuid) -> Option<Utf8Bytes> {
-        self.turns.get(&channel_id).map(|turn| turn.1.clone())
+        self.turns.get(&channel_id).map(|turn| turn.text.clone())
+    }
+
+    /// Another process began watching the channel: if its turn in progress was published
+    /// here, it goes out again to the other processes (not to this one's viewers), after
+    /// what went out before it.
+    pub fn resend_turn(&self, channel_id: Uuid) {
+        let Some(exports) = self.exports.get() else {
+            return;
+        };
+        let turn = self
+            .turns
+            .get(&channel_id)
+            .filter(|turn| turn.here)
+            .map(|turn| Publication::Turn {
+                after_seq: turn.after_seq,
+                turn_id: turn.turn_id,
+                text: turn.text.clone(),
+            });
+        if let Some(turn) = turn {
+            // Best effort: past a full queue, the viewers learn of the next turn.
+            let _ = exports.try_send((channel_id, turn));
+        }
+    }
+
+    /// Forgets the turn in progress another process told of: a new audience is about to
+    /// be told it again, or (`unless_watched`) none is left here to hear how it ends.
+    pub fn forget_carried_turn(&self, channel_id: Uuid, unless_watched: bool) {
+        if unless_watched && self.channels.contains_key(&channel_id) {
+            return;
+        }
+        self.turns.remove_if(&channel_id, |_, turn| !turn.here);
+    }
+
+    /// Applies what another process published to the channel's audience here, if that is
+    /// still `audience`: a frame carried for an audience that has gone is not for the next.
+    pub fn apply_carried(&self, channel_id: Uuid, audience: u64, publication: Publication) {
+        let current = self
+            .channels
+            .get(&channel_id)
+            .is_some_and(|current| current.id == audience);
+        if current {
+            self.apply_from(channel_id, publication, false);
+        }
     }
 
     /// The turn is over (its message is stored, or it was dropped).
@@ -255,6 +384,11 @@ impl Hub {
 
     /// Does here what another process's hub did: the frame reaches this process's viewers.
     pub fn apply(&self, channel_id: Uuid, publication: Publication) {
+        self.apply_from(channel_id, publication, false);
+    }
+
+    /// Hands what was published (`here`, or carried from another process) to the viewers.
+    fn apply_from(&self, channel_id: Uuid, publication: Publication, here: bool) {
         match publication {
             Publication::Event { seq, text } => self.send(channel_id, || Frame::Event {
                 seq,
@@ -270,16 +404,28 @@ impl Hub {
                 text,
             } => {
                 // Kept before it is sent: a viewer going live meanwhile either gets it from
-                // its delivery task or finds it here.
-                self.turns.insert(channel_id, (turn_id, text.clone()));
-                self.send(channel_id, || Frame::Delta {
+                // its delivery task or finds it here. A turn told of again (for a process
+                // that began watching) is not news to viewers who have it.
+                let now = TurnNow {
+                    turn_id,
                     after_seq,
-                    wire: text_frame(&text),
-                });
+                    text: text.clone(),
+                    here,
+                };
+                let news = self
+                    .turns
+                    .insert(channel_id, now)
+                    .is_none_or(|was| was.turn_id != turn_id);
+                if news {
+                    self.send(channel_id, || Frame::Delta {
+                        after_seq,
+                        wire: text_frame(&text),
+                    });
+                }
             }
             Publication::EndTurn { turn_id } => {
                 self.turns
-                    .remove_if(&channel_id, |_, turn| turn.0 == turn_id);
+                    .remove_if(&channel_id, |_, turn| turn.turn_id == turn_id);
             }
             Publication::EndTurns => {
                 self.turns.remove(&channel_id);
@@ -309,7 +455,7 @@ impl Hub {
                 lost.insert(channel_id);
             }
         }
-        self.apply(channel_id, publication);
+        self.apply_from(channel_id, publication, true);
     }
 
     /// Hands a frame to the channel's delivery tasks; made only if someone here watches.
@@ -324,6 +470,18 @@ impl Hub {
         };
         // An error means no delivery task is left, and so no viewer: nothing to do.
         let _ = frames.send(Broadcast::Frame(frame()));
+    }
+}
+
+impl Membership {
+    /// Waits until the channel's frames from other processes reach this viewer (at once
+    /// with one process), so that the store it then reads misses nothing they carry.
+    pub(crate) async fn carried(&self) {
+        let mut carried = self.audience.carried.subscribe();
+        let waited = tokio::time::timeout(WATCH_PATIENCE, carried.wait_for(|&yes| yes)).await;
+        if waited.is_err() {
+            tracing::warn!(channel = %self.channel_id, "frames from other processes are not carried here yet; reading the store");
+        }
     }
 }
 

@@ -17,7 +17,7 @@ pub mod upgrade;
 
 pub use close::Close;
 pub use feed::{FEED_EXPORT_QUEUE, Feed, Following, Nudge};
-pub use hub::{EXPORT_QUEUE, Hub, Publication};
+pub use hub::{EXPORT_QUEUE, Hub, Publication, Watch};
 pub use streams::{Refusal, StreamPass, Streams};
 
 /// Locks a mutex of this module. Nothing panics while holding one, so a poisoned lock's

@@ -105,6 +105,7 @@ impl Session {
 
     async fn serve_until_closed(&self, socket: &mut Socket, outlet: &Arc<Outlet>) {
         let membership = self.hub.join(self.channel.id, outlet.clone());
+        membership.carried().await;
         let connected = telemetry::ViewerConnected::new();
         let end = self.serve(socket, outlet).await;
         outlet.close();

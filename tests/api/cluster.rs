@@ -175,6 +175,66 @@ async fn an_event_stream_hears_of_collaborations_another_process_runs() {
     cluster.remove().await;
 }
 
+/// A process receives the frames of the channels its viewers watch and no others, and a
+/// viewer that joins mid-turn on a process that does not run the collaboration is told
+/// whose turn it is before the turn's message arrives.
+#[tokio::test]
+async fn a_process_hears_only_the_channels_watched_there_and_a_late_viewer_learns_whose_turn_it_is()
+{
+    let Some(cluster) = Cluster::start(3).await else {
+        return;
+    };
+    let apis: Vec<Api> = (0..3)
+        .map(|i| cluster.member(i).process.api.clone())
+        .collect();
+    // Process 0 runs it; each turn takes 1.5 s, so a viewer joining at 0.5 s finds one on.
+    let collaboration = apis[0].scripted_duo(2, 1500).await;
+    let channel = collaboration["channel_id"].as_str().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut viewer = apis[1].viewer(channel, 0).await;
+    let mut frames = Vec::new();
+    while let Said::Frame(frame) = viewer.next().await {
+        let done = frame["type"] == "summary";
+        frames.push(frame);
+        if done {
+            break;
+        }
+    }
+    let kinds: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap()).collect();
+    let first = frames
+        .iter()
+        .position(|f| f["type"] == "message")
+        .expect("a message");
+    assert!(
+        frames[..first]
+            .iter()
+            .any(|f| f["type"] == "turn" && f["turn_id"] == frames[first]["turn_id"]),
+        "told whose turn it was before its message: {kinds:?}"
+    );
+    assert_eq!(kinds.last(), Some(&"summary"), "{kinds:?}");
+
+    let received = |api: &Api| {
+        let api = api.clone();
+        async move {
+            let metrics = api.get("/metrics").await.text().await.unwrap();
+            metrics
+                .lines()
+                .find_map(|line| line.strip_prefix("skein_cluster_frames_received_total "))
+                .map_or(0.0, |n| n.trim().parse::<f64>().unwrap())
+        }
+    };
+    assert!(
+        received(&apis[1]).await > 0.0,
+        "the watching process hears the channel"
+    );
+    assert_eq!(
+        received(&apis[2]).await,
+        0.0,
+        "a process with no viewer hears nothing"
+    );
+    cluster.remove().await;
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Departure {
     Killed,
