@@ -41,6 +41,7 @@ enum Scenario {
     Catchup,
     BigAccount,
     ModelBound,
+    Cluster,
 }
 
 #[derive(Parser)]
@@ -65,6 +66,13 @@ struct Args {
     /// own, made with `psql`).
     #[arg(long, env = "SKEIN_BENCH_DATABASE_URL")]
     database_url: Option<String>,
+    /// How many collaborations `model-bound` runs at once.
+    #[arg(long, default_value_t = 10_000)]
+    collaborations: usize,
+    /// A NATS URL: with `--database-url`, the `cluster` scenario runs three processes on
+    /// them.
+    #[arg(long, env = "SKEIN_BENCH_NATS_URL")]
+    nats_url: Option<String>,
     /// Serve a floor instead of measuring (the scenarios start these themselves).
     #[arg(long, value_enum, hide = true)]
     floor: Option<Floor>,
@@ -123,6 +131,8 @@ async fn run(args: Args, fds: u64, cores: usize, server_core: Option<usize>) -> 
         repeats: if args.tiny { 1 } else { args.repeats.max(1) },
         peers,
         database_url: args.database_url.clone(),
+        nats_url: args.nats_url.clone(),
+        collaborations: args.collaborations,
         report: report::Report::default(),
     };
     eprintln!(
@@ -161,6 +171,9 @@ async fn run(args: Args, fds: u64, cores: usize, server_core: Option<usize>) -> 
     }
     if wanted(Scenario::ModelBound) {
         bench.model_bound().await?;
+    }
+    if wanted(Scenario::Cluster) {
+        bench.cluster().await?;
     }
     bench.report.print_table();
     Ok(())

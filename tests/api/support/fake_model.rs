@@ -452,6 +452,10 @@ async fn completions(
         })
         .collect();
     if body["stream"] != json!(true) {
+        // An answer given whole takes as long as a streamed one.
+        if let Some(latency) = latency {
+            tokio::time::sleep(latency * 3 / 4).await;
+        }
         let message = if calls.is_empty() {
             json!({"role": "assistant", "content": content})
         } else {
