@@ -65,14 +65,16 @@ pub(super) async fn speak(
             .await?
     } else {
         let credentials = Credentials::open(agent.tool_credentials.as_ref());
-        let toolbox = Toolbox::open(
+        // Boxed: opening tool servers is a large future, and this one is held through the
+        // whole turn.
+        let toolbox = Box::pin(Toolbox::open(
             tools,
             &credentials,
             &remote.outbound,
             &remote.tools,
             remote.settings.max_retries,
             |attempt| remote.backoff(attempt),
-        )
+        ))
         .await
         .map_err(|e| AgentError::Unreachable(e.to_string()))?;
         let turn = Box::pin(converse(

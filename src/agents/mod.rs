@@ -145,12 +145,17 @@ pub async fn speak(
     remote: &Remote,
     sink: &dyn TurnSink,
 ) -> Result<Completion, AgentError> {
+    // Each kind's turn is boxed on its own: a turn is held for as long as the agent takes
+    // (seconds, with a model), and inline every turn would hold the largest kind's, 13 KB
+    // for an llm agent's, in every collaboration whatever its agents.
     match &agent.spec {
         AgentSpec::Scripted { replies, delay_ms } => {
             Ok(scripted::speak(replies, *delay_ms, context).await)
         }
-        AgentSpec::Llm { .. } => llm::speak(agent, context, models, remote, sink).await,
-        AgentSpec::Http { endpoint } => http::speak(agent, endpoint, context, remote).await,
+        AgentSpec::Llm { .. } => Box::pin(llm::speak(agent, context, models, remote, sink)).await,
+        AgentSpec::Http { endpoint } => {
+            Box::pin(http::speak(agent, endpoint, context, remote)).await
+        }
         AgentSpec::A2a { card_url, .. } => {
             // Its credentials, sealed with an llm agent's tool servers' (one set of headers).
             let headers = tools::Credentials::open(agent.tool_credentials.as_ref())
@@ -158,7 +163,7 @@ pub async fn speak(
                 .into_iter()
                 .next()
                 .unwrap_or_default();
-            a2a::speak(card_url, &headers, context, remote).await
+            Box::pin(a2a::speak(card_url, &headers, context, remote)).await
         }
         AgentSpec::Human | AgentSpec::Uagent { .. } => Err(AgentError::Misconfigured(format!(
             "{} answers in its own time: the engine waits for its message",

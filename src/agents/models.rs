@@ -215,7 +215,7 @@ impl Models {
         let started = std::time::Instant::now();
         let span = chat_span(target);
         let result = tracing::Instrument::instrument(
-            self.within_deadline(self.complete_counted(target, request)),
+            self.within_deadline(Box::pin(self.complete_counted(target, request))),
             span.clone(),
         )
         .await
@@ -297,7 +297,7 @@ impl Models {
         let started = std::time::Instant::now();
         let span = chat_span(target);
         let result = tracing::Instrument::instrument(
-            self.within_deadline(self.stream_counted(target, request, on_delta)),
+            self.within_deadline(Box::pin(self.stream_counted(target, request, on_delta))),
             span.clone(),
         )
         .await
@@ -307,6 +307,9 @@ impl Models {
     }
 
     /// A call, all its attempts and its whole stream included, cut off at the deadline.
+    /// Callers box the call: held here both as the argument and inside the timeout, it
+    /// would be in the future twice, and a collaboration holds this future for as long as
+    /// its model takes.
     async fn within_deadline(
         &self,
         call: impl Future<Output = Result<Completion, ModelError>>,
