@@ -740,22 +740,10 @@ impl Bench {
             .collect();
         let fake = FakeModel::start().await;
         fake.reply_with(&replies(turns));
-        let env = [
-            ("SKEIN_LLM_BASE_URL", fake.base_url()),
-            ("SKEIN_LLM_API_KEY", fake_model::KEY.to_owned()),
-            ("SKEIN_LLM_MODEL", "fake-model".to_owned()),
-            // The fake model says the same thing every turn: a stall, which would end the
-            // conversation long before the turns this measures.
-            ("SKEIN_STALL_END_AFTER", "0".to_owned()),
-        ];
-        let served = self.start_skein(&env).await?;
+        let served = self.start_skein(&on_fake_model(&fake)).await?;
         let api = Api::new(served.address);
-        let llm = |name: &str| {
-            json!({"name": name, "kind": "llm", "provider": "default", "model": "fake-model",
-                                      "system_prompt": "Keep it short."})
-        };
-        let a = api.agent(llm("alice")).await?;
-        let b = api.agent(llm("bob")).await?;
+        let a = api.agent(llm_agent("alice")).await?;
+        let b = api.agent(llm_agent("bob")).await?;
         let started = Instant::now();
         let collaboration = api.collaboration(&a, &b, turns as u32).await?;
         let id = api::id(&collaboration)?;
@@ -1077,6 +1065,24 @@ where
     }))
 }
 
+/// A server's settings for the fake model as its default provider.
+fn on_fake_model(fake: &FakeModel) -> [(&'static str, String); 4] {
+    [
+        ("SKEIN_LLM_BASE_URL", fake.base_url()),
+        ("SKEIN_LLM_API_KEY", fake_model::KEY.to_owned()),
+        ("SKEIN_LLM_MODEL", "fake-model".to_owned()),
+        // The fake model says much the same every turn: a stall, which would end the
+        // conversation long before the turns measured.
+        ("SKEIN_STALL_END_AFTER", "0".to_owned()),
+    ]
+}
+
+/// An llm agent on the fake model.
+fn llm_agent(name: &str) -> Value {
+    json!({"name": name, "kind": "llm", "provider": "default", "model": "fake-model",
+           "system_prompt": "Keep it short."})
+}
+
 /// What the fake model answers each turn: a few sentences, as a model would (its default
 /// "turn N" is so short that the synopsis would take hundreds of turns to fill).
 fn replies(turns: usize) -> Vec<&'static str> {
@@ -1266,23 +1272,12 @@ impl Bench {
         let fake = FakeModel::start().await;
         fake.answer_after(from, to);
         fake.forget_requests();
-        let env = [
-            ("SKEIN_LLM_BASE_URL", fake.base_url()),
-            ("SKEIN_LLM_API_KEY", fake_model::KEY.to_owned()),
-            ("SKEIN_LLM_MODEL", "fake-model".to_owned()),
-            // The fake model's answers are alike: no stall may end the runs being measured.
-            ("SKEIN_STALL_END_AFTER", "0".to_owned()),
-        ];
-        let served = self.start_skein(&env).await?;
+        let served = self.start_skein(&on_fake_model(&fake)).await?;
         let api = Api::new(served.address);
-        let llm = |name: &str| {
-            json!({"name": name, "kind": "llm", "provider": "default", "model": "fake-model",
-                   "system_prompt": "Keep it short."})
-        };
         let roster = [
-            api.agent(llm("alice")).await?,
-            api.agent(llm("bob")).await?,
-            api.agent(llm("carol")).await?,
+            api.agent(llm_agent("alice")).await?,
+            api.agent(llm_agent("bob")).await?,
+            api.agent(llm_agent("carol")).await?,
         ];
         tokio::time::sleep(Duration::from_millis(500)).await;
         let baseline = served.rss_bytes();

@@ -193,18 +193,8 @@ async fn an_account_runs_at_most_max_running_collaborations_whichever_key_starts
 /// number, so the cap still holds.
 #[tokio::test]
 async fn an_upgraded_database_counts_the_collaborations_already_running() {
-    use sqlx::Connection;
-
     let dir = tempfile::tempdir().unwrap();
-    let store: crate::support::Shared = std::sync::Arc::new(
-        SqliteStore::open(
-            dir.path(),
-            &crate::support::tasks(),
-            crate::support::vault(),
-        )
-        .await
-        .unwrap(),
-    );
+    let store = sqlite_at(dir.path()).await;
     let team = team(&store, "team").await;
     let ended = team.start(&store, 10).await;
     store
@@ -217,27 +207,14 @@ async fn an_upgraded_database_counts_the_collaborations_already_running() {
     drop(store);
 
     // Back to the schema before 0007, with the three collaborations in it.
-    let url = format!("sqlite://{}", dir.path().join("skein.db").display());
-    let mut raw = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    sqlx::raw_sql(
+    rewind(
+        dir.path(),
         "DROP TRIGGER collaboration_counted; DROP TRIGGER collaboration_uncounted; \
          DROP TRIGGER collaboration_recounted; DROP TABLE collaboration_counts; \
          DELETE FROM _sqlx_migrations WHERE version = 7",
     )
-    .execute(&mut raw)
-    .await
-    .unwrap();
-    raw.close().await.unwrap();
-
-    let store: crate::support::Shared = std::sync::Arc::new(
-        SqliteStore::open(
-            dir.path(),
-            &crate::support::tasks(),
-            crate::support::vault(),
-        )
-        .await
-        .unwrap(),
-    );
+    .await;
+    let store = sqlite_at(dir.path()).await;
     match store
         .insert_collaboration(&team.collaboration(10), 2, None)
         .await
@@ -257,22 +234,8 @@ async fn an_upgraded_database_counts_the_collaborations_already_running() {
 /// their place, newest first, below the ones created after the upgrade.
 #[tokio::test]
 async fn an_upgraded_database_lists_its_collaborations_in_the_order_they_were_made() {
-    use sqlx::Connection;
-
     let dir = tempfile::tempdir().unwrap();
-    let open = || async {
-        let store: crate::support::Shared = std::sync::Arc::new(
-            SqliteStore::open(
-                dir.path(),
-                &crate::support::tasks(),
-                crate::support::vault(),
-            )
-            .await
-            .unwrap(),
-        );
-        store
-    };
-    let store = open().await;
+    let store = sqlite_at(dir.path()).await;
     let team = team(&store, "team").await;
     let mut made = Vec::new();
     for i in 0..3 {
@@ -284,9 +247,8 @@ async fn an_upgraded_database_lists_its_collaborations_in_the_order_they_were_ma
     drop(store);
 
     // Back to the schema before 0022, with the three collaborations in it.
-    let url = format!("sqlite://{}", dir.path().join("skein.db").display());
-    let mut raw = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    sqlx::raw_sql(
+    rewind(
+        dir.path(),
         "DROP TRIGGER tallied; DROP TRIGGER untallied; DROP TRIGGER retallied; \
          DROP TABLE collaboration_tallies; DROP INDEX collaborations_by_lease_owner; \
          DROP INDEX collaborations_by_account; DROP INDEX collaborations_by_account_status; \
@@ -296,12 +258,8 @@ async fn an_upgraded_database_lists_its_collaborations_in_the_order_they_were_ma
              ON collaborations (account_id, status, created_at DESC, id); \
          DELETE FROM _sqlx_migrations WHERE version = 22",
     )
-    .execute(&mut raw)
-    .await
-    .unwrap();
-    raw.close().await.unwrap();
-
-    let store = open().await;
+    .await;
+    let store = sqlite_at(dir.path()).await;
     made.push(team.start(&store, 10).await.id);
     let (listed, total) = store
         .list_collaborations(
@@ -316,6 +274,25 @@ async fn an_upgraded_database_lists_its_collaborations_in_the_order_they_were_ma
         (listed.into_iter().map(|c| c.id).collect::<Vec<_>>(), total),
         (made, 4)
     );
+}
+
+/// A SQLite store on the database in `dir`, made or migrated as it opens.
+async fn sqlite_at(dir: &std::path::Path) -> crate::support::Shared {
+    std::sync::Arc::new(
+        SqliteStore::open(dir, &crate::support::tasks(), crate::support::vault())
+            .await
+            .unwrap(),
+    )
+}
+
+/// Runs `sql` on the closed database in `dir`: a schema taken back to before a migration.
+async fn rewind(dir: &std::path::Path, sql: &'static str) {
+    use sqlx::Connection;
+
+    let url = format!("sqlite://{}", dir.join("skein.db").display());
+    let mut raw = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(sql).execute(&mut raw).await.unwrap();
+    raw.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
