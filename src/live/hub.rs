@@ -64,7 +64,7 @@ const LOST_CHANNELS: usize = 65_536;
 const WATCH_PATIENCE: Duration = Duration::from_secs(2);
 
 /// What a hub's publishing methods did, as it crosses to the hubs of other processes
-/// ([`Hub::export_to`], [`Hub::apply`]).
+/// ([`Hub::export_to`], [`Hub::apply_carried`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Publication {
     Event {
@@ -382,11 +382,6 @@ impl Hub {
         self.publish(channel_id, Publication::Closed);
     }
 
-    /// Does here what another process's hub did: the frame reaches this process's viewers.
-    pub fn apply(&self, channel_id: Uuid, publication: Publication) {
-        self.apply_from(channel_id, publication, false);
-    }
-
     /// Hands what was published (`here`, or carried from another process) to the viewers.
     fn apply_from(&self, channel_id: Uuid, publication: Publication, here: bool) {
         match publication {
@@ -684,8 +679,8 @@ mod tests {
         // Another process's hub is told, and its viewers of the channel catch up.
         let there = Arc::new(Hub::new(16));
         let (outlet, _end) = viewer();
-        let _membership = there.join(channel, outlet.clone());
-        there.apply(channel, Publication::Lost);
+        let membership = there.join(channel, outlet.clone());
+        there.apply_carried(channel, membership.audience.id, Publication::Lost);
         let asked = tokio::time::timeout(PATIENCE, outlet.attention())
             .await
             .expect("the viewer's session is woken");
