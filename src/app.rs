@@ -128,7 +128,10 @@ impl App {
             &tasks,
         );
         let keys: Arc<KeyCache> = Arc::default();
-        let streams = Arc::new(Streams::new(config.rate_limits.max_streams_per_account));
+        let streams = Arc::new(Streams::new(
+            config.rate_limits.max_streams_per_account,
+            shutdown.clone(),
+        ));
         let cluster = match &config.nats_url {
             Some(url) => {
                 let url = url.expose_secret();

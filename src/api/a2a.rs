@@ -612,7 +612,7 @@ fn stream(state: AppState, id: Value, caller: &Caller, collaboration: Collaborat
             if let Some(next) = f.pending.pop_front() {
                 return Some((next, f));
             }
-            if f.done || f.pass.revoked.is_cancelled() {
+            if f.done || f.pass.ended.is_cancelled() {
                 return None;
             }
             if f.first {

@@ -57,12 +57,14 @@ impl Caller {
     pub fn require(&self, scope: Scope) -> Result<(), AppError> {
         match self.key.grant() {
             Some(granted) if granted >= scope => Ok(()),
-            _ => Err(AppError::Forbidden(format!(
-                "this API key lacks the `{}` scope",
-                scope.name()
-            ))),
+            _ => Err(lacks(scope)),
         }
     }
+}
+
+/// The refusal of a key without `scope`.
+pub fn lacks(scope: Scope) -> AppError {
+    AppError::Forbidden(format!("this API key lacks the `{}` scope", scope.name()))
 }
 
 impl FromRequestParts<AppState> for Caller {

@@ -1,7 +1,7 @@
 //! `/channels`: metadata, history by `seq`, WebSocket tickets and the live stream.
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::State,
     http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
     response::{IntoResponse, Response},
@@ -19,23 +19,26 @@ use super::{
 };
 use crate::{
     domain::{
-        AgentKind, AgentRef, CollaborationStatus, ErrorCode, FieldError, Sender, StoredEvent,
+        AgentKind, AgentRef, CollaborationStatus, ErrorCode, FieldError, Scope, Sender, StoredEvent,
     },
     error::AppError,
     live::{
         Refusal,
-        session::{self, Session, Speak, StreamSettings},
+        session::{self, Session, Speak, Speech, StreamSettings},
         upgrade::Upgrade,
     },
     store::ChannelInfo,
 };
 
-pub(super) fn router() -> Router<AppState> {
+pub(super) fn router(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/channels/{id}", get(read))
         .route("/channels/{id}/messages", get(history).post(post_message))
         .route("/channels/{id}/websocket_tickets", post(ticket))
-        .route("/channels/{id}/stream", get(stream))
+        .route(
+            "/channels/{id}/stream",
+            get(stream).layer(Extension(speaker(state.clone()))),
+        )
 }
 
 const TICKET_LIFETIME_SECS: i64 = 60;
@@ -296,6 +299,7 @@ pub(super) struct StreamParams {
               (status = 400, body = crate::error::Problem), (status = 403, body = crate::error::Problem), (status = 429, body = crate::error::Problem)))]
 async fn stream(
     State(state): State<AppState>,
+    Extension(speak): Extension<Speak>,
     ApiPath(id): ApiPath<String>,
     ApiQuery(params): ApiQuery<StreamParams>,
     parts: Parts,
@@ -342,7 +346,8 @@ async fn stream(
     // stream, holds one pointer to it rather than everything it is made from.
     let session = admitted.map(|(channel, caller, pass)| {
         Box::new(Session {
-            speak: speaker(&state, &channel, &caller),
+            speak,
+            may_write: caller.require(Scope::Write).is_ok(),
             store: state.store.clone(),
             hub: state.hub.clone(),
             channel,
@@ -354,33 +359,30 @@ async fn stream(
     });
     upgrade.on_upgrade(state.hub.tasks(), move |upgraded| match session {
         Ok(session) => Either::Left(session.run(upgraded)),
-        Err(reason) => Either::Right(session::refuse(upgraded, reason, settings)),
+        // Boxed: a refusal's future would otherwise set the size of every stream's task.
+        Err(reason) => Either::Right(Box::pin(session::refuse(upgraded, reason, settings))),
     })
 }
 
-/// How this stream's viewer speaks with a `{"type":"message"}` frame: as a human
-/// participant, if its key may write. The error is a code and a message for an `error`
-/// frame. It keeps only what it needs of the caller: every open stream holds one.
-fn speaker(state: &AppState, channel: &ChannelInfo, caller: &Caller) -> Speak {
-    let (state, channel) = (state.clone(), channel.clone());
-    let (account_id, may_write) = (
-        caller.key.account_id,
-        caller
-            .require(crate::domain::Scope::Write)
-            .map_err(|e| e.to_string()),
-    );
-    std::sync::Arc::new(move |sender: Option<String>, content: String| {
-        let (state, channel, may_write) = (state.clone(), channel.clone(), may_write.clone());
+/// How a stream's viewer speaks with a `{"type":"message"}` frame: as a human participant,
+/// if its key may write. The error is a code and a message for an `error` frame. Made once
+/// and shared by every stream, so that an open stream holds a pointer to it and no more.
+fn speaker(state: AppState) -> Speak {
+    std::sync::Arc::new(move |speech: Speech| {
+        let state = state.clone();
         Box::pin(async move {
-            may_write.map_err(|e| (ErrorCode::Forbidden, e))?;
+            if !speech.may_write {
+                return Err((ErrorCode::Forbidden, auth::lacks(Scope::Write).to_string()));
+            }
             // Each message costs what a request does, and counts as one.
-            if state.rate_limits.check(account_id).is_err() {
+            if state.rate_limits.check(speech.channel.account_id).is_err() {
                 return Err((
                     ErrorCode::RateLimited,
                     "this account is over its request rate; wait a moment".to_owned(),
                 ));
             }
-            match speak_as_human(&state, &channel, sender.as_deref(), &content).await {
+            let (channel, sender) = (&speech.channel, speech.sender.as_deref());
+            match speak_as_human(&state, channel, sender, &speech.content).await {
                 Ok(_) => Ok(()),
                 Err(AppError::Validation(errors)) => Err((
                     ErrorCode::Invalid,

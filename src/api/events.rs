@@ -25,7 +25,6 @@ use axum::{
 };
 use serde::Serialize;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{AppState, auth::Caller, collaborations::CollaborationView};
@@ -110,7 +109,6 @@ async fn events(
     let following = state.hub.feed().follow(caller.account_id);
     let stream = Stream {
         account_id: caller.account_id,
-        shutdown: state.shutdown.clone(),
         state,
         following,
         pass,
@@ -132,8 +130,8 @@ struct Stream {
     state: AppState,
     account_id: Uuid,
     following: Following,
+    /// Its `ended` fires when the key is revoked or the server shuts down.
     pass: StreamPass,
-    shutdown: CancellationToken,
     /// The `Last-Event-ID` the client came back with.
     resume: Option<i64>,
     /// The last change queued (or, starting afresh, where the feed stood); `None` until
@@ -152,7 +150,7 @@ impl Stream {
             if let Some(event) = self.pending.pop_front() {
                 return Some(event);
             }
-            if self.pass.revoked.is_cancelled() || self.shutdown.is_cancelled() {
+            if self.pass.ended.is_cancelled() {
                 return None;
             }
             if self.rev.is_none() {
@@ -166,8 +164,7 @@ impl Stream {
             let nudge = tokio::select! {
                 nudge = self.following.next() => nudge,
                 () = tokio::time::sleep(LOOK_EVERY) => Nudge::Changed,
-                () = self.pass.revoked.cancelled() => return None,
-                () = self.shutdown.cancelled() => return None,
+                () = self.pass.ended.cancelled() => return None,
             };
             match nudge {
                 Nudge::Changed => self.read_on().await.ok()?,

@@ -90,7 +90,7 @@ pub fn router(state: AppState) -> Router {
         .merge(forks::router())
         .merge(transcript::router())
         .merge(agents::router())
-        .merge(channels::router())
+        .merge(channels::router(&state))
         .merge(keys::router())
         .merge(providers::router())
         .merge(webhooks::router())

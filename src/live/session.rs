@@ -40,19 +40,30 @@ use crate::{
 /// viewer of a 100k-event channel above 250k events/s and a hundred catching up at once
 /// near 190 KiB each (BENCHMARKS.md, `catchup`).
 const CATCH_UP_PAGE: u32 = 256;
+/// A stream's read buffer, and the most read from its socket at once: a viewer sends
+/// pongs and, rarely, a message, and an idle stream should hold next to nothing.
+const READ_BUFFER: usize = 128;
 /// How long a stream closed for an oversized message stays open for its close frame.
 const CLOSE_LINGER: Duration = Duration::from_millis(250);
 /// The longest a close frame may wait for a peer that does not read.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How a viewer speaks as a human participant: given the frame's `sender` (if any) and
-/// `content`, the API layer checks and posts; an error is a code and a message for an
-/// `error` frame. Handed in so that this module stays about streaming.
-pub type Speak = Arc<
-    dyn Fn(Option<String>, String) -> BoxFuture<'static, Result<(), (ErrorCode, String)>>
-        + Send
-        + Sync,
->;
+/// How a viewer speaks as a human participant: the API layer checks and posts what a
+/// viewer said; an error is a code and a message for an `error` frame. Handed in so that
+/// this module stays about streaming. One is shared by every stream: what differs between
+/// viewers travels in the [`Speech`].
+pub type Speak =
+    Arc<dyn Fn(Speech) -> BoxFuture<'static, Result<(), (ErrorCode, String)>> + Send + Sync>;
+
+/// What a viewer said, and where.
+pub struct Speech {
+    pub channel: ChannelInfo,
+    /// Whether the viewer's key may write, which speaking needs.
+    pub may_write: bool,
+    /// The frame's `sender`, if any.
+    pub sender: Option<String>,
+    pub content: String,
+}
 
 /// A viewer's connection, as the WebSocket protocol reads and writes it.
 type Socket = WebSocketStream<ViewerIo<tokio::io::ReadHalf<TokioIo<Upgraded>>>>;
@@ -71,13 +82,16 @@ pub struct StreamSettings {
 
 pub struct Session {
     pub speak: Speak,
+    /// Whether the viewer's key may write, so speak.
+    pub may_write: bool,
     pub store: Arc<dyn Store>,
     pub hub: Arc<Hub>,
     pub channel: ChannelInfo,
     pub after_seq: i64,
     pub settings: StreamSettings,
     pub shutdown: CancellationToken,
-    /// The stream's slot under its key's cap; its token fires when the key is revoked.
+    /// The stream's slot under its key's cap; its token fires when the key is revoked or
+    /// the server shuts down.
     pub pass: StreamPass,
 }
 
@@ -111,45 +125,13 @@ impl Session {
         outlet.close();
         drop(membership);
         drop(connected);
-        let End::Closed(close) = end else {
-            return;
-        };
-        send_close(socket, outlet, close).await;
-        if close == Close::TooBig {
-            // The rest of the oversized message is still unread: closing now would make the
-            // kernel reset the connection, which can destroy the close frame on its way.
-            // A moment's linger lets the peer read why it is being closed.
-            tokio::time::sleep(CLOSE_LINGER).await;
+        if let End::Closed(close) = end {
+            Box::pin(close_stream(socket, outlet, close)).await;
         }
     }
 
     async fn serve(&self, socket: &mut Socket, outlet: &Outlet) -> End {
-        // Read the channel again now that we are in its audience: its `last_seq` is then a
-        // floor for everything the hub will offer.
-        let channel = match self
-            .store
-            .get_channel(self.channel.account_id, self.channel.id)
-            .await
-        {
-            Ok(Some(channel)) => channel,
-            Ok(None) => return End::Closed(Close::Deleted),
-            Err(error) => {
-                tracing::error!(error = format!("{error:#}"), "reading a channel failed");
-                return End::Closed(Close::Failed);
-            }
-        };
-        let hello = Frame::Hello {
-            channel_id: channel.id,
-            collaboration_id: channel.collaboration_id,
-            status: channel.status,
-            last_seq: channel.last_seq,
-        }
-        .text();
-        if let Err(end) = self.send(outlet, text_frame(&hello), None).await {
-            return end;
-        }
-        outlet.clamp_last_seq(channel.last_seq);
-        if let Err(end) = Box::pin(self.catch_up(outlet)).await {
+        if let Err(end) = Box::pin(self.begin(outlet)).await {
             return end;
         }
         let mut ping = tokio::time::interval(self.settings.ping_interval);
@@ -158,9 +140,10 @@ impl Session {
         ping.tick().await;
         let mut peer_alive = true;
         loop {
+            // What an idle stream holds while it waits is this select's state; what runs
+            // rarely (catching up, a viewer's message, a ping) is boxed while it runs.
             tokio::select! {
-                _ = self.shutdown.cancelled() => return End::Closed(Close::ShuttingDown),
-                _ = self.pass.revoked.cancelled() => return End::Closed(Close::KeyRevoked),
+                _ = self.pass.ended.cancelled() => return End::Closed(self.why_ended()),
                 attention = outlet.attention() => match attention {
                     // Events went past (a gap, a full queue, a hub that lagged): the store
                     // has them all, and the turn frame it may have missed is in the hub.
@@ -178,13 +161,8 @@ impl Session {
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return End::Peer,
                     Some(Ok(Message::Text(text))) => {
                         peer_alive = true;
-                        // The stored message comes back through the stream like any other;
-                        // only a refusal is answered here.
-                        if let Err((code, message)) = Box::pin(self.take_client_frame(&text)).await {
-                            let frame = Frame::Error { code, message: &message }.text();
-                            if let Err(end) = self.send(outlet, text_frame(&frame), None).await {
-                                return end;
-                            }
+                        if let Err(end) = Box::pin(self.answer(outlet, &text)).await {
+                            return end;
                         }
                     }
                     Some(Ok(_)) => peer_alive = true,
@@ -199,11 +177,64 @@ impl Session {
                     }
                     peer_alive = false;
                     let ping = socket.send(Message::Ping(Bytes::new()));
-                    match tokio::time::timeout(self.settings.ping_interval, ping).await {
+                    match Box::pin(tokio::time::timeout(self.settings.ping_interval, ping)).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) | Err(_) => return End::Peer,
                     }
                 }
+            }
+        }
+    }
+
+    /// Why the stream's pass ended: the server is shutting down, or the key was revoked.
+    fn why_ended(&self) -> Close {
+        if self.shutdown.is_cancelled() {
+            Close::ShuttingDown
+        } else {
+            Close::KeyRevoked
+        }
+    }
+
+    /// The stream's start: `hello`, then every stored event after `after_seq`.
+    async fn begin(&self, outlet: &Outlet) -> Result<(), End> {
+        // Read the channel again now that we are in its audience: its `last_seq` is then a
+        // floor for everything the hub will offer.
+        let channel = match self
+            .store
+            .get_channel(self.channel.account_id, self.channel.id)
+            .await
+        {
+            Ok(Some(channel)) => channel,
+            Ok(None) => return Err(End::Closed(Close::Deleted)),
+            Err(error) => {
+                tracing::error!(error = format!("{error:#}"), "reading a channel failed");
+                return Err(End::Closed(Close::Failed));
+            }
+        };
+        let hello = Frame::Hello {
+            channel_id: channel.id,
+            collaboration_id: channel.collaboration_id,
+            status: channel.status,
+            last_seq: channel.last_seq,
+        }
+        .text();
+        self.send(outlet, text_frame(&hello), None).await?;
+        outlet.clamp_last_seq(channel.last_seq);
+        self.catch_up(outlet).await
+    }
+
+    /// A frame from the viewer. The stored message comes back through the stream like any
+    /// other; only a refusal is answered here.
+    async fn answer(&self, outlet: &Outlet, text: &str) -> Result<(), End> {
+        match self.take_client_frame(text).await {
+            Ok(()) => Ok(()),
+            Err((code, message)) => {
+                let frame = Frame::Error {
+                    code,
+                    message: &message,
+                }
+                .text();
+                self.send(outlet, text_frame(&frame), None).await
             }
         }
     }
@@ -213,8 +244,8 @@ impl Session {
     /// would also keep this session from hearing shutdown.
     async fn send(&self, outlet: &Outlet, frame: Bytes, seq: Option<i64>) -> Result<(), End> {
         // Checked per frame, so a key revoked before or during a long catch-up sends no more.
-        if self.pass.revoked.is_cancelled() {
-            return Err(End::Closed(Close::KeyRevoked));
+        if self.pass.ended.is_cancelled() {
+            return Err(End::Closed(self.why_ended()));
         }
         let sent = tokio::time::timeout(self.settings.ping_interval, outlet.send(frame, seq));
         match sent.await {
@@ -288,8 +319,13 @@ impl Session {
                 "a message needs a `content` string".into(),
             ));
         };
-        let sender = frame["sender"].as_str().map(str::to_owned);
-        (self.speak)(sender, content.to_owned()).await
+        (self.speak)(Speech {
+            channel: self.channel.clone(),
+            may_write: self.may_write,
+            sender: frame["sender"].as_str().map(str::to_owned),
+            content: content.to_owned(),
+        })
+        .await
     }
 }
 
@@ -315,9 +351,10 @@ async fn open(
     };
     let outlet = Arc::new(Outlet::new(write, after_seq, limit));
     let config = WebSocketConfig::default()
-        // Small: most viewers only listen, and idle connections should cost little. A
-        // larger message from the viewer still arrives whole; the buffer grows for it.
-        .read_buffer_size(1024)
+        // Small: most viewers only listen, and every open stream holds this buffer. A
+        // larger message from the viewer still arrives whole (the buffer grows for it),
+        // read this much at a time.
+        .read_buffer_size(READ_BUFFER)
         // Every frame goes to the outlet at once, which queues what the socket won't take.
         .write_buffer_size(0)
         .max_message_size(Some(settings.max_message_bytes))
@@ -332,8 +369,14 @@ async fn open(
 }
 
 /// Closes the stream, saying why.
-async fn send_close(socket: &mut Socket, outlet: &Outlet, close: Close) {
+async fn close_stream(socket: &mut Socket, outlet: &Outlet, close: Close) {
     send_close_frame(socket, outlet, close.frame_code(), close.reason()).await;
+    if close == Close::TooBig {
+        // The rest of the oversized message is still unread: closing now would make the
+        // kernel reset the connection, which can destroy the close frame on its way.
+        // A moment's linger lets the peer read why it is being closed.
+        tokio::time::sleep(CLOSE_LINGER).await;
+    }
 }
 
 /// Sends the close frame: at once, since a closed outlet holds nothing but what it had

@@ -5,6 +5,8 @@
 //! Revoking a key cancels the token every one of that key's passes watches, and refuses new
 //! passes for it, so a stream admitted just before the revocation cannot slip through either
 //! way: it either got its pass before (and is cancelled) or asks after (and is refused).
+//! The token is a child of the server's shutdown token, so a stream waits on one token
+//! for both reasons to end (one waiter less in every open stream).
 
 use std::sync::Arc;
 
@@ -20,12 +22,13 @@ pub struct Streams {
     keys: DashMap<Uuid, KeyStreams>,
     revoked: DashSet<Uuid>,
     max_per_account: usize,
+    shutdown: CancellationToken,
 }
 
 #[derive(Debug)]
 struct KeyStreams {
     count: usize,
-    revoked: CancellationToken,
+    ended: CancellationToken,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,16 +44,19 @@ pub struct StreamPass {
     streams: Arc<Streams>,
     account: Uuid,
     key: Uuid,
-    pub revoked: CancellationToken,
+    /// Cancelled when the key is revoked or the server shuts down.
+    pub ended: CancellationToken,
 }
 
 impl Streams {
-    pub fn new(max_per_account: usize) -> Self {
+    /// Streams end, too, when `shutdown` is cancelled.
+    pub fn new(max_per_account: usize, shutdown: CancellationToken) -> Self {
         Self {
             accounts: DashMap::new(),
             keys: DashMap::new(),
             revoked: DashSet::new(),
             max_per_account,
+            shutdown,
         }
     }
 
@@ -69,29 +75,29 @@ impl Streams {
             }
             *open += 1;
         }
-        let revoked = {
+        let ended = {
             let mut entry = self.keys.entry(key).or_insert_with(|| KeyStreams {
                 count: 0,
-                revoked: CancellationToken::new(),
+                ended: self.shutdown.child_token(),
             });
             entry.count += 1;
-            entry.revoked.clone()
+            entry.ended.clone()
         };
         if self.revoked.contains(&key) {
-            revoked.cancel();
+            ended.cancel();
         }
         Ok(StreamPass {
             streams: self.clone(),
             account,
             key,
-            revoked,
+            ended,
         })
     }
 
     pub fn revoke(&self, key: Uuid) {
         self.revoked.insert(key);
         if let Some(entry) = self.keys.get(&key) {
-            entry.revoked.cancel();
+            entry.ended.cancel();
         }
     }
 
@@ -121,7 +127,7 @@ mod tests {
 
     #[test]
     fn an_account_gets_at_most_its_cap_whichever_key_asks_and_freed_places_come_back() {
-        let streams = Arc::new(Streams::new(2));
+        let streams = Arc::new(Streams::new(2, CancellationToken::new()));
         let (account, one, another) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
         let first = streams.admit(account, one).unwrap();
         let _second = streams.admit(account, another).unwrap();
@@ -141,13 +147,25 @@ mod tests {
 
     #[test]
     fn revoking_a_key_cancels_its_streams_only_and_refuses_new_ones() {
-        let streams = Arc::new(Streams::new(5));
+        let streams = Arc::new(Streams::new(5, CancellationToken::new()));
         let (account, key, other) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
         let pass = streams.admit(account, key).unwrap();
         let kept = streams.admit(account, other).unwrap();
         streams.revoke(key);
-        assert!(pass.revoked.is_cancelled());
-        assert!(!kept.revoked.is_cancelled());
+        assert!(pass.ended.is_cancelled());
+        assert!(!kept.ended.is_cancelled());
         assert_eq!(streams.admit(account, key).unwrap_err(), Refusal::Revoked);
+    }
+
+    #[test]
+    fn every_stream_ends_when_the_server_shuts_down_even_one_admitted_after() {
+        let shutdown = CancellationToken::new();
+        let streams = Arc::new(Streams::new(5, shutdown.clone()));
+        let account = Uuid::now_v7();
+        let open = streams.admit(account, Uuid::now_v7()).unwrap();
+        shutdown.cancel();
+        assert!(open.ended.is_cancelled());
+        let late = streams.admit(account, Uuid::now_v7()).unwrap();
+        assert!(late.ended.is_cancelled());
     }
 }

@@ -6,6 +6,8 @@
 
 use std::future::Future;
 
+use futures::{FutureExt as _, future::Either};
+
 use axum::{
     body::Body,
     extract::FromRequestParts,
@@ -105,13 +107,16 @@ impl Upgrade {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let accept = tungstenite::handshake::derive_accept_key(self.key.as_bytes());
-        let on_upgrade = self.on_upgrade;
-        tasks.spawn(async move {
-            match on_upgrade.await {
-                Ok(upgraded) => serve(upgraded).await,
-                Err(error) => tracing::debug!(%error, "a WebSocket upgrade did not complete"),
+        // A combinator rather than an `async` block: the task lives as long as the stream,
+        // and a block would keep room for `serve` and the upgrade's result beside the
+        // stream's own future instead of in its place.
+        tasks.spawn(self.on_upgrade.then(|upgraded| match upgraded {
+            Ok(upgraded) => Either::Left(serve(upgraded)),
+            Err(error) => {
+                tracing::debug!(%error, "a WebSocket upgrade did not complete");
+                Either::Right(std::future::ready(()))
             }
-        });
+        }));
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let headers = response.headers_mut();
