@@ -112,6 +112,8 @@ pub struct Hub {
     tasks: TaskTracker,
     /// Accounts' feeds: the collaborations' changes, as channels' frames are the events.
     feed: Arc<super::Feed>,
+    /// Catch-up pages, shared by the viewers sending them.
+    pages: super::pages::Pages,
 }
 
 /// A turn in progress and its `turn` frame.
@@ -199,7 +201,13 @@ impl Hub {
             lost: Mutex::default(),
             tasks: TaskTracker::new(),
             feed: Arc::default(),
+            pages: super::pages::Pages::default(),
         }
+    }
+
+    /// The catch-up pages being read or sent here.
+    pub(crate) fn pages(&self) -> &super::pages::Pages {
+        &self.pages
     }
 
     /// From now on, everything published here is also handed to the returned receiver, to

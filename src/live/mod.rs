@@ -1,6 +1,7 @@
 //! Live delivery: the hub fans events out to viewers in this process, writing each frame
 //! through the viewer's outlet; the session module runs one viewer's WebSocket; `upgrade`
-//! opens it; `streams` counts open streams per API key; `close` names why a stream ends;
+//! opens it; `pages` shares catch-up pages between the viewers reading them; `streams`
+//! counts open streams per API key; `close` names why a stream ends;
 //! `feed` tells who follows an account (`GET /events`) that its collaborations changed.
 //! What the frames say is [`crate::domain::Frame`].
 //!
@@ -11,6 +12,7 @@ mod close;
 mod feed;
 mod hub;
 mod outlet;
+mod pages;
 pub mod session;
 pub mod streams;
 pub mod upgrade;

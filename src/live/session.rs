@@ -31,14 +31,14 @@ use super::{
 };
 use crate::{
     domain::{ErrorCode, Frame},
-    store::{ChannelInfo, Store, page_may_continue},
+    store::{ChannelInfo, Store},
     telemetry,
 };
 
 /// Events read from the store at once while catching a viewer up. A page is held until it
-/// is sent, so it is most of what a viewer catching up costs the server: 256 keeps a lone
-/// viewer of a 100k-event channel above 250k events/s and a hundred catching up at once
-/// near 190 KiB each (BENCHMARKS.md, `catchup`).
+/// is sent, and shared meanwhile with the viewers reading the same one (see `pages`): 256
+/// keeps a lone viewer of a 100k-event channel above 250k events/s (BENCHMARKS.md,
+/// `catchup`).
 const CATCH_UP_PAGE: u32 = 256;
 /// A stream's read buffer, and the most read from its socket at once: a viewer sends
 /// pongs and, rarely, a message, and an idle stream should hold next to nothing.
@@ -272,12 +272,15 @@ impl Session {
                 if self.shutdown.is_cancelled() {
                     return Err(End::Closed(Close::ShuttingDown));
                 }
-                let events = match self
-                    .store
-                    .read_events(self.channel.id, last_sent, CATCH_UP_PAGE)
+                let (store, channel) = (&self.store, self.channel.id);
+                let read = || store.read_events(channel, last_sent, CATCH_UP_PAGE);
+                let page = match self
+                    .hub
+                    .pages()
+                    .read(channel, last_sent, CATCH_UP_PAGE, read)
                     .await
                 {
-                    Ok(events) => events,
+                    Ok(page) => page,
                     Err(error) => {
                         tracing::error!(
                             error = format!("{error:#}"),
@@ -286,13 +289,11 @@ impl Session {
                         return Err(End::Closed(Close::Failed));
                     }
                 };
-                let more = page_may_continue(&events, CATCH_UP_PAGE);
-                for event in events {
-                    last_sent = event.seq;
-                    self.send(outlet, text_frame(&event.frame), Some(event.seq))
-                        .await?;
+                for (seq, wire) in page.events() {
+                    last_sent = *seq;
+                    self.send(outlet, wire.clone(), Some(*seq)).await?;
                 }
-                if !more {
+                if !page.full() {
                     break;
                 }
             }

@@ -73,6 +73,33 @@ async fn a_viewer_that_falls_behind_is_caught_up_from_the_store_not_skipped() {
 }
 
 #[tokio::test]
+async fn viewers_catching_up_together_while_the_channel_grows_each_get_every_event_once() {
+    // Several pages of catch-up (256 events each), read by viewers that join together
+    // while more is being stored: they share pages, and none may miss what came between.
+    let app = spawn_app().await;
+    let created = app.scripted_duo(700, 0).await;
+    let channel = created["channel_id"].as_str().unwrap();
+    let mut first = app.viewer(channel, 0).await;
+    first.frame().await;
+    let mut seen = first.until("message").await;
+    while seqs(&seen).last() < Some(&300) {
+        seen.extend(first.until("message").await);
+    }
+    let mut together = Vec::new();
+    for _ in 0..6 {
+        together.push(app.viewer(channel, 0).await);
+    }
+    let every: Vec<i64> = (1..=702).collect();
+    for viewer in &mut together {
+        viewer.frame().await;
+        let frames = viewer.until("summary").await;
+        assert_eq!(seqs(&frames), every, "every event once, in order");
+    }
+    seen.extend(first.until("summary").await);
+    assert_eq!(seqs(&seen), every);
+}
+
+#[tokio::test]
 async fn a_viewer_that_stops_reading_gets_every_event_once_when_it_reads_again() {
     // Two frames may wait for a viewer, and its socket holds a few KiB. The server's own
     // socket buffer grows to at most 4 MiB (`tcp_wmem`): 4.5 MB of replies leave it
