@@ -833,10 +833,11 @@ impl Bench {
     /// A long channel, and viewers joining it at `after_seq=0`: how fast each catches up,
     /// alone and with many at once, and how much server memory the catching up takes.
     pub async fn catchup(&mut self) -> anyhow::Result<()> {
-        let (events, crowd) = if self.tiny {
-            (2_000, 5)
+        // Two crowds: memory that does not grow with the crowd is shared, not per viewer.
+        let (events, crowds) = if self.tiny {
+            (2_000, [2, 5])
         } else {
-            (100_000, 100)
+            (100_000, [10, 100])
         };
         let served = self.start_skein(&[]).await?;
         let api = Api::new(served.address);
@@ -871,62 +872,83 @@ impl Bench {
         }
         let alone = median(&mut rates);
         let alone_peak = served.rss_bytes().saturating_sub(baseline);
-        // Many at once; the server's memory sampled while they read.
-        let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let sampling = {
-            let (peak, pid) = (peak.clone(), served.pid);
-            tokio::spawn(async move {
-                loop {
-                    peak.fetch_max(proc::rss_bytes(pid), std::sync::atomic::Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            })
-        };
-        let started = Instant::now();
-        let mut each: Vec<f64> = stream::iter(0..crowd)
-            .map(|_| catch_up(&url))
-            .buffer_unordered(crowd)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .map(|seconds| seconds.map(|s| f64::from(events) / s))
-            .collect::<anyhow::Result<_>>()?;
-        let together = started.elapsed().as_secs_f64();
-        sampling.abort();
-        let crowd_peak = peak
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .saturating_sub(baseline);
-        served.stop().await;
-        let crowd_rate = median(&mut each);
-        let delivered = f64::from(events) * crowd as f64 / together;
-        self.report.scenario(
-            "catchup",
-            json!({
-                "events": events,
-                "alone_events_per_second": alone.round(),
-                "alone_server_rss_growth_kib": kib(alone_peak as f64),
-                "viewers_at_once": crowd,
-                "each_events_per_second_median": crowd_rate.round(),
+        let mut figures = json!({
+            "events": events,
+            "alone_events_per_second": alone.round(),
+            "alone_server_rss_growth_kib": kib(alone_peak as f64),
+        });
+        let mut peaks = Vec::new();
+        for crowd in crowds {
+            let (peak, rate, delivered) = catch_up_together(&served, &url, events, crowd).await?;
+            let peak = peak.saturating_sub(baseline);
+            figures[format!("{crowd}_at_once")] = json!({
+                "each_events_per_second_median": rate.round(),
                 "events_delivered_per_second": delivered.round(),
-                "crowd_server_rss_peak_growth_kib": kib(crowd_peak as f64),
-            }),
-        );
+                "server_rss_peak_growth_kib": kib(peak as f64),
+            });
+            peaks.push((crowd, peak));
+        }
+        served.stop().await;
+        self.report.scenario("catchup", figures);
         self.report.row(Row::alone(
             format!("catch-up of a {events}-event channel, one viewer"),
             format!("{alone:.0} events/s"),
             Some(("≥ 200,000".into(), alone >= 200_000.0)),
         ));
+        let [(few, few_peak), (many, many_peak)] = peaks[..] else {
+            anyhow::bail!("two crowds");
+        };
+        // Memory that grows with the crowd is per viewer; what does not is shared.
+        let each = many_peak.saturating_sub(few_peak) as f64 / (many - few) as f64;
         self.report.row(Row::alone(
-            format!("server memory while {crowd} viewers catch up at once"),
+            format!("server memory while {few} / {many} viewers catch up at once"),
             format!(
-                "{:.0} KiB ({:.1} KiB each)",
-                kib(crowd_peak as f64),
-                kib(crowd_peak as f64 / crowd as f64)
+                "{:.0} / {:.0} KiB ({:.1} KiB per added viewer)",
+                kib(few_peak as f64),
+                kib(many_peak as f64),
+                kib(each)
             ),
             None,
         ));
         Ok(())
     }
+}
+
+/// `crowd` viewers catch up at once: the server's peak RSS meanwhile, each viewer's rate
+/// (median) and the events delivered per second in all.
+async fn catch_up_together(
+    served: &proc::Served,
+    url: &str,
+    events: u32,
+    crowd: usize,
+) -> anyhow::Result<(u64, f64, f64)> {
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampling = {
+        let (peak, pid) = (peak.clone(), served.pid);
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(proc::rss_bytes(pid), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut each: Vec<f64> = stream::iter(0..crowd)
+        .map(|_| catch_up(url))
+        .buffer_unordered(crowd)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .map(|seconds| seconds.map(|s| f64::from(events) / s))
+        .collect::<anyhow::Result<_>>()?;
+    let together = started.elapsed().as_secs_f64();
+    sampling.abort();
+    let delivered = f64::from(events) * crowd as f64 / together;
+    Ok((
+        peak.load(std::sync::atomic::Ordering::Relaxed),
+        median(&mut each),
+        delivered,
+    ))
 }
 
 /// Reads a channel's stream from `after_seq=0` to the `seq` its hello says is the last, and
