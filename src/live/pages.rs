@@ -4,8 +4,8 @@
 //! of what catching up costs the server. Viewers that join a long channel together read it
 //! from the same place page by page, so a page is shared while anyone holds it: the first
 //! to ask reads it from the store, the others that ask meanwhile wait for that read and
-//! send the same bytes, and it is dropped when the last of them is done. A hundred viewers
-//! catching up at once then hold a few pages between them, not a hundred.
+//! send the same bytes, and it is dropped when the last of them is done. Viewers catching
+//! up at once then hold a page for each place they have reached, not one each.
 //!
 //! Only a full page is handed to a viewer that did not read it: its events are fixed,
 //! whoever reads them and whenever. The last page of a channel may grow after it was read,
