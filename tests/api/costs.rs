@@ -2,11 +2,11 @@
 //! collaboration and per member, and `cost_budget_usd` ends a collaboration when spent.
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use skein::{agents::Price, config::Config};
 
 use crate::support::{
-    TestApp, default_provider,
+    default_provider,
     fake_model::{FakeModel, Purpose},
     id, problem, spawn_app_with,
 };
@@ -28,16 +28,6 @@ fn priced(fake: &FakeModel) -> impl FnOnce(&mut Config) {
     }
 }
 
-async fn two_models(app: &TestApp, settings: Value) -> Value {
-    let host = app
-        .create_agent(json!({"name": "Host", "kind": "llm"}))
-        .await;
-    let guest = app
-        .create_agent(json!({"name": "Guest", "kind": "llm"}))
-        .await;
-    app.collaborate(&host, &guest, settings).await
-}
-
 fn dollars(fake: &FakeModel, purposes: &[Purpose]) -> f64 {
     purposes
         .iter()
@@ -52,11 +42,9 @@ fn dollars(fake: &FakeModel, purposes: &[Purpose]) -> f64 {
 async fn every_model_call_is_priced_and_the_cost_adds_up_per_member_and_in_all() {
     let fake = FakeModel::start().await;
     let app = spawn_app_with(priced(&fake)).await;
-    let created = two_models(
-        &app,
-        json!({"message_cap": 4, "evaluate_objective_completion": true}),
-    )
-    .await;
+    let created = app
+        .two_models(json!({"message_cap": 4, "evaluate_objective_completion": true}))
+        .await;
     let done = app.wait_until_summarized(&id(&created)).await;
     let all = dollars(&fake, &[Purpose::Turn, Purpose::Judge, Purpose::Summary]);
     assert!(all > 0.0);
@@ -94,12 +82,12 @@ async fn every_model_call_is_priced_and_the_cost_adds_up_per_member_and_in_all()
 async fn a_spent_cost_budget_ends_the_collaboration_saying_so() {
     let fake = FakeModel::start().await;
     let app = spawn_app_with(priced(&fake)).await;
-    let created = two_models(
-        &app,
-        json!({"message_cap": 20, "evaluate_objective_completion": false,
+    let created = app
+        .two_models(
+            json!({"message_cap": 20, "evaluate_objective_completion": false,
                "cost_budget_usd": 0.0005}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(created["cost_budget_usd"], 0.0005);
     let done = app.wait_until_summarized(&id(&created)).await;
     assert_eq!(done["end_reason"], "cost_budget");
@@ -115,12 +103,12 @@ async fn a_model_without_a_price_costs_nothing_and_never_spends_a_budget() {
     let fake = FakeModel::start().await;
     let base = fake.base_url();
     let app = spawn_app_with(move |c| c.providers = vec![default_provider(&base)]).await;
-    let created = two_models(
-        &app,
-        json!({"message_cap": 3, "evaluate_objective_completion": false,
+    let created = app
+        .two_models(
+            json!({"message_cap": 3, "evaluate_objective_completion": false,
                "cost_budget_usd": 0.000001}),
-    )
-    .await;
+        )
+        .await;
     let done = app.wait_until_summarized(&id(&created)).await;
     assert_eq!(done["end_reason"], "message_cap");
     assert_eq!(done["cost_usd"], 0.0);
@@ -161,11 +149,9 @@ async fn webhooks_say_what_a_collaboration_cost() {
     let app = spawn_app_with(priced(&fake)).await;
     let secret = crate::webhooks::set_up(&app, Some(receiver.url())).await;
     receiver.trust(&secret);
-    let created = two_models(
-        &app,
-        json!({"message_cap": 2, "evaluate_objective_completion": false}),
-    )
-    .await;
+    let created = app
+        .two_models(json!({"message_cap": 2, "evaluate_objective_completion": false}))
+        .await;
     let done = app.wait_until_summarized(&id(&created)).await;
     let delivered = crate::webhooks::all_three(&receiver).await;
     let data = |event: &str| {

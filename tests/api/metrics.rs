@@ -127,24 +127,13 @@ async fn the_engine_s_own_time_per_turn_is_measured_apart_from_the_model_s() {
         std::time::Duration::from_millis(300),
     );
     fake.forget_requests();
-    let base = fake.base_url();
-    let app = spawn_app_with(move |c| c.providers = vec![default_provider(&base)]).await;
+    let app = crate::byo_agents::with_fake_model(&fake).await;
     let count = "skein_turn_overhead_seconds_count";
     let sum = "skein_turn_overhead_seconds_sum";
     let before = (scrape(&app, count).await, scrape(&app, sum).await);
 
-    let host = app
-        .create_agent(json!({"name": "Host", "kind": "llm"}))
-        .await;
-    let guest = app
-        .create_agent(json!({"name": "Guest", "kind": "llm"}))
-        .await;
     let created = app
-        .collaborate(
-            &host,
-            &guest,
-            json!({"message_cap": 3, "evaluate_objective_completion": false}),
-        )
+        .two_models(json!({"message_cap": 3, "evaluate_objective_completion": false}))
         .await;
     let frames = app.watch_to_the_end(&created).await;
     let took: Vec<u64> = frames

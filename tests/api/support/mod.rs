@@ -285,6 +285,18 @@ impl Api {
         self.create_collaboration(body).await
     }
 
+    /// Two new llm agents, Host and Guest, in a collaboration with `settings` (see
+    /// [`TestApp::collaborate`]).
+    pub async fn two_models(&self, settings: Value) -> Value {
+        let host = self
+            .create_agent(json!({"name": "Host", "kind": "llm"}))
+            .await;
+        let guest = self
+            .create_agent(json!({"name": "Guest", "kind": "llm"}))
+            .await;
+        self.collaborate(&host, &guest, settings).await
+    }
+
     /// A fresh single-use WebSocket ticket for the channel.
     pub async fn ticket(&self, channel_id: &str) -> Value {
         let response = self
