@@ -49,7 +49,7 @@ pub(crate) struct Page {
 }
 
 /// A page, shared while anyone holds it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct PageRef(Arc<Shared>);
 
 #[derive(Debug)]
