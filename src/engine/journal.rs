@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::{
     domain::{Agent, Collaboration, Ending, EventBody, Outcome, StoredEvent, Synopsis},
-    store::{Lease, Store, StoreResult},
+    store::{Lease, Spent, Store, StoreResult},
 };
 
 /// The runner's view of the store; every method is the [`Store`] method of the same name.
@@ -29,7 +29,7 @@ pub(crate) trait Journal: Send + Sync + 'static {
         &self,
         lease: &Lease,
         body: &EventBody,
-        tokens: u64,
+        spent: Spent,
     ) -> StoreResult<Option<StoredEvent>>;
     async fn add_tokens(&self, lease: &Lease, tokens: u64, cost_micros: u64) -> StoreResult<()>;
     async fn record_synopsis(&self, lease: &Lease, synopsis: &Synopsis) -> StoreResult<()>;
@@ -104,9 +104,9 @@ impl Journal for Stored {
         &self,
         lease: &Lease,
         body: &EventBody,
-        tokens: u64,
+        spent: Spent,
     ) -> StoreResult<Option<StoredEvent>> {
-        self.0.append_message(lease, body, tokens).await
+        self.0.append_message(lease, body, spent).await
     }
 
     async fn add_tokens(&self, lease: &Lease, tokens: u64, cost_micros: u64) -> StoreResult<()> {

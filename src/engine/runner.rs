@@ -34,7 +34,7 @@ use crate::{
         Agent, AgentKind, Collaboration, CollaborationStatus, EndReason, Ending, EventBody, Frame,
         Sender, StoredEvent, Strategy, ToolRef, event::Role,
     },
-    store::{Lease, StoreError, StoreResult},
+    store::{Lease, Spent, StoreError, StoreResult},
     telemetry,
 };
 
@@ -72,6 +72,11 @@ struct State {
     /// the manager's.
     notice: Option<String>,
     manager_next: bool,
+    /// Spent on model calls between messages (choosing the speaker, the judge, the
+    /// synopsis): counted in `collaboration` at once, and stored with the next message, in
+    /// its write, or on its own when the runner stops driving (see [`save_spend`]). A write
+    /// of its own for each was a turn's costliest step after the model.
+    unsaved: Spend,
 }
 
 /// A `tool_call` stored and not yet answered.
@@ -191,6 +196,7 @@ async fn run_here(
         return;
     }
     let exit = Box::pin(drive(crew, &mut state, &mut control)).await;
+    save_spend(crew, &mut state).await;
     // A runner that lost its lease leaves the turn to the process that runs it now.
     if !state.halt.is_cancelled() || crew.shutdown.is_cancelled() {
         crew.hub.end_turns(state.collaboration.channel_id);
@@ -326,6 +332,7 @@ async fn load(
         watch,
         notice: None,
         manager_next: false,
+        unsaved: Spend::default(),
     }))
 }
 
@@ -469,7 +476,7 @@ async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Cont
             driver.absorb(state);
             match wake {
                 Wake::Done(Ok((written, spend))) => {
-                    add_tokens(crew, state, spend).await;
+                    spent(state, spend);
                     let lease = state.lease;
                     if persist("synopsis", || {
                         crew.journal.record_synopsis(&lease, &written)
@@ -509,7 +516,7 @@ async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Cont
             driver.absorb(state);
             match wake {
                 Wake::Done(Ok((verdict, spend))) => {
-                    add_tokens(crew, state, spend).await;
+                    spent(state, spend);
                     let Some(verdict_seq) = record_verdict(crew, state, &verdict, judged_seq).await
                     else {
                         return Exit::Halted;
@@ -584,8 +591,7 @@ async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Cont
                 Wake::Exit(exit) => return exit,
             }
         };
-        // Counted now, so a turn that is then dropped does not lose them.
-        add_tokens(crew, state, choice.spend).await;
+        spent(state, choice.spend);
         let sender = state.roster[choice.index].clone();
         let turn_id = Uuid::now_v7();
         announce(crew, state, turn_id, &sender);
@@ -848,19 +854,18 @@ impl Driver<'_> {
                     continue;
                 }
             };
-            let role = if person { Role::Human } else { Role::Agent };
             let stored = store_message(
                 self.crew,
                 state,
                 turn.map_or_else(Uuid::now_v7, |(turn_id, _)| turn_id),
                 post.sender,
-                role,
                 post.content,
                 (
                     Spend::default(),
                     turn.and_then(|(_, started)| ms_since(started)),
                     0,
                 ),
+                Spend::default(),
             )
             .await;
             let Some((event, line)) = stored else {
@@ -1161,15 +1166,16 @@ async fn record(crew: &Crew, state: &mut State, turn: Turn, ms: Option<u64>) -> 
         state,
         turn.turn_id,
         turn.sender,
-        Role::Agent,
         turn.content,
         (turn.spend, ms, turn.retries),
+        state.unsaved,
     )
     .await;
     let Some((_, line)) = stored else {
         return false;
     };
     telemetry::turn_overhead(replied.elapsed());
+    state.unsaved = Spend::default();
     state.collaboration.message_count += 1;
     state.collaboration.tokens_used += turn.spend.tokens;
     state.collaboration.cost_micros += turn.spend.cost_micros;
@@ -1177,17 +1183,23 @@ async fn record(crew: &Crew, state: &mut State, turn: Turn, ms: Option<u64>) -> 
     true
 }
 
-/// Stores a message, then publishes it, and moves `last_seq` on. `None` if the store would
-/// not take it: the collaboration is no longer running, or the store gave up.
+/// Stores a message, then publishes it, and moves `last_seq` on. The collaboration counts
+/// the message's `spend` and `also` with it. `None` if the store would not take it: the
+/// collaboration is no longer running, or the store gave up.
 async fn store_message(
     crew: &Crew,
     state: &State,
     turn_id: Uuid,
     sender: Sender,
-    role: Role,
     content: String,
     (spend, ms, retries): (Spend, Option<u64>, u32),
+    also: Spend,
 ) -> Option<(StoredEvent, Line)> {
+    let role = if sender.kind == AgentKind::Human {
+        Role::Human
+    } else {
+        Role::Agent
+    };
     let body = EventBody::Message {
         id: Uuid::now_v7(),
         turn_id,
@@ -1203,8 +1215,12 @@ async fn store_message(
         retries,
     };
     let lease = &state.lease;
+    let spent = Spent {
+        tokens: spend.tokens + also.tokens,
+        cost_micros: spend.cost_micros + also.cost_micros,
+    };
     let event = persist("message", || {
-        crew.journal.append_message(lease, &body, spend.tokens)
+        crew.journal.append_message(lease, &body, spent)
     })
     .await
     .flatten()?;
@@ -1276,18 +1292,33 @@ async fn nudge(crew: &Crew, state: &mut State, reason: String) -> bool {
     true
 }
 
-async fn add_tokens(crew: &Crew, state: &mut State, spend: Spend) {
-    let (tokens, cost) = (spend.tokens, spend.cost_micros);
-    if tokens == 0 && cost == 0 {
+/// Counts what a model call between messages spent (see [`State::unsaved`]).
+fn spent(state: &mut State, spend: Spend) {
+    state.collaboration.tokens_used += spend.tokens;
+    state.collaboration.cost_micros += spend.cost_micros;
+    state.unsaved += spend;
+}
+
+/// Stores what was spent since the last message, on its own: the runner has stopped driving,
+/// and no message will carry it. Kept unsaved if the store would not take it (the lease is
+/// lost: whoever runs the collaboration now does not know of it).
+async fn save_spend(crew: &Crew, state: &mut State) {
+    let Spend {
+        tokens,
+        cost_micros,
+        ..
+    } = state.unsaved;
+    if tokens == 0 && cost_micros == 0 {
         return;
     }
     let lease = &state.lease;
-    if persist("tokens", || crew.journal.add_tokens(lease, tokens, cost))
-        .await
-        .is_some()
+    if persist("tokens", || {
+        crew.journal.add_tokens(lease, tokens, cost_micros)
+    })
+    .await
+    .is_some()
     {
-        state.collaboration.tokens_used += tokens;
-        state.collaboration.cost_micros += cost;
+        state.unsaved = Spend::default();
     }
 }
 

@@ -187,6 +187,23 @@ pub struct Lease {
     pub epoch: i64,
 }
 
+/// Tokens, and what they cost in millionths of a dollar, as a collaboration counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spent {
+    pub tokens: u64,
+    pub cost_micros: u64,
+}
+
+impl Spent {
+    /// Tokens that cost nothing (a model without a price).
+    pub const fn tokens(tokens: u64) -> Self {
+        Self {
+            tokens,
+            cost_micros: 0,
+        }
+    }
+}
+
 /// A lease to take as a collaboration is stored: its owner, for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseTo {
@@ -430,16 +447,17 @@ pub trait Store: Send + Sync + 'static {
     async fn lease_holder(&self, collaboration_id: Uuid) -> StoreResult<Option<Uuid>>;
 
     // The channel log.
-    /// Appends a message event, counting it and its tokens on the collaboration; `None`
-    /// (and nothing written) once the collaboration is no longer running or has reached
-    /// its message cap: the cap holds in the database, whoever writes. A message whose id is
+    /// Appends a message event, counting it and `spent` on the collaboration (its own
+    /// tokens and cost, and what else was spent on the way to it, such as choosing its
+    /// speaker); `None` (and nothing written) once the collaboration is no longer running
+    /// or has reached its message cap: the cap holds in the database, whoever writes. A message whose id is
     /// stored already (a retried write that had gone through) is answered as it was stored,
     /// and nothing is written. [`StoreError::LeaseLost`] unless `lease` is still held.
     async fn append_message(
         &self,
         lease: &Lease,
         body: &EventBody,
-        tokens: u64,
+        spent: Spent,
     ) -> StoreResult<Option<StoredEvent>>;
     /// Adds tokens spent outside turns (judge, selector, summary), and what they cost in
     /// millionths of a dollar. [`StoreError::LeaseLost`] unless `lease` is still held.

@@ -103,27 +103,6 @@ impl Dialect for Postgres {
 
     /// The guard is evaluated again on the row a concurrent writer committed, so the cap
     /// and the fence hold with any number of writers.
-    async fn count_turn(
-        tx: &mut Transaction<'static, Postgres>,
-        turn: &Turn,
-    ) -> StoreResult<Option<Uuid>> {
-        let lease = &turn.lease;
-        Ok(sqlx::query_scalar(
-            "UPDATE collaborations SET message_count = message_count + 1, tokens_used = tokens_used + $1, \
-             cost_micros = cost_micros + $5 \
-             WHERE id = $2 AND status = 'running' AND message_count < message_cap \
-             AND lease_owner = $3 AND lease_epoch = $4 AND lease_expires_at > clock_timestamp() \
-             RETURNING channel_id",
-        )
-        .bind(turn.tokens as i64)
-        .bind(lease.collaboration_id)
-        .bind(lease.owner)
-        .bind(lease.epoch)
-        .bind(turn.body.cost_micros() as i64)
-        .fetch_optional(&mut **tx)
-        .await?)
-    }
-
     async fn insert_collaboration(store: &PgStore, create: Create) -> StoreResult<()> {
         let new = &create.new;
         let mut tx = store.write().await?;
@@ -148,11 +127,48 @@ impl Dialect for Postgres {
         Ok(())
     }
 
+    /// A turn, in a transaction of its own: counted by one statement guarded by the lease,
+    /// the status and the cap, then stored as an event. A turn refused writes nothing; only
+    /// then is the lease looked at again, to tell a lost lease from an ended collaboration.
     async fn append_message(store: &PgStore, turn: Turn) -> StoreResult<Option<StoredEvent>> {
         let mut tx = store.write().await?;
-        let appended = PgStore::append_in(&mut tx, &turn).await?;
+        let lease = &turn.lease;
+        // A write retried after an ambiguous failure (its commit may have happened) finds
+        // the message it stored, rather than storing it twice.
+        if let Some(message_id) = turn.body.message_id() {
+            let stored: Option<(i64, String)> = sqlx::query_as(
+                "SELECT e.seq, e.frame FROM events e JOIN collaborations c ON c.channel_id = e.channel_id \
+                 WHERE c.id = $1 AND e.message_id = $2",
+            )
+            .bind(lease.collaboration_id)
+            .bind(message_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((seq, frame)) = stored {
+                return Ok(Some(StoredEvent { seq, frame }));
+            }
+        }
+        let channel_id: Option<Uuid> = sqlx::query_scalar(
+            "UPDATE collaborations SET message_count = message_count + 1, tokens_used = tokens_used + $1, \
+             cost_micros = cost_micros + $5 \
+             WHERE id = $2 AND status = 'running' AND message_count < message_cap \
+             AND lease_owner = $3 AND lease_epoch = $4 AND lease_expires_at > clock_timestamp() \
+             RETURNING channel_id",
+        )
+        .bind(turn.spent.tokens as i64)
+        .bind(lease.collaboration_id)
+        .bind(lease.owner)
+        .bind(lease.epoch)
+        .bind(turn.spent.cost_micros as i64)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(channel_id) = channel_id else {
+            Postgres::check_lease(&mut tx, lease).await?;
+            return Ok(None);
+        };
+        let event = PgStore::insert_event(&mut tx, channel_id, &turn.body).await?;
         tx.commit().await?;
-        Ok(appended)
+        Ok(Some(event))
     }
 
     async fn claim_leases(

@@ -33,8 +33,8 @@ use sqlx::{
 use uuid::Uuid;
 
 use super::{
-    ChannelInfo, Claim, CollaborationFilter, Credential, IdempotencyClaim, Lease, LeaseTo, Store,
-    StoreError, StoreResult, is_foreign_key_violation, is_unique_violation,
+    ChannelInfo, Claim, CollaborationFilter, Credential, IdempotencyClaim, Lease, LeaseTo, Spent,
+    Store, StoreError, StoreResult, is_foreign_key_violation, is_unique_violation,
     rows::{
         AccountRow, AgentRow, ChannelRow, DeliveryRow, DueRow, IdempotencyRow, KeyRow, ListedRow,
         RosteredRow, SnapshotRow, TeamRow, WebhookSettingsRow, attempt_columns, parse, spec_json,
@@ -92,14 +92,6 @@ pub(super) trait Dialect: Database<Arguments: IntoArguments<Self>> + Sized {
         tx: &mut Transaction<'static, Self>,
         lease: &Lease,
     ) -> impl Future<Output = StoreResult<()>> + Send;
-
-    /// Counts a turn's message and tokens on its collaboration, in one statement guarded by
-    /// the lease, the status and the cap; the channel to append to, or `None` when the
-    /// guard matched nothing.
-    fn count_turn(
-        tx: &mut Transaction<'static, Self>,
-        turn: &Turn,
-    ) -> impl Future<Output = StoreResult<Option<Self::Id>>> + Send;
 
     /// See [`Store::insert_collaboration`].
     fn insert_collaboration(
@@ -170,11 +162,11 @@ pub(super) struct Create {
     pub(super) traceparent: Option<String>,
 }
 
-/// A turn's message to append under its lease.
+/// A turn's message to append under its lease, with what the collaboration counts with it.
 pub(super) struct Turn {
     pub(super) lease: Lease,
     pub(super) body: EventBody,
-    pub(super) tokens: u64,
+    pub(super) spent: Spent,
 }
 
 /// The most rows of one table a multi-row statement writes at once (see [`runs`]).
@@ -240,36 +232,6 @@ where
         .execute(&mut **tx)
         .await?;
         Ok(StoredEvent { seq, frame })
-    }
-
-    /// A turn's writes: counted by the dialect's guarded statement (the lease, the state and
-    /// the cap at once), then stored as an event. A turn refused for its lease or state
-    /// writes nothing, so the caller's transaction can go on; only then is the lease looked
-    /// at again, to tell a lost lease from an ended collaboration.
-    pub(super) async fn append_in(
-        tx: &mut Transaction<'static, D>,
-        turn: &Turn,
-    ) -> StoreResult<Option<StoredEvent>> {
-        // A write retried after an ambiguous failure (its commit may have happened) finds
-        // the message it stored, rather than storing it twice.
-        if let Some(message_id) = turn.body.message_id() {
-            let stored: Option<(i64, String)> = sqlx::query_as(
-                "SELECT e.seq, e.frame FROM events e JOIN collaborations c ON c.channel_id = e.channel_id \
-                 WHERE c.id = $1 AND e.message_id = $2",
-            )
-            .bind(id::<D>(turn.lease.collaboration_id))
-            .bind(id::<D>(message_id))
-            .fetch_optional(&mut **tx)
-            .await?;
-            if let Some((seq, frame)) = stored {
-                return Ok(Some(StoredEvent { seq, frame }));
-            }
-        }
-        let Some(channel_id) = D::count_turn(tx, turn).await? else {
-            D::check_lease(tx, &turn.lease).await?;
-            return Ok(None);
-        };
-        Ok(Some(Self::insert_event(tx, channel_id, &turn.body).await?))
     }
 
     /// New collaborations, each with its roster, channel, lease and `started` webhook, in
@@ -1723,12 +1685,12 @@ where
         &self,
         lease: &Lease,
         body: &EventBody,
-        tokens: u64,
+        spent: Spent,
     ) -> StoreResult<Option<StoredEvent>> {
         let turn = Turn {
             lease: *lease,
             body: body.clone(),
-            tokens,
+            spent,
         };
         D::append_message(self, turn).await
     }

@@ -122,27 +122,6 @@ impl Dialect for Sqlite {
         held.map(drop).ok_or(StoreError::LeaseLost)
     }
 
-    async fn count_turn(
-        tx: &mut Transaction<'static, Sqlite>,
-        turn: &Turn,
-    ) -> StoreResult<Option<Hyphenated>> {
-        let lease = &turn.lease;
-        Ok(sqlx::query_scalar(
-            "UPDATE collaborations SET message_count = message_count + 1, tokens_used = tokens_used + $1, \
-             cost_micros = cost_micros + $6 \
-             WHERE id = $2 AND status = 'running' AND message_count < message_cap \
-             AND lease_owner = $3 AND lease_epoch = $4 AND lease_expires_at > $5 RETURNING channel_id",
-        )
-        .bind(turn.tokens as i64)
-        .bind(lease.collaboration_id.hyphenated())
-        .bind(lease.owner.hyphenated())
-        .bind(lease.epoch)
-        .bind(Utc::now())
-        .bind(turn.body.cost_micros() as i64)
-        .fetch_optional(&mut **tx)
-        .await?)
-    }
-
     async fn insert_collaboration(store: &SqliteStore, create: Create) -> StoreResult<()> {
         writer::queued(&store.writer, |done| writer::Write::Create(create, done)).await
     }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use skein::{
     domain::{CollaborationStatus, EndReason, StoredEvent},
-    store::StoreError,
+    store::{Spent, StoreError},
 };
 use tokio::task::JoinSet;
 
@@ -25,7 +25,7 @@ async fn appended_messages_are_numbered_from_one_and_counted() {
                 .append_message(
                     &lease(&store, new.id).await,
                     &team.message(content),
-                    10 + i as u64,
+                    Spent::tokens(10 + i as u64),
                 )
                 .await
                 .unwrap()
@@ -66,7 +66,11 @@ async fn the_message_cap_holds_in_the_store() {
         for _ in 0..2 {
             assert!(
                 store
-                    .append_message(&lease(&store, new.id).await, &team.message("hi"), 1)
+                    .append_message(
+                        &lease(&store, new.id).await,
+                        &team.message("hi"),
+                        Spent::tokens(1)
+                    )
                     .await
                     .unwrap()
                     .is_some()
@@ -77,7 +81,7 @@ async fn the_message_cap_holds_in_the_store() {
                 .append_message(
                     &lease(&store, new.id).await,
                     &team.message("one too many"),
-                    1
+                    Spent::tokens(1)
                 )
                 .await
                 .unwrap(),
@@ -96,7 +100,11 @@ async fn a_collaboration_ends_once_and_is_summarized_once() {
         let team = team(&store, "team").await;
         let new = team.start(&store, 10).await;
         store
-            .append_message(&lease(&store, new.id).await, &team.message("hello"), 1)
+            .append_message(
+                &lease(&store, new.id).await,
+                &team.message("hello"),
+                Spent::tokens(1),
+            )
             .await
             .unwrap()
             .unwrap();
@@ -124,7 +132,11 @@ async fn a_collaboration_ends_once_and_is_summarized_once() {
         // Nothing more is said in an ended collaboration, cap or no cap.
         assert!(
             store
-                .append_message(&lease(&store, new.id).await, &team.message("too late"), 1)
+                .append_message(
+                    &lease(&store, new.id).await,
+                    &team.message("too late"),
+                    Spent::tokens(1)
+                )
                 .await
                 .unwrap()
                 .is_none()
@@ -256,7 +268,7 @@ async fn events_are_read_in_pages_after_a_seq() {
                 .append_message(
                     &lease(&store, new.id).await,
                     &team.message(&format!("m{i}")),
-                    0,
+                    Spent::default(),
                 )
                 .await
                 .unwrap()
@@ -310,7 +322,11 @@ async fn append_concurrently(
             let mut seqs = Vec::new();
             for i in 0..each {
                 let message = team.message(&format!("task {task}, message {i}"));
-                if let Some(event) = store.append_message(&lease, &message, 1).await.unwrap() {
+                if let Some(event) = store
+                    .append_message(&lease, &message, Spent::tokens(1))
+                    .await
+                    .unwrap()
+                {
                     assert_eq!(frame(&event.frame)["seq"], event.seq);
                     seqs.push(event.seq);
                 }
@@ -412,6 +428,10 @@ async fn turns_written_at_once_keep_their_own_outcomes() {
     each_store(|store| async move {
         let team = Arc::new(team(&store, "team").await);
         const EACH: usize = 12;
+        const SPENT: Spent = Spent {
+            tokens: 3,
+            cost_micros: 250,
+        };
         let mut collaborations = Vec::new();
         for kind in 0..EACH {
             // Every third collaboration has room for one message only.
@@ -430,7 +450,7 @@ async fn turns_written_at_once_keep_their_own_outcomes() {
                 let (store, team) = (store.clone(), team.clone());
                 writers.spawn(async move {
                     let message = team.message(&format!("{} round {round}", new.id));
-                    (kind, store.append_message(&lease, &message, 1).await)
+                    (kind, store.append_message(&lease, &message, SPENT).await)
                 });
             }
         }
@@ -455,6 +475,12 @@ async fn turns_written_at_once_keep_their_own_outcomes() {
             assert_eq!(seqs, expected, "collaboration of kind {kind}");
             let stored = store.collaboration_unscoped(new.id).await.unwrap().unwrap();
             assert_eq!(stored.message_count as usize, expected.len());
+            // Each turn's spend counted once (SQLite counts a batch's in one statement).
+            let n = expected.len() as u64;
+            assert_eq!(
+                (stored.tokens_used, stored.cost_micros),
+                (SPENT.tokens * n, SPENT.cost_micros * n)
+            );
         }
     })
     .await;
@@ -486,7 +512,7 @@ async fn a_turn_the_database_refuses_fails_alone() {
             writers.spawn(async move {
                 let content = if poisoned { "poison" } else { "fine" };
                 let outcome = store
-                    .append_message(&lease, &team.message(content), 1)
+                    .append_message(&lease, &team.message(content), Spent::tokens(1))
                     .await;
                 (new.id, poisoned, outcome)
             });
@@ -527,14 +553,14 @@ async fn a_page_of_large_events_is_bounded_in_bytes_and_the_rest_follows() {
         let large = "x".repeat(300_000);
         for _ in 0..8 {
             store
-                .append_message(&lease, &team.message(&large), 0)
+                .append_message(&lease, &team.message(&large), Spent::tokens(0))
                 .await
                 .unwrap()
                 .unwrap();
         }
         let huge = "y".repeat(2_500_000);
         store
-            .append_message(&lease, &team.message(&huge), 0)
+            .append_message(&lease, &team.message(&huge), Spent::tokens(0))
             .await
             .unwrap()
             .unwrap();

@@ -3,7 +3,7 @@
 use chrono::Duration;
 use skein::{
     domain::{CollaborationStatus, EndReason, PageRequest, Scope, Source},
-    store::{CollaborationFilter, SqliteStore, StoreError},
+    store::{CollaborationFilter, Spent, SqliteStore, StoreError},
 };
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -635,7 +635,11 @@ async fn deleting_a_collaboration_takes_its_channel_and_events_along() {
         let kept = team.start(&store, 10).await;
         for new in [&doomed, &kept] {
             store
-                .append_message(&lease(&store, new.id).await, &team.message("hello"), 1)
+                .append_message(
+                    &lease(&store, new.id).await,
+                    &team.message("hello"),
+                    Spent::tokens(1),
+                )
                 .await
                 .unwrap()
                 .unwrap();

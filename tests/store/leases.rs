@@ -5,7 +5,7 @@ use std::{collections::HashSet, time::Duration};
 
 use skein::{
     domain::EndReason,
-    store::{Claim, LeaseTo, StoreError},
+    store::{Claim, LeaseTo, Spent, StoreError},
 };
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -41,7 +41,7 @@ async fn a_collaboration_stored_with_a_lease_is_held_from_the_start() {
             assert!(taken.is_empty(), "{taken:?}");
         }
         store
-            .append_message(&lease, &team.message("mine"), 1)
+            .append_message(&lease, &team.message("mine"), Spent::tokens(1))
             .await
             .unwrap()
             .expect("stored under the lease it was stored with");
@@ -55,7 +55,9 @@ async fn a_collaboration_stored_with_a_lease_is_held_from_the_start() {
             .unwrap();
         assert_eq!(taken.len(), 1);
         assert!(taken[0].epoch > lease.epoch);
-        let refused = store.append_message(&lease, &team.message("late"), 1).await;
+        let refused = store
+            .append_message(&lease, &team.message("late"), Spent::tokens(1))
+            .await;
         assert!(matches!(refused, Err(StoreError::LeaseLost)), "{refused:?}");
     })
     .await;
@@ -86,7 +88,7 @@ async fn a_lease_is_held_by_one_process_until_it_expires() {
             );
         }
         store
-            .append_message(&lease, &team.message("mine"), 1)
+            .append_message(&lease, &team.message("mine"), Spent::tokens(1))
             .await
             .unwrap()
             .expect("stored under a live lease");
@@ -94,7 +96,9 @@ async fn a_lease_is_held_by_one_process_until_it_expires() {
         tokio::time::sleep(SHORT * 2).await;
         assert_eq!(store.lease_holder(new.id).await.unwrap(), None);
         // Expired: the first process may no longer write, even before anyone claims it.
-        let refused = store.append_message(&lease, &team.message("late"), 1).await;
+        let refused = store
+            .append_message(&lease, &team.message("late"), Spent::tokens(1))
+            .await;
         assert!(matches!(refused, Err(StoreError::LeaseLost)), "{refused:?}");
         assert!(store.renew_leases(first, LONG).await.unwrap().is_empty());
 
@@ -124,7 +128,7 @@ async fn a_lease_is_held_by_one_process_until_it_expires() {
             1
         );
         store
-            .append_message(&taken[0], &team.message("theirs"), 1)
+            .append_message(&taken[0], &team.message("theirs"), Spent::tokens(1))
             .await
             .unwrap()
             .expect("the new holder writes");
@@ -148,11 +152,13 @@ async fn a_lease_claimed_again_by_the_same_process_fences_its_earlier_runner() {
             .await
             .unwrap()[0];
         assert_eq!(after.epoch, before.epoch + 1);
-        let refused = store.append_message(&before, &team.message("old"), 1).await;
+        let refused = store
+            .append_message(&before, &team.message("old"), Spent::tokens(1))
+            .await;
         assert!(matches!(refused, Err(StoreError::LeaseLost)), "{refused:?}");
         assert!(
             store
-                .append_message(&after, &team.message("new"), 1)
+                .append_message(&after, &team.message("new"), Spent::tokens(1))
                 .await
                 .unwrap()
                 .is_some()
@@ -371,13 +377,13 @@ async fn a_message_written_again_is_answered_as_stored_and_counted_once() {
         let lease = crate::support::lease(&store, new.id).await;
         let message = team.message("once");
         let first = store
-            .append_message(&lease, &message, 7)
+            .append_message(&lease, &message, Spent::tokens(7))
             .await
             .unwrap()
             .expect("stored");
         // The same write again, as a retry after a commit whose answer was lost would be.
         let again = store
-            .append_message(&lease, &message, 7)
+            .append_message(&lease, &message, Spent::tokens(7))
             .await
             .unwrap()
             .expect("answered");
@@ -388,7 +394,7 @@ async fn a_message_written_again_is_answered_as_stored_and_counted_once() {
         assert_eq!(events, [first]);
         // Another message, with its own id, is another event.
         let next = store
-            .append_message(&lease, &team.message("twice"), 1)
+            .append_message(&lease, &team.message("twice"), Spent::tokens(1))
             .await
             .unwrap()
             .expect("stored");

@@ -8,6 +8,7 @@ use skein::domain::{
     webhook::{AttemptOutcome, DeliveryStatus, DueDelivery, NextStep, WebhookSettings},
 };
 use skein::secrets::Secret;
+use skein::store::Spent;
 use uuid::Uuid;
 
 use crate::support::{Shared, Team, each_store, ending, later, lease, now, team};
@@ -120,7 +121,7 @@ async fn each_event_writes_its_delivery_with_the_change() {
         let account = team.tenant.id();
         let new = team.start(&store, 10).await;
         store
-            .append_message(&lease(&store, new.id).await, &team.message("hello"), 3)
+            .append_message(&lease(&store, new.id).await, &team.message("hello"), Spent::tokens(3))
             .await
             .unwrap()
             .unwrap();

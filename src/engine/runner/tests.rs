@@ -25,7 +25,7 @@ use crate::{
     engine::{Control, Crew, Post, PostRefusal, journal::Journal},
     live::Hub,
     outbound::Outbound,
-    store::{Lease, StoreError, StoreResult},
+    store::{Lease, Spent, StoreError, StoreResult},
     tasks::Tasks,
 };
 
@@ -123,7 +123,7 @@ impl Journal for Memory {
         &self,
         _: &Lease,
         body: &EventBody,
-        tokens: u64,
+        spent: Spent,
     ) -> StoreResult<Option<StoredEvent>> {
         let mut book = self.book();
         if book.lease_lost {
@@ -134,7 +134,8 @@ impl Journal for Memory {
             return Ok(None);
         }
         c.message_count += 1;
-        c.tokens_used += tokens;
+        c.tokens_used += spent.tokens;
+        c.cost_micros += spent.cost_micros;
         Ok(Some(book.append(body)))
     }
 

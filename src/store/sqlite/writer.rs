@@ -5,18 +5,21 @@
 //! written many to a transaction. A commit costs SQLite a WAL write of every page it
 //! touched, and sqlx two hand-offs to its connection's thread; under load, hundreds of turns
 //! (or tens of creates) now share them, and the pages they have in common (the tables' last
-//! leaves, the indexes) are written once. Each write is answered only once its transaction
-//! has committed.
+//! leaves, the indexes) are written once. They share their statements too: a statement is
+//! another two hand-offs, so a batch's turns are written with a statement for each step and
+//! its creates with one for each table, however many there are. Each write is answered only
+//! once its transaction has committed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
+use chrono::Utc;
 use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 use uuid::{Uuid, fmt::Hyphenated};
 
 use super::super::{
     StoreError, StoreResult,
-    sql::{Create, SqlStore, Turn, push_in},
+    sql::{Create, Dialect, ROWS_PER_STATEMENT, SqlStore, Turn, push_in, runs},
 };
 use crate::domain::StoredEvent;
 
@@ -96,21 +99,25 @@ async fn write_together(
             Write::Turn(..) => None,
         })
         .collect();
+    let turns: Vec<&Turn> = batch
+        .iter()
+        .filter_map(|write| match write {
+            Write::Turn(turn, _) => Some(turn),
+            Write::Create(..) => None,
+        })
+        .collect();
     let mut created = create_all(&mut tx, &creates).await?.into_iter();
-    let mut made = Vec::with_capacity(batch.len());
-    for write in batch {
-        made.push(match write {
+    let mut appended = append_all(&mut tx, &turns).await?.into_iter();
+    let made = batch
+        .iter()
+        .map(|write| match write {
             Write::Create(..) => created
                 .next()
                 .expect("an outcome for every create")
                 .map(|()| None),
-            // A turn refused for its lease writes nothing, so the transaction goes on.
-            Write::Turn(turn, _) => match SqlStore::<Sqlite>::append_in(&mut tx, turn).await {
-                Err(error) if !matches!(error, StoreError::LeaseLost) => return Err(error),
-                result => result,
-            },
-        });
-    }
+            Write::Turn(..) => appended.next().expect("an outcome for every turn"),
+        })
+        .collect();
     tx.commit().await?;
     Ok(made)
 }
@@ -159,4 +166,205 @@ async fn create_all(
         .collect();
     SqlStore::<Sqlite>::insert_created(tx, &admitted).await?;
     Ok(outcomes)
+}
+
+/// Turns, with each one's outcome in order. A collaboration's turns are counted one after
+/// another (its cap is checked for each), so the batch is written in rounds, each the
+/// longest run of turns of different collaborations; under load that is the whole batch.
+async fn append_all(
+    tx: &mut Transaction<'static, Sqlite>,
+    turns: &[&Turn],
+) -> StoreResult<Vec<StoreResult<Made>>> {
+    let mut made = Vec::with_capacity(turns.len());
+    let mut rest = turns;
+    while !rest.is_empty() {
+        let mut seen = HashSet::with_capacity(rest.len());
+        let round = rest
+            .iter()
+            .take_while(|turn| seen.insert(turn.lease.collaboration_id))
+            .count();
+        let (now, later) = rest.split_at(round);
+        made.extend(append_round(tx, now).await?);
+        rest = later;
+    }
+    Ok(made)
+}
+
+/// Turns of different collaborations, written with one statement for each step for all of
+/// them, rather than four statements for each turn: a statement costs two hand-offs to
+/// sqlx's connection thread and back. A turn written before (retried after an ambiguous
+/// failure: its commit may have happened) is answered as stored; the others are counted
+/// by one statement guarded by each one's lease, its collaboration's status and cap, and
+/// those it counted get their channels' next seqs and are stored as events. A turn refused
+/// writes nothing; only then is its lease looked at, to tell a lost lease from an ended
+/// collaboration.
+async fn append_round(
+    tx: &mut Transaction<'static, Sqlite>,
+    turns: &[&Turn],
+) -> StoreResult<Vec<StoreResult<Made>>> {
+    let mut stored = stored_before(tx, turns).await?;
+    let fresh: Vec<&Turn> = turns
+        .iter()
+        .filter(|turn| !stored.contains_key(&turn.lease.collaboration_id))
+        .copied()
+        .collect();
+    let channels = count_turns(tx, &fresh).await?;
+    let seqs = next_seqs(tx, channels.values().copied().collect()).await?;
+    let events: Vec<(Uuid, &Turn, StoredEvent)> = fresh
+        .iter()
+        .filter_map(|turn| {
+            let channel_id = *channels.get(&turn.lease.collaboration_id)?;
+            let seq = seqs[&channel_id];
+            let frame = turn.body.to_frame(seq);
+            Some((channel_id, *turn, StoredEvent { seq, frame }))
+        })
+        .collect();
+    insert_events(tx, &events).await?;
+    stored.extend(
+        events
+            .into_iter()
+            .map(|(_, turn, event)| (turn.lease.collaboration_id, event)),
+    );
+    let mut made = Vec::with_capacity(turns.len());
+    for turn in turns {
+        made.push(match stored.remove(&turn.lease.collaboration_id) {
+            Some(event) => Ok(Some(event)),
+            // Refused for its lease (an error of its own: the transaction goes on), or
+            // because its collaboration has ended or is at its cap.
+            None => match Sqlite::check_lease(tx, &turn.lease).await {
+                Ok(()) => Ok(None),
+                Err(StoreError::LeaseLost) => Err(StoreError::LeaseLost),
+                Err(error) => return Err(error),
+            },
+        });
+    }
+    Ok(made)
+}
+
+/// `rows`, the last repeated up to a power of two, as [`push_in`] does and for the same
+/// reason: a statement of a few shapes, prepared once. A statement over them must give the
+/// same answer for a row written twice as for a row written once.
+fn padded<T>(rows: &[T]) -> impl Iterator<Item = &T> {
+    let padding = rows.len().next_power_of_two() - rows.len();
+    rows.iter()
+        .chain(rows.last().into_iter().cycle().take(padding))
+}
+
+/// The events the turns' messages were stored as before, by collaboration.
+async fn stored_before(
+    tx: &mut Transaction<'static, Sqlite>,
+    turns: &[&Turn],
+) -> StoreResult<HashMap<Uuid, StoredEvent>> {
+    let messages: Vec<(Uuid, Uuid)> = turns
+        .iter()
+        .filter_map(|turn| Some((turn.lease.collaboration_id, turn.body.message_id()?)))
+        .collect();
+    if messages.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(Hyphenated, i64, String)> =
+        QueryBuilder::<Sqlite>::new("WITH m (cid, mid) AS (")
+            .push_values(
+                padded(&messages),
+                |mut row, (collaboration_id, message_id)| {
+                    row.push_bind(collaboration_id.hyphenated())
+                        .push_bind(message_id.hyphenated());
+                },
+            )
+            .push(
+                ") SELECT m.cid, e.seq, e.frame FROM m JOIN collaborations c ON c.id = m.cid \
+                 JOIN events e ON e.channel_id = c.channel_id AND e.message_id = m.mid",
+            )
+            .build_query_as()
+            .fetch_all(&mut **tx)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(collaboration_id, seq, frame)| {
+            (collaboration_id.into_uuid(), StoredEvent { seq, frame })
+        })
+        .collect())
+}
+
+/// Counts each turn's message and tokens on its collaboration, guarded by its lease, the
+/// status and the cap, in one statement; the channel of each collaboration it counted.
+/// A row written twice (the padding) matches its collaboration once, and SQLite updates a
+/// row the join matches more than once only once.
+async fn count_turns(
+    tx: &mut Transaction<'static, Sqlite>,
+    turns: &[&Turn],
+) -> StoreResult<HashMap<Uuid, Uuid>> {
+    if turns.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut query = QueryBuilder::<Sqlite>::new("WITH t (cid, tokens, cost, owner, epoch) AS (");
+    query
+        .push_values(padded(turns), |mut row, turn| {
+            let lease = &turn.lease;
+            row.push_bind(lease.collaboration_id.hyphenated())
+                .push_bind(turn.spent.tokens as i64)
+                .push_bind(turn.spent.cost_micros as i64)
+                .push_bind(lease.owner.hyphenated())
+                .push_bind(lease.epoch);
+        })
+        .push(
+            ") UPDATE collaborations SET message_count = message_count + 1, \
+             tokens_used = tokens_used + t.tokens, cost_micros = cost_micros + t.cost FROM t \
+             WHERE collaborations.id = t.cid AND status = 'running' AND message_count < message_cap \
+             AND lease_owner = t.owner AND lease_epoch = t.epoch AND lease_expires_at > ",
+        )
+        .push_bind(Utc::now())
+        .push(" RETURNING id, channel_id");
+    let rows: Vec<(Hyphenated, Hyphenated)> = query.build_query_as().fetch_all(&mut **tx).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(collaboration_id, channel_id)| {
+            (collaboration_id.into_uuid(), channel_id.into_uuid())
+        })
+        .collect())
+}
+
+/// Moves each channel's `last_seq` on by one, in one statement; each one's new `last_seq`.
+async fn next_seqs(
+    tx: &mut Transaction<'static, Sqlite>,
+    channels: BTreeSet<Uuid>,
+) -> StoreResult<HashMap<Uuid, i64>> {
+    if channels.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut query =
+        QueryBuilder::<Sqlite>::new("UPDATE channels SET last_seq = last_seq + 1 WHERE id IN (");
+    push_in(&mut query, &channels);
+    query.push(" RETURNING id, last_seq");
+    let rows: Vec<(Hyphenated, i64)> = query.build_query_as().fetch_all(&mut **tx).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(channel_id, seq)| (channel_id.into_uuid(), seq))
+        .collect())
+}
+
+/// Stores the turns' messages as events, in a statement for each run of them (see
+/// [`runs`]).
+async fn insert_events(
+    tx: &mut Transaction<'static, Sqlite>,
+    events: &[(Uuid, &Turn, StoredEvent)],
+) -> StoreResult<()> {
+    let now = Utc::now();
+    for run in runs(events, ROWS_PER_STATEMENT) {
+        QueryBuilder::<Sqlite>::new(
+            "INSERT INTO events (channel_id, seq, kind, frame, created_at, message_id) ",
+        )
+        .push_values(run, |mut row, (channel_id, turn, event)| {
+            row.push_bind(channel_id.hyphenated())
+                .push_bind(event.seq)
+                .push_bind(turn.body.kind())
+                .push_bind(event.frame.as_str())
+                .push_bind(now)
+                .push_bind(turn.body.message_id().map(|id| id.hyphenated()));
+        })
+        .build()
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
