@@ -14,7 +14,10 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::Utc;
 use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
-use tokio::sync::{mpsc, oneshot};
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::{Duration, Instant},
+};
 use uuid::{Uuid, fmt::Hyphenated};
 
 use super::super::{
@@ -26,6 +29,36 @@ use crate::domain::StoredEvent;
 /// The most writes in one transaction. Enough to take in every runnable collaboration's
 /// turn at once; few enough that a commit stays short.
 pub(super) const WRITES_PER_COMMIT: usize = 256;
+
+/// How long the writer waits for more writes before it commits, when they come fast. A
+/// commit costs the same for one write as for many (two hand-offs to sqlx's thread for each
+/// statement, a WAL write of every page touched): at 1,600 turns a second they came about
+/// two to a commit, and waiting this long made it eight, and a turn 12% cheaper in all.
+const LINGER: Duration = Duration::from_millis(2);
+
+/// How fast writes must come for [`LINGER`] to pay (a few arrive while it waits); slower,
+/// and a write is committed as soon as the writer is free, as it always was.
+const BUSY_PER_SECOND: f64 = 1_000.0;
+
+/// The rate writes reach the writer at, smoothed over its last few batches.
+#[derive(Debug, Default)]
+struct Pace {
+    last: Option<Instant>,
+    per_second: f64,
+}
+
+impl Pace {
+    /// Counts `taken` writes taken from the queue at `now`; whether they come fast enough
+    /// to wait for more before committing them.
+    fn busy(&mut self, taken: usize, now: Instant) -> bool {
+        if let Some(last) = self.last.replace(now) {
+            // Batches taken back to back are not taken in no time.
+            let seconds = now.duration_since(last).as_secs_f64().max(1e-4);
+            self.per_second += (taken as f64 / seconds - self.per_second) / 4.0;
+        }
+        self.per_second >= BUSY_PER_SECOND && taken < WRITES_PER_COMMIT
+    }
+}
 
 /// A write waiting for [`commit_writes`], with where to answer once it is committed.
 pub(in crate::store) enum Write {
@@ -66,7 +99,16 @@ pub(super) async fn queued<T>(
 /// of its own, so that one bad write fails alone. It returns once every store is dropped.
 pub(super) async fn commit_writes(writes: SqlitePool, mut queue: mpsc::Receiver<Write>) {
     let mut batch = Vec::with_capacity(WRITES_PER_COMMIT);
+    let mut pace = Pace::default();
     while queue.recv_many(&mut batch, WRITES_PER_COMMIT).await > 0 {
+        if pace.busy(batch.len(), Instant::now()) {
+            tokio::time::sleep(LINGER).await;
+            while batch.len() < WRITES_PER_COMMIT
+                && let Ok(write) = queue.try_recv()
+            {
+                batch.push(write);
+            }
+        }
         match write_together(&writes, &batch).await {
             Ok(made) => {
                 for (write, result) in batch.drain(..).zip(made) {
@@ -367,4 +409,47 @@ async fn insert_events(
         .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The writes of `batches` batches of `each`, taken `apart` from one another: whether the
+    /// writer waits before the last.
+    fn waits(batches: usize, each: usize, apart: Duration) -> bool {
+        let mut pace = Pace::default();
+        let start = Instant::now();
+        (0..batches)
+            .map(|i| pace.busy(each, start + apart * i as u32))
+            .last()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_writer_waits_for_more_only_while_writes_come_fast() {
+        // A turn every 10 ms (100 a second): committed at once.
+        assert!(!waits(50, 1, Duration::from_millis(10)));
+        // Two turns a millisecond (2,000 a second): worth waiting for more.
+        assert!(waits(50, 2, Duration::from_millis(1)));
+        // The first batch says nothing of the rate.
+        assert!(!waits(1, 100, Duration::ZERO));
+        // A turn every 10 ms after a busy spell: committed at once again, a few batches on.
+        let mut pace = Pace::default();
+        let mut at = Instant::now();
+        for _ in 0..50 {
+            at += Duration::from_millis(1);
+            pace.busy(4, at);
+        }
+        assert!(pace.busy(4, at + Duration::from_millis(1)));
+        let calm: Vec<bool> = (0..10)
+            .map(|_| {
+                at += Duration::from_millis(10);
+                pace.busy(1, at)
+            })
+            .collect();
+        assert_eq!(calm[7..], [false; 3], "{calm:?}");
+        // A full batch is committed at once, however fast they come.
+        assert!(!waits(50, WRITES_PER_COMMIT, Duration::from_millis(1)));
+    }
 }
