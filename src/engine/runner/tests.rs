@@ -39,6 +39,8 @@ struct Book {
     events: Vec<(Instant, StoredEvent)>,
     /// From now on, every fenced write finds the lease gone.
     lease_lost: bool,
+    /// Tokens written on their own, not with a message: one entry per write.
+    alone: Vec<u64>,
 }
 
 impl Memory {
@@ -48,6 +50,7 @@ impl Memory {
                 collaboration,
                 events: Vec::new(),
                 lease_lost: false,
+                alone: Vec::new(),
             }),
         })
     }
@@ -140,8 +143,10 @@ impl Journal for Memory {
     }
 
     async fn add_tokens(&self, _: &Lease, tokens: u64, cost_micros: u64) -> StoreResult<()> {
-        self.book().collaboration.tokens_used += tokens;
-        self.book().collaboration.cost_micros += cost_micros;
+        let mut book = self.book();
+        book.collaboration.tokens_used += tokens;
+        book.collaboration.cost_micros += cost_micros;
+        book.alone.push(tokens);
         Ok(())
     }
 
@@ -642,6 +647,47 @@ async fn a_message_over_the_content_limit_is_cut_and_says_so() {
 }
 
 /// The engine itself (this runner, with its stall watch, its synopsis and its selector) run
+/// Choosing a speaker is a model call between messages: what it spends is counted at once
+/// and stored with the message it chose, in the same write, not in a write of its own.
+/// Only what no message follows (here the summary) is written alone.
+#[tokio::test(start_paused = true)]
+async fn what_choosing_a_speaker_spends_is_stored_with_the_message_it_chose() {
+    let chosen = Arc::new(Mutex::new(["Bob", "Ann"].into_iter().collect::<Vec<_>>()));
+    let models = Models::answered_by(
+        move |request: Value| {
+            let content = match request["response_format"]["json_schema"]["name"].as_str() {
+                Some("speaker_selection") => json!({"speaker": chosen.lock().unwrap().pop()}),
+                Some("collaboration_summary") => json!({
+                    "headline": "h", "summary": "s",
+                    "outcome": {"decisions": [], "action_items": [], "open_questions": []}
+                }),
+                other => panic!("an unexpected model call: {other:?}"),
+            };
+            completion(&content.to_string())
+        },
+        &Config::default().models,
+    );
+    let mut setup = Setup::new(vec![
+        scripted("Host", 10),
+        scripted("Ann", 10),
+        scripted("Bob", 10),
+    ]);
+    setup.strategy = Strategy::Manager;
+    setup.message_cap = 3;
+    let journal = Running::start(setup, models).finished().await;
+
+    let said: Vec<String> = journal.messages().into_iter().map(|(who, _)| who).collect();
+    assert_eq!(
+        said,
+        ["Host", "Ann", "Bob"],
+        "the manager, then as the selector chose"
+    );
+    let book = journal.book();
+    // Two speakers chosen, and the summary.
+    assert_eq!(book.collaboration.tokens_used, 3 * TOKENS_PER_CALL);
+    assert_eq!(book.alone, [TOKENS_PER_CALL], "the summary's, alone");
+}
+
 /// 300 times against a selector model that answers at random: an invalid answer, a name
 /// nobody has, the speaker who just spoke, the same pair again and again, or a fair choice;
 /// among agents who repeat themselves a little or a lot. None runs past its cap, none fails
