@@ -73,9 +73,9 @@ struct State {
     notice: Option<String>,
     manager_next: bool,
     /// Spent on model calls between messages (choosing the speaker, the judge, the
-    /// synopsis): counted in `collaboration` at once, and stored with the next message, in
-    /// its write, or on its own when the runner stops driving (see [`save_spend`]). A write
-    /// of its own for each was a turn's costliest step after the model.
+    /// synopsis): counted in `collaboration` at once, and stored with the next message the
+    /// runner writes, in its write, or on its own (see [`save_spend`]). A write of its own
+    /// for each was a turn's costliest step after the model.
     unsaved: Spend,
 }
 
@@ -657,6 +657,9 @@ async fn drive(crew: &Crew, state: &mut State, control: &mut mpsc::Receiver<Cont
             Wake::Spoke(line) => {
                 state.collaboration.message_count += 1;
                 state.transcript.push(line);
+                // A person's or a uAgent's message came through the API, without what was
+                // spent choosing them: stored now, rather than whenever a turn of ours is.
+                save_spend(crew, state).await;
             }
             Wake::Capped => {}
             Wake::Exit(exit) => return exit,
@@ -1299,9 +1302,10 @@ fn spent(state: &mut State, spend: Spend) {
     state.unsaved += spend;
 }
 
-/// Stores what was spent since the last message, on its own: the runner has stopped driving,
-/// and no message will carry it. Kept unsaved if the store would not take it (the lease is
-/// lost: whoever runs the collaboration now does not know of it).
+/// Stores what was spent since the last message, on its own, when no message of the runner's
+/// carries it: it has stopped driving, or the message came through the API. Kept unsaved if
+/// the store would not take it (the lease is lost: whoever runs the collaboration now does
+/// not know of it).
 async fn save_spend(crew: &Crew, state: &mut State) {
     let Spend {
         tokens,

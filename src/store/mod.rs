@@ -450,17 +450,18 @@ pub trait Store: Send + Sync + 'static {
     /// Appends a message event, counting it and `spent` on the collaboration (its own
     /// tokens and cost, and what else was spent on the way to it, such as choosing its
     /// speaker); `None` (and nothing written) once the collaboration is no longer running
-    /// or has reached its message cap: the cap holds in the database, whoever writes. A message whose id is
-    /// stored already (a retried write that had gone through) is answered as it was stored,
-    /// and nothing is written. [`StoreError::LeaseLost`] unless `lease` is still held.
+    /// or has reached its message cap: the cap holds in the database, whoever writes. A
+    /// message whose id is stored already (a retried write that had gone through) is
+    /// answered as it was stored, and nothing is written. [`StoreError::LeaseLost`] unless `lease` is still held.
     async fn append_message(
         &self,
         lease: &Lease,
         body: &EventBody,
         spent: Spent,
     ) -> StoreResult<Option<StoredEvent>>;
-    /// Adds tokens spent outside turns (judge, selector, summary), and what they cost in
-    /// millionths of a dollar. [`StoreError::LeaseLost`] unless `lease` is still held.
+    /// Adds tokens spent outside turns that no message carries (the summary's, or the
+    /// judge's and selector's when the runner stops), and what they cost in millionths of
+    /// a dollar. [`StoreError::LeaseLost`] unless `lease` is still held.
     async fn add_tokens(&self, lease: &Lease, tokens: u64, cost_micros: u64) -> StoreResult<()>;
     /// Keeps the collaboration's latest synopsis (for the runner that holds `lease`).
     async fn record_synopsis(&self, lease: &Lease, synopsis: &Synopsis) -> StoreResult<()>;

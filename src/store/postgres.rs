@@ -101,8 +101,6 @@ impl Dialect for Postgres {
         held.map(drop).ok_or(StoreError::LeaseLost)
     }
 
-    /// The guard is evaluated again on the row a concurrent writer committed, so the cap
-    /// and the fence hold with any number of writers.
     async fn insert_collaboration(store: &PgStore, create: Create) -> StoreResult<()> {
         let new = &create.new;
         let mut tx = store.write().await?;
@@ -128,8 +126,10 @@ impl Dialect for Postgres {
     }
 
     /// A turn, in a transaction of its own: counted by one statement guarded by the lease,
-    /// the status and the cap, then stored as an event. A turn refused writes nothing; only
-    /// then is the lease looked at again, to tell a lost lease from an ended collaboration.
+    /// the status and the cap, then stored as an event. The guard is evaluated again on the
+    /// row a concurrent writer committed, so the cap and the fence hold with any number of
+    /// writers. A turn refused writes nothing; only then is the lease looked at again, to
+    /// tell a lost lease from an ended collaboration.
     async fn append_message(store: &PgStore, turn: Turn) -> StoreResult<Option<StoredEvent>> {
         let mut tx = store.write().await?;
         let lease = &turn.lease;

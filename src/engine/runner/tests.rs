@@ -646,7 +646,6 @@ async fn a_message_over_the_content_limit_is_cut_and_says_so() {
     assert!(content.starts_with("xxxx"));
 }
 
-/// The engine itself (this runner, with its stall watch, its synopsis and its selector) run
 /// Choosing a speaker is a model call between messages: what it spends is counted at once
 /// and stored with the message it chose, in the same write, not in a write of its own.
 /// Only what no message follows (here the summary) is written alone.
@@ -688,6 +687,7 @@ async fn what_choosing_a_speaker_spends_is_stored_with_the_message_it_chose() {
     assert_eq!(book.alone, [TOKENS_PER_CALL], "the summary's, alone");
 }
 
+/// The engine itself (this runner, with its stall watch, its synopsis and its selector) run
 /// 300 times against a selector model that answers at random: an invalid answer, a name
 /// nobody has, the speaker who just spoke, the same pair again and again, or a fair choice;
 /// among agents who repeat themselves a little or a lot. None runs past its cap, none fails
