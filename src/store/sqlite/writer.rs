@@ -40,23 +40,32 @@ const LINGER: Duration = Duration::from_millis(2);
 /// and a write is committed as soon as the writer is free, as it always was.
 const BUSY_PER_SECOND: f64 = 1_000.0;
 
-/// The rate writes reach the writer at, smoothed over its last few batches.
+/// How far back [`Pace`] looks: the writes taken in about the last 50 ms make its rate.
+const PACE_WINDOW: Duration = Duration::from_millis(50);
+
+/// The rate writes reach the writer at: every write it takes, those taken while it lingers
+/// too, counted into a sum that fades by `e` every [`PACE_WINDOW`], so that it follows the
+/// time that passes, not the number of batches.
 #[derive(Debug, Default)]
 struct Pace {
     last: Option<Instant>,
-    per_second: f64,
+    recent: f64,
 }
 
 impl Pace {
-    /// Counts `taken` writes taken from the queue at `now`; whether they come fast enough
-    /// to wait for more before committing them.
-    fn busy(&mut self, taken: usize, now: Instant) -> bool {
-        if let Some(last) = self.last.replace(now) {
-            // Batches taken back to back are not taken in no time.
-            let seconds = now.duration_since(last).as_secs_f64().max(1e-4);
-            self.per_second += (taken as f64 / seconds - self.per_second) / 4.0;
-        }
-        self.per_second >= BUSY_PER_SECOND && taken < WRITES_PER_COMMIT
+    /// Counts `taken` writes taken from the queue at `now`.
+    fn took(&mut self, taken: usize, now: Instant) {
+        let gone = self
+            .last
+            .replace(now)
+            .map_or(Duration::ZERO, |last| now - last);
+        let fade = (-gone.as_secs_f64() / PACE_WINDOW.as_secs_f64()).exp();
+        self.recent = self.recent * fade + taken as f64;
+    }
+
+    /// Whether writes come fast enough to wait for more before committing.
+    fn busy(&self) -> bool {
+        self.recent / PACE_WINDOW.as_secs_f64() >= BUSY_PER_SECOND
     }
 }
 
@@ -101,13 +110,16 @@ pub(super) async fn commit_writes(writes: SqlitePool, mut queue: mpsc::Receiver<
     let mut batch = Vec::with_capacity(WRITES_PER_COMMIT);
     let mut pace = Pace::default();
     while queue.recv_many(&mut batch, WRITES_PER_COMMIT).await > 0 {
-        if pace.busy(batch.len(), Instant::now()) {
+        pace.took(batch.len(), Instant::now());
+        if pace.busy() && batch.len() < WRITES_PER_COMMIT {
             tokio::time::sleep(LINGER).await;
+            let taken = batch.len();
             while batch.len() < WRITES_PER_COMMIT
                 && let Ok(write) = queue.try_recv()
             {
                 batch.push(write);
             }
+            pace.took(batch.len() - taken, Instant::now());
         }
         match write_together(&writes, &batch).await {
             Ok(made) => {
@@ -252,15 +264,19 @@ async fn append_round(
         .collect();
     let channels = count_turns(tx, &fresh).await?;
     let seqs = next_seqs(tx, channels.values().copied().collect()).await?;
-    let events: Vec<(Uuid, &Turn, StoredEvent)> = fresh
-        .iter()
-        .filter_map(|turn| {
-            let channel_id = *channels.get(&turn.lease.collaboration_id)?;
-            let seq = seqs[&channel_id];
-            let frame = turn.body.to_frame(seq);
-            Some((channel_id, *turn, StoredEvent { seq, frame }))
-        })
-        .collect();
+    let mut events: Vec<(Uuid, &Turn, StoredEvent)> = Vec::with_capacity(channels.len());
+    for turn in &fresh {
+        let Some(&channel_id) = channels.get(&turn.lease.collaboration_id) else {
+            continue;
+        };
+        // A collaboration's channel goes only with it; a channel missing is the database's
+        // error, as it was when each turn read its own.
+        let seq = *seqs
+            .get(&channel_id)
+            .ok_or(StoreError::Database(sqlx::Error::RowNotFound))?;
+        let frame = turn.body.to_frame(seq);
+        events.push((channel_id, *turn, StoredEvent { seq, frame }));
+    }
     insert_events(tx, &events).await?;
     stored.extend(
         events
@@ -415,15 +431,15 @@ async fn insert_events(
 mod tests {
     use super::*;
 
-    /// The writes of `batches` batches of `each`, taken `apart` from one another: whether the
-    /// writer waits before the last.
-    fn waits(batches: usize, each: usize, apart: Duration) -> bool {
+    /// Whether the writer waits after `batches` batches of `each` writes, `apart` from one
+    /// another.
+    fn waits(batches: u32, each: usize, apart: Duration) -> bool {
         let mut pace = Pace::default();
         let start = Instant::now();
-        (0..batches)
-            .map(|i| pace.busy(each, start + apart * i as u32))
-            .last()
-            .unwrap()
+        for i in 0..batches {
+            pace.took(each, start + apart * i);
+        }
+        pace.busy()
     }
 
     #[test]
@@ -432,24 +448,19 @@ mod tests {
         assert!(!waits(50, 1, Duration::from_millis(10)));
         // Two turns a millisecond (2,000 a second): worth waiting for more.
         assert!(waits(50, 2, Duration::from_millis(1)));
-        // The first batch says nothing of the rate.
-        assert!(!waits(1, 100, Duration::ZERO));
-        // A turn every 10 ms after a busy spell: committed at once again, a few batches on.
+        // Eight every 4 ms, as when it lingers (2,000 a second, counted whole).
+        assert!(waits(50, 8, Duration::from_millis(4)));
+        // Two writes close together, after nothing, are not thousands a second.
+        assert!(!waits(2, 1, Duration::from_micros(100)));
+        // Fast, then a pause of a fifth of a second: the next lone write commits at once.
         let mut pace = Pace::default();
         let mut at = Instant::now();
-        for _ in 0..50 {
+        for _ in 0..200 {
             at += Duration::from_millis(1);
-            pace.busy(4, at);
+            pace.took(4, at);
         }
-        assert!(pace.busy(4, at + Duration::from_millis(1)));
-        let calm: Vec<bool> = (0..10)
-            .map(|_| {
-                at += Duration::from_millis(10);
-                pace.busy(1, at)
-            })
-            .collect();
-        assert_eq!(calm[7..], [false; 3], "{calm:?}");
-        // A full batch is committed at once, however fast they come.
-        assert!(!waits(50, WRITES_PER_COMMIT, Duration::from_millis(1)));
+        assert!(pace.busy());
+        pace.took(1, at + Duration::from_millis(200));
+        assert!(!pace.busy());
     }
 }
