@@ -140,26 +140,19 @@ pub(super) async fn commit_writes(writes: SqlitePool, mut queue: mpsc::Receiver<
 
 /// The writes of `batch` in one transaction, with each write's own outcome; `Err` if the
 /// transaction failed and was rolled back. The creates are written first, all together
-/// (see [`create_all`]); then each turn.
+/// (see [`create_all`]); then the turns, all together (see [`append_all`]).
 async fn write_together(
     writes: &SqlitePool,
     batch: &[Write],
 ) -> StoreResult<Vec<StoreResult<Made>>> {
     let mut tx = writes.begin_with("BEGIN IMMEDIATE").await?;
-    let creates: Vec<&Create> = batch
-        .iter()
-        .filter_map(|write| match write {
-            Write::Create(create, _) => Some(create),
-            Write::Turn(..) => None,
-        })
-        .collect();
-    let turns: Vec<&Turn> = batch
-        .iter()
-        .filter_map(|write| match write {
-            Write::Turn(turn, _) => Some(turn),
-            Write::Create(..) => None,
-        })
-        .collect();
+    let (mut creates, mut turns) = (Vec::new(), Vec::new());
+    for write in batch {
+        match write {
+            Write::Create(create, _) => creates.push(create),
+            Write::Turn(turn, _) => turns.push(turn),
+        }
+    }
     let mut created = create_all(&mut tx, &creates).await?.into_iter();
     let mut appended = append_all(&mut tx, &turns).await?.into_iter();
     let made = batch
