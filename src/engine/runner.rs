@@ -1122,7 +1122,7 @@ impl agents::TurnSink for Sink<'_> {
         self.crew.hub.publish_delta(
             self.state.collaboration.channel_id,
             self.state.last_seq.load(Ordering::Acquire),
-            frame.text(),
+            || frame.text(),
         );
     }
 

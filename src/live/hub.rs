@@ -304,12 +304,20 @@ impl Hub {
         );
     }
 
-    pub fn publish_delta(&self, channel_id: Uuid, after_seq: i64, json: String) {
+    /// Publishes a piece of a turn in progress, its JSON made by `json` only if someone
+    /// may hear it: a viewer here, or (with a carrier) another process. Most channels
+    /// have nobody watching, and a turn streams several pieces.
+    pub fn publish_delta(&self, channel_id: Uuid, after_seq: i64, json: impl FnOnce() -> String) {
+        // A viewer joining just after this check misses this piece, as it would any
+        // piece before it joined: its `turn` frame and the stored message make it whole.
+        if self.exports.get().is_none() && !self.channels.contains_key(&channel_id) {
+            return;
+        }
         self.publish(
             channel_id,
             Publication::Delta {
                 after_seq,
-                text: json.into(),
+                text: json().into(),
             },
         );
     }
