@@ -13,6 +13,7 @@ pub mod quote;
 mod retry;
 pub(crate) use retry::counted as count_retries;
 mod scripted;
+mod sse;
 pub mod tools;
 pub mod uagent;
 

@@ -4,24 +4,33 @@
 //! retry layer that honours `Retry-After`, backs off with jitter, never retries a quota error,
 //! and bounds each attempt with a timeout. Streaming calls additionally treat a stream that
 //! stops short (no `finish_reason`) or goes quiet as a failed attempt and retry it.
+//!
+//! A streamed call goes through the same retry layer, but its reply is read here, event by
+//! event ([`super::sse`]), on the task that waits for it, into `async-openai`'s chunk type:
+//! `async-openai` reads every stream on a task of its own and hands each piece over through
+//! a channel, which made each piece of every reply two wake-ups and every waiting call a
+//! task of its own.
 
 use std::{collections::HashMap, pin::Pin, sync::Arc, task::Poll, time::Duration};
 
 use async_openai::{
     Client,
     config::Config as OpenAiConfig,
-    error::OpenAIError,
+    error::{ApiError, ApiErrorResponse, OpenAIError, WrappedError},
     middleware::{HttpRequestFactory, ReqwestService},
     types::chat::{
         ChatCompletionMessageToolCalls, ChatCompletionRequestMessage, ChatCompletionStreamOptions,
-        CreateChatCompletionRequest,
+        CreateChatCompletionRequest, CreateChatCompletionStreamResponse,
     },
 };
-use futures::StreamExt;
+use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use secrecy::SecretString;
 
-use super::retry::{LONGEST_RETRY_AFTER, backoff, retry_after};
+use super::{
+    retry::{LONGEST_RETRY_AFTER, backoff, retry_after},
+    sse,
+};
 use crate::config::{AUTHORIZATION, ModelSettings, ProviderConfig};
 
 /// Which model to call: a configured provider and a model name.
@@ -132,7 +141,31 @@ pub struct Models {
 #[derive(Clone)]
 struct Provider {
     client: Client<ProviderAuth>,
+    /// Streamed calls are sent through this, the layer under `client`, and read here.
+    streams: RetryService,
+    /// Builds the streamed calls' requests.
+    http: reqwest::Client,
+    auth: ProviderAuth,
     default_model: Option<String>,
+}
+
+impl Provider {
+    /// A chat completion request with `body`, as many times as the retry layer asks for
+    /// it.
+    fn chat_request(&self, body: Bytes) -> HttpRequestFactory {
+        let http = self.http.clone();
+        let url = self.auth.url("/chat/completions");
+        let headers = self.auth.headers.clone();
+        HttpRequestFactory::new(move || {
+            let request = http
+                .post(&url)
+                .headers(headers.clone())
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+                .build();
+            async move { Ok(request?) }
+        })
+    }
 }
 
 impl Models {
@@ -146,11 +179,15 @@ impl Models {
                 inner: Transport::Http(ReqwestService::new(http.clone())),
                 settings: settings.clone(),
             };
-            let client = Client::with_config(ProviderAuth::new(config)?).with_http_service(service);
+            let auth = ProviderAuth::new(config)?;
+            let client = Client::with_config(auth.clone()).with_http_service(service.clone());
             map.insert(
                 config.name.clone(),
                 Provider {
                     client,
+                    streams: service,
+                    http: http.clone(),
+                    auth,
                     default_model: config.default_model.clone(),
                 },
             );
@@ -199,10 +236,9 @@ impl Models {
         self.providers.get(provider)?.default_model.clone()
     }
 
-    fn client(&self, target: &ModelRef) -> Result<&Client<ProviderAuth>, ModelError> {
+    fn provider(&self, target: &ModelRef) -> Result<&Provider, ModelError> {
         self.providers
             .get(&target.provider)
-            .map(|p| &p.client)
             .ok_or_else(|| ModelError::UnknownProvider(target.provider.clone()))
     }
 
@@ -236,7 +272,7 @@ impl Models {
         mut request: CreateChatCompletionRequest,
     ) -> Result<Completion, ModelError> {
         request.model = target.model.clone();
-        let client = self.client(target)?;
+        let client = &self.provider(target)?.client;
         // The retry layer bounds each attempt; this also bounds the body of the last one,
         // which async-openai reads after the layer has returned.
         let retries = self.settings.max_retries;
@@ -332,10 +368,14 @@ impl Models {
             include_usage: Some(true),
             ..Default::default()
         });
-        let client = self.client(target)?;
+        let provider = self.provider(target)?;
+        // Serialized once, however many times it is sent.
+        let body = serde_json::to_vec(&request)
+            .map_err(|error| ModelError::Api(format!("the request does not serialize: {error}")))?;
+        let request = provider.chat_request(Bytes::from(body));
         let mut attempt = 0;
         loop {
-            match self.stream_once(client, request.clone(), on_delta).await {
+            match self.stream_once(provider, request.clone(), on_delta).await {
                 Err(error @ (ModelError::BrokenStream(_) | ModelError::Stalled(_)))
                     if attempt < self.settings.max_retries =>
                 {
@@ -357,82 +397,165 @@ impl Models {
 
     async fn stream_once(
         &self,
-        client: &Client<ProviderAuth>,
-        request: CreateChatCompletionRequest,
+        provider: &Provider,
+        request: HttpRequestFactory,
         on_delta: &(dyn Fn(Delta<'_>) + Send + Sync),
     ) -> Result<Completion, ModelError> {
         let idle = self.settings.call_timeout;
-        let mut stream = client
-            .chat()
-            .create_stream(request)
+        let max_bytes = self.settings.max_reply_bytes;
+        let mut response = provider
+            .streams
+            .clone()
+            .run(request)
             .await
             .map_err(api_error)?;
-        let mut completion = Completion::default();
-        let mut finished = false;
-        loop {
-            let next = tokio::time::timeout(idle, stream.next())
-                .await
-                .map_err(|_| ModelError::Stalled(idle))?;
-            let Some(chunk) = next else { break };
-            let chunk = chunk.map_err(|e| match e {
-                OpenAIError::ApiError(_) => api_error(e),
-                other => ModelError::BrokenStream(other.to_string()),
-            })?;
-            if let Some(usage) = chunk.usage {
-                completion.tokens = u64::from(usage.total_tokens);
-                completion.input_tokens = u64::from(usage.prompt_tokens);
-                completion.output_tokens = u64::from(usage.completion_tokens);
-            }
-            for choice in chunk.choices {
-                if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
-                    on_delta(Delta::Text(&text));
-                    completion.content.push_str(&text);
+        if !response.status().is_success() {
+            return Err(refusal(response, max_bytes).await);
+        }
+        // An event carries its text as escaped JSON, beside the chunk's other fields.
+        let mut events = sse::Events::new(max_bytes.saturating_mul(2).saturating_add(64 * 1024));
+        let mut reply = Reply::default();
+        let quiet = tokio::time::sleep(idle);
+        tokio::pin!(quiet);
+        let mut ended = false;
+        'read: loop {
+            while let Some(event) = if ended { events.end() } else { events.next() } {
+                if event.data == b"[DONE]" {
+                    break 'read;
                 }
-                // A call arrives in pieces, by index: its id and name first, then its
-                // arguments a fragment at a time.
-                for piece in choice.delta.tool_calls.into_iter().flatten() {
-                    let index = piece.index as usize;
-                    if index >= MAX_TOOL_CALLS {
-                        continue;
-                    }
-                    if completion.tool_calls.len() <= index {
-                        completion.tool_calls.resize(index + 1, ToolCall::default());
-                    }
-                    let call = &mut completion.tool_calls[index];
-                    if let Some(id) = piece.id {
-                        call.id = id;
-                    }
-                    if let Some(function) = piece.function {
-                        call.name
-                            .push_str(function.name.as_deref().unwrap_or_default());
-                        call.arguments
-                            .push_str(function.arguments.as_deref().unwrap_or_default());
-                    }
+                if event.kind == b"keepalive" {
+                    continue;
                 }
-                finished |= choice.finish_reason.is_some();
+                let chunk: CreateChatCompletionStreamResponse = serde_json::from_slice(event.data)
+                    .map_err(|error| {
+                        ModelError::BrokenStream(format!(
+                            "a piece of the reply is not a chunk: {error}"
+                        ))
+                    })?;
+                if reply.take(chunk, on_delta) > max_bytes {
+                    // Enough: however much more the model would say, no more is read or kept.
+                    tracing::warn!(
+                        bytes = reply.completion.content.len(),
+                        "a model's streamed reply was over the limit; stopped reading"
+                    );
+                    reply.finished = true;
+                    break 'read;
+                }
             }
-            let said = completion.content.len()
-                + completion
-                    .tool_calls
-                    .iter()
-                    .map(|c| c.arguments.len())
-                    .sum::<usize>();
-            // Enough: however much more the model would say, no more is read or kept.
-            if said > self.settings.max_reply_bytes {
-                tracing::warn!(
-                    bytes = completion.content.len(),
-                    "a model's streamed reply was over the limit; stopped reading"
-                );
-                finished = true;
+            if ended {
                 break;
             }
+            let piece = tokio::select! {
+                biased;
+                piece = response.chunk() => piece,
+                () = &mut quiet => return Err(ModelError::Stalled(idle)),
+            };
+            match piece {
+                Ok(Some(bytes)) => {
+                    quiet.as_mut().reset(tokio::time::Instant::now() + idle);
+                    if let Err(error) = events.feed(&bytes) {
+                        tracing::warn!(%error, "a model's streamed reply was over the limit; stopped reading");
+                        reply.finished = true;
+                        break;
+                    }
+                }
+                Ok(None) => ended = true,
+                Err(error) => return Err(ModelError::BrokenStream(error.to_string())),
+            }
         }
-        if !finished {
+        if !reply.finished {
             return Err(ModelError::BrokenStream(
                 "the stream ended without a finish reason".into(),
             ));
         }
-        Ok(completion)
+        Ok(reply.completion)
+    }
+}
+
+/// A streamed reply, as its chunks have told it so far.
+#[derive(Default)]
+struct Reply {
+    completion: Completion,
+    /// A chunk gave a finish reason.
+    finished: bool,
+}
+
+impl Reply {
+    /// Adds a chunk, passing its text on to `on_delta`; how many bytes the reply holds now.
+    fn take(
+        &mut self,
+        chunk: CreateChatCompletionStreamResponse,
+        on_delta: &(dyn Fn(Delta<'_>) + Send + Sync),
+    ) -> usize {
+        let completion = &mut self.completion;
+        if let Some(usage) = chunk.usage {
+            completion.tokens = u64::from(usage.total_tokens);
+            completion.input_tokens = u64::from(usage.prompt_tokens);
+            completion.output_tokens = u64::from(usage.completion_tokens);
+        }
+        for choice in chunk.choices {
+            if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
+                on_delta(Delta::Text(&text));
+                completion.content.push_str(&text);
+            }
+            // A call arrives in pieces, by index: its id and name first, then its
+            // arguments a fragment at a time.
+            for piece in choice.delta.tool_calls.into_iter().flatten() {
+                let index = piece.index as usize;
+                if index >= MAX_TOOL_CALLS {
+                    continue;
+                }
+                if completion.tool_calls.len() <= index {
+                    completion.tool_calls.resize(index + 1, ToolCall::default());
+                }
+                let call = &mut completion.tool_calls[index];
+                if let Some(id) = piece.id {
+                    call.id = id;
+                }
+                if let Some(function) = piece.function {
+                    call.name
+                        .push_str(function.name.as_deref().unwrap_or_default());
+                    call.arguments
+                        .push_str(function.arguments.as_deref().unwrap_or_default());
+                }
+            }
+            self.finished |= choice.finish_reason.is_some();
+        }
+        completion.content.len()
+            + completion
+                .tool_calls
+                .iter()
+                .map(|c| c.arguments.len())
+                .sum::<usize>()
+    }
+}
+
+/// What a provider that refused a streamed call said, as `async-openai` reads a refusal:
+/// a server error's body as its message, any other's OpenAI error object.
+async fn refusal(response: reqwest::Response, max_bytes: usize) -> ModelError {
+    let status = response.status();
+    let body = match crate::agents::read_capped(response, max_bytes).await {
+        Ok((body, _)) => body,
+        Err(error) => return api_error(OpenAIError::Reqwest(error)),
+    };
+    let api_error_of = |error| {
+        api_error(OpenAIError::ApiError(ApiErrorResponse {
+            status_code: status,
+            api_error: error,
+        }))
+    };
+    if status.is_server_error() {
+        return api_error_of(ApiError {
+            message: String::from_utf8_lossy(&body).into_owned(),
+            ..ApiError::default()
+        });
+    }
+    match serde_json::from_slice::<WrappedError>(&body) {
+        Ok(wrapped) => api_error_of(wrapped.error),
+        Err(error) => api_error(OpenAIError::JSONDeserialize(
+            error,
+            String::from_utf8_lossy(&body).into_owned(),
+        )),
     }
 }
 
@@ -444,7 +567,7 @@ impl Models {
             provider: provider.to_owned(),
             model: String::new(),
         };
-        let client = self.client(&target)?;
+        let client = &self.provider(&target)?.client;
         let limit = self.settings.call_timeout;
         let listed = tokio::time::timeout(limit, client.models().list())
             .await
@@ -473,7 +596,7 @@ impl Models {
             provider: provider.to_owned(),
             model: model.to_owned(),
         };
-        let client = self.client(&target)?;
+        let client = &self.provider(&target)?.client;
         let request = CreateSpeechRequest {
             input: input.to_owned(),
             model: SpeechModel::Other(model.to_owned()),
@@ -749,7 +872,10 @@ impl Models {
         };
         let auth = ProviderAuth::new(&config).expect("a valid provider");
         let provider = Provider {
-            client: Client::with_config(auth).with_http_service(service),
+            client: Client::with_config(auth.clone()).with_http_service(service.clone()),
+            streams: service,
+            http: reqwest::Client::new(),
+            auth,
             default_model: config.default_model,
         };
         Self {

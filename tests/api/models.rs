@@ -345,6 +345,29 @@ async fn a_model_that_keeps_failing_fails_the_collaboration_after_its_retries() 
 }
 
 #[tokio::test]
+async fn a_refused_streamed_turn_fails_at_once_in_the_provider_s_own_words() {
+    let fake = FakeModel::start().await;
+    fake.fail_next(Purpose::Turn, Fault::Refused);
+    let app = with_fake(&fake).await;
+    let (host, guest) = llm_pair(&app).await;
+    let created = app
+        .collaborate(&host, &guest, json!({"message_cap": 10}))
+        .await;
+    let done = app.wait_until_summarized(&id(&created)).await;
+    assert_eq!(done["status"], "failed");
+    let error = done["error_message"].as_str().unwrap();
+    assert!(
+        error.contains("Host failed")
+            && error.contains("400")
+            && error.contains("invalid_request_error: the prompt is longer than this model reads"),
+        "{error}"
+    );
+    // A request refused as it stands is not sent again.
+    assert_eq!(fake.requests(Purpose::Turn).len(), 1);
+    assert_eq!(fake.requests(Purpose::Turn)[0].body["stream"], true);
+}
+
+#[tokio::test]
 async fn a_rate_limited_call_waits_for_retry_after_then_succeeds() {
     let fake = FakeModel::start().await;
     fake.fail_next(
@@ -424,6 +447,41 @@ async fn a_server_error_and_a_broken_stream_are_retried_and_viewers_restart_the_
     assert_eq!(figures["members"][0]["retries"], 0);
     assert_eq!(figures["members"][1]["retries"], 2);
     assert_eq!(figures["members"][1]["failures"], 0);
+}
+
+/// A stream is cut off when it has been quiet for the call timeout, not when it has
+/// lasted that long: a reply that goes quiet is retried, and a slow one that keeps coming is
+/// read to its end.
+#[tokio::test]
+async fn a_stream_that_goes_quiet_is_retried_and_a_slow_steady_one_is_kept() {
+    // Pieces 400 ms apart, five pauses: two seconds in all, twice the timeout.
+    let fake = FakeModel::start_expecting(
+        "authorization",
+        &format!("Bearer {KEY}"),
+        Duration::from_millis(400),
+    )
+    .await;
+    fake.fail_next(Purpose::Turn, Fault::GoesQuiet);
+    fake.reply_with(&["Slow but steady."]);
+    let base = fake.base_url();
+    let app = spawn_app_with(move |c| {
+        c.providers = vec![default_provider(&base)];
+        c.models.call_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let host = app.scripted("Host", &["Over to you."], 0).await;
+    let guest = app
+        .create_agent(json!({"name": "Guest", "kind": "llm"}))
+        .await;
+    let created = unjudged(&app, &host, &guest, 2).await;
+    let done = app.wait_until_summarized(&id(&created)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let history = app.history(created["channel_id"].as_str().unwrap()).await;
+    let stored: Vec<&Value> = history.iter().filter(|e| e["type"] == "message").collect();
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[1]["content"], "Slow but steady.");
+    assert_eq!(stored[1]["retries"], 1);
+    assert_eq!(fake.requests(Purpose::Turn).len(), 2, "quiet, then slow");
 }
 
 #[tokio::test]

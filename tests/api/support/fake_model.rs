@@ -48,8 +48,13 @@ pub enum Fault {
     /// Sends the first piece of the stream, then ends it with no finish reason and no
     /// `[DONE]`, as a proxy that cuts an upstream off does.
     BrokenStream,
+    /// Sends the first piece of the stream, then nothing more, holding it open.
+    GoesQuiet,
     /// A stream of empty pieces, one every 100 ms, forever: never quiet, never done.
     Trickle,
+    /// A 400 with OpenAI's error object: the request itself is refused, so retrying it
+    /// would not help.
+    Refused,
 }
 
 #[derive(Debug, Clone)]
@@ -384,7 +389,7 @@ async fn completions(
                         None => format!("turn {n}"),
                     },
                     // What a stream that breaks off had started to say.
-                    Some(Fault::BrokenStream) => "This reply never fini".into(),
+                    Some(Fault::BrokenStream | Fault::GoesQuiet) => "This reply never fini".into(),
                     Some(_) => String::new(),
                 }
             }
@@ -433,11 +438,22 @@ async fn completions(
         Some(Fault::ServerError) => {
             return openai_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "boom");
         }
+        Some(Fault::Refused) => {
+            return openai_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "the prompt is longer than this model reads",
+            );
+        }
         Some(Fault::Hang) => std::future::pending::<()>().await,
         Some(Fault::Trickle) => return trickle(),
-        Some(Fault::BrokenStream) | None => {}
+        Some(Fault::BrokenStream | Fault::GoesQuiet) | None => {}
     }
-    let broken = matches!(fault, Some(Fault::BrokenStream));
+    let broken = match fault {
+        Some(Fault::BrokenStream) => Some(Break::Ends),
+        Some(Fault::GoesQuiet) => Some(Break::GoesQuiet),
+        _ => None,
+    };
     let model = body["model"].as_str().unwrap_or("fake-model").to_owned();
     let (prompt, completion, total) = usage_for(&body);
     let usage =
@@ -574,7 +590,7 @@ fn sse(
     calls: &[(String, String, String)],
     model: String,
     usage: Value,
-    broken: bool,
+    broken: Option<Break>,
     delay: Duration,
 ) -> Response {
     let chunk = |delta: Value, finish: Value| {
@@ -631,12 +647,22 @@ fn sse(
         .unwrap()
 }
 
+/// How a stream stops short after its first piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Break {
+    Ends,
+    GoesQuiet,
+}
+
 fn async_stream(
     events: Vec<String>,
-    broken: bool,
+    broken: Option<Break>,
     delay: Duration,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
-    let keep = if broken { 1 } else { events.len() };
+    use futures::StreamExt;
+    let keep = if broken.is_some() { 1 } else { events.len() };
+    let quiet = broken == Some(Break::GoesQuiet);
+    let silence = futures::stream::iter(quiet.then(futures::stream::pending)).flatten();
     futures::stream::unfold(
         (events.into_iter().take(keep), 0usize),
         move |(mut rest, sent)| async move {
@@ -650,4 +676,5 @@ fn async_stream(
             ))
         },
     )
+    .chain(silence)
 }
