@@ -97,7 +97,7 @@ impl Events {
             self.read += 1;
         }
         let rest = &self.pending[self.read..];
-        let end = rest.iter().position(|&b| b == b'\n' || b == b'\r')?;
+        let end = memchr::memchr2(b'\n', b'\r', rest)?;
         let start = self.read;
         self.after_cr = rest[end] == b'\r';
         self.read += end + 1;
