@@ -17,6 +17,8 @@ pub(crate) struct Events {
     /// A line ended with `\r` at the end of what had arrived: a `\n` that comes next is
     /// part of that line's end, not an empty line.
     after_cr: bool,
+    /// Past the start of the stream, and the byte-order mark that may open it.
+    began: bool,
     /// The event being read: its type and its data, the `data` lines joined by `\n`.
     kind: Vec<u8>,
     data: Vec<u8>,
@@ -47,6 +49,7 @@ impl Events {
             pending: Vec::new(),
             read: 0,
             after_cr: false,
+            began: false,
             kind: Vec::new(),
             data: Vec::new(),
             has_data: false,
@@ -93,6 +96,7 @@ impl Events {
 
     /// The bounds in `pending` of the next whole line, without its ending.
     fn line(&mut self) -> Option<(usize, usize)> {
+        self.skip_byte_order_mark();
         if self.after_cr && self.pending.get(self.read) == Some(&b'\n') {
             self.read += 1;
         }
@@ -102,6 +106,21 @@ impl Events {
         self.after_cr = rest[end] == b'\r';
         self.read += end + 1;
         Some((start, start + end))
+    }
+
+    /// Passes over a UTF-8 byte-order mark at the very start, as the format allows.
+    fn skip_byte_order_mark(&mut self) {
+        const MARK: &[u8] = b"\xEF\xBB\xBF";
+        if self.began {
+            return;
+        }
+        let head = &self.pending[self.read..];
+        if head.starts_with(MARK) {
+            self.read += MARK.len();
+            self.began = true;
+        } else if !MARK.starts_with(head) {
+            self.began = true;
+        }
     }
 
     /// Reads one line into the event; `true` if it was the blank line that ends an event
@@ -243,6 +262,21 @@ mod tests {
                 (String::new(), " two spaces, one kept".to_owned()),
             ]
         );
+    }
+
+    #[test]
+    fn a_byte_order_mark_at_the_start_is_passed_over_and_only_there() {
+        let marked = "\u{feff}data: a\n\n";
+        assert_eq!(events(&[marked]), data(&["a"]));
+        // Split inside the mark: the same.
+        let bytes = marked.as_bytes();
+        let mut reader = Events::new(1024);
+        reader.feed(&bytes[..1]).unwrap();
+        assert_eq!(reader.next(), None);
+        reader.feed(&bytes[1..]).unwrap();
+        assert_eq!(reader.next().unwrap().data, b"a");
+        // Later in the stream it is part of a line, as any other character.
+        assert_eq!(events(&["data: a\n\n\u{feff}data: b\n\n"]), data(&["a"]));
     }
 
     #[test]
