@@ -3,7 +3,9 @@
 //! Each configured provider gets one `async_openai::Client` whose HTTP stack is ours: a
 //! retry layer that honours `Retry-After`, backs off with jitter, never retries a quota error,
 //! and bounds each attempt with a timeout. Streaming calls additionally treat a stream that
-//! stops short (no `finish_reason`) or goes quiet as a failed attempt and retry it.
+//! stops short (no `finish_reason`) or goes quiet (no bytes at all, comments and keep-alives
+//! included, for the call timeout) as a failed attempt and retry it. A model that keeps its
+//! stream alive while it thinks is waited for, up to the call's deadline.
 //!
 //! A streamed call goes through the same retry layer, but its reply is read here, event by
 //! event ([`super::sse`]), on the task that waits for it, into `async-openai`'s chunk type:
@@ -445,6 +447,12 @@ impl Models {
             if ended {
                 break;
             }
+            if let Err(error) = events.check_size() {
+                // As for a reply over the limit: what was said before it is kept.
+                tracing::warn!(%error, "a model's streamed reply was over the limit; stopped reading");
+                reply.finished = true;
+                break;
+            }
             let piece = tokio::select! {
                 biased;
                 piece = response.chunk() => piece,
@@ -452,12 +460,9 @@ impl Models {
             };
             match piece {
                 Ok(Some(bytes)) => {
+                    // Any bytes, a comment or a keep-alive included: the provider is there.
                     quiet.as_mut().reset(tokio::time::Instant::now() + idle);
-                    if let Err(error) = events.feed(&bytes) {
-                        tracing::warn!(%error, "a model's streamed reply was over the limit; stopped reading");
-                        reply.finished = true;
-                        break;
-                    }
+                    events.feed(&bytes);
                 }
                 Ok(None) => ended = true,
                 Err(error) => return Err(ModelError::BrokenStream(error.to_string())),

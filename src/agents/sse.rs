@@ -58,13 +58,20 @@ impl Events {
         }
     }
 
-    /// Takes in bytes as they arrived. An event that has grown past the limit is refused.
-    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<(), TooLarge> {
+    /// Takes in bytes as they arrived.
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
         self.forget_dispatched();
         self.pending.drain(..self.read);
         self.read = 0;
         self.pending.extend_from_slice(bytes);
-        if self.pending.len() + self.data.len() > self.max {
+    }
+
+    /// Once [`Events::next`] has given every whole event: whether the event still being
+    /// read (its data so far and its unfinished line) is past the limit. Checked then, not
+    /// as bytes arrive, so that whole events that came with them are read first.
+    pub(crate) fn check_size(&self) -> Result<(), TooLarge> {
+        let unread = self.pending.len() - self.read;
+        if unread + self.data.len() > self.max {
             return Err(TooLarge(self.max));
         }
         Ok(())
@@ -97,8 +104,13 @@ impl Events {
     /// The bounds in `pending` of the next whole line, without its ending.
     fn line(&mut self) -> Option<(usize, usize)> {
         self.skip_byte_order_mark();
-        if self.after_cr && self.pending.get(self.read) == Some(&b'\n') {
-            self.read += 1;
+        if self.after_cr
+            && let Some(&next) = self.pending.get(self.read)
+        {
+            if next == b'\n' {
+                self.read += 1;
+            }
+            self.after_cr = false;
         }
         let rest = &self.pending[self.read..];
         let end = memchr::memchr2(b'\n', b'\r', rest)?;
@@ -192,10 +204,11 @@ mod tests {
         let mut out = Vec::new();
         let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).unwrap();
         for chunk in chunks {
-            reader.feed(chunk.as_bytes()).unwrap();
+            reader.feed(chunk.as_bytes());
             while let Some(event) = reader.next() {
                 out.push((text(event.kind), text(event.data)));
             }
+            reader.check_size().unwrap();
         }
         if let Some(event) = reader.end() {
             out.push((text(event.kind), text(event.data)));
@@ -229,18 +242,26 @@ mod tests {
     }
 
     #[test]
-    fn every_line_ending_ends_a_line() {
+    fn every_line_ending_ends_a_line_wherever_the_pieces_break() {
         for ending in ["\n", "\r\n", "\r"] {
             let stream = format!("data: one{ending}{ending}data: two{ending}{ending}");
             assert_eq!(events(&[&stream]), data(&["one", "two"]), "{ending:?}");
-            // `\r` at the end of one piece and `\n` at the start of the next are one ending.
-            let (head, tail) = stream.split_at(stream.find(ending).unwrap() + 1);
+        }
+        let mixed = "data: one\r\n\ndata: two\r\r\ndata: three\n\r\ndata: four\r\n\r\n";
+        let expected = data(&["one", "two", "three", "four"]);
+        assert_eq!(events(&[mixed]), expected);
+        for at in 0..=mixed.len() {
             assert_eq!(
-                events(&[head, tail]),
-                data(&["one", "two"]),
-                "{ending:?} split"
+                events(&[&mixed[..at], &mixed[at..]]),
+                expected,
+                "split at {at}"
             );
         }
+        // A byte at a time: a `\r` ending one piece and a `\n` opening the next are one
+        // ending, and a blank line after them is still a blank line.
+        let bytes: Vec<String> = mixed.chars().map(String::from).collect();
+        let bytes: Vec<&str> = bytes.iter().map(String::as_str).collect();
+        assert_eq!(events(&bytes), expected);
     }
 
     #[test]
@@ -271,9 +292,9 @@ mod tests {
         // Split inside the mark: the same.
         let bytes = marked.as_bytes();
         let mut reader = Events::new(1024);
-        reader.feed(&bytes[..1]).unwrap();
+        reader.feed(&bytes[..1]);
         assert_eq!(reader.next(), None);
-        reader.feed(&bytes[1..]).unwrap();
+        reader.feed(&bytes[1..]);
         assert_eq!(reader.next().unwrap().data, b"a");
         // Later in the stream it is part of a line, as any other character.
         assert_eq!(events(&["data: a\n\n\u{feff}data: b\n\n"]), data(&["a"]));
@@ -292,19 +313,28 @@ mod tests {
     #[test]
     fn an_event_past_the_limit_is_refused() {
         let mut reader = Events::new(24);
-        reader.feed(b"data: 0123456789\n").unwrap();
+        reader.feed(b"data: 0123456789\n");
         // The first line is data now; more of the same event goes over.
         assert_eq!(reader.next(), None);
-        assert_eq!(reader.feed(b"data: 0123456789"), Err(TooLarge(24)));
+        assert_eq!(reader.check_size(), Ok(()));
+        reader.feed(b"data: 0123456789");
+        assert_eq!(reader.next(), None);
+        assert_eq!(reader.check_size(), Err(TooLarge(24)));
         // A line that never ends goes over too.
         let mut reader = Events::new(24);
-        reader.feed(b"data: 0123456789").unwrap();
-        assert_eq!(reader.feed(b"0123456789"), Err(TooLarge(24)));
-        // Events read and done with do not count against the next.
+        reader.feed(b"data: 0123456789");
+        reader.feed(b"0123456789");
+        assert_eq!(reader.check_size(), Err(TooLarge(24)));
+        // Events read and done with do not count against the next, even those that came
+        // in the same piece as its beginning.
         let mut reader = Events::new(24);
         for _ in 0..100 {
-            reader.feed(b"data: 0123456789\n\n").unwrap();
+            reader.feed(b"data: 0123456789\n\ndata: 01234");
             assert_eq!(reader.next().unwrap().data, b"0123456789");
+            assert_eq!(reader.check_size(), Ok(()));
+            reader.feed(b"56789\n\n");
+            assert_eq!(reader.next().unwrap().data, b"0123456789");
+            assert_eq!(reader.check_size(), Ok(()));
         }
     }
 }

@@ -449,20 +449,10 @@ async fn a_server_error_and_a_broken_stream_are_retried_and_viewers_restart_the_
     assert_eq!(figures["members"][1]["failures"], 0);
 }
 
-/// A stream is cut off when it has been quiet for the call timeout, not when it has
-/// lasted that long: a reply that goes quiet is retried, and a slow one that keeps coming is
-/// read to its end.
-#[tokio::test]
-async fn a_stream_that_goes_quiet_is_retried_and_a_slow_steady_one_is_kept() {
-    // Pieces 400 ms apart, five pauses: two seconds in all, twice the timeout.
-    let fake = FakeModel::start_expecting(
-        "authorization",
-        &format!("Bearer {KEY}"),
-        Duration::from_millis(400),
-    )
-    .await;
-    fake.fail_next(Purpose::Turn, Fault::GoesQuiet);
-    fake.reply_with(&["Slow but steady."]);
+/// An app whose model streams its pieces 400 ms apart, five pauses (two seconds in all),
+/// with a call timeout of one second, and a collaboration of a scripted host and an llm
+/// guest, two messages long: the finished collaboration and its two messages.
+async fn slow_stream_collaboration(fake: &FakeModel) -> (Value, Vec<Value>) {
     let base = fake.base_url();
     let app = spawn_app_with(move |c| {
         c.providers = vec![default_provider(&base)];
@@ -475,13 +465,50 @@ async fn a_stream_that_goes_quiet_is_retried_and_a_slow_steady_one_is_kept() {
         .await;
     let created = unjudged(&app, &host, &guest, 2).await;
     let done = app.wait_until_summarized(&id(&created)).await;
-    assert_eq!(done["status"], "completed", "{done}");
     let history = app.history(created["channel_id"].as_str().unwrap()).await;
-    let stored: Vec<&Value> = history.iter().filter(|e| e["type"] == "message").collect();
+    let stored = history
+        .into_iter()
+        .filter(|e| e["type"] == "message")
+        .collect();
+    (done, stored)
+}
+
+async fn slow_fake() -> FakeModel {
+    FakeModel::start_expecting(
+        "authorization",
+        &format!("Bearer {KEY}"),
+        Duration::from_millis(400),
+    )
+    .await
+}
+
+/// A stream is cut off when it has been quiet for the call timeout, not when it has
+/// lasted that long: a reply that goes quiet is retried, and a slow one that keeps coming is
+/// read to its end.
+#[tokio::test]
+async fn a_stream_that_goes_quiet_is_retried_and_a_slow_steady_one_is_kept() {
+    let fake = slow_fake().await;
+    fake.fail_next(Purpose::Turn, Fault::GoesQuiet);
+    fake.reply_with(&["Slow but steady."]);
+    let (done, stored) = slow_stream_collaboration(&fake).await;
+    assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(stored.len(), 2);
     assert_eq!(stored[1]["content"], "Slow but steady.");
     assert_eq!(stored[1]["retries"], 1);
     assert_eq!(fake.requests(Purpose::Turn).len(), 2, "quiet, then slow");
+}
+
+/// Comments in the stream (a proxy keeping the connection open while a model reasons) are
+/// not silence: the model is waited for, up to the call's deadline.
+#[tokio::test]
+async fn a_model_that_keeps_its_stream_alive_while_it_thinks_is_waited_for() {
+    let fake = slow_fake().await;
+    fake.fail_next(Purpose::Turn, Fault::KeepsAlive);
+    let (done, stored) = slow_stream_collaboration(&fake).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(stored[1]["content"], "Thought long, said little.");
+    assert!(stored[1].get("retries").is_none(), "{}", stored[1]);
+    assert_eq!(fake.requests(Purpose::Turn).len(), 1);
 }
 
 #[tokio::test]

@@ -50,6 +50,9 @@ pub enum Fault {
     BrokenStream,
     /// Sends the first piece of the stream, then nothing more, holding it open.
     GoesQuiet,
+    /// Thinks aloud: an SSE comment every 300 ms for 1.5 s, then its reply, as a reasoning
+    /// model behind a proxy that keeps the connection alive does.
+    KeepsAlive,
     /// A stream of empty pieces, one every 100 ms, forever: never quiet, never done.
     Trickle,
     /// A 400 with OpenAI's error object: the request itself is refused, so retrying it
@@ -390,6 +393,7 @@ async fn completions(
                     },
                     // What a stream that breaks off had started to say.
                     Some(Fault::BrokenStream | Fault::GoesQuiet) => "This reply never fini".into(),
+                    Some(Fault::KeepsAlive) => "Thought long, said little.".into(),
                     Some(_) => String::new(),
                 }
             }
@@ -447,7 +451,7 @@ async fn completions(
         }
         Some(Fault::Hang) => std::future::pending::<()>().await,
         Some(Fault::Trickle) => return trickle(),
-        Some(Fault::BrokenStream | Fault::GoesQuiet) | None => {}
+        Some(Fault::BrokenStream | Fault::GoesQuiet | Fault::KeepsAlive) | None => {}
     }
     let broken = match fault {
         Some(Fault::BrokenStream) => Some(Break::Ends),
@@ -493,7 +497,8 @@ async fn completions(
         }))
         .into_response();
     }
-    sse(content, &calls, model, usage, broken, chunk_delay)
+    let thinking = matches!(fault, Some(Fault::KeepsAlive));
+    sse(content, &calls, model, usage, broken, thinking, chunk_delay)
 }
 
 static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -591,6 +596,7 @@ fn sse(
     model: String,
     usage: Value,
     broken: Option<Break>,
+    thinking: bool,
     delay: Duration,
 ) -> Response {
     let chunk = |delta: Value, finish: Value| {
@@ -640,7 +646,7 @@ fn sse(
     events.push(chunk(json!({}), json!(finish)).to_string());
     events.push(json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model, "choices": [], "usage": usage}).to_string());
     events.push("[DONE]".into());
-    let stream = async_stream(events, broken, delay);
+    let stream = async_stream(events, broken, thinking, delay);
     Response::builder()
         .header("content-type", "text/event-stream")
         .body(Body::from_stream(stream))
@@ -657,24 +663,31 @@ enum Break {
 fn async_stream(
     events: Vec<String>,
     broken: Option<Break>,
+    thinking: bool,
     delay: Duration,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
     use futures::StreamExt;
+    let comments = if thinking { 5 } else { 0 };
+    let thoughts = futures::stream::iter(0..comments).then(|_| async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(Bytes::from_static(b": still thinking\n\n"))
+    });
     let keep = if broken.is_some() { 1 } else { events.len() };
     let quiet = broken == Some(Break::GoesQuiet);
     let silence = futures::stream::iter(quiet.then(futures::stream::pending)).flatten();
-    futures::stream::unfold(
-        (events.into_iter().take(keep), 0usize),
-        move |(mut rest, sent)| async move {
-            let event = rest.next()?;
-            if sent > 0 && !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            Some((
-                Ok(Bytes::from(format!("data: {event}\n\n"))),
-                (rest, sent + 1),
-            ))
-        },
-    )
-    .chain(silence)
+    thoughts
+        .chain(futures::stream::unfold(
+            (events.into_iter().take(keep), 0usize),
+            move |(mut rest, sent)| async move {
+                let event = rest.next()?;
+                if sent > 0 && !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                Some((
+                    Ok(Bytes::from(format!("data: {event}\n\n"))),
+                    (rest, sent + 1),
+                ))
+            },
+        ))
+        .chain(silence)
 }
