@@ -108,7 +108,8 @@ impl std::fmt::Debug for ProviderConfig {
 
 #[derive(Debug, Clone)]
 pub struct ModelSettings {
-    /// Limit on one attempt of one model call, including a streamed body going quiet.
+    /// Limit on one attempt of one model call, including a streamed body going quiet (no
+    /// bytes at all for this long; comments and keep-alives count as bytes).
     pub call_timeout: Duration,
     /// Retries after the first attempt on 429, 5xx, connection errors and broken streams.
     pub max_retries: u32,
