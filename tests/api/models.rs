@@ -449,14 +449,14 @@ async fn a_server_error_and_a_broken_stream_are_retried_and_viewers_restart_the_
     assert_eq!(figures["members"][1]["failures"], 0);
 }
 
-/// An app whose model streams its pieces 400 ms apart, five pauses (two seconds in all),
-/// with a call timeout of one second, and a collaboration of a scripted host and an llm
+/// An app whose model streams its pieces 600 ms apart, five pauses (three seconds in all),
+/// with a call timeout of two seconds, and a collaboration of a scripted host and an llm
 /// guest, two messages long: the finished collaboration and its two messages.
 async fn slow_stream_collaboration(fake: &FakeModel) -> (Value, Vec<Value>) {
     let base = fake.base_url();
     let app = spawn_app_with(move |c| {
         c.providers = vec![default_provider(&base)];
-        c.models.call_timeout = Duration::from_secs(1);
+        c.models.call_timeout = Duration::from_secs(2);
     })
     .await;
     let host = app.scripted("Host", &["Over to you."], 0).await;
@@ -477,7 +477,7 @@ async fn slow_fake() -> FakeModel {
     FakeModel::start_expecting(
         "authorization",
         &format!("Bearer {KEY}"),
-        Duration::from_millis(400),
+        Duration::from_millis(600),
     )
     .await
 }

@@ -50,7 +50,7 @@ pub enum Fault {
     BrokenStream,
     /// Sends the first piece of the stream, then nothing more, holding it open.
     GoesQuiet,
-    /// Thinks aloud: an SSE comment every 300 ms for 1.5 s, then its reply, as a reasoning
+    /// Thinks aloud: an SSE comment every 300 ms for 3 s, then its reply, as a reasoning
     /// model behind a proxy that keeps the connection alive does.
     KeepsAlive,
     /// A stream of empty pieces, one every 100 ms, forever: never quiet, never done.
@@ -667,7 +667,7 @@ fn async_stream(
     delay: Duration,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
     use futures::StreamExt;
-    let comments = if thinking { 5 } else { 0 };
+    let comments = if thinking { 10 } else { 0 };
     let thoughts = futures::stream::iter(0..comments).then(|_| async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         Ok(Bytes::from_static(b": still thinking\n\n"))
