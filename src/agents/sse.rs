@@ -216,6 +216,19 @@ mod tests {
         out
     }
 
+    /// `stream` gives `expected` read whole, split in two at every place, and a byte at a
+    /// time.
+    fn read_alike_however_split(stream: &str, expected: &[(String, String)]) {
+        assert_eq!(events(&[stream]), expected);
+        for at in 0..=stream.len() {
+            let halves = [&stream[..at], &stream[at..]];
+            assert_eq!(events(&halves), expected, "split at {at}");
+        }
+        let bytes: Vec<String> = stream.chars().map(String::from).collect();
+        let bytes: Vec<&str> = bytes.iter().map(String::as_str).collect();
+        assert_eq!(events(&bytes), expected, "a byte at a time");
+    }
+
     fn data(values: &[&str]) -> Vec<(String, String)> {
         values
             .iter()
@@ -226,19 +239,7 @@ mod tests {
     #[test]
     fn events_are_read_whatever_the_pieces_they_arrive_in() {
         let stream = "data: {\"a\":1}\n\ndata: {\"b\":2}\n\ndata: [DONE]\n\n";
-        let whole = events(&[stream]);
-        assert_eq!(whole, data(&["{\"a\":1}", "{\"b\":2}", "[DONE]"]));
-        // Split at every place, and a byte at a time: the same events.
-        for at in 0..=stream.len() {
-            assert_eq!(
-                events(&[&stream[..at], &stream[at..]]),
-                whole,
-                "split at {at}"
-            );
-        }
-        let bytes: Vec<String> = stream.chars().map(String::from).collect();
-        let bytes: Vec<&str> = bytes.iter().map(String::as_str).collect();
-        assert_eq!(events(&bytes), whole);
+        read_alike_however_split(stream, &data(&["{\"a\":1}", "{\"b\":2}", "[DONE]"]));
     }
 
     #[test]
@@ -247,21 +248,10 @@ mod tests {
             let stream = format!("data: one{ending}{ending}data: two{ending}{ending}");
             assert_eq!(events(&[&stream]), data(&["one", "two"]), "{ending:?}");
         }
-        let mixed = "data: one\r\n\ndata: two\r\r\ndata: three\n\r\ndata: four\r\n\r\n";
-        let expected = data(&["one", "two", "three", "four"]);
-        assert_eq!(events(&[mixed]), expected);
-        for at in 0..=mixed.len() {
-            assert_eq!(
-                events(&[&mixed[..at], &mixed[at..]]),
-                expected,
-                "split at {at}"
-            );
-        }
-        // A byte at a time: a `\r` ending one piece and a `\n` opening the next are one
+        // Split anywhere: a `\r` ending one piece and a `\n` opening the next are one
         // ending, and a blank line after them is still a blank line.
-        let bytes: Vec<String> = mixed.chars().map(String::from).collect();
-        let bytes: Vec<&str> = bytes.iter().map(String::as_str).collect();
-        assert_eq!(events(&bytes), expected);
+        let mixed = "data: one\r\n\ndata: two\r\r\ndata: three\n\r\ndata: four\r\n\r\n";
+        read_alike_however_split(mixed, &data(&["one", "two", "three", "four"]));
     }
 
     #[test]

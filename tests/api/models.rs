@@ -302,16 +302,23 @@ async fn a_hanging_model_ends_the_collaboration_after_the_inactivity_window() {
     );
 }
 
-#[tokio::test]
-async fn a_model_that_keeps_failing_fails_the_collaboration_after_its_retries() {
-    let fake = FakeModel::start().await;
-    fake.fail_always(Purpose::Turn, Fault::ServerError);
-    let app = with_fake(&fake).await;
+/// A collaboration of an llm pair against `fake`, to its summary: the app, the host, the
+/// collaboration as created and as it ended.
+async fn ended_llm_collaboration(fake: &FakeModel) -> (TestApp, Value, Value, Value) {
+    let app = with_fake(fake).await;
     let (host, guest) = llm_pair(&app).await;
     let created = app
         .collaborate(&host, &guest, json!({"message_cap": 10}))
         .await;
     let done = app.wait_until_summarized(&id(&created)).await;
+    (app, host, created, done)
+}
+
+#[tokio::test]
+async fn a_model_that_keeps_failing_fails_the_collaboration_after_its_retries() {
+    let fake = FakeModel::start().await;
+    fake.fail_always(Purpose::Turn, Fault::ServerError);
+    let (app, host, created, done) = ended_llm_collaboration(&fake).await;
     assert_eq!(done["status"], "failed");
     assert_eq!(done["end_reason"], "error");
     let error = done["error_message"].as_str().unwrap();
@@ -348,12 +355,7 @@ async fn a_model_that_keeps_failing_fails_the_collaboration_after_its_retries() 
 async fn a_refused_streamed_turn_fails_at_once_in_the_provider_s_own_words() {
     let fake = FakeModel::start().await;
     fake.fail_next(Purpose::Turn, Fault::Refused);
-    let app = with_fake(&fake).await;
-    let (host, guest) = llm_pair(&app).await;
-    let created = app
-        .collaborate(&host, &guest, json!({"message_cap": 10}))
-        .await;
-    let done = app.wait_until_summarized(&id(&created)).await;
+    let (_, _, _, done) = ended_llm_collaboration(&fake).await;
     assert_eq!(done["status"], "failed");
     let error = done["error_message"].as_str().unwrap();
     assert!(
