@@ -93,6 +93,7 @@ impl Events {
     /// rather than lost, as lenient readers do.
     pub(crate) fn end(&mut self) -> Option<Event<'_>> {
         self.forget_dispatched();
+        self.skip_byte_order_mark();
         if self.read < self.pending.len() {
             let line = (self.read, self.pending.len());
             self.read = self.pending.len();
@@ -286,6 +287,8 @@ mod tests {
         assert_eq!(reader.next(), None);
         reader.feed(&bytes[1..]);
         assert_eq!(reader.next().unwrap().data, b"a");
+        // A stream of one unended line, the mark before it.
+        assert_eq!(events(&["\u{feff}data: a"]), data(&["a"]));
         // Later in the stream it is part of a line, as any other character.
         assert_eq!(events(&["data: a\n\n\u{feff}data: b\n\n"]), data(&["a"]));
     }
